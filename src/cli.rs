@@ -1,0 +1,67 @@
+//! Command-line types (clap). Parsing only; `main` dispatches.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  runtime failure (a system or the state file failed)
+  2  bad configuration, mapping or usage";
+
+/// prmsync keeps a PRM and a CRM in step, both ways.
+#[derive(Debug, Parser)]
+#[command(name = "prmsync", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Log as JSON lines instead of human-readable text (overrides log.format).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sync daemon.
+    #[command(after_help = EXIT_CODES)]
+    Run {
+        /// The config file.
+        #[arg(long, short, env = "PRMSYNC_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check the config, the mapping files and their examples; print every problem.
+    #[command(after_help = EXIT_CODES)]
+    Check {
+        /// The config file (or use --config).
+        #[arg(value_name = "FILE", conflicts_with = "config")]
+        file: Option<PathBuf>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Show cursors, queue depths, dead letters and recent errors from the state file.
+    #[command(after_help = EXIT_CODES)]
+    Status {
+        /// The config file (its daemon.state_path is read).
+        #[arg(long, short, required_unless_present = "state", conflicts_with = "state")]
+        config: Option<PathBuf>,
+        /// A state file, directly.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start the built-in simulators, sync seeded data through the real daemon, print a summary.
+    #[command(after_help = EXIT_CODES)]
+    Demo {
+        /// Where to keep the demo's state file (recreated on each run).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// How many deal registrations to seed.
+        #[arg(long, default_value_t = 50)]
+        deals: usize,
+        /// How many partners to seed.
+        #[arg(long, default_value_t = 5)]
+        partners: usize,
+    },
+}

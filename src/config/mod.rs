@@ -1,0 +1,491 @@
+//! Configuration: one TOML file plus `PRMSYNC__` environment overrides, validated into a typed
+//! [`Config`]. Every problem is collected with its key path and a hint; loading never writes.
+
+mod raw;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+pub use raw::defaults;
+use raw::{RawDaemon, RawHttp, RawHubSpot, RawLog, RawPartnerStack, RawSecret};
+
+/// Environment variables that override config keys start with this, e.g.
+/// `PRMSYNC__DAEMON__POLL_INTERVAL_SECS=10` sets `daemon.poll_interval_secs`.
+pub const ENV_PREFIX: &str = "PRMSYNC";
+
+/// The validated configuration the daemon runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub log: LogConfig,
+    pub http: HttpConfig,
+    pub prm: PrmConfig,
+    pub crm: CrmConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub state_path: PathBuf,
+    /// `None`: the mapping set built into the binary (the files shipped in `mappings/`).
+    pub mappings_dir: Option<PathBuf>,
+    pub poll_interval: Duration,
+    pub batch_size: usize,
+    pub shutdown_timeout: Duration,
+    pub max_attempts: u32,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+}
+
+/// The partner system.
+#[derive(Debug, Clone)]
+pub enum PrmConfig {
+    PartnerStack(PartnerStackConfig),
+}
+
+/// The CRM.
+#[derive(Debug, Clone)]
+pub enum CrmConfig {
+    HubSpot(HubSpotConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct PartnerStackConfig {
+    pub base_url: reqwest::Url,
+    pub api_key: SecretString,
+    /// Shared secret for the webhook endpoint (HMAC-SHA256 of the body); webhooks off when absent.
+    pub webhook_secret: Option<SecretString>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HubSpotConfig {
+    pub base_url: reqwest::Url,
+    pub access_token: SecretString,
+    /// The app's client secret, used to verify webhook signatures; webhooks off when absent.
+    pub client_secret: Option<SecretString>,
+}
+
+/// One problem in the configuration, with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, " (hint: {h})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in one load, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    pub file: PathBuf,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} problem(s) in {}:",
+            self.errors.len(),
+            self.file.display()
+        )?;
+        for e in &self.errors {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Where secrets and overrides come from: the process environment, injected so tests need not
+/// change it.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    pub vars: HashMap<String, String>,
+}
+
+impl Environment {
+    /// A snapshot of the process environment (called from `main`).
+    pub fn from_process() -> Self {
+        Environment {
+            vars: std::env::vars().collect(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.vars.get(key).map(String::as_str)
+    }
+}
+
+/// Loads and validates the config file at `path`, applying `PRMSYNC__*` overrides from `env`.
+pub fn load(path: &Path, env: &Environment) -> Result<Config, ConfigErrors> {
+    let fail = |errors: Vec<ConfigError>| ConfigErrors {
+        file: path.to_owned(),
+        errors,
+    };
+    let overrides: config::Map<String, String> = env
+        .vars
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let built = config::Config::builder()
+        .add_source(
+            config::File::from(path)
+                .format(config::FileFormat::Toml)
+                .required(true),
+        )
+        .add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(overrides)),
+        )
+        .build()
+        .map_err(|e| {
+            fail(vec![ConfigError {
+                key: "(file)".into(),
+                message: e.to_string(),
+                hint: Some("the file must exist and be valid TOML".into()),
+            }])
+        })?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    validate(&built, base_dir, env).map_err(fail)
+}
+
+fn validate(
+    cfg: &config::Config,
+    base_dir: &Path,
+    env: &Environment,
+) -> Result<Config, Vec<ConfigError>> {
+    let mut errs = Vec::new();
+    let top: HashMap<String, config::Value> = cfg.clone().try_deserialize().unwrap_or_default();
+    let mut unknown: Vec<&String> = top
+        .keys()
+        .filter(|k| !raw::SECTIONS.contains(&k.as_str()))
+        .collect();
+    unknown.sort();
+    for k in unknown {
+        errs.push(ConfigError {
+            key: k.clone(),
+            message: "unknown section".into(),
+            hint: Some(format!("known sections: {}", raw::SECTIONS.join(", "))),
+        });
+    }
+
+    let daemon: RawDaemon = section(cfg, &top, "daemon", &mut errs).unwrap_or_default();
+    let log: RawLog = section(cfg, &top, "log", &mut errs).unwrap_or_default();
+    let http: RawHttp = section(cfg, &top, "http", &mut errs).unwrap_or_default();
+    let partnerstack: Option<RawPartnerStack> = section(cfg, &top, "partnerstack", &mut errs);
+    let hubspot: Option<RawHubSpot> = section(cfg, &top, "hubspot", &mut errs);
+
+    let daemon = validate_daemon(daemon, base_dir, &mut errs);
+    let log = validate_log(log, &mut errs);
+    let http = validate_http(http, &mut errs);
+
+    let prm = match partnerstack {
+        Some(p) => Some(PrmConfig::PartnerStack(PartnerStackConfig {
+            base_url: url(&p.base_url, "partnerstack.base_url", &mut errs),
+            api_key: secret(p.api_key.as_ref(), "partnerstack.api_key", env, &mut errs)
+                .unwrap_or_else(|| missing("partnerstack.api_key", &mut errs)),
+            webhook_secret: secret(
+                p.webhook_secret.as_ref(),
+                "partnerstack.webhook_secret",
+                env,
+                &mut errs,
+            ),
+        })),
+        None => {
+            if !top.contains_key("partnerstack") {
+                errs.push(ConfigError {
+                    key: "partnerstack".into(),
+                    message: "no PRM is configured".into(),
+                    hint: Some("add a [partnerstack] section with base_url and api_key".into()),
+                });
+            }
+            None
+        }
+    };
+    let crm = match hubspot {
+        Some(h) => Some(CrmConfig::HubSpot(HubSpotConfig {
+            base_url: url(&h.base_url, "hubspot.base_url", &mut errs),
+            access_token: secret(h.access_token.as_ref(), "hubspot.access_token", env, &mut errs)
+                .unwrap_or_else(|| missing("hubspot.access_token", &mut errs)),
+            client_secret: secret(
+                h.client_secret.as_ref(),
+                "hubspot.client_secret",
+                env,
+                &mut errs,
+            ),
+        })),
+        None => {
+            if !top.contains_key("hubspot") {
+                errs.push(ConfigError {
+                    key: "hubspot".into(),
+                    message: "no CRM is configured".into(),
+                    hint: Some("add a [hubspot] section with base_url and access_token".into()),
+                });
+            }
+            None
+        }
+    };
+    match (errs.is_empty(), prm, crm) {
+        (true, Some(prm), Some(crm)) => Ok(Config {
+            daemon,
+            log,
+            http,
+            prm,
+            crm,
+        }),
+        _ => Err(errs),
+    }
+}
+
+/// Reads one section on its own, so that an unknown key in one section does not hide the others.
+fn section<T: serde::de::DeserializeOwned>(
+    cfg: &config::Config,
+    top: &HashMap<String, config::Value>,
+    name: &str,
+    errs: &mut Vec<ConfigError>,
+) -> Option<T> {
+    if !top.contains_key(name) {
+        return None;
+    }
+    match cfg.get::<T>(name) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errs.push(ConfigError {
+                key: name.into(),
+                message: e.to_string(),
+                hint: Some("check the key names and value types against deploy/prmsync.example.toml".into()),
+            });
+            None
+        }
+    }
+}
+
+fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -> DaemonConfig {
+    let mut positive = |key: &str, v: u64, hint: &str| {
+        if v == 0 {
+            errs.push(ConfigError {
+                key: format!("daemon.{key}"),
+                message: "must be greater than 0".into(),
+                hint: Some(hint.into()),
+            });
+        }
+    };
+    positive("poll_interval_secs", d.poll_interval_secs, "30 is a good start");
+    positive(
+        "shutdown_timeout_secs",
+        d.shutdown_timeout_secs,
+        "keep it below systemd's TimeoutStopSec",
+    );
+    positive("max_attempts", u64::from(d.max_attempts), "8 is the default");
+    positive("request_timeout_secs", d.request_timeout_secs, "30 is the default");
+    if !(1..=200).contains(&d.batch_size) {
+        errs.push(ConfigError {
+            key: "daemon.batch_size".into(),
+            message: format!("{} is out of range", d.batch_size),
+            hint: Some("use 1 to 200 (HubSpot accepts 100 per batch, Salesforce 200)".into()),
+        });
+    }
+    let resolve = |p: &str| {
+        let p = PathBuf::from(p);
+        if p.is_relative() { base_dir.join(p) } else { p }
+    };
+    let mappings_dir = d.mappings_dir.as_deref().map(resolve);
+    if let Some(dir) = &mappings_dir
+        && !dir.is_dir()
+    {
+        errs.push(ConfigError {
+            key: "daemon.mappings_dir".into(),
+            message: format!("{} is not a directory", dir.display()),
+            hint: Some("remove the key to use the built-in mappings, or point it at a folder of *.toml mapping files".into()),
+        });
+    }
+    DaemonConfig {
+        state_path: resolve(&d.state_path),
+        mappings_dir,
+        poll_interval: Duration::from_secs(d.poll_interval_secs),
+        batch_size: d.batch_size,
+        shutdown_timeout: Duration::from_secs(d.shutdown_timeout_secs),
+        max_attempts: d.max_attempts,
+        request_timeout: Duration::from_secs(d.request_timeout_secs),
+    }
+}
+
+fn validate_log(l: RawLog, errs: &mut Vec<ConfigError>) -> LogConfig {
+    let format = match l.format.as_str() {
+        "human" => LogFormat::Human,
+        "json" => LogFormat::Json,
+        other => {
+            errs.push(ConfigError {
+                key: "log.format".into(),
+                message: format!("unknown format {other:?}"),
+                hint: Some("use \"human\" or \"json\"".into()),
+            });
+            LogFormat::Human
+        }
+    };
+    if tracing_subscriber::EnvFilter::try_new(&l.level).is_err() {
+        errs.push(ConfigError {
+            key: "log.level".into(),
+            message: format!("{:?} is not a valid filter", l.level),
+            hint: Some("use error, warn, info, debug or trace, or a filter like \"prmsync=debug\"".into()),
+        });
+    }
+    LogConfig {
+        format,
+        level: l.level,
+    }
+}
+
+fn validate_http(h: RawHttp, errs: &mut Vec<ConfigError>) -> HttpConfig {
+    let listen = h.listen.parse().unwrap_or_else(|_| {
+        errs.push(ConfigError {
+            key: "http.listen".into(),
+            message: format!("{:?} is not an address:port", h.listen),
+            hint: Some("for example \"127.0.0.1:8787\"".into()),
+        });
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    });
+    if !(1024..=64 * 1024 * 1024).contains(&h.max_body_bytes) {
+        errs.push(ConfigError {
+            key: "http.max_body_bytes".into(),
+            message: format!("{} is out of range", h.max_body_bytes),
+            hint: Some("use 1024 to 67108864; 1048576 is the default".into()),
+        });
+    }
+    HttpConfig {
+        listen,
+        max_body_bytes: h.max_body_bytes,
+    }
+}
+
+fn url(s: &str, key: &str, errs: &mut Vec<ConfigError>) -> reqwest::Url {
+    match reqwest::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => u,
+        _ => {
+            errs.push(ConfigError {
+                key: key.into(),
+                message: format!("{s:?} is not an http(s) URL"),
+                hint: Some("for example \"https://api.hubapi.com\"".into()),
+            });
+            reqwest::Url::parse("http://invalid.invalid/").expect("static URL parses")
+        }
+    }
+}
+
+fn missing(key: &str, errs: &mut Vec<ConfigError>) -> SecretString {
+    if !errs.iter().any(|e| e.key.starts_with(key)) {
+        errs.push(ConfigError {
+            key: key.into(),
+            message: "is required".into(),
+            hint: Some(format!(
+                "set {key} = {{ env = \"NAME\" }}, {{ file = \"/path\" }} or {{ credential = \"name\" }} (systemd LoadCredential=)"
+            )),
+        });
+    }
+    SecretString::from(String::new())
+}
+
+/// Resolves a secret reference. Outside systemd a `credential` cannot be read yet; that is not an
+/// error for `check` run by hand, and systemd's ExecStartPre sees the credential directory.
+fn secret(
+    r: Option<&RawSecret>,
+    key: &str,
+    env: &Environment,
+    errs: &mut Vec<ConfigError>,
+) -> Option<SecretString> {
+    let r = r?;
+    let set = [r.env.is_some(), r.file.is_some(), r.credential.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if set != 1 {
+        errs.push(ConfigError {
+            key: key.into(),
+            message: "name exactly one of env, file or credential".into(),
+            hint: Some("for example { env = \"PRMSYNC_HUBSPOT_TOKEN\" }".into()),
+        });
+        return None;
+    }
+    let from_file = |path: PathBuf, errs: &mut Vec<ConfigError>, k: String| match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Some(SecretString::from(s.trim_end_matches(['\n', '\r']).to_owned())),
+        Ok(_) => {
+            errs.push(ConfigError {
+                key: k,
+                message: format!("{} is empty", path.display()),
+                hint: None,
+            });
+            None
+        }
+        Err(e) => {
+            errs.push(ConfigError {
+                key: k,
+                message: format!("cannot read {}: {e}", path.display()),
+                hint: Some("check the path and that the service user may read it".into()),
+            });
+            None
+        }
+    };
+    if let Some(name) = &r.env {
+        return match env.get(name) {
+            Some(v) if !v.is_empty() => Some(SecretString::from(v.to_owned())),
+            _ => {
+                errs.push(ConfigError {
+                    key: format!("{key}.env"),
+                    message: format!("environment variable {name} is not set"),
+                    hint: Some("export it, or use { file = ... } / { credential = ... }".into()),
+                });
+                None
+            }
+        };
+    }
+    if let Some(path) = &r.file {
+        return from_file(PathBuf::from(path), errs, format!("{key}.file"));
+    }
+    let name = r.credential.as_deref().unwrap_or_default();
+    match env.get("CREDENTIALS_DIRECTORY") {
+        Some(dir) => from_file(Path::new(dir).join(name), errs, format!("{key}.credential")),
+        None => {
+            tracing::warn!(key, credential = name, "not running under systemd: credential not checked");
+            Some(SecretString::from(String::new()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

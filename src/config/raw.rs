@@ -1,0 +1,116 @@
+//! The raw serde mirror of the config file: exactly the TOML keys, defaults defined once, no checks.
+
+use serde::Deserialize;
+
+/// Every default value, in one place.
+pub mod defaults {
+    pub const STATE_PATH: &str = "/var/lib/prmsync/state.db";
+    pub const POLL_INTERVAL_SECS: u64 = 30;
+    pub const BATCH_SIZE: usize = 100;
+    pub const SHUTDOWN_TIMEOUT_SECS: u64 = 20;
+    pub const MAX_ATTEMPTS: u32 = 8;
+    pub const LISTEN: &str = "127.0.0.1:8787";
+    pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+    pub const LOG_FORMAT: &str = "human";
+    pub const LOG_LEVEL: &str = "info";
+    pub const REQUEST_TIMEOUT_SECS: u64 = 30;
+    pub const PARTNERSTACK_BASE_URL: &str = "https://api.partnerstack.com/api/v2";
+    pub const HUBSPOT_BASE_URL: &str = "https://api.hubapi.com";
+}
+
+/// The top-level sections. Each is read on its own so that mistakes in several sections are all
+/// reported; see `super::load`.
+pub const SECTIONS: &[&str] = &["daemon", "log", "http", "partnerstack", "hubspot"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDaemon {
+    pub state_path: String,
+    pub mappings_dir: Option<String>,
+    pub poll_interval_secs: u64,
+    pub batch_size: usize,
+    pub shutdown_timeout_secs: u64,
+    pub max_attempts: u32,
+    pub request_timeout_secs: u64,
+}
+
+impl Default for RawDaemon {
+    fn default() -> Self {
+        RawDaemon {
+            state_path: defaults::STATE_PATH.into(),
+            mappings_dir: None,
+            poll_interval_secs: defaults::POLL_INTERVAL_SECS,
+            batch_size: defaults::BATCH_SIZE,
+            shutdown_timeout_secs: defaults::SHUTDOWN_TIMEOUT_SECS,
+            max_attempts: defaults::MAX_ATTEMPTS,
+            request_timeout_secs: defaults::REQUEST_TIMEOUT_SECS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub format: String,
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: defaults::LOG_FORMAT.into(),
+            level: defaults::LOG_LEVEL.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    pub listen: String,
+    pub max_body_bytes: usize,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            listen: defaults::LISTEN.into(),
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// Where a secret comes from: an environment variable, a file, or a systemd credential.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecret {
+    pub env: Option<String>,
+    pub file: Option<String>,
+    pub credential: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPartnerStack {
+    #[serde(default = "partnerstack_base_url")]
+    pub base_url: String,
+    pub api_key: Option<RawSecret>,
+    pub webhook_secret: Option<RawSecret>,
+}
+
+fn partnerstack_base_url() -> String {
+    defaults::PARTNERSTACK_BASE_URL.into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHubSpot {
+    #[serde(default = "hubspot_base_url")]
+    pub base_url: String,
+    pub access_token: Option<RawSecret>,
+    pub client_secret: Option<RawSecret>,
+}
+
+fn hubspot_base_url() -> String {
+    defaults::HUBSPOT_BASE_URL.into()
+}

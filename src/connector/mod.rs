@@ -1,0 +1,222 @@
+//! Connectors: one folder per vendor system behind one closed enum. Only this module knows vendor
+//! wire formats; the rest of prmsync sees [`Record`]s, [`WriteRequest`]s and typed errors.
+
+pub mod hubspot;
+pub mod partnerstack;
+
+use std::sync::Once;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::model::{Cursor, Record, SystemKind};
+
+/// What went wrong talking to a system, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("rate limited; retry after {retry_after:?}: {detail}")]
+    RateLimited { retry_after: Duration, detail: String },
+    #[error("temporary failure: {0}")]
+    Transient(String),
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    #[error("rejected: {0}")]
+    Permanent(String),
+}
+
+impl ConnectorError {
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ConnectorError::RateLimited { .. } | ConnectorError::Transient(_))
+    }
+
+    /// The wait the system asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ConnectorError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+/// One page of changed records, oldest first where the system can sort.
+#[derive(Debug, Clone, Default)]
+pub struct ChangePage {
+    pub records: Vec<Record>,
+    /// Pass back to read the next page; `None` when this was the last.
+    pub next_page: Option<String>,
+}
+
+/// A record to create or update in a system.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    /// The value of the external-id field (upserts), or the record's own key.
+    pub key: String,
+    /// The field holding `key` in the target, for upserts by external id.
+    pub id_property: Option<String>,
+    /// The record's id in the system, when already known.
+    pub target_id: Option<String>,
+    pub fields: Map<String, Value>,
+}
+
+/// A successful write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteAck {
+    pub id: String,
+    pub created: bool,
+}
+
+/// The connectors prmsync has. Adding a system adds a variant and a folder.
+#[derive(Debug, Clone)]
+pub enum Connector {
+    PartnerStack(partnerstack::PartnerStack),
+    HubSpot(hubspot::HubSpot),
+}
+
+impl Connector {
+    pub fn kind(&self) -> SystemKind {
+        match self {
+            Connector::PartnerStack(_) => SystemKind::PartnerStack,
+            Connector::HubSpot(_) => SystemKind::HubSpot,
+        }
+    }
+
+    /// Authenticates and makes one cheap call.
+    pub async fn health(&self) -> Result<(), ConnectorError> {
+        match self {
+            Connector::PartnerStack(c) => c.health().await,
+            Connector::HubSpot(c) => c.health().await,
+        }
+    }
+
+    /// Reads one page of records of `object` modified at or after `since_ms`.
+    pub async fn read_changes(
+        &self,
+        object: &str,
+        since_ms: i64,
+        fields: &[String],
+        page: Option<&str>,
+    ) -> Result<ChangePage, ConnectorError> {
+        match self {
+            Connector::PartnerStack(c) => c.read_changes(object, since_ms, page).await,
+            Connector::HubSpot(c) => c.read_changes(object, since_ms, fields, page).await,
+        }
+    }
+
+    /// Writes a batch; the outer error fails the whole batch, inner ones single records.
+    pub async fn write(
+        &self,
+        object: &str,
+        writes: &[WriteRequest],
+    ) -> Result<Vec<Result<WriteAck, ConnectorError>>, ConnectorError> {
+        match self {
+            Connector::PartnerStack(c) => Ok(c.write(object, writes).await),
+            Connector::HubSpot(c) => c.write(object, writes).await,
+        }
+    }
+
+    /// The most records one write call may carry.
+    pub fn max_batch(&self) -> usize {
+        match self {
+            Connector::PartnerStack(_) => 25,
+            Connector::HubSpot(_) => hubspot::MAX_BATCH,
+        }
+    }
+}
+
+/// Whether a record is after the cursor (records at the cursor were staged already).
+pub fn after_cursor(cursor: Option<&Cursor>, r: &Record) -> bool {
+    cursor.is_none_or(|c| c.is_before(r.modified_ms, &r.id))
+}
+
+/// The HTTP client every connector uses: rustls with the ring provider, bounded timeouts.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    static PROVIDER: Once = Once::new();
+    PROVIDER.call_once(|| {
+        // Another part of the process may have installed one already; either is fine.
+        if rustls::crypto::ring::default_provider().install_default().is_err() {
+            tracing::debug!("a rustls crypto provider was already installed");
+        }
+    });
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("prmsync/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client's fixed settings are valid")
+}
+
+/// Turns an error HTTP status and body into a typed error. `body` is cut to keep logs short.
+pub fn classify(status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap, body: &str) -> ConnectorError {
+    let detail = format!("HTTP {}: {}", status.as_u16(), snippet(body));
+    match status.as_u16() {
+        429 => ConnectorError::RateLimited {
+            retry_after: retry_after(headers).unwrap_or(Duration::from_secs(10)),
+            detail,
+        },
+        401 | 403 => ConnectorError::Auth(detail),
+        408 | 500..=599 => ConnectorError::Transient(detail),
+        _ => ConnectorError::Permanent(detail),
+    }
+}
+
+/// Reads `Retry-After` in seconds or HTTP-date form.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate(v)?;
+    let now = jiff::Timestamp::now();
+    Some(when.duration_since(now).try_into().unwrap_or(Duration::ZERO))
+}
+
+/// Parses an IMF-fixdate such as `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn httpdate(s: &str) -> Option<jiff::Timestamp> {
+    jiff::fmt::rfc2822::parse(s).ok().map(|z| z.timestamp())
+}
+
+/// A network-level failure: always worth a retry.
+pub fn transport(e: reqwest::Error) -> ConnectorError {
+    ConnectorError::Transient(e.without_url().to_string())
+}
+
+fn snippet(body: &str) -> String {
+    let t = body.trim();
+    match t.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &t[..i]),
+        None => t.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    #[test]
+    fn classifies_statuses() {
+        let h = HeaderMap::new();
+        let c = |s: u16| classify(reqwest::StatusCode::from_u16(s).unwrap(), &h, "x");
+        assert!(matches!(c(429), ConnectorError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(10)));
+        assert!(matches!(c(401), ConnectorError::Auth(_)));
+        assert!(matches!(c(503), ConnectorError::Transient(_)));
+        assert!(matches!(c(400), ConnectorError::Permanent(_)));
+        assert!(c(500).is_retryable() && !c(422).is_retryable());
+    }
+
+    #[test]
+    fn reads_retry_after_in_both_forms() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"));
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        let later = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(120);
+        let v = jiff::fmt::rfc2822::to_string(&later.to_zoned(jiff::tz::TimeZone::UTC)).unwrap();
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&v).unwrap());
+        let got = retry_after(&h).unwrap();
+        assert!(got > Duration::from_secs(100) && got <= Duration::from_secs(120), "{got:?}");
+    }
+}

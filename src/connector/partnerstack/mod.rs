@@ -1,0 +1,126 @@
+//! PartnerStack (PRM) connector: API-key auth, `starting_after` paging with `min_updated`,
+//! epoch-millisecond timestamps, and `PATCH /deals/{key}` for write-back.
+
+pub mod api;
+
+use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use super::{ChangePage, ConnectorError, WriteAck, WriteRequest, classify, transport};
+use crate::model::Record;
+
+/// A PartnerStack API client.
+#[derive(Debug, Clone)]
+pub struct PartnerStack {
+    http: reqwest::Client,
+    base: Url,
+    api_key: SecretString,
+}
+
+impl PartnerStack {
+    /// `base` is the API root, e.g. `https://api.partnerstack.com/api/v2`.
+    pub fn new(http: reqwest::Client, base: Url, api_key: SecretString) -> Self {
+        PartnerStack { http, base, api_key }
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut u = self.base.clone();
+        let joined = format!("{}/{}", u.path().trim_end_matches('/'), path.trim_start_matches('/'));
+        u.set_path(&joined);
+        u
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ConnectorError> {
+        let resp = req
+            .bearer_auth(self.api_key.expose_secret())
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.map_err(transport)?;
+        if !status.is_success() {
+            return Err(classify(status, &headers, &body));
+        }
+        serde_json::from_str(&body)
+            .map_err(|e| ConnectorError::Transient(format!("unreadable PartnerStack response: {e}")))
+    }
+
+    pub async fn health(&self) -> Result<(), ConnectorError> {
+        self.send(self.http.get(self.url("deals")).query(&[("limit", "1")]))
+            .await
+            .map(|_| ())
+    }
+
+    /// One page of `object` items updated at or after `since_ms`.
+    pub async fn read_changes(
+        &self,
+        object: &str,
+        since_ms: i64,
+        page: Option<&str>,
+    ) -> Result<ChangePage, ConnectorError> {
+        let mut query = vec![
+            ("min_updated", since_ms.to_string()),
+            ("limit", api::PAGE_LIMIT.to_string()),
+        ];
+        if let Some(after) = page {
+            query.push(("starting_after", after.to_owned()));
+        }
+        let body = self.send(self.http.get(self.url(object)).query(&query)).await?;
+        let env: api::Envelope<api::ListPage> = serde_json::from_value(body)
+            .map_err(|e| ConnectorError::Transient(format!("unexpected PartnerStack list shape: {e}")))?;
+        let mut records = Vec::with_capacity(env.data.items.len());
+        let mut last_key = None;
+        for item in env.data.items {
+            let key = item.get("key").and_then(Value::as_str).map(str::to_owned);
+            let Some(key) = key else {
+                return Err(ConnectorError::Permanent("a PartnerStack item has no key".into()));
+            };
+            let modified_ms = item
+                .get("updated_at")
+                .or_else(|| item.get("created_at"))
+                .and_then(Value::as_i64)
+                .unwrap_or_default();
+            last_key = Some(key.clone());
+            records.push(Record {
+                id: key,
+                modified_ms,
+                fields: item,
+            });
+        }
+        records.sort_by(|a, b| (a.modified_ms, &a.id).cmp(&(b.modified_ms, &b.id)));
+        Ok(ChangePage {
+            records,
+            next_page: if env.data.has_more { last_key } else { None },
+        })
+    }
+
+    /// PATCHes each record by key; every record gets its own result.
+    pub async fn write(&self, object: &str, writes: &[WriteRequest]) -> Vec<Result<WriteAck, ConnectorError>> {
+        let mut out = Vec::with_capacity(writes.len());
+        for w in writes {
+            let url = self.url(&format!("{object}/{}", urlencode(&w.key)));
+            let body = Value::Object(w.fields.clone());
+            let r = self.send(self.http.patch(url).json(&body)).await.map(|v| WriteAck {
+                id: v
+                    .pointer("/data/key")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&w.key)
+                    .to_owned(),
+                created: false,
+            });
+            out.push(r);
+        }
+        out
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,211 @@
+//! `prmsync demo`: starts the simulators on loopback, seeds them, runs the real daemon against
+//! them until the queues are empty, and reports what happened on each side.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use secrecy::SecretString;
+use serde_json::Value;
+
+use crate::app::Daemon;
+use crate::config::{
+    Config, CrmConfig, DaemonConfig, HttpConfig, HubSpotConfig, LogConfig, LogFormat, PartnerStackConfig,
+    PrmConfig, defaults,
+};
+use crate::engine::system_clock;
+use crate::sim::hubspot::{HubSpotSim, deliver_webhook, property_change_event};
+use crate::sim::partnerstack::PartnerStackSim;
+use crate::sim::{SimServer, seed};
+
+const PS_KEY: &str = "demo-partnerstack-key";
+const HS_TOKEN: &str = "demo-hubspot-token";
+const HS_SECRET: &str = "demo-hubspot-client-secret";
+
+/// What to seed and where to keep state.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub state: PathBuf,
+    pub deals: usize,
+    pub partners: usize,
+}
+
+impl DemoOptions {
+    /// The default state file, in the system's temp folder.
+    pub fn default_state() -> PathBuf {
+        std::env::temp_dir().join("prmsync-demo").join("state.db")
+    }
+}
+
+/// The demo's outcome, checked before it is printed.
+#[derive(Debug, Clone, Default)]
+pub struct DemoSummary {
+    pub partnerstack_url: String,
+    pub hubspot_url: String,
+    pub webhook_url: String,
+    pub seeded_deals: usize,
+    pub seeded_partners: usize,
+    pub crm_created: u64,
+    pub crm_updated: u64,
+    pub sales_changes: usize,
+    pub webhooks_accepted: usize,
+    pub prm_updated: u64,
+    pub second_pass_writes: u64,
+    pub crm_deals_linked: usize,
+    pub prm_stages_in_step: usize,
+    pub dead_letters: i64,
+    pub state_path: PathBuf,
+}
+
+/// A config pointing at the simulators (the same typed config `run` uses).
+pub fn config_for(state: PathBuf, partnerstack: reqwest::Url, hubspot: reqwest::Url) -> Config {
+    Config {
+        daemon: DaemonConfig {
+            state_path: state,
+            mappings_dir: None,
+            poll_interval: Duration::from_secs(defaults::POLL_INTERVAL_SECS),
+            batch_size: defaults::BATCH_SIZE,
+            shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
+            max_attempts: defaults::MAX_ATTEMPTS,
+            request_timeout: Duration::from_secs(10),
+        },
+        log: LogConfig {
+            format: LogFormat::Human,
+            level: "warn".into(),
+        },
+        http: HttpConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+        },
+        prm: PrmConfig::PartnerStack(PartnerStackConfig {
+            base_url: partnerstack,
+            api_key: SecretString::from(PS_KEY),
+            webhook_secret: None,
+        }),
+        crm: CrmConfig::HubSpot(HubSpotConfig {
+            base_url: hubspot,
+            access_token: SecretString::from(HS_TOKEN),
+            client_secret: Some(SecretString::from(HS_SECRET)),
+        }),
+    }
+}
+
+/// Runs the demo end to end and checks the end state.
+pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
+    // The simulators start empty, so the state must too: links into an old simulator are stale.
+    for suffix in ["", "-wal", "-shm"] {
+        let p = PathBuf::from(format!("{}{suffix}", opts.state.display()));
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("removing old demo state {}", p.display()))?;
+        }
+    }
+    let ps = PartnerStackSim::new(PS_KEY);
+    let hs = HubSpotSim::new(HS_TOKEN);
+    let ps_server = SimServer::start(ps.router()).await?;
+    let hs_server = SimServer::start(hs.router()).await?;
+    for deal in seed::deals(opts.deals, opts.partners) {
+        ps.upsert_deal(deal);
+    }
+    let config = config_for(opts.state.clone(), ps_server.url("/api/v2"), hs_server.url(""));
+    let daemon = Daemon::start(config, system_clock()).await?;
+    let webhook_url = reqwest::Url::parse(&format!("http://{}/webhooks/hubspot", daemon.http_addr))?;
+    let mut summary = DemoSummary {
+        partnerstack_url: ps_server.url("/api/v2").to_string(),
+        hubspot_url: hs_server.url("").to_string(),
+        webhook_url: webhook_url.to_string(),
+        seeded_deals: opts.deals,
+        seeded_partners: opts.partners,
+        state_path: opts.state.clone(),
+        ..DemoSummary::default()
+    };
+
+    // Pass 1: deal registrations become HubSpot deals.
+    daemon.run_until_idle().await?;
+    let after_first = hs.stats();
+    summary.crm_created = after_first.created;
+    summary.crm_updated = after_first.updated;
+
+    // Sales works the pipeline in HubSpot; HubSpot tells prmsync by signed webhook.
+    let http = crate::connector::http_client(Duration::from_secs(10));
+    let deals = hs.objects("deals");
+    let moves = [("closedwon", None), ("closedlost", Some("Went with a competitor")), ("contractsent", None)];
+    for (i, deal) in deals.iter().take(10).enumerate() {
+        let id = deal.get("hs_object_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let (stage, reason) = moves[i % moves.len()];
+        if let Some(r) = reason {
+            hs.set_property("deals", &id, "closed_lost_reason", r);
+        }
+        hs.set_property("deals", &id, "dealstage", stage);
+        let event = property_change_event(1000 + i as u64, &id, "dealstage", stage);
+        let status = deliver_webhook(&http, &webhook_url, HS_SECRET, &[event]).await?;
+        ensure!(status.is_success(), "the daemon refused a signed webhook: {status}");
+        summary.sales_changes += 1;
+        summary.webhooks_accepted += 1;
+    }
+    // Pass 2: the CRM's stage and lost reason flow back to the partner's deal.
+    daemon.run_until_idle().await?;
+    summary.prm_updated = ps.stats().patches;
+
+    // Pass 3: nothing changed, so nothing is written.
+    let (hs_before, ps_before) = (hs.stats(), ps.stats());
+    daemon.run_until_idle().await?;
+    summary.second_pass_writes =
+        (hs.stats().batch_upserts - hs_before.batch_upserts) + (ps.stats().patches - ps_before.patches);
+
+    // Check the end state on both sides.
+    let crm = hs.objects("deals");
+    summary.crm_deals_linked = crm.iter().filter(|d| d.get("prm_deal_id").is_some()).count();
+    let to_prm: std::collections::BTreeMap<&str, &str> = [
+        ("appointmentscheduled", "submitted"), ("qualifiedtobuy", "approved"), ("presentationscheduled", "demo"),
+        ("decisionmakerboughtin", "evaluation"), ("contractsent", "negotiation"), ("closedwon", "won"), ("closedlost", "lost"),
+    ]
+    .into_iter()
+    .collect();
+    summary.prm_stages_in_step = crm
+        .iter()
+        .filter(|d| {
+            let key = d.get("prm_deal_id").and_then(Value::as_str).unwrap_or_default();
+            let stage = d.get("dealstage").and_then(Value::as_str).unwrap_or_default();
+            ps.deal(key).and_then(|p| p.get("stage").and_then(Value::as_str).map(str::to_owned)).as_deref()
+                == to_prm.get(stage).copied()
+        })
+        .count();
+    summary.dead_letters = daemon.engine.store().status(jiff::Timestamp::now().as_millisecond()).await?.dead_letters;
+    daemon.shutdown().await;
+    ps_server.stop().await;
+    hs_server.stop().await;
+    ensure!(summary.crm_deals_linked == opts.deals, "expected {} deals in HubSpot, found {}", opts.deals, summary.crm_deals_linked);
+    ensure!(summary.prm_stages_in_step == opts.deals, "only {} of {} deals have the same stage on both sides", summary.prm_stages_in_step, opts.deals);
+    ensure!(summary.second_pass_writes == 0, "a pass over unchanged data wrote {} times", summary.second_pass_writes);
+    Ok(summary)
+}
+
+/// The summary as the demo prints it.
+pub fn render(s: &DemoSummary) -> String {
+    format!(
+        "prmsync demo: the real daemon against the built-in simulators on 127.0.0.1\n\
+         \n  PartnerStack (PRM) simulator  {ps}\n  HubSpot (CRM) simulator       {hs}\n  prmsync webhooks              {wh}\n\
+         \nSeeded {partners} partners and {deals} deal registrations in PartnerStack.\n\
+         \n1. PRM -> CRM   {created} HubSpot deals created, {updated} updated (upsert on prm_deal_id)\n\
+         2. CRM changes  sales moved {sales} deals; HubSpot told prmsync by {hooks} signed v3 webhooks\n\
+         3. CRM -> PRM   {prm} PartnerStack deals updated with the CRM's stage and lost reason\n\
+         4. Second pass  {second} writes (nothing changed, nothing written)\n\
+         \nEnd state: {linked}/{deals} deals in HubSpot, {in_step}/{deals} with the same stage on both sides, {dead} dead letters.\n\
+         State file: {state}\n  inspect it with: prmsync status --state {state}\n",
+        ps = s.partnerstack_url,
+        hs = s.hubspot_url,
+        wh = s.webhook_url,
+        partners = s.seeded_partners,
+        deals = s.seeded_deals,
+        created = s.crm_created,
+        updated = s.crm_updated,
+        sales = s.sales_changes,
+        hooks = s.webhooks_accepted,
+        prm = s.prm_updated,
+        second = s.second_pass_writes,
+        linked = s.crm_deals_linked,
+        in_step = s.prm_stages_in_step,
+        dead = s.dead_letters,
+        state = s.state_path.display(),
+    )
+}

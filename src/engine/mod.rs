@@ -1,0 +1,397 @@
+//! The engine: pollers stage changes, the planner decides, outbox writers deliver. One `tick` runs
+//! each step once; the daemon loop in `app` calls it on a timer and when webhooks arrive.
+
+pub mod plan;
+mod retry;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::connector::{Connector, ConnectorError, WriteRequest, after_cursor};
+use crate::mapping::Mapping;
+use crate::model::{Change, ChangeKind, Cursor, ObjectRef, SystemKind};
+use crate::store::{PlanCommit, Store, StoreError, WriteOutcome};
+pub use retry::RetryPolicy;
+
+/// Reads beyond this many pages in one poll wait for the next tick.
+const MAX_PAGES_PER_POLL: usize = 500;
+
+/// Why a tick stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{system}: {error}")]
+    Connector {
+        system: SystemKind,
+        error: ConnectorError,
+    },
+}
+
+impl EngineError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EngineError::Store(e) => e.is_retryable(),
+            EngineError::Connector { error, .. } => error.is_retryable(),
+        }
+    }
+}
+
+/// What one tick did, for logs, the demo summary and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    pub staged: usize,
+    pub processed: usize,
+    pub queued: usize,
+    pub written: usize,
+    pub created: usize,
+    pub retried: usize,
+    pub dead_lettered: usize,
+    pub poll_errors: usize,
+}
+
+impl TickReport {
+    /// Whether the tick found nothing to do.
+    pub fn is_idle(&self) -> bool {
+        self.staged == 0 && self.processed == 0 && self.written == 0 && self.retried == 0 && self.dead_lettered == 0
+    }
+}
+
+/// Tunables, from the config.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub batch_size: usize,
+    pub retry: RetryPolicy,
+    /// How far back each poll re-reads, for systems whose indexes lag.
+    pub overlap: Duration,
+}
+
+/// A clock in epoch milliseconds, injected so tests can fix time.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| jiff::Timestamp::now().as_millisecond())
+}
+
+/// The sync engine for one PRM and one CRM.
+pub struct Engine {
+    store: Store,
+    prm: Connector,
+    crm: Connector,
+    mappings: RwLock<Vec<Arc<Mapping>>>,
+    settings: EngineSettings,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("prm", &self.prm.kind())
+            .field("crm", &self.crm.kind())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub fn new(
+        store: Store,
+        prm: Connector,
+        crm: Connector,
+        mappings: Vec<Arc<Mapping>>,
+        settings: EngineSettings,
+        clock: Clock,
+    ) -> Self {
+        Engine {
+            store,
+            prm,
+            crm,
+            mappings: RwLock::new(mappings),
+            settings,
+            clock,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The mappings in force. A reload swaps them between ticks, never inside one.
+    pub fn mappings(&self) -> Vec<Arc<Mapping>> {
+        self.mappings.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the mapping set (called between ticks by the daemon loop).
+    pub fn set_mappings(&self, mappings: Vec<Arc<Mapping>>) {
+        *self.mappings.write().unwrap_or_else(|p| p.into_inner()) = mappings;
+    }
+
+    fn connector(&self, system: SystemKind) -> Option<&Connector> {
+        [&self.prm, &self.crm].into_iter().find(|c| c.kind() == system)
+    }
+
+    /// Polls every source, plans every staged change, and drains due outbox rows once.
+    pub async fn tick(&self) -> Result<TickReport, EngineError> {
+        let mappings = self.mappings();
+        let mut report = TickReport::default();
+        for (object, fields) in poll_targets(&mappings) {
+            match self.poll(&object, &fields).await {
+                Ok(n) => report.staged += n,
+                Err(EngineError::Connector { system, error }) => {
+                    // One system failing must not stop the other side from syncing.
+                    tracing::warn!(%system, object = %object, error = %error, "poll failed; will retry next tick");
+                    report.poll_errors += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        loop {
+            let (processed, queued) = self.process_inbox(&mappings).await?;
+            report.processed += processed;
+            report.queued += queued;
+            if processed < self.settings.batch_size {
+                break;
+            }
+        }
+        for system in [self.crm.kind(), self.prm.kind()] {
+            self.drain(system, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    /// Reads changes of one object since its cursor; stages them and moves the cursor together.
+    async fn poll(&self, object: &ObjectRef, fields: &[String]) -> Result<usize, EngineError> {
+        let Some(conn) = self.connector(object.system) else {
+            return Ok(0);
+        };
+        let cursor = self.store.cursor(object.clone()).await?;
+        let overlap = i64::try_from(self.settings.overlap.as_millis()).unwrap_or(0);
+        let since = cursor.as_ref().map_or(0, |c| (c.modified_ms - overlap).max(0));
+        let mut page: Option<String> = None;
+        let mut newest = cursor.clone();
+        let mut staged = 0;
+        for _ in 0..MAX_PAGES_PER_POLL {
+            let read = self
+                .settings
+                .retry
+                .run(|| conn.read_changes(&object.object, since, fields, page.as_deref()))
+                .await
+                .map_err(|error| EngineError::Connector {
+                    system: object.system,
+                    error,
+                })?;
+            let mut changes = Vec::new();
+            for r in read.records {
+                if !after_cursor(cursor.as_ref(), &r) {
+                    continue;
+                }
+                let pos = Cursor {
+                    modified_ms: r.modified_ms,
+                    id: r.id.clone(),
+                };
+                if newest.as_ref().is_none_or(|n| *n < pos) {
+                    newest = Some(pos);
+                }
+                changes.push(Change::versioned(object.clone(), r));
+            }
+            page = read.next_page;
+            // The cursor moves only with the last page: every earlier page is already staged.
+            let advance = match (&page, &newest) {
+                (None, Some(n)) if Some(n) != cursor.as_ref() => Some((object.clone(), n.clone())),
+                _ => None,
+            };
+            if !changes.is_empty() || advance.is_some() {
+                staged += self.store.stage_changes(changes, advance, (self.clock)()).await?;
+            }
+            if page.is_none() {
+                break;
+            }
+        }
+        if staged > 0 {
+            tracing::info!(object = %object, staged, "staged changes");
+        }
+        Ok(staged)
+    }
+
+    /// Plans one batch of inbox items and commits the decisions with the items' processing.
+    async fn process_inbox(&self, mappings: &[Arc<Mapping>]) -> Result<(usize, usize), EngineError> {
+        let items = self.store.pending_inbox(self.settings.batch_size).await?;
+        if items.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut commit = PlanCommit {
+            inbox_ids: items.iter().map(|i| i.id).collect(),
+            ..PlanCommit::default()
+        };
+        for m in mappings {
+            let forward: Vec<_> = items
+                .iter()
+                .filter(|i| i.change.object == m.source && i.change.kind == ChangeKind::Upsert)
+                .collect();
+            let reverse: Vec<_> = items
+                .iter()
+                .filter(|i| i.change.object == m.target && i.change.kind == ChangeKind::Upsert)
+                .filter_map(|i| plan::source_id_of(m, &i.change.record).map(|sid| (sid, i)))
+                .collect();
+            let mut ids: Vec<String> = forward.iter().map(|i| i.change.record.id.clone()).collect();
+            ids.extend(reverse.iter().map(|(sid, _)| sid.clone()));
+            ids.sort();
+            ids.dedup();
+            if ids.is_empty() {
+                continue;
+            }
+            let links: BTreeMap<String, _> = self.store.links_by_source(m.name.clone(), ids).await?.into_iter().collect();
+            // Within a batch, later decisions see earlier ones' link observations.
+            let mut links = links;
+            for item in forward {
+                let d = plan::forward(m, &item.change.record, links.get(&item.change.record.id));
+                if let Some(o) = &d.observation {
+                    links.entry(o.source_id.clone()).or_default().source_state = o.state.clone();
+                }
+                push(&mut commit, d);
+            }
+            for (sid, item) in reverse {
+                let d = plan::reverse(m, &item.change.record, &sid, links.get(&sid));
+                push(&mut commit, d);
+            }
+        }
+        let queued = commit.writes.len();
+        let n = commit.inbox_ids.len();
+        self.store.commit_plan(commit, (self.clock)()).await?;
+        Ok((n, queued))
+    }
+
+    /// Sends due outbox rows for `system` in batches until none are due or the system pushes back.
+    async fn drain(&self, system: SystemKind, report: &mut TickReport) -> Result<(), EngineError> {
+        let Some(conn) = self.connector(system) else {
+            return Ok(());
+        };
+        loop {
+            let now = (self.clock)();
+            let due = self.store.due_outbox(system, now, conn.max_batch()).await?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            let mut by_object: BTreeMap<String, Vec<_>> = BTreeMap::new();
+            for item in due {
+                by_object.entry(item.write.object.clone()).or_default().push(item);
+            }
+            let mut pushed_back = false;
+            for (object, items) in by_object {
+                let requests: Vec<WriteRequest> = items
+                    .iter()
+                    .map(|i| WriteRequest {
+                        key: i.write.source_id.clone(),
+                        id_property: i.write.id_property.clone(),
+                        target_id: i.write.target_id.clone(),
+                        fields: i.write.payload.clone(),
+                    })
+                    .collect();
+                let results = match conn.write(&object, &requests).await {
+                    Ok(r) => r,
+                    Err(e) => vec![Err(e); items.len()],
+                };
+                let now = (self.clock)();
+                let mut outcomes = Vec::with_capacity(items.len());
+                for (item, result) in items.iter().zip(results) {
+                    match result {
+                        Ok(ack) => {
+                            report.written += 1;
+                            report.created += usize::from(ack.created);
+                            outcomes.push(WriteOutcome::Done {
+                                outbox_id: item.id,
+                                idempotency_key: item.write.idempotency_key(),
+                                target_id: ack.id,
+                                created: ack.created,
+                            });
+                        }
+                        Err(e) => {
+                            pushed_back |= matches!(e, ConnectorError::RateLimited { .. } | ConnectorError::Auth(_));
+                            let flow = &item.write.flow;
+                            if e.is_retryable() && item.attempts + 1 < self.settings.retry.max_attempts {
+                                report.retried += 1;
+                                let wait = self.settings.retry.delay(item.attempts, e.retry_after());
+                                tracing::warn!(%system, %flow, record = %item.write.source_id, attempt = item.attempts + 1, error = %e, ?wait, "write failed; will retry");
+                                outcomes.push(WriteOutcome::Retry {
+                                    outbox_id: item.id,
+                                    idempotency_key: item.write.idempotency_key(),
+                                    next_attempt_ms: now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2),
+                                    error: e.to_string(),
+                                });
+                            } else if matches!(e, ConnectorError::Auth(_)) {
+                                // Credentials are the operator's to fix; keep the write queued.
+                                report.retried += 1;
+                                tracing::error!(%system, error = %e, "authentication failed; writes stay queued");
+                                outcomes.push(WriteOutcome::Retry {
+                                    outbox_id: item.id,
+                                    idempotency_key: item.write.idempotency_key(),
+                                    next_attempt_ms: now + 60_000,
+                                    error: e.to_string(),
+                                });
+                            } else {
+                                report.dead_lettered += 1;
+                                tracing::error!(%system, %flow, record = %item.write.source_id, error = %e, "write failed for good; moved to dead letters");
+                                outcomes.push(WriteOutcome::Dead {
+                                    outbox_id: item.id,
+                                    idempotency_key: item.write.idempotency_key(),
+                                    error: e.to_string(),
+                                });
+                            }
+                        }
+                    }
+                }
+                self.store.complete_writes(outcomes, now).await?;
+            }
+            if pushed_back {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs ticks until one finds nothing to do and no write is due (bounded by `max_ticks`).
+    pub async fn run_until_idle(&self, max_ticks: usize) -> Result<TickReport, EngineError> {
+        let mut total = TickReport::default();
+        for _ in 0..max_ticks {
+            let r = self.tick().await?;
+            total.staged += r.staged;
+            total.processed += r.processed;
+            total.queued += r.queued;
+            total.written += r.written;
+            total.created += r.created;
+            total.retried += r.retried;
+            total.dead_lettered += r.dead_lettered;
+            total.poll_errors += r.poll_errors;
+            let waiting = self.store.next_outbox_due().await?;
+            if r.is_idle() && r.poll_errors == 0 && waiting.is_none() {
+                break;
+            }
+            if let Some(due) = waiting {
+                let wait = (due - (self.clock)()).clamp(0, 5_000);
+                tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+            }
+        }
+        Ok(total)
+    }
+}
+
+fn push(commit: &mut PlanCommit, d: plan::Decision) {
+    commit.writes.extend(d.write);
+    commit.dead_letters.extend(d.dead_letter);
+    commit.ledger.extend(d.ledger);
+    commit.observations.extend(d.observation);
+}
+
+/// Which objects to poll, with the fields each needs: every flow's source, and its target when
+/// fields flow back.
+pub fn poll_targets(mappings: &[Arc<Mapping>]) -> Vec<(ObjectRef, Vec<String>)> {
+    let mut out: BTreeMap<ObjectRef, BTreeSet<String>> = BTreeMap::new();
+    for m in mappings {
+        out.entry(m.source.clone()).or_default();
+        if m.fields.iter().any(|f| f.applies_reverse()) {
+            out.entry(m.target.clone()).or_default().extend(m.target_fields());
+        }
+    }
+    out.into_iter().map(|(o, f)| (o, f.into_iter().collect())).collect()
+}

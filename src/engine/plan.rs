@@ -1,0 +1,200 @@
+//! The planner: given a change, its mapping and the stored link, decide what to write. Pure: no
+//! I/O, no clock, no randomness, so every decision is a one-line table test.
+
+use serde_json::{Map, Value};
+
+use crate::mapping::{Mapping, Op};
+use crate::model::{Direction, Record, content_hash};
+use crate::store::{DeadLetter, LedgerEntry, Link, LinkObservation, PlannedWrite};
+
+/// What the planner decided for one change in one flow.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Decision {
+    pub write: Option<PlannedWrite>,
+    pub dead_letter: Option<DeadLetter>,
+    pub ledger: Option<LedgerEntry>,
+    pub observation: Option<LinkObservation>,
+}
+
+/// Ledger actions the planner records (writes add `created` / `updated` when they land).
+pub mod action {
+    pub const QUEUED: &str = "queued";
+    pub const UNCHANGED: &str = "skip_unchanged";
+    pub const UNLINKED: &str = "skip_unlinked";
+    pub const MAPPING_FAILED: &str = "mapping_failed";
+}
+
+/// The entries of `desired` that differ from `known`.
+fn diff(desired: &Map<String, Value>, known: &Map<String, Value>) -> Map<String, Value> {
+    desired
+        .iter()
+        .filter(|(k, v)| known.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn merged(known: &Map<String, Value>, desired: &Map<String, Value>) -> Map<String, Value> {
+    let mut m = known.clone();
+    m.extend(desired.iter().map(|(k, v)| (k.clone(), v.clone())));
+    m
+}
+
+fn ledger(m: &Mapping, direction: Direction, source_id: &str, target_id: Option<&str>, action: &'static str) -> LedgerEntry {
+    LedgerEntry {
+        flow: m.name.clone(),
+        direction,
+        source_id: source_id.to_owned(),
+        target_id: target_id.map(str::to_owned),
+        action,
+        content_hash: None,
+        mapping_version: Some(m.version.clone()),
+        detail: None,
+    }
+}
+
+/// A source record changed: plan the write toward the target.
+pub fn forward(m: &Mapping, rec: &Record, link: Option<&Link>) -> Decision {
+    let empty = Link::default();
+    let link = link.unwrap_or(&empty);
+    let op = if link.target_id.is_none() && link.target_state.is_empty() {
+        Op::Create
+    } else {
+        Op::Update
+    };
+    let source_state = m.source_state(&rec.fields);
+    let observation = (source_state != link.source_state).then(|| LinkObservation {
+        flow: m.name.clone(),
+        source_id: rec.id.clone(),
+        side: Direction::ToSource,
+        state: source_state,
+    });
+    let target_id = link.target_id.as_deref();
+    let desired = match m.to_target(&rec.fields, op) {
+        Ok(d) => d,
+        Err(e) => {
+            let mut l = ledger(m, Direction::ToTarget, &rec.id, target_id, action::MAPPING_FAILED);
+            l.detail = Some(e.to_string());
+            return Decision {
+                dead_letter: Some(DeadLetter {
+                    origin: "inbox",
+                    flow: Some(m.name.clone()),
+                    system: m.source.system,
+                    object: m.source.object.clone(),
+                    record_id: rec.id.clone(),
+                    payload: Value::Object(rec.fields.clone()),
+                    reason: e.to_string(),
+                    attempts: 0,
+                }),
+                ledger: Some(l),
+                observation,
+                write: None,
+            };
+        }
+    };
+    let payload = match op {
+        Op::Create => desired.clone(),
+        Op::Update => diff(&desired, &link.target_state),
+    };
+    if payload.is_empty() {
+        return Decision {
+            ledger: Some(ledger(m, Direction::ToTarget, &rec.id, target_id, action::UNCHANGED)),
+            observation,
+            ..Decision::default()
+        };
+    }
+    let hash = content_hash(&payload);
+    let mut l = ledger(m, Direction::ToTarget, &rec.id, target_id, action::QUEUED);
+    l.content_hash = Some(hash.clone());
+    l.detail = Some(format!("fields: {}", payload.keys().cloned().collect::<Vec<_>>().join(", ")));
+    Decision {
+        write: Some(PlannedWrite {
+            flow: m.name.clone(),
+            direction: Direction::ToTarget,
+            source_id: rec.id.clone(),
+            target_id: link.target_id.clone(),
+            system: m.target.system,
+            object: m.target.object.clone(),
+            id_property: Some(m.external_id.clone()),
+            state_after: merged(&link.target_state, &desired),
+            payload,
+            content_hash: hash,
+            mapping_version: m.version.clone(),
+        }),
+        ledger: Some(l),
+        observation,
+        dead_letter: None,
+    }
+}
+
+/// The source id a target record carries in the mapping's external-id field.
+pub fn source_id_of(m: &Mapping, rec: &Record) -> Option<String> {
+    match rec.fields.get(&m.external_id)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A target record changed: plan the write back toward the source, unless it is our own echo.
+pub fn reverse(m: &Mapping, rec: &Record, source_id: &str, link: Option<&Link>) -> Decision {
+    let Some(link) = link else {
+        return Decision {
+            ledger: Some(ledger(m, Direction::ToSource, source_id, Some(&rec.id), action::UNLINKED)),
+            ..Decision::default()
+        };
+    };
+    let desired = match m.to_source(&rec.fields) {
+        Ok(d) => d,
+        Err(e) => {
+            let mut l = ledger(m, Direction::ToSource, source_id, Some(&rec.id), action::MAPPING_FAILED);
+            l.detail = Some(e.to_string());
+            return Decision {
+                dead_letter: Some(DeadLetter {
+                    origin: "inbox",
+                    flow: Some(m.name.clone()),
+                    system: m.target.system,
+                    object: m.target.object.clone(),
+                    record_id: rec.id.clone(),
+                    payload: Value::Object(rec.fields.clone()),
+                    reason: e.to_string(),
+                    attempts: 0,
+                }),
+                ledger: Some(l),
+                ..Decision::default()
+            };
+        }
+    };
+    let payload = diff(&desired, &link.source_state);
+    if payload.is_empty() {
+        // What the target shows is what the source has: our own write coming back, or no change.
+        return Decision {
+            ledger: Some(ledger(m, Direction::ToSource, source_id, Some(&rec.id), action::UNCHANGED)),
+            ..Decision::default()
+        };
+    }
+    let hash = content_hash(&payload);
+    let mut l = ledger(m, Direction::ToSource, source_id, Some(&rec.id), action::QUEUED);
+    l.content_hash = Some(hash.clone());
+    l.detail = Some(format!("fields: {}", payload.keys().cloned().collect::<Vec<_>>().join(", ")));
+    Decision {
+        write: Some(PlannedWrite {
+            flow: m.name.clone(),
+            direction: Direction::ToSource,
+            source_id: source_id.to_owned(),
+            target_id: Some(rec.id.clone()),
+            system: m.source.system,
+            object: m.source.object.clone(),
+            id_property: None,
+            state_after: merged(&link.source_state, &desired),
+            payload,
+            content_hash: hash,
+            mapping_version: m.version.clone(),
+        }),
+        ledger: Some(l),
+        ..Decision::default()
+    }
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

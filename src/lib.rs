@@ -1,0 +1,27 @@
+//! prmsync: a daemon that keeps a PRM and a CRM in step, both ways, with its state in one SQLite file.
+//!
+//! Codemap (see also `ARCHITECTURE.md`):
+//! - [`cli`]: clap types only; [`app`]: the one place everything is assembled and shut down.
+//! - [`config`]: raw TOML mirror -> validated typed [`config::Config`]; every error with its key path.
+//! - [`model`]: domain types (records, changes, cursors) with no vendor wire formats.
+//! - [`mapping`]: mapping files: parse, compile, apply (pure).
+//! - [`engine`]: plan (pure) and execute: pollers, inbox processing, outbox writers.
+//! - [`connector`]: one folder per vendor system behind one closed enum.
+//! - [`webhook`]: the HTTP listener: health, readiness and webhook intake.
+//! - [`store`]: the only module that knows SQL.
+//! - [`sim`]: loopback simulators of the vendor APIs, used by `demo`, tests and benchmarks.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod connector;
+pub mod demo;
+pub mod engine;
+pub mod mapping;
+pub mod model;
+pub mod shutdown;
+pub mod sim;
+pub mod status;
+pub mod store;
+pub mod telemetry;
+pub mod webhook;

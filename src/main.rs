@@ -1,0 +1,174 @@
+//! The `prmsync` binary: parse the CLI, set up logging, dispatch, and map errors to exit codes.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use prmsync::cli::{Cli, Command};
+use prmsync::config::{self, Config, Environment, LogFormat};
+use prmsync::mapping::run_examples;
+use prmsync::{app, demo, shutdown, status, telemetry};
+
+/// Exit code for runtime failures.
+const EXIT_RUNTIME: u8 = 1;
+/// Exit code for bad configuration, mappings or usage.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(&config, cli.log_json),
+        Command::Check { file, config } => match file.or(config) {
+            Some(path) => check(&path),
+            None => {
+                eprintln!("prmsync check: name the config file (prmsync check FILE)");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Status { config, state, json } => status_cmd(config.as_deref(), state.as_deref(), json),
+        Command::Demo { state, deals, partners } => {
+            telemetry::init(if cli.log_json { LogFormat::Json } else { LogFormat::Human }, "warn");
+            let opts = demo::DemoOptions {
+                state: state.unwrap_or_else(demo::DemoOptions::default_state),
+                deals,
+                partners,
+            };
+            match runtime().and_then(|rt| rt.block_on(demo::run(opts))) {
+                Ok(summary) => {
+                    print!("{}", demo::render(&summary));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("demo failed: {e:#}");
+                    ExitCode::from(EXIT_RUNTIME)
+                }
+            }
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    config::load(path, &Environment::from_process()).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn run(path: &Path, log_json: bool) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let format = if log_json { LogFormat::Json } else { config.log.format };
+    telemetry::init(format, &config.log.level);
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let shutdown_token = CancellationToken::new();
+            let reload = Arc::new(Notify::new());
+            let done = CancellationToken::new();
+            let signals = tokio::spawn(shutdown::handle_signals(shutdown_token.clone(), reload.clone(), done.clone()));
+            let result = app::run(config, shutdown_token, reload).await;
+            done.cancel();
+            match signals.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "signal handling failed"),
+                Err(e) => tracing::warn!(error = %e, "signal task panicked"),
+            }
+            result
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "prmsync failed");
+            eprintln!("prmsync: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let set = match app::load_mappings(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mut problems = 0;
+    let mut examples = 0;
+    for m in &set.mappings {
+        examples += m.examples.len();
+        for f in run_examples(m) {
+            eprintln!("{f}");
+            problems += 1;
+        }
+    }
+    if let Err(e) = app::active_mappings(&config, &set) {
+        eprintln!("{e}");
+        problems += 1;
+    }
+    if problems > 0 {
+        eprintln!("{problems} problem(s)");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let source = config
+        .daemon
+        .mappings_dir
+        .as_ref()
+        .map_or_else(|| "built-in".to_owned(), |d| d.display().to_string());
+    println!(
+        "ok: {} valid; {} mapping(s) from {source}, {examples} example(s) passed",
+        path.display(),
+        set.mappings.len()
+    );
+    ExitCode::SUCCESS
+}
+
+fn status_cmd(config: Option<&Path>, state: Option<&Path>, json: bool) -> ExitCode {
+    let path = match (config, state) {
+        (_, Some(s)) => s.to_owned(),
+        (Some(c), None) => match load(c) {
+            Ok(c) => c.daemon.state_path,
+            Err(code) => return code,
+        },
+        (None, None) => return ExitCode::from(EXIT_CONFIG),
+    };
+    if !path.exists() {
+        eprintln!("no state file at {} (has prmsync run yet?)", path.display());
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    match prmsync::store::status_read_only(&path, jiff::Timestamp::now().as_millisecond()) {
+        Ok(r) if json => match serde_json::to_string_pretty(&r) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        },
+        Ok(r) => {
+            println!("state file: {}", path.display());
+            print!("{}", status::render(&r));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", path.display());
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Apply a compiled mapping to a record, toward the target or back toward the source. Pure.
+
+use std::fmt;
+
+use rust_decimal::Decimal;
+use serde_json::{Map, Value};
+
+use super::value::{FieldType, Val};
+use super::{Field, FieldDirection, Mapping, Owner, Step, Unmapped, When};
+
+/// Whether the target record is being created or updated (some fields apply to one only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Create,
+    Update,
+}
+
+/// Why a record could not be mapped. Permanent: the same input fails the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapError {
+    pub flow: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: field {}: {}", self.flow, self.field, self.message)
+    }
+}
+
+impl std::error::Error for MapError {}
+
+impl Field {
+    /// Whether this field is written toward the target for `op`.
+    fn applies_forward(&self, op: Op) -> bool {
+        let direction = match self.direction {
+            FieldDirection::ToTarget => true,
+            FieldDirection::ToSource => false,
+            FieldDirection::Both(Owner::Source) => true,
+            // The target owns it: set it when the record is created, then leave it to the target.
+            FieldDirection::Both(Owner::Target) => op == Op::Create,
+        };
+        let when = match self.when {
+            When::Always => true,
+            When::CreateOnly => op == Op::Create,
+            When::UpdateOnly => op == Op::Update,
+        };
+        direction && when
+    }
+
+    /// Whether this field flows back from the target to the source.
+    pub fn applies_reverse(&self) -> bool {
+        matches!(
+            self.direction,
+            FieldDirection::ToSource | FieldDirection::Both(Owner::Target)
+        )
+    }
+}
+
+impl Mapping {
+    fn err(&self, field: &str, message: impl Into<String>) -> MapError {
+        MapError {
+            flow: self.name.clone(),
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// Maps a source record to the target fields to write for `op`. Blank values are left out
+    /// (never overwrite with blank) unless the field says `allow_blank`.
+    pub fn to_target(&self, record: &Map<String, Value>, op: Op) -> Result<Map<String, Value>, MapError> {
+        let mut out = Map::new();
+        for f in self.fields.iter().filter(|f| f.applies_forward(op)) {
+            let v = self.forward_field(f, record)?;
+            if v.is_blank() && !f.allow_blank {
+                continue;
+            }
+            out.insert(f.target.clone(), v.to_json());
+        }
+        Ok(out)
+    }
+
+    fn forward_field(&self, f: &Field, record: &Map<String, Value>) -> Result<Val, MapError> {
+        let name = f.source.as_deref().unwrap_or(&f.target);
+        let mut v = if let Some(c) = &f.constant {
+            c.clone()
+        } else if let Some(path) = &f.source {
+            let raw = get_path(record, path).unwrap_or(&Value::Null);
+            Val::from_json(raw, f.source_ty, &f.tz).map_err(|e| self.err(name, e))?
+        } else {
+            Val::Null
+        };
+        if v.is_blank()
+            && let Some(d) = &f.default
+        {
+            v = d.clone();
+        }
+        if v.is_blank() && f.required {
+            return Err(self.err(name, "is required but missing or blank"));
+        }
+        for step in &f.steps {
+            v = forward_step(step, v, record).map_err(|e| self.err(name, e))?;
+        }
+        v.coerce(f.ty, &f.tz).map_err(|e| self.err(name, e))
+    }
+
+    /// Maps a target record back to the source fields it owns (fields flowing `to_source`, and
+    /// `both` fields owned by the target).
+    pub fn to_source(&self, record: &Map<String, Value>) -> Result<Map<String, Value>, MapError> {
+        let mut out = Map::new();
+        for f in self.fields.iter().filter(|f| f.applies_reverse()) {
+            let Some(source) = &f.source else { continue };
+            let raw = record.get(&f.target).unwrap_or(&Value::Null);
+            let mut v = Val::from_json(raw, f.ty, &f.tz).map_err(|e| self.err(&f.target, e))?;
+            if v.is_blank() && !f.allow_blank {
+                continue;
+            }
+            for step in f.steps.iter().rev() {
+                v = reverse_step(step, v).map_err(|e| self.err(&f.target, e))?;
+            }
+            let v = v.coerce(f.source_ty, &f.tz).map_err(|e| self.err(&f.target, e))?;
+            out.insert(source.clone(), v.to_json());
+        }
+        Ok(out)
+    }
+
+    /// The source record's current values of the fields that flow back, in the same canonical
+    /// form as [`Mapping::to_source`] produces: what the source "has" for echo comparisons.
+    pub fn source_state(&self, record: &Map<String, Value>) -> Map<String, Value> {
+        let mut out = Map::new();
+        for f in self.fields.iter().filter(|f| f.applies_reverse()) {
+            let Some(source) = &f.source else { continue };
+            let raw = record.get(source).unwrap_or(&Value::Null);
+            if let Ok(v) = Val::from_json(raw, f.source_ty, &f.tz)
+                && !(v.is_blank() && !f.allow_blank)
+            {
+                out.insert(source.clone(), v.to_json());
+            }
+        }
+        out
+    }
+
+    /// The target fields this mapping reads back from the target (for pollers' field lists).
+    pub fn target_fields(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.fields.iter().map(|f| f.target.clone()).collect();
+        v.push(self.external_id.clone());
+        v
+    }
+}
+
+/// Looks up a dotted path (`account.domain`) in a JSON object.
+pub fn get_path<'a>(record: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    let mut parts = path.split('.');
+    let mut cur = record.get(parts.next()?)?;
+    for p in parts {
+        cur = cur.as_object()?.get(p)?;
+    }
+    Some(cur)
+}
+
+fn forward_step(step: &Step, v: Val, record: &Map<String, Value>) -> Result<Val, String> {
+    Ok(match step {
+        Step::Trim => map_text(v, |s| s.trim().to_owned()),
+        Step::Lower => map_text(v, |s| s.to_lowercase()),
+        Step::Upper => map_text(v, |s| s.to_uppercase()),
+        Step::Scale(n) => scale(v, *n)?,
+        Step::Template(t) => Val::Str(render(t, record)),
+        Step::Values { map, unmapped } => {
+            if v.is_blank() {
+                return Ok(v);
+            }
+            let key = v.to_text();
+            match map.iter().find(|(from, _)| *from == key) {
+                Some((_, to)) => Val::Str(to.clone()),
+                None => match unmapped {
+                    Unmapped::Error => {
+                        let known: Vec<&str> = map.iter().map(|(f, _)| f.as_str()).collect();
+                        return Err(format!(
+                            "value {key:?} is not in the value map (known: {})",
+                            known.join(", ")
+                        ));
+                    }
+                    Unmapped::Default(d) => Val::Str(d.clone()),
+                    Unmapped::Pass => v,
+                },
+            }
+        }
+    })
+}
+
+fn reverse_step(step: &Step, v: Val) -> Result<Val, String> {
+    Ok(match step {
+        // Case and whitespace changes have no inverse; the value goes back as the target has it.
+        Step::Trim | Step::Lower | Step::Upper => v,
+        Step::Scale(n) => scale(v, -*n)?,
+        Step::Template(_) => return Err("a template cannot be reversed".into()),
+        Step::Values { map, unmapped } => {
+            if v.is_blank() {
+                return Ok(v);
+            }
+            let key = v.to_text();
+            match map.iter().find(|(_, to)| *to == key) {
+                Some((from, _)) => Val::Str(from.clone()),
+                None => match unmapped {
+                    Unmapped::Pass => v,
+                    Unmapped::Error | Unmapped::Default(_) => {
+                        let known: Vec<&str> = map.iter().map(|(_, t)| t.as_str()).collect();
+                        return Err(format!(
+                            "value {key:?} is not in the value map (known: {})",
+                            known.join(", ")
+                        ));
+                    }
+                },
+            }
+        }
+    })
+}
+
+fn map_text(v: Val, f: impl Fn(&str) -> String) -> Val {
+    match v {
+        Val::Str(s) => Val::Str(f(&s)),
+        other => other,
+    }
+}
+
+fn scale(v: Val, n: i32) -> Result<Val, String> {
+    let d = match v {
+        Val::Null => return Ok(Val::Null),
+        Val::Int(i) => Decimal::from(i),
+        Val::Dec(d) => d,
+        Val::Str(s) => s.trim().parse::<Decimal>().map_err(|_| format!("{s:?} is not a number"))?,
+        other => return Err(format!("cannot scale {}", other.to_text())),
+    };
+    let factor = Decimal::from_i128_with_scale(10_i128.pow(n.unsigned_abs()), 0);
+    let out = if n >= 0 {
+        d.checked_mul(factor)
+    } else {
+        d.checked_div(factor)
+    };
+    out.map(Val::Dec).ok_or_else(|| format!("{d} scaled by 10^{n} overflows"))
+}
+
+/// Fills `{path}` placeholders from the record; missing values render empty.
+fn render(template: &str, record: &Map<String, Value>) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}') else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        let path = rest[open + 1..open + close].trim();
+        match get_path(record, path) {
+            Some(Value::String(s)) => out.push_str(s),
+            Some(Value::Null) | None => {}
+            Some(other) => out.push_str(&other.to_string()),
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+impl FieldType {
+    /// Whether values of this type are numbers in canonical JSON.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, FieldType::Int)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn render_fills_placeholders_and_nested_paths() {
+        let r = obj(json!({"a": "x", "n": 3, "o": {"b": "y"}}));
+        assert_eq!(render("{a}-{n}-{o.b}-{missing}!", &r), "x-3-y-!");
+        assert_eq!(render("no braces", &r), "no braces");
+    }
+
+    #[test]
+    fn scale_is_exact() {
+        assert_eq!(
+            scale(Val::Int(1_200_050), -2).map(|v| v.to_text()),
+            Ok("12000.5".to_owned())
+        );
+        assert_eq!(
+            scale(Val::Str("12000.50".into()), 2).map(|v| v.to_text()),
+            Ok("1200050".to_owned())
+        );
+        assert_eq!(
+            scale(Val::Str("0.29".into()), 2).map(|v| v.to_text()),
+            Ok("29".to_owned())
+        );
+    }
+}

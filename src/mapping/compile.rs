@@ -1,0 +1,532 @@
+//! Parse a mapping file's TOML and compile it into a [`Mapping`], collecting every error with its
+//! line and column. Pure: no I/O.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
+
+use jiff::tz::TimeZone;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::value::{FieldType, Val};
+use super::{
+    Example, Field, FieldDirection, Mapping, MappingError, Op, Owner, Step, Unmapped, When,
+};
+use crate::model::{ObjectRef, SystemKind};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMapping {
+    name: Spanned<String>,
+    description: Option<String>,
+    source: Spanned<RawEnd>,
+    target: Spanned<RawEnd>,
+    #[serde(default)]
+    field: Vec<Spanned<RawField>>,
+    #[serde(default)]
+    example: Vec<Spanned<RawExample>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnd {
+    system: Spanned<String>,
+    object: String,
+    external_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    source: Option<Spanned<String>>,
+    target: Spanned<String>,
+    #[serde(rename = "type")]
+    ty: Option<Spanned<String>>,
+    source_type: Option<Spanned<String>>,
+    timezone: Option<Spanned<String>>,
+    direction: Option<Spanned<String>>,
+    owner: Option<Spanned<String>>,
+    on: Option<Spanned<String>>,
+    #[serde(default)]
+    transforms: Vec<Spanned<RawStep>>,
+    values: Option<Spanned<BTreeMap<String, toml::Value>>>,
+    unmapped: Option<Spanned<String>>,
+    default: Option<Spanned<toml::Value>>,
+    #[serde(rename = "const")]
+    constant: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    allow_blank: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawStep {
+    Name(String),
+    Table(BTreeMap<String, toml::Value>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExample {
+    name: Option<String>,
+    direction: Option<String>,
+    op: Option<String>,
+    input: toml::Table,
+    expect: Option<toml::Table>,
+    expect_error: Option<String>,
+}
+
+/// Errors for one file, positioned by byte offsets into its text.
+struct Errs<'a> {
+    file: &'a str,
+    text: &'a str,
+    list: Vec<MappingError>,
+}
+
+impl Errs<'_> {
+    fn at(&mut self, span: Range<usize>, key: &str, message: impl Into<String>, hint: Option<&str>) {
+        let (line, column) = line_col(self.text, span.start);
+        self.list.push(MappingError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            key: key.to_owned(),
+            message: message.into(),
+            hint: hint.map(str::to_owned),
+        });
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+pub(super) fn compile(file: &str, text: &str) -> Result<Mapping, Vec<MappingError>> {
+    let mut errs = Errs {
+        file,
+        text,
+        list: Vec::new(),
+    };
+    let raw: RawMapping = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let msg = e.message().to_owned();
+            let hint = if msg.contains("unknown field") {
+                Some("see docs/mappings.md for the keys a mapping file may use")
+            } else {
+                None
+            };
+            errs.at(span, "(syntax)", msg, hint);
+            return Err(errs.list);
+        }
+    };
+    let source = end(&raw.source, "source", &mut errs);
+    let target = end(&raw.target, "target", &mut errs);
+    let external_id = match &raw.target.get_ref().external_id {
+        Some(x) => x.clone(),
+        None => {
+            errs.at(
+                raw.target.span(),
+                "target.external_id",
+                "is required",
+                Some("name the target field that stores the source record's id, so writes are upserts"),
+            );
+            String::new()
+        }
+    };
+    if raw.name.get_ref().trim().is_empty() {
+        errs.at(raw.name.span(), "name", "must not be empty", None);
+    }
+    let mut seen_targets = HashSet::new();
+    let mut fields = Vec::new();
+    for (i, f) in raw.field.iter().enumerate() {
+        let key = format!("field[{i}]");
+        if let Some(field) = field(f, &key, &mut errs) {
+            if !seen_targets.insert(field.target.clone()) {
+                errs.at(
+                    f.get_ref().target.span(),
+                    &format!("{key}.target"),
+                    format!("target field {:?} is mapped twice", field.target),
+                    Some("each target field may appear in one [[field]] only"),
+                );
+            }
+            if field.target == external_id {
+                errs.at(
+                    f.get_ref().target.span(),
+                    &format!("{key}.target"),
+                    format!("{:?} is the external id field; prmsync fills it", field.target),
+                    Some("remove this [[field]]"),
+                );
+            }
+            fields.push(field);
+        }
+    }
+    if raw.field.is_empty() {
+        errs.at(0..0, "field", "a mapping needs at least one [[field]]", None);
+    }
+    let mut examples = Vec::new();
+    for (i, ex) in raw.example.iter().enumerate() {
+        if let Some(e) = example(ex, &format!("example[{i}]"), &mut errs) {
+            examples.push(e);
+        }
+    }
+    if !errs.list.is_empty() {
+        return Err(errs.list);
+    }
+    let (Some(source), Some(target)) = (source, target) else {
+        return Err(errs.list);
+    };
+    Ok(Mapping {
+        name: raw.name.into_inner(),
+        file: file.to_owned(),
+        version: version_of(text),
+        description: raw.description,
+        source,
+        target,
+        external_id,
+        fields,
+        examples,
+    })
+}
+
+fn version_of(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(text.as_bytes())[..6])
+}
+
+fn end(raw: &Spanned<RawEnd>, key: &str, errs: &mut Errs<'_>) -> Option<ObjectRef> {
+    let r = raw.get_ref();
+    match SystemKind::parse(r.system.get_ref()) {
+        Some(system) => Some(ObjectRef {
+            system,
+            object: r.object.clone(),
+        }),
+        None => {
+            let known: Vec<_> = SystemKind::ALL.iter().map(|s| s.as_str()).collect();
+            errs.at(
+                r.system.span(),
+                &format!("{key}.system"),
+                format!("unknown system {:?}", r.system.get_ref()),
+                Some(&format!("known systems: {}", known.join(", "))),
+            );
+            None
+        }
+    }
+}
+
+fn field_type(raw: Option<&Spanned<String>>, key: &str, errs: &mut Errs<'_>) -> Option<FieldType> {
+    let Some(raw) = raw else {
+        return Some(FieldType::String);
+    };
+    let t = FieldType::parse(raw.get_ref());
+    if t.is_none() {
+        errs.at(
+            raw.span(),
+            key,
+            format!("unknown type {:?}", raw.get_ref()),
+            Some(&format!("use one of {}", FieldType::NAMES)),
+        );
+    }
+    t
+}
+
+fn toml_to_json(v: &toml::Value) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn field(raw: &Spanned<RawField>, key: &str, errs: &mut Errs<'_>) -> Option<Field> {
+    let f = raw.get_ref();
+    let before = errs.list.len();
+    let ty = field_type(f.ty.as_ref(), &format!("{key}.type"), errs);
+    let source_ty = match &f.source_type {
+        Some(_) => field_type(f.source_type.as_ref(), &format!("{key}.source_type"), errs),
+        None => ty,
+    };
+    let tz = match &f.timezone {
+        None => TimeZone::UTC,
+        Some(z) => TimeZone::get(z.get_ref()).unwrap_or_else(|_| {
+            errs.at(
+                z.span(),
+                &format!("{key}.timezone"),
+                format!("unknown time zone {:?}", z.get_ref()),
+                Some("use an IANA name such as \"Europe/Berlin\" or \"UTC\""),
+            );
+            TimeZone::UTC
+        }),
+    };
+    let owner = f.owner.as_ref().and_then(|o| match o.get_ref().as_str() {
+        "source" | "prm" => Some(Owner::Source),
+        "target" | "crm" => Some(Owner::Target),
+        other => {
+            errs.at(
+                o.span(),
+                &format!("{key}.owner"),
+                format!("unknown owner {other:?}"),
+                Some("use \"source\" (prm) or \"target\" (crm)"),
+            );
+            None
+        }
+    });
+    let direction = match f.direction.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
+        None | Some(("to_target", _)) => FieldDirection::ToTarget,
+        Some(("to_source", _)) => FieldDirection::ToSource,
+        Some(("both", span)) => match owner {
+            Some(o) => FieldDirection::Both(o),
+            None => {
+                if f.owner.is_none() {
+                    errs.at(
+                        span,
+                        &format!("{key}.direction"),
+                        "a field that syncs both ways needs an owner",
+                        Some("add owner = \"source\" or owner = \"target\" to say who wins a conflict"),
+                    );
+                }
+                FieldDirection::ToTarget
+            }
+        },
+        Some((other, span)) => {
+            errs.at(
+                span,
+                &format!("{key}.direction"),
+                format!("unknown direction {other:?}"),
+                Some("use to_target, to_source or both"),
+            );
+            FieldDirection::ToTarget
+        }
+    };
+    if f.owner.is_some() && !matches!(direction, FieldDirection::Both(_)) && f.direction.is_some() {
+        errs.at(
+            f.owner.as_ref().map_or(0..0, Spanned::span),
+            &format!("{key}.owner"),
+            "owner only applies to direction = \"both\"",
+            None,
+        );
+    }
+    let when = match f.on.as_ref().map(|o| (o.get_ref().as_str(), o.span())) {
+        None | Some(("create_and_update", _)) => When::Always,
+        Some(("create_only", _)) => When::CreateOnly,
+        Some(("update_only", _)) => When::UpdateOnly,
+        Some((other, span)) => {
+            errs.at(
+                span,
+                &format!("{key}.on"),
+                format!("unknown value {other:?}"),
+                Some("use create_and_update, create_only or update_only"),
+            );
+            When::Always
+        }
+    };
+    let mut steps = Vec::new();
+    for (j, s) in f.transforms.iter().enumerate() {
+        if let Some(step) = step(s, &format!("{key}.transforms[{j}]"), errs) {
+            steps.push(step);
+        }
+    }
+    if let Some(values) = &f.values {
+        let mut map = Vec::new();
+        for (k, v) in values.get_ref() {
+            match v {
+                toml::Value::String(s) => map.push((k.clone(), s.clone())),
+                toml::Value::Integer(i) => map.push((k.clone(), i.to_string())),
+                toml::Value::Boolean(b) => map.push((k.clone(), b.to_string())),
+                _ => errs.at(
+                    values.span(),
+                    &format!("{key}.values.{k}"),
+                    "value map entries must be text, numbers or booleans",
+                    None,
+                ),
+            }
+        }
+        let unmapped = match f.unmapped.as_ref().map(|u| (u.get_ref().as_str(), u.span())) {
+            None | Some(("error", _)) => Unmapped::Error,
+            Some(("pass", _)) => Unmapped::Pass,
+            Some((other, span)) => match other.strip_prefix("default:") {
+                Some(d) => Unmapped::Default(d.to_owned()),
+                None => {
+                    errs.at(
+                        span,
+                        &format!("{key}.unmapped"),
+                        format!("unknown value {other:?}"),
+                        Some("use \"error\", \"pass\" or \"default:VALUE\""),
+                    );
+                    Unmapped::Error
+                }
+            },
+        };
+        let reverse = !matches!(direction, FieldDirection::ToTarget);
+        if reverse {
+            let mut seen = HashSet::new();
+            for (_, v) in &map {
+                if !seen.insert(v) {
+                    errs.at(
+                        values.span(),
+                        &format!("{key}.values"),
+                        format!("two source values map to {v:?}, so the way back is ambiguous"),
+                        Some("a field that flows to the source needs a one-to-one value map"),
+                    );
+                }
+            }
+        }
+        steps.push(Step::Values { map, unmapped });
+    } else if let Some(u) = &f.unmapped {
+        errs.at(u.span(), &format!("{key}.unmapped"), "unmapped needs a values map", None);
+    }
+    if ty == Some(FieldType::Enum) && f.values.is_none() {
+        errs.at(
+            f.ty.as_ref().map_or(raw.span(), Spanned::span),
+            &format!("{key}.values"),
+            "an enum field needs a values map",
+            Some("add values = { source_value = \"target_value\", ... }"),
+        );
+    }
+    let reverse = !matches!(direction, FieldDirection::ToTarget);
+    if reverse {
+        if steps.iter().any(|s| matches!(s, Step::Template(_))) {
+            errs.at(
+                raw.span(),
+                &format!("{key}.transforms"),
+                "a template cannot be reversed, so this field cannot flow to the source",
+                Some("use direction = \"to_target\""),
+            );
+        }
+        if f.constant.is_some() {
+            errs.at(raw.span(), &format!("{key}.const"), "a constant cannot flow to the source", None);
+        }
+        if f.source.as_ref().is_some_and(|s| s.get_ref().contains('.')) {
+            errs.at(
+                f.source.as_ref().map_or(0..0, Spanned::span),
+                &format!("{key}.source"),
+                "a field that flows to the source needs a top-level source field",
+                None,
+            );
+        }
+    }
+    if f.source.is_none() && f.constant.is_none() && !steps.iter().any(|s| matches!(s, Step::Template(_))) {
+        errs.at(
+            raw.span(),
+            &format!("{key}.source"),
+            "needs a source field, a const or a template",
+            None,
+        );
+    }
+    let ty = ty?;
+    let source_ty = source_ty?;
+    let parse_val = |v: &Spanned<toml::Value>, which: &str, t: FieldType, errs: &mut Errs<'_>| {
+        Val::from_json(&toml_to_json(v.get_ref()), t, &tz)
+            .map_err(|e| errs.at(v.span(), &format!("{key}.{which}"), format!("{e} (the field's type is {t})"), None))
+            .ok()
+    };
+    let default = f.default.as_ref().and_then(|d| parse_val(d, "default", source_ty, errs));
+    let constant = f.constant.as_ref().and_then(|c| parse_val(c, "const", ty, errs));
+    if errs.list.len() > before {
+        return None;
+    }
+    Some(Field {
+        source: f.source.as_ref().map(|s| s.get_ref().clone()),
+        target: f.target.get_ref().clone(),
+        ty,
+        source_ty,
+        tz,
+        direction,
+        when,
+        steps,
+        required: f.required,
+        allow_blank: f.allow_blank,
+        default,
+        constant,
+    })
+}
+
+const STEP_NAMES: &str = "trim, lower, upper, { scale = N }, { template = \"...\" }";
+
+fn step(raw: &Spanned<RawStep>, key: &str, errs: &mut Errs<'_>) -> Option<Step> {
+    let bad = |errs: &mut Errs<'_>, what: String| {
+        errs.at(raw.span(), key, what, Some(&format!("transforms are {STEP_NAMES}")));
+        None
+    };
+    match raw.get_ref() {
+        RawStep::Name(n) => match n.as_str() {
+            "trim" => Some(Step::Trim),
+            "lower" => Some(Step::Lower),
+            "upper" => Some(Step::Upper),
+            other => bad(errs, format!("unknown transform {other:?}")),
+        },
+        RawStep::Table(t) if t.len() == 1 => {
+            let (k, v) = t.iter().next()?;
+            match (k.as_str(), v) {
+                ("scale", toml::Value::Integer(n)) if (-18..=18).contains(n) => {
+                    Some(Step::Scale(*n as i32))
+                }
+                ("template", toml::Value::String(s)) => {
+                    if s.matches('{').count() != s.matches('}').count() {
+                        return bad(errs, format!("template {s:?} has unbalanced braces"));
+                    }
+                    Some(Step::Template(s.clone()))
+                }
+                (other, _) => bad(errs, format!("unknown transform {other:?} or bad argument")),
+            }
+        }
+        RawStep::Table(_) => bad(errs, "a transform table has exactly one key".into()),
+    }
+}
+
+fn example(raw: &Spanned<RawExample>, key: &str, errs: &mut Errs<'_>) -> Option<Example> {
+    let e = raw.get_ref();
+    let (line, _) = line_col(errs.text, raw.span().start);
+    let reverse = match e.direction.as_deref() {
+        None | Some("to_target") => false,
+        Some("to_source") => true,
+        Some(other) => {
+            errs.at(raw.span(), &format!("{key}.direction"), format!("unknown direction {other:?}"), Some("use to_target or to_source"));
+            return None;
+        }
+    };
+    let op = match e.op.as_deref() {
+        None | Some("create") => Op::Create,
+        Some("update") => Op::Update,
+        Some(other) => {
+            errs.at(raw.span(), &format!("{key}.op"), format!("unknown op {other:?}"), Some("use create or update"));
+            return None;
+        }
+    };
+    if e.expect.is_some() == e.expect_error.is_some() {
+        errs.at(
+            raw.span(),
+            key,
+            "an example needs exactly one of expect or expect_error",
+            None,
+        );
+        return None;
+    }
+    let to_map = |t: &toml::Table| match toml_to_json(&toml::Value::Table(t.clone())) {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    Some(Example {
+        line,
+        name: e.name.clone(),
+        reverse,
+        op,
+        input: to_map(&e.input),
+        expect: e.expect.as_ref().map(to_map),
+        expect_error: e.expect_error.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+}

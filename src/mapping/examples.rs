@@ -1,0 +1,66 @@
+//! Run a mapping's `[[example]]` blocks: each input must give its expected output or error.
+
+use std::fmt;
+
+use super::Mapping;
+
+/// An example whose result differs from what it expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExampleFailure {
+    pub file: String,
+    pub line: usize,
+    pub name: String,
+    pub message: String,
+}
+
+impl fmt::Display for ExampleFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: example {}: {}",
+            self.file, self.line, self.name, self.message
+        )
+    }
+}
+
+/// Runs every example of `mapping`; returns the failures (empty when all pass).
+pub fn run_examples(mapping: &Mapping) -> Vec<ExampleFailure> {
+    let mut failures = Vec::new();
+    for (i, ex) in mapping.examples.iter().enumerate() {
+        let name = ex.name.clone().unwrap_or_else(|| format!("#{}", i + 1));
+        let result = if ex.reverse {
+            mapping.to_source(&ex.input)
+        } else {
+            mapping.to_target(&ex.input, ex.op)
+        };
+        let fail = |message: String| ExampleFailure {
+            file: mapping.file.clone(),
+            line: ex.line,
+            name: name.clone(),
+            message,
+        };
+        match (result, &ex.expect, &ex.expect_error) {
+            (Ok(got), Some(want), _) => {
+                if &got != want {
+                    failures.push(fail(format!(
+                        "expected {}, got {}",
+                        serde_json::Value::Object(want.clone()),
+                        serde_json::Value::Object(got)
+                    )));
+                }
+            }
+            (Ok(got), None, Some(want)) => failures.push(fail(format!(
+                "expected an error containing {want:?}, got {}",
+                serde_json::Value::Object(got)
+            ))),
+            (Err(e), _, Some(want)) => {
+                if !e.to_string().contains(want.as_str()) {
+                    failures.push(fail(format!("expected an error containing {want:?}, got: {e}")));
+                }
+            }
+            (Err(e), _, None) => failures.push(fail(format!("unexpected error: {e}"))),
+            (Ok(_), None, None) => {}
+        }
+    }
+    failures
+}

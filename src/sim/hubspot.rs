@@ -1,0 +1,560 @@
+//! HubSpot CRM v3 simulator: objects, batch upsert by `idProperty` (100 max, 200/207), search on
+//! `hs_lastmodifieddate` with `after` paging (200 per page, 10,000 cap), string-only property
+//! values, bearer auth, `X-HubSpot-RateLimit-*` headers and HubSpot's error bodies.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+
+use super::{Fault, SimClock};
+
+/// Deal stages of HubSpot's default sales pipeline.
+pub const DEAL_STAGES: &[&str] = &[
+    "appointmentscheduled", "qualifiedtobuy", "presentationscheduled", "decisionmakerboughtin",
+    "contractsent", "closedwon", "closedlost",
+];
+
+/// The deal properties this portal has (standard ones plus prmsync's custom ones).
+const DEAL_PROPERTIES: &[&str] = &[
+    "dealname", "amount", "closedate", "dealstage", "pipeline", "closed_lost_reason", "description",
+    "hubspot_owner_id", "prm_deal_id", "prm_partner_key", "prm_attribution", "prm_contact_email",
+    "prm_protected_until", "prm_registration_status",
+];
+
+const SEARCH_CAP: usize = 10_000;
+const DAILY_LIMIT: u64 = 500_000;
+const SECONDLY_LIMIT: u64 = 19;
+
+/// Counts the tests assert on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub requests: u64,
+    pub searches: u64,
+    pub batch_upserts: u64,
+    pub created: u64,
+    pub updated: u64,
+    /// Upserts that changed nothing (same values written again).
+    pub unchanged: u64,
+    pub unauthorized: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Object {
+    id: u64,
+    properties: BTreeMap<String, String>,
+    created_ms: i64,
+    updated_ms: i64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    objects: BTreeMap<String, BTreeMap<u64, Object>>,
+    next_id: u64,
+    stats: Stats,
+    faults: Vec<Fault>,
+    /// Writes per (object type, external id): how many creates and updates each got.
+    writes: BTreeMap<(String, String), (u32, u32)>,
+}
+
+/// A HubSpot portal in memory.
+#[derive(Debug, Clone)]
+pub struct HubSpotSim {
+    inner: Arc<Mutex<Inner>>,
+    clock: Arc<SimClock>,
+    token: Arc<str>,
+}
+
+impl HubSpotSim {
+    pub fn new(token: &str) -> Self {
+        let sim = HubSpotSim {
+            inner: Arc::default(),
+            clock: Arc::default(),
+            token: token.into(),
+        };
+        sim.lock().next_id = 9_000_000_001;
+        sim
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/crm/v3/objects/{object}", get(list_objects))
+            .route("/crm/v3/objects/{object}/batch/upsert", post(batch_upsert))
+            .route("/crm/v3/objects/{object}/search", post(search))
+            .with_state(self.clone())
+    }
+
+    /// The properties of every object of `object_type`, with `hs_object_id`.
+    pub fn objects(&self, object_type: &str) -> Vec<Map<String, Value>> {
+        self.lock()
+            .objects
+            .get(object_type)
+            .map(|m| m.values().map(|o| props_json(o, None)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The object of `object_type` whose `property` equals `value`.
+    pub fn find(&self, object_type: &str, property: &str, value: &str) -> Option<Map<String, Value>> {
+        self.objects(object_type)
+            .into_iter()
+            .find(|o| o.get(property).and_then(Value::as_str) == Some(value))
+    }
+
+    /// Changes a property as a CRM user would (bumps the modification time).
+    pub fn set_property(&self, object_type: &str, id: &str, property: &str, value: &str) -> bool {
+        let now = self.clock.tick();
+        let mut inner = self.lock();
+        let Some(o) = id
+            .parse::<u64>()
+            .ok()
+            .and_then(|id| inner.objects.get_mut(object_type)?.get_mut(&id))
+        else {
+            return false;
+        };
+        o.properties.insert(property.into(), value.into());
+        o.updated_ms = now;
+        true
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.lock().stats.clone()
+    }
+
+    /// (creates, updates) per external id value of `object_type`.
+    pub fn writes(&self, object_type: &str) -> BTreeMap<String, (u32, u32)> {
+        self.lock()
+            .writes
+            .iter()
+            .filter(|((t, _), _)| t == object_type)
+            .map(|((_, k), v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// The next requests get these faults, in order, instead of their answers.
+    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.lock().faults.extend(faults);
+    }
+
+    fn gate(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let mut inner = self.lock();
+        inner.stats.requests += 1;
+        let expected = format!("Bearer {}", self.token);
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+            inner.stats.unauthorized += 1;
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "INVALID_AUTHENTICATION",
+                "Authentication credentials not found. This API supports OAuth 2.0 authentication.",
+            ));
+        }
+        if !inner.faults.is_empty() {
+            let f = inner.faults.remove(0);
+            let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut resp = if f.status == 429 {
+                (
+                    status,
+                    Json(json!({
+                        "status": "error",
+                        "message": "You have reached your secondly limit.",
+                        "errorType": "RATE_LIMIT",
+                        "correlationId": correlation_id(),
+                        "policyName": "SECONDLY",
+                        "requestId": correlation_id(),
+                    })),
+                )
+                    .into_response()
+            } else {
+                error(status, "INTERNAL_ERROR", "injected fault")
+            };
+            if let Some(s) = f.retry_after {
+                resp.headers_mut().insert("retry-after", s.into());
+            }
+            return Err(resp);
+        }
+        Ok(())
+    }
+
+    /// Both families of rate-limit headers; clients must treat all of them as optional.
+    fn limit_headers(&self, mut resp: Response) -> Response {
+        let used = self.lock().stats.requests;
+        let h = resp.headers_mut();
+        let mut put = |k: &'static str, v: u64| {
+            h.insert(k, HeaderValue::from(v));
+        };
+        put("x-hubspot-ratelimit-daily", DAILY_LIMIT);
+        put("x-hubspot-ratelimit-daily-remaining", DAILY_LIMIT.saturating_sub(used));
+        put("x-hubspot-ratelimit-secondly", SECONDLY_LIMIT);
+        put("x-hubspot-ratelimit-secondly-remaining", SECONDLY_LIMIT - 1);
+        put("x-hubspot-ratelimit-max", 190);
+        put("x-hubspot-ratelimit-remaining", 189);
+        put("x-hubspot-ratelimit-interval-milliseconds", 10_000);
+        resp
+    }
+}
+
+fn correlation_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    format!("00000000-0000-4000-8000-{:012x}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// HubSpot's `Error` body.
+fn error(status: StatusCode, category: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({
+            "status": "error",
+            "message": message,
+            "correlationId": correlation_id(),
+            "category": category,
+        })),
+    )
+        .into_response()
+}
+
+fn iso(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+fn props_json(o: &Object, only: Option<&[String]>) -> Map<String, Value> {
+    let mut m: Map<String, Value> = o
+        .properties
+        .iter()
+        .filter(|(k, _)| only.is_none_or(|only| only.iter().any(|x| x == *k)))
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    m.insert("hs_object_id".into(), json!(o.id.to_string()));
+    m.insert("createdate".into(), json!(iso(o.created_ms)));
+    m.insert("hs_lastmodifieddate".into(), json!(iso(o.updated_ms)));
+    m
+}
+
+fn object_json(o: &Object, only: Option<&[String]>) -> Value {
+    json!({
+        "id": o.id.to_string(),
+        "properties": props_json(o, only),
+        "createdAt": iso(o.created_ms),
+        "updatedAt": iso(o.updated_ms),
+        "archived": false,
+    })
+}
+
+fn known_object(object: &str) -> bool {
+    matches!(object, "deals" | "0-3" | "companies" | "contacts")
+}
+
+async fn list_objects(
+    State(sim): State<HubSpotSim>,
+    headers: HeaderMap,
+    Path(object): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    if let Err(r) = sim.gate(&headers) {
+        return r;
+    }
+    if !known_object(&object) {
+        return error(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", &format!("Unable to infer object type from: {object}"));
+    }
+    let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(10).clamp(1, 100);
+    let after: u64 = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let inner = sim.lock();
+    let all = inner.objects.get(&object);
+    let page: Vec<&Object> = all.map(|m| m.range(after..).take(limit + 1).map(|(_, o)| o).collect()).unwrap_or_default();
+    let next = page.get(limit).map(|o| o.id);
+    let results: Vec<Value> = page.iter().take(limit).map(|o| object_json(o, None)).collect();
+    drop(inner);
+    let mut body = json!({"results": results});
+    if let Some(n) = next {
+        body["paging"] = json!({"next": {"after": n.to_string(), "link": format!("?after={n}")}});
+    }
+    sim.limit_headers(Json(body).into_response())
+}
+
+async fn batch_upsert(
+    State(sim): State<HubSpotSim>,
+    headers: HeaderMap,
+    Path(object): Path<String>,
+    body: Option<Json<Value>>,
+) -> Response {
+    if let Err(r) = sim.gate(&headers) {
+        return r;
+    }
+    if !known_object(&object) {
+        return error(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", &format!("Unable to infer object type from: {object}"));
+    }
+    let Some(Json(body)) = body else {
+        return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "Invalid input JSON");
+    };
+    let Some(inputs) = body.get("inputs").and_then(Value::as_array) else {
+        return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "inputs is required");
+    };
+    if inputs.len() > 100 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            &format!("Batch input must contain at most 100 inputs, got {}", inputs.len()),
+        );
+    }
+    // Validate the whole request's shape first: a malformed input fails the batch, like HubSpot.
+    let mut parsed = Vec::new();
+    for input in inputs {
+        let (Some(id), Some(props)) = (
+            input.get("id").and_then(Value::as_str),
+            input.get("properties").and_then(Value::as_object),
+        ) else {
+            return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "each input needs id and properties");
+        };
+        let mut strings = BTreeMap::new();
+        for (k, v) in props {
+            let Some(s) = v.as_str() else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "VALIDATION_ERROR",
+                    &format!("Property values must be strings: {k}"),
+                );
+            };
+            strings.insert(k.clone(), s.to_owned());
+        }
+        let id_property = input.get("idProperty").and_then(Value::as_str).map(str::to_owned);
+        parsed.push((id.to_owned(), id_property, strings));
+    }
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen = HashSet::new();
+    for (id, id_property, mut props) in parsed {
+        if !seen.insert(id.clone()) {
+            errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
+                "message": format!("Duplicate id {id} in batch"), "context": {"ids": [id]}}));
+            continue;
+        }
+        if let Some(bad) = invalid_property(&object, &props) {
+            errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
+                "message": bad, "context": {"ids": [id]}}));
+            continue;
+        }
+        let now = sim.clock.tick();
+        let mut inner = sim.lock();
+        let next_id = inner.next_id;
+        let objects = inner.objects.entry(object.clone()).or_default();
+        let found = match &id_property {
+            Some(p) => objects.values_mut().find(|o| o.properties.get(p) == Some(&id)),
+            None => id.parse::<u64>().ok().and_then(|n| objects.get_mut(&n)),
+        };
+        let (obj, new) = match found {
+            Some(o) => {
+                let changed = props.iter().any(|(k, v)| o.properties.get(k) != Some(v));
+                o.properties.extend(std::mem::take(&mut props));
+                if changed {
+                    o.updated_ms = now;
+                }
+                (o.clone(), false)
+            }
+            None if id_property.is_none() => {
+                drop(inner);
+                errors.push(json!({"status": "error", "category": "OBJECT_NOT_FOUND",
+                    "message": format!("No {object} with id {id}"), "context": {"ids": [id]}}));
+                continue;
+            }
+            None => {
+                if let Some(p) = &id_property {
+                    props.insert(p.clone(), id.clone());
+                }
+                let o = Object {
+                    id: next_id,
+                    properties: props,
+                    created_ms: now,
+                    updated_ms: now,
+                };
+                objects.insert(next_id, o.clone());
+                inner.next_id += 1;
+                (o, true)
+            }
+        };
+        let counts = inner.writes.entry((object.clone(), id.clone())).or_default();
+        if new {
+            counts.0 += 1;
+            inner.stats.created += 1;
+        } else {
+            counts.1 += 1;
+            if obj.updated_ms == now {
+                inner.stats.updated += 1;
+            } else {
+                inner.stats.unchanged += 1;
+            }
+        }
+        drop(inner);
+        let mut r = object_json(&obj, None);
+        r["new"] = json!(new);
+        results.push(r);
+    }
+    sim.lock().stats.batch_upserts += 1;
+    let now = iso(sim.clock.tick());
+    let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::MULTI_STATUS };
+    let mut body = json!({
+        "status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now,
+    });
+    if !errors.is_empty() {
+        body["numErrors"] = json!(errors.len());
+        body["errors"] = json!(errors);
+    }
+    sim.limit_headers((status, Json(body)).into_response())
+}
+
+fn invalid_property(object: &str, props: &BTreeMap<String, String>) -> Option<String> {
+    if object != "deals" && object != "0-3" {
+        return None;
+    }
+    for (k, v) in props {
+        if !DEAL_PROPERTIES.contains(&k.as_str()) {
+            return Some(format!("Property \"{k}\" does not exist"));
+        }
+        if k == "dealstage" && !DEAL_STAGES.contains(&v.as_str()) {
+            return Some(format!("{v} was not one of the allowed options for dealstage"));
+        }
+        if k == "amount" && !v.is_empty() && v.parse::<f64>().is_err() {
+            return Some(format!("{v} is not a valid number for amount"));
+        }
+    }
+    None
+}
+
+async fn search(
+    State(sim): State<HubSpotSim>,
+    headers: HeaderMap,
+    Path(object): Path<String>,
+    body: Option<Json<Value>>,
+) -> Response {
+    if let Err(r) = sim.gate(&headers) {
+        return r;
+    }
+    sim.lock().stats.searches += 1;
+    let Some(Json(body)) = body else {
+        return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "Invalid input JSON");
+    };
+    let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
+    if !(1..=200).contains(&limit) {
+        return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "limit must be between 1 and 200");
+    }
+    let after: usize = body.get("after").and_then(Value::as_str).and_then(|a| a.parse().ok()).unwrap_or(0);
+    if after + limit > SEARCH_CAP {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "There was a problem with the request: paging past 10000 results is not allowed",
+        );
+    }
+    let properties: Option<Vec<String>> = body
+        .get("properties")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect());
+    let filters: Vec<(String, String, String)> = body
+        .pointer("/filterGroups/0/filters")
+        .and_then(Value::as_array)
+        .map(|fs| {
+            fs.iter()
+                .filter_map(|f| {
+                    Some((
+                        f.get("propertyName")?.as_str()?.to_owned(),
+                        f.get("operator")?.as_str()?.to_owned(),
+                        f.get("value").map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let inner = sim.lock();
+    let mut hits: Vec<&Object> = inner
+        .objects
+        .get(&object)
+        .map(|m| m.values().filter(|o| filters.iter().all(|f| matches(o, f))).collect())
+        .unwrap_or_default();
+    hits.sort_by_key(|o| (o.updated_ms, o.id));
+    let total = hits.len();
+    let results: Vec<Value> = hits.iter().skip(after).take(limit).map(|o| object_json(o, properties.as_deref())).collect();
+    drop(inner);
+    let mut body = json!({"total": total, "results": results});
+    if after + limit < total {
+        let next = (after + limit).to_string();
+        body["paging"] = json!({"next": {"after": next, "link": ""}});
+    }
+    // Search responses carry no rate-limit headers (community report in CONTRACTS.md).
+    Json(body).into_response()
+}
+
+fn matches(o: &Object, (prop, op, value): &(String, String, String)) -> bool {
+    if prop == "hs_lastmodifieddate" {
+        let Some(v) = value
+            .parse::<i64>()
+            .ok()
+            .or_else(|| value.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond()))
+        else {
+            return false;
+        };
+        return match op.as_str() {
+            "GTE" => o.updated_ms >= v,
+            "GT" => o.updated_ms > v,
+            "LTE" => o.updated_ms <= v,
+            "LT" => o.updated_ms < v,
+            "EQ" => o.updated_ms == v,
+            _ => false,
+        };
+    }
+    let have = o.properties.get(prop);
+    match op.as_str() {
+        "EQ" => have == Some(value),
+        "NEQ" => have != Some(value),
+        "HAS_PROPERTY" => have.is_some(),
+        "NOT_HAS_PROPERTY" => have.is_none(),
+        _ => false,
+    }
+}
+
+/// Delivers `events` to `target` as HubSpot does: a JSON array, signed with v3 and `secret`.
+pub async fn deliver_webhook(
+    http: &reqwest::Client,
+    target: &reqwest::Url,
+    secret: &str,
+    events: &[Value],
+) -> reqwest::Result<reqwest::StatusCode> {
+    let body = serde_json::to_vec(events).unwrap_or_default();
+    let ts = jiff::Timestamp::now().as_millisecond().to_string();
+    let sig = crate::webhook::signature::hubspot_v3(secret.as_bytes(), "POST", target.as_str(), &body, &ts);
+    let resp = http
+        .post(target.clone())
+        .header("content-type", "application/json")
+        .header("x-hubspot-signature-version", "v3")
+        .header("x-hubspot-signature-v3", sig)
+        .header("x-hubspot-request-timestamp", ts)
+        .body(body)
+        .send()
+        .await?;
+    Ok(resp.status())
+}
+
+/// A `deal.propertyChange` event as HubSpot sends it.
+pub fn property_change_event(event_id: u64, object_id: &str, property: &str, value: &str) -> Value {
+    json!({
+        "eventId": event_id,
+        "subscriptionId": 4242,
+        "portalId": 62515,
+        "appId": 54321,
+        "occurredAt": jiff::Timestamp::now().as_millisecond(),
+        "subscriptionType": "deal.propertyChange",
+        "attemptNumber": 0,
+        "objectId": object_id.parse::<u64>().unwrap_or_default(),
+        "propertyName": property,
+        "propertyValue": value,
+        "changeSource": "CRM_UI",
+    })
+}

@@ -1,0 +1,87 @@
+//! Loopback simulators of the vendor APIs, for `prmsync demo`, the tests and the benchmarks. Each
+//! follows the published contract (paths, shapes, paging, errors, headers) in ../shared/specs.
+
+pub mod hubspot;
+pub mod partnerstack;
+pub mod seed;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A simulator listening on 127.0.0.1 on a free port, until dropped or stopped.
+#[derive(Debug)]
+pub struct SimServer {
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl SimServer {
+    /// Binds 127.0.0.1:0 and serves `router` until [`SimServer::stop`] or drop.
+    pub async fn start(router: Router) -> std::io::Result<SimServer> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let token = stop.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "simulator stopped with an error");
+            }
+        });
+        tasks.close();
+        Ok(SimServer { addr, stop, tasks })
+    }
+
+    /// `http://127.0.0.1:PORT` followed by `path`.
+    pub fn url(&self, path: &str) -> reqwest::Url {
+        reqwest::Url::parse(&format!("http://{}{}", self.addr, path)).expect("loopback URL parses")
+    }
+
+    /// Stops accepting and waits for open requests to finish.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tasks.wait().await;
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A clock that never returns the same millisecond twice, so every modification is ordered.
+#[derive(Debug, Default)]
+pub struct SimClock {
+    last: AtomicI64,
+}
+
+impl SimClock {
+    pub fn tick(&self) -> i64 {
+        let wall = jiff::Timestamp::now().as_millisecond();
+        let mut prev = self.last.load(Ordering::SeqCst);
+        loop {
+            let next = wall.max(prev + 1);
+            match self.last.compare_exchange(prev, next, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return next,
+                Err(p) => prev = p,
+            }
+        }
+    }
+}
+
+/// A fault the next matching requests will get instead of a normal answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub status: u16,
+    /// Seconds for a `Retry-After` header (429 and 503).
+    pub retry_after: Option<u64>,
+}

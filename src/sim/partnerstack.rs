@@ -1,0 +1,249 @@
+//! PartnerStack REST v2 simulator: `/api/v2/deals` with `min_updated` filters, `starting_after`
+//! paging (limit 1-250), epoch-millisecond times, `PATCH /api/v2/deals/{key}`, bearer-key auth.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+
+use super::{Fault, SimClock};
+
+/// Fields a PATCH may change (per the deals reference).
+const PATCHABLE: &[&str] = &[
+    "account_name", "amount", "close_date", "contact_first_name", "contact_last_name", "customer_key",
+    "external_key", "lost_reason", "partner_key", "source", "stage", "team", "team_member", "fields",
+];
+
+/// Request counts, for tests that assert "nothing was written".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub requests: u64,
+    pub list_requests: u64,
+    pub patches: u64,
+    pub unauthorized: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    deals: BTreeMap<String, Map<String, Value>>,
+    stats: Stats,
+    faults: Vec<Fault>,
+}
+
+/// A PartnerStack tenant in memory.
+#[derive(Debug, Clone)]
+pub struct PartnerStackSim {
+    inner: Arc<Mutex<Inner>>,
+    clock: Arc<SimClock>,
+    api_key: Arc<str>,
+    stages: Arc<[String]>,
+}
+
+impl PartnerStackSim {
+    pub fn new(api_key: &str) -> Self {
+        PartnerStackSim {
+            inner: Arc::default(),
+            clock: Arc::default(),
+            api_key: api_key.into(),
+            stages: ["submitted", "approved", "demo", "evaluation", "negotiation", "won", "lost"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock only happens in a failing test; keep serving.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The routes, under `/api/v2`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/api/v2/deals", get(list_deals))
+            .route("/api/v2/deals/{key}", get(get_deal).patch(patch_deal))
+            .with_state(self.clone())
+    }
+
+    /// Inserts or replaces a deal as a partner would register it; stamps created/updated times.
+    pub fn upsert_deal(&self, mut deal: Map<String, Value>) -> String {
+        let now = self.clock.tick();
+        let key = deal
+            .get("key")
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("deal_{now}"), str::to_owned);
+        let mut inner = self.lock();
+        let created = inner
+            .deals
+            .get(&key)
+            .and_then(|d| d.get("created_at").cloned())
+            .unwrap_or(json!(now));
+        deal.insert("key".into(), json!(key));
+        deal.insert("created_at".into(), created);
+        deal.insert("updated_at".into(), json!(now));
+        inner.deals.insert(key.clone(), deal);
+        key
+    }
+
+    /// A deal's current fields.
+    pub fn deal(&self, key: &str) -> Option<Map<String, Value>> {
+        self.lock().deals.get(key).cloned()
+    }
+
+    /// All deals, by key.
+    pub fn deals(&self) -> Vec<Map<String, Value>> {
+        self.lock().deals.values().cloned().collect()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.lock().stats.clone()
+    }
+
+    /// The next requests get these faults, in order, instead of their answers.
+    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.lock().faults.extend(faults);
+    }
+
+    /// Checks auth and injected faults; counts the request.
+    fn gate(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let mut inner = self.lock();
+        inner.stats.requests += 1;
+        let expected = format!("Bearer {}", self.api_key);
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+            inner.stats.unauthorized += 1;
+            return Err(error(StatusCode::UNAUTHORIZED, "Invalid or missing API key"));
+        }
+        if !inner.faults.is_empty() {
+            let f = inner.faults.remove(0);
+            let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut resp = error(status, "injected fault");
+            if let Some(s) = f.retry_after {
+                resp.headers_mut().insert("retry-after", s.into());
+            }
+            return Err(resp);
+        }
+        Ok(())
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"message": message, "status": status.as_u16()}))).into_response()
+}
+
+fn ok(data: Value, message: &str) -> Response {
+    Json(json!({"data": data, "message": message, "status": 200})).into_response()
+}
+
+async fn list_deals(
+    State(sim): State<PartnerStackSim>,
+    headers: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    if let Err(r) = sim.gate(&headers) {
+        return r;
+    }
+    let num = |k: &str| q.get(k).map(|v| v.parse::<i64>());
+    let limit = match q.get("limit").map(|v| v.parse::<usize>()) {
+        None => 10,
+        Some(Ok(n)) if (1..=250).contains(&n) => n,
+        _ => return error(StatusCode::BAD_REQUEST, "limit must be between 1 and 250"),
+    };
+    if q.contains_key("starting_after") && q.contains_key("ending_before") {
+        return error(StatusCode::BAD_REQUEST, "starting_after and ending_before are mutually exclusive");
+    }
+    let mut bounds = [i64::MIN, i64::MAX, i64::MIN, i64::MAX];
+    for (i, k) in ["min_updated", "max_updated", "min_created", "max_created"].iter().enumerate() {
+        match num(k) {
+            None => {}
+            Some(Ok(v)) => bounds[i] = v,
+            Some(Err(_)) => return error(StatusCode::BAD_REQUEST, &format!("{k} must be epoch milliseconds")),
+        }
+    }
+    let mut inner = sim.lock();
+    inner.stats.list_requests += 1;
+    let field = |d: &Map<String, Value>, k: &str| d.get(k).and_then(Value::as_i64).unwrap_or(0);
+    let mut matching: Vec<&Map<String, Value>> = inner
+        .deals
+        .values()
+        .filter(|d| {
+            let (u, c) = (field(d, "updated_at"), field(d, "created_at"));
+            u >= bounds[0] && u <= bounds[1] && c >= bounds[2] && c <= bounds[3]
+        })
+        .filter(|d| q.get("partner_key").is_none_or(|p| d.get("partner_key").and_then(Value::as_str) == Some(p)))
+        .collect();
+    // Newest first, like the API; the cursor is an item key.
+    matching.sort_by(|a, b| {
+        (field(b, "created_at"), b.get("key").and_then(Value::as_str))
+            .cmp(&(field(a, "created_at"), a.get("key").and_then(Value::as_str)))
+    });
+    let start = match q.get("starting_after") {
+        None => 0,
+        Some(after) => match matching.iter().position(|d| d.get("key").and_then(Value::as_str) == Some(after)) {
+            Some(i) => i + 1,
+            None => return error(StatusCode::BAD_REQUEST, "starting_after does not name an item in this list"),
+        },
+    };
+    let page: Vec<Value> = matching.iter().skip(start).take(limit).map(|d| Value::Object((*d).clone())).collect();
+    let has_more = start + page.len() < matching.len();
+    drop(inner);
+    ok(json!({"has_more": has_more, "items": page}), "Page returned successfully")
+}
+
+async fn get_deal(State(sim): State<PartnerStackSim>, headers: HeaderMap, Path(key): Path<String>) -> Response {
+    if let Err(r) = sim.gate(&headers) {
+        return r;
+    }
+    match find(&sim.lock().deals, &key) {
+        Some(d) => ok(Value::Object(d.clone()), "Deal returned successfully"),
+        None => error(StatusCode::NOT_FOUND, "Deal not found"),
+    }
+}
+
+fn find<'a>(deals: &'a BTreeMap<String, Map<String, Value>>, key: &str) -> Option<&'a Map<String, Value>> {
+    deals
+        .get(key)
+        .or_else(|| deals.values().find(|d| d.get("external_key").and_then(Value::as_str) == Some(key)))
+}
+
+async fn patch_deal(
+    State(sim): State<PartnerStackSim>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    body: Option<Json<Value>>,
+) -> Response {
+    if let Err(r) = sim.gate(&headers) {
+        return r;
+    }
+    let Some(Json(Value::Object(patch))) = body else {
+        return error(StatusCode::BAD_REQUEST, "body must be a JSON object");
+    };
+    for (k, v) in &patch {
+        if !PATCHABLE.contains(&k.as_str()) {
+            return error(StatusCode::BAD_REQUEST, &format!("{k} cannot be updated"));
+        }
+        if k == "stage" && !v.as_str().is_some_and(|s| sim.stages.iter().any(|x| x == s)) {
+            return error(StatusCode::BAD_REQUEST, "stage must appear in Deals Stage list found in group settings");
+        }
+        if k == "amount" && !(v.is_i64() || v.is_null()) {
+            return error(StatusCode::BAD_REQUEST, "amount must be an integer number of cents");
+        }
+    }
+    let now = sim.clock.tick();
+    let mut inner = sim.lock();
+    let Some(real_key) = find(&inner.deals, &key).and_then(|d| d.get("key")).and_then(Value::as_str).map(str::to_owned)
+    else {
+        return error(StatusCode::NOT_FOUND, "Deal not found");
+    };
+    inner.stats.patches += 1;
+    let deal = inner.deals.get_mut(&real_key).expect("found above");
+    deal.extend(patch);
+    deal.insert("updated_at".into(), json!(now));
+    let out = Value::Object(deal.clone());
+    drop(inner);
+    ok(out, "Deal updated successfully")
+}

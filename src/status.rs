@@ -1,0 +1,47 @@
+//! `prmsync status`: a readable (or JSON) report from the state file, without writing to it.
+
+use crate::store::StatusReport;
+
+/// Renders the report for a terminal.
+pub fn render(r: &StatusReport) -> String {
+    let healthy = r.dead_letters == 0 && r.outbox_retrying == 0;
+    let mut lines = vec![
+        format!("health:        {}", if healthy { "ok" } else { "attention needed" }),
+        format!("schema:        v{}", r.schema_version),
+        format!("links:         {}", r.links),
+        format!("inbox pending: {}", r.inbox_pending),
+        format!(
+            "outbox:        {} queued, {} retrying{}",
+            r.outbox_depth,
+            r.outbox_retrying,
+            r.outbox_oldest_age_secs
+                .map(|a| format!(", oldest {a}s"))
+                .unwrap_or_default()
+        ),
+        format!("dead letters:  {}", r.dead_letters),
+        "cursors:".to_owned(),
+    ];
+    if r.cursors.is_empty() {
+        lines.push("  (none yet)".into());
+    }
+    for c in &r.cursors {
+        lines.push(format!(
+            "  {}/{}: {} (moved {}s ago)",
+            c.system, c.object, c.position, c.age_secs
+        ));
+    }
+    if !r.ledger.is_empty() {
+        lines.push("ledger:".into());
+        for l in &r.ledger {
+            lines.push(format!("  {} {} {}: {}", l.flow, l.direction, l.action, l.count));
+        }
+    }
+    if !r.last_errors.is_empty() {
+        lines.push("recent errors:".into());
+        for e in &r.last_errors {
+            lines.push(format!("  {e}"));
+        }
+    }
+    lines.push(String::new());
+    lines.join("\n")
+}

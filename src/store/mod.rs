@@ -1,0 +1,370 @@
+//! The state store: one SQLite file behind one writer thread; the only module that knows SQL.
+//!
+//! Every write runs in `BEGIN IMMEDIATE` on the writer thread, so the async runtime never blocks on
+//! SQLite and two writes never interleave. Callers speak in domain verbs (`stage_changes`,
+//! `commit_plan`, `complete_writes`); no SQL leaves this module.
+
+mod migrations;
+mod queries;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::{Change, Cursor, Direction, ObjectRef, SystemKind};
+
+pub use queries::StatusReport;
+
+/// How long a statement waits on a lock held by another connection before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on queued store jobs: callers wait (async) when the writer is this far behind.
+const QUEUE_DEPTH: usize = 256;
+
+/// Errors from the store. All are worth a retry except a broken or newer schema.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("state database migration failed: {0} (is this state file from a newer prmsync?)")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("cannot open state database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("corrupt JSON in the state database: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the store's writer thread has stopped")]
+    Closed,
+}
+
+impl StoreError {
+    /// Whether trying the same operation again later can succeed (locked, disk full, I/O).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Sqlite(_))
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A handle to the state store. Cheap to clone; the writer thread stops when the last handle drops.
+#[derive(Debug, Clone)]
+pub struct Store {
+    jobs: mpsc::Sender<Job>,
+    path: PathBuf,
+}
+
+/// A staged change waiting in the inbox.
+#[derive(Debug, Clone)]
+pub struct InboxItem {
+    pub id: i64,
+    pub change: Change,
+}
+
+/// What prmsync knows about one linked pair of records in a flow.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Link {
+    pub target_id: Option<String>,
+    /// The mapped values prmsync last wrote to (or saw on) the target.
+    pub target_state: Map<String, Value>,
+    /// The reverse-mapped values prmsync last wrote to (or saw on) the source.
+    pub source_state: Map<String, Value>,
+}
+
+/// A write the planner decided on, to commit durably to the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedWrite {
+    pub flow: String,
+    pub direction: Direction,
+    pub source_id: String,
+    pub target_id: Option<String>,
+    pub system: SystemKind,
+    pub object: String,
+    /// The target's external-id field for upserts (to_target), if any.
+    pub id_property: Option<String>,
+    /// Only the values to send.
+    pub payload: Map<String, Value>,
+    /// The full state of that side after the write succeeds (stored in the link).
+    pub state_after: Map<String, Value>,
+    pub content_hash: String,
+    pub mapping_version: String,
+}
+
+impl PlannedWrite {
+    /// The same plan for the same record and content always has the same key.
+    pub fn idempotency_key(&self) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            self.flow,
+            self.direction.as_str(),
+            self.source_id,
+            &self.content_hash[..16.min(self.content_hash.len())]
+        )
+    }
+}
+
+/// A record the planner could not handle, with the reason an operator reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub origin: &'static str,
+    pub flow: Option<String>,
+    pub system: SystemKind,
+    pub object: String,
+    pub record_id: String,
+    pub payload: Value,
+    pub reason: String,
+    pub attempts: u32,
+}
+
+/// One line of the ledger: what was decided for a record and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerEntry {
+    pub flow: String,
+    pub direction: Direction,
+    pub source_id: String,
+    pub target_id: Option<String>,
+    pub action: &'static str,
+    pub content_hash: Option<String>,
+    pub mapping_version: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// A change to the remembered state of one side of a link, without a write (e.g. the source moved).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkObservation {
+    pub flow: String,
+    pub source_id: String,
+    pub side: Direction,
+    pub state: Map<String, Value>,
+}
+
+/// Everything the planner decided for a batch of inbox items, committed in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlanCommit {
+    pub inbox_ids: Vec<i64>,
+    pub writes: Vec<PlannedWrite>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub ledger: Vec<LedgerEntry>,
+    pub observations: Vec<LinkObservation>,
+}
+
+/// A due outbox row, ready for a writer.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub attempts: u32,
+    pub write: PlannedWrite,
+}
+
+/// What happened to one outbox row when its batch was sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOutcome {
+    /// The target accepted it; `target_id` is the record's id there.
+    Done {
+        outbox_id: i64,
+        /// The key of the write that was sent; a row replaced since by a newer plan stays queued.
+        idempotency_key: String,
+        target_id: String,
+        created: bool,
+    },
+    /// Try again at `next_attempt_ms`.
+    Retry {
+        outbox_id: i64,
+        idempotency_key: String,
+        next_attempt_ms: i64,
+        error: String,
+    },
+    /// Give up: move it to the dead letters with the reason.
+    Dead {
+        outbox_id: i64,
+        idempotency_key: String,
+        error: String,
+    },
+}
+
+impl Store {
+    /// Opens (creating if needed) the state file, applies pending migrations and starts the writer.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // The directory is the operator's (StateDirectory=); a missing one is reported by open.
+            if !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                    path: path.to_owned(),
+                    source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+                })?;
+            }
+        }
+        let mut conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        configure(&conn)?;
+        migrations::all().to_latest(&mut conn)?;
+        let (jobs, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
+        std::thread::Builder::new()
+            .name("prmsync-store".into())
+            .spawn(move || {
+                while let Some(job) = rx.blocking_recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| StoreError::Open {
+                path: path.to_owned(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        Ok(Store {
+            jobs,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The state file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the writer thread and returns its result.
+    async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            // The receiver is gone only if the caller was cancelled; the result is then unwanted.
+            if tx.send(f(conn)).is_err() {
+                tracing::debug!("store caller went away before its result was ready");
+            }
+        });
+        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer thread.
+    async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let r = f(&tx)?;
+            tx.commit()?;
+            Ok(r)
+        })
+        .await
+    }
+
+    /// Stages changes in the inbox (a repeated event id is ignored) and, in the same transaction,
+    /// moves the object's cursor. Returns how many changes were new.
+    pub async fn stage_changes(
+        &self,
+        changes: Vec<Change>,
+        cursor: Option<(ObjectRef, Cursor)>,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        self.write(move |tx| {
+            let n = queries::insert_changes(tx, &changes, now_ms)?;
+            if let Some((object, cursor)) = &cursor {
+                queries::set_cursor(tx, object, cursor, now_ms)?;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    /// The stored incremental-read position for an object.
+    pub async fn cursor(&self, object: ObjectRef) -> Result<Option<Cursor>, StoreError> {
+        self.call(move |conn| queries::cursor(conn, &object)).await
+    }
+
+    /// The oldest pending inbox items, at most `limit`.
+    pub async fn pending_inbox(&self, limit: usize) -> Result<Vec<InboxItem>, StoreError> {
+        self.call(move |conn| queries::pending_inbox(conn, limit))
+            .await
+    }
+
+    /// The links of `flow` for the given source ids (absent ids have no link yet).
+    pub async fn links_by_source(
+        &self,
+        flow: String,
+        source_ids: Vec<String>,
+    ) -> Result<Vec<(String, Link)>, StoreError> {
+        self.call(move |conn| queries::links_by_source(conn, &flow, &source_ids))
+            .await
+    }
+
+    /// The links of `flow` for the given target ids, keyed by target id, with their source ids.
+    pub async fn links_by_target(
+        &self,
+        flow: String,
+        target_ids: Vec<String>,
+    ) -> Result<Vec<(String, String, Link)>, StoreError> {
+        self.call(move |conn| queries::links_by_target(conn, &flow, &target_ids))
+            .await
+    }
+
+    /// Commits a batch of planning decisions: outbox rows, dead letters, ledger lines, link
+    /// observations, and marks the inbox items processed, all in one transaction.
+    pub async fn commit_plan(&self, plan: PlanCommit, now_ms: i64) -> Result<(), StoreError> {
+        self.write(move |tx| queries::commit_plan(tx, &plan, now_ms))
+            .await
+    }
+
+    /// Outbox rows for `system` whose next attempt is due, oldest first, at most `limit`.
+    pub async fn due_outbox(
+        &self,
+        system: SystemKind,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        self.call(move |conn| queries::due_outbox(conn, system, now_ms, limit))
+            .await
+    }
+
+    /// Records the outcome of sent writes: links, hashes and outbox rows change together.
+    pub async fn complete_writes(
+        &self,
+        outcomes: Vec<WriteOutcome>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| queries::complete_writes(tx, &outcomes, now_ms))
+            .await
+    }
+
+    /// The earliest time any outbox row becomes due, if any row is waiting.
+    pub async fn next_outbox_due(&self) -> Result<Option<i64>, StoreError> {
+        self.call(|conn| queries::next_outbox_due(conn)).await
+    }
+
+    /// Counts and ages for `prmsync status` and the demo summary.
+    pub async fn status(&self, now_ms: i64) -> Result<StatusReport, StoreError> {
+        self.call(move |conn| queries::status(conn, now_ms)).await
+    }
+}
+
+/// Opens an existing state file read-only (for `prmsync status`), without migrating it.
+pub fn status_read_only(path: &Path, now_ms: i64) -> Result<StatusReport, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    queries::status(&conn, now_ms)
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a commit that acknowledges a webhook or advances a cursor survives power loss.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}

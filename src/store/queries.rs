@@ -1,0 +1,597 @@
+//! The SQL behind the store's verbs: plain functions over a connection or transaction.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{InboxItem, Link, OutboxItem, PlanCommit, PlannedWrite, StoreError, WriteOutcome};
+use crate::model::{
+    Change, ChangeKind, Cursor, Direction, ObjectRef, Record, SystemKind, content_hash,
+};
+
+pub(super) fn insert_changes(
+    tx: &Transaction<'_>,
+    changes: &[Change],
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO inbox (event_id, system, object, record_id, kind, modified_ms, payload, received_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (event_id) DO NOTHING",
+    )?;
+    let mut n = 0;
+    for c in changes {
+        n += stmt.execute(params![
+            c.event_id,
+            c.object.system.as_str(),
+            c.object.object,
+            c.record.id,
+            c.kind.as_str(),
+            c.record.modified_ms,
+            serde_json::to_string(&c.record.fields)?,
+            now_ms,
+        ])?;
+    }
+    Ok(n)
+}
+
+pub(super) fn set_cursor(
+    tx: &Transaction<'_>,
+    object: &ObjectRef,
+    cursor: &Cursor,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO cursors (system, object, position, updated_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (system, object) DO UPDATE SET position = excluded.position, updated_ms = excluded.updated_ms",
+    )?
+    .execute(params![
+        object.system.as_str(),
+        object.object,
+        cursor.encode(),
+        now_ms
+    ])?;
+    Ok(())
+}
+
+pub(super) fn cursor(conn: &Connection, object: &ObjectRef) -> Result<Option<Cursor>, StoreError> {
+    let pos: Option<String> = conn
+        .prepare_cached("SELECT position FROM cursors WHERE system = ?1 AND object = ?2")?
+        .query_row(params![object.system.as_str(), object.object], |r| r.get(0))
+        .optional()?;
+    Ok(pos.as_deref().and_then(Cursor::decode))
+}
+
+pub(super) fn pending_inbox(conn: &Connection, limit: usize) -> Result<Vec<InboxItem>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, event_id, system, object, record_id, kind, modified_ms, payload
+         FROM inbox WHERE state = 'pending' ORDER BY id LIMIT ?1",
+    )?;
+    let rows = stmt.query_map(params![limit as i64], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, i64>(6)?,
+            r.get::<_, String>(7)?,
+        ))
+    })?;
+    let mut items = Vec::new();
+    for row in rows {
+        let (id, event_id, system, object, record_id, kind, modified_ms, payload) = row?;
+        let (Some(system), Some(kind)) = (SystemKind::parse(&system), ChangeKind::parse(&kind))
+        else {
+            // Written by a newer prmsync; leave it for that version rather than guess.
+            tracing::warn!(inbox_id = id, %system, %kind, "skipping inbox row of unknown system or kind");
+            continue;
+        };
+        items.push(InboxItem {
+            id,
+            change: Change {
+                event_id,
+                object: ObjectRef { system, object },
+                kind,
+                record: Record {
+                    id: record_id,
+                    modified_ms,
+                    fields: serde_json::from_str(&payload)?,
+                },
+            },
+        });
+    }
+    Ok(items)
+}
+
+fn link_from_row(
+    target_id: Option<String>,
+    target_state: String,
+    source_state: String,
+) -> Result<Link, StoreError> {
+    Ok(Link {
+        target_id,
+        target_state: serde_json::from_str(&target_state)?,
+        source_state: serde_json::from_str(&source_state)?,
+    })
+}
+
+pub(super) fn links_by_source(
+    conn: &Connection,
+    flow: &str,
+    source_ids: &[String],
+) -> Result<Vec<(String, Link)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT target_id, target_state, source_state FROM links WHERE flow = ?1 AND source_id = ?2",
+    )?;
+    let mut out = Vec::new();
+    for sid in source_ids {
+        let row = stmt
+            .query_row(params![flow, sid], |r| {
+                Ok((r.get(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })
+            .optional()?;
+        if let Some((tid, ts, ss)) = row {
+            out.push((sid.clone(), link_from_row(tid, ts, ss)?));
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn links_by_target(
+    conn: &Connection,
+    flow: &str,
+    target_ids: &[String],
+) -> Result<Vec<(String, String, Link)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT source_id, target_state, source_state FROM links WHERE flow = ?1 AND target_id = ?2",
+    )?;
+    let mut out = Vec::new();
+    for tid in target_ids {
+        let row = stmt
+            .query_row(params![flow, tid], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .optional()?;
+        if let Some((sid, ts, ss)) = row {
+            out.push((
+                tid.clone(),
+                sid,
+                link_from_row(Some(tid.clone()), ts, ss)?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn upsert_link_state(
+    tx: &Transaction<'_>,
+    flow: &str,
+    source_id: &str,
+    side: Direction,
+    state: &Map<String, Value>,
+    target_id: Option<&str>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let json = serde_json::to_string(state)?;
+    let hash = content_hash(state);
+    let sql = match side {
+        Direction::ToTarget => {
+            "INSERT INTO links (flow, source_id, target_id, target_state, target_hash, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (flow, source_id) DO UPDATE SET
+                target_id = COALESCE(excluded.target_id, links.target_id),
+                target_state = excluded.target_state, target_hash = excluded.target_hash,
+                updated_ms = excluded.updated_ms"
+        }
+        Direction::ToSource => {
+            "INSERT INTO links (flow, source_id, target_id, source_state, source_hash, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (flow, source_id) DO UPDATE SET
+                target_id = COALESCE(excluded.target_id, links.target_id),
+                source_state = excluded.source_state, source_hash = excluded.source_hash,
+                updated_ms = excluded.updated_ms"
+        }
+    };
+    tx.prepare_cached(sql)?
+        .execute(params![flow, source_id, target_id, json, hash, now_ms])?;
+    Ok(())
+}
+
+pub(super) fn commit_plan(
+    tx: &Transaction<'_>,
+    plan: &PlanCommit,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO outbox (idempotency_key, flow, direction, source_id, target_id, system, object,
+                                 id_property, payload, state_after, content_hash, mapping_version,
+                                 next_attempt_ms, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)
+             ON CONFLICT (flow, direction, source_id) DO UPDATE SET
+                idempotency_key = excluded.idempotency_key,
+                target_id = COALESCE(excluded.target_id, outbox.target_id),
+                payload = excluded.payload, state_after = excluded.state_after,
+                content_hash = excluded.content_hash, mapping_version = excluded.mapping_version,
+                attempts = 0, next_attempt_ms = excluded.next_attempt_ms, last_error = NULL",
+        )?;
+        for w in &plan.writes {
+            stmt.execute(params![
+                w.idempotency_key(),
+                w.flow,
+                w.direction.as_str(),
+                w.source_id,
+                w.target_id,
+                w.system.as_str(),
+                w.object,
+                w.id_property,
+                serde_json::to_string(&w.payload)?,
+                serde_json::to_string(&w.state_after)?,
+                w.content_hash,
+                w.mapping_version,
+                now_ms,
+            ])?;
+        }
+    }
+    for d in &plan.dead_letters {
+        insert_dead_letter(tx, d, now_ms)?;
+    }
+    for l in &plan.ledger {
+        insert_ledger(
+            tx,
+            &l.flow,
+            l.direction,
+            &l.source_id,
+            l.target_id.as_deref(),
+            l.action,
+            l.content_hash.as_deref(),
+            l.mapping_version.as_deref(),
+            l.detail.as_deref(),
+            now_ms,
+        )?;
+    }
+    for o in &plan.observations {
+        upsert_link_state(tx, &o.flow, &o.source_id, o.side, &o.state, None, now_ms)?;
+    }
+    let mut done = tx.prepare_cached(
+        "UPDATE inbox SET state = 'done', processed_ms = ?2 WHERE id = ?1 AND state = 'pending'",
+    )?;
+    for id in &plan.inbox_ids {
+        done.execute(params![id, now_ms])?;
+    }
+    Ok(())
+}
+
+fn insert_dead_letter(
+    tx: &Transaction<'_>,
+    d: &super::DeadLetter,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO dead_letters (origin, flow, system, object, record_id, payload, reason, attempts, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        d.origin,
+        d.flow,
+        d.system.as_str(),
+        d.object,
+        d.record_id,
+        serde_json::to_string(&d.payload)?,
+        d.reason,
+        d.attempts,
+        now_ms
+    ])?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_ledger(
+    tx: &Transaction<'_>,
+    flow: &str,
+    direction: Direction,
+    source_id: &str,
+    target_id: Option<&str>,
+    action: &str,
+    hash: Option<&str>,
+    mapping_version: Option<&str>,
+    detail: Option<&str>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO ledger (at_ms, flow, direction, source_id, target_id, action, content_hash, mapping_version, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        now_ms,
+        flow,
+        direction.as_str(),
+        source_id,
+        target_id,
+        action,
+        hash,
+        mapping_version,
+        detail
+    ])?;
+    Ok(())
+}
+
+pub(super) fn due_outbox(
+    conn: &Connection,
+    system: SystemKind,
+    now_ms: i64,
+    limit: usize,
+) -> Result<Vec<OutboxItem>, StoreError> {
+    query_outbox(
+        conn,
+        "WHERE system = ?1 AND next_attempt_ms <= ?2 ORDER BY next_attempt_ms, id LIMIT ?3",
+        params![system.as_str(), now_ms, limit as i64],
+    )
+}
+
+fn query_outbox(
+    conn: &Connection,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<OutboxItem>, StoreError> {
+    let sql = format!(
+        "SELECT id, attempts, flow, direction, source_id, target_id, system, object, id_property,
+                payload, state_after, content_hash, mapping_version
+         FROM outbox {filter}"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(args)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let dir: String = r.get(3)?;
+        let system: String = r.get(6)?;
+        let (Some(direction), Some(system)) = (Direction::parse(&dir), SystemKind::parse(&system))
+        else {
+            tracing::warn!(outbox_id = id, direction = %dir, %system, "skipping outbox row written by a newer prmsync");
+            continue;
+        };
+        out.push(OutboxItem {
+            id,
+            attempts: r.get(1)?,
+            write: PlannedWrite {
+                flow: r.get(2)?,
+                direction,
+                source_id: r.get(4)?,
+                target_id: r.get(5)?,
+                system,
+                object: r.get(7)?,
+                id_property: r.get(8)?,
+                payload: serde_json::from_str(&r.get::<_, String>(9)?)?,
+                state_after: serde_json::from_str(&r.get::<_, String>(10)?)?,
+                content_hash: r.get(11)?,
+                mapping_version: r.get(12)?,
+            },
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn complete_writes(
+    tx: &Transaction<'_>,
+    outcomes: &[WriteOutcome],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    for o in outcomes {
+        match o {
+            WriteOutcome::Done {
+                outbox_id,
+                idempotency_key,
+                target_id,
+                created,
+            } => {
+                let Some(w) = take_outbox(tx, *outbox_id, idempotency_key)? else {
+                    // A newer plan replaced the row while this write was in flight: keep it
+                    // queued, and remember where the record lives.
+                    tx.prepare_cached(
+                        "UPDATE links SET target_id = ?2
+                         WHERE (flow, source_id) IN
+                           (SELECT flow, source_id FROM outbox WHERE id = ?1 AND direction = 'to_target')",
+                    )?
+                    .execute(params![outbox_id, target_id])?;
+                    continue;
+                };
+                upsert_link_state(
+                    tx,
+                    &w.write.flow,
+                    &w.write.source_id,
+                    w.write.direction,
+                    &w.write.state_after,
+                    Some(target_id),
+                    now_ms,
+                )?;
+                let action = if *created { "created" } else { "updated" };
+                insert_ledger(
+                    tx,
+                    &w.write.flow,
+                    w.write.direction,
+                    &w.write.source_id,
+                    Some(target_id),
+                    action,
+                    Some(&w.write.content_hash),
+                    Some(&w.write.mapping_version),
+                    None,
+                    now_ms,
+                )?;
+            }
+            WriteOutcome::Retry {
+                outbox_id,
+                idempotency_key,
+                next_attempt_ms,
+                error,
+            } => {
+                // A row replaced by a newer plan keeps its fresh schedule.
+                tx.prepare_cached(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3
+                     WHERE id = ?1 AND idempotency_key = ?4",
+                )?
+                .execute(params![outbox_id, next_attempt_ms, error, idempotency_key])?;
+            }
+            WriteOutcome::Dead {
+                outbox_id,
+                idempotency_key,
+                error,
+            } => {
+                let Some(w) = take_outbox(tx, *outbox_id, idempotency_key)? else {
+                    continue;
+                };
+                insert_dead_letter(
+                    tx,
+                    &super::DeadLetter {
+                        origin: "outbox",
+                        flow: Some(w.write.flow.clone()),
+                        system: w.write.system,
+                        object: w.write.object.clone(),
+                        record_id: w.write.source_id.clone(),
+                        payload: Value::Object(w.write.payload.clone()),
+                        reason: error.clone(),
+                        attempts: w.attempts + 1,
+                    },
+                    now_ms,
+                )?;
+                insert_ledger(
+                    tx,
+                    &w.write.flow,
+                    w.write.direction,
+                    &w.write.source_id,
+                    w.write.target_id.as_deref(),
+                    "dead_letter",
+                    Some(&w.write.content_hash),
+                    Some(&w.write.mapping_version),
+                    Some(error),
+                    now_ms,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes an outbox row and returns it, if it still holds the write with `key`.
+fn take_outbox(tx: &Transaction<'_>, id: i64, key: &str) -> Result<Option<OutboxItem>, StoreError> {
+    let item = query_outbox(tx, "WHERE id = ?1 AND idempotency_key = ?2", params![id, key])?.pop();
+    if item.is_some() {
+        tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+            .execute(params![id])?;
+    }
+    Ok(item)
+}
+
+pub(super) fn next_outbox_due(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT MIN(next_attempt_ms) FROM outbox")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// Counts for one (system, object) cursor.
+#[derive(Debug, Clone, Serialize)]
+pub struct CursorStatus {
+    pub system: String,
+    pub object: String,
+    pub position: String,
+    /// How long ago the cursor last moved, in seconds.
+    pub age_secs: i64,
+}
+
+/// Counts of ledger actions per flow and direction.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowCounts {
+    pub flow: String,
+    pub direction: String,
+    pub action: String,
+    pub count: i64,
+}
+
+/// Everything `prmsync status` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub schema_version: i64,
+    pub cursors: Vec<CursorStatus>,
+    pub inbox_pending: i64,
+    pub outbox_depth: i64,
+    pub outbox_oldest_age_secs: Option<i64>,
+    pub outbox_retrying: i64,
+    pub dead_letters: i64,
+    pub links: i64,
+    pub last_errors: Vec<String>,
+    pub ledger: Vec<FlowCounts>,
+}
+
+pub(super) fn status(conn: &Connection, now_ms: i64) -> Result<StatusReport, StoreError> {
+    let count = |sql: &str| -> Result<i64, StoreError> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
+    let mut cursors = Vec::new();
+    {
+        let mut stmt =
+            conn.prepare("SELECT system, object, position, updated_ms FROM cursors ORDER BY system, object")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CursorStatus {
+                system: r.get(0)?,
+                object: r.get(1)?,
+                position: r.get(2)?,
+                age_secs: (now_ms - r.get::<_, i64>(3)?) / 1000,
+            })
+        })?;
+        for r in rows {
+            cursors.push(r?);
+        }
+    }
+    let oldest: Option<i64> = conn.query_row("SELECT MIN(created_ms) FROM outbox", [], |r| r.get(0))?;
+    let mut last_errors = Vec::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT flow || ' ' || source_id || ': ' || last_error FROM outbox
+             WHERE last_error IS NOT NULL ORDER BY id DESC LIMIT 5",
+        )?;
+        for r in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            last_errors.push(r?);
+        }
+        let mut stmt = conn.prepare(
+            "SELECT COALESCE(flow, '-') || ' ' || record_id || ': ' || reason FROM dead_letters
+             ORDER BY id DESC LIMIT 5",
+        )?;
+        for r in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            last_errors.push(r?);
+        }
+    }
+    let mut ledger = Vec::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT flow, direction, action, COUNT(*) FROM ledger GROUP BY flow, direction, action
+             ORDER BY flow, direction, action",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(FlowCounts {
+                flow: r.get(0)?,
+                direction: r.get(1)?,
+                action: r.get(2)?,
+                count: r.get(3)?,
+            })
+        })?;
+        for r in rows {
+            ledger.push(r?);
+        }
+    }
+    Ok(StatusReport {
+        schema_version: conn.query_row("PRAGMA user_version", [], |r| r.get(0))?,
+        cursors,
+        inbox_pending: count("SELECT COUNT(*) FROM inbox WHERE state = 'pending'")?,
+        outbox_depth: count("SELECT COUNT(*) FROM outbox")?,
+        outbox_oldest_age_secs: oldest.map(|ms| (now_ms - ms) / 1000),
+        outbox_retrying: count("SELECT COUNT(*) FROM outbox WHERE attempts > 0")?,
+        dead_letters: count("SELECT COUNT(*) FROM dead_letters")?,
+        links: count("SELECT COUNT(*) FROM links")?,
+        last_errors,
+        ledger,
+    })
+}
