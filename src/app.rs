@@ -67,8 +67,9 @@ impl Daemon {
     /// Opens the store (migrating it), compiles mappings, builds connectors and binds the HTTP
     /// listener. Nothing is polled yet.
     pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Daemon> {
-        let store = Store::open(&config.daemon.state_path)
-            .with_context(|| format!("opening state file {}", config.daemon.state_path.display()))?;
+        let store = Store::open(&config.daemon.state_path).with_context(|| {
+            format!("opening state file {}", config.daemon.state_path.display())
+        })?;
         let set = load_mappings(&config).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
         let mappings = active_mappings(&config, &set)?;
         let http = http_client(config.daemon.request_timeout);
@@ -76,7 +77,11 @@ impl Daemon {
             PrmConfig::PartnerStack(p) => {
                 require(p.api_key.expose_secret(), "partnerstack.api_key")?;
                 (
-                    Connector::PartnerStack(PartnerStack::new(http.clone(), p.base_url.clone(), p.api_key.clone())),
+                    Connector::PartnerStack(PartnerStack::new(
+                        http.clone(),
+                        p.base_url.clone(),
+                        p.api_key.clone(),
+                    )),
                     None,
                     p.webhook_secret.clone(),
                 )
@@ -86,7 +91,11 @@ impl Daemon {
             CrmConfig::HubSpot(h) => {
                 require(h.access_token.expose_secret(), "hubspot.access_token")?;
                 (
-                    Connector::HubSpot(HubSpot::new(http.clone(), h.base_url.clone(), h.access_token.clone())),
+                    Connector::HubSpot(HubSpot::new(
+                        http.clone(),
+                        h.base_url.clone(),
+                        h.access_token.clone(),
+                    )),
                     h.client_secret.clone().or(hubspot_secret),
                 )
             }
@@ -99,7 +108,14 @@ impl Daemon {
             },
             overlap: POLL_OVERLAP,
         };
-        let engine = Arc::new(Engine::new(store.clone(), prm, crm, mappings, settings, clock.clone()));
+        let engine = Arc::new(Engine::new(
+            store.clone(),
+            prm,
+            crm,
+            mappings,
+            settings,
+            clock.clone(),
+        ));
 
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
@@ -147,11 +163,17 @@ impl Daemon {
         loop {
             match self.engine.tick().await {
                 Ok(r) if !r.is_idle() => tracing::info!(
-                    staged = r.staged, processed = r.processed, written = r.written,
-                    retried = r.retried, dead_lettered = r.dead_lettered, "sync pass"
+                    staged = r.staged,
+                    processed = r.processed,
+                    written = r.written,
+                    retried = r.retried,
+                    dead_lettered = r.dead_lettered,
+                    "sync pass"
                 ),
                 Ok(_) => tracing::debug!("sync pass: nothing to do"),
-                Err(e) => tracing::error!(error = %e, retryable = e.is_retryable(), "sync pass failed"),
+                Err(e) => {
+                    tracing::error!(error = %e, retryable = e.is_retryable(), "sync pass failed")
+                }
             }
             let wait = match self.engine.store().next_outbox_due().await {
                 Ok(Some(due)) => {
@@ -172,13 +194,21 @@ impl Daemon {
     /// Recompiles the mapping set; swaps it in only if all of it compiles (between passes).
     pub fn reload(&self) {
         notify(&[sd_notify::NotifyState::Reloading, monotonic()]);
-        match load_mappings(&self.config).map_err(|e| anyhow::anyhow!("{e}")).and_then(|set| active_mappings(&self.config, &set)) {
+        match load_mappings(&self.config)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .and_then(|set| active_mappings(&self.config, &set))
+        {
             Ok(m) => {
-                let names: Vec<String> = m.iter().map(|m| format!("{}@{}", m.name, m.version)).collect();
+                let names: Vec<String> = m
+                    .iter()
+                    .map(|m| format!("{}@{}", m.name, m.version))
+                    .collect();
                 self.engine.set_mappings(m);
                 tracing::info!(mappings = ?names, "mappings reloaded");
             }
-            Err(e) => tracing::error!(error = %e, "reload refused: the running mappings stay in force"),
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused: the running mappings stay in force")
+            }
         }
         notify(&[sd_notify::NotifyState::Ready]);
     }
@@ -206,13 +236,16 @@ impl Daemon {
 
 fn require(secret: &str, key: &str) -> anyhow::Result<()> {
     if secret.is_empty() {
-        bail!("{key}: the secret is empty or its systemd credential is not available (CREDENTIALS_DIRECTORY)");
+        bail!(
+            "{key}: the secret is empty or its systemd credential is not available (CREDENTIALS_DIRECTORY)"
+        );
     }
     Ok(())
 }
 
 fn monotonic() -> sd_notify::NotifyState<'static> {
-    sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Status("reloading"))
+    sd_notify::NotifyState::monotonic_usec_now()
+        .unwrap_or(sd_notify::NotifyState::Status("reloading"))
 }
 
 /// Tells systemd about a state change; a no-op outside systemd.
@@ -223,7 +256,11 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 }
 
 /// `prmsync run`: start, serve until a signal, drain within the deadline.
-pub async fn run(config: Config, shutdown: CancellationToken, reload: Arc<Notify>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    reload: Arc<Notify>,
+) -> anyhow::Result<()> {
     let daemon = Daemon::start(config, crate::engine::system_clock()).await?;
     daemon.run(shutdown, reload).await;
     daemon.shutdown().await;

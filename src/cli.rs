@@ -42,7 +42,12 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Status {
         /// The config file (its daemon.state_path is read).
-        #[arg(long, short, required_unless_present = "state", conflicts_with = "state")]
+        #[arg(
+            long,
+            short,
+            required_unless_present = "state",
+            conflicts_with = "state"
+        )]
         config: Option<PathBuf>,
         /// A state file, directly.
         #[arg(long)]

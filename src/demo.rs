@@ -10,17 +10,17 @@ use serde_json::Value;
 
 use crate::app::Daemon;
 use crate::config::{
-    Config, CrmConfig, DaemonConfig, HttpConfig, HubSpotConfig, LogConfig, LogFormat, PartnerStackConfig,
-    PrmConfig, defaults,
+    Config, CrmConfig, DaemonConfig, HttpConfig, HubSpotConfig, LogConfig, LogFormat,
+    PartnerStackConfig, PrmConfig, defaults,
 };
 use crate::engine::system_clock;
 use crate::sim::hubspot::{HubSpotSim, deliver_webhook, property_change_event};
 use crate::sim::partnerstack::PartnerStackSim;
 use crate::sim::{SimServer, seed};
 
-const PS_KEY: &str = "demo-partnerstack-key";
-const HS_TOKEN: &str = "demo-hubspot-token";
-const HS_SECRET: &str = "demo-hubspot-client-secret";
+pub const PS_KEY: &str = "demo-partnerstack-key";
+pub const HS_TOKEN: &str = "demo-hubspot-token";
+pub const HS_SECRET: &str = "demo-hubspot-client-secret";
 
 /// What to seed and where to keep state.
 #[derive(Debug, Clone)]
@@ -96,7 +96,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
     for suffix in ["", "-wal", "-shm"] {
         let p = PathBuf::from(format!("{}{suffix}", opts.state.display()));
         if p.exists() {
-            std::fs::remove_file(&p).with_context(|| format!("removing old demo state {}", p.display()))?;
+            std::fs::remove_file(&p)
+                .with_context(|| format!("removing old demo state {}", p.display()))?;
         }
     }
     let ps = PartnerStackSim::new(PS_KEY);
@@ -106,9 +107,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
     for deal in seed::deals(opts.deals, opts.partners) {
         ps.upsert_deal(deal);
     }
-    let config = config_for(opts.state.clone(), ps_server.url("/api/v2"), hs_server.url(""));
+    let config = config_for(
+        opts.state.clone(),
+        ps_server.url("/api/v2"),
+        hs_server.url(""),
+    );
     let daemon = Daemon::start(config, system_clock()).await?;
-    let webhook_url = reqwest::Url::parse(&format!("http://{}/webhooks/hubspot", daemon.http_addr))?;
+    let webhook_url =
+        reqwest::Url::parse(&format!("http://{}/webhooks/hubspot", daemon.http_addr))?;
     let mut summary = DemoSummary {
         partnerstack_url: ps_server.url("/api/v2").to_string(),
         hubspot_url: hs_server.url("").to_string(),
@@ -128,9 +134,17 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
     // Sales works the pipeline in HubSpot; HubSpot tells prmsync by signed webhook.
     let http = crate::connector::http_client(Duration::from_secs(10));
     let deals = hs.objects("deals");
-    let moves = [("closedwon", None), ("closedlost", Some("Went with a competitor")), ("contractsent", None)];
+    let moves = [
+        ("closedwon", None),
+        ("closedlost", Some("Went with a competitor")),
+        ("contractsent", None),
+    ];
     for (i, deal) in deals.iter().take(10).enumerate() {
-        let id = deal.get("hs_object_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let id = deal
+            .get("hs_object_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let (stage, reason) = moves[i % moves.len()];
         if let Some(r) = reason {
             hs.set_property("deals", &id, "closed_lost_reason", r);
@@ -138,7 +152,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         hs.set_property("deals", &id, "dealstage", stage);
         let event = property_change_event(1000 + i as u64, &id, "dealstage", stage);
         let status = deliver_webhook(&http, &webhook_url, HS_SECRET, &[event]).await?;
-        ensure!(status.is_success(), "the daemon refused a signed webhook: {status}");
+        ensure!(
+            status.is_success(),
+            "the daemon refused a signed webhook: {status}"
+        );
         summary.sales_changes += 1;
         summary.webhooks_accepted += 1;
     }
@@ -149,34 +166,69 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
     // Pass 3: nothing changed, so nothing is written.
     let (hs_before, ps_before) = (hs.stats(), ps.stats());
     daemon.run_until_idle().await?;
-    summary.second_pass_writes =
-        (hs.stats().batch_upserts - hs_before.batch_upserts) + (ps.stats().patches - ps_before.patches);
+    summary.second_pass_writes = (hs.stats().batch_upserts - hs_before.batch_upserts)
+        + (ps.stats().patches - ps_before.patches);
 
     // Check the end state on both sides.
     let crm = hs.objects("deals");
-    summary.crm_deals_linked = crm.iter().filter(|d| d.get("prm_deal_id").is_some()).count();
+    summary.crm_deals_linked = crm
+        .iter()
+        .filter(|d| d.get("prm_deal_id").is_some())
+        .count();
     let to_prm: std::collections::BTreeMap<&str, &str> = [
-        ("appointmentscheduled", "submitted"), ("qualifiedtobuy", "approved"), ("presentationscheduled", "demo"),
-        ("decisionmakerboughtin", "evaluation"), ("contractsent", "negotiation"), ("closedwon", "won"), ("closedlost", "lost"),
+        ("appointmentscheduled", "submitted"),
+        ("qualifiedtobuy", "approved"),
+        ("presentationscheduled", "demo"),
+        ("decisionmakerboughtin", "evaluation"),
+        ("contractsent", "negotiation"),
+        ("closedwon", "won"),
+        ("closedlost", "lost"),
     ]
     .into_iter()
     .collect();
     summary.prm_stages_in_step = crm
         .iter()
         .filter(|d| {
-            let key = d.get("prm_deal_id").and_then(Value::as_str).unwrap_or_default();
-            let stage = d.get("dealstage").and_then(Value::as_str).unwrap_or_default();
-            ps.deal(key).and_then(|p| p.get("stage").and_then(Value::as_str).map(str::to_owned)).as_deref()
+            let key = d
+                .get("prm_deal_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let stage = d
+                .get("dealstage")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            ps.deal(key)
+                .and_then(|p| p.get("stage").and_then(Value::as_str).map(str::to_owned))
+                .as_deref()
                 == to_prm.get(stage).copied()
         })
         .count();
-    summary.dead_letters = daemon.engine.store().status(jiff::Timestamp::now().as_millisecond()).await?.dead_letters;
+    summary.dead_letters = daemon
+        .engine
+        .store()
+        .status(jiff::Timestamp::now().as_millisecond())
+        .await?
+        .dead_letters;
     daemon.shutdown().await;
     ps_server.stop().await;
     hs_server.stop().await;
-    ensure!(summary.crm_deals_linked == opts.deals, "expected {} deals in HubSpot, found {}", opts.deals, summary.crm_deals_linked);
-    ensure!(summary.prm_stages_in_step == opts.deals, "only {} of {} deals have the same stage on both sides", summary.prm_stages_in_step, opts.deals);
-    ensure!(summary.second_pass_writes == 0, "a pass over unchanged data wrote {} times", summary.second_pass_writes);
+    ensure!(
+        summary.crm_deals_linked == opts.deals,
+        "expected {} deals in HubSpot, found {}",
+        opts.deals,
+        summary.crm_deals_linked
+    );
+    ensure!(
+        summary.prm_stages_in_step == opts.deals,
+        "only {} of {} deals have the same stage on both sides",
+        summary.prm_stages_in_step,
+        opts.deals
+    );
+    ensure!(
+        summary.second_pass_writes == 0,
+        "a pass over unchanged data wrote {} times",
+        summary.second_pass_writes
+    );
     Ok(summary)
 }
 

@@ -29,9 +29,24 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Status { config, state, json } => status_cmd(config.as_deref(), state.as_deref(), json),
-        Command::Demo { state, deals, partners } => {
-            telemetry::init(if cli.log_json { LogFormat::Json } else { LogFormat::Human }, "warn");
+        Command::Status {
+            config,
+            state,
+            json,
+        } => status_cmd(config.as_deref(), state.as_deref(), json),
+        Command::Demo {
+            state,
+            deals,
+            partners,
+        } => {
+            telemetry::init(
+                if cli.log_json {
+                    LogFormat::Json
+                } else {
+                    LogFormat::Human
+                },
+                "warn",
+            );
             let opts = demo::DemoOptions {
                 state: state.unwrap_or_else(demo::DemoOptions::default_state),
                 deals,
@@ -52,7 +67,9 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
@@ -67,14 +84,22 @@ fn run(path: &Path, log_json: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let format = if log_json { LogFormat::Json } else { config.log.format };
+    let format = if log_json {
+        LogFormat::Json
+    } else {
+        config.log.format
+    };
     telemetry::init(format, &config.log.level);
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let shutdown_token = CancellationToken::new();
             let reload = Arc::new(Notify::new());
             let done = CancellationToken::new();
-            let signals = tokio::spawn(shutdown::handle_signals(shutdown_token.clone(), reload.clone(), done.clone()));
+            let signals = tokio::spawn(shutdown::handle_signals(
+                shutdown_token.clone(),
+                reload.clone(),
+                done.clone(),
+            ));
             let result = app::run(config, shutdown_token, reload).await;
             done.cancel();
             match signals.await {
@@ -96,6 +121,7 @@ fn run(path: &Path, log_json: bool) -> ExitCode {
 }
 
 fn check(path: &Path) -> ExitCode {
+    telemetry::init(LogFormat::Human, "warn");
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,

@@ -6,7 +6,10 @@ use crate::store::StatusReport;
 pub fn render(r: &StatusReport) -> String {
     let healthy = r.dead_letters == 0 && r.outbox_retrying == 0;
     let mut lines = vec![
-        format!("health:        {}", if healthy { "ok" } else { "attention needed" }),
+        format!(
+            "health:        {}",
+            if healthy { "ok" } else { "attention needed" }
+        ),
         format!("schema:        v{}", r.schema_version),
         format!("links:         {}", r.links),
         format!("inbox pending: {}", r.inbox_pending),
@@ -33,7 +36,10 @@ pub fn render(r: &StatusReport) -> String {
     if !r.ledger.is_empty() {
         lines.push("ledger:".into());
         for l in &r.ledger {
-            lines.push(format!("  {} {} {}: {}", l.flow, l.direction, l.action, l.count));
+            lines.push(format!(
+                "  {} {} {}: {}",
+                l.flow, l.direction, l.action, l.count
+            ));
         }
     }
     if !r.last_errors.is_empty() {

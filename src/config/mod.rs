@@ -241,8 +241,13 @@ fn validate(
     let crm = match hubspot {
         Some(h) => Some(CrmConfig::HubSpot(HubSpotConfig {
             base_url: url(&h.base_url, "hubspot.base_url", &mut errs),
-            access_token: secret(h.access_token.as_ref(), "hubspot.access_token", env, &mut errs)
-                .unwrap_or_else(|| missing("hubspot.access_token", &mut errs)),
+            access_token: secret(
+                h.access_token.as_ref(),
+                "hubspot.access_token",
+                env,
+                &mut errs,
+            )
+            .unwrap_or_else(|| missing("hubspot.access_token", &mut errs)),
             client_secret: secret(
                 h.client_secret.as_ref(),
                 "hubspot.client_secret",
@@ -289,7 +294,10 @@ fn section<T: serde::de::DeserializeOwned>(
             errs.push(ConfigError {
                 key: name.into(),
                 message: e.to_string(),
-                hint: Some("check the key names and value types against deploy/prmsync.example.toml".into()),
+                hint: Some(
+                    "check the key names and value types against deploy/prmsync.example.toml"
+                        .into(),
+                ),
             });
             None
         }
@@ -306,14 +314,26 @@ fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -
             });
         }
     };
-    positive("poll_interval_secs", d.poll_interval_secs, "30 is a good start");
+    positive(
+        "poll_interval_secs",
+        d.poll_interval_secs,
+        "30 is a good start",
+    );
     positive(
         "shutdown_timeout_secs",
         d.shutdown_timeout_secs,
         "keep it below systemd's TimeoutStopSec",
     );
-    positive("max_attempts", u64::from(d.max_attempts), "8 is the default");
-    positive("request_timeout_secs", d.request_timeout_secs, "30 is the default");
+    positive(
+        "max_attempts",
+        u64::from(d.max_attempts),
+        "8 is the default",
+    );
+    positive(
+        "request_timeout_secs",
+        d.request_timeout_secs,
+        "30 is the default",
+    );
     if !(1..=200).contains(&d.batch_size) {
         errs.push(ConfigError {
             key: "daemon.batch_size".into(),
@@ -363,7 +383,9 @@ fn validate_log(l: RawLog, errs: &mut Vec<ConfigError>) -> LogConfig {
         errs.push(ConfigError {
             key: "log.level".into(),
             message: format!("{:?} is not a valid filter", l.level),
-            hint: Some("use error, warn, info, debug or trace, or a filter like \"prmsync=debug\"".into()),
+            hint: Some(
+                "use error, warn, info, debug or trace, or a filter like \"prmsync=debug\"".into(),
+            ),
         });
     }
     LogConfig {
@@ -442,23 +464,27 @@ fn secret(
         });
         return None;
     }
-    let from_file = |path: PathBuf, errs: &mut Vec<ConfigError>, k: String| match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => Some(SecretString::from(s.trim_end_matches(['\n', '\r']).to_owned())),
-        Ok(_) => {
-            errs.push(ConfigError {
-                key: k,
-                message: format!("{} is empty", path.display()),
-                hint: None,
-            });
-            None
-        }
-        Err(e) => {
-            errs.push(ConfigError {
-                key: k,
-                message: format!("cannot read {}: {e}", path.display()),
-                hint: Some("check the path and that the service user may read it".into()),
-            });
-            None
+    let from_file = |path: PathBuf, errs: &mut Vec<ConfigError>, k: String| {
+        match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => Some(SecretString::from(
+                s.trim_end_matches(['\n', '\r']).to_owned(),
+            )),
+            Ok(_) => {
+                errs.push(ConfigError {
+                    key: k,
+                    message: format!("{} is empty", path.display()),
+                    hint: None,
+                });
+                None
+            }
+            Err(e) => {
+                errs.push(ConfigError {
+                    key: k,
+                    message: format!("cannot read {}: {e}", path.display()),
+                    hint: Some("check the path and that the service user may read it".into()),
+                });
+                None
+            }
         }
     };
     if let Some(name) = &r.env {
@@ -481,7 +507,11 @@ fn secret(
     match env.get("CREDENTIALS_DIRECTORY") {
         Some(dir) => from_file(Path::new(dir).join(name), errs, format!("{key}.credential")),
         None => {
-            tracing::warn!(key, credential = name, "not running under systemd: credential not checked");
+            tracing::warn!(
+                key,
+                credential = name,
+                "not running under systemd: credential not checked"
+            );
             Some(SecretString::from(String::new()))
         }
     }

@@ -15,7 +15,10 @@ use crate::model::{Cursor, Record, SystemKind};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectorError {
     #[error("rate limited; retry after {retry_after:?}: {detail}")]
-    RateLimited { retry_after: Duration, detail: String },
+    RateLimited {
+        retry_after: Duration,
+        detail: String,
+    },
     #[error("temporary failure: {0}")]
     Transient(String),
     #[error("authentication failed: {0}")]
@@ -27,7 +30,10 @@ pub enum ConnectorError {
 impl ConnectorError {
     /// Whether the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ConnectorError::RateLimited { .. } | ConnectorError::Transient(_))
+        matches!(
+            self,
+            ConnectorError::RateLimited { .. } | ConnectorError::Transient(_)
+        )
     }
 
     /// The wait the system asked for, if any.
@@ -134,7 +140,10 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
     static PROVIDER: Once = Once::new();
     PROVIDER.call_once(|| {
         // Another part of the process may have installed one already; either is fine.
-        if rustls::crypto::ring::default_provider().install_default().is_err() {
+        if rustls::crypto::ring::default_provider()
+            .install_default()
+            .is_err()
+        {
             tracing::debug!("a rustls crypto provider was already installed");
         }
     });
@@ -148,7 +157,11 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
 }
 
 /// Turns an error HTTP status and body into a typed error. `body` is cut to keep logs short.
-pub fn classify(status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap, body: &str) -> ConnectorError {
+pub fn classify(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    body: &str,
+) -> ConnectorError {
     let detail = format!("HTTP {}: {}", status.as_u16(), snippet(body));
     match status.as_u16() {
         429 => ConnectorError::RateLimited {
@@ -163,13 +176,21 @@ pub fn classify(status: reqwest::StatusCode, headers: &reqwest::header::HeaderMa
 
 /// Reads `Retry-After` in seconds or HTTP-date form.
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate(v)?;
     let now = jiff::Timestamp::now();
-    Some(when.duration_since(now).try_into().unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(now)
+            .try_into()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Parses an IMF-fixdate such as `Sun, 06 Nov 1994 08:49:37 GMT`.
@@ -199,7 +220,9 @@ mod tests {
     fn classifies_statuses() {
         let h = HeaderMap::new();
         let c = |s: u16| classify(reqwest::StatusCode::from_u16(s).unwrap(), &h, "x");
-        assert!(matches!(c(429), ConnectorError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(10)));
+        assert!(
+            matches!(c(429), ConnectorError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(10))
+        );
         assert!(matches!(c(401), ConnectorError::Auth(_)));
         assert!(matches!(c(503), ConnectorError::Transient(_)));
         assert!(matches!(c(400), ConnectorError::Permanent(_)));
@@ -211,12 +234,18 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(RETRY_AFTER, HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         let later = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(120);
         let v = jiff::fmt::rfc2822::to_string(&later.to_zoned(jiff::tz::TimeZone::UTC)).unwrap();
         h.insert(RETRY_AFTER, HeaderValue::from_str(&v).unwrap());
         let got = retry_after(&h).unwrap();
-        assert!(got > Duration::from_secs(100) && got <= Duration::from_secs(120), "{got:?}");
+        assert!(
+            got > Duration::from_secs(100) && got <= Duration::from_secs(120),
+            "{got:?}"
+        );
     }
 }

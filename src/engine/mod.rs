@@ -54,7 +54,11 @@ pub struct TickReport {
 impl TickReport {
     /// Whether the tick found nothing to do.
     pub fn is_idle(&self) -> bool {
-        self.staged == 0 && self.processed == 0 && self.written == 0 && self.retried == 0 && self.dead_lettered == 0
+        self.staged == 0
+            && self.processed == 0
+            && self.written == 0
+            && self.retried == 0
+            && self.dead_lettered == 0
     }
 }
 
@@ -120,7 +124,10 @@ impl Engine {
 
     /// The mappings in force. A reload swaps them between ticks, never inside one.
     pub fn mappings(&self) -> Vec<Arc<Mapping>> {
-        self.mappings.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.mappings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Replaces the mapping set (called between ticks by the daemon loop).
@@ -129,7 +136,9 @@ impl Engine {
     }
 
     fn connector(&self, system: SystemKind) -> Option<&Connector> {
-        [&self.prm, &self.crm].into_iter().find(|c| c.kind() == system)
+        [&self.prm, &self.crm]
+            .into_iter()
+            .find(|c| c.kind() == system)
     }
 
     /// Polls every source, plans every staged change, and drains due outbox rows once.
@@ -168,7 +177,9 @@ impl Engine {
         };
         let cursor = self.store.cursor(object.clone()).await?;
         let overlap = i64::try_from(self.settings.overlap.as_millis()).unwrap_or(0);
-        let since = cursor.as_ref().map_or(0, |c| (c.modified_ms - overlap).max(0));
+        let since = cursor
+            .as_ref()
+            .map_or(0, |c| (c.modified_ms - overlap).max(0));
         let mut page: Option<String> = None;
         let mut newest = cursor.clone();
         let mut staged = 0;
@@ -203,7 +214,10 @@ impl Engine {
                 _ => None,
             };
             if !changes.is_empty() || advance.is_some() {
-                staged += self.store.stage_changes(changes, advance, (self.clock)()).await?;
+                staged += self
+                    .store
+                    .stage_changes(changes, advance, (self.clock)())
+                    .await?;
             }
             if page.is_none() {
                 break;
@@ -216,7 +230,10 @@ impl Engine {
     }
 
     /// Plans one batch of inbox items and commits the decisions with the items' processing.
-    async fn process_inbox(&self, mappings: &[Arc<Mapping>]) -> Result<(usize, usize), EngineError> {
+    async fn process_inbox(
+        &self,
+        mappings: &[Arc<Mapping>],
+    ) -> Result<(usize, usize), EngineError> {
         let items = self.store.pending_inbox(self.settings.batch_size).await?;
         if items.is_empty() {
             return Ok((0, 0));
@@ -242,7 +259,12 @@ impl Engine {
             if ids.is_empty() {
                 continue;
             }
-            let links: BTreeMap<String, _> = self.store.links_by_source(m.name.clone(), ids).await?.into_iter().collect();
+            let links: BTreeMap<String, _> = self
+                .store
+                .links_by_source(m.name.clone(), ids)
+                .await?
+                .into_iter()
+                .collect();
             // Within a batch, later decisions see earlier ones' link observations.
             let mut links = links;
             for item in forward {
@@ -276,7 +298,10 @@ impl Engine {
             }
             let mut by_object: BTreeMap<String, Vec<_>> = BTreeMap::new();
             for item in due {
-                by_object.entry(item.write.object.clone()).or_default().push(item);
+                by_object
+                    .entry(item.write.object.clone())
+                    .or_default()
+                    .push(item);
             }
             let mut pushed_back = false;
             for (object, items) in by_object {
@@ -308,16 +333,23 @@ impl Engine {
                             });
                         }
                         Err(e) => {
-                            pushed_back |= matches!(e, ConnectorError::RateLimited { .. } | ConnectorError::Auth(_));
+                            pushed_back |= matches!(
+                                e,
+                                ConnectorError::RateLimited { .. } | ConnectorError::Auth(_)
+                            );
                             let flow = &item.write.flow;
-                            if e.is_retryable() && item.attempts + 1 < self.settings.retry.max_attempts {
+                            if e.is_retryable()
+                                && item.attempts + 1 < self.settings.retry.max_attempts
+                            {
                                 report.retried += 1;
-                                let wait = self.settings.retry.delay(item.attempts, e.retry_after());
+                                let wait =
+                                    self.settings.retry.delay(item.attempts, e.retry_after());
                                 tracing::warn!(%system, %flow, record = %item.write.source_id, attempt = item.attempts + 1, error = %e, ?wait, "write failed; will retry");
                                 outcomes.push(WriteOutcome::Retry {
                                     outbox_id: item.id,
                                     idempotency_key: item.write.idempotency_key(),
-                                    next_attempt_ms: now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2),
+                                    next_attempt_ms: now
+                                        + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2),
                                     error: e.to_string(),
                                 });
                             } else if matches!(e, ConnectorError::Auth(_)) {
@@ -390,8 +422,12 @@ pub fn poll_targets(mappings: &[Arc<Mapping>]) -> Vec<(ObjectRef, Vec<String>)> 
     for m in mappings {
         out.entry(m.source.clone()).or_default();
         if m.fields.iter().any(|f| f.applies_reverse()) {
-            out.entry(m.target.clone()).or_default().extend(m.target_fields());
+            out.entry(m.target.clone())
+                .or_default()
+                .extend(m.target_fields());
         }
     }
-    out.into_iter().map(|(o, f)| (o, f.into_iter().collect())).collect()
+    out.into_iter()
+        .map(|(o, f)| (o, f.into_iter().collect()))
+        .collect()
 }

@@ -39,7 +39,13 @@ fn merged(known: &Map<String, Value>, desired: &Map<String, Value>) -> Map<Strin
     m
 }
 
-fn ledger(m: &Mapping, direction: Direction, source_id: &str, target_id: Option<&str>, action: &'static str) -> LedgerEntry {
+fn ledger(
+    m: &Mapping,
+    direction: Direction,
+    source_id: &str,
+    target_id: Option<&str>,
+    action: &'static str,
+) -> LedgerEntry {
     LedgerEntry {
         flow: m.name.clone(),
         direction,
@@ -72,7 +78,13 @@ pub fn forward(m: &Mapping, rec: &Record, link: Option<&Link>) -> Decision {
     let desired = match m.to_target(&rec.fields, op) {
         Ok(d) => d,
         Err(e) => {
-            let mut l = ledger(m, Direction::ToTarget, &rec.id, target_id, action::MAPPING_FAILED);
+            let mut l = ledger(
+                m,
+                Direction::ToTarget,
+                &rec.id,
+                target_id,
+                action::MAPPING_FAILED,
+            );
             l.detail = Some(e.to_string());
             return Decision {
                 dead_letter: Some(DeadLetter {
@@ -97,7 +109,13 @@ pub fn forward(m: &Mapping, rec: &Record, link: Option<&Link>) -> Decision {
     };
     if payload.is_empty() {
         return Decision {
-            ledger: Some(ledger(m, Direction::ToTarget, &rec.id, target_id, action::UNCHANGED)),
+            ledger: Some(ledger(
+                m,
+                Direction::ToTarget,
+                &rec.id,
+                target_id,
+                action::UNCHANGED,
+            )),
             observation,
             ..Decision::default()
         };
@@ -105,7 +123,10 @@ pub fn forward(m: &Mapping, rec: &Record, link: Option<&Link>) -> Decision {
     let hash = content_hash(&payload);
     let mut l = ledger(m, Direction::ToTarget, &rec.id, target_id, action::QUEUED);
     l.content_hash = Some(hash.clone());
-    l.detail = Some(format!("fields: {}", payload.keys().cloned().collect::<Vec<_>>().join(", ")));
+    l.detail = Some(format!(
+        "fields: {}",
+        payload.keys().cloned().collect::<Vec<_>>().join(", ")
+    ));
     Decision {
         write: Some(PlannedWrite {
             flow: m.name.clone(),
@@ -139,14 +160,26 @@ pub fn source_id_of(m: &Mapping, rec: &Record) -> Option<String> {
 pub fn reverse(m: &Mapping, rec: &Record, source_id: &str, link: Option<&Link>) -> Decision {
     let Some(link) = link else {
         return Decision {
-            ledger: Some(ledger(m, Direction::ToSource, source_id, Some(&rec.id), action::UNLINKED)),
+            ledger: Some(ledger(
+                m,
+                Direction::ToSource,
+                source_id,
+                Some(&rec.id),
+                action::UNLINKED,
+            )),
             ..Decision::default()
         };
     };
     let desired = match m.to_source(&rec.fields) {
         Ok(d) => d,
         Err(e) => {
-            let mut l = ledger(m, Direction::ToSource, source_id, Some(&rec.id), action::MAPPING_FAILED);
+            let mut l = ledger(
+                m,
+                Direction::ToSource,
+                source_id,
+                Some(&rec.id),
+                action::MAPPING_FAILED,
+            );
             l.detail = Some(e.to_string());
             return Decision {
                 dead_letter: Some(DeadLetter {
@@ -168,14 +201,29 @@ pub fn reverse(m: &Mapping, rec: &Record, source_id: &str, link: Option<&Link>) 
     if payload.is_empty() {
         // What the target shows is what the source has: our own write coming back, or no change.
         return Decision {
-            ledger: Some(ledger(m, Direction::ToSource, source_id, Some(&rec.id), action::UNCHANGED)),
+            ledger: Some(ledger(
+                m,
+                Direction::ToSource,
+                source_id,
+                Some(&rec.id),
+                action::UNCHANGED,
+            )),
             ..Decision::default()
         };
     }
     let hash = content_hash(&payload);
-    let mut l = ledger(m, Direction::ToSource, source_id, Some(&rec.id), action::QUEUED);
+    let mut l = ledger(
+        m,
+        Direction::ToSource,
+        source_id,
+        Some(&rec.id),
+        action::QUEUED,
+    );
     l.content_hash = Some(hash.clone());
-    l.detail = Some(format!("fields: {}", payload.keys().cloned().collect::<Vec<_>>().join(", ")));
+    l.detail = Some(format!(
+        "fields: {}",
+        payload.keys().cloned().collect::<Vec<_>>().join(", ")
+    ));
     Decision {
         write: Some(PlannedWrite {
             flow: m.name.clone(),

@@ -86,7 +86,13 @@ mod tests {
             assert!(d >= Duration::from_millis(100), "attempt {attempt}: {d:?}");
         }
         assert!(p.delay(6, None) >= Duration::from_millis(3200).min(Duration::from_secs(5)));
-        assert_eq!(p.delay(0, Some(Duration::from_secs(3))), Duration::from_secs(3));
-        assert_eq!(p.delay(0, Some(Duration::from_secs(60))), Duration::from_secs(5));
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(60))),
+            Duration::from_secs(5)
+        );
     }
 }

@@ -69,7 +69,11 @@ impl Mapping {
 
     /// Maps a source record to the target fields to write for `op`. Blank values are left out
     /// (never overwrite with blank) unless the field says `allow_blank`.
-    pub fn to_target(&self, record: &Map<String, Value>, op: Op) -> Result<Map<String, Value>, MapError> {
+    pub fn to_target(
+        &self,
+        record: &Map<String, Value>,
+        op: Op,
+    ) -> Result<Map<String, Value>, MapError> {
         let mut out = Map::new();
         for f in self.fields.iter().filter(|f| f.applies_forward(op)) {
             let v = self.forward_field(f, record)?;
@@ -119,7 +123,9 @@ impl Mapping {
             for step in f.steps.iter().rev() {
                 v = reverse_step(step, v).map_err(|e| self.err(&f.target, e))?;
             }
-            let v = v.coerce(f.source_ty, &f.tz).map_err(|e| self.err(&f.target, e))?;
+            let v = v
+                .coerce(f.source_ty, &f.tz)
+                .map_err(|e| self.err(&f.target, e))?;
             out.insert(source.clone(), v.to_json());
         }
         Ok(out)
@@ -133,7 +139,7 @@ impl Mapping {
             let Some(source) = &f.source else { continue };
             let raw = record.get(source).unwrap_or(&Value::Null);
             if let Ok(v) = Val::from_json(raw, f.source_ty, &f.tz)
-                && !(v.is_blank() && !f.allow_blank)
+                && (!v.is_blank() || f.allow_blank)
             {
                 out.insert(source.clone(), v.to_json());
             }
@@ -165,7 +171,7 @@ fn forward_step(step: &Step, v: Val, record: &Map<String, Value>) -> Result<Val,
         Step::Lower => map_text(v, |s| s.to_lowercase()),
         Step::Upper => map_text(v, |s| s.to_uppercase()),
         Step::Scale(n) => scale(v, *n)?,
-        Step::Template(t) => Val::Str(render(t, record)),
+        Step::Template(t) => Val::Str(render(t, &v, record)),
         Step::Values { map, unmapped } => {
             if v.is_blank() {
                 return Ok(v);
@@ -229,7 +235,10 @@ fn scale(v: Val, n: i32) -> Result<Val, String> {
         Val::Null => return Ok(Val::Null),
         Val::Int(i) => Decimal::from(i),
         Val::Dec(d) => d,
-        Val::Str(s) => s.trim().parse::<Decimal>().map_err(|_| format!("{s:?} is not a number"))?,
+        Val::Str(s) => s
+            .trim()
+            .parse::<Decimal>()
+            .map_err(|_| format!("{s:?} is not a number"))?,
         other => return Err(format!("cannot scale {}", other.to_text())),
     };
     let factor = Decimal::from_i128_with_scale(10_i128.pow(n.unsigned_abs()), 0);
@@ -238,11 +247,13 @@ fn scale(v: Val, n: i32) -> Result<Val, String> {
     } else {
         d.checked_div(factor)
     };
-    out.map(Val::Dec).ok_or_else(|| format!("{d} scaled by 10^{n} overflows"))
+    out.map(Val::Dec)
+        .ok_or_else(|| format!("{d} scaled by 10^{n} overflows"))
 }
 
-/// Fills `{path}` placeholders from the record; missing values render empty.
-fn render(template: &str, record: &Map<String, Value>) -> String {
+/// Fills `{path}` placeholders from the record, and `{value}` with the field's current value;
+/// missing values render empty.
+fn render(template: &str, current: &Val, record: &Map<String, Value>) -> String {
     let mut out = String::with_capacity(template.len() + 16);
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -252,6 +263,11 @@ fn render(template: &str, record: &Map<String, Value>) -> String {
             return out;
         };
         let path = rest[open + 1..open + close].trim();
+        if path == "value" {
+            out.push_str(&current.to_text());
+            rest = &rest[open + close + 1..];
+            continue;
+        }
         match get_path(record, path) {
             Some(Value::String(s)) => out.push_str(s),
             Some(Value::Null) | None => {}
@@ -282,8 +298,12 @@ mod tests {
     #[test]
     fn render_fills_placeholders_and_nested_paths() {
         let r = obj(json!({"a": "x", "n": 3, "o": {"b": "y"}}));
-        assert_eq!(render("{a}-{n}-{o.b}-{missing}!", &r), "x-3-y-!");
-        assert_eq!(render("no braces", &r), "no braces");
+        assert_eq!(
+            render("{a}-{n}-{o.b}-{missing}!", &Val::Null, &r),
+            "x-3-y-!"
+        );
+        assert_eq!(render("no braces", &Val::Null, &r), "no braces");
+        assert_eq!(render("<{value}>", &Val::Str("v".into()), &r), "<v>");
     }
 
     #[test]

@@ -86,7 +86,13 @@ struct Errs<'a> {
 }
 
 impl Errs<'_> {
-    fn at(&mut self, span: Range<usize>, key: &str, message: impl Into<String>, hint: Option<&str>) {
+    fn at(
+        &mut self,
+        span: Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+        hint: Option<&str>,
+    ) {
         let (line, column) = line_col(self.text, span.start);
         self.list.push(MappingError {
             file: self.file.to_owned(),
@@ -161,7 +167,10 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Mapping, Vec<MappingErro
                 errs.at(
                     f.get_ref().target.span(),
                     &format!("{key}.target"),
-                    format!("{:?} is the external id field; prmsync fills it", field.target),
+                    format!(
+                        "{:?} is the external id field; prmsync fills it",
+                        field.target
+                    ),
                     Some("remove this [[field]]"),
                 );
             }
@@ -169,7 +178,12 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Mapping, Vec<MappingErro
         }
     }
     if raw.field.is_empty() {
-        errs.at(0..0, "field", "a mapping needs at least one [[field]]", None);
+        errs.at(
+            0..0,
+            "field",
+            "a mapping needs at least one [[field]]",
+            None,
+        );
     }
     let mut examples = Vec::new();
     for (i, ex) in raw.example.iter().enumerate() {
@@ -274,7 +288,11 @@ fn field(raw: &Spanned<RawField>, key: &str, errs: &mut Errs<'_>) -> Option<Fiel
             None
         }
     });
-    let direction = match f.direction.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
+    let direction = match f
+        .direction
+        .as_ref()
+        .map(|d| (d.get_ref().as_str(), d.span()))
+    {
         None | Some(("to_target", _)) => FieldDirection::ToTarget,
         Some(("to_source", _)) => FieldDirection::ToSource,
         Some(("both", span)) => match owner {
@@ -344,7 +362,11 @@ fn field(raw: &Spanned<RawField>, key: &str, errs: &mut Errs<'_>) -> Option<Fiel
                 ),
             }
         }
-        let unmapped = match f.unmapped.as_ref().map(|u| (u.get_ref().as_str(), u.span())) {
+        let unmapped = match f
+            .unmapped
+            .as_ref()
+            .map(|u| (u.get_ref().as_str(), u.span()))
+        {
             None | Some(("error", _)) => Unmapped::Error,
             Some(("pass", _)) => Unmapped::Pass,
             Some((other, span)) => match other.strip_prefix("default:") {
@@ -376,7 +398,12 @@ fn field(raw: &Spanned<RawField>, key: &str, errs: &mut Errs<'_>) -> Option<Fiel
         }
         steps.push(Step::Values { map, unmapped });
     } else if let Some(u) = &f.unmapped {
-        errs.at(u.span(), &format!("{key}.unmapped"), "unmapped needs a values map", None);
+        errs.at(
+            u.span(),
+            &format!("{key}.unmapped"),
+            "unmapped needs a values map",
+            None,
+        );
     }
     if ty == Some(FieldType::Enum) && f.values.is_none() {
         errs.at(
@@ -397,7 +424,12 @@ fn field(raw: &Spanned<RawField>, key: &str, errs: &mut Errs<'_>) -> Option<Fiel
             );
         }
         if f.constant.is_some() {
-            errs.at(raw.span(), &format!("{key}.const"), "a constant cannot flow to the source", None);
+            errs.at(
+                raw.span(),
+                &format!("{key}.const"),
+                "a constant cannot flow to the source",
+                None,
+            );
         }
         if f.source.as_ref().is_some_and(|s| s.get_ref().contains('.')) {
             errs.at(
@@ -408,7 +440,10 @@ fn field(raw: &Spanned<RawField>, key: &str, errs: &mut Errs<'_>) -> Option<Fiel
             );
         }
     }
-    if f.source.is_none() && f.constant.is_none() && !steps.iter().any(|s| matches!(s, Step::Template(_))) {
+    if f.source.is_none()
+        && f.constant.is_none()
+        && !steps.iter().any(|s| matches!(s, Step::Template(_)))
+    {
         errs.at(
             raw.span(),
             &format!("{key}.source"),
@@ -420,11 +455,24 @@ fn field(raw: &Spanned<RawField>, key: &str, errs: &mut Errs<'_>) -> Option<Fiel
     let source_ty = source_ty?;
     let parse_val = |v: &Spanned<toml::Value>, which: &str, t: FieldType, errs: &mut Errs<'_>| {
         Val::from_json(&toml_to_json(v.get_ref()), t, &tz)
-            .map_err(|e| errs.at(v.span(), &format!("{key}.{which}"), format!("{e} (the field's type is {t})"), None))
+            .map_err(|e| {
+                errs.at(
+                    v.span(),
+                    &format!("{key}.{which}"),
+                    format!("{e} (the field's type is {t})"),
+                    None,
+                )
+            })
             .ok()
     };
-    let default = f.default.as_ref().and_then(|d| parse_val(d, "default", source_ty, errs));
-    let constant = f.constant.as_ref().and_then(|c| parse_val(c, "const", ty, errs));
+    let default = f
+        .default
+        .as_ref()
+        .and_then(|d| parse_val(d, "default", source_ty, errs));
+    let constant = f
+        .constant
+        .as_ref()
+        .and_then(|c| parse_val(c, "const", ty, errs));
     if errs.list.len() > before {
         return None;
     }
@@ -448,7 +496,12 @@ const STEP_NAMES: &str = "trim, lower, upper, { scale = N }, { template = \"...\
 
 fn step(raw: &Spanned<RawStep>, key: &str, errs: &mut Errs<'_>) -> Option<Step> {
     let bad = |errs: &mut Errs<'_>, what: String| {
-        errs.at(raw.span(), key, what, Some(&format!("transforms are {STEP_NAMES}")));
+        errs.at(
+            raw.span(),
+            key,
+            what,
+            Some(&format!("transforms are {STEP_NAMES}")),
+        );
         None
     };
     match raw.get_ref() {
@@ -484,7 +537,12 @@ fn example(raw: &Spanned<RawExample>, key: &str, errs: &mut Errs<'_>) -> Option<
         None | Some("to_target") => false,
         Some("to_source") => true,
         Some(other) => {
-            errs.at(raw.span(), &format!("{key}.direction"), format!("unknown direction {other:?}"), Some("use to_target or to_source"));
+            errs.at(
+                raw.span(),
+                &format!("{key}.direction"),
+                format!("unknown direction {other:?}"),
+                Some("use to_target or to_source"),
+            );
             return None;
         }
     };
@@ -492,7 +550,12 @@ fn example(raw: &Spanned<RawExample>, key: &str, errs: &mut Errs<'_>) -> Option<
         None | Some("create") => Op::Create,
         Some("update") => Op::Update,
         Some(other) => {
-            errs.at(raw.span(), &format!("{key}.op"), format!("unknown op {other:?}"), Some("use create or update"));
+            errs.at(
+                raw.span(),
+                &format!("{key}.op"),
+                format!("unknown op {other:?}"),
+                Some("use create or update"),
+            );
             return None;
         }
     };

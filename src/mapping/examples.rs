@@ -55,7 +55,9 @@ pub fn run_examples(mapping: &Mapping) -> Vec<ExampleFailure> {
             ))),
             (Err(e), _, Some(want)) => {
                 if !e.to_string().contains(want.as_str()) {
-                    failures.push(fail(format!("expected an error containing {want:?}, got: {e}")));
+                    failures.push(fail(format!(
+                        "expected an error containing {want:?}, got: {e}"
+                    )));
                 }
             }
             (Err(e), _, None) => failures.push(fail(format!("unexpected error: {e}"))),

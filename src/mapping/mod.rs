@@ -177,7 +177,10 @@ impl MappingSet {
                             line: 1,
                             column: 1,
                             key: "name".into(),
-                            message: format!("flow name {:?} is already used by {}", m.name, other.file),
+                            message: format!(
+                                "flow name {:?} is already used by {}",
+                                m.name, other.file
+                            ),
                             hint: Some("every mapping needs its own name".into()),
                         });
                     }
@@ -229,7 +232,11 @@ impl MappingSet {
     }
 
     /// The mappings whose source and target are both among `systems`.
-    pub fn active_for(&self, prm: crate::model::SystemKind, crm: crate::model::SystemKind) -> Vec<Arc<Mapping>> {
+    pub fn active_for(
+        &self,
+        prm: crate::model::SystemKind,
+        crm: crate::model::SystemKind,
+    ) -> Vec<Arc<Mapping>> {
         self.mappings
             .iter()
             .filter(|m| m.source.system == prm && m.target.system == crm)

@@ -148,7 +148,9 @@ impl Val {
             (Val::Int(i), FieldType::Decimal) => Ok(Val::Dec(Decimal::from(*i))),
             (Val::Dec(d), FieldType::Int) => {
                 if d.fract().is_zero() {
-                    i64::try_from(d.trunc()).map(Val::Int).map_err(|e| e.to_string())
+                    i64::try_from(d.trunc())
+                        .map(Val::Int)
+                        .map_err(|e| e.to_string())
                 } else {
                     Err(format!("{d} has a fraction and the field is an int"))
                 }
@@ -268,23 +270,83 @@ mod tests {
             (json!({}), FieldType::String, "UTC", Err("expected text")),
             (json!("42"), FieldType::Int, "UTC", Ok(json!(42))),
             (json!(4.5), FieldType::Int, "UTC", Err("not a whole number")),
-            (json!("12000.50"), FieldType::Decimal, "UTC", Ok(json!("12000.5"))),
+            (
+                json!("12000.50"),
+                FieldType::Decimal,
+                "UTC",
+                Ok(json!("12000.5")),
+            ),
             (json!(0.1), FieldType::Decimal, "UTC", Ok(json!("0.1"))),
-            (json!("1e3"), FieldType::Decimal, "UTC", Err("not a decimal")),
+            (
+                json!("1e3"),
+                FieldType::Decimal,
+                "UTC",
+                Err("not a decimal"),
+            ),
             (json!("yes"), FieldType::Bool, "UTC", Ok(json!(true))),
-            (json!("maybe"), FieldType::Bool, "UTC", Err("not true or false")),
-            (json!("2026-03-01"), FieldType::Date, "UTC", Ok(json!("2026-03-01"))),
-            (json!("2026-02-30"), FieldType::Date, "UTC", Err("not a date")),
+            (
+                json!("maybe"),
+                FieldType::Bool,
+                "UTC",
+                Err("not true or false"),
+            ),
+            (
+                json!("2026-03-01"),
+                FieldType::Date,
+                "UTC",
+                Ok(json!("2026-03-01")),
+            ),
+            (
+                json!("2026-02-30"),
+                FieldType::Date,
+                "UTC",
+                Err("not a date"),
+            ),
             (json!(null), FieldType::Date, "UTC", Ok(json!(null))),
             // Epoch ms at 23:30 UTC is already the next day in Berlin.
-            (json!(1_767_223_800_000_i64), FieldType::Date, "Europe/Berlin", Ok(json!("2026-01-01"))),
-            (json!(1_767_223_800_000_i64), FieldType::Date, "UTC", Ok(json!("2025-12-31"))),
-            (json!("2026-01-31T17:00:00+01:00"), FieldType::DateTime, "UTC", Ok(json!("2026-01-31T16:00:00.000Z"))),
+            (
+                json!(1_767_223_800_000_i64),
+                FieldType::Date,
+                "Europe/Berlin",
+                Ok(json!("2026-01-01")),
+            ),
+            (
+                json!(1_767_223_800_000_i64),
+                FieldType::Date,
+                "UTC",
+                Ok(json!("2025-12-31")),
+            ),
+            (
+                json!("2026-01-31T17:00:00+01:00"),
+                FieldType::DateTime,
+                "UTC",
+                Ok(json!("2026-01-31T16:00:00.000Z")),
+            ),
             // Naive wall-clock time in a declared zone, around a DST change.
-            (json!("2026-03-29T01:30:00"), FieldType::DateTime, "Europe/Berlin", Ok(json!("2026-03-29T00:30:00.000Z"))),
-            (json!("2026-03-29T03:30:00"), FieldType::DateTime, "Europe/Berlin", Ok(json!("2026-03-29T01:30:00.000Z"))),
-            (json!("2026-03-29T02:30:00"), FieldType::DateTime, "Europe/Berlin", Ok(json!("2026-03-29T01:30:00.000Z"))),
-            (json!("tomorrow"), FieldType::DateTime, "UTC", Err("not a date-time")),
+            (
+                json!("2026-03-29T01:30:00"),
+                FieldType::DateTime,
+                "Europe/Berlin",
+                Ok(json!("2026-03-29T00:30:00.000Z")),
+            ),
+            (
+                json!("2026-03-29T03:30:00"),
+                FieldType::DateTime,
+                "Europe/Berlin",
+                Ok(json!("2026-03-29T01:30:00.000Z")),
+            ),
+            (
+                json!("2026-03-29T02:30:00"),
+                FieldType::DateTime,
+                "Europe/Berlin",
+                Ok(json!("2026-03-29T01:30:00.000Z")),
+            ),
+            (
+                json!("tomorrow"),
+                FieldType::DateTime,
+                "UTC",
+                Err("not a date-time"),
+            ),
         ];
         for (v, ty, tz, expect) in cases {
             check(v, ty, tz, expect);
@@ -298,7 +360,11 @@ mod tests {
             Val::Int(3).coerce(FieldType::Decimal, &utc),
             Ok(Val::Dec(Decimal::from(3)))
         );
-        assert!(Val::Dec(Decimal::new(35, 1)).coerce(FieldType::Int, &utc).is_err());
+        assert!(
+            Val::Dec(Decimal::new(35, 1))
+                .coerce(FieldType::Int, &utc)
+                .is_err()
+        );
         assert_eq!(
             Val::Dec(Decimal::new(1200050, 0)).coerce(FieldType::Int, &utc),
             Ok(Val::Int(1200050))

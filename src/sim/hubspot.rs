@@ -16,15 +16,31 @@ use super::{Fault, SimClock};
 
 /// Deal stages of HubSpot's default sales pipeline.
 pub const DEAL_STAGES: &[&str] = &[
-    "appointmentscheduled", "qualifiedtobuy", "presentationscheduled", "decisionmakerboughtin",
-    "contractsent", "closedwon", "closedlost",
+    "appointmentscheduled",
+    "qualifiedtobuy",
+    "presentationscheduled",
+    "decisionmakerboughtin",
+    "contractsent",
+    "closedwon",
+    "closedlost",
 ];
 
 /// The deal properties this portal has (standard ones plus prmsync's custom ones).
 const DEAL_PROPERTIES: &[&str] = &[
-    "dealname", "amount", "closedate", "dealstage", "pipeline", "closed_lost_reason", "description",
-    "hubspot_owner_id", "prm_deal_id", "prm_partner_key", "prm_attribution", "prm_contact_email",
-    "prm_protected_until", "prm_registration_status",
+    "dealname",
+    "amount",
+    "closedate",
+    "dealstage",
+    "pipeline",
+    "closed_lost_reason",
+    "description",
+    "hubspot_owner_id",
+    "prm_deal_id",
+    "prm_partner_key",
+    "prm_attribution",
+    "prm_contact_email",
+    "prm_protected_until",
+    "prm_registration_status",
 ];
 
 const SEARCH_CAP: usize = 10_000;
@@ -103,7 +119,12 @@ impl HubSpotSim {
     }
 
     /// The object of `object_type` whose `property` equals `value`.
-    pub fn find(&self, object_type: &str, property: &str, value: &str) -> Option<Map<String, Value>> {
+    pub fn find(
+        &self,
+        object_type: &str,
+        property: &str,
+        value: &str,
+    ) -> Option<Map<String, Value>> {
         self.objects(object_type)
             .into_iter()
             .find(|o| o.get(property).and_then(Value::as_str) == Some(value))
@@ -144,6 +165,7 @@ impl HubSpotSim {
         self.lock().faults.extend(faults);
     }
 
+    #[allow(clippy::result_large_err)] // axum responses are the natural error here
     fn gate(&self, headers: &HeaderMap) -> Result<(), Response> {
         let mut inner = self.lock();
         inner.stats.requests += 1;
@@ -158,7 +180,8 @@ impl HubSpotSim {
         }
         if !inner.faults.is_empty() {
             let f = inner.faults.remove(0);
-            let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status =
+                StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut resp = if f.status == 429 {
                 (
                     status,
@@ -191,7 +214,10 @@ impl HubSpotSim {
             h.insert(k, HeaderValue::from(v));
         };
         put("x-hubspot-ratelimit-daily", DAILY_LIMIT);
-        put("x-hubspot-ratelimit-daily-remaining", DAILY_LIMIT.saturating_sub(used));
+        put(
+            "x-hubspot-ratelimit-daily-remaining",
+            DAILY_LIMIT.saturating_sub(used),
+        );
         put("x-hubspot-ratelimit-secondly", SECONDLY_LIMIT);
         put("x-hubspot-ratelimit-secondly-remaining", SECONDLY_LIMIT - 1);
         put("x-hubspot-ratelimit-max", 190);
@@ -204,7 +230,10 @@ impl HubSpotSim {
 fn correlation_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(1);
-    format!("00000000-0000-4000-8000-{:012x}", N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "00000000-0000-4000-8000-{:012x}",
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// HubSpot's `Error` body.
@@ -264,15 +293,29 @@ async fn list_objects(
         return r;
     }
     if !known_object(&object) {
-        return error(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", &format!("Unable to infer object type from: {object}"));
+        return error(
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            &format!("Unable to infer object type from: {object}"),
+        );
     }
-    let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(10).clamp(1, 100);
+    let limit: usize = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(10)
+        .clamp(1, 100);
     let after: u64 = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
     let inner = sim.lock();
     let all = inner.objects.get(&object);
-    let page: Vec<&Object> = all.map(|m| m.range(after..).take(limit + 1).map(|(_, o)| o).collect()).unwrap_or_default();
+    let page: Vec<&Object> = all
+        .map(|m| m.range(after..).take(limit + 1).map(|(_, o)| o).collect())
+        .unwrap_or_default();
     let next = page.get(limit).map(|o| o.id);
-    let results: Vec<Value> = page.iter().take(limit).map(|o| object_json(o, None)).collect();
+    let results: Vec<Value> = page
+        .iter()
+        .take(limit)
+        .map(|o| object_json(o, None))
+        .collect();
     drop(inner);
     let mut body = json!({"results": results});
     if let Some(n) = next {
@@ -291,19 +334,34 @@ async fn batch_upsert(
         return r;
     }
     if !known_object(&object) {
-        return error(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", &format!("Unable to infer object type from: {object}"));
+        return error(
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            &format!("Unable to infer object type from: {object}"),
+        );
     }
     let Some(Json(body)) = body else {
-        return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "Invalid input JSON");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "Invalid input JSON",
+        );
     };
     let Some(inputs) = body.get("inputs").and_then(Value::as_array) else {
-        return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "inputs is required");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "inputs is required",
+        );
     };
     if inputs.len() > 100 {
         return error(
             StatusCode::BAD_REQUEST,
             "VALIDATION_ERROR",
-            &format!("Batch input must contain at most 100 inputs, got {}", inputs.len()),
+            &format!(
+                "Batch input must contain at most 100 inputs, got {}",
+                inputs.len()
+            ),
         );
     }
     // Validate the whole request's shape first: a malformed input fails the batch, like HubSpot.
@@ -313,7 +371,11 @@ async fn batch_upsert(
             input.get("id").and_then(Value::as_str),
             input.get("properties").and_then(Value::as_object),
         ) else {
-            return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "each input needs id and properties");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                "each input needs id and properties",
+            );
         };
         let mut strings = BTreeMap::new();
         for (k, v) in props {
@@ -326,7 +388,10 @@ async fn batch_upsert(
             };
             strings.insert(k.clone(), s.to_owned());
         }
-        let id_property = input.get("idProperty").and_then(Value::as_str).map(str::to_owned);
+        let id_property = input
+            .get("idProperty")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         parsed.push((id.to_owned(), id_property, strings));
     }
     let mut results = Vec::new();
@@ -348,7 +413,9 @@ async fn batch_upsert(
         let next_id = inner.next_id;
         let objects = inner.objects.entry(object.clone()).or_default();
         let found = match &id_property {
-            Some(p) => objects.values_mut().find(|o| o.properties.get(p) == Some(&id)),
+            Some(p) => objects
+                .values_mut()
+                .find(|o| o.properties.get(p) == Some(&id)),
             None => id.parse::<u64>().ok().and_then(|n| objects.get_mut(&n)),
         };
         let (obj, new) = match found {
@@ -381,7 +448,10 @@ async fn batch_upsert(
                 (o, true)
             }
         };
-        let counts = inner.writes.entry((object.clone(), id.clone())).or_default();
+        let counts = inner
+            .writes
+            .entry((object.clone(), id.clone()))
+            .or_default();
         if new {
             counts.0 += 1;
             inner.stats.created += 1;
@@ -400,7 +470,11 @@ async fn batch_upsert(
     }
     sim.lock().stats.batch_upserts += 1;
     let now = iso(sim.clock.tick());
-    let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::MULTI_STATUS };
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::MULTI_STATUS
+    };
     let mut body = json!({
         "status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now,
     });
@@ -420,7 +494,9 @@ fn invalid_property(object: &str, props: &BTreeMap<String, String>) -> Option<St
             return Some(format!("Property \"{k}\" does not exist"));
         }
         if k == "dealstage" && !DEAL_STAGES.contains(&v.as_str()) {
-            return Some(format!("{v} was not one of the allowed options for dealstage"));
+            return Some(format!(
+                "{v} was not one of the allowed options for dealstage"
+            ));
         }
         if k == "amount" && !v.is_empty() && v.parse::<f64>().is_err() {
             return Some(format!("{v} is not a valid number for amount"));
@@ -440,13 +516,25 @@ async fn search(
     }
     sim.lock().stats.searches += 1;
     let Some(Json(body)) = body else {
-        return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "Invalid input JSON");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "Invalid input JSON",
+        );
     };
     let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
     if !(1..=200).contains(&limit) {
-        return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "limit must be between 1 and 200");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "limit must be between 1 and 200",
+        );
     }
-    let after: usize = body.get("after").and_then(Value::as_str).and_then(|a| a.parse().ok()).unwrap_or(0);
+    let after: usize = body
+        .get("after")
+        .and_then(Value::as_str)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
     if after + limit > SEARCH_CAP {
         return error(
             StatusCode::BAD_REQUEST,
@@ -454,10 +542,12 @@ async fn search(
             "There was a problem with the request: paging past 10000 results is not allowed",
         );
     }
-    let properties: Option<Vec<String>> = body
-        .get("properties")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect());
+    let properties: Option<Vec<String>> =
+        body.get("properties").and_then(Value::as_array).map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        });
     let filters: Vec<(String, String, String)> = body
         .pointer("/filterGroups/0/filters")
         .and_then(Value::as_array)
@@ -467,7 +557,8 @@ async fn search(
                     Some((
                         f.get("propertyName")?.as_str()?.to_owned(),
                         f.get("operator")?.as_str()?.to_owned(),
-                        f.get("value").map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))?,
+                        f.get("value")
+                            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))?,
                     ))
                 })
                 .collect()
@@ -477,11 +568,20 @@ async fn search(
     let mut hits: Vec<&Object> = inner
         .objects
         .get(&object)
-        .map(|m| m.values().filter(|o| filters.iter().all(|f| matches(o, f))).collect())
+        .map(|m| {
+            m.values()
+                .filter(|o| filters.iter().all(|f| matches(o, f)))
+                .collect()
+        })
         .unwrap_or_default();
     hits.sort_by_key(|o| (o.updated_ms, o.id));
     let total = hits.len();
-    let results: Vec<Value> = hits.iter().skip(after).take(limit).map(|o| object_json(o, properties.as_deref())).collect();
+    let results: Vec<Value> = hits
+        .iter()
+        .skip(after)
+        .take(limit)
+        .map(|o| object_json(o, properties.as_deref()))
+        .collect();
     drop(inner);
     let mut body = json!({"total": total, "results": results});
     if after + limit < total {
@@ -494,11 +594,12 @@ async fn search(
 
 fn matches(o: &Object, (prop, op, value): &(String, String, String)) -> bool {
     if prop == "hs_lastmodifieddate" {
-        let Some(v) = value
-            .parse::<i64>()
-            .ok()
-            .or_else(|| value.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond()))
-        else {
+        let Some(v) = value.parse::<i64>().ok().or_else(|| {
+            value
+                .parse::<jiff::Timestamp>()
+                .ok()
+                .map(|t| t.as_millisecond())
+        }) else {
             return false;
         };
         return match op.as_str() {
@@ -529,7 +630,13 @@ pub async fn deliver_webhook(
 ) -> reqwest::Result<reqwest::StatusCode> {
     let body = serde_json::to_vec(events).unwrap_or_default();
     let ts = jiff::Timestamp::now().as_millisecond().to_string();
-    let sig = crate::webhook::signature::hubspot_v3(secret.as_bytes(), "POST", target.as_str(), &body, &ts);
+    let sig = crate::webhook::signature::hubspot_v3(
+        secret.as_bytes(),
+        "POST",
+        target.as_str(),
+        &body,
+        &ts,
+    );
     let resp = http
         .post(target.clone())
         .header("content-type", "application/json")

@@ -70,7 +70,10 @@ impl SimClock {
         let mut prev = self.last.load(Ordering::SeqCst);
         loop {
             let next = wall.max(prev + 1);
-            match self.last.compare_exchange(prev, next, Ordering::SeqCst, Ordering::SeqCst) {
+            match self
+                .last
+                .compare_exchange(prev, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
                 Ok(_) => return next,
                 Err(p) => prev = p,
             }

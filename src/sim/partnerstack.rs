@@ -15,8 +15,20 @@ use super::{Fault, SimClock};
 
 /// Fields a PATCH may change (per the deals reference).
 const PATCHABLE: &[&str] = &[
-    "account_name", "amount", "close_date", "contact_first_name", "contact_last_name", "customer_key",
-    "external_key", "lost_reason", "partner_key", "source", "stage", "team", "team_member", "fields",
+    "account_name",
+    "amount",
+    "close_date",
+    "contact_first_name",
+    "contact_last_name",
+    "customer_key",
+    "external_key",
+    "lost_reason",
+    "partner_key",
+    "source",
+    "stage",
+    "team",
+    "team_member",
+    "fields",
 ];
 
 /// Request counts, for tests that assert "nothing was written".
@@ -50,10 +62,18 @@ impl PartnerStackSim {
             inner: Arc::default(),
             clock: Arc::default(),
             api_key: api_key.into(),
-            stages: ["submitted", "approved", "demo", "evaluation", "negotiation", "won", "lost"]
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
+            stages: [
+                "submitted",
+                "approved",
+                "demo",
+                "evaluation",
+                "negotiation",
+                "won",
+                "lost",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
         }
     }
 
@@ -110,17 +130,22 @@ impl PartnerStackSim {
     }
 
     /// Checks auth and injected faults; counts the request.
+    #[allow(clippy::result_large_err)] // axum responses are the natural error here
     fn gate(&self, headers: &HeaderMap) -> Result<(), Response> {
         let mut inner = self.lock();
         inner.stats.requests += 1;
         let expected = format!("Bearer {}", self.api_key);
         if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
             inner.stats.unauthorized += 1;
-            return Err(error(StatusCode::UNAUTHORIZED, "Invalid or missing API key"));
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "Invalid or missing API key",
+            ));
         }
         if !inner.faults.is_empty() {
             let f = inner.faults.remove(0);
-            let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status =
+                StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut resp = error(status, "injected fault");
             if let Some(s) = f.retry_after {
                 resp.headers_mut().insert("retry-after", s.into());
@@ -132,7 +157,11 @@ impl PartnerStackSim {
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"message": message, "status": status.as_u16()}))).into_response()
+    (
+        status,
+        Json(json!({"message": message, "status": status.as_u16()})),
+    )
+        .into_response()
 }
 
 fn ok(data: Value, message: &str) -> Response {
@@ -154,14 +183,25 @@ async fn list_deals(
         _ => return error(StatusCode::BAD_REQUEST, "limit must be between 1 and 250"),
     };
     if q.contains_key("starting_after") && q.contains_key("ending_before") {
-        return error(StatusCode::BAD_REQUEST, "starting_after and ending_before are mutually exclusive");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "starting_after and ending_before are mutually exclusive",
+        );
     }
     let mut bounds = [i64::MIN, i64::MAX, i64::MIN, i64::MAX];
-    for (i, k) in ["min_updated", "max_updated", "min_created", "max_created"].iter().enumerate() {
+    for (i, k) in ["min_updated", "max_updated", "min_created", "max_created"]
+        .iter()
+        .enumerate()
+    {
         match num(k) {
             None => {}
             Some(Ok(v)) => bounds[i] = v,
-            Some(Err(_)) => return error(StatusCode::BAD_REQUEST, &format!("{k} must be epoch milliseconds")),
+            Some(Err(_)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("{k} must be epoch milliseconds"),
+                );
+            }
         }
     }
     let mut inner = sim.lock();
@@ -174,7 +214,10 @@ async fn list_deals(
             let (u, c) = (field(d, "updated_at"), field(d, "created_at"));
             u >= bounds[0] && u <= bounds[1] && c >= bounds[2] && c <= bounds[3]
         })
-        .filter(|d| q.get("partner_key").is_none_or(|p| d.get("partner_key").and_then(Value::as_str) == Some(p)))
+        .filter(|d| {
+            q.get("partner_key")
+                .is_none_or(|p| d.get("partner_key").and_then(Value::as_str) == Some(p))
+        })
         .collect();
     // Newest first, like the API; the cursor is an item key.
     matching.sort_by(|a, b| {
@@ -183,18 +226,38 @@ async fn list_deals(
     });
     let start = match q.get("starting_after") {
         None => 0,
-        Some(after) => match matching.iter().position(|d| d.get("key").and_then(Value::as_str) == Some(after)) {
+        Some(after) => match matching
+            .iter()
+            .position(|d| d.get("key").and_then(Value::as_str) == Some(after))
+        {
             Some(i) => i + 1,
-            None => return error(StatusCode::BAD_REQUEST, "starting_after does not name an item in this list"),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "starting_after does not name an item in this list",
+                );
+            }
         },
     };
-    let page: Vec<Value> = matching.iter().skip(start).take(limit).map(|d| Value::Object((*d).clone())).collect();
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|d| Value::Object((*d).clone()))
+        .collect();
     let has_more = start + page.len() < matching.len();
     drop(inner);
-    ok(json!({"has_more": has_more, "items": page}), "Page returned successfully")
+    ok(
+        json!({"has_more": has_more, "items": page}),
+        "Page returned successfully",
+    )
 }
 
-async fn get_deal(State(sim): State<PartnerStackSim>, headers: HeaderMap, Path(key): Path<String>) -> Response {
+async fn get_deal(
+    State(sim): State<PartnerStackSim>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Response {
     if let Err(r) = sim.gate(&headers) {
         return r;
     }
@@ -204,10 +267,15 @@ async fn get_deal(State(sim): State<PartnerStackSim>, headers: HeaderMap, Path(k
     }
 }
 
-fn find<'a>(deals: &'a BTreeMap<String, Map<String, Value>>, key: &str) -> Option<&'a Map<String, Value>> {
-    deals
-        .get(key)
-        .or_else(|| deals.values().find(|d| d.get("external_key").and_then(Value::as_str) == Some(key)))
+fn find<'a>(
+    deals: &'a BTreeMap<String, Map<String, Value>>,
+    key: &str,
+) -> Option<&'a Map<String, Value>> {
+    deals.get(key).or_else(|| {
+        deals
+            .values()
+            .find(|d| d.get("external_key").and_then(Value::as_str) == Some(key))
+    })
 }
 
 async fn patch_deal(
@@ -226,16 +294,29 @@ async fn patch_deal(
         if !PATCHABLE.contains(&k.as_str()) {
             return error(StatusCode::BAD_REQUEST, &format!("{k} cannot be updated"));
         }
-        if k == "stage" && !v.as_str().is_some_and(|s| sim.stages.iter().any(|x| x == s)) {
-            return error(StatusCode::BAD_REQUEST, "stage must appear in Deals Stage list found in group settings");
+        if k == "stage"
+            && !v
+                .as_str()
+                .is_some_and(|s| sim.stages.iter().any(|x| x == s))
+        {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "stage must appear in Deals Stage list found in group settings",
+            );
         }
         if k == "amount" && !(v.is_i64() || v.is_null()) {
-            return error(StatusCode::BAD_REQUEST, "amount must be an integer number of cents");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "amount must be an integer number of cents",
+            );
         }
     }
     let now = sim.clock.tick();
     let mut inner = sim.lock();
-    let Some(real_key) = find(&inner.deals, &key).and_then(|d| d.get("key")).and_then(Value::as_str).map(str::to_owned)
+    let Some(real_key) = find(&inner.deals, &key)
+        .and_then(|d| d.get("key"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
     else {
         return error(StatusCode::NOT_FOUND, "Deal not found");
     };

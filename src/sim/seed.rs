@@ -3,10 +3,26 @@
 use serde_json::{Map, Value, json};
 
 const COMPANIES: &[&str] = &[
-    "Acme Corp", "Globex", "Initech", "Umbrella Health", "Hooli", "Stark Logistics", "Wayne Foods",
-    "Wonka Retail", "Soylent Energy", "Tyrell Robotics", "Cyberdyne Systems", "Massive Dynamic",
+    "Acme Corp",
+    "Globex",
+    "Initech",
+    "Umbrella Health",
+    "Hooli",
+    "Stark Logistics",
+    "Wayne Foods",
+    "Wonka Retail",
+    "Soylent Energy",
+    "Tyrell Robotics",
+    "Cyberdyne Systems",
+    "Massive Dynamic",
 ];
-const PARTNER_NAMES: &[&str] = &["Northwind Partners", "Blue Harbor", "Summit Resellers", "Keystone IT", "Cobalt Cloud"];
+const PARTNER_NAMES: &[&str] = &[
+    "Northwind Partners",
+    "Blue Harbor",
+    "Summit Resellers",
+    "Keystone IT",
+    "Cobalt Cloud",
+];
 const TIERS: &[&str] = &["gold", "silver", "bronze"];
 const STAGES: &[&str] = &["submitted", "approved", "demo", "evaluation", "negotiation"];
 

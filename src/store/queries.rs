@@ -159,11 +159,7 @@ pub(super) fn links_by_target(
             })
             .optional()?;
         if let Some((sid, ts, ss)) = row {
-            out.push((
-                tid.clone(),
-                sid,
-                link_from_row(Some(tid.clone()), ts, ss)?,
-            ));
+            out.push((tid.clone(), sid, link_from_row(Some(tid.clone()), ts, ss)?));
         }
     }
     Ok(out)
@@ -480,7 +476,12 @@ pub(super) fn complete_writes(
 
 /// Deletes an outbox row and returns it, if it still holds the write with `key`.
 fn take_outbox(tx: &Transaction<'_>, id: i64, key: &str) -> Result<Option<OutboxItem>, StoreError> {
-    let item = query_outbox(tx, "WHERE id = ?1 AND idempotency_key = ?2", params![id, key])?.pop();
+    let item = query_outbox(
+        tx,
+        "WHERE id = ?1 AND idempotency_key = ?2",
+        params![id, key],
+    )?
+    .pop();
     if item.is_some() {
         tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
             .execute(params![id])?;
@@ -529,11 +530,13 @@ pub struct StatusReport {
 }
 
 pub(super) fn status(conn: &Connection, now_ms: i64) -> Result<StatusReport, StoreError> {
-    let count = |sql: &str| -> Result<i64, StoreError> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
+    let count =
+        |sql: &str| -> Result<i64, StoreError> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
     let mut cursors = Vec::new();
     {
-        let mut stmt =
-            conn.prepare("SELECT system, object, position, updated_ms FROM cursors ORDER BY system, object")?;
+        let mut stmt = conn.prepare(
+            "SELECT system, object, position, updated_ms FROM cursors ORDER BY system, object",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok(CursorStatus {
                 system: r.get(0)?,
@@ -546,7 +549,8 @@ pub(super) fn status(conn: &Connection, now_ms: i64) -> Result<StatusReport, Sto
             cursors.push(r?);
         }
     }
-    let oldest: Option<i64> = conn.query_row("SELECT MIN(created_ms) FROM outbox", [], |r| r.get(0))?;
+    let oldest: Option<i64> =
+        conn.query_row("SELECT MIN(created_ms) FROM outbox", [], |r| r.get(0))?;
     let mut last_errors = Vec::new();
     {
         let mut stmt = conn.prepare(

@@ -88,7 +88,10 @@ async fn stage(s: &WebhookState, changes: Vec<Change>) -> Response {
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot store webhook events; asking the sender to retry");
-            let mut r = reject(StatusCode::SERVICE_UNAVAILABLE, "temporarily unable to store events");
+            let mut r = reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily unable to store events",
+            );
             r.headers_mut().insert("retry-after", 30.into());
             r
         }
@@ -97,9 +100,18 @@ async fn stage(s: &WebhookState, changes: Vec<Change>) -> Response {
 
 /// HubSpot: an array of events, signed with v3 (or v1/v2 for older apps). Events are thin, so
 /// they are stored as hints that make the engine re-read the object.
-async fn hubspot(State(s): State<WebhookState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn hubspot(
+    State(s): State<WebhookState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(secret) = &s.hubspot_secret else {
-        return reject(StatusCode::NOT_FOUND, "HubSpot webhooks are not configured (hubspot.client_secret)");
+        return reject(
+            StatusCode::NOT_FOUND,
+            "HubSpot webhooks are not configured (hubspot.client_secret)",
+        );
     };
     let secret = secret.expose_secret().as_bytes();
     let proto = header(&headers, "x-forwarded-proto").unwrap_or("http");
@@ -149,9 +161,15 @@ fn hubspot_change(ev: Value) -> Result<Option<Change>, String> {
     let event_id = field("eventId")?.to_string();
     let portal = ev.get("portalId").map(Value::to_string).unwrap_or_default();
     let object_id = field("objectId")?.to_string().trim_matches('"').to_owned();
-    let occurred = field("occurredAt")?.as_i64().ok_or("occurredAt must be epoch milliseconds")?;
-    let sub = field("subscriptionType")?.as_str().ok_or("subscriptionType must be text")?;
-    let (kind, action) = sub.split_once('.').ok_or("subscriptionType must look like deal.creation")?;
+    let occurred = field("occurredAt")?
+        .as_i64()
+        .ok_or("occurredAt must be epoch milliseconds")?;
+    let sub = field("subscriptionType")?
+        .as_str()
+        .ok_or("subscriptionType must be text")?;
+    let (kind, action) = sub
+        .split_once('.')
+        .ok_or("subscriptionType must look like deal.creation")?;
     let object = match kind {
         "deal" => "deals",
         "company" => "companies",
@@ -159,7 +177,11 @@ fn hubspot_change(ev: Value) -> Result<Option<Change>, String> {
         // Subscriptions prmsync does not sync are acknowledged and ignored.
         _ => return Ok(None),
     };
-    let kind = if action == "deletion" { ChangeKind::Delete } else { ChangeKind::Hint };
+    let kind = if action == "deletion" {
+        ChangeKind::Delete
+    } else {
+        ChangeKind::Hint
+    };
     let fields = match ev {
         Value::Object(m) => m,
         _ => return Err("an event must be an object".into()),
@@ -182,7 +204,10 @@ fn hubspot_change(ev: Value) -> Result<Option<Change>, String> {
 /// PartnerStack: `{"event": "deal.updated", "data": {deal}}`, signed with prmsync's body HMAC.
 async fn partnerstack(State(s): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(secret) = &s.partnerstack_secret else {
-        return reject(StatusCode::NOT_FOUND, "PartnerStack webhooks are not configured (partnerstack.webhook_secret)");
+        return reject(
+            StatusCode::NOT_FOUND,
+            "PartnerStack webhooks are not configured (partnerstack.webhook_secret)",
+        );
     };
     if let Err(e) = signature::verify_body_hmac(
         secret.expose_secret().as_bytes(),
@@ -201,7 +226,11 @@ async fn partnerstack(State(s): State<WebhookState>, headers: HeaderMap, body: B
         _ => None,
     }) else {
         // Events prmsync does not sync (partnerships, agreements, ...) are acknowledged.
-        return (StatusCode::OK, Json(json!({ "received": 0, "ignored": event }))).into_response();
+        return (
+            StatusCode::OK,
+            Json(json!({ "received": 0, "ignored": event })),
+        )
+            .into_response();
     };
     let Some(Value::Object(data)) = v.get("data").cloned() else {
         return reject(StatusCode::BAD_REQUEST, "missing data object");
@@ -209,14 +238,28 @@ async fn partnerstack(State(s): State<WebhookState>, headers: HeaderMap, body: B
     let Some(key) = data.get("key").and_then(Value::as_str).map(str::to_owned) else {
         return reject(StatusCode::BAD_REQUEST, "data.key is missing");
     };
-    let Some(modified_ms) = data.get("updated_at").or_else(|| data.get("created_at")).and_then(Value::as_i64) else {
-        return reject(StatusCode::BAD_REQUEST, "data.updated_at must be epoch milliseconds");
+    let Some(modified_ms) = data
+        .get("updated_at")
+        .or_else(|| data.get("created_at"))
+        .and_then(Value::as_i64)
+    else {
+        return reject(
+            StatusCode::BAD_REQUEST,
+            "data.updated_at must be epoch milliseconds",
+        );
     };
     let object = ObjectRef {
         system: SystemKind::PartnerStack,
         object: object.into(),
     };
-    let mut change = Change::versioned(object, Record { id: key, modified_ms, fields: data });
+    let mut change = Change::versioned(
+        object,
+        Record {
+            id: key,
+            modified_ms,
+            fields: data,
+        },
+    );
     if event.ends_with("deleted") {
         change.kind = ChangeKind::Delete;
         change.event_id.push_str(":deleted");

@@ -61,7 +61,13 @@ pub fn verify_hubspot_v3(
 }
 
 /// The HubSpot v1 (`secret + body`) and v2 (`secret + method + uri + body`) signatures: hex SHA-256.
-pub fn hubspot_legacy(version: &str, secret: &[u8], method: &str, uri: &str, body: &[u8]) -> Option<String> {
+pub fn hubspot_legacy(
+    version: &str,
+    secret: &[u8],
+    method: &str,
+    uri: &str,
+    body: &[u8],
+) -> Option<String> {
     let mut h = Sha256::new();
     h.update(secret);
     match version {
@@ -88,7 +94,10 @@ pub fn verify_hubspot_legacy(
     let sig = signature.ok_or(SignatureError::Missing("X-HubSpot-Signature"))?;
     let expected = hubspot_legacy(version, secret, method, uri, body)
         .ok_or_else(|| SignatureError::Version(version.to_owned()))?;
-    constant_time_eq(expected.as_bytes(), sig.trim().to_ascii_lowercase().as_bytes())
+    constant_time_eq(
+        expected.as_bytes(),
+        sig.trim().to_ascii_lowercase().as_bytes(),
+    )
 }
 
 /// prmsync's PRM webhook signature: `sha256=` + hex(HMAC-SHA256(secret, body)).
@@ -99,13 +108,21 @@ pub fn body_hmac(secret: &[u8], body: &[u8]) -> String {
 }
 
 /// Verifies [`body_hmac`].
-pub fn verify_body_hmac(secret: &[u8], body: &[u8], signature: Option<&str>) -> Result<(), SignatureError> {
+pub fn verify_body_hmac(
+    secret: &[u8],
+    body: &[u8],
+    signature: Option<&str>,
+) -> Result<(), SignatureError> {
     let sig = signature.ok_or(SignatureError::Missing(super::PRM_SIGNATURE_HEADER))?;
-    let hex_part = sig.trim().strip_prefix("sha256=").ok_or(SignatureError::Mismatch)?;
+    let hex_part = sig
+        .trim()
+        .strip_prefix("sha256=")
+        .ok_or(SignatureError::Mismatch)?;
     let bytes = hex::decode(hex_part).map_err(|_| SignatureError::Mismatch)?;
     let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(body);
-    mac.verify_slice(&bytes).map_err(|_| SignatureError::Mismatch)
+    mac.verify_slice(&bytes)
+        .map_err(|_| SignatureError::Mismatch)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> Result<(), SignatureError> {
@@ -133,18 +150,27 @@ mod tests {
             "232db2615f3d666fe21a8ec971ac7b5402d33b9a925784df3ca654d05f4817de"
         );
         assert_eq!(
-            hubspot_legacy("v2", SECRET, "GET", "https://www.example.com/webhook_uri", b"").unwrap(),
+            hubspot_legacy(
+                "v2",
+                SECRET,
+                "GET",
+                "https://www.example.com/webhook_uri",
+                b""
+            )
+            .unwrap(),
             "eee2dddcc73c94d699f5e395f4b9d454a069a6855fbfa152e91e88823087200e"
         );
-        assert!(verify_hubspot_legacy(
-            "v1",
-            SECRET,
-            "POST",
-            "",
-            V1_BODY.as_bytes(),
-            Some("232DB2615F3D666FE21A8EC971AC7B5402D33B9A925784DF3CA654D05F4817DE")
-        )
-        .is_ok());
+        assert!(
+            verify_hubspot_legacy(
+                "v1",
+                SECRET,
+                "POST",
+                "",
+                V1_BODY.as_bytes(),
+                Some("232DB2615F3D666FE21A8EC971AC7B5402D33B9A925784DF3CA654D05F4817DE")
+            )
+            .is_ok()
+        );
         assert_eq!(
             verify_hubspot_legacy("v1", SECRET, "POST", "", b"tampered", Some("232db2")),
             Err(SignatureError::Mismatch)
@@ -155,11 +181,23 @@ mod tests {
     fn hubspot_v3_matches_official_vectors() {
         let ts = "1700000000000";
         assert_eq!(
-            hubspot_v3(SECRET, "POST", "https://example.com/hubspot/webhook", V1_BODY.as_bytes(), ts),
+            hubspot_v3(
+                SECRET,
+                "POST",
+                "https://example.com/hubspot/webhook",
+                V1_BODY.as_bytes(),
+                ts
+            ),
             "Fqv2t6K7rst3HNu8irTYQdr2fEfq2UGkHkSHHzwKu6Q="
         );
         assert_eq!(
-            hubspot_v3(SECRET, "POST", "https://example.com/hubspot/webhook?a=1&b=2", b"", ts),
+            hubspot_v3(
+                SECRET,
+                "POST",
+                "https://example.com/hubspot/webhook?a=1&b=2",
+                b"",
+                ts
+            ),
             "o/VjO+8UoZ48jok+V5g0vWWobnL1rWXrCpzXtuG7CAE="
         );
     }
@@ -174,15 +212,46 @@ mod tests {
             verify_hubspot_v3(SECRET, "POST", uri, body.as_bytes(), ts, sig, now)
         };
         assert_eq!(v(V1_BODY, Some(ts), Some(sig), now), Ok(()));
-        assert_eq!(v(V1_BODY, Some(ts), Some(sig), now + HUBSPOT_MAX_SKEW_MS), Err(SignatureError::Stale));
-        assert_eq!(v(V1_BODY, Some(ts), Some(sig), 1_700_000_000_000 - HUBSPOT_MAX_SKEW_MS - 1), Err(SignatureError::Stale));
-        assert_eq!(v("[]", Some(ts), Some(sig), now), Err(SignatureError::Mismatch));
-        assert_eq!(v(V1_BODY, Some(ts), Some("not base64!"), now), Err(SignatureError::Mismatch));
-        assert_eq!(v(V1_BODY, None, Some(sig), now), Err(SignatureError::Missing("X-HubSpot-Request-Timestamp")));
-        assert_eq!(v(V1_BODY, Some(ts), None, now), Err(SignatureError::Missing("X-HubSpot-Signature-v3")));
+        assert_eq!(
+            v(V1_BODY, Some(ts), Some(sig), now + HUBSPOT_MAX_SKEW_MS),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            v(
+                V1_BODY,
+                Some(ts),
+                Some(sig),
+                1_700_000_000_000 - HUBSPOT_MAX_SKEW_MS - 1
+            ),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            v("[]", Some(ts), Some(sig), now),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            v(V1_BODY, Some(ts), Some("not base64!"), now),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            v(V1_BODY, None, Some(sig), now),
+            Err(SignatureError::Missing("X-HubSpot-Request-Timestamp"))
+        );
+        assert_eq!(
+            v(V1_BODY, Some(ts), None, now),
+            Err(SignatureError::Missing("X-HubSpot-Signature-v3"))
+        );
         // The URI is hashed exactly as received: a different query string fails.
         assert_eq!(
-            verify_hubspot_v3(SECRET, "POST", "https://example.com/hubspot/webhook?a=1", V1_BODY.as_bytes(), Some(ts), Some(sig), now),
+            verify_hubspot_v3(
+                SECRET,
+                "POST",
+                "https://example.com/hubspot/webhook?a=1",
+                V1_BODY.as_bytes(),
+                Some(ts),
+                Some(sig),
+                now
+            ),
             Err(SignatureError::Mismatch)
         );
     }
@@ -192,8 +261,17 @@ mod tests {
         let sig = body_hmac(b"k", b"{}");
         assert!(sig.starts_with("sha256="));
         assert_eq!(verify_body_hmac(b"k", b"{}", Some(&sig)), Ok(()));
-        assert_eq!(verify_body_hmac(b"k", b"{ }", Some(&sig)), Err(SignatureError::Mismatch));
-        assert_eq!(verify_body_hmac(b"other", b"{}", Some(&sig)), Err(SignatureError::Mismatch));
-        assert_eq!(verify_body_hmac(b"k", b"{}", Some("md5=00")), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify_body_hmac(b"k", b"{ }", Some(&sig)),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_body_hmac(b"other", b"{}", Some(&sig)),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_body_hmac(b"k", b"{}", Some("md5=00")),
+            Err(SignatureError::Mismatch)
+        );
     }
 }

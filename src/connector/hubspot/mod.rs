@@ -29,12 +29,19 @@ impl HubSpot {
 
     fn url(&self, path: &str) -> Url {
         let mut u = self.base.clone();
-        let joined = format!("{}/{}", u.path().trim_end_matches('/'), path.trim_start_matches('/'));
+        let joined = format!(
+            "{}/{}",
+            u.path().trim_end_matches('/'),
+            path.trim_start_matches('/')
+        );
         u.set_path(&joined);
         u
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<(reqwest::StatusCode, String), ConnectorError> {
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, String), ConnectorError> {
         let resp = req
             .bearer_auth(self.token.expose_secret())
             .send()
@@ -50,9 +57,13 @@ impl HubSpot {
     }
 
     pub async fn health(&self) -> Result<(), ConnectorError> {
-        self.send(self.http.get(self.url("crm/v3/objects/deals")).query(&[("limit", "1")]))
-            .await
-            .map(|_| ())
+        self.send(
+            self.http
+                .get(self.url("crm/v3/objects/deals"))
+                .query(&[("limit", "1")]),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// One page of objects modified at or after `since_ms`, oldest first.
@@ -75,17 +86,28 @@ impl HubSpot {
                     value: Some(since_ms.to_string()),
                 }],
             }],
-            sorts: vec![serde_json::json!({"propertyName": api::LAST_MODIFIED, "direction": "ASCENDING"})],
+            sorts: vec![
+                serde_json::json!({"propertyName": api::LAST_MODIFIED, "direction": "ASCENDING"}),
+            ],
             properties,
             limit: Some(api::SEARCH_LIMIT),
             after: page.map(str::to_owned),
         };
         let (_, body) = self
-            .send(self.http.post(self.url(&format!("crm/v3/objects/{object}/search"))).json(&req))
+            .send(
+                self.http
+                    .post(self.url(&format!("crm/v3/objects/{object}/search")))
+                    .json(&req),
+            )
             .await?;
-        let resp: api::SearchResponse = serde_json::from_str(&body)
-            .map_err(|e| ConnectorError::Transient(format!("unexpected HubSpot search shape: {e}")))?;
-        let records = resp.results.into_iter().map(to_record).collect::<Result<Vec<_>, _>>()?;
+        let resp: api::SearchResponse = serde_json::from_str(&body).map_err(|e| {
+            ConnectorError::Transient(format!("unexpected HubSpot search shape: {e}"))
+        })?;
+        let records = resp
+            .results
+            .into_iter()
+            .map(to_record)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(ChangePage {
             records,
             next_page: resp.paging.and_then(|p| p.next).map(|n| n.after),
@@ -107,9 +129,12 @@ impl HubSpot {
             })
             .collect();
         let url = self.url(&format!("crm/v3/objects/{object}/batch/upsert"));
-        let (_, body) = self.send(self.http.post(url).json(&api::BatchUpsert { inputs })).await?;
-        let resp: api::BatchResponse = serde_json::from_str(&body)
-            .map_err(|e| ConnectorError::Transient(format!("unexpected HubSpot batch shape: {e}")))?;
+        let (_, body) = self
+            .send(self.http.post(url).json(&api::BatchUpsert { inputs }))
+            .await?;
+        let resp: api::BatchResponse = serde_json::from_str(&body).map_err(|e| {
+            ConnectorError::Transient(format!("unexpected HubSpot batch shape: {e}"))
+        })?;
         Ok(match_results(writes, resp))
     }
 }
@@ -136,7 +161,9 @@ fn to_record(o: api::SimplePublicObject) -> Result<Record, ConnectorError> {
         .and_then(Value::as_str)
         .or(o.updated_at.as_deref())
         .and_then(parse_time)
-        .ok_or_else(|| ConnectorError::Transient(format!("HubSpot object {} has no modification time", o.id)))?;
+        .ok_or_else(|| {
+            ConnectorError::Transient(format!("HubSpot object {} has no modification time", o.id))
+        })?;
     Ok(Record {
         id: o.id,
         modified_ms: modified,
@@ -146,13 +173,18 @@ fn to_record(o: api::SimplePublicObject) -> Result<Record, ConnectorError> {
 
 /// HubSpot sends times as RFC 3339 text or epoch milliseconds.
 fn parse_time(s: &str) -> Option<i64> {
-    s.parse::<i64>()
-        .ok()
-        .or_else(|| s.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond()))
+    s.parse::<i64>().ok().or_else(|| {
+        s.parse::<jiff::Timestamp>()
+            .ok()
+            .map(|t| t.as_millisecond())
+    })
 }
 
 /// Pairs each input with its result by the external id, or with the error that names it.
-fn match_results(writes: &[WriteRequest], resp: api::BatchResponse) -> Vec<Result<WriteAck, ConnectorError>> {
+fn match_results(
+    writes: &[WriteRequest],
+    resp: api::BatchResponse,
+) -> Vec<Result<WriteAck, ConnectorError>> {
     writes
         .iter()
         .map(|w| {
@@ -191,7 +223,9 @@ fn match_results(writes: &[WriteRequest], resp: api::BatchResponse) -> Vec<Resul
                     }
                 }
                 // Neither a result nor an error: the outcome is unknown, so retry (upserts are idempotent).
-                None => ConnectorError::Transient(format!("HubSpot returned no result for {}", w.key)),
+                None => {
+                    ConnectorError::Transient(format!("HubSpot returned no result for {}", w.key))
+                }
             })
         })
         .collect()

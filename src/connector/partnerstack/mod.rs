@@ -21,12 +21,20 @@ pub struct PartnerStack {
 impl PartnerStack {
     /// `base` is the API root, e.g. `https://api.partnerstack.com/api/v2`.
     pub fn new(http: reqwest::Client, base: Url, api_key: SecretString) -> Self {
-        PartnerStack { http, base, api_key }
+        PartnerStack {
+            http,
+            base,
+            api_key,
+        }
     }
 
     fn url(&self, path: &str) -> Url {
         let mut u = self.base.clone();
-        let joined = format!("{}/{}", u.path().trim_end_matches('/'), path.trim_start_matches('/'));
+        let joined = format!(
+            "{}/{}",
+            u.path().trim_end_matches('/'),
+            path.trim_start_matches('/')
+        );
         u.set_path(&joined);
         u
     }
@@ -43,8 +51,9 @@ impl PartnerStack {
         if !status.is_success() {
             return Err(classify(status, &headers, &body));
         }
-        serde_json::from_str(&body)
-            .map_err(|e| ConnectorError::Transient(format!("unreadable PartnerStack response: {e}")))
+        serde_json::from_str(&body).map_err(|e| {
+            ConnectorError::Transient(format!("unreadable PartnerStack response: {e}"))
+        })
     }
 
     pub async fn health(&self) -> Result<(), ConnectorError> {
@@ -67,15 +76,20 @@ impl PartnerStack {
         if let Some(after) = page {
             query.push(("starting_after", after.to_owned()));
         }
-        let body = self.send(self.http.get(self.url(object)).query(&query)).await?;
-        let env: api::Envelope<api::ListPage> = serde_json::from_value(body)
-            .map_err(|e| ConnectorError::Transient(format!("unexpected PartnerStack list shape: {e}")))?;
+        let body = self
+            .send(self.http.get(self.url(object)).query(&query))
+            .await?;
+        let env: api::Envelope<api::ListPage> = serde_json::from_value(body).map_err(|e| {
+            ConnectorError::Transient(format!("unexpected PartnerStack list shape: {e}"))
+        })?;
         let mut records = Vec::with_capacity(env.data.items.len());
         let mut last_key = None;
         for item in env.data.items {
             let key = item.get("key").and_then(Value::as_str).map(str::to_owned);
             let Some(key) = key else {
-                return Err(ConnectorError::Permanent("a PartnerStack item has no key".into()));
+                return Err(ConnectorError::Permanent(
+                    "a PartnerStack item has no key".into(),
+                ));
             };
             let modified_ms = item
                 .get("updated_at")
@@ -97,19 +111,26 @@ impl PartnerStack {
     }
 
     /// PATCHes each record by key; every record gets its own result.
-    pub async fn write(&self, object: &str, writes: &[WriteRequest]) -> Vec<Result<WriteAck, ConnectorError>> {
+    pub async fn write(
+        &self,
+        object: &str,
+        writes: &[WriteRequest],
+    ) -> Vec<Result<WriteAck, ConnectorError>> {
         let mut out = Vec::with_capacity(writes.len());
         for w in writes {
             let url = self.url(&format!("{object}/{}", urlencode(&w.key)));
             let body = Value::Object(w.fields.clone());
-            let r = self.send(self.http.patch(url).json(&body)).await.map(|v| WriteAck {
-                id: v
-                    .pointer("/data/key")
-                    .and_then(Value::as_str)
-                    .unwrap_or(&w.key)
-                    .to_owned(),
-                created: false,
-            });
+            let r = self
+                .send(self.http.patch(url).json(&body))
+                .await
+                .map(|v| WriteAck {
+                    id: v
+                        .pointer("/data/key")
+                        .and_then(Value::as_str)
+                        .unwrap_or(&w.key)
+                        .to_owned(),
+                    created: false,
+                });
             out.push(r);
         }
         out
@@ -119,7 +140,9 @@ impl PartnerStack {
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
