@@ -278,7 +278,7 @@ mod tests {
             ),
             (json!(0.1), FieldType::Decimal, "UTC", Ok(json!("0.1"))),
             (
-                json!("1e3"),
+                json!("12,5"),
                 FieldType::Decimal,
                 "UTC",
                 Err("not a decimal"),
