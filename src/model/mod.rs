@@ -11,15 +11,21 @@ use serde_json::{Map, Value};
 pub enum SystemKind {
     PartnerStack,
     HubSpot,
+    Salesforce,
 }
 
 impl SystemKind {
-    pub const ALL: [SystemKind; 2] = [SystemKind::PartnerStack, SystemKind::HubSpot];
+    pub const ALL: [SystemKind; 3] = [
+        SystemKind::PartnerStack,
+        SystemKind::HubSpot,
+        SystemKind::Salesforce,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             SystemKind::PartnerStack => "partnerstack",
             SystemKind::HubSpot => "hubspot",
+            SystemKind::Salesforce => "salesforce",
         }
     }
 
@@ -31,7 +37,7 @@ impl SystemKind {
     pub fn side(self) -> Side {
         match self {
             SystemKind::PartnerStack => Side::Prm,
-            SystemKind::HubSpot => Side::Crm,
+            SystemKind::HubSpot | SystemKind::Salesforce => Side::Crm,
         }
     }
 }
