@@ -97,3 +97,68 @@ fn status_without_a_state_file_says_so() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("no state file"), "{}", text(&o));
 }
+
+/// `prmsync run` as systemd runs it: starts, syncs, answers /readyz, and drains on SIGTERM.
+#[tokio::test]
+async fn run_syncs_and_stops_cleanly_on_sigterm() {
+    use crate::harness::{HS_SECRET, HS_TOKEN, PS_KEY, World, wait_until};
+    use std::time::Duration;
+
+    let w = World::seeded(8).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = w.dir.path().join("prmsync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_path = \"state.db\"\npoll_interval_secs = 1\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\n\
+             [partnerstack]\nbase_url = \"{ps}\"\napi_key = {{ env = \"T_PS\" }}\n\
+             [hubspot]\nbase_url = \"{hs}\"\naccess_token = {{ env = \"T_HS\" }}\nclient_secret = {{ env = \"T_SECRET\" }}\n",
+            ps = w.ps_server.url("/api/v2"),
+            hs = w.hs_server.url(""),
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_prmsync"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("T_PS", PS_KEY)
+        .env("T_HS", HS_TOKEN)
+        .env("T_SECRET", HS_SECRET)
+        .env_remove("NOTIFY_SOCKET")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = prmsync::connector::http_client(Duration::from_secs(2));
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    wait_until(Duration::from_secs(30), "readyz", || {
+        let (http, ready) = (http.clone(), ready.clone());
+        async move {
+            http.get(&ready)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        }
+    })
+    .await;
+    wait_until(Duration::from_secs(30), "8 deals in HubSpot", || {
+        let n = w.hs.objects("deals").len();
+        async move { n == 8 }
+    })
+    .await;
+    let pid = child.id().unwrap().to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("drains in time")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        w.dir.path().join("state.db").exists(),
+        "state path is relative to the config file"
+    );
+}

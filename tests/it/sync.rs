@@ -189,6 +189,7 @@ async fn an_unmappable_record_is_dead_lettered_and_the_rest_continue() {
 async fn a_bad_crm_token_keeps_writes_queued() {
     let w = World::seeded(3).await;
     let mut config = w.config();
+    #[allow(irrefutable_let_patterns)] // one variant today; more systems come
     if let prmsync::config::CrmConfig::HubSpot(h) = &mut config.crm {
         h.access_token = "wrong".to_owned().into();
     }

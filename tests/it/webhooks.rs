@@ -63,7 +63,8 @@ async fn hubspot_webhooks_are_verified_before_anything_is_stored() {
     )])
     .unwrap();
 
-    let cases: Vec<(&str, Vec<(&str, String)>, Vec<u8>, u16)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
         (
             "good signature",
             v3_headers(&url, &body, HS_SECRET, now()),
@@ -160,6 +161,7 @@ async fn oversized_bodies_are_refused() {
 async fn partnerstack_webhook_is_signed_and_syncs_the_deal() {
     let w = World::seeded(0).await;
     let mut config = w.config();
+    #[allow(irrefutable_let_patterns)] // one variant today; more systems come
     if let prmsync::config::PrmConfig::PartnerStack(p) = &mut config.prm {
         p.webhook_secret = Some("ps-hook-secret".to_owned().into());
     }
