@@ -261,8 +261,20 @@ pub async fn run(
     shutdown: CancellationToken,
     reload: Arc<Notify>,
 ) -> anyhow::Result<()> {
+    let deadline = config.daemon.shutdown_timeout;
     let daemon = Daemon::start(config, crate::engine::system_clock()).await?;
-    daemon.run(shutdown, reload).await;
+    {
+        let sync = daemon.run(shutdown.clone(), reload);
+        tokio::pin!(sync);
+        tokio::select! {
+            () = &mut sync => {}
+            () = async { shutdown.cancelled().await; tokio::time::sleep(deadline).await } => {
+                // Every step commits atomically, so an abandoned pass loses nothing: its changes
+                // stay in the inbox or outbox for the next start.
+                tracing::warn!(?deadline, "the sync pass did not finish before the shutdown deadline; stopping anyway");
+            }
+        }
+    }
     daemon.shutdown().await;
     Ok(())
 }

@@ -368,3 +368,186 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::Record;
+
+    fn deals() -> ObjectRef {
+        ObjectRef {
+            system: SystemKind::PartnerStack,
+            object: "deals".into(),
+        }
+    }
+
+    fn change(id: &str, ms: i64) -> Change {
+        Change::versioned(
+            deals(),
+            Record {
+                id: id.into(),
+                modified_ms: ms,
+                fields: json!({"key": id}).as_object().cloned().unwrap_or_default(),
+            },
+        )
+    }
+
+    fn write(source_id: &str, hash: &str) -> PlannedWrite {
+        PlannedWrite {
+            flow: "f".into(),
+            direction: Direction::ToTarget,
+            source_id: source_id.into(),
+            target_id: None,
+            system: SystemKind::HubSpot,
+            object: "deals".into(),
+            id_property: Some("prm_deal_id".into()),
+            payload: json!({"amount": hash})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            state_after: json!({"amount": hash})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            content_hash: format!("{hash:0>16}"),
+            mapping_version: "v1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn staging_is_idempotent_and_moves_the_cursor_with_the_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let cursor = Cursor {
+            modified_ms: 2,
+            id: "b".into(),
+        };
+        let n = store
+            .stage_changes(
+                vec![change("a", 1), change("b", 2)],
+                Some((deals(), cursor.clone())),
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
+        let again = store
+            .stage_changes(vec![change("b", 2)], None, 11)
+            .await
+            .unwrap();
+        assert_eq!(again, 0, "the same record version is staged once");
+        assert_eq!(store.cursor(deals()).await.unwrap(), Some(cursor));
+        assert_eq!(store.pending_inbox(10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_state_and_migrations_are_not_reapplied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .stage_changes(vec![change("a", 1)], None, 1)
+                .await
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let status = store.status(0).await.unwrap();
+        assert_eq!(status.inbox_pending, 1);
+        assert!(status.schema_version >= 1, "migrated");
+    }
+
+    #[tokio::test]
+    async fn a_completion_for_a_replaced_write_keeps_the_newer_one_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let plan = |w: PlannedWrite| PlanCommit {
+            writes: vec![w],
+            ..PlanCommit::default()
+        };
+        store.commit_plan(plan(write("d1", "1")), 0).await.unwrap();
+        let sent = store
+            .due_outbox(SystemKind::HubSpot, 0, 10)
+            .await
+            .unwrap()
+            .remove(0);
+        // A newer version is planned while the first is in flight.
+        store.commit_plan(plan(write("d1", "2")), 0).await.unwrap();
+        store
+            .complete_writes(
+                vec![WriteOutcome::Done {
+                    outbox_id: sent.id,
+                    idempotency_key: sent.write.idempotency_key(),
+                    target_id: "9001".into(),
+                    created: true,
+                }],
+                1,
+            )
+            .await
+            .unwrap();
+        let left = store.due_outbox(SystemKind::HubSpot, 10, 10).await.unwrap();
+        assert_eq!(left.len(), 1, "the newer write is still queued");
+        assert_eq!(left[0].write.payload.get("amount"), Some(&json!("2")));
+        // When the newer write lands, the link holds its state.
+        store
+            .complete_writes(
+                vec![WriteOutcome::Done {
+                    outbox_id: left[0].id,
+                    idempotency_key: left[0].write.idempotency_key(),
+                    target_id: "9001".into(),
+                    created: false,
+                }],
+                2,
+            )
+            .await
+            .unwrap();
+        let links = store
+            .links_by_source("f".into(), vec!["d1".into()])
+            .await
+            .unwrap();
+        assert_eq!(links[0].1.target_state.get("amount"), Some(&json!("2")));
+        assert_eq!(links[0].1.target_id.as_deref(), Some("9001"));
+        assert_eq!(store.status(0).await.unwrap().outbox_depth, 0);
+    }
+
+    #[tokio::test]
+    async fn a_dead_write_moves_to_the_dead_letters_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        store
+            .commit_plan(
+                PlanCommit {
+                    writes: vec![write("d1", "1")],
+                    ..PlanCommit::default()
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        let item = store
+            .due_outbox(SystemKind::HubSpot, 0, 10)
+            .await
+            .unwrap()
+            .remove(0);
+        store
+            .complete_writes(
+                vec![WriteOutcome::Dead {
+                    outbox_id: item.id,
+                    idempotency_key: item.write.idempotency_key(),
+                    error: "rejected: dealstage is not an option".into(),
+                }],
+                1,
+            )
+            .await
+            .unwrap();
+        let s = store.status(0).await.unwrap();
+        assert_eq!((s.outbox_depth, s.dead_letters), (0, 1));
+        assert!(
+            s.last_errors[0].contains("dealstage"),
+            "{:?}",
+            s.last_errors
+        );
+    }
+}
