@@ -31,7 +31,7 @@ pub fn run_examples(mapping: &Mapping) -> Vec<ExampleFailure> {
         let result = if ex.reverse {
             mapping.to_source(&ex.input)
         } else {
-            mapping.to_target(&ex.input, ex.op)
+            mapping.to_target_with(&ex.input, ex.op, &ex.lookups)
         };
         let fail = |message: String| ExampleFailure {
             file: mapping.file.clone(),
