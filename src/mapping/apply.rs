@@ -178,6 +178,36 @@ impl Mapping {
             .collect()
     }
 
+    /// For each flow that `lookup` transforms read, the distinct keys these source records carry:
+    /// what the engine prefetches from the store's links before applying the mapping.
+    pub fn lookup_keys<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a Map<String, Value>> + Clone,
+    ) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for (flow, path) in self.lookup_sources() {
+            let mut keys: Vec<String> = records
+                .clone()
+                .into_iter()
+                .filter_map(|r| match get_path(r, path)? {
+                    Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+                .collect();
+            match out.iter_mut().find(|(f, _)| f == flow) {
+                Some((_, existing)) => existing.append(&mut keys),
+                None => out.push((flow.to_owned(), keys)),
+            }
+        }
+        for (_, keys) in &mut out {
+            keys.sort();
+            keys.dedup();
+        }
+        out.retain(|(_, k)| !k.is_empty());
+        out
+    }
+
     /// The target fields this mapping reads back from the target (for pollers' field lists).
     pub fn target_fields(&self) -> Vec<String> {
         let mut v: Vec<String> = self.fields.iter().map(|f| f.target.clone()).collect();

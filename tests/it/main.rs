@@ -3,5 +3,6 @@
 
 mod cli;
 mod harness;
+mod mapping;
 mod sync;
 mod webhooks;

@@ -1,0 +1,282 @@
+//! Mapping files end to end: every deliberately broken fixture gives its own positioned error,
+//! `prmsync check` prints them all through the real binary, and every shipped mapping compiles and
+//! passes its examples.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use prmsync::mapping::{MappingSet, run_examples};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mappings-broken")
+}
+
+/// (file, line, column, key, a part of the message, a part of the hint)
+const BROKEN: &[(&str, usize, usize, &str, &str, &str)] = &[
+    (
+        "01-syntax-error.toml",
+        14,
+        23,
+        "(syntax)",
+        "invalid basic string",
+        "",
+    ),
+    (
+        "02-unknown-key.toml",
+        14,
+        1,
+        "(syntax)",
+        "unknown field `sorce`",
+        "docs/mappings.md",
+    ),
+    (
+        "03-unknown-system.toml",
+        9,
+        10,
+        "target.system",
+        "unknown system \"hubspott\"",
+        "known systems",
+    ),
+    (
+        "04-unknown-target-field.toml",
+        15,
+        10,
+        "field[0].target",
+        "hubspot/deals has no field \"dealnme\"",
+        "did you mean \"dealname\"?",
+    ),
+    (
+        "05-unknown-transform.toml",
+        16,
+        15,
+        "field[0].transforms[0]",
+        "unknown transform \"trimm\"",
+        "did you mean \"trim\"?",
+    ),
+    (
+        "06-default-type-mismatch.toml",
+        17,
+        11,
+        "field[0].default",
+        "\"many\" is not a whole number (the field's type is int)",
+        "",
+    ),
+    (
+        "07-const-type-mismatch.toml",
+        16,
+        9,
+        "field[0].const",
+        "\"next week\" is not a date",
+        "",
+    ),
+    (
+        "08-duplicate-target.toml",
+        19,
+        10,
+        "field[1].target",
+        "target field \"dealname\" is mapped twice",
+        "one [[field]] only",
+    ),
+    (
+        "09-both-without-owner.toml",
+        17,
+        13,
+        "field[0].direction",
+        "needs an owner",
+        "owner = \"source\"",
+    ),
+    (
+        "10-enum-not-covered.toml",
+        19,
+        10,
+        "field[0].values",
+        "does not cover the dealstage options qualifiedtobuy, presentationscheduled, decisionmakerboughtin, contractsent",
+        "unmapped = \"pass\"",
+    ),
+    (
+        "11-bad-timezone.toml",
+        17,
+        12,
+        "field[0].timezone",
+        "unknown time zone \"Europe/Berln\"",
+        "IANA",
+    ),
+    (
+        "12-template-to-source.toml",
+        17,
+        15,
+        "field[0].transforms[0]",
+        "cannot be reversed",
+        "to_target",
+    ),
+    (
+        "13-enum-bad-option.toml",
+        17,
+        10,
+        "field[0].values.won",
+        "\"closed_won\" is not an option of dealstage",
+        "did you mean \"closedwon\"?",
+    ),
+    (
+        "14-missing-external-id.toml",
+        8,
+        1,
+        "target.external_id",
+        "is required",
+        "upserts",
+    ),
+    (
+        "15-unknown-lookup-flow.toml",
+        16,
+        17,
+        "field prm_partner_key.transforms",
+        "lookup names flow \"partner-organisations\"",
+        "flows in this set",
+    ),
+    (
+        "16-bad-delete-policy.toml",
+        14,
+        10,
+        "delete.policy",
+        "needs a field and a value",
+        "prm_deleted",
+    ),
+    (
+        "17-bad-date-pattern.toml",
+        18,
+        15,
+        "field[0].transforms[0]",
+        "\"%d.%m.%Q\" is not a usable date pattern",
+        "strftime",
+    ),
+    (
+        "18-filter-two-tests.toml",
+        13,
+        1,
+        "filter[0]",
+        "exactly one of in, not_in, equals or present",
+        "",
+    ),
+    (
+        "19-salesforce-field-case.toml",
+        15,
+        10,
+        "field[0].target",
+        "salesforce/Opportunity has no field \"Stagename\"",
+        "did you mean \"StageName\"?",
+    ),
+    (
+        "20-bad-match-rule.toml",
+        19,
+        13,
+        "match.rule[0].normalise",
+        "unknown normalisation \"domains\"",
+        "exact, lower, email or domain",
+    ),
+];
+
+#[test]
+fn each_broken_fixture_gives_its_own_positioned_error() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(fixtures())
+        .expect("fixtures folder")
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    on_disk.sort();
+    let listed: Vec<String> = BROKEN.iter().map(|b| b.0.to_owned()).collect();
+    assert_eq!(on_disk, listed, "every fixture has a row in the table");
+    for &(file, line, column, key, message, hint) in BROKEN {
+        let text = std::fs::read_to_string(fixtures().join(file)).expect("read fixture");
+        let errors = MappingSet::compile(&[(file.to_owned(), text)])
+            .expect_err(file)
+            .0;
+        assert_eq!(errors.len(), 1, "{file}: {errors:?}");
+        let e = &errors[0];
+        assert_eq!(
+            (e.file.as_str(), e.line, e.column),
+            (file, line, column),
+            "{e}"
+        );
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.message.contains(message), "{file}: {e}");
+        assert!(
+            e.hint.as_deref().unwrap_or("").contains(hint),
+            "{file}: {e}"
+        );
+    }
+}
+
+#[test]
+fn check_prints_every_broken_fixture_and_exits_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("prmsync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_path = {:?}\nmappings_dir = {:?}\n\n\
+             [partnerstack]\nbase_url = \"http://127.0.0.1:9/api/v2\"\napi_key = {{ env = \"IT_PS_KEY\" }}\n\n\
+             [hubspot]\nbase_url = \"http://127.0.0.1:9\"\naccess_token = {{ env = \"IT_HS_TOKEN\" }}\n",
+            dir.path().join("state.db"),
+            fixtures(),
+        ),
+    )
+    .expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_prmsync"))
+        .arg("check")
+        .arg(&config)
+        .env("IT_PS_KEY", "k")
+        .env("IT_HS_TOKEN", "t")
+        .output()
+        .expect("run prmsync");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for &(file, line, column, key, ..) in BROKEN {
+        let at = format!(
+            "{}:{line}:{column}: {key}:",
+            fixtures().join(file).display()
+        );
+        assert!(stderr.contains(&at), "missing {at} in:\n{stderr}");
+    }
+    assert_eq!(stderr.lines().count(), BROKEN.len(), "{stderr}");
+    assert!(
+        !dir.path().join("state.db").exists(),
+        "check writes nothing"
+    );
+}
+
+#[test]
+fn every_shipped_mapping_compiles_and_passes_its_examples() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("mappings folder") {
+        let path = entry.expect("dir entry").path();
+        // The rules-of-engagement file lives here too but is not a flow mapping.
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if path.extension().is_some_and(|x| x == "toml")
+            && name.as_deref() != Some("rules-of-engagement.toml")
+        {
+            let text = std::fs::read_to_string(&path).expect("read mapping");
+            files.push((path.display().to_string(), text));
+        }
+    }
+    let set = MappingSet::compile(&files).unwrap_or_else(|e| panic!("{e}"));
+    assert!(set.mappings.len() >= 12, "{} mappings", set.mappings.len());
+    let mut examples = 0;
+    for m in &set.mappings {
+        assert!(
+            m.examples.len() >= 2,
+            "{} needs examples of its own",
+            m.file
+        );
+        examples += m.examples.len();
+        let failures = run_examples(m);
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+    assert!(examples >= 24);
+    let builtin = MappingSet::builtin().expect("built-in set compiles");
+    assert!(builtin.mappings.iter().all(|m| run_examples(m).is_empty()));
+}
