@@ -8,7 +8,9 @@ use serde_json::{Map, Value};
 use super::value::{FieldType, Val};
 use jiff::tz::TimeZone;
 
-use super::{Field, FieldDirection, Lookups, Mapping, Missing, Owner, Step, Unmapped, When};
+use super::{
+    Field, FieldDirection, Lookups, Mapping, Missing, Normalise, Owner, Step, Unmapped, When,
+};
 
 /// Whether the target record is being created or updated (some fields apply to one only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,9 +309,13 @@ fn forward_step(
         Step::Trim => map_text(v, |s| s.trim().to_owned()),
         Step::Lower => map_text(v, |s| s.to_lowercase()),
         Step::Upper => map_text(v, |s| s.to_uppercase()),
+        Step::Domain => match v {
+            Val::Str(s) => Normalise::Domain.apply(&s).map_or(Val::Null, Val::Str),
+            other => other,
+        },
         Step::Scale(n) => scale(v, *n)?,
         Step::Template(t) => Val::Str(render(t, &v, record)),
-        Step::Values { map, unmapped } => {
+        Step::Values { map, unmapped, .. } => {
             if v.is_blank() {
                 return Ok(v);
             }
@@ -335,7 +341,7 @@ fn forward_step(
 fn reverse_step(step: &Step, v: Val) -> Result<Val, String> {
     Ok(match step {
         // Case and whitespace changes have no inverse; the value goes back as the target has it.
-        Step::Trim | Step::Lower | Step::Upper => v,
+        Step::Trim | Step::Lower | Step::Upper | Step::Domain => v,
         Step::Scale(n) => scale(v, -*n)?,
         Step::Round(_) | Step::Decimals(_) => v,
         Step::Template(_)
@@ -343,17 +349,17 @@ fn reverse_step(step: &Step, v: Val) -> Result<Val, String> {
         | Step::ParseDate(_)
         | Step::ParseDateTime(_)
         | Step::Lookup { .. } => return Err("this transform cannot be reversed".into()),
-        Step::Values { map, unmapped } => {
+        Step::Values { unmapped, back, .. } => {
             if v.is_blank() {
                 return Ok(v);
             }
             let key = v.to_text();
-            match map.iter().find(|(_, to)| *to == key) {
-                Some((from, _)) => Val::Str(from.clone()),
+            match back.iter().find(|(to, _)| *to == key) {
+                Some((_, from)) => Val::Str(from.clone()),
                 None => match unmapped {
                     Unmapped::Pass => v,
                     Unmapped::Error | Unmapped::Default(_) => {
-                        let known: Vec<&str> = map.iter().map(|(_, t)| t.as_str()).collect();
+                        let known: Vec<&str> = back.iter().map(|(t, _)| t.as_str()).collect();
                         return Err(format!(
                             "value {key:?} is not in the value map (known: {})",
                             known.join(", ")

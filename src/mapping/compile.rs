@@ -94,6 +94,7 @@ struct RawField {
     #[serde(default)]
     transforms: Vec<Spanned<RawStep>>,
     values: Option<Spanned<BTreeMap<String, toml::Value>>>,
+    values_back: Option<Spanned<BTreeMap<String, String>>>,
     unmapped: Option<Spanned<String>>,
     default: Option<Spanned<toml::Value>>,
     #[serde(rename = "const")]
@@ -122,6 +123,8 @@ struct RawExample {
     input: toml::Table,
     expect: Option<toml::Table>,
     expect_error: Option<String>,
+    #[serde(default)]
+    expect_filtered: bool,
 }
 
 /// Errors for one file, positioned by byte offsets into its text.
@@ -733,9 +736,13 @@ fn field(
                 }
             }
             if reverse && unmapped == Unmapped::Error {
+                let back_keys: Vec<&String> = match &f.values_back {
+                    Some(b) => b.get_ref().keys().collect(),
+                    None => map.iter().map(|(_, to)| to).collect(),
+                };
                 let missing: Vec<&str> = options
                     .iter()
-                    .filter(|o| !map.iter().any(|(_, to)| to == *o))
+                    .filter(|o| !back_keys.iter().any(|to| to == *o))
                     .copied()
                     .collect();
                 if !missing.is_empty() {
@@ -752,7 +759,26 @@ fn field(
                 }
             }
         }
-        if reverse {
+        if let Some(b) = &f.values_back {
+            if !reverse {
+                errs.at(
+                    b.span(),
+                    &format!("{key}.values_back"),
+                    "values_back only applies to fields that flow to the source",
+                    None,
+                );
+            }
+            for (to, from) in b.get_ref() {
+                if !map.iter().any(|(f, _)| f == from) {
+                    errs.at(
+                        b.span(),
+                        &format!("{key}.values_back.{to}"),
+                        format!("{from:?} is not a source value of the values map"),
+                        Some("values_back maps target values to source values listed in values"),
+                    );
+                }
+            }
+        } else if reverse {
             let mut seen = HashSet::new();
             for (_, v) in &map {
                 if !seen.insert(v) {
@@ -765,7 +791,19 @@ fn field(
                 }
             }
         }
-        steps.push(Step::Values { map, unmapped });
+        let back = match &f.values_back {
+            Some(b) => b
+                .get_ref()
+                .iter()
+                .map(|(t, s)| (t.clone(), s.clone()))
+                .collect(),
+            None => map.iter().map(|(s, t)| (t.clone(), s.clone())).collect(),
+        };
+        steps.push(Step::Values {
+            map,
+            unmapped,
+            back,
+        });
     } else if let Some(u) = &f.unmapped {
         errs.at(
             u.span(),
@@ -852,7 +890,7 @@ fn field(
     })
 }
 
-const STEP_NAMES: &str = "trim, lower, upper, { scale = N }, { round = N }, { decimals = N }, \
+const STEP_NAMES: &str = "trim, lower, upper, domain, { scale = N }, { round = N }, { decimals = N }, \
 { template = \"...\" }, { format_date = \"%d.%m.%Y\" }, { parse_date = \"...\" }, \
 { parse_datetime = \"...\" }, { lookup = \"flow\", missing = \"error\"|\"blank\" }";
 
@@ -885,8 +923,9 @@ fn step(raw: &Spanned<RawStep>, key: &str, errs: &mut Errs<'_>) -> Option<Step> 
             "trim" => Some(Step::Trim),
             "lower" => Some(Step::Lower),
             "upper" => Some(Step::Upper),
+            "domain" => Some(Step::Domain),
             other => {
-                let names = ["trim", "lower", "upper"];
+                let names = ["trim", "lower", "upper", "domain"];
                 match schema::closest(other, &names) {
                     Some(c) => {
                         errs.at(
@@ -988,11 +1027,14 @@ fn example(raw: &Spanned<RawExample>, key: &str, errs: &mut Errs<'_>) -> Option<
             return None;
         }
     };
-    if e.expect.is_some() == e.expect_error.is_some() {
+    let outcomes = usize::from(e.expect.is_some())
+        + usize::from(e.expect_error.is_some())
+        + usize::from(e.expect_filtered);
+    if outcomes != 1 {
         errs.at(
             raw.span(),
             key,
-            "an example needs exactly one of expect or expect_error",
+            "an example needs exactly one of expect, expect_error or expect_filtered = true",
             None,
         );
         return None;
@@ -1016,6 +1058,7 @@ fn example(raw: &Spanned<RawExample>, key: &str, errs: &mut Errs<'_>) -> Option<
         input: to_map(&e.input),
         expect: e.expect.as_ref().map(to_map),
         expect_error: e.expect_error.clone(),
+        expect_filtered: e.expect_filtered,
     })
 }
 

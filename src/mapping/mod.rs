@@ -169,6 +169,8 @@ pub enum Step {
     Trim,
     Lower,
     Upper,
+    /// Reduce a URL or email address to its web domain (`https://www.Acme.example/x` -> `acme.example`).
+    Domain,
     /// Multiply a decimal by 10^n (e.g. -2 turns cents into currency units).
     Scale(i32),
     /// Text with `{field}` placeholders filled from the source record.
@@ -177,6 +179,9 @@ pub enum Step {
     Values {
         map: Vec<(String, String)>,
         unmapped: Unmapped,
+        /// Target value -> source value for the way back (the inverse of `map` unless the file
+        /// gives `values_back`).
+        back: Vec<(String, String)>,
     },
     /// Round a decimal to n places (half away from zero).
     Round(u32),
@@ -253,6 +258,8 @@ pub struct Example {
     pub input: serde_json::Map<String, serde_json::Value>,
     pub expect: Option<serde_json::Map<String, serde_json::Value>>,
     pub expect_error: Option<String>,
+    /// The flow's filter must refuse the input.
+    pub expect_filtered: bool,
 }
 
 /// One problem in a mapping file, with where it is.
