@@ -2,8 +2,8 @@
 //! the order in which they start and stop.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -51,11 +51,31 @@ pub fn active_mappings(config: &Config, set: &MappingSet) -> anyhow::Result<Vec<
     Ok(active)
 }
 
+/// What mapping reloads have done, for operators (logs, status) and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadStatus {
+    pub succeeded: u64,
+    /// Reloads refused because the new mapping set had errors; the old set kept running.
+    pub failed: u64,
+    /// Why the last refused reload was refused (every error, one per line).
+    pub last_error: Option<String>,
+    /// `flow@version` of the mappings in force.
+    pub versions: Vec<String>,
+}
+
+fn versions(mappings: &[Arc<Mapping>]) -> Vec<String> {
+    mappings
+        .iter()
+        .map(|m| format!("{}@{}", m.name, m.version))
+        .collect()
+}
+
 /// A started daemon: listener bound, store migrated, engine ready.
 #[derive(Debug)]
 pub struct Daemon {
     pub engine: Arc<Engine>,
     pub http_addr: SocketAddr,
+    reloads: Mutex<ReloadStatus>,
     config: Config,
     ready: Arc<AtomicBool>,
     wake: Arc<Notify>,
@@ -72,6 +92,10 @@ impl Daemon {
         })?;
         let set = load_mappings(&config).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
         let mappings = active_mappings(&config, &set)?;
+        let reloads = Mutex::new(ReloadStatus {
+            versions: versions(&mappings),
+            ..ReloadStatus::default()
+        });
         let http = http_client(config.daemon.request_timeout);
         let (prm, hubspot_secret, partnerstack_secret) = match &config.prm {
             PrmConfig::PartnerStack(p) => {
@@ -148,6 +172,7 @@ impl Daemon {
         Ok(Daemon {
             engine,
             http_addr,
+            reloads,
             config,
             ready,
             wake,
@@ -191,26 +216,38 @@ impl Daemon {
         }
     }
 
-    /// Recompiles the mapping set; swaps it in only if all of it compiles (between passes).
+    /// Recompiles the mapping set; swaps it in only if all of it compiles (between passes: the
+    /// engine reads its mappings once at the start of each pass).
     pub fn reload(&self) {
         notify(&[sd_notify::NotifyState::Reloading, monotonic()]);
-        match load_mappings(&self.config)
+        let result = load_mappings(&self.config)
             .map_err(|e| anyhow::anyhow!("{e}"))
-            .and_then(|set| active_mappings(&self.config, &set))
-        {
+            .and_then(|set| active_mappings(&self.config, &set));
+        let mut status = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
             Ok(m) => {
-                let names: Vec<String> = m
-                    .iter()
-                    .map(|m| format!("{}@{}", m.name, m.version))
-                    .collect();
+                status.succeeded += 1;
+                status.versions = versions(&m);
                 self.engine.set_mappings(m);
-                tracing::info!(mappings = ?names, "mappings reloaded");
+                tracing::info!(mappings = ?status.versions, reloads_ok = status.succeeded, "mappings reloaded");
             }
             Err(e) => {
-                tracing::error!(error = %e, "reload refused: the running mappings stay in force")
+                status.failed += 1;
+                let why = format!("{e:#}").trim_end().to_owned();
+                tracing::error!(error = %why, reloads_failed = status.failed, running = ?status.versions, "reload refused: the running mappings stay in force");
+                status.last_error = Some(why);
             }
         }
+        drop(status);
         notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    /// Counts and last error of mapping reloads, and the versions in force.
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.reloads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Runs sync passes until nothing is left to do (the demo and tests use this).

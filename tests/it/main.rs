@@ -2,6 +2,8 @@
 //! 127.0.0.1, and the real `prmsync` binary for CLI behaviour.
 
 mod cli;
+// Helpers are shared by every test module; not each branch uses all of them.
+#[allow(dead_code, unused_imports)]
 mod harness;
 mod mapping;
 mod sync;

@@ -5,7 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use prmsync::app::Daemon;
+use prmsync::engine::system_clock;
 use prmsync::mapping::{MappingSet, run_examples};
+use prmsync::sim::seed;
+use serde_json::json;
+
+use crate::harness::World;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mappings-broken")
@@ -279,4 +285,114 @@ fn every_shipped_mapping_compiles_and_passes_its_examples() {
     assert!(examples >= 36);
     let builtin = MappingSet::builtin().expect("built-in set compiles");
     assert!(builtin.mappings.iter().all(|m| run_examples(m).is_empty()));
+}
+
+const DEALS_V1: &str = include_str!("../../mappings/partnerstack-hubspot-deals.toml");
+
+/// Written rows per mapping version, from the ledger in the state file.
+fn written_by_version(state: &Path) -> Vec<(String, i64)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open state read-only");
+    let mut stmt = conn
+        .prepare(
+            "SELECT mapping_version, count(*) FROM ledger
+             WHERE action IN ('created', 'updated') GROUP BY mapping_version ORDER BY 2 DESC",
+        )
+        .expect("prepare");
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+fn dealname(world: &World, key: &str) -> String {
+    world
+        .hs
+        .find("deals", "prm_deal_id", key)
+        .and_then(|d| {
+            d.get("dealname")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_reload_keeps_the_old_mapping_and_a_fixed_one_applies_on_the_next_pass() {
+    let world = World::seeded(10).await;
+    let dir = world.dir.path().join("mappings");
+    std::fs::create_dir(&dir).expect("mappings dir");
+    let file = dir.join("deals.toml");
+    std::fs::write(&file, DEALS_V1).expect("write v1");
+    let mut config = world.config();
+    config.daemon.mappings_dir = Some(dir.clone());
+    let daemon = Daemon::start(config, system_clock())
+        .await
+        .expect("daemon starts");
+    daemon.run_until_idle().await.expect("first sync");
+    assert_eq!(world.hs.objects("deals").len(), 10);
+    let v1 = daemon.reload_status().versions;
+
+    // Mid-sync: five more registrations arrive and an admin saves a broken mapping.
+    for d in seed::deals(15, 5).into_iter().skip(10) {
+        world.ps.upsert_deal(d);
+    }
+    let broken = DEALS_V1.replacen("source = \"amount\"", "sorce = \"amount\"", 1);
+    let line = broken
+        .lines()
+        .position(|l| l.starts_with("sorce"))
+        .expect("typo line")
+        + 1;
+    std::fs::write(&file, broken).expect("write broken");
+    daemon.reload();
+    let status = daemon.reload_status();
+    assert_eq!((status.succeeded, status.failed), (0, 1));
+    let why = status.last_error.expect("the refusal says why");
+    assert!(why.contains(&format!("deals.toml:{line}:1")), "{why}");
+    assert!(why.contains("unknown field `sorce`"), "{why}");
+    assert_eq!(status.versions, v1, "the old mappings stay in force");
+
+    daemon
+        .run_until_idle()
+        .await
+        .expect("sync with the old mapping");
+    assert_eq!(world.hs.objects("deals").len(), 15, "nothing is lost");
+    assert!(dealname(&world, "deal_13").ends_with("(partner registration)"));
+
+    // The admin fixes it with a new dealname template; the next pass uses it.
+    std::fs::write(
+        &file,
+        DEALS_V1.replace("(partner registration)", "(registered by a partner)"),
+    )
+    .expect("write v2");
+    daemon.reload();
+    let status = daemon.reload_status();
+    assert_eq!((status.succeeded, status.failed), (1, 1));
+    assert_ne!(status.versions, v1);
+    let mut deal = world.ps.deal("deal_3").expect("deal_3");
+    deal.insert("account_name".into(), json!("Renamed Co"));
+    world.ps.upsert_deal(deal);
+    daemon
+        .run_until_idle()
+        .await
+        .expect("sync with the new mapping");
+    assert_eq!(
+        dealname(&world, "deal_3"),
+        "Renamed Co (registered by a partner)"
+    );
+    assert!(dealname(&world, "deal_4").ends_with("(partner registration)"));
+
+    // The ledger says which mapping version wrote what.
+    let v1_hash = v1[0].split_once('@').expect("flow@version").1.to_owned();
+    let v2_hash = status.versions[0]
+        .split_once('@')
+        .expect("flow@version")
+        .1
+        .to_owned();
+    assert_eq!(
+        written_by_version(&world.state_path()),
+        vec![(v1_hash, 15), (v2_hash, 1)]
+    );
+    daemon.shutdown().await;
 }
