@@ -14,10 +14,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, CrmConfig, PrmConfig};
 use crate::connector::{Connector, http_client, hubspot::HubSpot, partnerstack::PartnerStack};
+use crate::engine::dryrun::{self, FlowPlan};
 use crate::engine::{Clock, Engine, EngineSettings, RetryPolicy, TickReport};
 use crate::mapping::{Mapping, MappingErrors, MappingSet};
 use crate::model::SystemKind;
-use crate::store::Store;
+use crate::store::{ReadOnlyStore, Store};
 use crate::webhook::{self, WebhookState};
 
 /// How far back each poll re-reads (vendor search indexes lag behind writes).
@@ -70,6 +71,64 @@ fn versions(mappings: &[Arc<Mapping>]) -> Vec<String> {
         .collect()
 }
 
+/// The configured PRM and CRM connectors (no request is made yet).
+pub fn connectors(config: &Config) -> anyhow::Result<(Connector, Connector)> {
+    let http = http_client(config.daemon.request_timeout);
+    let prm = match &config.prm {
+        PrmConfig::PartnerStack(p) => {
+            require(p.api_key.expose_secret(), "partnerstack.api_key")?;
+            Connector::PartnerStack(PartnerStack::new(
+                http.clone(),
+                p.base_url.clone(),
+                p.api_key.clone(),
+            ))
+        }
+    };
+    let crm = match &config.crm {
+        CrmConfig::HubSpot(h) => {
+            require(h.access_token.expose_secret(), "hubspot.access_token")?;
+            Connector::HubSpot(HubSpot::new(
+                http,
+                h.base_url.clone(),
+                h.access_token.clone(),
+            ))
+        }
+    };
+    Ok((prm, crm))
+}
+
+/// `prmsync plan`: a dry run of the active flows (or one, by name) against the state file and the
+/// live systems. Only reads: the state file is opened read-only and no vendor write is made.
+pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<FlowPlan>> {
+    let set = load_mappings(config).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
+    let mut mappings = active_mappings(config, &set)?;
+    if let Some(name) = flow {
+        mappings.retain(|m| m.name == name);
+        if mappings.is_empty() {
+            let names: Vec<&str> = set.mappings.iter().map(|m| m.name.as_str()).collect();
+            bail!(
+                "no active flow is named {name:?}; flows: {}",
+                names.join(", ")
+            );
+        }
+    }
+    let (prm, crm) = connectors(config)?;
+    let path = &config.daemon.state_path;
+    let state = if path.exists() {
+        Some(
+            ReadOnlyStore::open(path)
+                .with_context(|| format!("opening state file {} read-only", path.display()))?,
+        )
+    } else {
+        None
+    };
+    let retry = RetryPolicy {
+        max_attempts: config.daemon.max_attempts,
+        ..RetryPolicy::default()
+    };
+    Ok(dryrun::plan_flows(&[&prm, &crm], &mappings, state.as_ref(), &retry).await?)
+}
+
 /// A started daemon: listener bound, store migrated, engine ready.
 #[derive(Debug)]
 pub struct Daemon {
@@ -96,33 +155,12 @@ impl Daemon {
             versions: versions(&mappings),
             ..ReloadStatus::default()
         });
-        let http = http_client(config.daemon.request_timeout);
-        let (prm, hubspot_secret, partnerstack_secret) = match &config.prm {
-            PrmConfig::PartnerStack(p) => {
-                require(p.api_key.expose_secret(), "partnerstack.api_key")?;
-                (
-                    Connector::PartnerStack(PartnerStack::new(
-                        http.clone(),
-                        p.base_url.clone(),
-                        p.api_key.clone(),
-                    )),
-                    None,
-                    p.webhook_secret.clone(),
-                )
-            }
+        let (prm, crm) = connectors(&config)?;
+        let partnerstack_secret = match &config.prm {
+            PrmConfig::PartnerStack(p) => p.webhook_secret.clone(),
         };
-        let (crm, hubspot_secret) = match &config.crm {
-            CrmConfig::HubSpot(h) => {
-                require(h.access_token.expose_secret(), "hubspot.access_token")?;
-                (
-                    Connector::HubSpot(HubSpot::new(
-                        http.clone(),
-                        h.base_url.clone(),
-                        h.access_token.clone(),
-                    )),
-                    h.client_secret.clone().or(hubspot_secret),
-                )
-            }
+        let hubspot_secret = match &config.crm {
+            CrmConfig::HubSpot(h) => h.client_secret.clone(),
         };
         let settings = EngineSettings {
             batch_size: config.daemon.batch_size,

@@ -1,6 +1,7 @@
 //! The engine: pollers stage changes, the planner decides, outbox writers deliver. One `tick` runs
 //! each step once; the daemon loop in `app` calls it on a timer and when webhooks arrive.
 
+pub mod dryrun;
 pub mod plan;
 mod retry;
 

@@ -396,3 +396,141 @@ async fn a_broken_reload_keeps_the_old_mapping_and_a_fixed_one_applies_on_the_ne
     );
     daemon.shutdown().await;
 }
+
+/// Every row of every table in the state file, read read-only: the state's logical content.
+fn state_rows(state: &Path) -> Vec<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open state read-only");
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("tables")
+        .collect::<Result<_, _>>()
+        .expect("table names");
+    let mut out = Vec::new();
+    for t in tables {
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM \"{t}\""))
+            .expect("select");
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| r.get::<_, rusqlite::types::Value>(i))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .expect("rows");
+        for row in rows {
+            out.push(format!("{t}: {:?}", row.expect("row")));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_counts_what_would_happen_and_writes_nothing() {
+    let world = World::seeded(12).await;
+    let daemon = world.daemon().await;
+    daemon.run_until_idle().await.expect("first sync");
+    daemon.shutdown().await;
+    assert_eq!(world.hs.objects("deals").len(), 12);
+
+    // Since the sync: 3 new registrations, 2 edited, a new one with a stage the mapping does not
+    // know, and an existing one that lost its partner (both refused by the mapping).
+    for d in seed::deals(15, 5).into_iter().skip(12) {
+        world.ps.upsert_deal(d);
+    }
+    for key in ["deal_1", "deal_2"] {
+        let mut d = world.ps.deal(key).expect("deal");
+        d.insert("amount".into(), json!(4_200_000));
+        world.ps.upsert_deal(d);
+    }
+    let mut odd = world.ps.deal("deal_5").expect("deal_5");
+    odd.insert("key".into(), json!("deal_99"));
+    odd.insert("stage".into(), json!("pending_legal"));
+    world.ps.upsert_deal(odd);
+    let mut orphan = world.ps.deal("deal_6").expect("deal_6");
+    orphan.remove("partner_key");
+    world.ps.upsert_deal(orphan);
+
+    let config = world.dir.path().join("prmsync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_path = {:?}\n\n\
+             [partnerstack]\nbase_url = {:?}\napi_key = {{ env = \"IT_PS_KEY\" }}\n\n\
+             [hubspot]\nbase_url = {:?}\naccess_token = {{ env = \"IT_HS_TOKEN\" }}\n",
+            world.state_path(),
+            world.ps_server.url("/api/v2").as_str(),
+            world.hs_server.url("").as_str(),
+        ),
+    )
+    .expect("write config");
+    let hs_before = world.hs.stats();
+    let ps_before = world.ps.stats();
+    let rows_before = state_rows(&world.state_path());
+    assert!(
+        rows_before.len() > 12,
+        "the first sync left links and a ledger"
+    );
+
+    // The simulators run on this runtime, so the blocking child process gets its own thread.
+    let cfg = config.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_prmsync"))
+            .args(["plan", "--json", "--flow", "deal-registration", "--config"])
+            .arg(&cfg)
+            .env("IT_PS_KEY", crate::harness::PS_KEY)
+            .env("IT_HS_TOKEN", crate::harness::HS_TOKEN)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run prmsync plan");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let plans: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let p = &plans[0];
+    assert_eq!(p["flow"], "deal-registration");
+    let count = |k: &str| p[k].as_u64().unwrap_or(u64::MAX);
+    assert_eq!(count("read"), 16);
+    assert_eq!(count("would_create"), 3);
+    assert_eq!(count("would_update"), 2);
+    assert_eq!(count("would_fail_mapping"), 2);
+    assert_eq!(count("skip_unchanged"), 9);
+    let failing: Vec<&str> = p["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .filter(|s| s["outcome"] == "would_fail_mapping")
+        .map(|s| s["detail"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        failing.iter().any(|d| d.contains("pending_legal")),
+        "{failing:?}"
+    );
+
+    let hs_after = world.hs.stats();
+    assert_eq!(
+        (hs_after.batch_upserts, hs_after.created, hs_after.updated),
+        (
+            hs_before.batch_upserts,
+            hs_before.created,
+            hs_before.updated
+        ),
+        "no HubSpot write"
+    );
+    assert_eq!(
+        world.ps.stats().patches,
+        ps_before.patches,
+        "no PartnerStack write"
+    );
+    assert!(
+        state_rows(&world.state_path()) == rows_before,
+        "the state file is untouched"
+    );
+    assert_eq!(world.hs.objects("deals").len(), 12);
+}
