@@ -8,6 +8,9 @@ mod filter;
 pub mod schema;
 pub mod value;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
@@ -363,11 +366,13 @@ impl MappingSet {
                 hint: Some("daemon.mappings_dir must be a readable folder".into()),
             }])
         };
-        let mut paths: Vec<_> = std::fs::read_dir(dir)
-            .map_err(io_err)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
+        let mut paths = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io_err)? {
+            let path = entry.map_err(io_err)?.path();
+            if path.extension().is_some_and(|x| x == "toml") {
+                paths.push(path);
+            }
+        }
         paths.sort();
         let mut files = Vec::new();
         for p in paths {
