@@ -2,8 +2,8 @@
 //! the order in which they start and stop.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -14,10 +14,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, CrmConfig, PrmConfig};
 use crate::connector::{Connector, http_client, hubspot::HubSpot, partnerstack::PartnerStack};
+use crate::engine::dryrun::{self, FlowPlan};
 use crate::engine::{Clock, Engine, EngineSettings, RetryPolicy, TickReport};
 use crate::mapping::{Mapping, MappingErrors, MappingSet};
 use crate::model::SystemKind;
-use crate::store::Store;
+use crate::store::{ReadOnlyStore, Store};
 use crate::webhook::{self, WebhookState};
 
 /// How far back each poll re-reads (vendor search indexes lag behind writes).
@@ -51,11 +52,89 @@ pub fn active_mappings(config: &Config, set: &MappingSet) -> anyhow::Result<Vec<
     Ok(active)
 }
 
+/// What mapping reloads have done, for operators (logs, status) and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadStatus {
+    pub succeeded: u64,
+    /// Reloads refused because the new mapping set had errors; the old set kept running.
+    pub failed: u64,
+    /// Why the last refused reload was refused (every error, one per line).
+    pub last_error: Option<String>,
+    /// `flow@version` of the mappings in force.
+    pub versions: Vec<String>,
+}
+
+fn versions(mappings: &[Arc<Mapping>]) -> Vec<String> {
+    mappings
+        .iter()
+        .map(|m| format!("{}@{}", m.name, m.version))
+        .collect()
+}
+
+/// The configured PRM and CRM connectors (no request is made yet).
+pub fn connectors(config: &Config) -> anyhow::Result<(Connector, Connector)> {
+    let http = http_client(config.daemon.request_timeout);
+    let prm = match &config.prm {
+        PrmConfig::PartnerStack(p) => {
+            require(p.api_key.expose_secret(), "partnerstack.api_key")?;
+            Connector::PartnerStack(PartnerStack::new(
+                http.clone(),
+                p.base_url.clone(),
+                p.api_key.clone(),
+            ))
+        }
+    };
+    let crm = match &config.crm {
+        CrmConfig::HubSpot(h) => {
+            require(h.access_token.expose_secret(), "hubspot.access_token")?;
+            Connector::HubSpot(HubSpot::new(
+                http,
+                h.base_url.clone(),
+                h.access_token.clone(),
+            ))
+        }
+    };
+    Ok((prm, crm))
+}
+
+/// `prmsync plan`: a dry run of the active flows (or one, by name) against the state file and the
+/// live systems. Only reads: the state file is opened read-only and no vendor write is made.
+pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<FlowPlan>> {
+    let set = load_mappings(config).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
+    let mut mappings = active_mappings(config, &set)?;
+    if let Some(name) = flow {
+        mappings.retain(|m| m.name == name);
+        if mappings.is_empty() {
+            let names: Vec<&str> = set.mappings.iter().map(|m| m.name.as_str()).collect();
+            bail!(
+                "no active flow is named {name:?}; flows: {}",
+                names.join(", ")
+            );
+        }
+    }
+    let (prm, crm) = connectors(config)?;
+    let path = &config.daemon.state_path;
+    let state = if path.exists() {
+        Some(
+            ReadOnlyStore::open(path)
+                .with_context(|| format!("opening state file {} read-only", path.display()))?,
+        )
+    } else {
+        None
+    };
+    let retry = RetryPolicy {
+        max_attempts: config.daemon.max_attempts,
+        ..RetryPolicy::default()
+    };
+    Ok(dryrun::plan_flows(&[&prm, &crm], &mappings, state.as_ref(), &retry).await?)
+}
+
 /// A started daemon: listener bound, store migrated, engine ready.
 #[derive(Debug)]
 pub struct Daemon {
     pub engine: Arc<Engine>,
     pub http_addr: SocketAddr,
+    reloads: Mutex<ReloadStatus>,
     config: Config,
     ready: Arc<AtomicBool>,
     wake: Arc<Notify>,
@@ -72,33 +151,16 @@ impl Daemon {
         })?;
         let set = load_mappings(&config).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
         let mappings = active_mappings(&config, &set)?;
-        let http = http_client(config.daemon.request_timeout);
-        let (prm, hubspot_secret, partnerstack_secret) = match &config.prm {
-            PrmConfig::PartnerStack(p) => {
-                require(p.api_key.expose_secret(), "partnerstack.api_key")?;
-                (
-                    Connector::PartnerStack(PartnerStack::new(
-                        http.clone(),
-                        p.base_url.clone(),
-                        p.api_key.clone(),
-                    )),
-                    None,
-                    p.webhook_secret.clone(),
-                )
-            }
+        let reloads = Mutex::new(ReloadStatus {
+            versions: versions(&mappings),
+            ..ReloadStatus::default()
+        });
+        let (prm, crm) = connectors(&config)?;
+        let partnerstack_secret = match &config.prm {
+            PrmConfig::PartnerStack(p) => p.webhook_secret.clone(),
         };
-        let (crm, hubspot_secret) = match &config.crm {
-            CrmConfig::HubSpot(h) => {
-                require(h.access_token.expose_secret(), "hubspot.access_token")?;
-                (
-                    Connector::HubSpot(HubSpot::new(
-                        http.clone(),
-                        h.base_url.clone(),
-                        h.access_token.clone(),
-                    )),
-                    h.client_secret.clone().or(hubspot_secret),
-                )
-            }
+        let hubspot_secret = match &config.crm {
+            CrmConfig::HubSpot(h) => h.client_secret.clone(),
         };
         let settings = EngineSettings {
             batch_size: config.daemon.batch_size,
@@ -148,6 +210,7 @@ impl Daemon {
         Ok(Daemon {
             engine,
             http_addr,
+            reloads,
             config,
             ready,
             wake,
@@ -191,26 +254,38 @@ impl Daemon {
         }
     }
 
-    /// Recompiles the mapping set; swaps it in only if all of it compiles (between passes).
+    /// Recompiles the mapping set; swaps it in only if all of it compiles (between passes: the
+    /// engine reads its mappings once at the start of each pass).
     pub fn reload(&self) {
         notify(&[sd_notify::NotifyState::Reloading, monotonic()]);
-        match load_mappings(&self.config)
+        let result = load_mappings(&self.config)
             .map_err(|e| anyhow::anyhow!("{e}"))
-            .and_then(|set| active_mappings(&self.config, &set))
-        {
+            .and_then(|set| active_mappings(&self.config, &set));
+        let mut status = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
             Ok(m) => {
-                let names: Vec<String> = m
-                    .iter()
-                    .map(|m| format!("{}@{}", m.name, m.version))
-                    .collect();
+                status.succeeded += 1;
+                status.versions = versions(&m);
                 self.engine.set_mappings(m);
-                tracing::info!(mappings = ?names, "mappings reloaded");
+                tracing::info!(mappings = ?status.versions, reloads_ok = status.succeeded, "mappings reloaded");
             }
             Err(e) => {
-                tracing::error!(error = %e, "reload refused: the running mappings stay in force")
+                status.failed += 1;
+                let why = format!("{e:#}").trim_end().to_owned();
+                tracing::error!(error = %why, reloads_failed = status.failed, running = ?status.versions, "reload refused: the running mappings stay in force");
+                status.last_error = Some(why);
             }
         }
+        drop(status);
         notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    /// Counts and last error of mapping reloads, and the versions in force.
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.reloads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Runs sync passes until nothing is left to do (the demo and tests use this).

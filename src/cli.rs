@@ -38,6 +38,20 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Dry run: what each flow would create, update, skip or fail, from the state file and the
+    /// live systems. Only reads; writes nothing anywhere.
+    #[command(after_help = EXIT_CODES)]
+    Plan {
+        /// The config file.
+        #[arg(long, short, env = "PRMSYNC_CONFIG")]
+        config: PathBuf,
+        /// Only this flow (a mapping's name).
+        #[arg(long)]
+        flow: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show cursors, queue depths, dead letters and recent errors from the state file.
     #[command(after_help = EXIT_CODES)]
     Status {

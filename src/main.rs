@@ -29,6 +29,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Plan { config, flow, json } => plan_cmd(&config, flow.as_deref(), json),
         Command::Status {
             config,
             state,
@@ -161,6 +162,34 @@ fn check(path: &Path) -> ExitCode {
         set.mappings.len()
     );
     ExitCode::SUCCESS
+}
+
+fn plan_cmd(path: &Path, flow: Option<&str>, json: bool) -> ExitCode {
+    telemetry::init(LogFormat::Human, "warn");
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match runtime().and_then(|rt| rt.block_on(app::plan(&config, flow))) {
+        Ok(plans) if json => match serde_json::to_string_pretty(&plans) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        },
+        Ok(plans) => {
+            print!("{}", prmsync::engine::dryrun::render(&plans));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("plan failed: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
 }
 
 fn status_cmd(config: Option<&Path>, state: Option<&Path>, json: bool) -> ExitCode {

@@ -1,6 +1,7 @@
 //! The engine: pollers stage changes, the planner decides, outbox writers deliver. One `tick` runs
 //! each step once; the daemon loop in `app` calls it on a timer and when webhooks arrive.
 
+pub mod dryrun;
 pub mod plan;
 mod retry;
 
@@ -9,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::connector::{Connector, ConnectorError, WriteRequest, after_cursor};
-use crate::mapping::Mapping;
+use crate::mapping::{Lookups, Mapping};
 use crate::model::{Change, ChangeKind, Cursor, ObjectRef, SystemKind};
 use crate::store::{PlanCommit, Store, StoreError, WriteOutcome};
 pub use retry::RetryPolicy;
@@ -247,6 +248,10 @@ impl Engine {
                 .iter()
                 .filter(|i| i.change.object == m.source && i.change.kind == ChangeKind::Upsert)
                 .collect();
+            let deleted: Vec<_> = items
+                .iter()
+                .filter(|i| i.change.object == m.source && i.change.kind == ChangeKind::Delete)
+                .collect();
             let reverse: Vec<_> = items
                 .iter()
                 .filter(|i| i.change.object == m.target && i.change.kind == ChangeKind::Upsert)
@@ -254,6 +259,7 @@ impl Engine {
                 .collect();
             let mut ids: Vec<String> = forward.iter().map(|i| i.change.record.id.clone()).collect();
             ids.extend(reverse.iter().map(|(sid, _)| sid.clone()));
+            ids.extend(deleted.iter().map(|i| i.change.record.id.clone()));
             ids.sort();
             ids.dedup();
             if ids.is_empty() {
@@ -265,14 +271,31 @@ impl Engine {
                 .await?
                 .into_iter()
                 .collect();
+            let mut lookups = Lookups::default();
+            for (flow, keys) in m.lookup_keys(forward.iter().map(|i| &i.change.record.fields)) {
+                for (sid, link) in self.store.links_by_source(flow.clone(), keys).await? {
+                    if let Some(tid) = link.target_id {
+                        lookups.insert(&flow, sid, tid);
+                    }
+                }
+            }
             // Within a batch, later decisions see earlier ones' link observations.
             let mut links = links;
             for item in forward {
-                let d = plan::forward(m, &item.change.record, links.get(&item.change.record.id));
+                let d = plan::forward_with(
+                    m,
+                    &item.change.record,
+                    links.get(&item.change.record.id),
+                    &lookups,
+                );
                 if let Some(o) = &d.observation {
                     links.entry(o.source_id.clone()).or_default().source_state = o.state.clone();
                 }
                 push(&mut commit, d);
+            }
+            for item in deleted {
+                let id = &item.change.record.id;
+                push(&mut commit, plan::delete(m, id, links.get(id)));
             }
             for (sid, item) in reverse {
                 let d = plan::reverse(m, &item.change.record, &sid, links.get(&sid));

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::mapping::{Mapping, Op};
+use crate::mapping::{DeletePolicy, Lookups, Mapping, Op};
 use crate::model::{Direction, Record, content_hash};
 use crate::store::{DeadLetter, LedgerEntry, Link, LinkObservation, PlannedWrite};
 
@@ -22,6 +22,9 @@ pub mod action {
     pub const UNCHANGED: &str = "skip_unchanged";
     pub const UNLINKED: &str = "skip_unlinked";
     pub const MAPPING_FAILED: &str = "mapping_failed";
+    pub const FILTERED: &str = "skip_filtered";
+    pub const DELETE_IGNORED: &str = "skip_delete";
+    pub const DELETE_FAILED: &str = "delete_failed";
 }
 
 /// The entries of `desired` that differ from `known`.
@@ -60,6 +63,24 @@ fn ledger(
 
 /// A source record changed: plan the write toward the target.
 pub fn forward(m: &Mapping, rec: &Record, link: Option<&Link>) -> Decision {
+    forward_with(m, rec, link, &Lookups::NONE)
+}
+
+/// [`forward`] with the other flows' links that the mapping's `lookup` transforms read.
+pub fn forward_with(m: &Mapping, rec: &Record, link: Option<&Link>, lookups: &Lookups) -> Decision {
+    if !m.accepts(&rec.fields) {
+        let target_id = link.and_then(|l| l.target_id.as_deref());
+        return Decision {
+            ledger: Some(ledger(
+                m,
+                Direction::ToTarget,
+                &rec.id,
+                target_id,
+                action::FILTERED,
+            )),
+            ..Decision::default()
+        };
+    }
     let empty = Link::default();
     let link = link.unwrap_or(&empty);
     let op = if link.target_id.is_none() && link.target_state.is_empty() {
@@ -75,7 +96,7 @@ pub fn forward(m: &Mapping, rec: &Record, link: Option<&Link>) -> Decision {
         state: source_state,
     });
     let target_id = link.target_id.as_deref();
-    let desired = match m.to_target(&rec.fields, op) {
+    let desired = match m.to_target_with(&rec.fields, op, lookups) {
         Ok(d) => d,
         Err(e) => {
             let mut l = ledger(
@@ -144,6 +165,88 @@ pub fn forward(m: &Mapping, rec: &Record, link: Option<&Link>) -> Decision {
         ledger: Some(l),
         observation,
         dead_letter: None,
+    }
+}
+
+/// A source record was deleted: apply the flow's delete policy to its linked target record.
+pub fn delete(m: &Mapping, source_id: &str, link: Option<&Link>) -> Decision {
+    let target_id = link.and_then(|l| l.target_id.as_deref());
+    let skip = |detail: &str| {
+        let mut l = ledger(
+            m,
+            Direction::ToTarget,
+            source_id,
+            target_id,
+            action::DELETE_IGNORED,
+        );
+        l.detail = Some(detail.to_owned());
+        Decision {
+            ledger: Some(l),
+            ..Decision::default()
+        }
+    };
+    let (Some(link), Some(tid)) = (link, target_id) else {
+        return skip("no linked target record");
+    };
+    match &m.on_delete {
+        DeletePolicy::Ignore => skip("delete policy: ignore"),
+        DeletePolicy::Flag { field, value } => {
+            let mut payload = Map::new();
+            payload.insert(field.clone(), value.clone());
+            if link.target_state.get(field) == Some(value) {
+                return skip("already flagged");
+            }
+            let hash = content_hash(&payload);
+            let mut l = ledger(m, Direction::ToTarget, source_id, target_id, action::QUEUED);
+            l.content_hash = Some(hash.clone());
+            l.detail = Some(format!("source deleted; flag {field}"));
+            Decision {
+                write: Some(PlannedWrite {
+                    flow: m.name.clone(),
+                    direction: Direction::ToTarget,
+                    source_id: source_id.to_owned(),
+                    target_id: Some(tid.to_owned()),
+                    system: m.target.system,
+                    object: m.target.object.clone(),
+                    id_property: Some(m.external_id.clone()),
+                    state_after: merged(&link.target_state, &payload),
+                    payload,
+                    content_hash: hash,
+                    mapping_version: m.version.clone(),
+                }),
+                ledger: Some(l),
+                ..Decision::default()
+            }
+        }
+        DeletePolicy::Propagate => {
+            // No connector deletes yet: park it where an operator sees it, and lose nothing.
+            let reason = format!(
+                "source record deleted; deleting {} record {tid} is not supported by the {} connector yet",
+                m.target.object, m.target.system
+            );
+            let mut l = ledger(
+                m,
+                Direction::ToTarget,
+                source_id,
+                target_id,
+                action::DELETE_FAILED,
+            );
+            l.detail = Some(reason.clone());
+            Decision {
+                dead_letter: Some(DeadLetter {
+                    origin: "inbox",
+                    flow: Some(m.name.clone()),
+                    system: m.target.system,
+                    object: m.target.object.clone(),
+                    record_id: tid.to_owned(),
+                    payload: Value::Null,
+                    reason,
+                    attempts: 0,
+                }),
+                ledger: Some(l),
+                ..Decision::default()
+            }
+        }
     }
 }
 

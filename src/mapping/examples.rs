@@ -28,16 +28,27 @@ pub fn run_examples(mapping: &Mapping) -> Vec<ExampleFailure> {
     let mut failures = Vec::new();
     for (i, ex) in mapping.examples.iter().enumerate() {
         let name = ex.name.clone().unwrap_or_else(|| format!("#{}", i + 1));
-        let result = if ex.reverse {
-            mapping.to_source(&ex.input)
-        } else {
-            mapping.to_target(&ex.input, ex.op)
-        };
         let fail = |message: String| ExampleFailure {
             file: mapping.file.clone(),
             line: ex.line,
             name: name.clone(),
             message,
+        };
+        let accepted = ex.reverse || mapping.accepts(&ex.input);
+        if ex.expect_filtered || !accepted {
+            if ex.expect_filtered == accepted {
+                failures.push(fail(if accepted {
+                    "expected the flow's filter to refuse the input, but it takes it".into()
+                } else {
+                    "the flow's filter refuses this input".into()
+                }));
+            }
+            continue;
+        }
+        let result = if ex.reverse {
+            mapping.to_source(&ex.input)
+        } else {
+            mapping.to_target_with(&ex.input, ex.op, &ex.lookups)
         };
         match (result, &ex.expect, &ex.expect_error) {
             (Ok(got), Some(want), _) => {

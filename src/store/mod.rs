@@ -360,6 +360,37 @@ pub fn status_read_only(path: &Path, now_ms: i64) -> Result<StatusReport, StoreE
     queries::status(&conn, now_ms)
 }
 
+/// A state file opened read-only, for commands that must not write (`prmsync plan`).
+#[derive(Debug)]
+pub struct ReadOnlyStore {
+    conn: Connection,
+}
+
+impl ReadOnlyStore {
+    /// Opens an existing state file without migrating or writing anything.
+    pub fn open(path: &Path) -> Result<ReadOnlyStore, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        Ok(ReadOnlyStore { conn })
+    }
+
+    /// The links of `flow` for the given source ids.
+    pub fn links_by_source(
+        &self,
+        flow: &str,
+        source_ids: &[String],
+    ) -> Result<Vec<(String, Link)>, StoreError> {
+        queries::links_by_source(&self.conn, flow, source_ids)
+    }
+}
+
 fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
