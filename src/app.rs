@@ -12,7 +12,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, CrmConfig, PrmConfig};
+use crate::config::{Config, CrmConfig, PrmConfig, SalesforceAuthConfig, SalesforceConfig};
+use crate::connector::salesforce::{self, Salesforce};
+use crate::connector::tokens::{BoxFuture, TokenStore, TokenStoreError};
 use crate::connector::{Connector, http_client, hubspot::HubSpot, partnerstack::PartnerStack};
 use crate::engine::{Clock, Engine, EngineSettings, RetryPolicy, TickReport};
 use crate::mapping::{Mapping, MappingErrors, MappingSet};
@@ -37,6 +39,7 @@ fn systems(config: &Config) -> (SystemKind, SystemKind) {
     };
     let crm = match config.crm {
         CrmConfig::HubSpot(_) => SystemKind::HubSpot,
+        CrmConfig::Salesforce(_) => SystemKind::Salesforce,
     };
     (prm, crm)
 }
@@ -99,6 +102,10 @@ impl Daemon {
                     h.client_secret.clone().or(hubspot_secret),
                 )
             }
+            CrmConfig::Salesforce(sf) => (
+                salesforce_connector(sf, http.clone(), &store)?,
+                hubspot_secret,
+            ),
         };
         let settings = EngineSettings {
             batch_size: config.daemon.batch_size,
@@ -231,6 +238,88 @@ impl Daemon {
             tracing::warn!("shutdown deadline passed with requests still open");
         }
         tracing::info!("prmsync stopped");
+    }
+}
+
+/// Builds the Salesforce connector; rotated refresh tokens go to the state file.
+fn salesforce_connector(
+    sf: &SalesforceConfig,
+    http: reqwest::Client,
+    store: &Store,
+) -> anyhow::Result<Connector> {
+    let grant = match &sf.auth {
+        SalesforceAuthConfig::RefreshToken {
+            client_id,
+            client_secret,
+            refresh_token,
+        } => {
+            require(refresh_token.expose_secret(), "salesforce.refresh_token")?;
+            salesforce::Grant::RefreshToken {
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+                refresh_token: refresh_token.clone(),
+            }
+        }
+        SalesforceAuthConfig::JwtBearer {
+            client_id,
+            username,
+            private_key,
+        } => {
+            require(private_key.expose_secret(), "salesforce.private_key")?;
+            let key = salesforce::auth::parse_private_key(private_key.expose_secret())
+                .context("salesforce.private_key")?;
+            let mut audience = sf.login_url.clone();
+            audience.set_path("");
+            salesforce::Grant::JwtBearer {
+                client_id: client_id.clone(),
+                username: username.clone(),
+                audience: audience.as_str().trim_end_matches('/').to_owned(),
+                key: Arc::new(key),
+            }
+        }
+    };
+    let tokens: Arc<dyn TokenStore> = Arc::new(StoreTokens(store.clone()));
+    Ok(Connector::Salesforce(Salesforce::new(
+        http,
+        &sf.login_url,
+        grant,
+        Some(tokens),
+    )))
+}
+
+/// Connector credentials kept in the state file (a rotated refresh token is durable before use).
+#[derive(Debug)]
+struct StoreTokens(Store);
+
+impl TokenStore for StoreTokens {
+    fn load<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<secrecy::SecretString>, TokenStoreError>> {
+        Box::pin(async move {
+            self.0
+                .credential(format!("{key}.refresh_token"))
+                .await
+                .map(|v| v.map(secrecy::SecretString::from))
+                .map_err(|e| TokenStoreError(Box::new(e)))
+        })
+    }
+
+    fn save<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a secrecy::SecretString,
+    ) -> BoxFuture<'a, Result<(), TokenStoreError>> {
+        Box::pin(async move {
+            self.0
+                .save_credential(
+                    format!("{key}.refresh_token"),
+                    token.expose_secret().to_owned(),
+                    jiff::Timestamp::now().as_millisecond(),
+                )
+                .await
+                .map_err(|e| TokenStoreError(Box::new(e)))
+        })
     }
 }
 

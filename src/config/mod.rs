@@ -12,7 +12,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub use raw::defaults;
-use raw::{RawDaemon, RawHttp, RawHubSpot, RawLog, RawPartnerStack, RawSecret};
+use raw::{RawDaemon, RawHttp, RawHubSpot, RawLog, RawPartnerStack, RawSalesforce, RawSecret};
 
 /// Environment variables that override config keys start with this, e.g.
 /// `PRMSYNC__DAEMON__POLL_INTERVAL_SECS=10` sets `daemon.poll_interval_secs`.
@@ -68,6 +68,32 @@ pub enum PrmConfig {
 #[derive(Debug, Clone)]
 pub enum CrmConfig {
     HubSpot(HubSpotConfig),
+    Salesforce(SalesforceConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct SalesforceConfig {
+    /// `https://login.salesforce.com`, `https://test.salesforce.com` or the org's My Domain.
+    pub login_url: reqwest::Url,
+    pub auth: SalesforceAuthConfig,
+}
+
+/// How prmsync authenticates to Salesforce.
+#[derive(Debug, Clone)]
+pub enum SalesforceAuthConfig {
+    /// OAuth 2.0 refresh-token flow; rotated refresh tokens are kept in the state file.
+    RefreshToken {
+        client_id: String,
+        client_secret: Option<SecretString>,
+        refresh_token: SecretString,
+    },
+    /// OAuth 2.0 JWT bearer flow (RS256) for a pre-authorized user.
+    JwtBearer {
+        client_id: String,
+        username: String,
+        /// PEM private key.
+        private_key: SecretString,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -210,6 +236,7 @@ fn validate(
     let http: RawHttp = section(cfg, &top, "http", &mut errs).unwrap_or_default();
     let partnerstack: Option<RawPartnerStack> = section(cfg, &top, "partnerstack", &mut errs);
     let hubspot: Option<RawHubSpot> = section(cfg, &top, "hubspot", &mut errs);
+    let salesforce: Option<RawSalesforce> = section(cfg, &top, "salesforce", &mut errs);
 
     let daemon = validate_daemon(daemon, base_dir, &mut errs);
     let log = validate_log(log, &mut errs);
@@ -238,8 +265,18 @@ fn validate(
             None
         }
     };
-    let crm = match hubspot {
-        Some(h) => Some(CrmConfig::HubSpot(HubSpotConfig {
+    if hubspot.is_some() && salesforce.is_some() {
+        errs.push(ConfigError {
+            key: "salesforce".into(),
+            message: "both [hubspot] and [salesforce] are configured".into(),
+            hint: Some("prmsync syncs one CRM: keep one of the two sections".into()),
+        });
+    }
+    let crm = match (hubspot, salesforce) {
+        (None, Some(s)) => Some(CrmConfig::Salesforce(validate_salesforce(
+            s, env, &mut errs,
+        ))),
+        (Some(h), _) => Some(CrmConfig::HubSpot(HubSpotConfig {
             base_url: url(&h.base_url, "hubspot.base_url", &mut errs),
             access_token: secret(
                 h.access_token.as_ref(),
@@ -255,12 +292,15 @@ fn validate(
                 &mut errs,
             ),
         })),
-        None => {
-            if !top.contains_key("hubspot") {
+        (None, None) => {
+            if !top.contains_key("hubspot") && !top.contains_key("salesforce") {
                 errs.push(ConfigError {
                     key: "hubspot".into(),
                     message: "no CRM is configured".into(),
-                    hint: Some("add a [hubspot] section with base_url and access_token".into()),
+                    hint: Some(
+                        "add a [hubspot] section (base_url, access_token) or a [salesforce] section"
+                            .into(),
+                    ),
                 });
             }
             None
@@ -276,6 +316,65 @@ fn validate(
         }),
         _ => Err(errs),
     }
+}
+
+fn validate_salesforce(
+    s: RawSalesforce,
+    env: &Environment,
+    errs: &mut Vec<ConfigError>,
+) -> SalesforceConfig {
+    let login_url = url(&s.login_url, "salesforce.login_url", errs);
+    if s.client_id.trim().is_empty() {
+        errs.push(ConfigError {
+            key: "salesforce.client_id".into(),
+            message: "is empty".into(),
+            hint: Some("the connected app's consumer key".into()),
+        });
+    }
+    let auth = match s.auth.as_str() {
+        "refresh_token" => SalesforceAuthConfig::RefreshToken {
+            client_id: s.client_id,
+            client_secret: secret(
+                s.client_secret.as_ref(),
+                "salesforce.client_secret",
+                env,
+                errs,
+            ),
+            refresh_token: secret(
+                s.refresh_token.as_ref(),
+                "salesforce.refresh_token",
+                env,
+                errs,
+            )
+            .unwrap_or_else(|| missing("salesforce.refresh_token", errs)),
+        },
+        "jwt_bearer" => SalesforceAuthConfig::JwtBearer {
+            client_id: s.client_id,
+            username: s.username.unwrap_or_else(|| {
+                errs.push(ConfigError {
+                    key: "salesforce.username".into(),
+                    message: "is required with auth = \"jwt_bearer\"".into(),
+                    hint: Some("the pre-authorized integration user's username".into()),
+                });
+                String::new()
+            }),
+            private_key: secret(s.private_key.as_ref(), "salesforce.private_key", env, errs)
+                .unwrap_or_else(|| missing("salesforce.private_key", errs)),
+        },
+        other => {
+            errs.push(ConfigError {
+                key: "salesforce.auth".into(),
+                message: format!("unknown auth {other:?}"),
+                hint: Some("use \"refresh_token\" or \"jwt_bearer\"".into()),
+            });
+            SalesforceAuthConfig::RefreshToken {
+                client_id: s.client_id,
+                client_secret: None,
+                refresh_token: SecretString::from(String::new()),
+            }
+        }
+    };
+    SalesforceConfig { login_url, auth }
 }
 
 /// Reads one section on its own, so that an unknown key in one section does not hide the others.

@@ -16,11 +16,19 @@ pub mod defaults {
     pub const REQUEST_TIMEOUT_SECS: u64 = 30;
     pub const PARTNERSTACK_BASE_URL: &str = "https://api.partnerstack.com/api/v2";
     pub const HUBSPOT_BASE_URL: &str = "https://api.hubapi.com";
+    pub const SALESFORCE_LOGIN_URL: &str = "https://login.salesforce.com";
 }
 
 /// The top-level sections. Each is read on its own so that mistakes in several sections are all
 /// reported; see `super::load`.
-pub const SECTIONS: &[&str] = &["daemon", "log", "http", "partnerstack", "hubspot"];
+pub const SECTIONS: &[&str] = &[
+    "daemon",
+    "log",
+    "http",
+    "partnerstack",
+    "hubspot",
+    "salesforce",
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -113,4 +121,24 @@ pub struct RawHubSpot {
 
 fn hubspot_base_url() -> String {
     defaults::HUBSPOT_BASE_URL.into()
+}
+
+/// `[salesforce]`: `auth = "refresh_token"` (client_id, client_secret, refresh_token) or
+/// `auth = "jwt_bearer"` (client_id, username, private_key).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSalesforce {
+    #[serde(default = "salesforce_login_url")]
+    pub login_url: String,
+    pub auth: String,
+    pub client_id: String,
+    pub client_secret: Option<RawSecret>,
+    pub refresh_token: Option<RawSecret>,
+    pub username: Option<String>,
+    /// PEM RSA private key whose certificate is uploaded to the connected app.
+    pub private_key: Option<RawSecret>,
+}
+
+fn salesforce_login_url() -> String {
+    defaults::SALESFORCE_LOGIN_URL.into()
 }

@@ -1,0 +1,567 @@
+//! Connector tests against their simulators: auth flows, paging, batch writes with partial
+//! failures, deletes, rate limits and faults, each checked by counts at the simulator.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use prmsync::connector::salesforce::{Grant, Salesforce, auth::parse_private_key};
+use prmsync::connector::tokens::{BoxFuture, MemoryTokens, TokenStore, TokenStoreError};
+use prmsync::connector::{ConnectorError, WriteRequest, http_client};
+use prmsync::sim::salesforce::{SalesforceAuth, SalesforceSim};
+use prmsync::sim::{Fault, Injected, SimServer};
+use secrecy::SecretString;
+use serde_json::{Map, Value, json};
+
+const CLIENT_ID: &str = "3MVG9sim.consumer.key";
+const CLIENT_SECRET: &str = "sim-consumer-secret";
+const REFRESH: &str = "5Aep.initial";
+const USER: &str = "integration@prmsync.example";
+
+/// A 2048-bit RSA key made once per test run (PKCS#8 PEM), for the JWT bearer flow.
+fn test_key_pem() -> &'static str {
+    static PEM: OnceLock<String> = OnceLock::new();
+    PEM.get_or_init(|| {
+        use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+        let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("RSA keygen");
+        key.to_pkcs8_pem(LineEnding::LF)
+            .expect("PEM encoding")
+            .to_string()
+    })
+}
+
+fn sf_auth(rotate: bool, jwt: bool) -> SalesforceAuth {
+    SalesforceAuth {
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        refresh_token: REFRESH.into(),
+        rotate,
+        jwt_public_key: jwt.then(|| {
+            let kp = parse_private_key(test_key_pem()).expect("test key parses");
+            ring::signature::KeyPair::public_key(&kp).as_ref().to_vec()
+        }),
+        username: USER.into(),
+        token_ttl_ms: 3_600_000,
+    }
+}
+
+fn refresh_grant(token: &str) -> Grant {
+    Grant::RefreshToken {
+        client_id: CLIENT_ID.into(),
+        client_secret: Some(SecretString::from(CLIENT_SECRET)),
+        refresh_token: SecretString::from(token),
+    }
+}
+
+struct Sf {
+    sim: SalesforceSim,
+    server: SimServer,
+    tokens: Arc<MemoryTokens>,
+    conn: Salesforce,
+}
+
+async fn salesforce(rotate: bool) -> Sf {
+    let sim = SalesforceSim::new(sf_auth(rotate, false));
+    let server = SimServer::start(sim.router()).await.expect("start sim");
+    let tokens = Arc::new(MemoryTokens::default());
+    let store: Arc<dyn TokenStore> = tokens.clone();
+    let conn = Salesforce::new(
+        http_client(Duration::from_secs(5)),
+        &server.url(""),
+        refresh_grant(REFRESH),
+        Some(store),
+    );
+    Sf {
+        sim,
+        server,
+        tokens,
+        conn,
+    }
+}
+
+fn deal(i: usize) -> Map<String, Value> {
+    let v = json!({
+        "Name": format!("Deal {i}"),
+        "StageName": "Prospecting",
+        "CloseDate": "2027-01-31",
+        "Amount": 1000 + i,
+    });
+    v.as_object().cloned().unwrap_or_default()
+}
+
+fn write(i: usize, fields: Map<String, Value>) -> WriteRequest {
+    WriteRequest {
+        key: format!("deal_{i}"),
+        id_property: Some("PRM_Deal_Id__c".into()),
+        target_id: None,
+        fields,
+    }
+}
+
+#[tokio::test]
+async fn salesforce_rotated_refresh_token_is_saved_before_the_session_is_used() {
+    let sf = salesforce(true).await;
+    sf.conn.health().await.expect("health");
+    let s = sf.sim.stats();
+    assert_eq!((s.refresh_grants, s.api_requests), (1, 1));
+    assert_ne!(sf.sim.current_refresh_token(), REFRESH, "rotation happened");
+    assert_eq!(
+        sf.tokens.get("salesforce").as_deref(),
+        Some(sf.sim.current_refresh_token().as_str())
+    );
+
+    // Sessions expire; eight concurrent reads share one refresh and all succeed.
+    sf.sim.expire_sessions();
+    let reads = (0..8).map(|_| {
+        let c = sf.conn.clone();
+        async move { c.read_changes("Opportunity", 0, &[], None).await }
+    });
+    for r in futures_join(reads).await {
+        r.expect("read after refresh");
+    }
+    let s = sf.sim.stats();
+    assert_eq!(s.refresh_grants, 2, "exactly one refresh per expiry");
+    assert_eq!(
+        sf.tokens.get("salesforce").as_deref(),
+        Some(sf.sim.current_refresh_token().as_str())
+    );
+
+    // A restarted connector starts from the saved (rotated) token, not the configured dead one.
+    let store: Arc<dyn TokenStore> = sf.tokens.clone();
+    let again = Salesforce::new(
+        http_client(Duration::from_secs(5)),
+        &sf.server.url(""),
+        refresh_grant(REFRESH),
+        Some(store),
+    );
+    again
+        .health()
+        .await
+        .expect("restart uses the rotated token");
+    assert_eq!(sf.sim.stats().invalid_grants, 0);
+}
+
+/// Joins futures without pulling in the `futures` crate.
+async fn futures_join<F>(fs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let set: Vec<_> = fs.into_iter().map(Box::pin).collect();
+    let mut out = Vec::with_capacity(set.len());
+    let mut handles = tokio::task::JoinSet::new();
+    for (i, f) in set.into_iter().enumerate() {
+        handles.spawn(async move { (i, f.await) });
+    }
+    while let Some(r) = handles.join_next().await {
+        out.push(r.expect("task"));
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
+#[derive(Debug)]
+struct FailingTokens;
+
+impl TokenStore for FailingTokens {
+    fn load<'a>(
+        &'a self,
+        _key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SecretString>, TokenStoreError>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn save<'a>(
+        &'a self,
+        _key: &'a str,
+        _token: &'a SecretString,
+    ) -> BoxFuture<'a, Result<(), TokenStoreError>> {
+        Box::pin(async { Err(TokenStoreError("disk full".into())) })
+    }
+}
+
+#[tokio::test]
+async fn salesforce_withholds_the_session_when_the_rotated_token_cannot_be_saved() {
+    let sim = SalesforceSim::new(sf_auth(true, false));
+    let server = SimServer::start(sim.router()).await.expect("start sim");
+    let store: Arc<dyn TokenStore> = Arc::new(FailingTokens);
+    let conn = Salesforce::new(
+        http_client(Duration::from_secs(5)),
+        &server.url(""),
+        refresh_grant(REFRESH),
+        Some(store),
+    );
+    let err = conn.health().await.expect_err("save failed");
+    assert!(
+        matches!(err, ConnectorError::Transient(ref m) if m.contains("not persisted")),
+        "{err}"
+    );
+    assert_eq!(
+        sim.stats().api_requests,
+        0,
+        "no API call with an unsaved rotation"
+    );
+}
+
+#[tokio::test]
+async fn salesforce_invalid_grant_is_an_auth_error() {
+    let sim = SalesforceSim::new(sf_auth(false, false));
+    let server = SimServer::start(sim.router()).await.expect("start sim");
+    let conn = Salesforce::new(
+        http_client(Duration::from_secs(5)),
+        &server.url(""),
+        refresh_grant("revoked"),
+        None,
+    );
+    let err = conn.health().await.expect_err("revoked token");
+    assert!(
+        matches!(err, ConnectorError::Auth(ref m) if m.contains("invalid_grant")),
+        "{err}"
+    );
+    assert_eq!(sim.stats().invalid_grants, 1);
+}
+
+#[tokio::test]
+async fn salesforce_jwt_bearer_flow_signs_with_rs256() {
+    let sim = SalesforceSim::new(sf_auth(false, true));
+    let server = SimServer::start(sim.router()).await.expect("start sim");
+    let jwt = |user: &str| Grant::JwtBearer {
+        client_id: CLIENT_ID.into(),
+        username: user.into(),
+        audience: "https://login.salesforce.com".into(),
+        key: Arc::new(parse_private_key(test_key_pem()).expect("key")),
+    };
+    let conn = Salesforce::new(
+        http_client(Duration::from_secs(5)),
+        &server.url(""),
+        jwt(USER),
+        None,
+    );
+    conn.health().await.expect("JWT bearer works");
+    assert_eq!(sim.stats().jwt_grants, 1);
+    let wrong = Salesforce::new(
+        http_client(Duration::from_secs(5)),
+        &server.url(""),
+        jwt("someone.else@example.com"),
+        None,
+    );
+    assert!(matches!(wrong.health().await, Err(ConnectorError::Auth(_))));
+    assert_eq!(sim.stats().jwt_grants, 1);
+}
+
+#[tokio::test]
+async fn salesforce_reads_every_page_in_modstamp_order() {
+    let sf = salesforce(false).await;
+    for i in 0..450 {
+        let mut f = deal(i);
+        f.insert("PRM_Deal_Id__c".into(), json!(format!("deal_{i}")));
+        sf.sim.insert("Opportunity", f);
+    }
+    sf.sim.set_page_cap(200);
+    let fields = vec!["Name".to_owned(), "PRM_Deal_Id__c".to_owned()];
+    let mut page = None;
+    let mut got = Vec::new();
+    let mut pages = 0;
+    loop {
+        let p = sf
+            .conn
+            .read_changes("Opportunity", 0, &fields, page.as_deref())
+            .await
+            .expect("page");
+        pages += 1;
+        got.extend(p.records);
+        page = p.next_page;
+        if page.is_none() {
+            break;
+        }
+    }
+    assert_eq!((pages, got.len()), (3, 450));
+    assert!(
+        got.windows(2)
+            .all(|w| (w[0].modified_ms, &w[0].id) < (w[1].modified_ms, &w[1].id))
+    );
+    assert!(got.iter().all(|r| !r.fields.contains_key("attributes")));
+    assert_eq!(got[0].fields["PRM_Deal_Id__c"], "deal_0");
+
+    // `since` is inclusive: reading from record 300's stamp returns it and everything after.
+    let since = got[300].modified_ms;
+    let p = sf
+        .conn
+        .read_changes("Opportunity", since, &fields, None)
+        .await
+        .expect("since");
+    assert_eq!(p.records.len(), 150);
+    assert_eq!(p.records[0].id, got[300].id);
+
+    // A field the org does not have is a permanent error, not a retry.
+    let bad = sf
+        .conn
+        .read_changes("Opportunity", 0, &["Nope__c".to_owned()], None)
+        .await;
+    assert!(matches!(bad, Err(ConnectorError::Permanent(ref m)) if m.contains("INVALID_FIELD")));
+}
+
+#[tokio::test]
+async fn salesforce_collections_upsert_reports_each_record_and_never_duplicates() {
+    let sf = salesforce(false).await;
+    let mut writes: Vec<WriteRequest> = (0..250).map(|i| write(i, deal(i))).collect();
+    writes[7]
+        .fields
+        .insert("StageName".into(), json!("Pending legal"));
+    writes[220].fields.insert("Bogus__c".into(), json!("x"));
+    let results = sf
+        .conn
+        .write("Opportunity", &writes)
+        .await
+        .expect("batch answered");
+    assert_eq!(results.len(), 250);
+    let failed: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_err())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(failed, vec![7, 220]);
+    assert!(
+        matches!(&results[7], Err(ConnectorError::Permanent(m)) if m.contains("RESTRICTED_PICKLIST"))
+    );
+    assert!(results[0].as_ref().is_ok_and(|a| a.created));
+    let s = sf.sim.stats();
+    assert_eq!(
+        (s.collection_upserts, s.created),
+        (2, 248),
+        "200 + 50 per call"
+    );
+    assert_eq!(sf.sim.records("Opportunity").len(), 248);
+
+    // The same batch again (a retry after an ambiguous failure) updates, never duplicates.
+    writes[7] = write(7, deal(7));
+    writes[220] = write(220, deal(220));
+    let again = sf.conn.write("Opportunity", &writes).await.expect("again");
+    assert!(again.iter().all(Result::is_ok));
+    assert_eq!(
+        again
+            .iter()
+            .filter(|r| r.as_ref().is_ok_and(|a| a.created))
+            .count(),
+        2
+    );
+    assert_eq!(sf.sim.records("Opportunity").len(), 250);
+    assert_eq!(
+        sf.sim.find("Opportunity", "PRM_Deal_Id__c", "deal_7").len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn salesforce_several_matches_are_a_conflict_for_the_operator() {
+    let sf = salesforce(false).await;
+    for _ in 0..2 {
+        let mut f = deal(1);
+        f.insert("PRM_Deal_Id__c".into(), json!("deal_1"));
+        sf.sim.insert("Opportunity", f);
+    }
+    let r = sf
+        .conn
+        .write("Opportunity", &[write(1, deal(1)), write(2, deal(2))])
+        .await
+        .expect("answered");
+    assert!(
+        matches!(&r[0], Err(ConnectorError::Conflict(m)) if m.contains("DUPLICATE_EXTERNAL_ID"))
+    );
+    assert!(!r[0].as_ref().unwrap_err().is_retryable());
+    assert!(r[1].is_ok());
+    let single = sf
+        .conn
+        .upsert_one("Opportunity", "PRM_Deal_Id__c", "deal_1", &Map::new())
+        .await;
+    assert!(
+        matches!(single, Err(ConnectorError::Conflict(_))),
+        "{single:?}"
+    );
+    let created = sf
+        .conn
+        .upsert_one("Opportunity", "PRM_Deal_Id__c", "deal_9", &deal(9))
+        .await
+        .expect("single upsert");
+    assert!(created.created);
+    assert_eq!(sf.sim.records("Opportunity").len(), 4);
+}
+
+#[tokio::test]
+async fn salesforce_reports_deletes_from_get_deleted() {
+    let sf = salesforce(false).await;
+    let start = jiff::Timestamp::now().as_millisecond() - 1000;
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let mut f = deal(i);
+            f.insert("PRM_Deal_Id__c".into(), json!(format!("deal_{i}")));
+            sf.sim.insert("Opportunity", f)
+        })
+        .collect();
+    assert!(sf.sim.delete("Opportunity", &ids[0]));
+    assert!(sf.sim.delete("Opportunity", &ids[2]));
+    let end = jiff::Timestamp::now().as_millisecond() + 1000;
+    let gone = sf
+        .conn
+        .read_deletes("Opportunity", start, end)
+        .await
+        .expect("getDeleted");
+    let mut got: Vec<_> = gone.iter().map(|d| d.id.clone()).collect();
+    got.sort();
+    assert_eq!(got, vec![ids[0].clone(), ids[2].clone()]);
+    assert!(
+        gone.iter()
+            .all(|d| d.deleted_ms >= start && d.deleted_ms <= end)
+    );
+}
+
+#[tokio::test]
+async fn salesforce_limits_header_and_request_limit_exceeded() {
+    let sf = salesforce(false).await;
+    sf.conn.health().await.expect("health");
+    let l = sf.conn.limits().expect("Sforce-Limit-Info parsed");
+    assert_eq!((l.used, l.max), (1, 100_000));
+    sf.sim.set_api_limit(1);
+    let err = sf.conn.health().await.expect_err("over the daily limit");
+    assert!(
+        matches!(err, ConnectorError::RateLimited { .. }),
+        "403 REQUEST_LIMIT_EXCEEDED is a rate limit: {err}"
+    );
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn salesforce_faults_are_typed_and_lose_nothing() {
+    let sf = salesforce(false).await;
+    sf.sim.inject([
+        Injected::Fault(Fault {
+            status: 429,
+            retry_after: Some(7),
+        }),
+        Injected::RetryAtDate {
+            status: 429,
+            secs: 120,
+        },
+        Injected::Fault(Fault {
+            status: 500,
+            retry_after: None,
+        }),
+        Injected::Fault(Fault {
+            status: 503,
+            retry_after: None,
+        }),
+        Injected::Malformed,
+        Injected::Fault(Fault {
+            status: 401,
+            retry_after: None,
+        }),
+    ]);
+    let writes: Vec<WriteRequest> = (0..10).map(|i| write(i, deal(i))).collect();
+    let mut errors = Vec::new();
+    let results = loop {
+        match sf.conn.write("Opportunity", &writes).await {
+            Ok(r) => break r,
+            Err(e) => errors.push(e),
+        }
+        assert!(errors.len() < 10, "faults never cleared: {errors:?}");
+    };
+    assert!(
+        matches!(errors[0], ConnectorError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(7))
+    );
+    assert!(
+        matches!(errors[1], ConnectorError::RateLimited { retry_after, .. }
+        if retry_after > Duration::from_secs(100) && retry_after <= Duration::from_secs(120))
+    );
+    assert!(matches!(errors[2], ConnectorError::Transient(_)));
+    assert!(matches!(errors[3], ConnectorError::Transient(_)));
+    assert!(
+        matches!(&errors[4], ConnectorError::Transient(m) if m.contains("unexpected Salesforce upsert shape"))
+    );
+    assert_eq!(
+        errors.len(),
+        5,
+        "the injected 401 is healed by one refresh: {errors:?}"
+    );
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(sf.sim.records("Opportunity").len(), 10);
+    assert_eq!(sf.sim.stats().refresh_grants, 2);
+    let log = sf.sim.request_log();
+    assert!(log.iter().any(|r| r.status == 429));
+}
+
+#[tokio::test]
+async fn partnerstack_deals_become_salesforce_opportunities_and_stage_flows_back() {
+    use prmsync::config::{CrmConfig, SalesforceAuthConfig, SalesforceConfig};
+
+    let world = crate::harness::World::seeded(12).await;
+    let ps = &world.ps;
+    let sim = SalesforceSim::new(sf_auth(true, false));
+    let sf_server = SimServer::start(sim.router())
+        .await
+        .expect("start Salesforce sim");
+    let mut config = world.config();
+    config.daemon.mappings_dir = Some(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mappings-salesforce"),
+    );
+    config.crm = CrmConfig::Salesforce(SalesforceConfig {
+        login_url: sf_server.url(""),
+        auth: SalesforceAuthConfig::RefreshToken {
+            client_id: CLIENT_ID.into(),
+            client_secret: Some(SecretString::from(CLIENT_SECRET)),
+            refresh_token: SecretString::from(REFRESH),
+        },
+    });
+    let daemon = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+        .await
+        .expect("daemon starts with Salesforce as the CRM");
+    let report = daemon.run_until_idle().await.expect("first pass");
+    assert_eq!(report.dead_lettered, 0, "{report:?}");
+    let opps = sim.records("Opportunity");
+    assert_eq!(opps.len(), 12);
+    let one = &sim.find("Opportunity", "PRM_Deal_Id__c", "deal_1")[0];
+    let ps1 = ps.deal("deal_1").expect("deal_1");
+    assert_eq!(
+        one["Name"],
+        json!(format!(
+            "{} (partner registration)",
+            ps1["account_name"].as_str().unwrap_or_default()
+        ))
+    );
+    let cents = ps1["amount"].as_i64().expect("cents");
+    let amount: f64 = one["Amount"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("amount");
+    assert!(
+        (amount * 100.0 - cents as f64).abs() < 0.5,
+        "{amount} vs {cents} cents"
+    );
+    assert_eq!(one["StageName"], "Prospecting");
+
+    // The rotated refresh token is in the state file.
+    let saved = daemon
+        .engine
+        .store()
+        .credential("salesforce.refresh_token".into())
+        .await
+        .expect("read credential");
+    assert_eq!(saved.as_deref(), Some(sim.current_refresh_token().as_str()));
+
+    // Sales closes the deal as lost in Salesforce; the partner's deal follows.
+    let id = one["Id"].as_str().expect("Id").to_owned();
+    assert!(sim.set_field("Opportunity", &id, "StageName", json!("Closed Lost")));
+    assert!(sim.set_field("Opportunity", &id, "Loss_Reason__c", json!("No budget")));
+    let before = sim.stats();
+    daemon.run_until_idle().await.expect("second pass");
+    let ps1 = ps.deal("deal_1").expect("deal_1");
+    assert_eq!(
+        (ps1["stage"].as_str(), ps1["lost_reason"].as_str()),
+        (Some("lost"), Some("No budget"))
+    );
+    let after = sim.stats();
+    assert_eq!(
+        after.created, before.created,
+        "no opportunity created twice"
+    );
+    assert_eq!(sim.records("Opportunity").len(), 12);
+    daemon.shutdown().await;
+}
