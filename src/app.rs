@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, CrmConfig, PrmConfig, SalesforceAuthConfig, SalesforceConfig};
+use crate::connector::hubspot::{HubSpot, OAuthClient};
 use crate::connector::salesforce::{self, Salesforce};
 use crate::connector::tokens::{BoxFuture, TokenStore, TokenStoreError};
-use crate::connector::{Connector, http_client, hubspot::HubSpot, partnerstack::PartnerStack};
+use crate::connector::{Connector, http_client, partnerstack::PartnerStack};
 use crate::engine::{Clock, Engine, EngineSettings, RetryPolicy, TickReport};
 use crate::mapping::{Mapping, MappingErrors, MappingSet};
 use crate::model::SystemKind;
@@ -92,13 +93,23 @@ impl Daemon {
         };
         let (crm, hubspot_secret) = match &config.crm {
             CrmConfig::HubSpot(h) => {
-                require(h.access_token.expose_secret(), "hubspot.access_token")?;
-                (
-                    Connector::HubSpot(HubSpot::new(
+                let connector = match &h.oauth {
+                    Some(o) => HubSpot::with_oauth(
                         http.clone(),
                         h.base_url.clone(),
-                        h.access_token.clone(),
-                    )),
+                        OAuthClient {
+                            client_id: o.client_id.clone(),
+                            client_secret: h.client_secret.clone().unwrap_or_default(),
+                            refresh_token: o.refresh_token.clone(),
+                        },
+                    ),
+                    None => {
+                        require(h.access_token.expose_secret(), "hubspot.access_token")?;
+                        HubSpot::new(http.clone(), h.base_url.clone(), h.access_token.clone())
+                    }
+                };
+                (
+                    Connector::HubSpot(connector),
                     h.client_secret.clone().or(hubspot_secret),
                 )
             }

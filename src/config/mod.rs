@@ -110,6 +110,15 @@ pub struct HubSpotConfig {
     pub access_token: SecretString,
     /// The app's client secret, used to verify webhook signatures; webhooks off when absent.
     pub client_secret: Option<SecretString>,
+    /// OAuth installation (refresh token + client id; the client secret above): when set, access
+    /// tokens are obtained and refreshed ahead of `expires_in` instead of `access_token`.
+    pub oauth: Option<HubSpotOAuthConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HubSpotOAuthConfig {
+    pub client_id: String,
+    pub refresh_token: SecretString,
 }
 
 /// One problem in the configuration, with the key it concerns.
@@ -276,22 +285,7 @@ fn validate(
         (None, Some(s)) => Some(CrmConfig::Salesforce(validate_salesforce(
             s, env, &mut errs,
         ))),
-        (Some(h), _) => Some(CrmConfig::HubSpot(HubSpotConfig {
-            base_url: url(&h.base_url, "hubspot.base_url", &mut errs),
-            access_token: secret(
-                h.access_token.as_ref(),
-                "hubspot.access_token",
-                env,
-                &mut errs,
-            )
-            .unwrap_or_else(|| missing("hubspot.access_token", &mut errs)),
-            client_secret: secret(
-                h.client_secret.as_ref(),
-                "hubspot.client_secret",
-                env,
-                &mut errs,
-            ),
-        })),
+        (Some(h), _) => Some(CrmConfig::HubSpot(validate_hubspot(h, env, &mut errs))),
         (None, None) => {
             if !top.contains_key("hubspot") && !top.contains_key("salesforce") {
                 errs.push(ConfigError {
@@ -315,6 +309,48 @@ fn validate(
             crm,
         }),
         _ => Err(errs),
+    }
+}
+
+fn validate_hubspot(
+    h: RawHubSpot,
+    env: &Environment,
+    errs: &mut Vec<ConfigError>,
+) -> HubSpotConfig {
+    let base_url = url(&h.base_url, "hubspot.base_url", errs);
+    let client_secret = secret(h.client_secret.as_ref(), "hubspot.client_secret", env, errs);
+    let refresh_token = secret(h.refresh_token.as_ref(), "hubspot.refresh_token", env, errs);
+    let oauth = match (h.client_id, refresh_token) {
+        (Some(client_id), Some(refresh_token)) => {
+            if client_secret.is_none() {
+                missing("hubspot.client_secret", errs);
+            }
+            Some(HubSpotOAuthConfig {
+                client_id,
+                refresh_token,
+            })
+        }
+        (None, None) => None,
+        _ => {
+            errs.push(ConfigError {
+                key: "hubspot.refresh_token".into(),
+                message: "OAuth needs client_id, client_secret and refresh_token together".into(),
+                hint: Some("or remove them and use a private-app access_token".into()),
+            });
+            None
+        }
+    };
+    let access_token = secret(h.access_token.as_ref(), "hubspot.access_token", env, errs);
+    let access_token = match (access_token, &oauth) {
+        (Some(t), _) => t,
+        (None, Some(_)) => SecretString::from(String::new()),
+        (None, None) => missing("hubspot.access_token", errs),
+    };
+    HubSpotConfig {
+        base_url,
+        access_token,
+        client_secret,
+        oauth,
     }
 }
 
@@ -616,5 +652,7 @@ fn secret(
     }
 }
 
+#[cfg(test)]
+mod crm_tests;
 #[cfg(test)]
 mod tests;

@@ -117,6 +117,9 @@ pub struct RawHubSpot {
     pub base_url: String,
     pub access_token: Option<RawSecret>,
     pub client_secret: Option<RawSecret>,
+    /// OAuth apps: the app's client id; with `refresh_token` it replaces `access_token`.
+    pub client_id: Option<String>,
+    pub refresh_token: Option<RawSecret>,
 }
 
 fn hubspot_base_url() -> String {

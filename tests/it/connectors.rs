@@ -565,3 +565,274 @@ async fn partnerstack_deals_become_salesforce_opportunities_and_stage_flows_back
     assert_eq!(sim.records("Opportunity").len(), 12);
     daemon.shutdown().await;
 }
+
+mod hubspot {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use prmsync::connector::hubspot::{HubSpot, OAuthClient};
+    use prmsync::connector::{ConnectorError, WriteRequest, http_client};
+    use prmsync::sim::hubspot::{HubSpotOAuth, HubSpotSim};
+    use prmsync::sim::{Fault, Injected, SimServer};
+    use secrecy::SecretString;
+    use serde_json::json;
+
+    const TOKEN: &str = "pat-na1-sim";
+
+    async fn start() -> (HubSpotSim, SimServer, HubSpot) {
+        let sim = HubSpotSim::new(TOKEN);
+        let server = SimServer::start(sim.router()).await.expect("start sim");
+        let conn = HubSpot::new(
+            http_client(Duration::from_secs(5)),
+            server.url(""),
+            SecretString::from(TOKEN),
+        );
+        (sim, server, conn)
+    }
+
+    fn deal(i: usize, stage: &str) -> WriteRequest {
+        let v = json!({"dealname": format!("Deal {i}"), "amount": 1000 + i, "dealstage": stage});
+        WriteRequest {
+            key: format!("deal_{i}"),
+            id_property: Some("prm_deal_id".into()),
+            target_id: None,
+            fields: v.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    fn props(i: usize) -> BTreeMap<String, String> {
+        BTreeMap::from([("dealname".to_owned(), format!("Deal {i}"))])
+    }
+
+    #[tokio::test]
+    async fn hubspot_batch_partial_failures_and_faults_lose_nothing() {
+        let (sim, _server, conn) = start().await;
+        let mut writes: Vec<WriteRequest> = (0..100).map(|i| deal(i, "qualifiedtobuy")).collect();
+        writes[3] = deal(3, "not-a-stage");
+        writes[50] = deal(50, "also-not");
+        let r = conn.write("deals", &writes).await.expect("207 answered");
+        let failed: Vec<usize> = (0..100).filter(|i| r[*i].is_err()).collect();
+        assert_eq!(failed, vec![3, 50]);
+        assert!(
+            matches!(&r[3], Err(ConnectorError::Permanent(m)) if m.contains("VALIDATION_ERROR"))
+        );
+        assert_eq!(sim.objects("deals").len(), 98);
+        // Numbers went out as strings (HubSpot property values are strings).
+        assert_eq!(
+            sim.find("deals", "prm_deal_id", "deal_0").expect("deal_0")["amount"],
+            "1000"
+        );
+
+        sim.inject([
+            Injected::Fault(Fault {
+                status: 500,
+                retry_after: None,
+            }),
+            Injected::Fault(Fault {
+                status: 502,
+                retry_after: None,
+            }),
+            Injected::Fault(Fault {
+                status: 429,
+                retry_after: Some(3),
+            }),
+            Injected::RetryAtDate {
+                status: 429,
+                secs: 90,
+            },
+            Injected::Malformed,
+            Injected::Fault(Fault {
+                status: 401,
+                retry_after: None,
+            }),
+        ]);
+        writes[3] = deal(3, "qualifiedtobuy");
+        writes[50] = deal(50, "qualifiedtobuy");
+        let mut errors = Vec::new();
+        let r = loop {
+            match conn.write("deals", &writes).await {
+                Ok(r) => break r,
+                Err(e) => errors.push(e),
+            }
+            assert!(errors.len() < 10, "{errors:?}");
+        };
+        assert!(matches!(errors[0], ConnectorError::Transient(_)));
+        assert!(matches!(errors[1], ConnectorError::Transient(_)));
+        assert_eq!(errors[2].retry_after(), Some(Duration::from_secs(3)));
+        let dated = errors[3].retry_after().expect("HTTP-date honoured");
+        assert!(
+            dated > Duration::from_secs(60) && dated <= Duration::from_secs(90),
+            "{dated:?}"
+        );
+        assert!(
+            matches!(&errors[4], ConnectorError::Transient(m) if m.contains("unexpected HubSpot batch shape"))
+        );
+        assert!(matches!(errors[5], ConnectorError::Auth(_)));
+        assert!(r.iter().all(Result::is_ok));
+        assert_eq!(sim.objects("deals").len(), 100);
+        assert!(
+            sim.writes("deals")
+                .values()
+                .all(|(created, _)| *created == 1),
+            "never created twice"
+        );
+    }
+
+    #[tokio::test]
+    async fn hubspot_rate_limit_headers_and_daily_policy() {
+        let (sim, _server, conn) = start().await;
+        conn.write("deals", &[deal(1, "qualifiedtobuy")])
+            .await
+            .expect("write");
+        let l = conn.rate_limits();
+        assert_eq!(
+            (l.daily, l.secondly, l.max),
+            (Some(500_000), Some(19), Some(190))
+        );
+        assert!(l.daily_remaining.is_some() && l.interval_ms == Some(10_000));
+        sim.set_daily_limit(1);
+        let err = conn.health().await.expect_err("daily limit");
+        let wait = err.retry_after().expect("rate limited");
+        assert!(
+            wait >= Duration::from_secs(60),
+            "DAILY waits for the reset: {wait:?}"
+        );
+        assert!(err.to_string().contains("DAILY"));
+        assert_eq!(sim.stats().daily_rate_limited, 1);
+    }
+
+    #[tokio::test]
+    async fn hubspot_search_allows_four_requests_per_second() {
+        let (sim, _server, conn) = start().await;
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let c = conn.clone();
+                tokio::spawn(async move { c.read_changes("deals", 0, &[], None).await })
+            })
+            .collect();
+        let mut limited = Vec::new();
+        for t in tasks {
+            if let Err(e) = t.await.expect("task") {
+                limited.push(e);
+            }
+        }
+        assert!(
+            !limited.is_empty(),
+            "eight searches at once exceed four per second"
+        );
+        assert!(limited.iter().all(
+            |e| matches!(e, ConnectorError::RateLimited { retry_after, detail }
+            if *retry_after == Duration::from_secs(1) && detail.contains("SECONDLY"))
+        ));
+        assert_eq!(sim.stats().search_rate_limited as usize, limited.len());
+        assert!(limited.len() <= 4);
+    }
+
+    #[tokio::test]
+    async fn hubspot_search_moves_its_window_at_the_result_cap() {
+        let (sim, _server, conn) = start().await;
+        sim.set_search_rate(None);
+        sim.set_search_cap(400);
+        let conn = conn.with_search_cap(400);
+        for i in 0..1000 {
+            sim.create("deals", props(i));
+        }
+        let mut page: Option<String> = None;
+        let mut ids = std::collections::BTreeSet::new();
+        let mut pages = 0;
+        loop {
+            let p = conn
+                .read_changes("deals", 0, &["dealname".into()], page.as_deref())
+                .await
+                .expect("no cap error");
+            pages += 1;
+            ids.extend(p.records.into_iter().map(|r| r.id));
+            page = p.next_page;
+            if page.is_none() {
+                break;
+            }
+            assert!(pages < 50, "runaway paging");
+        }
+        assert_eq!(ids.len(), 1000, "every object read across windows");
+        assert!(pages > 5);
+    }
+
+    #[tokio::test]
+    async fn hubspot_oauth_refreshes_ahead_of_expiry_and_not_on_401() {
+        let (sim, server, _) = start().await;
+        let client = OAuthClient {
+            client_id: "app-1".into(),
+            client_secret: SecretString::from("app-secret"),
+            refresh_token: SecretString::from("rt-1"),
+        };
+        let oauth = |expires_in| HubSpotOAuth {
+            client_id: "app-1".into(),
+            client_secret: "app-secret".into(),
+            refresh_token: "rt-1".into(),
+            expires_in,
+        };
+        sim.enable_oauth(oauth(3600));
+        let conn = HubSpot::with_oauth(
+            http_client(Duration::from_secs(5)),
+            server.url(""),
+            client.clone(),
+        );
+        for _ in 0..3 {
+            conn.health().await.expect("health");
+        }
+        assert_eq!(
+            (conn.token_refreshes(), sim.stats().token_refreshes),
+            (1, 1)
+        );
+        sim.inject([Fault {
+            status: 401,
+            retry_after: None,
+        }]);
+        assert!(matches!(conn.health().await, Err(ConnectorError::Auth(_))));
+        assert_eq!(
+            sim.stats().token_refreshes,
+            1,
+            "a 401 is no reason to refresh"
+        );
+
+        // A token within the margin of its expiry is refreshed before use.
+        sim.enable_oauth(oauth(120));
+        let short =
+            HubSpot::with_oauth(http_client(Duration::from_secs(5)), server.url(""), client);
+        short.health().await.expect("first");
+        short.health().await.expect("second");
+        assert_eq!(short.token_refreshes(), 2);
+        assert_eq!(
+            sim.stats().unauthorized,
+            0,
+            "no request went out with an expired token"
+        );
+    }
+
+    #[tokio::test]
+    async fn hubspot_associates_deals_with_companies() {
+        let (sim, _server, conn) = start().await;
+        let company = sim.create(
+            "companies",
+            BTreeMap::from([("name".to_owned(), "Acme".to_owned())]),
+        );
+        let d1 = sim.create("deals", props(1));
+        let d2 = sim.create("deals", props(2));
+        let pairs = vec![
+            (d1.clone(), company.clone()),
+            (d2.clone(), company.clone()),
+            ("404".to_owned(), company.clone()),
+        ];
+        let r = conn
+            .associate("deals", "companies", &pairs)
+            .await
+            .expect("answered");
+        assert!(r[0].is_ok() && r[1].is_ok());
+        assert!(matches!(&r[2], Err(ConnectorError::Permanent(_))));
+        let mut got = sim.associations("deals", "companies");
+        got.sort();
+        let mut want = vec![(d1, company.clone()), (d2, company)];
+        want.sort();
+        assert_eq!(got, want);
+    }
+}
