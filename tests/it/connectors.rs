@@ -836,3 +836,50 @@ mod hubspot {
         assert_eq!(got, want);
     }
 }
+
+#[tokio::test]
+async fn partnerstack_deals_reach_hubspot_and_a_signed_webhook_brings_the_stage_back() {
+    use crate::harness::{HS_SECRET, World, wait_until};
+    use prmsync::sim::hubspot::{deliver_webhook, property_change_event};
+
+    let world = World::seeded(15).await;
+    let daemon = world.daemon().await;
+    daemon.run_until_idle().await.expect("first pass");
+    assert_eq!(world.hs.objects("deals").len(), 15);
+    let deal = world
+        .hs
+        .find("deals", "prm_deal_id", "deal_4")
+        .expect("deal_4 in HubSpot");
+    let id = deal["hs_object_id"].as_str().expect("id").to_owned();
+    assert!(
+        world
+            .hs
+            .set_property("deals", &id, "dealstage", "closedwon")
+    );
+    let url = reqwest::Url::parse(&format!("http://{}/webhooks/hubspot", daemon.http_addr))
+        .expect("webhook URL");
+    let status = deliver_webhook(
+        &http_client(Duration::from_secs(5)),
+        &url,
+        HS_SECRET,
+        &[property_change_event(77, &id, "dealstage", "closedwon")],
+    )
+    .await
+    .expect("delivered");
+    assert!(status.is_success(), "{status}");
+    wait_until(
+        Duration::from_secs(20),
+        "the stage to reach PartnerStack",
+        || async {
+            daemon.run_until_idle().await.expect("pass");
+            world
+                .ps
+                .deal("deal_4")
+                .and_then(|d| d["stage"].as_str().map(str::to_owned))
+                == Some("won".to_owned())
+        },
+    )
+    .await;
+    assert_eq!(world.hs.objects("deals").len(), 15, "nothing duplicated");
+    daemon.shutdown().await;
+}
