@@ -883,3 +883,152 @@ async fn partnerstack_deals_reach_hubspot_and_a_signed_webhook_brings_the_stage_
     assert_eq!(world.hs.objects("deals").len(), 15, "nothing duplicated");
     daemon.shutdown().await;
 }
+
+mod partnerstack {
+    use std::time::Duration;
+
+    use prmsync::connector::partnerstack::PartnerStack;
+    use prmsync::connector::{ConnectorError, WriteRequest, http_client};
+    use prmsync::sim::partnerstack::PartnerStackSim;
+    use prmsync::sim::{Fault, Injected, SimServer, seed};
+    use secrecy::SecretString;
+    use serde_json::json;
+
+    const KEY: &str = "ps-sim-key";
+
+    async fn start() -> (PartnerStackSim, SimServer, PartnerStack) {
+        let sim = PartnerStackSim::new(KEY);
+        let server = SimServer::start(sim.router()).await.expect("start sim");
+        let conn = PartnerStack::new(
+            http_client(Duration::from_secs(5)),
+            server.url("/api/v2"),
+            SecretString::from(KEY),
+        );
+        (sim, server, conn)
+    }
+
+    fn stage(key: &str, stage: &str) -> WriteRequest {
+        WriteRequest {
+            key: key.into(),
+            id_property: None,
+            target_id: None,
+            fields: json!({"stage": stage})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn partnerstack_reads_partnerships_customers_and_leads_in_pages() {
+        let (sim, _server, conn) = start().await;
+        for p in seed::partners(600) {
+            sim.upsert_item("partnerships", p);
+        }
+        sim.upsert_item(
+            "customers",
+            json!({"key": "cust_1", "name": "Acme"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        let mut page = None;
+        let (mut keys, mut pages) = (std::collections::BTreeSet::new(), 0);
+        loop {
+            let p = conn
+                .read_changes("partnerships", 0, page.as_deref())
+                .await
+                .expect("page");
+            pages += 1;
+            keys.extend(p.records.into_iter().map(|r| r.id));
+            page = p.next_page;
+            if page.is_none() {
+                break;
+            }
+        }
+        assert_eq!((keys.len(), pages), (600, 3), "limit 250 per page");
+        let c = conn
+            .read_changes("customers", 0, None)
+            .await
+            .expect("customers");
+        assert_eq!(c.records.len(), 1);
+        let l = conn.read_changes("leads", 0, None).await.expect("leads");
+        assert!(l.records.is_empty());
+        // Only changes at or after `since`.
+        let newest = sim
+            .items("partnerships")
+            .iter()
+            .filter_map(|p| p["updated_at"].as_i64())
+            .max()
+            .expect("max");
+        let p = conn
+            .read_changes("partnerships", newest, None)
+            .await
+            .expect("since");
+        assert_eq!(p.records.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn partnerstack_patches_per_record_and_faults_lose_nothing() {
+        let (sim, server, conn) = start().await;
+        for d in seed::deals(5, 2) {
+            sim.upsert_deal(d);
+        }
+        let writes = vec![
+            stage("deal_1", "won"),
+            stage("deal_2", "pending-legal"),
+            stage("deal_404", "won"),
+            stage("deal_3", "lost"),
+        ];
+        let r = conn.write("deals", &writes).await;
+        assert!(r[0].is_ok() && r[3].is_ok());
+        assert!(
+            matches!(&r[1], Err(ConnectorError::Permanent(m)) if m.contains("Deals Stage list"))
+        );
+        assert!(matches!(&r[2], Err(ConnectorError::Permanent(m)) if m.contains("404")));
+        assert_eq!(sim.stats().patches, 2);
+
+        sim.inject([
+            Injected::Fault(Fault {
+                status: 429,
+                retry_after: Some(5),
+            }),
+            Injected::RetryAtDate {
+                status: 429,
+                secs: 45,
+            },
+            Injected::Fault(Fault {
+                status: 500,
+                retry_after: None,
+            }),
+            Injected::Malformed,
+        ]);
+        let w = [stage("deal_4", "won")];
+        let errs: Vec<ConnectorError> = {
+            let mut v = Vec::new();
+            for _ in 0..4 {
+                v.push(conn.write("deals", &w).await.remove(0).expect_err("fault"));
+            }
+            v
+        };
+        assert_eq!(errs[0].retry_after(), Some(Duration::from_secs(5)));
+        let dated = errs[1].retry_after().expect("date");
+        assert!(dated > Duration::from_secs(30) && dated <= Duration::from_secs(45));
+        assert!(matches!(errs[2], ConnectorError::Transient(_)));
+        assert!(matches!(&errs[3], ConnectorError::Transient(m) if m.contains("unreadable")));
+        conn.write("deals", &w)
+            .await
+            .remove(0)
+            .expect("after the faults");
+        assert_eq!(sim.deal("deal_4").expect("deal_4")["stage"], "won");
+        assert_eq!(sim.deals().len(), 5, "PATCH never creates");
+
+        let wrong = PartnerStack::new(
+            http_client(Duration::from_secs(5)),
+            server.url("/api/v2"),
+            SecretString::from("wrong"),
+        );
+        assert!(matches!(wrong.health().await, Err(ConnectorError::Auth(_))));
+        assert_eq!(sim.stats().unauthorized, 1);
+    }
+}
