@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, CrmConfig, PrmConfig, SalesforceAuthConfig, SalesforceConfig};
 use crate::connector::hubspot::{HubSpot, OAuthClient};
+use crate::connector::rest::Rest;
 use crate::connector::salesforce::{self, Salesforce};
 use crate::connector::tokens::{BoxFuture, TokenStore, TokenStoreError};
 use crate::connector::{Connector, http_client, partnerstack::PartnerStack};
@@ -37,6 +38,7 @@ pub fn load_mappings(config: &Config) -> Result<MappingSet, MappingErrors> {
 fn systems(config: &Config) -> (SystemKind, SystemKind) {
     let prm = match config.prm {
         PrmConfig::PartnerStack(_) => SystemKind::PartnerStack,
+        PrmConfig::Rest(_) => SystemKind::Rest,
     };
     let crm = match config.crm {
         CrmConfig::HubSpot(_) => SystemKind::HubSpot,
@@ -88,6 +90,14 @@ impl Daemon {
                     )),
                     None,
                     p.webhook_secret.clone(),
+                )
+            }
+            PrmConfig::Rest(r) => {
+                require(r.profile.auth_value.expose_secret(), "rest.token")?;
+                (
+                    Connector::Rest(Rest::new(http.clone(), r.profile.clone())),
+                    None,
+                    None,
                 )
             }
         };

@@ -12,7 +12,11 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub use raw::defaults;
-use raw::{RawDaemon, RawHttp, RawHubSpot, RawLog, RawPartnerStack, RawSalesforce, RawSecret};
+use raw::{
+    RawDaemon, RawHttp, RawHubSpot, RawLog, RawPartnerStack, RawRest, RawSalesforce, RawSecret,
+};
+
+use crate::connector::rest::{Paging, RestObject, RestProfile, SinceFormat, UpsertMethod};
 
 /// Environment variables that override config keys start with this, e.g.
 /// `PRMSYNC__DAEMON__POLL_INTERVAL_SECS=10` sets `daemon.poll_interval_secs`.
@@ -62,6 +66,15 @@ pub struct HttpConfig {
 #[derive(Debug, Clone)]
 pub enum PrmConfig {
     PartnerStack(PartnerStackConfig),
+    Rest(RestConfig),
+}
+
+/// A PRM reached through the declarative `rest` profile.
+#[derive(Debug, Clone)]
+pub struct RestConfig {
+    pub profile: RestProfile,
+    pub rate_limit_per_second: Option<u32>,
+    pub webhook_secret: Option<SecretString>,
 }
 
 /// The CRM.
@@ -246,13 +259,22 @@ fn validate(
     let partnerstack: Option<RawPartnerStack> = section(cfg, &top, "partnerstack", &mut errs);
     let hubspot: Option<RawHubSpot> = section(cfg, &top, "hubspot", &mut errs);
     let salesforce: Option<RawSalesforce> = section(cfg, &top, "salesforce", &mut errs);
+    let rest: Option<RawRest> = section(cfg, &top, "rest", &mut errs);
 
     let daemon = validate_daemon(daemon, base_dir, &mut errs);
     let log = validate_log(log, &mut errs);
     let http = validate_http(http, &mut errs);
 
-    let prm = match partnerstack {
-        Some(p) => Some(PrmConfig::PartnerStack(PartnerStackConfig {
+    if partnerstack.is_some() && rest.is_some() {
+        errs.push(ConfigError {
+            key: "rest".into(),
+            message: "both [partnerstack] and [rest] are configured".into(),
+            hint: Some("prmsync syncs one PRM: keep one of the two sections".into()),
+        });
+    }
+    let prm = match (partnerstack, rest) {
+        (None, Some(r)) => Some(PrmConfig::Rest(validate_rest(r, env, &mut errs))),
+        (Some(p), _) => Some(PrmConfig::PartnerStack(PartnerStackConfig {
             base_url: url(&p.base_url, "partnerstack.base_url", &mut errs),
             api_key: secret(p.api_key.as_ref(), "partnerstack.api_key", env, &mut errs)
                 .unwrap_or_else(|| missing("partnerstack.api_key", &mut errs)),
@@ -263,8 +285,8 @@ fn validate(
                 &mut errs,
             ),
         })),
-        None => {
-            if !top.contains_key("partnerstack") {
+        (None, None) => {
+            if !top.contains_key("partnerstack") && !top.contains_key("rest") {
                 errs.push(ConfigError {
                     key: "partnerstack".into(),
                     message: "no PRM is configured".into(),
@@ -309,6 +331,127 @@ fn validate(
             crm,
         }),
         _ => Err(errs),
+    }
+}
+
+fn validate_rest(r: RawRest, env: &Environment, errs: &mut Vec<ConfigError>) -> RestConfig {
+    let base_url = url(&r.base_url, "rest.base_url", errs);
+    let token = secret(r.token.as_ref(), "rest.token", env, errs)
+        .unwrap_or_else(|| missing("rest.token", errs));
+    if !r.auth_template.contains("{token}") {
+        errs.push(ConfigError {
+            key: "rest.auth_template".into(),
+            message: "does not contain {token}".into(),
+            hint: Some("for example \"Bearer {token}\" or \"prm-key {token}\"".into()),
+        });
+    }
+    if !(1..=1000).contains(&r.page_size) {
+        errs.push(ConfigError {
+            key: "rest.page_size".into(),
+            message: format!("{} is out of range", r.page_size),
+            hint: Some("use 1 to 1000 (what the PRM allows per page)".into()),
+        });
+    }
+    if r.objects.is_empty() {
+        errs.push(ConfigError {
+            key: "rest.objects".into(),
+            message: "no objects are described".into(),
+            hint: Some("add [rest.objects.deals] with list_path = \"/deals\"".into()),
+        });
+    }
+    let auth_value = SecretString::from(
+        r.auth_template
+            .replace("{token}", secrecy::ExposeSecret::expose_secret(&token)),
+    );
+    let mut objects = std::collections::BTreeMap::new();
+    for (name, o) in r.objects {
+        let key = |k: &str| format!("rest.objects.{name}.{k}");
+        if !o.list_path.starts_with('/') {
+            errs.push(ConfigError {
+                key: key("list_path"),
+                message: format!("{:?} must start with /", o.list_path),
+                hint: Some("a path under base_url, e.g. \"/deals\"".into()),
+            });
+        }
+        if let Some(p) = &o.upsert_path
+            && !(p.starts_with('/') && p.contains("{id}"))
+        {
+            errs.push(ConfigError {
+                key: key("upsert_path"),
+                message: format!("{p:?} must start with / and contain {{id}}"),
+                hint: Some("for example \"/deals/{id}\"".into()),
+            });
+        }
+        let upsert_method = match o.upsert_method.to_ascii_uppercase().as_str() {
+            "PUT" => UpsertMethod::Put,
+            "PATCH" => UpsertMethod::Patch,
+            "POST" => UpsertMethod::Post,
+            other => {
+                errs.push(ConfigError {
+                    key: key("upsert_method"),
+                    message: format!("unknown method {other:?}"),
+                    hint: Some("use PUT, PATCH or POST".into()),
+                });
+                UpsertMethod::Put
+            }
+        };
+        let since_format = match o.since_format.as_str() {
+            "epoch_ms" => SinceFormat::EpochMs,
+            "rfc3339" => SinceFormat::Rfc3339,
+            other => {
+                errs.push(ConfigError {
+                    key: key("since_format"),
+                    message: format!("unknown format {other:?}"),
+                    hint: Some("use \"epoch_ms\" or \"rfc3339\"".into()),
+                });
+                SinceFormat::EpochMs
+            }
+        };
+        let paging = match o.paging.as_str() {
+            "page_token" => Paging::PageToken {
+                param: o.page_token_param,
+                next_field: o.next_token_field,
+            },
+            "offset" => Paging::Offset {
+                param: o.offset_param,
+            },
+            other => {
+                errs.push(ConfigError {
+                    key: key("paging"),
+                    message: format!("unknown paging {other:?}"),
+                    hint: Some("use \"page_token\" or \"offset\"".into()),
+                });
+                Paging::Offset {
+                    param: o.offset_param,
+                }
+            }
+        };
+        objects.insert(
+            name.clone(),
+            RestObject {
+                list_path: o.list_path,
+                upsert_path: o.upsert_path,
+                upsert_method,
+                items_field: o.items_field,
+                id_field: o.id_field,
+                cursor_field: o.cursor_field,
+                since_param: o.since_param,
+                since_format,
+                limit_param: o.limit_param,
+                paging,
+            },
+        );
+    }
+    RestConfig {
+        profile: RestProfile {
+            base_url,
+            auth_header: r.auth_header,
+            auth_value,
+            page_size: r.page_size,
+            objects,
+        },
+        rate_limit_per_second: r.rate_limit_per_second,
+        webhook_secret: secret(r.webhook_secret.as_ref(), "rest.webhook_secret", env, errs),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod hubspot;
 pub mod partnerstack;
+pub mod rest;
 pub mod salesforce;
 pub mod tokens;
 
@@ -91,6 +92,7 @@ pub enum Connector {
     PartnerStack(partnerstack::PartnerStack),
     HubSpot(hubspot::HubSpot),
     Salesforce(salesforce::Salesforce),
+    Rest(rest::Rest),
 }
 
 impl Connector {
@@ -99,6 +101,7 @@ impl Connector {
             Connector::PartnerStack(_) => SystemKind::PartnerStack,
             Connector::HubSpot(_) => SystemKind::HubSpot,
             Connector::Salesforce(_) => SystemKind::Salesforce,
+            Connector::Rest(_) => SystemKind::Rest,
         }
     }
 
@@ -108,6 +111,7 @@ impl Connector {
             Connector::PartnerStack(c) => c.health().await,
             Connector::HubSpot(c) => c.health().await,
             Connector::Salesforce(c) => c.health().await,
+            Connector::Rest(c) => c.health().await,
         }
     }
 
@@ -123,6 +127,7 @@ impl Connector {
             Connector::PartnerStack(c) => c.read_changes(object, since_ms, page).await,
             Connector::HubSpot(c) => c.read_changes(object, since_ms, fields, page).await,
             Connector::Salesforce(c) => c.read_changes(object, since_ms, fields, page).await,
+            Connector::Rest(c) => c.read_changes(object, since_ms, page).await,
         }
     }
 
@@ -136,6 +141,7 @@ impl Connector {
             Connector::PartnerStack(c) => Ok(c.write(object, writes).await),
             Connector::HubSpot(c) => c.write(object, writes).await,
             Connector::Salesforce(c) => c.write(object, writes).await,
+            Connector::Rest(c) => c.write(object, writes).await,
         }
     }
 
@@ -145,6 +151,7 @@ impl Connector {
             Connector::PartnerStack(_) => 25,
             Connector::HubSpot(_) => hubspot::MAX_BATCH,
             Connector::Salesforce(_) => salesforce::api::MAX_COLLECTION,
+            Connector::Rest(_) => 25,
         }
     }
 
@@ -158,7 +165,7 @@ impl Connector {
     ) -> Option<Result<Vec<Deletion>, ConnectorError>> {
         match self {
             Connector::Salesforce(c) => Some(c.read_deletes(object, start_ms, end_ms).await),
-            Connector::PartnerStack(_) | Connector::HubSpot(_) => None,
+            Connector::PartnerStack(_) | Connector::HubSpot(_) | Connector::Rest(_) => None,
         }
     }
 }

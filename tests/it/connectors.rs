@@ -1032,3 +1032,166 @@ mod partnerstack {
         assert_eq!(sim.stats().unauthorized, 1);
     }
 }
+
+mod rest {
+    use std::time::Duration;
+
+    use prmsync::config::{Environment, PrmConfig, load};
+    use prmsync::connector::rest::Rest;
+    use prmsync::connector::{ConnectorError, WriteRequest, http_client};
+    use prmsync::sim::rest::RestPrmSim;
+    use prmsync::sim::{Fault, Injected, SimServer};
+    use serde_json::{Map, Value, json};
+
+    const KEY: &str = "rest-prm-key";
+
+    async fn start() -> (RestPrmSim, SimServer, Rest) {
+        let sim = RestPrmSim::new(KEY);
+        let server = SimServer::start(sim.router()).await.expect("start sim");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("rest-prm.toml");
+        let fixture =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rest-prm.toml");
+        std::fs::copy(fixture, &path).expect("copy fixture");
+        let env = Environment {
+            vars: [
+                ("REST_PRM_KEY", KEY.to_owned()),
+                ("HS_TOKEN", "t".to_owned()),
+                ("PRMSYNC__REST__BASE_URL", server.url("/api").to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        };
+        let config = load(&path, &env).expect("the shipped profile is valid");
+        let PrmConfig::Rest(r) = config.prm else {
+            panic!("rest PRM expected")
+        };
+        assert_eq!(r.rate_limit_per_second, Some(5));
+        let conn = Rest::new(http_client(Duration::from_secs(5)), r.profile);
+        (sim, server, conn)
+    }
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    fn write(id: &str, stage: &str) -> WriteRequest {
+        WriteRequest {
+            key: id.into(),
+            id_property: None,
+            target_id: None,
+            fields: obj(json!({"stage": stage, "crm_id": format!("crm-{id}")})),
+        }
+    }
+
+    async fn read_all(conn: &Rest, object: &str, since: i64) -> (usize, Vec<String>) {
+        let (mut page, mut pages, mut ids) = (None, 0, Vec::new());
+        loop {
+            let p = conn
+                .read_changes(object, since, page.as_deref())
+                .await
+                .expect("page");
+            pages += 1;
+            ids.extend(p.records.into_iter().map(|r| r.id));
+            page = p.next_page;
+            if page.is_none() {
+                return (pages, ids);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn rest_profile_reads_with_page_tokens_and_offsets() {
+        let (sim, _server, conn) = start().await;
+        conn.health().await.expect("health");
+        for i in 0..250 {
+            sim.put(
+                "deals",
+                &format!("d{i:03}"),
+                obj(json!({"stage": "registered"})),
+            );
+        }
+        for i in 0..130 {
+            sim.put("partners", &format!("p{i:03}"), obj(json!({"name": "x"})));
+        }
+        let (pages, ids) = read_all(&conn, "deals", 0).await;
+        assert_eq!((pages, ids.len()), (3, 250));
+        let (pages, ids) = read_all(&conn, "partners", 0).await;
+        assert_eq!((pages, ids.len()), (2, 130));
+        let since = conn
+            .read_changes("deals", 0, None)
+            .await
+            .expect("first")
+            .records[10]
+            .modified_ms;
+        let (_, ids) = read_all(&conn, "deals", since).await;
+        assert_eq!(ids.len(), 240, "updated_since is inclusive");
+        assert!(matches!(
+            conn.read_changes("invoices", 0, None).await,
+            Err(ConnectorError::Permanent(m)) if m.contains("no object")
+        ));
+        assert!(matches!(
+            conn.write("partners", &[write("p1", "won")]).await,
+            Err(ConnectorError::Permanent(m)) if m.contains("read-only")
+        ));
+    }
+
+    #[tokio::test]
+    async fn rest_profile_upserts_per_record_and_faults_lose_nothing() {
+        let (sim, _server, conn) = start().await;
+        sim.put("deals", "d1", obj(json!({"stage": "registered"})));
+        let r = conn
+            .write(
+                "deals",
+                &[
+                    write("d1", "approved"),
+                    write("d2", "maybe"),
+                    write("d3", "won"),
+                ],
+            )
+            .await
+            .expect("answered");
+        assert!(r[0].as_ref().is_ok_and(|a| !a.created));
+        assert!(matches!(&r[1], Err(ConnectorError::Permanent(m)) if m.contains("422")));
+        assert!(r[2].as_ref().is_ok_and(|a| a.created && a.id == "d3"));
+        assert_eq!(sim.items("deals").len(), 2);
+
+        sim.inject([
+            Injected::Fault(Fault {
+                status: 429,
+                retry_after: Some(2),
+            }),
+            Injected::RetryAtDate {
+                status: 429,
+                secs: 30,
+            },
+            Injected::Fault(Fault {
+                status: 503,
+                retry_after: None,
+            }),
+            Injected::Malformed,
+        ]);
+        let w = [write("d2", "registered")];
+        let mut errs = Vec::new();
+        for _ in 0..4 {
+            let mut r = conn.write("deals", &w).await.expect("answered");
+            errs.push(r.remove(0).expect_err("fault"));
+        }
+        assert_eq!(errs[0].retry_after(), Some(Duration::from_secs(2)));
+        assert!(
+            errs[1]
+                .retry_after()
+                .is_some_and(|d| d > Duration::from_secs(20))
+        );
+        assert!(matches!(errs[2], ConnectorError::Transient(_)));
+        assert!(matches!(&errs[3], ConnectorError::Transient(m) if m.contains("unreadable")));
+        conn.write("deals", &w)
+            .await
+            .expect("answered")
+            .remove(0)
+            .expect("after faults");
+        assert_eq!(sim.items("deals").len(), 3);
+        assert_eq!(sim.stats().created, 2);
+    }
+}
