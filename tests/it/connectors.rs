@@ -498,21 +498,7 @@ async fn partnerstack_deals_become_salesforce_opportunities_and_stage_flows_back
     let sf_server = SimServer::start(sim.router())
         .await
         .expect("start Salesforce sim");
-    let mut config = world.config();
-    config.daemon.mappings_dir = Some(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mappings-salesforce"),
-    );
-    config.crm = CrmConfig::Salesforce(SalesforceConfig {
-        login_url: sf_server.url(""),
-        auth: SalesforceAuthConfig::RefreshToken {
-            client_id: CLIENT_ID.into(),
-            client_secret: Some(SecretString::from(CLIENT_SECRET)),
-            refresh_token: SecretString::from(REFRESH),
-        },
-    });
-    let daemon = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
-        .await
-        .expect("daemon starts with Salesforce as the CRM");
+    let daemon = salesforce_daemon(&world, &sf_server).await;
     let report = daemon.run_until_idle().await.expect("first pass");
     assert_eq!(report.dead_lettered, 0, "{report:?}");
     let opps = sim.records("Opportunity");
@@ -1194,4 +1180,68 @@ mod rest {
         assert_eq!(sim.items("deals").len(), 3);
         assert_eq!(sim.stats().created, 2);
     }
+}
+
+/// A daemon syncing the world's PartnerStack with a Salesforce simulator (refresh-token flow).
+async fn salesforce_daemon(
+    world: &crate::harness::World,
+    sf_server: &SimServer,
+) -> prmsync::app::Daemon {
+    use prmsync::config::{CrmConfig, SalesforceAuthConfig, SalesforceConfig};
+    let mut config = world.config();
+    config.daemon.mappings_dir = Some(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mappings-salesforce"),
+    );
+    config.crm = CrmConfig::Salesforce(SalesforceConfig {
+        login_url: sf_server.url(""),
+        auth: SalesforceAuthConfig::RefreshToken {
+            client_id: CLIENT_ID.into(),
+            client_secret: Some(SecretString::from(CLIENT_SECRET)),
+            refresh_token: SecretString::from(REFRESH),
+        },
+    });
+    prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+        .await
+        .expect("daemon starts with Salesforce as the CRM")
+}
+
+#[tokio::test]
+async fn the_engine_sends_nothing_to_salesforce_before_retry_after_ends() {
+    let world = crate::harness::World::seeded(5).await;
+    let sim = SalesforceSim::new(sf_auth(false, false));
+    let sf_server = SimServer::start(sim.router())
+        .await
+        .expect("start Salesforce sim");
+    sim.inject([
+        Injected::Fault(Fault {
+            status: 429,
+            retry_after: Some(1),
+        }),
+        Injected::RetryAtDate {
+            status: 429,
+            secs: 2,
+        },
+    ]);
+    let daemon = salesforce_daemon(&world, &sf_server).await;
+    daemon.run_until_idle().await.expect("passes");
+    assert_eq!(
+        sim.records("Opportunity").len(),
+        5,
+        "everything arrived in the end"
+    );
+    let log: Vec<_> = sim
+        .request_log()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/services/data/"))
+        .collect();
+    let limited: Vec<usize> = (0..log.len()).filter(|i| log[*i].status == 429).collect();
+    assert_eq!(limited.len(), 2, "{log:?}");
+    let next = |i: usize| log.get(i + 1).expect("a request after the 429").at_ms;
+    assert!(
+        next(limited[0]) - log[limited[0]].at_ms >= 1000,
+        "Retry-After: 1 honoured"
+    );
+    let said = (log[limited[1]].at_ms + 2000) / 1000 * 1000;
+    assert!(next(limited[1]) >= said, "the HTTP-date honoured");
+    daemon.shutdown().await;
 }
