@@ -490,8 +490,6 @@ async fn salesforce_faults_are_typed_and_lose_nothing() {
 
 #[tokio::test]
 async fn partnerstack_deals_become_salesforce_opportunities_and_stage_flows_back() {
-    use prmsync::config::{CrmConfig, SalesforceAuthConfig, SalesforceConfig};
-
     let world = crate::harness::World::seeded(12).await;
     let ps = &world.ps;
     let sim = SalesforceSim::new(sf_auth(true, false));
