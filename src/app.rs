@@ -7,13 +7,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, CrmConfig, PrmConfig};
-use crate::connector::{Connector, http_client, hubspot::HubSpot, partnerstack::PartnerStack};
+use crate::config::{Config, CrmConfig, PrmConfig, SalesforceAuthConfig, SalesforceConfig};
+use crate::connector::hubspot::{HubSpot, OAuthClient};
+use crate::connector::rest::Rest;
+use crate::connector::salesforce::{self, Salesforce};
+use crate::connector::tokens::{BoxFuture, TokenStore, TokenStoreError};
+use crate::connector::{Connector, http_client, partnerstack::PartnerStack};
 use crate::engine::dryrun::{self, FlowPlan};
 use crate::engine::{Clock, Engine, EngineSettings, RetryPolicy, TickReport};
 use crate::mapping::{Mapping, MappingErrors, MappingSet};
@@ -35,9 +39,11 @@ pub fn load_mappings(config: &Config) -> Result<MappingSet, MappingErrors> {
 fn systems(config: &Config) -> (SystemKind, SystemKind) {
     let prm = match config.prm {
         PrmConfig::PartnerStack(_) => SystemKind::PartnerStack,
+        PrmConfig::Rest(_) => SystemKind::Rest,
     };
     let crm = match config.crm {
         CrmConfig::HubSpot(_) => SystemKind::HubSpot,
+        CrmConfig::Salesforce(_) => SystemKind::Salesforce,
     };
     (prm, crm)
 }
@@ -71,8 +77,12 @@ fn versions(mappings: &[Arc<Mapping>]) -> Vec<String> {
         .collect()
 }
 
-/// The configured PRM and CRM connectors (no request is made yet).
-pub fn connectors(config: &Config) -> anyhow::Result<(Connector, Connector)> {
+/// The configured PRM and CRM connectors (no request is made yet). `tokens` keeps rotated
+/// credentials (Salesforce refresh tokens) durable; without it they live in memory only.
+pub fn connectors(
+    config: &Config,
+    tokens: Option<&Store>,
+) -> anyhow::Result<(Connector, Connector)> {
     let http = http_client(config.daemon.request_timeout);
     let prm = match &config.prm {
         PrmConfig::PartnerStack(p) => {
@@ -83,18 +93,43 @@ pub fn connectors(config: &Config) -> anyhow::Result<(Connector, Connector)> {
                 p.api_key.clone(),
             ))
         }
-    };
-    let crm = match &config.crm {
-        CrmConfig::HubSpot(h) => {
-            require(h.access_token.expose_secret(), "hubspot.access_token")?;
-            Connector::HubSpot(HubSpot::new(
-                http,
-                h.base_url.clone(),
-                h.access_token.clone(),
-            ))
+        PrmConfig::Rest(r) => {
+            require(r.profile.auth_value.expose_secret(), "rest.token")?;
+            Connector::Rest(Rest::new(http.clone(), r.profile.clone()))
         }
     };
+    let crm = match &config.crm {
+        CrmConfig::HubSpot(h) => Connector::HubSpot(match &h.oauth {
+            Some(o) => HubSpot::with_oauth(
+                http.clone(),
+                h.base_url.clone(),
+                OAuthClient {
+                    client_id: o.client_id.clone(),
+                    client_secret: h.client_secret.clone().unwrap_or_default(),
+                    refresh_token: o.refresh_token.clone(),
+                },
+            ),
+            None => {
+                require(h.access_token.expose_secret(), "hubspot.access_token")?;
+                HubSpot::new(http.clone(), h.base_url.clone(), h.access_token.clone())
+            }
+        }),
+        CrmConfig::Salesforce(sf) => salesforce_connector(sf, http.clone(), tokens)?,
+    };
     Ok((prm, crm))
+}
+
+/// The webhook secrets: (HubSpot client secret, PartnerStack shared secret).
+fn webhook_secrets(config: &Config) -> (Option<SecretString>, Option<SecretString>) {
+    let partnerstack = match &config.prm {
+        PrmConfig::PartnerStack(p) => p.webhook_secret.clone(),
+        PrmConfig::Rest(_) => None,
+    };
+    let hubspot = match &config.crm {
+        CrmConfig::HubSpot(h) => h.client_secret.clone(),
+        CrmConfig::Salesforce(_) => None,
+    };
+    (hubspot, partnerstack)
 }
 
 /// `prmsync plan`: a dry run of the active flows (or one, by name) against the state file and the
@@ -112,7 +147,13 @@ pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<Flo
             );
         }
     }
-    let (prm, crm) = connectors(config)?;
+    // A Salesforce refresh with rotation invalidates the old token, so the new one must be kept
+    // even on a dry run: the state file is opened for credentials only in that case.
+    let tokens = match &config.crm {
+        CrmConfig::Salesforce(_) => Some(Store::open(&config.daemon.state_path)?),
+        _ => None,
+    };
+    let (prm, crm) = connectors(config, tokens.as_ref())?;
     let path = &config.daemon.state_path;
     let state = if path.exists() {
         Some(
@@ -155,13 +196,8 @@ impl Daemon {
             versions: versions(&mappings),
             ..ReloadStatus::default()
         });
-        let (prm, crm) = connectors(&config)?;
-        let partnerstack_secret = match &config.prm {
-            PrmConfig::PartnerStack(p) => p.webhook_secret.clone(),
-        };
-        let hubspot_secret = match &config.crm {
-            CrmConfig::HubSpot(h) => h.client_secret.clone(),
-        };
+        let (prm, crm) = connectors(&config, Some(&store))?;
+        let (hubspot_secret, partnerstack_secret) = webhook_secrets(&config);
         let settings = EngineSettings {
             batch_size: config.daemon.batch_size,
             retry: RetryPolicy {
@@ -306,6 +342,88 @@ impl Daemon {
             tracing::warn!("shutdown deadline passed with requests still open");
         }
         tracing::info!("prmsync stopped");
+    }
+}
+
+/// Builds the Salesforce connector; rotated refresh tokens go to the state file.
+fn salesforce_connector(
+    sf: &SalesforceConfig,
+    http: reqwest::Client,
+    store: Option<&Store>,
+) -> anyhow::Result<Connector> {
+    let grant = match &sf.auth {
+        SalesforceAuthConfig::RefreshToken {
+            client_id,
+            client_secret,
+            refresh_token,
+        } => {
+            require(refresh_token.expose_secret(), "salesforce.refresh_token")?;
+            salesforce::Grant::RefreshToken {
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+                refresh_token: refresh_token.clone(),
+            }
+        }
+        SalesforceAuthConfig::JwtBearer {
+            client_id,
+            username,
+            private_key,
+        } => {
+            require(private_key.expose_secret(), "salesforce.private_key")?;
+            let key = salesforce::auth::parse_private_key(private_key.expose_secret())
+                .context("salesforce.private_key")?;
+            let mut audience = sf.login_url.clone();
+            audience.set_path("");
+            salesforce::Grant::JwtBearer {
+                client_id: client_id.clone(),
+                username: username.clone(),
+                audience: audience.as_str().trim_end_matches('/').to_owned(),
+                key: Arc::new(key),
+            }
+        }
+    };
+    let tokens = store.map(|s| Arc::new(StoreTokens(s.clone())) as Arc<dyn TokenStore>);
+    Ok(Connector::Salesforce(Salesforce::new(
+        http,
+        &sf.login_url,
+        grant,
+        tokens,
+    )))
+}
+
+/// Connector credentials kept in the state file (a rotated refresh token is durable before use).
+#[derive(Debug)]
+struct StoreTokens(Store);
+
+impl TokenStore for StoreTokens {
+    fn load<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<secrecy::SecretString>, TokenStoreError>> {
+        Box::pin(async move {
+            self.0
+                .credential(format!("{key}.refresh_token"))
+                .await
+                .map(|v| v.map(secrecy::SecretString::from))
+                .map_err(|e| TokenStoreError(Box::new(e)))
+        })
+    }
+
+    fn save<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a secrecy::SecretString,
+    ) -> BoxFuture<'a, Result<(), TokenStoreError>> {
+        Box::pin(async move {
+            self.0
+                .save_credential(
+                    format!("{key}.refresh_token"),
+                    token.expose_secret().to_owned(),
+                    jiff::Timestamp::now().as_millisecond(),
+                )
+                .await
+                .map_err(|e| TokenStoreError(Box::new(e)))
+        })
     }
 }
 

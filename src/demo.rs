@@ -86,6 +86,7 @@ pub fn config_for(state: PathBuf, partnerstack: reqwest::Url, hubspot: reqwest::
             base_url: hubspot,
             access_token: SecretString::from(HS_TOKEN),
             client_secret: Some(SecretString::from(HS_SECRET)),
+            oauth: None,
         }),
     }
 }

@@ -45,7 +45,9 @@ fn minimal_file_gets_the_defaults() {
     assert_eq!(c.http.listen.to_string(), defaults::LISTEN);
     assert_eq!(c.log.format, LogFormat::Human);
     assert!(c.daemon.mappings_dir.is_none());
-    let PrmConfig::PartnerStack(p) = &c.prm;
+    let PrmConfig::PartnerStack(p) = &c.prm else {
+        panic!("PartnerStack expected")
+    };
     assert_eq!(p.base_url.as_str(), "https://api.partnerstack.com/api/v2");
     assert_eq!(p.api_key.expose_secret(), "k");
     assert!(p.webhook_secret.is_none());
@@ -86,9 +88,13 @@ fn secrets_come_from_files_and_never_print() {
         &env(&[("CREDENTIALS_DIRECTORY", &creds)]),
     )
     .unwrap();
-    let PrmConfig::PartnerStack(p) = &c.prm;
+    let PrmConfig::PartnerStack(p) = &c.prm else {
+        panic!("PartnerStack expected")
+    };
     assert_eq!(p.api_key.expose_secret(), "s3cr3t-token");
-    let CrmConfig::HubSpot(h) = &c.crm;
+    let CrmConfig::HubSpot(h) = &c.crm else {
+        panic!("HubSpot expected")
+    };
     assert_eq!(h.access_token.expose_secret(), "cred-token");
     let debug = format!("{c:?}");
     assert!(

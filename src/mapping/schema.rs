@@ -19,7 +19,7 @@ fn is_custom(system: SystemKind, field: &str) -> bool {
         // prmsync's own HubSpot properties, created at install time.
         SystemKind::HubSpot => field.starts_with("prm_"),
         SystemKind::Salesforce => field.ends_with("__c"),
-        SystemKind::PartnerStack => false,
+        SystemKind::PartnerStack | SystemKind::Rest => false,
     }
 }
 

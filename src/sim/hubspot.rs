@@ -2,17 +2,18 @@
 //! `hs_lastmodifieddate` with `after` paging (200 per page, 10,000 cap), string-only property
 //! values, bearer auth, `X-HubSpot-RateLimit-*` headers and HubSpot's error bodies.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use super::{Fault, SimClock};
+use super::{Injected, LoggedRequest, SimClock, http_date};
 
 /// Deal stages of HubSpot's default sales pipeline.
 pub const DEAL_STAGES: &[&str] = &[
@@ -45,6 +46,8 @@ const DEAL_PROPERTIES: &[&str] = &[
 
 const SEARCH_CAP: usize = 10_000;
 const DAILY_LIMIT: u64 = 500_000;
+/// "Four requests per second and per authentication token" for search.
+const SEARCH_PER_SECOND: usize = 4;
 const SECONDLY_LIMIT: u64 = 19;
 
 /// Counts the tests assert on.
@@ -58,6 +61,20 @@ pub struct Stats {
     /// Upserts that changed nothing (same values written again).
     pub unchanged: u64,
     pub unauthorized: u64,
+    pub token_refreshes: u64,
+    pub search_rate_limited: u64,
+    pub daily_rate_limited: u64,
+    pub associations_created: u64,
+}
+
+/// An OAuth app installation the simulator accepts.
+#[derive(Debug, Clone)]
+pub struct HubSpotOAuth {
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+    /// Seconds an access token lives (`expires_in`).
+    pub expires_in: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -73,9 +90,19 @@ struct Inner {
     objects: BTreeMap<String, BTreeMap<u64, Object>>,
     next_id: u64,
     stats: Stats,
-    faults: Vec<Fault>,
+    faults: VecDeque<Injected>,
     /// Writes per (object type, external id): how many creates and updates each got.
     writes: BTreeMap<(String, String), (u32, u32)>,
+    search_cap: usize,
+    search_rate: Option<usize>,
+    search_times: VecDeque<i64>,
+    daily_limit: u64,
+    oauth: Option<HubSpotOAuth>,
+    /// OAuth access token -> expiry (epoch ms).
+    access_tokens: BTreeMap<String, i64>,
+    /// (from type, from id, to type, to id).
+    associations: BTreeSet<(String, String, String, String)>,
+    log: Vec<LoggedRequest>,
 }
 
 /// A HubSpot portal in memory.
@@ -93,8 +120,67 @@ impl HubSpotSim {
             clock: Arc::default(),
             token: token.into(),
         };
-        sim.lock().next_id = 9_000_000_001;
+        {
+            let mut inner = sim.lock();
+            inner.next_id = 9_000_000_001;
+            inner.search_cap = SEARCH_CAP;
+            inner.search_rate = Some(SEARCH_PER_SECOND);
+            inner.daily_limit = DAILY_LIMIT;
+        }
         sim
+    }
+
+    /// Also accept OAuth access tokens issued by `POST /oauth/v1/token` for this installation.
+    pub fn enable_oauth(&self, oauth: HubSpotOAuth) {
+        self.lock().oauth = Some(oauth);
+    }
+
+    /// Search pages past `cap` results are refused (HubSpot's cap is 10,000).
+    pub fn set_search_cap(&self, cap: usize) {
+        self.lock().search_cap = cap;
+    }
+
+    /// Search requests per second per token before 429 (`None`: unlimited).
+    pub fn set_search_rate(&self, per_second: Option<usize>) {
+        self.lock().search_rate = per_second;
+    }
+
+    /// Requests per day before 429 with `policyName: DAILY`.
+    pub fn set_daily_limit(&self, n: u64) {
+        self.lock().daily_limit = n;
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn request_log(&self) -> Vec<LoggedRequest> {
+        self.lock().log.clone()
+    }
+
+    /// Associations from `from_type` objects to `to_type` objects, as (from id, to id).
+    pub fn associations(&self, from_type: &str, to_type: &str) -> Vec<(String, String)> {
+        self.lock()
+            .associations
+            .iter()
+            .filter(|(f, _, t, _)| f == from_type && t == to_type)
+            .map(|(_, a, _, b)| (a.clone(), b.clone()))
+            .collect()
+    }
+
+    /// Creates an object directly, as a CRM user would; returns its id.
+    pub fn create(&self, object_type: &str, properties: BTreeMap<String, String>) -> String {
+        let now = self.clock.tick();
+        let mut inner = self.lock();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        inner.objects.entry(object_type.into()).or_default().insert(
+            id,
+            Object {
+                id,
+                properties,
+                created_ms: now,
+                updated_ms: now,
+            },
+        );
+        id.to_string()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -103,9 +189,15 @@ impl HubSpotSim {
 
     pub fn router(&self) -> Router {
         Router::new()
+            .route("/oauth/v1/token", post(oauth_token))
             .route("/crm/v3/objects/{object}", get(list_objects))
             .route("/crm/v3/objects/{object}/batch/upsert", post(batch_upsert))
             .route("/crm/v3/objects/{object}/search", post(search))
+            .route(
+                "/crm/v4/associations/{from}/{to}/batch/associate/default",
+                post(associate_default),
+            )
+            .layer(middleware::from_fn_with_state(self.clone(), log_requests))
             .with_state(self.clone())
     }
 
@@ -161,16 +253,25 @@ impl HubSpotSim {
     }
 
     /// The next requests get these faults, in order, instead of their answers.
-    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
-        self.lock().faults.extend(faults);
+    pub fn inject<I: Into<Injected>>(&self, faults: impl IntoIterator<Item = I>) {
+        self.lock()
+            .faults
+            .extend(faults.into_iter().map(Into::into));
     }
 
     #[allow(clippy::result_large_err)] // axum responses are the natural error here
     fn gate(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let now = jiff::Timestamp::now().as_millisecond();
         let mut inner = self.lock();
         inner.stats.requests += 1;
-        let expected = format!("Bearer {}", self.token);
-        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        let presented = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = presented.is_some_and(|t| {
+            t == &*self.token || inner.access_tokens.get(t).is_some_and(|exp| *exp > now)
+        });
+        if !ok {
             inner.stats.unauthorized += 1;
             return Err(error(
                 StatusCode::UNAUTHORIZED,
@@ -178,45 +279,69 @@ impl HubSpotSim {
                 "Authentication credentials not found. This API supports OAuth 2.0 authentication.",
             ));
         }
-        if !inner.faults.is_empty() {
-            let f = inner.faults.remove(0);
-            let status =
-                StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut resp = if f.status == 429 {
-                (
-                    status,
-                    Json(json!({
-                        "status": "error",
-                        "message": "You have reached your secondly limit.",
-                        "errorType": "RATE_LIMIT",
-                        "correlationId": correlation_id(),
-                        "policyName": "SECONDLY",
-                        "requestId": correlation_id(),
-                    })),
-                )
-                    .into_response()
-            } else {
-                error(status, "INTERNAL_ERROR", "injected fault")
-            };
-            if let Some(s) = f.retry_after {
-                resp.headers_mut().insert("retry-after", s.into());
-            }
-            return Err(resp);
+        if inner.stats.requests > inner.daily_limit {
+            inner.stats.daily_rate_limited += 1;
+            return Err(rate_limited("DAILY", "You have reached your daily limit."));
         }
+        let (status, retry) = match inner.faults.pop_front() {
+            None => return Ok(()),
+            Some(Injected::Malformed) => {
+                return Err((StatusCode::OK, "<html>Bad gateway page</html>").into_response());
+            }
+            Some(Injected::Fault(f)) => (f.status, f.retry_after.map(|s| s.to_string())),
+            Some(Injected::RetryAtDate { status, secs }) => (
+                status,
+                Some(http_date(now + i64::try_from(secs).unwrap_or(0) * 1000)),
+            ),
+        };
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = if status == 429 {
+            rate_limited("SECONDLY", "You have reached your secondly limit.")
+        } else {
+            error(code, "INTERNAL_ERROR", "injected fault")
+        };
+        if let Some(v) = retry.and_then(|r| HeaderValue::from_str(&r).ok()) {
+            resp.headers_mut().insert("retry-after", v);
+        }
+        Err(resp)
+    }
+
+    /// Search allows four requests per second per token; the fifth gets a secondly 429.
+    #[allow(clippy::result_large_err)] // axum responses are the natural error here
+    fn search_gate(&self) -> Result<(), Response> {
+        let now = jiff::Timestamp::now().as_millisecond();
+        let mut inner = self.lock();
+        let Some(rate) = inner.search_rate else {
+            return Ok(());
+        };
+        while inner.search_times.front().is_some_and(|t| now - *t >= 1000) {
+            inner.search_times.pop_front();
+        }
+        if inner.search_times.len() >= rate {
+            inner.stats.search_rate_limited += 1;
+            return Err(rate_limited(
+                "SECONDLY",
+                "You have reached your secondly limit.",
+            ));
+        }
+        inner.search_times.push_back(now);
         Ok(())
     }
 
     /// Both families of rate-limit headers; clients must treat all of them as optional.
     fn limit_headers(&self, mut resp: Response) -> Response {
-        let used = self.lock().stats.requests;
+        let (used, daily) = {
+            let inner = self.lock();
+            (inner.stats.requests, inner.daily_limit)
+        };
         let h = resp.headers_mut();
         let mut put = |k: &'static str, v: u64| {
             h.insert(k, HeaderValue::from(v));
         };
-        put("x-hubspot-ratelimit-daily", DAILY_LIMIT);
+        put("x-hubspot-ratelimit-daily", daily);
         put(
             "x-hubspot-ratelimit-daily-remaining",
-            DAILY_LIMIT.saturating_sub(used),
+            daily.saturating_sub(used),
         );
         put("x-hubspot-ratelimit-secondly", SECONDLY_LIMIT);
         put("x-hubspot-ratelimit-secondly-remaining", SECONDLY_LIMIT - 1);
@@ -225,6 +350,143 @@ impl HubSpotSim {
         put("x-hubspot-ratelimit-interval-milliseconds", 10_000);
         resp
     }
+}
+
+/// HubSpot's 429 body; `policyName` tells which limit was hit.
+fn rate_limited(policy: &str, message: &str) -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({
+            "status": "error",
+            "message": message,
+            "errorType": "RATE_LIMIT",
+            "correlationId": correlation_id(),
+            "policyName": policy,
+            "requestId": correlation_id(),
+        })),
+    )
+        .into_response()
+}
+
+async fn log_requests(State(sim): State<HubSpotSim>, req: Request, next: Next) -> Response {
+    let at_ms = jiff::Timestamp::now().as_millisecond();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    sim.lock().log.push(LoggedRequest {
+        at_ms,
+        method,
+        path,
+        status: resp.status().as_u16(),
+    });
+    resp
+}
+
+async fn oauth_token(
+    State(sim): State<HubSpotSim>,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> Response {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let mut inner = sim.lock();
+    let Some(o) = inner.oauth.clone() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_CLIENT_ID",
+            "OAuth is not enabled",
+        );
+    };
+    let ok = form.get("grant_type").map(String::as_str) == Some("refresh_token")
+        && form.get("client_id") == Some(&o.client_id)
+        && form.get("client_secret") == Some(&o.client_secret)
+        && form.get("refresh_token") == Some(&o.refresh_token);
+    if !ok {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(
+                json!({"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token",
+                "correlationId": correlation_id()}),
+            ),
+        )
+            .into_response();
+    }
+    inner.stats.token_refreshes += 1;
+    let token = format!("CNb.sim.{}.{now}", inner.stats.token_refreshes);
+    let expires_ms = now + i64::try_from(o.expires_in).unwrap_or(0) * 1000;
+    inner.access_tokens.insert(token.clone(), expires_ms);
+    Json(json!({
+        "access_token": token,
+        "refresh_token": o.refresh_token,
+        "expires_in": o.expires_in,
+        "token_type": "bearer",
+        "token_use": "access_token",
+    }))
+    .into_response()
+}
+
+async fn associate_default(
+    State(sim): State<HubSpotSim>,
+    headers: HeaderMap,
+    Path((from, to)): Path<(String, String)>,
+    body: Option<Json<Value>>,
+) -> Response {
+    if let Err(r) = sim.gate(&headers) {
+        return r;
+    }
+    if !known_object(&from) || !known_object(&to) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            &format!("Unable to infer object type from: {from}/{to}"),
+        );
+    }
+    let Some(inputs) = body
+        .as_ref()
+        .and_then(|Json(b)| b.get("inputs"))
+        .and_then(Value::as_array)
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "inputs is required",
+        );
+    };
+    let mut inner = sim.lock();
+    let exists = |inner: &Inner, t: &str, id: &str| {
+        id.parse::<u64>()
+            .ok()
+            .is_some_and(|n| inner.objects.get(t).is_some_and(|m| m.contains_key(&n)))
+    };
+    let (mut results, mut errors) = (Vec::new(), Vec::new());
+    for i in inputs {
+        let f = i.pointer("/from/id").and_then(Value::as_str).unwrap_or("");
+        let t = i.pointer("/to/id").and_then(Value::as_str).unwrap_or("");
+        if exists(&inner, &from, f) && exists(&inner, &to, t) {
+            let new = inner
+                .associations
+                .insert((from.clone(), f.into(), to.clone(), t.into()));
+            inner.stats.associations_created += u64::from(new);
+            results.push(json!({"from": {"id": f}, "to": {"id": t},
+                "associationSpec": {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 5}}));
+        } else {
+            errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
+                "message": format!("No {from} {f} or {to} {t}"),
+                "context": {"fromObjectId": [f], "toObjectId": [t]}}));
+        }
+    }
+    drop(inner);
+    let now = iso(sim.clock.tick());
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    let mut body =
+        json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now});
+    if !errors.is_empty() {
+        body["numErrors"] = json!(errors.len());
+        body["errors"] = json!(errors);
+    }
+    sim.limit_headers((status, Json(body)).into_response())
 }
 
 fn correlation_id() -> String {
@@ -514,6 +776,9 @@ async fn search(
     if let Err(r) = sim.gate(&headers) {
         return r;
     }
+    if let Err(r) = sim.search_gate() {
+        return r;
+    }
     sim.lock().stats.searches += 1;
     let Some(Json(body)) = body else {
         return error(
@@ -535,11 +800,14 @@ async fn search(
         .and_then(Value::as_str)
         .and_then(|a| a.parse().ok())
         .unwrap_or(0);
-    if after + limit > SEARCH_CAP {
+    let cap = sim.lock().search_cap;
+    if after + limit > cap {
         return error(
             StatusCode::BAD_REQUEST,
             "VALIDATION_ERROR",
-            "There was a problem with the request: paging past 10000 results is not allowed",
+            &format!(
+                "There was a problem with the request: paging past {cap} results is not allowed"
+            ),
         );
     }
     let properties: Option<Vec<String>> =

@@ -3,6 +3,8 @@
 
 pub mod hubspot;
 pub mod partnerstack;
+pub mod rest;
+pub mod salesforce;
 pub mod seed;
 
 use std::net::SocketAddr;
@@ -87,4 +89,39 @@ pub struct Fault {
     pub status: u16,
     /// Seconds for a `Retry-After` header (429 and 503).
     pub retry_after: Option<u64>,
+}
+
+/// What a simulator does instead of answering, for faults beyond a plain status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Injected {
+    /// A status with the system's usual error body, and `Retry-After` in seconds if set.
+    Fault(Fault),
+    /// A status with `Retry-After` as an HTTP-date `secs` from now.
+    RetryAtDate { status: u16, secs: u64 },
+    /// A 200 whose body is not the documented JSON.
+    Malformed,
+}
+
+impl From<Fault> for Injected {
+    fn from(f: Fault) -> Self {
+        Injected::Fault(f)
+    }
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) for epoch milliseconds.
+pub fn http_date(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .strftime("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
+}
+
+/// One request as a simulator saw it, for tests that check timing (e.g. Retry-After honoured).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRequest {
+    pub at_ms: i64,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
 }

@@ -4,7 +4,7 @@ use rusqlite_migration::{M, Migrations};
 
 /// Every migration, in order. Append new steps; never change or reorder existing ones.
 pub fn all() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1)])
+    Migrations::new(vec![M::up(V1), M::up(CREDENTIALS)])
 }
 
 const V1: &str = r#"
@@ -92,6 +92,15 @@ CREATE TABLE ledger (
     detail          TEXT
 ) STRICT;
 CREATE INDEX ledger_by_record ON ledger (flow, source_id, at_ms);
+"#;
+
+/// Step "credentials" (connectors issue): rotated OAuth refresh tokens, one row per connector.
+const CREDENTIALS: &str = r#"
+CREATE TABLE credentials (
+    name        TEXT PRIMARY KEY,
+    value       TEXT NOT NULL,
+    updated_ms  INTEGER NOT NULL
+) STRICT;
 "#;
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! SQLite and two writes never interleave. Callers speak in domain verbs (`stage_changes`,
 //! `commit_plan`, `complete_writes`); no SQL leaves this module.
 
+mod credentials;
 mod migrations;
 mod queries;
 
@@ -279,6 +280,22 @@ impl Store {
     /// The stored incremental-read position for an object.
     pub async fn cursor(&self, object: ObjectRef) -> Result<Option<Cursor>, StoreError> {
         self.call(move |conn| queries::cursor(conn, &object)).await
+    }
+
+    /// Saves a connector credential (e.g. a rotated refresh token); durable when this returns.
+    pub async fn save_credential(
+        &self,
+        name: String,
+        value: String,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| credentials::save(tx, &name, &value, now_ms))
+            .await
+    }
+
+    /// The saved credential `name`, if any.
+    pub async fn credential(&self, name: String) -> Result<Option<String>, StoreError> {
+        self.call(move |conn| credentials::load(conn, &name)).await
     }
 
     /// The oldest pending inbox items, at most `limit`.

@@ -7,7 +7,11 @@ use prmsync::store::Store;
 async fn a_v1_state_file_migrates_and_keeps_its_links_and_cursors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
-    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state-v1.db"), &path).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state-v1.db"),
+        &path,
+    )
+    .unwrap();
     let store = Store::open(&path).expect("an old state file opens and migrates");
     let status = store.status(0).await.unwrap();
     assert!(status.schema_version >= 1);
