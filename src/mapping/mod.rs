@@ -221,6 +221,8 @@ impl MappingSet {
             .map_err(io_err)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            // The rules of engagement live beside the mappings but are not a mapping.
+            .filter(|p| p.file_name().is_none_or(|n| n != crate::rules::RULES_FILE))
             .collect();
         paths.sort();
         let mut files = Vec::new();
