@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use prmsync::cli::{Cli, Command};
 use prmsync::config::{self, Config, Environment, LogFormat};
 use prmsync::mapping::run_examples;
+use prmsync::rules::Rules;
 use prmsync::{app, demo, shutdown, status, telemetry};
 
 /// Exit code for runtime failures.
@@ -146,6 +147,19 @@ fn check(path: &Path) -> ExitCode {
         eprintln!("{e}");
         problems += 1;
     }
+    // Rules of engagement: the file's errors, then its [[example]]s.
+    let rules = match Rules::load(config.daemon.mappings_dir.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprint!("{e}");
+            problems += e.0.len();
+            None
+        }
+    };
+    for f in rules.iter().flat_map(prmsync::rules::run_examples) {
+        eprintln!("{f}");
+        problems += 1;
+    }
     if problems > 0 {
         eprintln!("{problems} problem(s)");
         return ExitCode::from(EXIT_CONFIG);
@@ -160,6 +174,18 @@ fn check(path: &Path) -> ExitCode {
         path.display(),
         set.mappings.len()
     );
+    match &rules {
+        Some(r) => println!(
+            "ok: rules of engagement {} (version {}), {} example(s) passed",
+            r.file,
+            r.version,
+            r.examples.len()
+        ),
+        None => println!(
+            "note: no {} in the mappings folder; registrations are not decided",
+            prmsync::rules::RULES_FILE
+        ),
+    }
     ExitCode::SUCCESS
 }
 
