@@ -222,17 +222,6 @@ fn each_rule_decides() {
                 "rejected by review: customer denies contact",
             )],
         ),
-        (
-            "two partners within a minute go to review",
-            input(vec![
-                reg("a", "part_1", "acme.example", T0),
-                reg("b", "part_2", "acme.example", T0 + 30_000),
-            ]),
-            vec![
-                ("a", Review, None, "a and b qualified within 60 seconds"),
-                ("b", Review, None, "(review line"),
-            ],
-        ),
     ];
     for (name, input, want) in cases {
         eprintln!("case: {name}");
@@ -413,6 +402,55 @@ fn tie_breakers_in_order() {
         &[
             ("a", Status::Approved, None, ""),
             ("z", Status::Duplicate, Some("a"), ""),
+        ],
+    );
+}
+
+#[test]
+fn review_within_a_minute() {
+    let r = rules_with(
+        "# qualified_within_secs = 60 ",
+        "qualified_within_secs = 60 #",
+    );
+    let i = input(vec![
+        reg("a", "part_1", "acme.example", T0),
+        reg("b", "part_2", "acme.example", T0 + 30_000),
+        reg("c", "part_2", "acme.example", T0 + 3_600_000),
+    ]);
+    check(
+        &r,
+        &i,
+        &[
+            (
+                "a",
+                Status::Review,
+                None,
+                "a and b qualified within 60 seconds of each other (review line",
+            ),
+            ("b", Status::Review, None, "(review line"),
+            ("c", Status::Review, None, "waiting behind a"),
+        ],
+    );
+    // An operator settles it: b approved, the others become its duplicates.
+    let mut settled = i.clone();
+    settled.reviews.push(ReviewOutcome {
+        registration_id: "b".into(),
+        approve: true,
+        reason: "b did the demo".into(),
+        at_ms: T0 + DAY,
+    });
+    check(
+        &r,
+        &settled,
+        &[
+            ("a", Status::Duplicate, Some("b"), ""),
+            (
+                "b",
+                Status::Approved,
+                None,
+                "approved by review: b did the demo",
+            ),
+            ("c", Status::Duplicate, Some("b"), ""),
         ],
     );
 }

@@ -4,7 +4,11 @@ use rusqlite_migration::{M, Migrations};
 
 /// Every migration, in order. Append new steps; never change or reorder existing ones.
 pub fn all() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1)])
+    Migrations::new(vec![
+        M::up(V1),
+        // "registrations": rules-of-engagement registrations, decisions and reviews.
+        M::up(super::registrations::MIGRATION),
+    ])
 }
 
 const V1: &str = r#"
