@@ -6,6 +6,7 @@
 //! - [`model`]: domain types (records, changes, cursors) with no vendor wire formats.
 //! - [`mapping`]: mapping files: parse, compile, apply (pure).
 //! - [`rules`]: deal-registration rules of engagement: compile and decide (pure).
+//! - [`registrations_cli`]: operator verbs for registrations and the review queue.
 //! - [`engine`]: plan (pure) and execute: pollers, inbox processing, outbox writers.
 //! - [`connector`]: one folder per vendor system behind one closed enum.
 //! - [`webhook`]: the HTTP listener: health, readiness and webhook intake.
@@ -20,6 +21,7 @@ pub mod demo;
 pub mod engine;
 pub mod mapping;
 pub mod model;
+pub mod registrations_cli;
 pub mod rules;
 pub mod shutdown;
 pub mod sim;
