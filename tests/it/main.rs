@@ -3,5 +3,6 @@
 
 mod cli;
 mod harness;
+mod rules;
 mod sync;
 mod webhooks;
