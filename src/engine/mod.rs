@@ -301,8 +301,8 @@ impl Engine {
         }
         // Rules of engagement: record registration versions before the batch is marked done.
         if let Some(rules) = self.rules() {
-            registrations::observe(&self.store, &rules, self.prm.kind(), &items, (self.clock)())
-                .await?;
+            let (prm, now) = (self.prm.kind(), (self.clock)());
+            registrations::observe(&self.store, &rules, mappings, prm, &items, now).await?;
         }
         let queued = commit.writes.len();
         let n = commit.inbox_ids.len();

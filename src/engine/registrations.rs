@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use super::plan;
 use crate::mapping::Mapping;
 use crate::model::{ChangeKind, Direction, ObjectRef, SystemKind, content_hash};
 use crate::rules::{self, CrmFacts, Decision, Input, RegistrationEvent, Rules, Status};
@@ -62,28 +63,49 @@ fn keyed(rules: &Rules, event: RegistrationEvent) -> KeyedEvent {
     }
 }
 
-/// Records the PRM deal registrations among `items` (before the inbox batch is committed; repeats
-/// are ignored, so a crash in between loses nothing).
+/// Records the PRM deal registrations among `items`, and notes registrations whose CRM deal
+/// changed (so a deal created by the deal flow gets its decision written). Runs before the inbox
+/// batch is committed; repeats are ignored, so a crash in between loses nothing.
 pub async fn observe(
     store: &Store,
     rules: &Rules,
+    mappings: &[Arc<Mapping>],
     prm: SystemKind,
     items: &[InboxItem],
     now_ms: i64,
 ) -> Result<usize, StoreError> {
+    let source = registrations_object(prm);
     let events: Vec<KeyedEvent> = items
         .iter()
-        .filter(|i| {
-            i.change.object.system == prm
-                && i.change.object.object == OBJECT
-                && i.change.kind == ChangeKind::Upsert
-        })
+        .filter(|i| i.change.object == source && i.change.kind == ChangeKind::Upsert)
         .map(|i| keyed(rules, event(i)))
         .collect();
-    if events.is_empty() {
+    let touched: Vec<String> = deal_flow(mappings, prm)
+        .map(|m| {
+            items
+                .iter()
+                .filter(|i| i.change.object == m.target && i.change.kind == ChangeKind::Upsert)
+                .filter_map(|i| plan::source_id_of(m, &i.change.record))
+                .collect()
+        })
+        .unwrap_or_default();
+    if events.is_empty() && touched.is_empty() {
         return Ok(0);
     }
-    store.record_registrations(events, now_ms).await
+    store.record_registrations(events, touched, now_ms).await
+}
+
+fn registrations_object(prm: SystemKind) -> ObjectRef {
+    ObjectRef {
+        system: prm,
+        object: OBJECT.into(),
+    }
+}
+
+/// The flow that turns registrations into CRM deals (it owns creating them).
+fn deal_flow(mappings: &[Arc<Mapping>], prm: SystemKind) -> Option<&Arc<Mapping>> {
+    let source = registrations_object(prm);
+    mappings.iter().find(|m| m.source == source)
 }
 
 /// Decides every group that changed (or was decided under other rules, or holds an expired
@@ -110,13 +132,7 @@ pub async fn decide(
     let keys = store
         .registration_keys_to_decide(rules.version.clone(), as_of)
         .await?;
-    let deal_flow = mappings.iter().find(|m| {
-        m.source
-            == ObjectRef {
-                system: prm,
-                object: OBJECT.into(),
-            }
-    });
+    let deal_flow = deal_flow(mappings, prm);
     let mut changed = 0;
     for chunk in keys.chunks(GROUPS_PER_COMMIT) {
         let mut commit = DecisionCommit {
@@ -169,6 +185,9 @@ pub async fn decide(
         for d in &commit.decisions {
             let link = ours.get(&d.registration_id).cloned().unwrap_or_default();
             let prev = before.get(&d.registration_id).copied();
+            if prev == Some(Status::Approved) && d.status != Status::Approved {
+                tracing::warn!(registration = %d.registration_id, status = %d.status, reason = %d.reason, "a protected registration lost its approval");
+            }
             if prev != Some(d.status) {
                 plan.ledger.push(LedgerEntry {
                     flow: FLOW.into(),
@@ -205,28 +224,25 @@ pub async fn decide(
             ) {
                 plan.writes.push(w);
             }
-            // The CRM deal is written once the deal flow has created it (it owns the record).
+            // The CRM deal is written once the deal flow has created it (it owns the record); its
+            // creation comes back through the CRM poll and re-decides the group (see `observe`).
             if let Some((m, target_id)) = deal_flow.and_then(|m| {
                 deals
                     .get(&d.registration_id)
                     .and_then(|l| l.target_id.clone())
                     .map(|t| (m, t))
-            }) {
-                if let Some(w) = write(
-                    rules,
-                    d,
-                    Direction::ToTarget,
-                    m.target.system,
-                    &m.target.object,
-                    Some(m.external_id.clone()),
-                    Some(target_id),
-                    crm_fields(d),
-                    &link.target_state,
-                ) {
-                    plan.writes.push(w);
-                }
-            } else if deal_flow.is_some() && !commit.retry_keys.contains(&stored_key(d)) {
-                commit.retry_keys.push(stored_key(d));
+            }) && let Some(w) = write(
+                rules,
+                d,
+                Direction::ToTarget,
+                m.target.system,
+                &m.target.object,
+                Some(m.external_id.clone()),
+                Some(target_id),
+                crm_fields(d),
+                &link.target_state,
+            ) {
+                plan.writes.push(w);
             }
         }
         for w in &plan.writes {
@@ -248,15 +264,6 @@ pub async fn decide(
         tracing::info!(changed, "registration decisions changed");
     }
     Ok(changed)
-}
-
-/// The group key a decision's registration is stored under.
-fn stored_key(d: &Decision) -> String {
-    if d.key.is_empty() {
-        format!("nokey:{}", d.registration_id)
-    } else {
-        d.key.clone()
-    }
 }
 
 fn protected_text(ms: Option<i64>) -> Value {

@@ -159,8 +159,6 @@ pub struct DecisionCommit {
     pub rules_version: String,
     /// The groups evaluated (their dirty flags are cleared).
     pub keys: Vec<String>,
-    /// Groups to decide again next pass (e.g. their CRM record does not exist yet).
-    pub retry_keys: Vec<String>,
     pub decisions: Vec<crate::rules::Decision>,
     /// Write-backs and ledger lines (no inbox items).
     pub plan: PlanCommit,
@@ -357,14 +355,20 @@ impl Store {
 
     // --- Deal registrations (rules of engagement) ---
 
-    /// Records observed registration versions (repeats ignored) and marks their groups dirty.
+    /// Records observed registration versions (repeats ignored) and marks their groups dirty,
+    /// with the groups of `touched` registrations (their CRM record changed).
     pub async fn record_registrations(
         &self,
         events: Vec<KeyedEvent>,
+        touched: Vec<String>,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        self.write(move |tx| registrations::record_events(tx, &events, now_ms))
-            .await
+        self.write(move |tx| {
+            let n = registrations::record_events(tx, &events, now_ms)?;
+            registrations::touch(tx, &touched)?;
+            Ok(n)
+        })
+        .await
     }
 
     /// Whether any registration was last decided under rules other than `rules_version`.

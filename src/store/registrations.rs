@@ -135,6 +135,18 @@ pub(super) fn record_events(
     Ok(n)
 }
 
+/// Marks the groups of these registrations dirty (unknown ids are ignored).
+pub(super) fn touch(tx: &Transaction<'_>, ids: &[String]) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE registrations SET dirty = 1
+         WHERE dup_key = (SELECT dup_key FROM registrations WHERE id = ?1)",
+    )?;
+    for id in ids {
+        stmt.execute(params![id])?;
+    }
+    Ok(())
+}
+
 /// Points a registration at its (re)computed key; both groups are re-decided.
 pub(super) fn set_key(
     tx: &Transaction<'_>,
@@ -355,9 +367,6 @@ pub(super) fn commit_decisions(
     for key in &c.keys {
         tx.prepare_cached("UPDATE registrations SET dirty = 0 WHERE dup_key = ?1")?
             .execute(params![key])?;
-    }
-    for key in &c.retry_keys {
-        mark_group_dirty(tx, key)?;
     }
     queries::commit_plan(tx, &c.plan, now_ms)?;
     Ok(changed)
