@@ -625,7 +625,6 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
         review,
         protection,
         order,
-        order_line: 0,
         tie_breakers,
         tie_line,
         examples,

@@ -117,9 +117,10 @@ fn missing(
     out
 }
 
+/// The fields as text with keys in order (serde_json's map is a BTreeMap without the
+/// `preserve_order` feature), so equal contents compare equal.
 fn canonical(fields: &Map<String, Value>) -> String {
-    // serde_json maps are ordered by key here (no preserve_order feature), so this is canonical.
-    serde_json::to_string(fields).unwrap_or_default()
+    Value::Object(fields.clone()).to_string()
 }
 
 fn fold(rules: &Rules, input: &Input) -> Vec<Reg> {
@@ -505,17 +506,37 @@ fn order_key(rules: &Rules, c: &Contestant<'_>) -> (u8, i64, Vec<(i64, String)>)
 /// The group contest: the review rule, then first qualified wins with protection and expiry.
 fn contest(rules: &Rules, mut group: Vec<Contestant<'_>>, as_of: i64) -> Vec<Decision> {
     group.sort_by_cached_key(|c| order_key(rules, c));
+    let first_line = rules
+        .order
+        .iter()
+        .find(|(s, _)| *s == Step::FirstQualified)
+        .map_or(0, |(_, l)| *l);
+    // The line, for `explain`: why each registration stands where it does.
+    let n = group.len();
+    for (i, c) in group.iter_mut().enumerate() {
+        let reg = c.draft.reg;
+        let basis = match &c.pin {
+            Some(Pin::Held { .. }) => "protection kept from earlier rules".to_owned(),
+            Some(Pin::Manual { .. }) => format!("operator approval at {}", ms_text(c.since)),
+            None => format!(
+                "qualified {}, tier {}, submitted {}",
+                ms_text(c.since),
+                reg.tier.as_deref().unwrap_or("none"),
+                ms_text(reg.submitted_ms)
+            ),
+        };
+        c.draft.note(
+            "first_qualified",
+            first_line,
+            format!("place {} of {n} in line: {basis}", i + 1),
+        );
+    }
     let mut out = Vec::new();
     let review_line = rules
         .order
         .iter()
         .find(|(s, _)| *s == Step::Review)
         .map(|(_, l)| *l);
-    let first_line = rules
-        .order
-        .iter()
-        .find(|(s, _)| *s == Step::FirstQualified)
-        .map_or(0, |(_, l)| *l);
     let rv = &rules.review;
     let mut queue: std::collections::VecDeque<Contestant<'_>> = group.into();
     // The review rule looks at the head of the line, unless a person or protection already decided.
@@ -667,8 +688,7 @@ fn contest(rules: &Rules, mut group: Vec<Contestant<'_>>, as_of: i64) -> Vec<Dec
                 )
             };
             let reason = format!(
-                "rejected: duplicate of {id} from partner {partner}, which {} protected until {}; this one {why} (first_qualified line {first_line})",
-                "is",
+                "rejected: duplicate of {id} from partner {partner}, which is protected until {}; this one {why} (first_qualified line {first_line})",
                 ms_text(until)
             );
             out.push(rest.draft.decide(

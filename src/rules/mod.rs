@@ -45,7 +45,6 @@ pub struct Rules {
     pub review: ReviewRule,
     pub protection: Protection,
     pub order: Vec<(Step, usize)>,
-    pub order_line: usize,
     pub tie_breakers: Vec<TieBreaker>,
     pub tie_line: usize,
     pub examples: Vec<Example>,
