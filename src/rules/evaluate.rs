@@ -209,6 +209,7 @@ impl Draft<'_> {
             line,
             reason,
             protected_until,
+            protected_under: None,
             duplicate_of,
             trace: self.trace,
         }
@@ -226,7 +227,7 @@ struct Contestant<'a> {
 #[derive(Debug, Clone)]
 enum Pin {
     Manual { at_ms: i64, reason: String },
-    Held { until: i64 },
+    Held { until: i64, under: String },
 }
 
 fn reserved_hit(rules: &Rules, reg: &Reg, crm: &CrmFacts) -> Option<(String, usize)> {
@@ -346,7 +347,10 @@ pub fn evaluate(rules: &Rules, input: &Input) -> Vec<Decision> {
             && let Some(until) = p.protected_until.filter(|u| *u > as_of)
         {
             d.note("protection", rules.protection.line, format!("approved under rules {} and protected until {}; a rules change may not revoke it", p.rules_version, ms_text(until)));
-            pin = Some(Pin::Held { until });
+            pin = Some(Pin::Held {
+                until,
+                under: p.rules_version.clone(),
+            });
         }
         let mut decided = None;
         if pin.is_none() {
@@ -598,7 +602,7 @@ fn contest(rules: &Rules, mut group: Vec<Contestant<'_>>, as_of: i64) -> Vec<Dec
     while let Some(mut c) = queue.pop_front() {
         let start = released_at.map_or(c.since, |r| r.max(c.since));
         let until = match &c.pin {
-            Some(Pin::Held { until }) => *until,
+            Some(Pin::Held { until, .. }) => *until,
             _ => protection_until(rules, c.draft.reg, start),
         };
         let id = c.draft.reg.id.clone();
@@ -668,10 +672,15 @@ fn contest(rules: &Rules, mut group: Vec<Contestant<'_>>, as_of: i64) -> Vec<Dec
             }
         };
         let partner = c.draft.reg.partner.clone();
-        out.push(
-            c.draft
-                .decide(Status::Approved, rule, line, reason, Some(until), None),
-        );
+        let under = match &c.pin {
+            Some(Pin::Held { under, .. }) => under.clone(),
+            _ => rules.version.clone(),
+        };
+        let mut approved = c
+            .draft
+            .decide(Status::Approved, rule, line, reason, Some(until), None);
+        approved.protected_under = Some(under);
+        out.push(approved);
         for rest in queue {
             let tl = rules.tie_line;
             let why = if rest.since > start {

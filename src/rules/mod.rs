@@ -279,6 +279,7 @@ pub struct PriorDecision {
     pub registration_id: String,
     pub status: Status,
     pub protected_until: Option<i64>,
+    /// For approvals, the rules version the protection was granted under.
     pub rules_version: String,
 }
 
@@ -371,6 +372,9 @@ pub struct Decision {
     /// In plain words, citing the rules file line.
     pub reason: String,
     pub protected_until: Option<i64>,
+    /// For approvals: the rules version the protection was granted under (kept across rules
+    /// changes that may not revoke it).
+    pub protected_under: Option<String>,
     pub duplicate_of: Option<String>,
     pub trace: Vec<TraceStep>,
 }

@@ -558,6 +558,23 @@ fn a_rules_change_does_not_silently_revoke_protection() {
             ("b", Status::Rejected, None, "acme.example is reserved"),
         ],
     );
+    // Deciding again under the new rules (with the decisions just stored) keeps it: protection
+    // remembers the rules it was granted under.
+    let kept = evaluate(&new, &i);
+    assert_eq!(
+        kept[0].protected_under.as_deref(),
+        Some(old.version.as_str())
+    );
+    i.prior = kept
+        .iter()
+        .map(|d| PriorDecision {
+            registration_id: d.registration_id.clone(),
+            status: d.status,
+            protected_until: d.protected_until,
+            rules_version: d.protected_under.clone().unwrap_or(new.version.clone()),
+        })
+        .collect();
+    assert_eq!(evaluate(&new, &i), kept);
     // When the file allows it, the change takes effect.
     let text = BUILTIN
         .1

@@ -28,6 +28,7 @@ CREATE TABLE registrations (
     line            INTEGER,
     reason          TEXT,
     protected_until INTEGER,
+    protected_under TEXT,
     duplicate_of    TEXT,
     trace           TEXT,
     rules_version   TEXT,
@@ -272,8 +273,8 @@ pub(super) fn group(conn: &Connection, key: &str) -> Result<RegistrationGroup, S
     let mut prior = Vec::new();
     {
         let mut stmt = conn.prepare_cached(
-            "SELECT id, status, protected_until, rules_version FROM registrations
-             WHERE dup_key = ?1 AND status IS NOT NULL",
+            "SELECT id, status, protected_until, COALESCE(protected_under, rules_version)
+             FROM registrations WHERE dup_key = ?1 AND status IS NOT NULL",
         )?;
         let rows = stmt.query_map(params![key], |r| {
             Ok((
@@ -330,7 +331,7 @@ pub(super) fn commit_decisions(
         tx.prepare_cached(
             "UPDATE registrations SET status = ?2, rule = ?3, line = ?4, reason = ?5,
                 protected_until = ?6, duplicate_of = ?7, trace = ?8, rules_version = ?9, dirty = 0,
-                decided_ms = CASE WHEN ?10 THEN decided_ms ELSE ?11 END
+                decided_ms = CASE WHEN ?10 THEN decided_ms ELSE ?11 END, protected_under = ?12
              WHERE id = ?1",
         )?
         .execute(params![
@@ -345,6 +346,7 @@ pub(super) fn commit_decisions(
             c.rules_version,
             same,
             now_ms,
+            d.protected_under,
         ])?;
         if !same {
             changed += 1;

@@ -281,3 +281,88 @@ fn check_reports_rules_errors_with_file_line_and_column() {
         "{text}"
     );
 }
+
+/// A mappings folder with the shipped deal mapping and the given rules text.
+fn mappings_dir(w: &World, rules: &str) -> std::path::PathBuf {
+    let maps = w.dir.path().join("mappings");
+    std::fs::create_dir_all(&maps).expect("mkdir");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/mappings/partnerstack-hubspot-deals.toml"
+        ),
+        maps.join("partnerstack-hubspot-deals.toml"),
+    )
+    .expect("copy mapping");
+    std::fs::write(maps.join(prmsync::rules::RULES_FILE), rules).expect("write rules");
+    maps
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completion_re_decides_and_a_rules_change_keeps_protection() {
+    let w = World::seeded(0).await;
+    let mut config = w.config();
+    config.daemon.mappings_dir = Some(mappings_dir(&w, prmsync::rules::BUILTIN.1));
+    w.ps.upsert_deal(deal("reg_a", "part_1", "ann@acme.example"));
+    let mut thin = deal("reg_p", "part_2", "bo@hooli.example");
+    thin.insert("contact_last_name".into(), json!(""));
+    w.ps.upsert_deal(thin);
+    let daemon = prmsync::app::Daemon::start(config.clone(), prmsync::engine::system_clock())
+        .await
+        .expect("daemon starts");
+    daemon.run_until_idle().await.expect("sync");
+    assert_eq!(status_of(&w, "reg_a").as_deref(), Some("approved"));
+    assert_eq!(status_of(&w, "reg_p").as_deref(), Some("pending"));
+    let reason = prm_decision(&w, "reg_p")["registration_reason"].clone();
+    assert!(
+        reason
+            .as_str()
+            .is_some_and(|r| r.contains("the customer contact has no full name")),
+        "{reason}"
+    );
+
+    // The partner completes the registration: it is decided again and approved.
+    w.ps.upsert_deal(deal("reg_p", "part_2", "bo@hooli.example"));
+    daemon
+        .run_until_idle()
+        .await
+        .expect("sync after completion");
+    assert_eq!(status_of(&w, "reg_p").as_deref(), Some("approved"));
+    assert_eq!(
+        crm_prop(&w, "reg_p", "prm_attribution").as_deref(),
+        Some("partner_sourced")
+    );
+    daemon.shutdown().await;
+
+    // A new rules file reserves acme.example. The protected registration is kept, and says why;
+    // a new registration for the account is rejected.
+    let reserving = prmsync::rules::BUILTIN.1.replace(
+        r#""bigbank.example","#,
+        r#""bigbank.example", "acme.example","#,
+    );
+    mappings_dir(&w, &reserving);
+    w.ps.upsert_deal(deal("reg_n", "part_3", "cy@acme.example"));
+    let daemon = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+        .await
+        .expect("daemon restarts");
+    daemon.run_until_idle().await.expect("sync under new rules");
+    assert_eq!(status_of(&w, "reg_a").as_deref(), Some("approved"));
+    let reason = prm_decision(&w, "reg_a")["registration_reason"].clone();
+    assert!(
+        reason
+            .as_str()
+            .is_some_and(|r| r.contains("rules_change_may_revoke = false")),
+        "{reason}"
+    );
+    assert_eq!(status_of(&w, "reg_n").as_deref(), Some("rejected"));
+    let store = Store::open(&w.state_path()).expect("open state");
+    let (a, history) = store
+        .registration("reg_a".into())
+        .await
+        .expect("show")
+        .expect("reg_a exists");
+    assert_ne!(a.rules_version, None);
+    let statuses: Vec<&str> = history.iter().map(|h| h.after.as_str()).collect();
+    assert_eq!(statuses, vec!["approved", "approved"], "{history:?}");
+    daemon.shutdown().await;
+}
