@@ -61,6 +61,8 @@ async fn three_partners_one_customer_one_credited_opportunity() {
     w.ps.upsert_deal(deal("reg_b", "part_1", "Peter@WWW.Initech.Example"));
     w.ps.upsert_deal(deal("reg_c", "part_3", "pg@eu.initech.example"));
     w.ps.upsert_deal(deal("reg_r", "part_1", "cto@bigbank.example"));
+    // No customer domain at all: kept, and told what is missing.
+    w.ps.upsert_deal(deal("reg_x", "part_4", " "));
     let daemon = w.daemon().await;
     daemon.run_until_idle().await.expect("sync");
 
@@ -133,7 +135,16 @@ async fn three_partners_one_customer_one_credited_opportunity() {
             ("reg_a", Some("approved")),
             ("reg_b", Some("duplicate")),
             ("reg_c", Some("duplicate")),
+            ("reg_x", Some("pending")),
         ]
+    );
+    let x = prm_decision(&w, "reg_x");
+    assert!(
+        x["registration_reason"]
+            .as_str()
+            .is_some_and(|r| r
+                .contains("no duplicate key yet; fill in one of customer_domain, contact_email")),
+        "{x:?}"
     );
     let (_, history) = store
         .registration("reg_b".into())
