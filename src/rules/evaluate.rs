@@ -65,12 +65,13 @@ pub fn key_of(rules: &Rules, fields: &Map<String, Value>) -> (Option<String>, Op
     (Some(parts.join("|")), domain)
 }
 
-/// Why `fields` (a version made at `at_ms`) is not qualified; empty when it is.
+/// Why `fields` (of a registration submitted at `submitted_ms`) is not qualified; empty when it
+/// is. The close date is measured from submission, so later edits do not age a registration out.
 fn missing(
     rules: &Rules,
     fields: &Map<String, Value>,
     domain: Option<&str>,
-    at_ms: i64,
+    submitted_ms: i64,
 ) -> Vec<String> {
     let q = &rules.qualification;
     let mut out = Vec::new();
@@ -104,9 +105,9 @@ fn missing(
             .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
             .map(|z| z.timestamp().as_millisecond());
         match close {
-            Some(c) if c >= at_ms - DAY_MS && c <= at_ms + days * DAY_MS => {}
+            Some(c) if c >= submitted_ms - DAY_MS && c <= submitted_ms + days * DAY_MS => {}
             Some(_) => out.push(format!(
-                "the close date is not within {days} days of the registration"
+                "the close date is not within {days} days of submission"
             )),
             None => out.push(format!(
                 "{} is missing or not a date",
@@ -145,7 +146,7 @@ fn fold(rules: &Rules, input: &Input) -> Vec<Reg> {
         let mut qualified: Result<i64, Vec<String>> = Err(Vec::new());
         for (at, _, ev) in &versions {
             let (_, d) = key_of(rules, &ev.fields);
-            let m = missing(rules, &ev.fields, d.as_deref(), *at);
+            let m = missing(rules, &ev.fields, d.as_deref(), submitted_ms);
             qualified = match (m.is_empty(), &qualified) {
                 (true, Ok(since)) => Ok(*since),
                 (true, Err(_)) => Ok(*at),

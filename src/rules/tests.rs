@@ -173,6 +173,20 @@ fn each_rule_decides() {
             )],
         ),
         (
+            "a close date beyond the window is not qualified",
+            input(vec![with(
+                reg("a", "part_1", "acme.example", T0),
+                "close_date",
+                json!("2030-01-01"),
+            )]),
+            vec![(
+                "a",
+                Pending,
+                None,
+                "the close date is not within 540 days of submission",
+            )],
+        ),
+        (
             "a contact at another domain is not a named contact at the customer",
             input(vec![with(
                 with(
