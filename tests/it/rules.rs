@@ -288,7 +288,7 @@ fn check_reports_rules_errors_with_file_line_and_column() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("rules of engagement") && text.contains("4 example(s) passed"),
+        text.contains("rules of engagement") && text.contains("7 example(s) passed"),
         "{text}"
     );
 }
