@@ -480,3 +480,177 @@ pub(super) fn add_review(
     mark_group_dirty(tx, &key)?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::KeyedEvent;
+    use crate::rules::{Decision, RegistrationEvent, Status};
+    use crate::store::{DecisionCommit, Store};
+
+    fn keyed(id: &str, key: &str, at: i64) -> KeyedEvent {
+        KeyedEvent {
+            event: RegistrationEvent {
+                id: id.into(),
+                at_ms: at,
+                submitted_ms: at,
+                fields: match json!({"partner_key": "p", "contact_email": format!("a@{key}")}) {
+                    serde_json::Value::Object(m) => m,
+                    _ => serde_json::Map::new(),
+                },
+            },
+            key: key.into(),
+            partner: "p".into(),
+        }
+    }
+
+    fn decision(id: &str, key: &str, status: Status) -> Decision {
+        Decision {
+            registration_id: id.into(),
+            key: key.into(),
+            partner: "p".into(),
+            status,
+            rule: "first_qualified".into(),
+            line: 13,
+            reason: format!("{status} because"),
+            protected_until: None,
+            protected_under: None,
+            duplicate_of: None,
+            trace: Vec::new(),
+        }
+    }
+
+    fn commit(decisions: Vec<Decision>, key: &str) -> DecisionCommit {
+        DecisionCommit {
+            rules_version: "v1".into(),
+            keys: vec![key.into()],
+            decisions,
+            ..DecisionCommit::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn versions_groups_decisions_and_history() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("s.db")).expect("open");
+        let events = vec![
+            keyed("a", "acme.example", 10),
+            keyed("b", "acme.example", 20),
+        ];
+        assert_eq!(
+            store
+                .record_registrations(events.clone(), vec![], 1)
+                .await
+                .expect("record"),
+            2
+        );
+        // A repeat (a restart re-reading the same versions) stores nothing new.
+        assert_eq!(
+            store
+                .record_registrations(events, vec![], 2)
+                .await
+                .expect("again"),
+            0
+        );
+        assert_eq!(store.registrations_as_of().await.expect("as of"), Some(20));
+        let keys = store
+            .registration_keys_to_decide("v1".into(), 20)
+            .await
+            .expect("keys");
+        assert_eq!(keys, vec!["acme.example".to_owned()]);
+        let group = store
+            .registration_group("acme.example".into())
+            .await
+            .expect("group");
+        assert_eq!(group.events.len(), 2);
+
+        let first = vec![
+            decision("a", "acme.example", Status::Approved),
+            decision("b", "acme.example", Status::Duplicate),
+        ];
+        let n = store
+            .commit_decisions(commit(first.clone(), "acme.example"), 3)
+            .await
+            .expect("commit");
+        assert_eq!(n, 2);
+        assert!(
+            store
+                .registration_keys_to_decide("v1".into(), 20)
+                .await
+                .expect("keys")
+                .is_empty()
+        );
+        // The same decisions again: nothing changes, no history line.
+        let n = store
+            .commit_decisions(commit(first, "acme.example"), 4)
+            .await
+            .expect("commit");
+        assert_eq!(n, 0);
+        // A flip is recorded with before and after.
+        let flipped = vec![decision("a", "acme.example", Status::Duplicate)];
+        store
+            .commit_decisions(commit(flipped, "acme.example"), 5)
+            .await
+            .expect("commit");
+        let (a, history) = store
+            .registration("a".into())
+            .await
+            .expect("get")
+            .expect("a");
+        assert_eq!(a.status.as_deref(), Some("duplicate"));
+        let flips: Vec<_> = history
+            .iter()
+            .map(|h| (h.before.clone(), h.after.clone(), h.at_ms))
+            .collect();
+        assert_eq!(
+            flips,
+            vec![
+                (None, "approved".into(), 3),
+                (Some("approved".into()), "duplicate".into(), 5)
+            ]
+        );
+
+        // A review or a CRM change marks the whole group for the next pass; unknown ids are refused.
+        assert!(
+            store
+                .add_review("b".into(), true, "ok".into(), 6)
+                .await
+                .expect("review")
+        );
+        assert!(
+            !store
+                .add_review("zz".into(), true, "ok".into(), 6)
+                .await
+                .expect("review")
+        );
+        let group = store
+            .registration_group("acme.example".into())
+            .await
+            .expect("group");
+        assert_eq!(group.reviews.len(), 1);
+        assert_eq!(
+            store
+                .registration_keys_to_decide("v1".into(), 20)
+                .await
+                .expect("keys")
+                .len(),
+            1
+        );
+        // Rules of another version make every group due again.
+        assert!(
+            store
+                .registrations_outdated("v2".into())
+                .await
+                .expect("outdated")
+        );
+        assert_eq!(
+            store
+                .registrations(Some("duplicate".into()))
+                .await
+                .expect("list")
+                .len(),
+            2
+        );
+    }
+}
