@@ -100,6 +100,7 @@ fn missing(
         }
     }
     if let Some(days) = q.close_within_days {
+        // An unreadable date counts as missing; the reason says so.
         let close = text(fields, &rules.fields.close_date)
             .and_then(|d| d.parse::<jiff::civil::Date>().ok())
             .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
