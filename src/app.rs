@@ -22,11 +22,19 @@ use crate::engine::dryrun::{self, FlowPlan};
 use crate::engine::{Clock, Engine, EngineSettings, RetryPolicy, TickReport};
 use crate::mapping::{Mapping, MappingErrors, MappingSet};
 use crate::model::SystemKind;
+use crate::rules::Rules;
 use crate::store::{ReadOnlyStore, Store};
 use crate::webhook::{self, WebhookState};
 
 /// How far back each poll re-reads (vendor search indexes lag behind writes).
 const POLL_OVERLAP: Duration = Duration::from_secs(2);
+
+/// Compiles the rules of engagement that go with the configured mappings (`None`: none).
+pub fn load_rules(config: &Config) -> anyhow::Result<Option<Arc<Rules>>> {
+    Rules::load(config.daemon.mappings_dir.as_deref())
+        .map(|r| r.map(Arc::new))
+        .map_err(|e| anyhow::anyhow!("rules of engagement errors:\n{e}"))
+}
 
 /// Compiles the configured mapping set (the built-in one when no folder is set).
 pub fn load_mappings(config: &Config) -> Result<MappingSet, MappingErrors> {
@@ -214,6 +222,7 @@ impl Daemon {
             settings,
             clock.clone(),
         ));
+        engine.set_rules(load_rules(&config)?);
 
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
@@ -313,6 +322,12 @@ impl Daemon {
             }
         }
         drop(status);
+        match load_rules(&self.config) {
+            Ok(r) => self.engine.set_rules(r),
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused: the running rules stay in force")
+            }
+        }
         notify(&[sd_notify::NotifyState::Ready]);
     }
 

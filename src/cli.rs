@@ -70,6 +70,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Deal registrations and the rules-of-engagement decisions on them.
+    #[command(after_help = EXIT_CODES)]
+    Registrations {
+        #[command(flatten)]
+        state: StateArgs,
+        #[command(subcommand)]
+        action: RegistrationsAction,
+    },
+    /// The manual review queue: registrations the rules leave to a person.
+    #[command(after_help = EXIT_CODES)]
+    Review {
+        #[command(flatten)]
+        state: StateArgs,
+        #[command(subcommand)]
+        action: ReviewAction,
+    },
     /// Start the built-in simulators, sync seeded data through the real daemon, print a summary.
     #[command(after_help = EXIT_CODES)]
     Demo {
@@ -82,5 +98,51 @@ pub enum Command {
         /// How many partners to seed.
         #[arg(long, default_value_t = 5)]
         partners: usize,
+    },
+}
+
+/// Where the state file is: from a config file or given directly.
+#[derive(Debug, clap::Args)]
+pub struct StateArgs {
+    /// The config file (its daemon.state_path is read).
+    #[arg(long, short, global = true, conflicts_with = "state")]
+    pub config: Option<PathBuf>,
+    /// A state file, directly.
+    #[arg(long, global = true)]
+    pub state: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistrationsAction {
+    /// List registrations with their decisions.
+    List {
+        /// Only this status: approved, influenced, rejected, duplicate, pending, review, expired.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// One registration: its decision and the history of decision changes.
+    Show { id: String },
+    /// The full trace of the rules evaluated for a registration.
+    Explain { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReviewAction {
+    /// Registrations waiting for a person.
+    List,
+    /// Approve a registration; the daemon applies it and writes it back on its next pass.
+    Approve {
+        id: String,
+        #[arg(long, default_value = "approved by an operator")]
+        reason: String,
+    },
+    /// Reject a registration with a reason the partner will see.
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: String,
     },
 }

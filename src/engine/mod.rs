@@ -3,6 +3,7 @@
 
 pub mod dryrun;
 pub mod plan;
+pub mod registrations;
 mod retry;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,6 +13,7 @@ use std::time::Duration;
 use crate::connector::{Connector, ConnectorError, WriteRequest, after_cursor};
 use crate::mapping::{Lookups, Mapping};
 use crate::model::{Change, ChangeKind, Cursor, ObjectRef, SystemKind};
+use crate::rules::Rules;
 use crate::store::{PlanCommit, Store, StoreError, WriteOutcome};
 pub use retry::RetryPolicy;
 
@@ -86,6 +88,8 @@ pub struct Engine {
     prm: Connector,
     crm: Connector,
     mappings: RwLock<Vec<Arc<Mapping>>>,
+    /// Rules of engagement for deal registrations (`None`: registrations are not decided).
+    rules: RwLock<Option<Arc<Rules>>>,
     settings: EngineSettings,
     clock: Clock,
 }
@@ -114,6 +118,7 @@ impl Engine {
             prm,
             crm,
             mappings: RwLock::new(mappings),
+            rules: RwLock::default(),
             settings,
             clock,
         }
@@ -134,6 +139,16 @@ impl Engine {
     /// Replaces the mapping set (called between ticks by the daemon loop).
     pub fn set_mappings(&self, mappings: Vec<Arc<Mapping>>) {
         *self.mappings.write().unwrap_or_else(|p| p.into_inner()) = mappings;
+    }
+
+    /// The rules of engagement in force.
+    pub fn rules(&self) -> Option<Arc<Rules>> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the rules of engagement (between ticks, like mappings).
+    pub fn set_rules(&self, rules: Option<Arc<Rules>>) {
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
     }
 
     fn connector(&self, system: SystemKind) -> Option<&Connector> {
@@ -164,6 +179,11 @@ impl Engine {
             if processed < self.settings.batch_size {
                 break;
             }
+        }
+        // Rules of engagement: decide changed registration groups, queue their write-backs.
+        if let Some(rules) = self.rules() {
+            let now = (self.clock)();
+            registrations::decide(&self.store, &rules, &mappings, self.prm.kind(), now).await?;
         }
         for system in [self.crm.kind(), self.prm.kind()] {
             self.drain(system, &mut report).await?;
@@ -301,6 +321,11 @@ impl Engine {
                 let d = plan::reverse(m, &item.change.record, &sid, links.get(&sid));
                 push(&mut commit, d);
             }
+        }
+        // Rules of engagement: record registration versions before the batch is marked done.
+        if let Some(rules) = self.rules() {
+            let (prm, now) = (self.prm.kind(), (self.clock)());
+            registrations::observe(&self.store, &rules, mappings, prm, &items, now).await?;
         }
         let queued = commit.writes.len();
         let n = commit.inbox_ids.len();

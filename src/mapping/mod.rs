@@ -369,7 +369,11 @@ impl MappingSet {
         let mut paths = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io_err)? {
             let path = entry.map_err(io_err)?.path();
-            if path.extension().is_some_and(|x| x == "toml") {
+            // The rules of engagement live beside the mappings but are not a mapping.
+            let is_rules = path
+                .file_name()
+                .is_some_and(|n| n == crate::rules::RULES_FILE);
+            if path.extension().is_some_and(|x| x == "toml") && !is_rules {
                 paths.push(path);
             }
         }

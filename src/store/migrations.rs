@@ -4,7 +4,13 @@ use rusqlite_migration::{M, Migrations};
 
 /// Every migration, in order. Append new steps; never change or reorder existing ones.
 pub fn all() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(CREDENTIALS)])
+    Migrations::new(vec![
+        M::up(V1),
+        // "credentials": rotated connector credentials (Salesforce refresh tokens).
+        M::up(CREDENTIALS),
+        // "registrations": rules-of-engagement registrations, decisions and reviews.
+        M::up(super::registrations::MIGRATION),
+    ])
 }
 
 const V1: &str = r#"

@@ -7,6 +7,7 @@
 mod credentials;
 mod migrations;
 mod queries;
+mod registrations;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::model::{Change, Cursor, Direction, ObjectRef, SystemKind};
 
 pub use queries::StatusReport;
+pub use registrations::{DecisionChange, KeyedEvent, RegistrationGroup, StoredRegistration};
 
 /// How long a statement waits on a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -150,6 +152,17 @@ pub struct PlanCommit {
     pub dead_letters: Vec<DeadLetter>,
     pub ledger: Vec<LedgerEntry>,
     pub observations: Vec<LinkObservation>,
+}
+
+/// Decisions for some duplicate-key groups, with their write-backs, committed in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DecisionCommit {
+    pub rules_version: String,
+    /// The groups evaluated (their dirty flags are cleared).
+    pub keys: Vec<String>,
+    pub decisions: Vec<crate::rules::Decision>,
+    /// Write-backs and ledger lines (no inbox items).
+    pub plan: PlanCommit,
 }
 
 /// A due outbox row, ready for a writer.
@@ -355,6 +368,116 @@ impl Store {
     /// The earliest time any outbox row becomes due, if any row is waiting.
     pub async fn next_outbox_due(&self) -> Result<Option<i64>, StoreError> {
         self.call(|conn| queries::next_outbox_due(conn)).await
+    }
+
+    // --- Deal registrations (rules of engagement) ---
+
+    /// Records observed registration versions (repeats ignored) and marks their groups dirty,
+    /// with the groups of `touched` registrations (their CRM record changed).
+    pub async fn record_registrations(
+        &self,
+        events: Vec<KeyedEvent>,
+        touched: Vec<String>,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        self.write(move |tx| {
+            let n = registrations::record_events(tx, &events, now_ms)?;
+            registrations::touch(tx, &touched)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    /// Whether any registration was last decided under rules other than `rules_version`.
+    pub async fn registrations_outdated(&self, rules_version: String) -> Result<bool, StoreError> {
+        self.call(move |conn| registrations::outdated(conn, &rules_version))
+            .await
+    }
+
+    /// The newest version of each registration decided under other rules (to recompute keys).
+    pub async fn outdated_registrations(
+        &self,
+        rules_version: String,
+    ) -> Result<Vec<crate::rules::RegistrationEvent>, StoreError> {
+        self.call(move |conn| registrations::outdated_latest(conn, &rules_version))
+            .await
+    }
+
+    /// Re-points registrations at recomputed keys; old and new groups are re-decided.
+    pub async fn rekey_registrations(
+        &self,
+        keys: Vec<(String, String, String)>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            for (id, key, partner) in &keys {
+                registrations::set_key(tx, id, key, partner, now_ms)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The newest registration event time (the rules' "now"), if any registration was seen.
+    pub async fn registrations_as_of(&self) -> Result<Option<i64>, StoreError> {
+        self.call(|conn| registrations::as_of(conn)).await
+    }
+
+    /// Keys of the groups that need a decision under `rules_version` as of `as_of_ms`.
+    pub async fn registration_keys_to_decide(
+        &self,
+        rules_version: String,
+        as_of_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        self.call(move |conn| registrations::keys_to_decide(conn, &rules_version, as_of_ms))
+            .await
+    }
+
+    /// The registrations, review outcomes and prior decisions of one group.
+    pub async fn registration_group(&self, key: String) -> Result<RegistrationGroup, StoreError> {
+        self.call(move |conn| registrations::group(conn, &key))
+            .await
+    }
+
+    /// Stores decisions, their before/after history, write-backs and ledger lines together.
+    /// Returns how many decisions changed.
+    pub async fn commit_decisions(
+        &self,
+        commit: DecisionCommit,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        self.write(move |tx| registrations::commit_decisions(tx, &commit, now_ms))
+            .await
+    }
+
+    /// Registrations, optionally only those with `status` (e.g. "review").
+    pub async fn registrations(
+        &self,
+        status: Option<String>,
+    ) -> Result<Vec<StoredRegistration>, StoreError> {
+        self.call(move |conn| registrations::list(conn, status.as_deref()))
+            .await
+    }
+
+    /// One registration and its decision history.
+    pub async fn registration(
+        &self,
+        id: String,
+    ) -> Result<Option<(StoredRegistration, Vec<DecisionChange>)>, StoreError> {
+        self.call(move |conn| registrations::get(conn, &id)).await
+    }
+
+    /// Stores an operator's review outcome; the daemon decides and writes back on its next pass.
+    /// `false` when no registration has that id.
+    pub async fn add_review(
+        &self,
+        id: String,
+        approve: bool,
+        reason: String,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(move |tx| registrations::add_review(tx, &id, approve, &reason, now_ms))
+            .await
     }
 
     /// Counts and ages for `prmsync status` and the demo summary.

@@ -82,11 +82,16 @@ fn demo_syncs_and_status_reads_its_state() {
         let out = text(&o);
         assert!(out.contains("12/12 deals in HubSpot"), "{out}");
         assert!(out.contains("Second pass  0 writes"), "{out}");
+        assert!(
+            out.contains("approved"),
+            "registration decisions are reported: {out}"
+        );
     }
     let o = prmsync(&["status", "--state", state, "--json"], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(report["links"], 12);
+    // One link per deal for the deal flow, and one per registration for the rules' write-backs.
+    assert_eq!(report["links"], 24);
     assert_eq!(report["dead_letters"], 0);
     assert_eq!(report["outbox_depth"], 0);
 }

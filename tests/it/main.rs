@@ -8,5 +8,6 @@ mod connectors;
 #[allow(dead_code, unused_imports)]
 mod harness;
 mod mapping;
+mod rules;
 mod sync;
 mod webhooks;

@@ -16,14 +16,21 @@ async fn deal_registrations_become_crm_deals_exactly_once() {
     let w = World::seeded(30).await;
     let d = w.daemon().await;
     let r = d.run_until_idle().await.unwrap();
-    assert_eq!(r.written, 30);
+    assert_eq!(r.created, 30);
     let deals = w.hs.objects("deals");
     assert_eq!(deals.len(), 30);
     let writes = w.hs.writes("deals");
     assert_eq!(writes.len(), 30);
+    // One create each; at most one update: the rules-of-engagement decision on the new deal.
     assert!(
-        writes.values().all(|c| *c == (1, 0)),
-        "one create, no update each: {writes:?}"
+        writes.values().all(|c| c.0 == 1 && c.1 <= 1),
+        "one create each: {writes:?}"
+    );
+    assert!(
+        deals
+            .iter()
+            .all(|d| d.get("prm_registration_status").is_some()),
+        "every deal carries its registration decision"
     );
     // Fields arrive mapped: cents -> currency units, stage through the value map.
     let one =
@@ -66,6 +73,7 @@ async fn crm_stage_changes_flow_back_to_the_partner_deal() {
     let w = World::seeded(5).await;
     let d = w.daemon().await;
     d.run_until_idle().await.unwrap();
+    let patches = w.ps.stats().patches;
     let deal = w.hs.find("deals", "prm_deal_id", "deal_2").unwrap();
     let id = str_field(&deal, "hs_object_id").to_owned();
     w.hs.set_property("deals", &id, "closed_lost_reason", "No budget");
@@ -75,7 +83,7 @@ async fn crm_stage_changes_flow_back_to_the_partner_deal() {
     assert_eq!(back["stage"], json!("lost"));
     assert_eq!(back["lost_reason"], json!("No budget"));
     assert_eq!(
-        w.ps.stats().patches,
+        w.ps.stats().patches - patches,
         1,
         "only the changed deal is written back"
     );
@@ -92,6 +100,7 @@ async fn restart_resumes_from_the_cursor_without_duplicates() {
     let d = w.daemon().await;
     d.run_until_idle().await.unwrap();
     d.shutdown().await;
+    let before = w.hs.writes("deals");
 
     // While prmsync is down: five new registrations and one change.
     for mut deal in prmsync::sim::seed::deals(25, 5).into_iter().skip(20) {
@@ -108,9 +117,19 @@ async fn restart_resumes_from_the_cursor_without_duplicates() {
     assert_eq!(writes.len(), 25);
     for (key, (creates, updates)) in &writes {
         assert_eq!(*creates, 1, "{key} created once");
-        let want_updates = u32::from(key == "deal_3");
-        assert_eq!(*updates, want_updates, "{key} updates");
+        if key != "deal_3"
+            && let Some((_, old)) = before.get(key)
+        {
+            assert_eq!(
+                updates, old,
+                "{key}: unchanged at the source, not written again"
+            );
+        }
     }
+    assert!(
+        writes["deal_3"].1 > before["deal_3"].1,
+        "deal_3 changed and was updated"
+    );
     let deal3 = w.hs.find("deals", "prm_deal_id", "deal_3").unwrap();
     assert_eq!(str_field(&deal3, "amount"), "42000");
     d.shutdown().await;
@@ -164,7 +183,9 @@ async fn an_unmappable_record_is_dead_lettered_and_the_rest_continue() {
     assert_eq!(w.hs.objects("deals").len(), 5);
     assert!(w.hs.find("deals", "prm_deal_id", "deal_4").is_none());
     let status = d.engine.store().status(0).await.unwrap();
-    assert_eq!(status.dead_letters, 1);
+    // One dead letter per failing version of deal_4 (its registration decision is written back
+    // to the partner deal, which makes a new version that fails the same way).
+    assert!(status.dead_letters >= 1);
     assert!(
         status
             .last_errors
@@ -196,11 +217,14 @@ async fn a_bad_crm_token_keeps_writes_queued() {
     let d = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
         .await
         .unwrap();
-    let r = d.engine.tick().await.unwrap();
-    assert_eq!(r.written, 0);
+    d.engine.tick().await.unwrap();
+    assert_eq!(w.hs.stats().created, 0);
     assert!(w.hs.stats().unauthorized > 0);
     let status = d.engine.store().status(0).await.unwrap();
-    assert_eq!(status.outbox_depth, 3, "queued, not lost");
+    assert_eq!(
+        status.outbox_depth, 3,
+        "the CRM writes are queued, not lost"
+    );
     assert_eq!(status.dead_letters, 0);
     d.shutdown().await;
 }
