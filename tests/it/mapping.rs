@@ -534,3 +534,97 @@ async fn plan_counts_what_would_happen_and_writes_nothing() {
     );
     assert_eq!(world.hs.objects("deals").len(), 12);
 }
+
+/// A hubspot/deals flow with `extra` TOML (filter, delete policy) and one field.
+fn flow(extra: &str) -> prmsync::mapping::Mapping {
+    let text = format!(
+        "name = \"f\"\n[source]\nsystem = \"partnerstack\"\nobject = \"deals\"\n\
+         [target]\nsystem = \"hubspot\"\nobject = \"deals\"\nexternal_id = \"prm_deal_id\"\n\
+         {extra}\n[[field]]\nsource = \"account_name\"\ntarget = \"dealname\"\n"
+    );
+    let set = MappingSet::compile(&[("f.toml".into(), text)]).unwrap_or_else(|e| panic!("{e}"));
+    (*set.mappings[0]).clone()
+}
+
+#[test]
+fn the_planner_applies_filters_and_delete_policies() {
+    use prmsync::engine::plan::{self, action};
+    use prmsync::model::Record;
+    use prmsync::store::Link;
+
+    let linked = Link {
+        target_id: Some("900".into()),
+        target_state: json!({"dealname": "Acme"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        source_state: serde_json::Map::new(),
+    };
+    let rec = |stage: &str| Record {
+        id: "deal_1".into(),
+        modified_ms: 1,
+        fields: json!({"account_name": "Acme 2", "stage": stage})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    };
+    let filtered = flow("[[filter]]\nfield = \"stage\"\nin = [\"submitted\", \"approved\"]");
+    let d = plan::forward(&filtered, &rec("draft"), Some(&linked));
+    assert_eq!(d.ledger.map(|l| l.action), Some(action::FILTERED));
+    assert!(d.write.is_none() && d.dead_letter.is_none());
+    let d = plan::forward(&filtered, &rec("approved"), Some(&linked));
+    assert_eq!(
+        d.write.map(|w| w.payload),
+        json!({"dealname": "Acme 2"}).as_object().cloned()
+    );
+
+    // (delete section, linked?, action, a write's payload, dead-lettered?)
+    let cases = [
+        ("", true, action::DELETE_IGNORED, None, false),
+        (
+            "[delete]\npolicy = \"ignore\"",
+            true,
+            action::DELETE_IGNORED,
+            None,
+            false,
+        ),
+        (
+            "[delete]\npolicy = \"flag\"\nfield = \"prm_registration_status\"\nvalue = \"deleted\"",
+            true,
+            action::QUEUED,
+            Some(json!({"prm_registration_status": "deleted"})),
+            false,
+        ),
+        (
+            "[delete]\npolicy = \"flag\"\nfield = \"prm_registration_status\"\nvalue = \"deleted\"",
+            false,
+            action::DELETE_IGNORED,
+            None,
+            false,
+        ),
+        (
+            "[delete]\npolicy = \"propagate\"",
+            true,
+            action::DELETE_FAILED,
+            None,
+            true,
+        ),
+    ];
+    for (section, is_linked, want_action, want_payload, want_dead) in cases {
+        let m = flow(section);
+        let d = plan::delete(&m, "deal_1", is_linked.then_some(&linked));
+        assert_eq!(d.ledger.map(|l| l.action), Some(want_action), "{section}");
+        assert_eq!(
+            d.write
+                .as_ref()
+                .map(|w| serde_json::Value::Object(w.payload.clone())),
+            want_payload,
+            "{section}"
+        );
+        if let Some(w) = &d.write {
+            assert_eq!(w.target_id.as_deref(), Some("900"));
+            assert_eq!(w.state_after.get("dealname"), Some(&json!("Acme")));
+        }
+        assert_eq!(d.dead_letter.is_some(), want_dead, "{section}");
+    }
+}
