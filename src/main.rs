@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use prmsync::cli::{Cli, Command};
 use prmsync::config::{self, Config, Environment, LogFormat};
-use prmsync::mapping::run_examples;
+use prmsync::mapping::{MappingErrors, run_examples};
 use prmsync::{app, demo, shutdown, status, telemetry};
 
 /// Exit code for runtime failures.
@@ -185,10 +185,16 @@ fn plan_cmd(path: &Path, flow: Option<&str>, json: bool) -> ExitCode {
             print!("{}", prmsync::engine::dryrun::render(&plans));
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("plan failed: {e:#}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
+        Err(e) => match e.downcast_ref::<MappingErrors>() {
+            Some(errors) => {
+                eprint!("{errors}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+            None => {
+                eprintln!("plan failed: {e:#}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        },
     }
 }
 

@@ -305,6 +305,9 @@ impl fmt::Display for MappingErrors {
 
 impl std::error::Error for MappingErrors {}
 
+/// The rules of engagement live next to the mapping files but are not a flow; `load_dir` skips them.
+pub const RULES_FILE: &str = "rules-of-engagement.toml";
+
 /// A compiled set of mappings, swapped as a whole on reload.
 #[derive(Debug, Clone, Default)]
 pub struct MappingSet {
@@ -354,7 +357,8 @@ impl MappingSet {
         Self::compile(&files)
     }
 
-    /// Reads every `*.toml` file in `dir` (sorted by name) and compiles them. Never writes.
+    /// Reads every `*.toml` file in `dir` (sorted by name, except [`RULES_FILE`]) and compiles
+    /// them. Never writes.
     pub fn load_dir(dir: &Path) -> Result<MappingSet, MappingErrors> {
         let io_err = |e: std::io::Error| {
             MappingErrors(vec![MappingError {
@@ -369,7 +373,8 @@ impl MappingSet {
         let mut paths = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io_err)? {
             let path = entry.map_err(io_err)?.path();
-            if path.extension().is_some_and(|x| x == "toml") {
+            let is_rules = path.file_name().is_some_and(|n| n == RULES_FILE);
+            if path.extension().is_some_and(|x| x == "toml") && !is_rules {
                 paths.push(path);
             }
         }

@@ -252,24 +252,29 @@ fn check_prints_every_broken_fixture_and_exits_2() {
         !dir.path().join("state.db").exists(),
         "check writes nothing"
     );
+
+    // plan refuses the same set the same way, before it reads anything.
+    let out = Command::new(env!("CARGO_BIN_EXE_prmsync"))
+        .args(["plan", "--config"])
+        .arg(&config)
+        .env("IT_PS_KEY", "k")
+        .env("IT_HS_TOKEN", "t")
+        .output()
+        .expect("run prmsync plan");
+    let plan_err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{plan_err}");
+    assert_eq!(
+        plan_err, stderr,
+        "plan reports the mapping errors as check does"
+    );
+    assert!(!dir.path().join("state.db").exists(), "plan writes nothing");
 }
 
 #[test]
 fn every_shipped_mapping_compiles_and_passes_its_examples() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("mappings folder") {
-        let path = entry.expect("dir entry").path();
-        // The rules-of-engagement file lives here too but is not a flow mapping.
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        if path.extension().is_some_and(|x| x == "toml")
-            && name.as_deref() != Some("rules-of-engagement.toml")
-        {
-            let text = std::fs::read_to_string(&path).expect("read mapping");
-            files.push((path.display().to_string(), text));
-        }
-    }
-    let set = MappingSet::compile(&files).unwrap_or_else(|e| panic!("{e}"));
+    // Every file but the rules of engagement, which live in the same folder.
+    let set = MappingSet::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(set.mappings.len() >= 12, "{} mappings", set.mappings.len());
     let mut examples = 0;
     for m in &set.mappings {
