@@ -633,3 +633,80 @@ fn the_planner_applies_filters_and_delete_policies() {
         assert_eq!(d.dead_letter.is_some(), want_dead, "{section}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_signals_reach_the_running_loop_between_passes() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::harness::wait_until;
+    use tokio::sync::Notify;
+    use tokio_util::sync::CancellationToken;
+
+    let world = World::seeded(10).await;
+    let dir = world.dir.path().join("mappings");
+    std::fs::create_dir(&dir).expect("mappings dir");
+    let file = dir.join("deals.toml");
+    std::fs::write(&file, DEALS_V1).expect("write v1");
+    let mut config = world.config();
+    config.daemon.mappings_dir = Some(dir.clone());
+    config.daemon.poll_interval = Duration::from_millis(50);
+    let daemon = Daemon::start(config, system_clock())
+        .await
+        .expect("daemon starts");
+    let shutdown = CancellationToken::new();
+    let reload = Arc::new(Notify::new());
+    let wait = Duration::from_secs(20);
+
+    let script = async {
+        wait_until(wait, "the first 10 deals", || async {
+            world.hs.objects("deals").len() == 10
+        })
+        .await;
+        // While the loop keeps syncing: new registrations, a broken file, SIGHUP.
+        for d in seed::deals(14, 5).into_iter().skip(10) {
+            world.ps.upsert_deal(d);
+        }
+        std::fs::write(&file, "name = \"deal-registration\"\n[source\n").expect("break");
+        reload.notify_one();
+        wait_until(wait, "the refused reload", || async {
+            daemon.reload_status().failed == 1
+        })
+        .await;
+        wait_until(wait, "the new deals under the old mapping", || async {
+            world.hs.objects("deals").len() == 14
+        })
+        .await;
+        assert!(dealname(&world, "deal_12").ends_with("(partner registration)"));
+        // Fixed, with a new template; SIGHUP again; a partner edit shows the new mapping.
+        std::fs::write(
+            &file,
+            DEALS_V1.replace("(partner registration)", "(via partner)"),
+        )
+        .expect("fix");
+        reload.notify_one();
+        wait_until(wait, "the accepted reload", || async {
+            daemon.reload_status().succeeded == 1
+        })
+        .await;
+        let mut deal = world.ps.deal("deal_2").expect("deal_2");
+        deal.insert("account_name".into(), json!("Edited Co"));
+        world.ps.upsert_deal(deal);
+        wait_until(wait, "the edit under the new mapping", || async {
+            dealname(&world, "deal_2") == "Edited Co (via partner)"
+        })
+        .await;
+        shutdown.cancel();
+    };
+    tokio::join!(daemon.run(shutdown.clone(), reload.clone()), script);
+    let status = daemon.reload_status();
+    assert_eq!((status.succeeded, status.failed), (1, 1));
+    assert!(
+        status
+            .last_error
+            .is_some_and(|e| e.contains("deals.toml:2:")),
+        "the refusal names the file and line"
+    );
+    assert_eq!(world.hs.objects("deals").len(), 14, "nothing lost");
+    daemon.shutdown().await;
+}
