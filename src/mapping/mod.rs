@@ -49,7 +49,17 @@ pub struct Mapping {
     pub on_delete: DeletePolicy,
     /// How to find a target record that existed before the first sync.
     pub matching: Option<MatchRules>,
+    /// Where the file's `lookup` transforms name other flows (checked across the set).
+    pub lookup_refs: Vec<LookupRef>,
     pub examples: Vec<Example>,
+}
+
+/// A `lookup` transform's flow name and where it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupRef {
+    pub flow: String,
+    /// The position (file, line, column, key) to report it at.
+    pub at: MappingError,
 }
 
 /// What a flow does when its source record is deleted.
@@ -340,7 +350,7 @@ impl MappingSet {
                 Err(mut e) => errors.append(&mut e),
             }
         }
-        errors.extend(compile::check_lookups(files, &mappings));
+        errors.extend(compile::check_lookups(&mappings));
         if errors.is_empty() {
             Ok(MappingSet { mappings })
         } else {

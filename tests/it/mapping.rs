@@ -134,8 +134,8 @@ const BROKEN: &[(&str, usize, usize, &str, &str, &str)] = &[
     (
         "15-unknown-lookup-flow.toml",
         16,
-        17,
-        "field prm_partner_key.transforms",
+        15,
+        "field[0].transforms[0]",
         "lookup names flow \"partner-organisations\"",
         "flows in this set",
     ),
