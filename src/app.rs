@@ -143,7 +143,7 @@ fn webhook_secrets(config: &Config) -> (Option<SecretString>, Option<SecretStrin
 /// `prmsync plan`: a dry run of the active flows (or one, by name) against the state file and the
 /// live systems. Only reads: the state file is opened read-only and no vendor write is made.
 pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<FlowPlan>> {
-    let set = load_mappings(config).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
+    let set = load_mappings(config)?;
     let mut mappings = active_mappings(config, &set)?;
     if let Some(name) = flow {
         mappings.retain(|m| m.name == name);

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use prmsync::cli::{Cli, Command, StateArgs};
 use prmsync::config::{self, Config, Environment, LogFormat};
-use prmsync::mapping::run_examples;
+use prmsync::mapping::{MappingErrors, run_examples};
 use prmsync::rules::Rules;
 use prmsync::store::Store;
 use prmsync::{app, demo, registrations_cli, shutdown, status, telemetry};
@@ -219,10 +219,16 @@ fn plan_cmd(path: &Path, flow: Option<&str>, json: bool) -> ExitCode {
             print!("{}", prmsync::engine::dryrun::render(&plans));
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("plan failed: {e:#}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
+        Err(e) => match e.downcast_ref::<MappingErrors>() {
+            Some(errors) => {
+                eprint!("{errors}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+            None => {
+                eprintln!("plan failed: {e:#}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        },
     }
 }
 

@@ -94,7 +94,7 @@ impl Mapping {
             if v.is_blank() && !f.allow_blank {
                 continue;
             }
-            out.insert(f.target.clone(), v.to_json());
+            out.insert(f.target.clone(), v.into_json());
         }
         Ok(out)
     }
@@ -145,7 +145,7 @@ impl Mapping {
             let v = v
                 .coerce(f.source_ty, &f.tz)
                 .map_err(|e| self.err(&f.target, e))?;
-            out.insert(source.clone(), v.to_json());
+            out.insert(source.clone(), v.into_json());
         }
         Ok(out)
     }
@@ -306,7 +306,10 @@ fn forward_step(
                 }
             }
         }
-        Step::Trim => map_text(v, |s| s.trim().to_owned()),
+        Step::Trim => match v {
+            Val::Str(s) if s.trim().len() != s.len() => Val::Str(s.trim().to_owned()),
+            other => other,
+        },
         Step::Lower => map_text(v, |s| s.to_lowercase()),
         Step::Upper => map_text(v, |s| s.to_uppercase()),
         Step::Domain => match v {
@@ -319,14 +322,18 @@ fn forward_step(
             if v.is_blank() {
                 return Ok(v);
             }
-            let key = v.to_text();
-            match map.iter().find(|(from, _)| *from == key) {
-                Some((_, to)) => Val::Str(to.clone()),
+            let found = {
+                let key = v.text();
+                map.iter().find(|(from, _)| *from == *key).map(|(_, to)| to)
+            };
+            match found {
+                Some(to) => Val::Str(to.clone()),
                 None => match unmapped {
                     Unmapped::Error => {
                         let known: Vec<&str> = map.iter().map(|(f, _)| f.as_str()).collect();
                         return Err(format!(
-                            "value {key:?} is not in the value map (known: {})",
+                            "value {:?} is not in the value map (known: {})",
+                            v.to_text(),
                             known.join(", ")
                         ));
                     }

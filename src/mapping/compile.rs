@@ -12,8 +12,8 @@ use super::filter::{Condition, Test};
 use super::schema::{self, ObjectSchema};
 use super::value::{FieldType, Val};
 use super::{
-    DeletePolicy, Example, Field, FieldDirection, Lookups, Mapping, MappingError, MatchRule,
-    MatchRules, Missing, Normalise, OnMany, OnNone, Op, Owner, Step, Unmapped, When,
+    DeletePolicy, Example, Field, FieldDirection, LookupRef, Lookups, Mapping, MappingError,
+    MatchRule, MatchRules, Missing, Normalise, OnMany, OnNone, Op, Owner, Step, Unmapped, When,
 };
 use crate::model::{ObjectRef, SystemKind};
 
@@ -263,6 +263,7 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Mapping, Vec<MappingErro
     let (Some(source), Some(target)) = (source, target) else {
         return Err(errs.list);
     };
+    let lookup_refs = lookup_refs(&raw, &errs);
     Ok(Mapping {
         name: raw.name.into_inner(),
         file: file.to_owned(),
@@ -275,6 +276,7 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Mapping, Vec<MappingErro
         filter,
         on_delete,
         matching,
+        lookup_refs,
         examples,
     })
 }
@@ -493,37 +495,48 @@ fn match_rules(
 
 /// Checks that every `lookup` names a flow in the set, and that the flow's target is where the
 /// looked-up ids live. Runs across files, after each compiled on its own.
-pub(super) fn check_lookups(
-    files: &[(String, String)],
-    mappings: &[std::sync::Arc<Mapping>],
-) -> Vec<MappingError> {
-    let mut out = Vec::new();
+pub(super) fn check_lookups(mappings: &[std::sync::Arc<Mapping>]) -> Vec<MappingError> {
     let names: Vec<&str> = mappings.iter().map(|m| m.name.as_str()).collect();
-    for m in mappings {
-        for f in &m.fields {
-            for step in &f.steps {
-                let Step::Lookup { flow, .. } = step else {
-                    continue;
-                };
-                if names.contains(&flow.as_str()) {
-                    continue;
-                }
-                let text = files
-                    .iter()
-                    .find(|(n, _)| *n == m.file)
-                    .map_or("", |(_, t)| t.as_str());
-                let needle = format!("lookup = \"{flow}\"");
-                let (line, column) = line_col(text, text.find(&needle).unwrap_or(0));
-                out.push(MappingError {
-                    file: m.file.clone(),
-                    line,
-                    column,
-                    key: format!("field {}.transforms", f.target),
-                    message: format!("lookup names flow {flow:?}, which no mapping file defines"),
-                    hint: Some(match schema::closest(flow, &names) {
-                        Some(c) => format!("did you mean {c:?}?"),
-                        None => format!("flows in this set: {}", names.join(", ")),
-                    }),
+    mappings
+        .iter()
+        .flat_map(|m| &m.lookup_refs)
+        .filter(|r| !names.contains(&r.flow.as_str()))
+        .map(|r| MappingError {
+            file: r.at.file.clone(),
+            line: r.at.line,
+            column: r.at.column,
+            key: r.at.key.clone(),
+            message: format!(
+                "lookup names flow {:?}, which no mapping file defines",
+                r.flow
+            ),
+            hint: Some(match schema::closest(&r.flow, &names) {
+                Some(c) => format!("did you mean {c:?}?"),
+                None => format!("flows in this set: {}", names.join(", ")),
+            }),
+        })
+        .collect()
+}
+
+/// Where each `lookup` transform names a flow, for the cross-file check.
+fn lookup_refs(raw: &RawMapping, errs: &Errs<'_>) -> Vec<LookupRef> {
+    let mut out = Vec::new();
+    for (i, f) in raw.field.iter().enumerate() {
+        for (j, step) in f.get_ref().transforms.iter().enumerate() {
+            if let RawStep::Table(t) = step.get_ref()
+                && let Some(toml::Value::String(flow)) = t.get("lookup")
+            {
+                let (line, column) = line_col(errs.text, step.span().start);
+                out.push(LookupRef {
+                    flow: flow.clone(),
+                    at: MappingError {
+                        file: errs.file.to_owned(),
+                        line,
+                        column,
+                        key: format!("field[{i}].transforms[{j}]"),
+                        message: String::new(),
+                        hint: None,
+                    },
                 });
             }
         }

@@ -49,7 +49,17 @@ pub struct Mapping {
     pub on_delete: DeletePolicy,
     /// How to find a target record that existed before the first sync.
     pub matching: Option<MatchRules>,
+    /// Where the file's `lookup` transforms name other flows (checked across the set).
+    pub lookup_refs: Vec<LookupRef>,
     pub examples: Vec<Example>,
+}
+
+/// A `lookup` transform's flow name and where it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupRef {
+    pub flow: String,
+    /// The position (file, line, column, key) to report it at.
+    pub at: MappingError,
 }
 
 /// What a flow does when its source record is deleted.
@@ -305,6 +315,9 @@ impl fmt::Display for MappingErrors {
 
 impl std::error::Error for MappingErrors {}
 
+/// The rules of engagement live next to the mapping files but are not a flow; `load_dir` skips them.
+pub use crate::rules::RULES_FILE;
+
 /// A compiled set of mappings, swapped as a whole on reload.
 #[derive(Debug, Clone, Default)]
 pub struct MappingSet {
@@ -337,7 +350,7 @@ impl MappingSet {
                 Err(mut e) => errors.append(&mut e),
             }
         }
-        errors.extend(compile::check_lookups(files, &mappings));
+        errors.extend(compile::check_lookups(&mappings));
         if errors.is_empty() {
             Ok(MappingSet { mappings })
         } else {
@@ -354,7 +367,8 @@ impl MappingSet {
         Self::compile(&files)
     }
 
-    /// Reads every `*.toml` file in `dir` (sorted by name) and compiles them. Never writes.
+    /// Reads every `*.toml` file in `dir` (sorted by name, except [`RULES_FILE`]) and compiles
+    /// them. Never writes.
     pub fn load_dir(dir: &Path) -> Result<MappingSet, MappingErrors> {
         let io_err = |e: std::io::Error| {
             MappingErrors(vec![MappingError {
@@ -370,9 +384,7 @@ impl MappingSet {
         for entry in std::fs::read_dir(dir).map_err(io_err)? {
             let path = entry.map_err(io_err)?.path();
             // The rules of engagement live beside the mappings but are not a mapping.
-            let is_rules = path
-                .file_name()
-                .is_some_and(|n| n == crate::rules::RULES_FILE);
+            let is_rules = path.file_name().is_some_and(|n| n == RULES_FILE);
             if path.extension().is_some_and(|x| x == "toml") && !is_rules {
                 paths.push(path);
             }

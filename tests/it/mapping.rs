@@ -134,8 +134,8 @@ const BROKEN: &[(&str, usize, usize, &str, &str, &str)] = &[
     (
         "15-unknown-lookup-flow.toml",
         16,
-        17,
-        "field prm_partner_key.transforms",
+        15,
+        "field[0].transforms[0]",
         "lookup names flow \"partner-organisations\"",
         "flows in this set",
     ),
@@ -252,24 +252,29 @@ fn check_prints_every_broken_fixture_and_exits_2() {
         !dir.path().join("state.db").exists(),
         "check writes nothing"
     );
+
+    // plan refuses the same set the same way, before it reads anything.
+    let out = Command::new(env!("CARGO_BIN_EXE_prmsync"))
+        .args(["plan", "--config"])
+        .arg(&config)
+        .env("IT_PS_KEY", "k")
+        .env("IT_HS_TOKEN", "t")
+        .output()
+        .expect("run prmsync plan");
+    let plan_err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{plan_err}");
+    assert_eq!(
+        plan_err, stderr,
+        "plan reports the mapping errors as check does"
+    );
+    assert!(!dir.path().join("state.db").exists(), "plan writes nothing");
 }
 
 #[test]
 fn every_shipped_mapping_compiles_and_passes_its_examples() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("mappings folder") {
-        let path = entry.expect("dir entry").path();
-        // The rules-of-engagement file lives here too but is not a flow mapping.
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        if path.extension().is_some_and(|x| x == "toml")
-            && name.as_deref() != Some("rules-of-engagement.toml")
-        {
-            let text = std::fs::read_to_string(&path).expect("read mapping");
-            files.push((path.display().to_string(), text));
-        }
-    }
-    let set = MappingSet::compile(&files).unwrap_or_else(|e| panic!("{e}"));
+    // Every file but the rules of engagement, which live in the same folder.
+    let set = MappingSet::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(set.mappings.len() >= 12, "{} mappings", set.mappings.len());
     let mut examples = 0;
     for m in &set.mappings {
@@ -533,4 +538,175 @@ async fn plan_counts_what_would_happen_and_writes_nothing() {
         "the state file is untouched"
     );
     assert_eq!(world.hs.objects("deals").len(), 12);
+}
+
+/// A hubspot/deals flow with `extra` TOML (filter, delete policy) and one field.
+fn flow(extra: &str) -> prmsync::mapping::Mapping {
+    let text = format!(
+        "name = \"f\"\n[source]\nsystem = \"partnerstack\"\nobject = \"deals\"\n\
+         [target]\nsystem = \"hubspot\"\nobject = \"deals\"\nexternal_id = \"prm_deal_id\"\n\
+         {extra}\n[[field]]\nsource = \"account_name\"\ntarget = \"dealname\"\n"
+    );
+    let set = MappingSet::compile(&[("f.toml".into(), text)]).unwrap_or_else(|e| panic!("{e}"));
+    (*set.mappings[0]).clone()
+}
+
+#[test]
+fn the_planner_applies_filters_and_delete_policies() {
+    use prmsync::engine::plan::{self, action};
+    use prmsync::model::Record;
+    use prmsync::store::Link;
+
+    let linked = Link {
+        target_id: Some("900".into()),
+        target_state: json!({"dealname": "Acme"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        source_state: serde_json::Map::new(),
+    };
+    let rec = |stage: &str| Record {
+        id: "deal_1".into(),
+        modified_ms: 1,
+        fields: json!({"account_name": "Acme 2", "stage": stage})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    };
+    let filtered = flow("[[filter]]\nfield = \"stage\"\nin = [\"submitted\", \"approved\"]");
+    let d = plan::forward(&filtered, &rec("draft"), Some(&linked));
+    assert_eq!(d.ledger.map(|l| l.action), Some(action::FILTERED));
+    assert!(d.write.is_none() && d.dead_letter.is_none());
+    let d = plan::forward(&filtered, &rec("approved"), Some(&linked));
+    assert_eq!(
+        d.write.map(|w| w.payload),
+        json!({"dealname": "Acme 2"}).as_object().cloned()
+    );
+
+    // (delete section, linked?, action, a write's payload, dead-lettered?)
+    let cases = [
+        ("", true, action::DELETE_IGNORED, None, false),
+        (
+            "[delete]\npolicy = \"ignore\"",
+            true,
+            action::DELETE_IGNORED,
+            None,
+            false,
+        ),
+        (
+            "[delete]\npolicy = \"flag\"\nfield = \"prm_registration_status\"\nvalue = \"deleted\"",
+            true,
+            action::QUEUED,
+            Some(json!({"prm_registration_status": "deleted"})),
+            false,
+        ),
+        (
+            "[delete]\npolicy = \"flag\"\nfield = \"prm_registration_status\"\nvalue = \"deleted\"",
+            false,
+            action::DELETE_IGNORED,
+            None,
+            false,
+        ),
+        (
+            "[delete]\npolicy = \"propagate\"",
+            true,
+            action::DELETE_FAILED,
+            None,
+            true,
+        ),
+    ];
+    for (section, is_linked, want_action, want_payload, want_dead) in cases {
+        let m = flow(section);
+        let d = plan::delete(&m, "deal_1", is_linked.then_some(&linked));
+        assert_eq!(d.ledger.map(|l| l.action), Some(want_action), "{section}");
+        assert_eq!(
+            d.write
+                .as_ref()
+                .map(|w| serde_json::Value::Object(w.payload.clone())),
+            want_payload,
+            "{section}"
+        );
+        if let Some(w) = &d.write {
+            assert_eq!(w.target_id.as_deref(), Some("900"));
+            assert_eq!(w.state_after.get("dealname"), Some(&json!("Acme")));
+        }
+        assert_eq!(d.dead_letter.is_some(), want_dead, "{section}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_signals_reach_the_running_loop_between_passes() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::harness::wait_until;
+    use tokio::sync::Notify;
+    use tokio_util::sync::CancellationToken;
+
+    let world = World::seeded(10).await;
+    let dir = world.dir.path().join("mappings");
+    std::fs::create_dir(&dir).expect("mappings dir");
+    let file = dir.join("deals.toml");
+    std::fs::write(&file, DEALS_V1).expect("write v1");
+    let mut config = world.config();
+    config.daemon.mappings_dir = Some(dir.clone());
+    config.daemon.poll_interval = Duration::from_millis(50);
+    let daemon = Daemon::start(config, system_clock())
+        .await
+        .expect("daemon starts");
+    let shutdown = CancellationToken::new();
+    let reload = Arc::new(Notify::new());
+    let wait = Duration::from_secs(20);
+
+    let script = async {
+        wait_until(wait, "the first 10 deals", || async {
+            world.hs.objects("deals").len() == 10
+        })
+        .await;
+        // While the loop keeps syncing: new registrations, a broken file, SIGHUP.
+        for d in seed::deals(14, 5).into_iter().skip(10) {
+            world.ps.upsert_deal(d);
+        }
+        std::fs::write(&file, "name = \"deal-registration\"\n[source\n").expect("break");
+        reload.notify_one();
+        wait_until(wait, "the refused reload", || async {
+            daemon.reload_status().failed == 1
+        })
+        .await;
+        wait_until(wait, "the new deals under the old mapping", || async {
+            world.hs.objects("deals").len() == 14
+        })
+        .await;
+        assert!(dealname(&world, "deal_12").ends_with("(partner registration)"));
+        // Fixed, with a new template; SIGHUP again; a partner edit shows the new mapping.
+        std::fs::write(
+            &file,
+            DEALS_V1.replace("(partner registration)", "(via partner)"),
+        )
+        .expect("fix");
+        reload.notify_one();
+        wait_until(wait, "the accepted reload", || async {
+            daemon.reload_status().succeeded == 1
+        })
+        .await;
+        let mut deal = world.ps.deal("deal_2").expect("deal_2");
+        deal.insert("account_name".into(), json!("Edited Co"));
+        world.ps.upsert_deal(deal);
+        wait_until(wait, "the edit under the new mapping", || async {
+            dealname(&world, "deal_2") == "Edited Co (via partner)"
+        })
+        .await;
+        shutdown.cancel();
+    };
+    tokio::join!(daemon.run(shutdown.clone(), reload.clone()), script);
+    let status = daemon.reload_status();
+    assert_eq!((status.succeeded, status.failed), (1, 1));
+    assert!(
+        status
+            .last_error
+            .is_some_and(|e| e.contains("deals.toml:2:")),
+        "the refusal names the file and line"
+    );
+    assert_eq!(world.hs.objects("deals").len(), 14, "nothing lost");
+    daemon.shutdown().await;
 }
