@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use super::{Injected, LoggedRequest, SimClock, http_date};
+use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
 
 /// Deal stages of HubSpot's default sales pipeline.
 pub const DEAL_STAGES: &[&str] = &[
@@ -110,6 +110,7 @@ struct Inner {
 pub struct HubSpotSim {
     inner: Arc<Mutex<Inner>>,
     clock: Arc<SimClock>,
+    turbulence: Arc<Turbulence>,
     token: Arc<str>,
 }
 
@@ -118,6 +119,7 @@ impl HubSpotSim {
         let sim = HubSpotSim {
             inner: Arc::default(),
             clock: Arc::default(),
+            turbulence: Arc::default(),
             token: token.into(),
         };
         {
@@ -148,6 +150,11 @@ impl HubSpotSim {
     /// Requests per day before 429 with `policyName: DAILY`.
     pub fn set_daily_limit(&self, n: u64) {
         self.lock().daily_limit = n;
+    }
+
+    /// Latency and lost answers (see [`Turbulence`]).
+    pub fn turbulence(&self) -> &Turbulence {
+        &self.turbulence
     }
 
     /// Every request so far, in arrival order.
@@ -372,7 +379,7 @@ async fn log_requests(State(sim): State<HubSpotSim>, req: Request, next: Next) -
     let at_ms = jiff::Timestamp::now().as_millisecond();
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
-    let resp = next.run(req).await;
+    let resp = sim.turbulence.around(req, next).await;
     sim.lock().log.push(LoggedRequest {
         at_ms,
         method,

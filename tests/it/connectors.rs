@@ -489,6 +489,44 @@ async fn salesforce_faults_are_typed_and_lose_nothing() {
 }
 
 #[tokio::test]
+async fn salesforce_lost_answers_and_slow_answers_lose_nothing() {
+    let sf = salesforce(false).await;
+    sf.conn.health().await.expect("session first");
+    sf.sim.turbulence().lose_next_write_responses(1);
+    let writes: Vec<WriteRequest> = (0..20).map(|i| write(i, deal(i))).collect();
+    let err = sf
+        .conn
+        .write("Opportunity", &writes)
+        .await
+        .expect_err("answer lost");
+    assert!(matches!(err, ConnectorError::Transient(_)), "{err}");
+    assert_eq!(
+        sf.sim.records("Opportunity").len(),
+        20,
+        "committed before the answer was lost"
+    );
+    let again = sf.conn.write("Opportunity", &writes).await.expect("retry");
+    assert!(again.iter().all(|r| r.as_ref().is_ok_and(|a| !a.created)));
+    assert_eq!(
+        (sf.sim.records("Opportunity").len(), sf.sim.stats().created),
+        (20, 20)
+    );
+
+    let impatient = Salesforce::new(
+        http_client(Duration::from_millis(300)),
+        &sf.server.url(""),
+        refresh_grant(REFRESH),
+        None,
+    );
+    impatient.health().await.expect("fast enough");
+    sf.sim.turbulence().set_latency(Duration::from_millis(800));
+    let slow = impatient.health().await.expect_err("timed out");
+    assert!(matches!(slow, ConnectorError::Transient(_)), "{slow}");
+    sf.sim.turbulence().set_latency(Duration::ZERO);
+    impatient.health().await.expect("fast again");
+}
+
+#[tokio::test]
 async fn partnerstack_deals_become_salesforce_opportunities_and_stage_flows_back() {
     let world = crate::harness::World::seeded(12).await;
     let ps = &world.ps;
@@ -660,6 +698,19 @@ mod hubspot {
                 .all(|(created, _)| *created == 1),
             "never created twice"
         );
+    }
+
+    #[tokio::test]
+    async fn hubspot_lost_batch_answer_is_retried_without_duplicates() {
+        let (sim, _server, conn) = start().await;
+        sim.turbulence().lose_next_write_responses(1);
+        let writes: Vec<WriteRequest> = (0..30).map(|i| deal(i, "qualifiedtobuy")).collect();
+        let err = conn.write("deals", &writes).await.expect_err("answer lost");
+        assert!(matches!(err, ConnectorError::Transient(_)), "{err}");
+        let r = conn.write("deals", &writes).await.expect("retry");
+        assert!(r.iter().all(|r| r.as_ref().is_ok_and(|a| !a.created)));
+        assert_eq!(sim.objects("deals").len(), 30);
+        assert!(sim.writes("deals").values().all(|c| *c == (1, 1)));
     }
 
     #[tokio::test]
