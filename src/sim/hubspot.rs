@@ -205,6 +205,8 @@ impl HubSpotSim {
                 post(associate_default),
             )
             .layer(middleware::from_fn_with_state(self.clone(), log_requests))
+            .route("/_sim/requests", get(inspect_requests))
+            .route("/_sim/records/{object}", get(inspect_records))
             .with_state(self.clone())
     }
 
@@ -939,4 +941,14 @@ pub fn property_change_event(event_id: u64, object_id: &str, property: &str, val
         "propertyValue": value,
         "changeSource": "CRM_UI",
     })
+}
+
+/// Inspection (not part of HubSpot): the request log, for tests and benchmarks.
+async fn inspect_requests(State(sim): State<HubSpotSim>) -> Response {
+    Json(super::log_json(&sim.request_log())).into_response()
+}
+
+/// Inspection (not part of HubSpot): every stored object of a type.
+async fn inspect_records(State(sim): State<HubSpotSim>, Path(object): Path<String>) -> Response {
+    Json(sim.objects(&object)).into_response()
 }

@@ -126,6 +126,15 @@ pub struct LoggedRequest {
     pub status: u16,
 }
 
+/// The request log as JSON, for the simulators' `/_sim/requests` inspection endpoint.
+pub fn log_json(log: &[LoggedRequest]) -> serde_json::Value {
+    log.iter()
+        .map(|r| {
+            serde_json::json!({"at_ms": r.at_ms, "method": r.method, "path": r.path, "status": r.status})
+        })
+        .collect()
+}
+
 /// Network misbehaviour a simulator applies around its handlers: latency before answering, and
 /// writes that commit but whose answer is lost (a 502 from a proxy after the work is done).
 #[derive(Debug, Default)]

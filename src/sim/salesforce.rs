@@ -209,6 +209,8 @@ impl SalesforceSim {
                 patch(upsert_collection),
             )
             .layer(middleware::from_fn_with_state(self.clone(), log_and_limit))
+            .route("/_sim/requests", get(inspect_requests))
+            .route("/_sim/records/{object}", get(inspect_records))
             .with_state(self.clone())
     }
 
@@ -1127,4 +1129,14 @@ async fn upsert_one(
             (StatusCode::MULTIPLE_CHOICES, Json(json!(urls))).into_response()
         }
     }
+}
+
+/// Inspection (not part of Salesforce): the request log, for tests and benchmarks.
+async fn inspect_requests(State(sim): State<SalesforceSim>) -> Response {
+    Json(super::log_json(&sim.request_log())).into_response()
+}
+
+/// Inspection (not part of Salesforce): every stored record of an object.
+async fn inspect_records(State(sim): State<SalesforceSim>, Path(object): Path<String>) -> Response {
+    Json(sim.records(&object)).into_response()
 }

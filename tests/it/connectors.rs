@@ -427,6 +427,32 @@ async fn salesforce_limits_header_and_request_limit_exceeded() {
         "403 REQUEST_LIMIT_EXCEEDED is a rate limit: {err}"
     );
     assert!(err.is_retryable());
+
+    // The inspection endpoints show the request log and stored records over HTTP.
+    let http = http_client(Duration::from_secs(5));
+    let log: Vec<Value> = http
+        .get(sf.server.url("/_sim/requests"))
+        .send()
+        .await
+        .expect("inspect")
+        .json()
+        .await
+        .expect("json");
+    let statuses: Vec<u64> = log.iter().filter_map(|r| r["status"].as_u64()).collect();
+    assert_eq!(
+        statuses,
+        vec![200, 200, 403],
+        "token, limits, limits over the allocation"
+    );
+    let records: Vec<Value> = http
+        .get(sf.server.url("/_sim/records/Opportunity"))
+        .send()
+        .await
+        .expect("inspect")
+        .json()
+        .await
+        .expect("json");
+    assert!(records.is_empty());
 }
 
 #[tokio::test]
