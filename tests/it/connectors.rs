@@ -1084,6 +1084,18 @@ mod partnerstack {
         assert_eq!(sim.deal("deal_4").expect("deal_4")["stage"], "won");
         assert_eq!(sim.deals().len(), 5, "PATCH never creates");
 
+        // A PATCH that lands but whose answer is lost is safe to send again.
+        sim.turbulence().lose_next_write_responses(1);
+        let w = [stage("deal_5", "lost")];
+        let lost = conn.write("deals", &w).await.remove(0);
+        assert!(
+            matches!(lost, Err(ConnectorError::Transient(_))),
+            "{lost:?}"
+        );
+        assert_eq!(sim.deal("deal_5").expect("deal_5")["stage"], "lost");
+        conn.write("deals", &w).await.remove(0).expect("again");
+        assert_eq!(sim.deals().len(), 5);
+
         let wrong = PartnerStack::new(
             http_client(Duration::from_secs(5)),
             server.url("/api/v2"),
@@ -1254,6 +1266,13 @@ mod rest {
             .expect("after faults");
         assert_eq!(sim.items("deals").len(), 3);
         assert_eq!(sim.stats().created, 2);
+
+        sim.turbulence().lose_next_write_responses(1);
+        let w = [write("d4", "registered")];
+        assert!(conn.write("deals", &w).await.expect("answered")[0].is_err());
+        let r = conn.write("deals", &w).await.expect("answered").remove(0);
+        assert!(r.is_ok_and(|a| !a.created), "the lost PUT had created it");
+        assert_eq!((sim.items("deals").len(), sim.stats().created), (4, 3));
     }
 }
 

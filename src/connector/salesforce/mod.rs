@@ -84,7 +84,7 @@ impl Salesforce {
             }
             if status == StatusCode::UNAUTHORIZED
                 && attempt == 0
-                && error_code(&body) == Some("INVALID_SESSION_ID")
+                && error_code(&body).as_deref() == Some("INVALID_SESSION_ID")
             {
                 session = self.inner.auth.renew(session.generation).await?;
                 continue;
@@ -414,12 +414,13 @@ fn upsert_outcome(r: &api::UpsertResult) -> Result<WriteAck, ConnectorError> {
     })
 }
 
-fn error_code(body: &str) -> Option<&str> {
-    let start = body.find("\"errorCode\"")?;
-    let rest = &body[start + 11..];
-    let open = rest.find('"')? + 1;
-    let close = rest[open..].find('"')? + open;
-    Some(&rest[open..close])
+/// The first `errorCode` of a Salesforce error array, if the body is one.
+fn error_code(body: &str) -> Option<String> {
+    serde_json::from_str::<Vec<api::ApiError>>(body)
+        .ok()?
+        .into_iter()
+        .next()
+        .map(|e| e.error_code)
 }
 
 /// Salesforce's statuses and error codes as typed errors: `REQUEST_LIMIT_EXCEEDED` (403) is a rate
@@ -487,7 +488,8 @@ mod tests {
         let bad = r#"[{"message":"No such column 'Nope'","errorCode":"INVALID_FIELD"}]"#;
         assert!(matches!(c(400, bad), ConnectorError::Permanent(m) if m.contains("INVALID_FIELD")));
         assert!(matches!(c(503, "<html>"), ConnectorError::Transient(_)));
-        assert_eq!(error_code(session), Some("INVALID_SESSION_ID"));
+        assert_eq!(error_code(session).as_deref(), Some("INVALID_SESSION_ID"));
+        assert_eq!(error_code("<html>"), None);
     }
 
     #[test]
