@@ -269,10 +269,20 @@ async fn check(c: Case) {
         "{}: the boundary record is included",
         c.name
     );
-    assert_eq!(
-        after.len(),
-        stamps.iter().filter(|(t, _)| *t >= boundary).count(),
-        "{}: exactly the records at or after since",
+    // Nothing at or after `since` is missing; a system whose filter is coarser (Salesforce
+    // datetimes are whole seconds) may return a little more, never less.
+    let got: BTreeSet<&str> = after.iter().map(|r| r.id.as_str()).collect();
+    assert!(
+        stamps
+            .iter()
+            .filter(|(t, _)| *t >= boundary)
+            .all(|(_, id)| got.contains(id.as_str())),
+        "{}: every record at or after since",
+        c.name
+    );
+    assert!(
+        after.iter().all(|r| r.modified_ms > boundary - 1000),
+        "{}: nothing older than the filter's precision",
         c.name
     );
 

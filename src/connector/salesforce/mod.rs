@@ -497,7 +497,7 @@ mod tests {
         let q = soql("Opportunity", 0, &["Name".into(), "Id".into()]).unwrap();
         assert_eq!(
             q,
-            "SELECT Id, SystemModstamp, Name FROM Opportunity WHERE SystemModstamp >= 1970-01-01T00:00:00.000Z ORDER BY SystemModstamp ASC, Id ASC"
+            "SELECT Id, SystemModstamp, Name FROM Opportunity WHERE SystemModstamp >= 1970-01-01T00:00:00Z ORDER BY SystemModstamp ASC, Id ASC"
         );
         assert!(soql("Opportunity", 0, &["Name FROM User--".into()]).is_err());
     }
