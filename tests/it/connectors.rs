@@ -1185,6 +1185,72 @@ mod rest {
     }
 
     #[tokio::test]
+    async fn rest_prm_deals_reach_hubspot_and_the_stage_comes_back() {
+        let world = crate::harness::World::seeded(0).await;
+        world.hs.set_search_rate(None);
+        let (sim, server, _) = start().await;
+        for i in 0..7 {
+            sim.put(
+                "deals",
+                &format!("d{i}"),
+                obj(json!({"name": format!("Deal {i}"), "amount": "99.5", "stage": "registered"})),
+            );
+        }
+        let loaded = {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("rest-prm.toml");
+            let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/rest-prm.toml");
+            std::fs::copy(fixture, &path).expect("copy fixture");
+            let env = Environment {
+                vars: [
+                    ("REST_PRM_KEY", KEY.to_owned()),
+                    ("HS_TOKEN", "t".to_owned()),
+                    ("PRMSYNC__REST__BASE_URL", server.url("/api").to_string()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            };
+            load(&path, &env).expect("profile loads")
+        };
+        let mut config = world.config();
+        config.prm = loaded.prm;
+        config.daemon.mappings_dir = Some(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mappings-rest"),
+        );
+        let daemon = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+            .await
+            .expect("daemon starts with the rest PRM");
+        daemon.run_until_idle().await.expect("first pass");
+        assert_eq!(world.hs.objects("deals").len(), 7);
+        let d3 = world.hs.find("deals", "prm_deal_id", "d3").expect("d3");
+        assert_eq!(
+            (d3["dealname"].as_str(), d3["amount"].as_str()),
+            (Some("Deal 3"), Some("99.5"))
+        );
+        let id = d3["hs_object_id"].as_str().expect("id").to_owned();
+        assert!(
+            world
+                .hs
+                .set_property("deals", &id, "dealstage", "closedwon")
+        );
+        daemon.run_until_idle().await.expect("second pass");
+        let back = sim
+            .items("deals")
+            .into_iter()
+            .find(|d| d["id"] == "d3")
+            .expect("d3");
+        assert_eq!(back["stage"], "won");
+        assert_eq!(
+            sim.items("deals").len(),
+            7,
+            "the PUT updated, never created"
+        );
+        daemon.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn rest_profile_reads_with_page_tokens_and_offsets() {
         let (sim, _server, conn) = start().await;
         conn.health().await.expect("health");
