@@ -1415,3 +1415,52 @@ async fn the_engine_sends_nothing_to_salesforce_before_retry_after_ends() {
     assert!(next(limited[1]) >= said, "the HTTP-date honoured");
     daemon.shutdown().await;
 }
+
+#[tokio::test]
+async fn hubspot_webhooks_on_every_change_bring_sales_edits_back_and_echoes_write_nothing() {
+    use crate::harness::{HS_SECRET, World, wait_until};
+
+    let world = World::seeded(10).await;
+    world.hs.enable_webhooks();
+    let daemon = world.daemon().await;
+    daemon.run_until_idle().await.expect("first pass");
+    assert_eq!(
+        world.hs.pending_events(),
+        10,
+        "one creation event per deal prmsync wrote"
+    );
+    for (key, stage) in [("deal_2", "closedwon"), ("deal_7", "closedlost")] {
+        let d = world.hs.find("deals", "prm_deal_id", key).expect("deal");
+        let id = d["hs_object_id"].as_str().expect("id").to_owned();
+        assert!(world.hs.set_property("deals", &id, "dealstage", stage));
+    }
+    let url = reqwest::Url::parse(&format!("http://{}/webhooks/hubspot", daemon.http_addr))
+        .expect("webhook URL");
+    let sent = world
+        .hs
+        .deliver_pending(&http_client(Duration::from_secs(5)), &url, HS_SECRET)
+        .await
+        .expect("delivered");
+    assert_eq!((sent, world.hs.pending_events()), (12, 0));
+    let stage = |k: &str| {
+        world
+            .ps
+            .deal(k)
+            .and_then(|d| d["stage"].as_str().map(str::to_owned))
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "both stages in PartnerStack",
+        || async {
+            daemon.run_until_idle().await.expect("pass");
+            stage("deal_2").as_deref() == Some("won") && stage("deal_7").as_deref() == Some("lost")
+        },
+    )
+    .await;
+    assert_eq!(
+        world.ps.stats().patches,
+        2,
+        "the echoes of prmsync's own writes wrote nothing"
+    );
+    daemon.shutdown().await;
+}
