@@ -1120,7 +1120,7 @@ mod rest {
     use std::time::Duration;
 
     use prmsync::config::{Environment, PrmConfig, load};
-    use prmsync::connector::rest::Rest;
+    use prmsync::connector::rest::{Rest, RestProfile};
     use prmsync::connector::{ConnectorError, WriteRequest, http_client};
     use prmsync::sim::rest::RestPrmSim;
     use prmsync::sim::{Fault, Injected, SimServer};
@@ -1128,9 +1128,8 @@ mod rest {
 
     const KEY: &str = "rest-prm-key";
 
-    async fn start() -> (RestPrmSim, SimServer, Rest) {
-        let sim = RestPrmSim::new(KEY);
-        let server = SimServer::start(sim.router()).await.expect("start sim");
+    /// The shipped profile (tests/fixtures/rest-prm.toml), pointed at `server`.
+    fn profile_for(server: &SimServer) -> RestProfile {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("rest-prm.toml");
         let fixture =
@@ -1151,7 +1150,13 @@ mod rest {
             panic!("rest PRM expected")
         };
         assert_eq!(r.rate_limit_per_second, Some(5));
-        let conn = Rest::new(http_client(Duration::from_secs(5)), r.profile);
+        r.profile
+    }
+
+    async fn start() -> (RestPrmSim, SimServer, Rest) {
+        let sim = RestPrmSim::new(KEY);
+        let server = SimServer::start(sim.router()).await.expect("start sim");
+        let conn = Rest::new(http_client(Duration::from_secs(5)), profile_for(&server));
         (sim, server, conn)
     }
 
@@ -1196,26 +1201,12 @@ mod rest {
                 obj(json!({"name": format!("Deal {i}"), "amount": "99.5", "stage": "registered"})),
             );
         }
-        let loaded = {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let path = dir.path().join("rest-prm.toml");
-            let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/rest-prm.toml");
-            std::fs::copy(fixture, &path).expect("copy fixture");
-            let env = Environment {
-                vars: [
-                    ("REST_PRM_KEY", KEY.to_owned()),
-                    ("HS_TOKEN", "t".to_owned()),
-                    ("PRMSYNC__REST__BASE_URL", server.url("/api").to_string()),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
-            };
-            load(&path, &env).expect("profile loads")
-        };
         let mut config = world.config();
-        config.prm = loaded.prm;
+        config.prm = PrmConfig::Rest(prmsync::config::RestConfig {
+            profile: profile_for(&server),
+            rate_limit_per_second: None,
+            webhook_secret: None,
+        });
         config.daemon.mappings_dir = Some(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mappings-rest"),
         );
@@ -1288,7 +1279,7 @@ mod rest {
 
     #[tokio::test]
     async fn rest_profile_upserts_per_record_and_faults_lose_nothing() {
-        let (sim, _server, conn) = start().await;
+        let (sim, server, conn) = start().await;
         sim.put("deals", "d1", obj(json!({"stage": "registered"})));
         let r = conn
             .write(
@@ -1349,6 +1340,17 @@ mod rest {
         let r = conn.write("deals", &w).await.expect("answered").remove(0);
         assert!(r.is_ok_and(|a| !a.created), "the lost PUT had created it");
         assert_eq!((sim.items("deals").len(), sim.stats().created), (4, 3));
+
+        // A wrong key is an authentication error, and nothing is written.
+        let mut profile = profile_for(&server);
+        profile.auth_value = secrecy::SecretString::from("prm-key wrong");
+        let wrong = Rest::new(http_client(Duration::from_secs(5)), profile);
+        let r = wrong
+            .write("deals", &[write("d9", "registered")])
+            .await
+            .expect("answered");
+        assert!(matches!(&r[0], Err(ConnectorError::Auth(_))), "{r:?}");
+        assert_eq!((sim.stats().unauthorized, sim.items("deals").len()), (1, 4));
     }
 }
 
