@@ -848,12 +848,19 @@ mod hubspot {
             server.url(""),
             client.clone(),
         );
-        for _ in 0..3 {
-            conn.health().await.expect("health");
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let c = conn.clone();
+                tokio::spawn(async move { c.health().await })
+            })
+            .collect();
+        for c in calls {
+            c.await.expect("task").expect("health");
         }
         assert_eq!(
             (conn.token_refreshes(), sim.stats().token_refreshes),
-            (1, 1)
+            (1, 1),
+            "eight concurrent calls share one token fetch"
         );
         sim.inject([Fault {
             status: 401,
@@ -902,9 +909,26 @@ mod hubspot {
         assert!(matches!(&r[2], Err(ConnectorError::Permanent(_))));
         let mut got = sim.associations("deals", "companies");
         got.sort();
-        let mut want = vec![(d1, company.clone()), (d2, company)];
+        let mut want = vec![(d1, company.clone()), (d2, company.clone())];
         want.sort();
         assert_eq!(got, want);
+        let contact = sim.create(
+            "contacts",
+            BTreeMap::from([("email".to_owned(), "ann@acme.example".to_owned())]),
+        );
+        let r = conn
+            .associate(
+                "contacts",
+                "companies",
+                &[(contact.clone(), company.clone())],
+            )
+            .await
+            .expect("answered");
+        assert!(r[0].is_ok());
+        assert_eq!(
+            sim.associations("contacts", "companies"),
+            vec![(contact, company)]
+        );
     }
 }
 
