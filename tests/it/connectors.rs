@@ -1490,3 +1490,28 @@ async fn hubspot_webhooks_on_every_change_bring_sales_edits_back_and_echoes_writ
     );
     daemon.shutdown().await;
 }
+
+#[tokio::test]
+async fn salesforce_refreshes_once_then_reports_a_session_the_org_keeps_rejecting() {
+    let mut auth = sf_auth(false, false);
+    auth.token_ttl_ms = 0; // every session is already expired when it is used
+    let sim = SalesforceSim::new(auth);
+    let server = SimServer::start(sim.router()).await.expect("start sim");
+    let conn = Salesforce::new(
+        http_client(Duration::from_secs(5)),
+        &server.url(""),
+        refresh_grant(REFRESH),
+        None,
+    );
+    let err = conn.health().await.expect_err("no usable session");
+    assert!(
+        matches!(err, ConnectorError::Auth(ref m) if m.contains("freshly issued")),
+        "{err}"
+    );
+    let s = sim.stats();
+    assert_eq!(
+        (s.refresh_grants, s.invalid_sessions),
+        (2, 2),
+        "one retry, no loop"
+    );
+}

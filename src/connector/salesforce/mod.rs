@@ -63,7 +63,8 @@ impl Salesforce {
         F: Fn(&reqwest::Client, &Url) -> reqwest::RequestBuilder,
     {
         let mut session = self.inner.auth.session().await?;
-        for attempt in 0..2 {
+        let mut renewed = false;
+        loop {
             let resp = build(&self.inner.http, &session.instance_url)
                 .bearer_auth(session.access_token.expose_secret())
                 .send()
@@ -82,19 +83,22 @@ impl Salesforce {
             if status.is_success() {
                 return Ok((status, body));
             }
-            if status == StatusCode::UNAUTHORIZED
-                && attempt == 0
-                && error_code(&body).as_deref() == Some("INVALID_SESSION_ID")
-            {
-                session = self.inner.auth.renew(session.generation).await?;
-                continue;
+            let expired = status == StatusCode::UNAUTHORIZED
+                && error_code(&body).as_deref() == Some("INVALID_SESSION_ID");
+            match (expired, renewed) {
+                (true, false) => {
+                    session = self.inner.auth.renew(session.generation).await?;
+                    renewed = true;
+                }
+                (true, true) => {
+                    return Err(ConnectorError::Auth(
+                        "Salesforce rejected a freshly issued session; check the connected app's session policies"
+                            .into(),
+                    ));
+                }
+                (false, _) => return Err(classify(status, &headers, &body)),
             }
-            return Err(classify(status, &headers, &body));
         }
-        Err(ConnectorError::Auth(
-            "Salesforce rejected a freshly issued session; check the connected app's policies"
-                .into(),
-        ))
     }
 
     /// Authenticates and reads the org's limits (one cheap call).
