@@ -93,3 +93,16 @@ fn hubspot_oauth_replaces_the_access_token() {
         vec!["hubspot.refresh_token", "hubspot.access_token"]
     );
 }
+
+#[test]
+fn salesforce_jwt_key_is_checked_at_load() {
+    let e = load_str(
+        &format!(
+            "{PRM}[salesforce]\nauth = \"jwt_bearer\"\nclient_id = \"3MVG9\"\nusername = \"u@example.com\"\nprivate_key = {{ env = \"KEY\" }}\n"
+        ),
+        &[("PS", "k"), ("KEY", "not a key")],
+    )
+    .expect_err("bad key");
+    assert_eq!(keys(&e), vec!["salesforce.private_key"]);
+    assert!(e.errors[0].message.contains("no PEM block"));
+}

@@ -537,8 +537,25 @@ fn validate_salesforce(
                 });
                 String::new()
             }),
-            private_key: secret(s.private_key.as_ref(), "salesforce.private_key", env, errs)
-                .unwrap_or_else(|| missing("salesforce.private_key", errs)),
+            private_key: {
+                let key = secret(s.private_key.as_ref(), "salesforce.private_key", env, errs)
+                    .unwrap_or_else(|| missing("salesforce.private_key", errs));
+                let pem = secrecy::ExposeSecret::expose_secret(&key);
+                // An empty value is an unread systemd credential; it is checked at start.
+                if !pem.is_empty()
+                    && let Err(e) = crate::connector::salesforce::auth::parse_private_key(pem)
+                {
+                    errs.push(ConfigError {
+                        key: "salesforce.private_key".into(),
+                        message: e.to_string(),
+                        hint: Some(
+                            "the PEM private key whose certificate is uploaded to the connected app"
+                                .into(),
+                        ),
+                    });
+                }
+                key
+            },
         },
         other => {
             errs.push(ConfigError {

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use super::{Injected, LoggedRequest, SimClock, http_date};
+use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
 
 /// Deal stages of HubSpot's default sales pipeline.
 pub const DEAL_STAGES: &[&str] = &[
@@ -103,6 +103,48 @@ struct Inner {
     /// (from type, from id, to type, to id).
     associations: BTreeSet<(String, String, String, String)>,
     log: Vec<LoggedRequest>,
+    /// Whether changes queue webhook events (as a subscribed app would get them).
+    webhooks_on: bool,
+    pending_events: Vec<Value>,
+    event_seq: u64,
+}
+
+impl Inner {
+    /// Queues a webhook event for a change, when webhooks are on.
+    fn queue_event(
+        &mut self,
+        object_type: &str,
+        id: u64,
+        action: &str,
+        change: Option<(&str, &str)>,
+    ) {
+        if !self.webhooks_on {
+            return;
+        }
+        let kind = match object_type {
+            "deals" | "0-3" => "deal",
+            "companies" => "company",
+            "contacts" => "contact",
+            _ => return,
+        };
+        self.event_seq += 1;
+        let mut ev = json!({
+            "eventId": self.event_seq,
+            "subscriptionId": 4242,
+            "portalId": 62515,
+            "appId": 54321,
+            "occurredAt": jiff::Timestamp::now().as_millisecond(),
+            "subscriptionType": format!("{kind}.{action}"),
+            "attemptNumber": 0,
+            "objectId": id,
+            "changeSource": "CRM",
+        });
+        if let Some((name, value)) = change {
+            ev["propertyName"] = json!(name);
+            ev["propertyValue"] = json!(value);
+        }
+        self.pending_events.push(ev);
+    }
 }
 
 /// A HubSpot portal in memory.
@@ -110,6 +152,7 @@ struct Inner {
 pub struct HubSpotSim {
     inner: Arc<Mutex<Inner>>,
     clock: Arc<SimClock>,
+    turbulence: Arc<Turbulence>,
     token: Arc<str>,
 }
 
@@ -118,6 +161,7 @@ impl HubSpotSim {
         let sim = HubSpotSim {
             inner: Arc::default(),
             clock: Arc::default(),
+            turbulence: Arc::default(),
             token: token.into(),
         };
         {
@@ -135,6 +179,53 @@ impl HubSpotSim {
         self.lock().oauth = Some(oauth);
     }
 
+    /// From now on every change (by a user or through the API) queues a webhook event.
+    pub fn enable_webhooks(&self) {
+        self.lock().webhooks_on = true;
+    }
+
+    /// Sends the queued events to `target` as HubSpot does: JSON arrays of at most 100 events,
+    /// signed with v3 and `secret`. Returns how many events were delivered with a 2xx; events of a
+    /// refused request stay queued.
+    pub async fn deliver_pending(
+        &self,
+        http: &reqwest::Client,
+        target: &reqwest::Url,
+        secret: &str,
+    ) -> reqwest::Result<usize> {
+        let events = std::mem::take(&mut self.lock().pending_events);
+        let mut delivered = 0;
+        let mut chunks = events.chunks(100);
+        while let Some(chunk) = chunks.next() {
+            let status = match deliver_webhook(http, target, secret, chunk).await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.requeue(chunk, chunks);
+                    return Err(e);
+                }
+            };
+            if !status.is_success() {
+                self.requeue(chunk, chunks);
+                return Ok(delivered);
+            }
+            delivered += chunk.len();
+        }
+        Ok(delivered)
+    }
+
+    fn requeue<'a>(&self, first: &[Value], rest: impl Iterator<Item = &'a [Value]>) {
+        let mut back: Vec<Value> = first.to_vec();
+        back.extend(rest.flatten().cloned());
+        let mut inner = self.lock();
+        back.append(&mut inner.pending_events);
+        inner.pending_events = back;
+    }
+
+    /// Webhook events queued and not yet delivered.
+    pub fn pending_events(&self) -> usize {
+        self.lock().pending_events.len()
+    }
+
     /// Search pages past `cap` results are refused (HubSpot's cap is 10,000).
     pub fn set_search_cap(&self, cap: usize) {
         self.lock().search_cap = cap;
@@ -148,6 +239,11 @@ impl HubSpotSim {
     /// Requests per day before 429 with `policyName: DAILY`.
     pub fn set_daily_limit(&self, n: u64) {
         self.lock().daily_limit = n;
+    }
+
+    /// Latency and lost answers (see [`Turbulence`]).
+    pub fn turbulence(&self) -> &Turbulence {
+        &self.turbulence
     }
 
     /// Every request so far, in arrival order.
@@ -171,6 +267,7 @@ impl HubSpotSim {
         let mut inner = self.lock();
         let id = inner.next_id;
         inner.next_id += 1;
+        inner.queue_event(object_type, id, "creation", None);
         inner.objects.entry(object_type.into()).or_default().insert(
             id,
             Object {
@@ -198,6 +295,8 @@ impl HubSpotSim {
                 post(associate_default),
             )
             .layer(middleware::from_fn_with_state(self.clone(), log_requests))
+            .route("/_sim/requests", get(inspect_requests))
+            .route("/_sim/records/{object}", get(inspect_records))
             .with_state(self.clone())
     }
 
@@ -235,6 +334,8 @@ impl HubSpotSim {
         };
         o.properties.insert(property.into(), value.into());
         o.updated_ms = now;
+        let oid = o.id;
+        inner.queue_event(object_type, oid, "propertyChange", Some((property, value)));
         true
     }
 
@@ -372,7 +473,7 @@ async fn log_requests(State(sim): State<HubSpotSim>, req: Request, next: Next) -
     let at_ms = jiff::Timestamp::now().as_millisecond();
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
-    let resp = next.run(req).await;
+    let resp = sim.turbulence.around(req, next).await;
     sim.lock().log.push(LoggedRequest {
         at_ms,
         method,
@@ -680,11 +781,16 @@ async fn batch_upsert(
                 .find(|o| o.properties.get(p) == Some(&id)),
             None => id.parse::<u64>().ok().and_then(|n| objects.get_mut(&n)),
         };
+        let mut changed_props: Vec<(String, String)> = Vec::new();
         let (obj, new) = match found {
             Some(o) => {
-                let changed = props.iter().any(|(k, v)| o.properties.get(k) != Some(v));
+                changed_props = props
+                    .iter()
+                    .filter(|(k, v)| o.properties.get(*k) != Some(*v))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 o.properties.extend(std::mem::take(&mut props));
-                if changed {
+                if !changed_props.is_empty() {
                     o.updated_ms = now;
                 }
                 (o.clone(), false)
@@ -717,12 +823,16 @@ async fn batch_upsert(
         if new {
             counts.0 += 1;
             inner.stats.created += 1;
+            inner.queue_event(&object, obj.id, "creation", None);
         } else {
             counts.1 += 1;
             if obj.updated_ms == now {
                 inner.stats.updated += 1;
             } else {
                 inner.stats.unchanged += 1;
+            }
+            for (k, v) in &changed_props {
+                inner.queue_event(&object, obj.id, "propertyChange", Some((k, v)));
             }
         }
         drop(inner);
@@ -932,4 +1042,14 @@ pub fn property_change_event(event_id: u64, object_id: &str, property: &str, val
         "propertyValue": value,
         "changeSource": "CRM_UI",
     })
+}
+
+/// Inspection (not part of HubSpot): the request log, for tests and benchmarks.
+async fn inspect_requests(State(sim): State<HubSpotSim>) -> Response {
+    Json(super::log_json(&sim.request_log())).into_response()
+}
+
+/// Inspection (not part of HubSpot): every stored object of a type.
+async fn inspect_records(State(sim): State<HubSpotSim>, Path(object): Path<String>) -> Response {
+    Json(sim.objects(&object)).into_response()
 }

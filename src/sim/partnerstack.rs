@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use super::{Injected, SimClock, http_date};
+use super::{Injected, SimClock, Turbulence, http_date};
 
 /// The list endpoints this simulator serves.
 pub const COLLECTIONS: &[&str] = &["deals", "partnerships", "customers", "leads"];
@@ -68,6 +68,7 @@ impl Inner {
 pub struct PartnerStackSim {
     inner: Arc<Mutex<Inner>>,
     clock: Arc<SimClock>,
+    turbulence: Arc<Turbulence>,
     api_key: Arc<str>,
     stages: Arc<[String]>,
 }
@@ -77,6 +78,7 @@ impl PartnerStackSim {
         PartnerStackSim {
             inner: Arc::default(),
             clock: Arc::default(),
+            turbulence: Arc::default(),
             api_key: api_key.into(),
             stages: [
                 "submitted",
@@ -103,6 +105,14 @@ impl PartnerStackSim {
         Router::new()
             .route("/api/v2/{collection}", get(list_items))
             .route("/api/v2/deals/{key}", get(get_deal).patch(patch_deal))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                |axum::extract::State(sim): axum::extract::State<PartnerStackSim>,
+                 req: axum::extract::Request,
+                 next: axum::middleware::Next| async move {
+                    sim.turbulence.around(req, next).await
+                },
+            ))
             .with_state(self.clone())
     }
 
@@ -165,6 +175,11 @@ impl PartnerStackSim {
     /// All deals, by key.
     pub fn deals(&self) -> Vec<Map<String, Value>> {
         self.lock().deals.values().cloned().collect()
+    }
+
+    /// Latency and lost answers (see [`Turbulence`]).
+    pub fn turbulence(&self) -> &Turbulence {
+        &self.turbulence
     }
 
     pub fn stats(&self) -> Stats {

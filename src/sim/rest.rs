@@ -12,7 +12,7 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use super::{Injected, SimClock, http_date};
+use super::{Injected, SimClock, Turbulence, http_date};
 
 /// Stages a deal may take in this PRM.
 pub const STAGES: &[&str] = &["registered", "approved", "rejected", "won", "lost"];
@@ -42,6 +42,7 @@ struct Inner {
 pub struct RestPrmSim {
     inner: Arc<Mutex<Inner>>,
     clock: Arc<SimClock>,
+    turbulence: Arc<Turbulence>,
     api_key: Arc<str>,
 }
 
@@ -50,6 +51,7 @@ impl RestPrmSim {
         RestPrmSim {
             inner: Arc::default(),
             clock: Arc::default(),
+            turbulence: Arc::default(),
             api_key: api_key.into(),
         }
     }
@@ -63,6 +65,14 @@ impl RestPrmSim {
         Router::new()
             .route("/api/{object}", get(list))
             .route("/api/{object}/{id}", put(upsert))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                |axum::extract::State(sim): axum::extract::State<RestPrmSim>,
+                 req: axum::extract::Request,
+                 next: axum::middleware::Next| async move {
+                    sim.turbulence.around(req, next).await
+                },
+            ))
             .with_state(self.clone())
     }
 
@@ -79,6 +89,11 @@ impl RestPrmSim {
             .get(object)
             .map(|m| m.values().map(|(_, f)| f.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// Latency and lost answers (see [`Turbulence`]).
+    pub fn turbulence(&self) -> &Turbulence {
+        &self.turbulence
     }
 
     pub fn stats(&self) -> Stats {

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-use super::{Injected, LoggedRequest, SimClock, http_date};
+use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
 
 const V: &str = "v62.0";
 
@@ -159,6 +159,7 @@ struct Inner {
 pub struct SalesforceSim {
     inner: Arc<Mutex<Inner>>,
     clock: Arc<SimClock>,
+    turbulence: Arc<Turbulence>,
     auth: Arc<SalesforceAuth>,
 }
 
@@ -167,6 +168,7 @@ impl SalesforceSim {
         let sim = SalesforceSim {
             inner: Arc::default(),
             clock: Arc::default(),
+            turbulence: Arc::default(),
             auth: Arc::new(auth),
         };
         {
@@ -207,6 +209,8 @@ impl SalesforceSim {
                 patch(upsert_collection),
             )
             .layer(middleware::from_fn_with_state(self.clone(), log_and_limit))
+            .route("/_sim/requests", get(inspect_requests))
+            .route("/_sim/records/{object}", get(inspect_records))
             .with_state(self.clone())
     }
 
@@ -267,6 +271,11 @@ impl SalesforceSim {
 
     pub fn stats(&self) -> Stats {
         self.lock().stats.clone()
+    }
+
+    /// Latency and lost answers (see [`Turbulence`]).
+    pub fn turbulence(&self) -> &Turbulence {
+        &self.turbulence
     }
 
     /// Every request so far, in arrival order.
@@ -373,7 +382,7 @@ async fn log_and_limit(State(sim): State<SalesforceSim>, req: Request, next: Nex
     let at_ms = jiff::Timestamp::now().as_millisecond();
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
-    let mut resp = next.run(req).await;
+    let mut resp = sim.turbulence.around(req, next).await;
     let mut inner = sim.lock();
     if path.starts_with("/services/data/") {
         let usage = format!("api-usage={}/{}", inner.stats.api_requests, inner.api_max);
@@ -1120,4 +1129,14 @@ async fn upsert_one(
             (StatusCode::MULTIPLE_CHOICES, Json(json!(urls))).into_response()
         }
     }
+}
+
+/// Inspection (not part of Salesforce): the request log, for tests and benchmarks.
+async fn inspect_requests(State(sim): State<SalesforceSim>) -> Response {
+    Json(super::log_json(&sim.request_log())).into_response()
+}
+
+/// Inspection (not part of Salesforce): every stored record of an object.
+async fn inspect_records(State(sim): State<SalesforceSim>, Path(object): Path<String>) -> Response {
+    Json(sim.records(&object)).into_response()
 }

@@ -283,13 +283,23 @@ async fn salesforce_reads_every_page_in_modstamp_order() {
 
     // `since` is inclusive: reading from record 300's stamp returns it and everything after.
     let since = got[300].modified_ms;
-    let p = sf
-        .conn
-        .read_changes("Opportunity", since, &fields, None)
-        .await
-        .expect("since");
-    assert_eq!(p.records.len(), 150);
-    assert_eq!(p.records[0].id, got[300].id);
+    let (mut page, mut again) = (None, Vec::new());
+    loop {
+        let p = sf
+            .conn
+            .read_changes("Opportunity", since, &fields, page.as_deref())
+            .await
+            .expect("since");
+        again.extend(p.records);
+        page = p.next_page;
+        if page.is_none() {
+            break;
+        }
+    }
+    // SOQL datetimes are whole seconds: everything from record 300 on, perhaps a little more.
+    let ids: std::collections::BTreeSet<&str> = again.iter().map(|r| r.id.as_str()).collect();
+    assert!(got[300..].iter().all(|r| ids.contains(r.id.as_str())));
+    assert!(again.iter().all(|r| r.modified_ms > since - 1000));
 
     // A field the org does not have is a permanent error, not a retry.
     let bad = sf
@@ -427,6 +437,32 @@ async fn salesforce_limits_header_and_request_limit_exceeded() {
         "403 REQUEST_LIMIT_EXCEEDED is a rate limit: {err}"
     );
     assert!(err.is_retryable());
+
+    // The inspection endpoints show the request log and stored records over HTTP.
+    let http = http_client(Duration::from_secs(5));
+    let log: Vec<Value> = http
+        .get(sf.server.url("/_sim/requests"))
+        .send()
+        .await
+        .expect("inspect")
+        .json()
+        .await
+        .expect("json");
+    let statuses: Vec<u64> = log.iter().filter_map(|r| r["status"].as_u64()).collect();
+    assert_eq!(
+        statuses,
+        vec![200, 200, 403],
+        "token, limits, limits over the allocation"
+    );
+    let records: Vec<Value> = http
+        .get(sf.server.url("/_sim/records/Opportunity"))
+        .send()
+        .await
+        .expect("inspect")
+        .json()
+        .await
+        .expect("json");
+    assert!(records.is_empty());
 }
 
 #[tokio::test]
@@ -486,6 +522,44 @@ async fn salesforce_faults_are_typed_and_lose_nothing() {
     assert_eq!(sf.sim.stats().refresh_grants, 2);
     let log = sf.sim.request_log();
     assert!(log.iter().any(|r| r.status == 429));
+}
+
+#[tokio::test]
+async fn salesforce_lost_answers_and_slow_answers_lose_nothing() {
+    let sf = salesforce(false).await;
+    sf.conn.health().await.expect("session first");
+    sf.sim.turbulence().lose_next_write_responses(1);
+    let writes: Vec<WriteRequest> = (0..20).map(|i| write(i, deal(i))).collect();
+    let err = sf
+        .conn
+        .write("Opportunity", &writes)
+        .await
+        .expect_err("answer lost");
+    assert!(matches!(err, ConnectorError::Transient(_)), "{err}");
+    assert_eq!(
+        sf.sim.records("Opportunity").len(),
+        20,
+        "committed before the answer was lost"
+    );
+    let again = sf.conn.write("Opportunity", &writes).await.expect("retry");
+    assert!(again.iter().all(|r| r.as_ref().is_ok_and(|a| !a.created)));
+    assert_eq!(
+        (sf.sim.records("Opportunity").len(), sf.sim.stats().created),
+        (20, 20)
+    );
+
+    let impatient = Salesforce::new(
+        http_client(Duration::from_millis(300)),
+        &sf.server.url(""),
+        refresh_grant(REFRESH),
+        None,
+    );
+    impatient.health().await.expect("fast enough");
+    sf.sim.turbulence().set_latency(Duration::from_millis(800));
+    let slow = impatient.health().await.expect_err("timed out");
+    assert!(matches!(slow, ConnectorError::Transient(_)), "{slow}");
+    sf.sim.turbulence().set_latency(Duration::ZERO);
+    impatient.health().await.expect("fast again");
 }
 
 #[tokio::test]
@@ -663,6 +737,19 @@ mod hubspot {
     }
 
     #[tokio::test]
+    async fn hubspot_lost_batch_answer_is_retried_without_duplicates() {
+        let (sim, _server, conn) = start().await;
+        sim.turbulence().lose_next_write_responses(1);
+        let writes: Vec<WriteRequest> = (0..30).map(|i| deal(i, "qualifiedtobuy")).collect();
+        let err = conn.write("deals", &writes).await.expect_err("answer lost");
+        assert!(matches!(err, ConnectorError::Transient(_)), "{err}");
+        let r = conn.write("deals", &writes).await.expect("retry");
+        assert!(r.iter().all(|r| r.as_ref().is_ok_and(|a| !a.created)));
+        assert_eq!(sim.objects("deals").len(), 30);
+        assert!(sim.writes("deals").values().all(|c| *c == (1, 1)));
+    }
+
+    #[tokio::test]
     async fn hubspot_rate_limit_headers_and_daily_policy() {
         let (sim, _server, conn) = start().await;
         conn.write("deals", &[deal(1, "qualifiedtobuy")])
@@ -761,12 +848,19 @@ mod hubspot {
             server.url(""),
             client.clone(),
         );
-        for _ in 0..3 {
-            conn.health().await.expect("health");
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let c = conn.clone();
+                tokio::spawn(async move { c.health().await })
+            })
+            .collect();
+        for c in calls {
+            c.await.expect("task").expect("health");
         }
         assert_eq!(
             (conn.token_refreshes(), sim.stats().token_refreshes),
-            (1, 1)
+            (1, 1),
+            "eight concurrent calls share one token fetch"
         );
         sim.inject([Fault {
             status: 401,
@@ -815,9 +909,26 @@ mod hubspot {
         assert!(matches!(&r[2], Err(ConnectorError::Permanent(_))));
         let mut got = sim.associations("deals", "companies");
         got.sort();
-        let mut want = vec![(d1, company.clone()), (d2, company)];
+        let mut want = vec![(d1, company.clone()), (d2, company.clone())];
         want.sort();
         assert_eq!(got, want);
+        let contact = sim.create(
+            "contacts",
+            BTreeMap::from([("email".to_owned(), "ann@acme.example".to_owned())]),
+        );
+        let r = conn
+            .associate(
+                "contacts",
+                "companies",
+                &[(contact.clone(), company.clone())],
+            )
+            .await
+            .expect("answered");
+        assert!(r[0].is_ok());
+        assert_eq!(
+            sim.associations("contacts", "companies"),
+            vec![(contact, company)]
+        );
     }
 }
 
@@ -1007,6 +1118,18 @@ mod partnerstack {
         assert_eq!(sim.deal("deal_4").expect("deal_4")["stage"], "won");
         assert_eq!(sim.deals().len(), 5, "PATCH never creates");
 
+        // A PATCH that lands but whose answer is lost is safe to send again.
+        sim.turbulence().lose_next_write_responses(1);
+        let w = [stage("deal_5", "lost")];
+        let lost = conn.write("deals", &w).await.remove(0);
+        assert!(
+            matches!(lost, Err(ConnectorError::Transient(_))),
+            "{lost:?}"
+        );
+        assert_eq!(sim.deal("deal_5").expect("deal_5")["stage"], "lost");
+        conn.write("deals", &w).await.remove(0).expect("again");
+        assert_eq!(sim.deals().len(), 5);
+
         let wrong = PartnerStack::new(
             http_client(Duration::from_secs(5)),
             server.url("/api/v2"),
@@ -1021,7 +1144,7 @@ mod rest {
     use std::time::Duration;
 
     use prmsync::config::{Environment, PrmConfig, load};
-    use prmsync::connector::rest::Rest;
+    use prmsync::connector::rest::{Rest, RestProfile};
     use prmsync::connector::{ConnectorError, WriteRequest, http_client};
     use prmsync::sim::rest::RestPrmSim;
     use prmsync::sim::{Fault, Injected, SimServer};
@@ -1029,9 +1152,8 @@ mod rest {
 
     const KEY: &str = "rest-prm-key";
 
-    async fn start() -> (RestPrmSim, SimServer, Rest) {
-        let sim = RestPrmSim::new(KEY);
-        let server = SimServer::start(sim.router()).await.expect("start sim");
+    /// The shipped profile (tests/fixtures/rest-prm.toml), pointed at `server`.
+    fn profile_for(server: &SimServer) -> RestProfile {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("rest-prm.toml");
         let fixture =
@@ -1052,7 +1174,13 @@ mod rest {
             panic!("rest PRM expected")
         };
         assert_eq!(r.rate_limit_per_second, Some(5));
-        let conn = Rest::new(http_client(Duration::from_secs(5)), r.profile);
+        r.profile
+    }
+
+    async fn start() -> (RestPrmSim, SimServer, Rest) {
+        let sim = RestPrmSim::new(KEY);
+        let server = SimServer::start(sim.router()).await.expect("start sim");
+        let conn = Rest::new(http_client(Duration::from_secs(5)), profile_for(&server));
         (sim, server, conn)
     }
 
@@ -1083,6 +1211,58 @@ mod rest {
                 return (pages, ids);
             }
         }
+    }
+
+    #[tokio::test]
+    async fn rest_prm_deals_reach_hubspot_and_the_stage_comes_back() {
+        let world = crate::harness::World::seeded(0).await;
+        world.hs.set_search_rate(None);
+        let (sim, server, _) = start().await;
+        for i in 0..7 {
+            sim.put(
+                "deals",
+                &format!("d{i}"),
+                obj(json!({"name": format!("Deal {i}"), "amount": "99.5", "stage": "registered"})),
+            );
+        }
+        let mut config = world.config();
+        config.prm = PrmConfig::Rest(prmsync::config::RestConfig {
+            profile: profile_for(&server),
+            rate_limit_per_second: None,
+            webhook_secret: None,
+        });
+        config.daemon.mappings_dir = Some(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mappings-rest"),
+        );
+        let daemon = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+            .await
+            .expect("daemon starts with the rest PRM");
+        daemon.run_until_idle().await.expect("first pass");
+        assert_eq!(world.hs.objects("deals").len(), 7);
+        let d3 = world.hs.find("deals", "prm_deal_id", "d3").expect("d3");
+        assert_eq!(
+            (d3["dealname"].as_str(), d3["amount"].as_str()),
+            (Some("Deal 3"), Some("99.5"))
+        );
+        let id = d3["hs_object_id"].as_str().expect("id").to_owned();
+        assert!(
+            world
+                .hs
+                .set_property("deals", &id, "dealstage", "closedwon")
+        );
+        daemon.run_until_idle().await.expect("second pass");
+        let back = sim
+            .items("deals")
+            .into_iter()
+            .find(|d| d["id"] == "d3")
+            .expect("d3");
+        assert_eq!(back["stage"], "won");
+        assert_eq!(
+            sim.items("deals").len(),
+            7,
+            "the PUT updated, never created"
+        );
+        daemon.shutdown().await;
     }
 
     #[tokio::test]
@@ -1123,7 +1303,7 @@ mod rest {
 
     #[tokio::test]
     async fn rest_profile_upserts_per_record_and_faults_lose_nothing() {
-        let (sim, _server, conn) = start().await;
+        let (sim, server, conn) = start().await;
         sim.put("deals", "d1", obj(json!({"stage": "registered"})));
         let r = conn
             .write(
@@ -1177,6 +1357,24 @@ mod rest {
             .expect("after faults");
         assert_eq!(sim.items("deals").len(), 3);
         assert_eq!(sim.stats().created, 2);
+
+        sim.turbulence().lose_next_write_responses(1);
+        let w = [write("d4", "registered")];
+        assert!(conn.write("deals", &w).await.expect("answered")[0].is_err());
+        let r = conn.write("deals", &w).await.expect("answered").remove(0);
+        assert!(r.is_ok_and(|a| !a.created), "the lost PUT had created it");
+        assert_eq!((sim.items("deals").len(), sim.stats().created), (4, 3));
+
+        // A wrong key is an authentication error, and nothing is written.
+        let mut profile = profile_for(&server);
+        profile.auth_value = secrecy::SecretString::from("prm-key wrong");
+        let wrong = Rest::new(http_client(Duration::from_secs(5)), profile);
+        let r = wrong
+            .write("deals", &[write("d9", "registered")])
+            .await
+            .expect("answered");
+        assert!(matches!(&r[0], Err(ConnectorError::Auth(_))), "{r:?}");
+        assert_eq!((sim.stats().unauthorized, sim.items("deals").len()), (1, 4));
     }
 }
 
@@ -1242,4 +1440,80 @@ async fn the_engine_sends_nothing_to_salesforce_before_retry_after_ends() {
     let said = (log[limited[1]].at_ms + 2000) / 1000 * 1000;
     assert!(next(limited[1]) >= said, "the HTTP-date honoured");
     daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn hubspot_webhooks_on_every_change_bring_sales_edits_back_and_echoes_write_nothing() {
+    use crate::harness::{HS_SECRET, World, wait_until};
+
+    let world = World::seeded(10).await;
+    world.hs.enable_webhooks();
+    let daemon = world.daemon().await;
+    daemon.run_until_idle().await.expect("first pass");
+    // A creation event per deal, and property changes for the registration decisions.
+    let queued = world.hs.pending_events();
+    assert!(
+        queued >= 10,
+        "one creation event per deal prmsync wrote: {queued}"
+    );
+    let patches = world.ps.stats().patches;
+    for (key, stage) in [("deal_2", "closedwon"), ("deal_7", "closedlost")] {
+        let d = world.hs.find("deals", "prm_deal_id", key).expect("deal");
+        let id = d["hs_object_id"].as_str().expect("id").to_owned();
+        assert!(world.hs.set_property("deals", &id, "dealstage", stage));
+    }
+    let url = reqwest::Url::parse(&format!("http://{}/webhooks/hubspot", daemon.http_addr))
+        .expect("webhook URL");
+    let sent = world
+        .hs
+        .deliver_pending(&http_client(Duration::from_secs(5)), &url, HS_SECRET)
+        .await
+        .expect("delivered");
+    assert_eq!((sent, world.hs.pending_events()), (queued + 2, 0));
+    let stage = |k: &str| {
+        world
+            .ps
+            .deal(k)
+            .and_then(|d| d["stage"].as_str().map(str::to_owned))
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "both stages in PartnerStack",
+        || async {
+            daemon.run_until_idle().await.expect("pass");
+            stage("deal_2").as_deref() == Some("won") && stage("deal_7").as_deref() == Some("lost")
+        },
+    )
+    .await;
+    assert_eq!(
+        world.ps.stats().patches - patches,
+        2,
+        "the echoes of prmsync's own writes wrote nothing"
+    );
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn salesforce_refreshes_once_then_reports_a_session_the_org_keeps_rejecting() {
+    let mut auth = sf_auth(false, false);
+    auth.token_ttl_ms = 0; // every session is already expired when it is used
+    let sim = SalesforceSim::new(auth);
+    let server = SimServer::start(sim.router()).await.expect("start sim");
+    let conn = Salesforce::new(
+        http_client(Duration::from_secs(5)),
+        &server.url(""),
+        refresh_grant(REFRESH),
+        None,
+    );
+    let err = conn.health().await.expect_err("no usable session");
+    assert!(
+        matches!(err, ConnectorError::Auth(ref m) if m.contains("freshly issued")),
+        "{err}"
+    );
+    let s = sim.stats();
+    assert_eq!(
+        (s.refresh_grants, s.invalid_sessions),
+        (2, 2),
+        "one retry, no loop"
+    );
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod compat;
+mod connector_contract;
 mod connectors;
 // Helpers are shared by every test module; not each branch uses all of them.
 #[allow(dead_code, unused_imports)]

@@ -158,11 +158,12 @@ pub fn format_datetime(ms: i64) -> String {
         .to_string()
 }
 
-/// A SOQL datetime literal (UTC, no quotes): `2026-11-24T04:00:00.000Z`.
+/// A SOQL datetime literal (UTC, no quotes) in the documented `YYYY-MM-DDThh:mm:ssZ` form. The
+/// milliseconds are dropped (floored), so a `>=` filter reads slightly more, never less.
 pub fn soql_datetime(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms)
+    jiff::Timestamp::from_millisecond(ms.div_euclid(1000) * 1000)
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
 }
 
@@ -191,7 +192,8 @@ mod tests {
         let s = format_datetime(ms);
         assert!(s.ends_with(".123+0000"), "{s}");
         assert_eq!(parse_datetime(&s), Some(ms));
-        assert_eq!(parse_datetime(&soql_datetime(ms)), Some(ms));
+        assert_eq!(soql_datetime(ms), "2025-11-24T16:00:00Z");
+        assert_eq!(parse_datetime(&soql_datetime(ms)), Some(ms - 123));
         assert_eq!(parse_datetime("yesterday"), None);
     }
 }

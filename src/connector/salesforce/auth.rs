@@ -216,10 +216,11 @@ impl Authenticator {
             } => {
                 if !state.loaded {
                     if let Some(store) = &self.tokens {
-                        state.refresh_token = store
-                            .load(&self.store_key)
-                            .await
-                            .map_err(|e| ConnectorError::Transient(e.to_string()))?;
+                        state.refresh_token = store.load(&self.store_key).await.map_err(|e| {
+                            ConnectorError::Transient(format!(
+                                "could not read the saved refresh token: {e}"
+                            ))
+                        })?;
                     }
                     state.loaded = true;
                 }

@@ -63,7 +63,8 @@ impl Salesforce {
         F: Fn(&reqwest::Client, &Url) -> reqwest::RequestBuilder,
     {
         let mut session = self.inner.auth.session().await?;
-        for attempt in 0..2 {
+        let mut renewed = false;
+        loop {
             let resp = build(&self.inner.http, &session.instance_url)
                 .bearer_auth(session.access_token.expose_secret())
                 .send()
@@ -82,19 +83,22 @@ impl Salesforce {
             if status.is_success() {
                 return Ok((status, body));
             }
-            if status == StatusCode::UNAUTHORIZED
-                && attempt == 0
-                && error_code(&body) == Some("INVALID_SESSION_ID")
-            {
-                session = self.inner.auth.renew(session.generation).await?;
-                continue;
+            let expired = status == StatusCode::UNAUTHORIZED
+                && error_code(&body).as_deref() == Some("INVALID_SESSION_ID");
+            match (expired, renewed) {
+                (true, false) => {
+                    session = self.inner.auth.renew(session.generation).await?;
+                    renewed = true;
+                }
+                (true, true) => {
+                    return Err(ConnectorError::Auth(
+                        "Salesforce rejected a freshly issued session; check the connected app's session policies"
+                            .into(),
+                    ));
+                }
+                (false, _) => return Err(classify(status, &headers, &body)),
             }
-            return Err(classify(status, &headers, &body));
         }
-        Err(ConnectorError::Auth(
-            "Salesforce rejected a freshly issued session; check the connected app's policies"
-                .into(),
-        ))
     }
 
     /// Authenticates and reads the org's limits (one cheap call).
@@ -414,12 +418,13 @@ fn upsert_outcome(r: &api::UpsertResult) -> Result<WriteAck, ConnectorError> {
     })
 }
 
-fn error_code(body: &str) -> Option<&str> {
-    let start = body.find("\"errorCode\"")?;
-    let rest = &body[start + 11..];
-    let open = rest.find('"')? + 1;
-    let close = rest[open..].find('"')? + open;
-    Some(&rest[open..close])
+/// The first `errorCode` of a Salesforce error array, if the body is one.
+fn error_code(body: &str) -> Option<String> {
+    serde_json::from_str::<Vec<api::ApiError>>(body)
+        .ok()?
+        .into_iter()
+        .next()
+        .map(|e| e.error_code)
 }
 
 /// Salesforce's statuses and error codes as typed errors: `REQUEST_LIMIT_EXCEEDED` (403) is a rate
@@ -487,7 +492,8 @@ mod tests {
         let bad = r#"[{"message":"No such column 'Nope'","errorCode":"INVALID_FIELD"}]"#;
         assert!(matches!(c(400, bad), ConnectorError::Permanent(m) if m.contains("INVALID_FIELD")));
         assert!(matches!(c(503, "<html>"), ConnectorError::Transient(_)));
-        assert_eq!(error_code(session), Some("INVALID_SESSION_ID"));
+        assert_eq!(error_code(session).as_deref(), Some("INVALID_SESSION_ID"));
+        assert_eq!(error_code("<html>"), None);
     }
 
     #[test]
@@ -495,7 +501,7 @@ mod tests {
         let q = soql("Opportunity", 0, &["Name".into(), "Id".into()]).unwrap();
         assert_eq!(
             q,
-            "SELECT Id, SystemModstamp, Name FROM Opportunity WHERE SystemModstamp >= 1970-01-01T00:00:00.000Z ORDER BY SystemModstamp ASC, Id ASC"
+            "SELECT Id, SystemModstamp, Name FROM Opportunity WHERE SystemModstamp >= 1970-01-01T00:00:00Z ORDER BY SystemModstamp ASC, Id ASC"
         );
         assert!(soql("Opportunity", 0, &["Name FROM User--".into()]).is_err());
     }
