@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::model::{Cursor, Record, SystemKind};
+use crate::model::{Record, SystemKind};
 
 /// What went wrong talking to a system, and whether trying again can help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -168,11 +168,6 @@ impl Connector {
             Connector::PartnerStack(_) | Connector::HubSpot(_) | Connector::Rest(_) => None,
         }
     }
-}
-
-/// Whether a record is after the cursor (records at the cursor were staged already).
-pub fn after_cursor(cursor: Option<&Cursor>, r: &Record) -> bool {
-    cursor.is_none_or(|c| c.is_before(r.modified_ms, &r.id))
 }
 
 /// The HTTP client every connector uses: rustls with the ring provider, bounded timeouts.

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::connector::{Connector, ConnectorError, WriteRequest, after_cursor};
+use crate::connector::{Connector, ConnectorError, WriteRequest};
 use crate::mapping::{Lookups, Mapping};
 use crate::model::{Change, ChangeKind, Cursor, ObjectRef, SystemKind};
 use crate::rules::Rules;
@@ -216,9 +216,10 @@ impl Engine {
                 })?;
             let mut changes = Vec::new();
             for r in read.records {
-                if !after_cursor(cursor.as_ref(), &r) {
-                    continue;
-                }
+                // No filtering on the cursor: systems with whole-second stamps (Salesforce) can
+                // show a record at the cursor's own second after the cursor was set. Everything in
+                // the overlap window is offered again; staging dedupes on the content-addressed
+                // event id, so a version already staged is not staged twice.
                 let pos = Cursor {
                     modified_ms: r.modified_ms,
                     id: r.id.clone(),

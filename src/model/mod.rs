@@ -150,9 +150,17 @@ pub struct Change {
 
 impl Change {
     /// A full record version (from a poll or a webhook): its event id is derived from the record
-    /// version, so overlapping polls and a webhook for the same version stage it once.
+    /// version and its content, so overlapping polls and a webhook for the same version stage it
+    /// once, while two different versions stamped in the same second (Salesforce's precision) are
+    /// both kept.
     pub fn versioned(object: ObjectRef, record: Record) -> Self {
-        let event_id = format!("{object}:{}:{}", record.id, record.modified_ms);
+        let hash = content_hash(&record.fields);
+        let event_id = format!(
+            "{object}:{}:{}:{}",
+            record.id,
+            record.modified_ms,
+            &hash[..16]
+        );
         Change {
             event_id,
             object,
@@ -182,11 +190,6 @@ impl Cursor {
             id: id.to_owned(),
         })
     }
-
-    /// Whether `record` is strictly after this position.
-    pub fn is_before(&self, modified_ms: i64, id: &str) -> bool {
-        (self.modified_ms, self.id.as_str()) < (modified_ms, id)
-    }
 }
 
 /// A stable hash of a JSON object: sorted keys, compact form, SHA-256 hex.
@@ -208,10 +211,32 @@ mod tests {
             id: "b|x".into(),
         };
         assert_eq!(Cursor::decode(&c.encode()), Some(c.clone()));
-        assert!(c.is_before(10, "c"));
-        assert!(!c.is_before(10, "a"));
-        assert!(c.is_before(11, "a"));
+        let at = |ms: i64, id: &str| Cursor {
+            modified_ms: ms,
+            id: id.into(),
+        };
+        assert!(c < at(10, "c") && c > at(10, "a") && c < at(11, "a"));
         assert_eq!(Cursor::decode("nope"), None);
+    }
+
+    #[test]
+    fn versions_in_the_same_millisecond_with_other_content_are_distinct_events() {
+        let obj = ObjectRef {
+            system: SystemKind::Salesforce,
+            object: "Opportunity".into(),
+        };
+        let rec = |stage: &str| Record {
+            id: "006A".into(),
+            modified_ms: 1_700_000_000_000,
+            fields: serde_json::from_str(&format!(r#"{{"StageName":"{stage}"}}"#)).unwrap(),
+        };
+        let a = Change::versioned(obj.clone(), rec("Prospecting"));
+        let b = Change::versioned(obj.clone(), rec("Closed Won"));
+        assert_ne!(a.event_id, b.event_id);
+        assert_eq!(
+            a.event_id,
+            Change::versioned(obj, rec("Prospecting")).event_id
+        );
     }
 
     #[test]
