@@ -1,0 +1,211 @@
+//! CRM facts for the rules of engagement, end to end: HubSpot companies flagged as direct-reserved
+//! and open direct deals on a customer's company decide registrations in the running daemon, and a
+//! failed facts read leaves a registration undecided until a later pass.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::harness::World;
+use prmsync::store::Store;
+
+fn deal(key: &str, partner: &str, email: &str) -> Map<String, Value> {
+    match json!({
+        "key": key,
+        "account_name": "Customer",
+        "amount": 2_500_000,
+        "close_date": "2027-03-31",
+        "contact_first_name": "Pat",
+        "contact_last_name": "Lee",
+        "contact_email": email,
+        "partner_key": partner,
+        "source": "partner",
+        "stage": "submitted",
+    }) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The decision prmsync wrote on a PartnerStack deal: (status, reason).
+fn decision(w: &World, key: &str) -> (Option<String>, String) {
+    let f =
+        w.ps.deal(key)
+            .and_then(|d| d.get("fields").and_then(Value::as_object).cloned())
+            .unwrap_or_default();
+    let s = |k: &str| f.get(k).and_then(Value::as_str).map(str::to_owned);
+    (
+        s("registration_status"),
+        s("registration_reason").unwrap_or_default(),
+    )
+}
+
+/// Requests to HubSpot whose path ends with `suffix`, and how many of them failed.
+fn requests(w: &World, suffix: &str) -> (usize, usize) {
+    let log = w.hs.request_log();
+    let hits: Vec<_> = log.iter().filter(|r| r.path.ends_with(suffix)).collect();
+    (hits.len(), hits.iter().filter(|r| r.status >= 500).count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_company_flagged_in_hubspot_is_reserved_for_direct_sales() {
+    let w = World::seeded(0).await;
+    let flagged = w.hs.create(
+        "companies",
+        props(&[
+            ("name", "Hooli"),
+            ("domain", "hooli.example"),
+            ("prm_direct_reserved", "true"),
+        ]),
+    );
+    w.hs.create(
+        "companies",
+        props(&[
+            ("name", "Globex"),
+            ("domain", "globex.example"),
+            ("prm_direct_reserved", "false"),
+        ]),
+    );
+    w.ps.upsert_deal(deal("reg_h", "part_1", "gavin@eu.hooli.example"));
+    w.ps.upsert_deal(deal("reg_g", "part_2", "hank@globex.example"));
+    let daemon = w.daemon().await;
+    daemon.engine.tick().await.expect("first pass");
+    // Both domains were read in one batched company search.
+    assert_eq!(requests(&w, "/companies/search"), (1, 0));
+    daemon.run_until_idle().await.expect("sync");
+
+    let (status, reason) = decision(&w, "reg_h");
+    assert_eq!(status.as_deref(), Some("rejected"), "{reason}");
+    assert!(
+        reason.contains(&format!(
+            "CRM account {flagged} (hooli.example) has prm_direct_reserved = \"true\""
+        )) && reason.contains("(reserved_accounts line 46)"),
+        "{reason}"
+    );
+    // The other company is not flagged: its registration wins as usual.
+    assert_eq!(decision(&w, "reg_g").0.as_deref(), Some("approved"));
+    let store = Store::open(&w.state_path()).expect("open state");
+    let (h, _) = store
+        .registration("reg_h".into())
+        .await
+        .expect("show")
+        .expect("reg_h exists");
+    assert_eq!(h.status.as_deref(), Some("rejected"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_direct_deal_on_the_company_rejects_a_new_registration() {
+    let w = World::seeded(0).await;
+    let hooli = w.hs.create(
+        "companies",
+        props(&[("name", "Hooli"), ("domain", "hooli.example")]),
+    );
+    let direct = w.hs.create(
+        "deals",
+        props(&[
+            ("dealname", "Hooli platform"),
+            ("dealstage", "qualifiedtobuy"),
+        ]),
+    );
+    w.hs.associate("deals", &direct, "companies", &hooli);
+    // Globex has only a closed direct deal and a partner-sourced open one: neither counts.
+    let globex = w.hs.create(
+        "companies",
+        props(&[("name", "Globex"), ("domain", "globex.example")]),
+    );
+    let won = w.hs.create(
+        "deals",
+        props(&[("dealname", "Globex 2025"), ("dealstage", "closedwon")]),
+    );
+    let sourced = w.hs.create(
+        "deals",
+        props(&[
+            ("dealname", "Globex via partner"),
+            ("dealstage", "qualifiedtobuy"),
+            ("prm_deal_id", "reg_old"),
+        ]),
+    );
+    w.hs.associate("companies", &globex, "deals", &won);
+    w.hs.associate("deals", &sourced, "companies", &globex);
+
+    w.ps.upsert_deal(deal("reg_h", "part_1", "gavin@hooli.example"));
+    w.ps.upsert_deal(deal("reg_g", "part_2", "hank@globex.example"));
+    let daemon = w.daemon().await;
+    daemon.engine.tick().await.expect("first pass");
+    // One company search, one associations read, one deal search for both domains.
+    assert_eq!(requests(&w, "/companies/search"), (1, 0));
+    assert_eq!(requests(&w, "/companies/deals/batch/read"), (1, 0));
+    assert_eq!(decision(&w, "reg_h").0.as_deref(), Some("rejected"));
+    daemon.run_until_idle().await.expect("sync");
+
+    // The shipped rules say `action = "reject"`.
+    let (status, reason) = decision(&w, "reg_h");
+    assert_eq!(status.as_deref(), Some("rejected"), "{reason}");
+    assert!(
+        reason.contains(&format!(
+            "the direct team already has open opportunity {direct} on hooli.example"
+        )) && reason.contains("(open_direct_opportunity line"),
+        "{reason}"
+    );
+    let (status, reason) = decision(&w, "reg_g");
+    assert_eq!(status.as_deref(), Some("approved"), "{reason}");
+    // The rejected registration's CRM deal (made by the deal flow) carries no attribution.
+    let crm =
+        w.hs.find("deals", "prm_deal_id", "reg_h")
+            .expect("CRM deal");
+    assert_eq!(crm["prm_attribution"], "none");
+    // Later passes re-decide the groups when their CRM deals change, reading the facts again.
+    let (searches, failed) = requests(&w, "/companies/search");
+    assert!(searches >= 1 && failed == 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_facts_read_leaves_the_registration_undecided_until_the_next_pass() {
+    let w = World::seeded(0).await;
+    w.hs.create(
+        "companies",
+        props(&[
+            ("name", "Hooli"),
+            ("domain", "hooli.example"),
+            ("prm_direct_reserved", "true"),
+        ]),
+    );
+    w.ps.upsert_deal(deal("reg_h", "part_1", "gavin@hooli.example"));
+    // Every attempt of the first pass's company search fails (the engine reads with 3 attempts).
+    w.hs.fail_searches("companies", 3);
+    let daemon = w.daemon().await;
+    daemon.engine.tick().await.expect("first pass");
+
+    assert_eq!(requests(&w, "/companies/search"), (3, 3));
+    let store = Store::open(&w.state_path()).expect("open state");
+    let (h, _) = store
+        .registration("reg_h".into())
+        .await
+        .expect("show")
+        .expect("the registration is recorded");
+    assert_eq!(h.status, None, "undecided without the CRM facts: {h:?}");
+    assert_eq!(decision(&w, "reg_h").0, None, "nothing written to the PRM");
+    // The deal itself still syncs to HubSpot; only the decision waits.
+    assert!(w.hs.find("deals", "prm_deal_id", "reg_h").is_some());
+
+    daemon.engine.tick().await.expect("next pass");
+    assert_eq!(requests(&w, "/companies/search"), (4, 3));
+    let (status, reason) = decision(&w, "reg_h");
+    assert_eq!(status.as_deref(), Some("rejected"), "{reason}");
+    assert!(reason.contains("prm_direct_reserved"), "{reason}");
+    daemon.run_until_idle().await.expect("settle");
+    let (h, history) = store
+        .registration("reg_h".into())
+        .await
+        .expect("show")
+        .expect("reg_h exists");
+    assert_eq!(h.status.as_deref(), Some("rejected"));
+    assert_eq!(history.len(), 1, "decided once, never wrongly: {history:?}");
+}
