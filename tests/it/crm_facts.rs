@@ -151,7 +151,7 @@ async fn an_open_direct_deal_on_the_company_rejects_a_new_registration() {
     assert!(
         reason.contains(&format!(
             "the direct team already has open opportunity {direct} on hooli.example"
-        )) && reason.contains("(open_direct_opportunity line"),
+        )) && reason.contains("(open_direct_opportunity line 48)"),
         "{reason}"
     );
     let (status, reason) = decision(&w, "reg_g");
@@ -208,4 +208,114 @@ async fn a_failed_facts_read_leaves_the_registration_undecided_until_the_next_pa
         .expect("reg_h exists");
     assert_eq!(h.status.as_deref(), Some("rejected"));
     assert_eq!(history.len(), 1, "decided once, never wrongly: {history:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hubspot_facts_read_is_batched_typed_and_filters_closed_and_partner_deals() {
+    use std::time::Duration;
+
+    use prmsync::connector::hubspot::HubSpot;
+    use prmsync::connector::{FactsQuery, http_client};
+    use prmsync::sim::SimServer;
+    use prmsync::sim::hubspot::HubSpotSim;
+    use secrecy::SecretString;
+
+    let sim = HubSpotSim::new("pat-na1-sim");
+    let server = SimServer::start(sim.router()).await.expect("start sim");
+    let conn = HubSpot::new(
+        http_client(Duration::from_secs(5)),
+        server.url(""),
+        SecretString::from("pat-na1-sim"),
+    );
+    // 120 companies, every tenth flagged; a company elsewhere that must not be read.
+    let mut ids = Vec::new();
+    for i in 0..120 {
+        let flag = if i % 10 == 0 { "true" } else { "false" };
+        let domain = format!("c{i}.example");
+        ids.push(sim.create(
+            "companies",
+            props(&[
+                ("domain", &domain),
+                ("prm_direct_reserved", flag),
+                ("name", "x"),
+            ]),
+        ));
+    }
+    sim.create("companies", props(&[("domain", "other.example")]));
+    let deal = |stage: &str, prm: Option<&str>| {
+        let mut p = props(&[("dealname", "d"), ("dealstage", stage)]);
+        if let Some(v) = prm {
+            p.insert("prm_deal_id".into(), v.into());
+        }
+        sim.create("deals", p)
+    };
+    let open = deal("qualifiedtobuy", None);
+    let blank = deal("appointmentscheduled", Some("")); // empty = no value, as in HubSpot
+    let won = deal("closedwon", None);
+    let lost = deal("closedlost", None);
+    let sourced = deal("qualifiedtobuy", Some("reg_1"));
+    sim.associate("deals", &open, "companies", &ids[3]);
+    sim.associate("companies", &ids[3], "deals", &won);
+    sim.associate("companies", &ids[4], "deals", &lost);
+    sim.associate("companies", &ids[4], "deals", &sourced);
+    // One deal on two companies: one fact per company.
+    sim.associate("deals", &blank, "companies", &ids[5]);
+    sim.associate("deals", &blank, "companies", &ids[6]);
+
+    let query = FactsQuery {
+        domains: (0..150).map(|i| format!("c{i}.example")).collect(),
+        company_fields: vec!["prm_direct_reserved".into()],
+        open_deals: true,
+        prm_id_property: "prm_deal_id".into(),
+    };
+    let facts = conn.crm_facts(&query).await.expect("facts");
+
+    assert_eq!(facts.companies.len(), 120);
+    let flagged = facts
+        .companies
+        .iter()
+        .filter(|c| c.fields.get("prm_direct_reserved") == Some(&json!("true")))
+        .count();
+    assert_eq!(flagged, 12);
+    assert!(facts.companies.iter().all(|c| c.domain != "other.example"));
+    assert!(
+        facts.companies.iter().all(|c| c.fields.len() == 1),
+        "only the fields the rules name"
+    );
+    let mut deals: Vec<(String, String, String)> = facts
+        .open_direct_deals
+        .iter()
+        .map(|d| (d.id.clone(), d.domain.clone(), d.stage.clone()))
+        .collect();
+    deals.sort();
+    let mut want = vec![
+        (
+            open.clone(),
+            "c3.example".to_owned(),
+            "qualifiedtobuy".to_owned(),
+        ),
+        (
+            blank.clone(),
+            "c5.example".to_owned(),
+            "appointmentscheduled".to_owned(),
+        ),
+        (
+            blank.clone(),
+            "c6.example".to_owned(),
+            "appointmentscheduled".to_owned(),
+        ),
+    ];
+    want.sort();
+    assert_eq!(deals, want);
+    // 150 domains: two company searches (100 values per IN), two associations reads (100 inputs
+    // each), one deal search.
+    let count = |suffix: &str| {
+        sim.request_log()
+            .iter()
+            .filter(|r| r.path.ends_with(suffix) && r.status < 300)
+            .count()
+    };
+    assert_eq!(count("/companies/search"), 2);
+    assert_eq!(count("/companies/deals/batch/read"), 2);
+    assert_eq!(count("/deals/search"), 1);
 }
