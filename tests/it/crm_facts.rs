@@ -319,3 +319,55 @@ async fn the_hubspot_facts_read_is_batched_typed_and_filters_closed_and_partner_
     assert_eq!(count("/companies/deals/batch/read"), 2);
     assert_eq!(count("/deals/search"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_action_influenced_an_open_direct_deal_credits_the_partner_as_influencing() {
+    let w = World::seeded(0).await;
+    // The built-in deal flow and the shipped rules, with the open-direct action "influenced".
+    let dir = w.dir.path().join("mappings");
+    std::fs::create_dir_all(&dir).expect("mappings dir");
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+    let deals = "partnerstack-hubspot-deals.toml";
+    std::fs::copy(shipped.join(deals), dir.join(deals)).expect("copy the deal flow");
+    let rules = std::fs::read_to_string(shipped.join(prmsync::rules::RULES_FILE)).expect("rules");
+    assert!(rules.contains("action = \"reject\""));
+    let rules = rules.replacen("action = \"reject\"", "action = \"influenced\"", 1);
+    std::fs::write(dir.join(prmsync::rules::RULES_FILE), rules).expect("write rules");
+
+    let hooli = w.hs.create(
+        "companies",
+        props(&[("name", "Hooli"), ("domain", "hooli.example")]),
+    );
+    let direct = w.hs.create(
+        "deals",
+        props(&[
+            ("dealname", "Hooli platform"),
+            ("dealstage", "qualifiedtobuy"),
+        ]),
+    );
+    w.hs.associate("companies", &hooli, "deals", &direct);
+    w.ps.upsert_deal(deal("reg_h", "part_1", "gavin@hooli.example"));
+    let mut config = w.config();
+    config.daemon.mappings_dir = Some(dir);
+    let daemon = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+        .await
+        .expect("daemon starts");
+    daemon.run_until_idle().await.expect("sync");
+
+    let (status, reason) = decision(&w, "reg_h");
+    assert_eq!(status.as_deref(), Some("influenced"), "{reason}");
+    assert!(
+        reason.contains(&format!("open opportunity {direct} on hooli.example"))
+            && reason.contains("credited as influencing"),
+        "{reason}"
+    );
+    let crm =
+        w.hs.find("deals", "prm_deal_id", "reg_h")
+            .expect("CRM deal");
+    assert_eq!(crm["prm_attribution"], "partner_influenced");
+    // The direct deal itself is left alone.
+    let d =
+        w.hs.find("deals", "hs_object_id", &direct)
+            .expect("direct deal");
+    assert!(d.get("prm_attribution").is_none(), "{d:?}");
+}
