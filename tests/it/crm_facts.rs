@@ -320,19 +320,59 @@ async fn the_hubspot_facts_read_is_batched_typed_and_filters_closed_and_partner_
     assert_eq!(count("/deals/search"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_action_influenced_an_open_direct_deal_credits_the_partner_as_influencing() {
-    let w = World::seeded(0).await;
-    // The built-in deal flow and the shipped rules, with the open-direct action "influenced".
+/// A mappings folder with the built-in deal flow and the shipped rules with `edit` applied;
+/// returns the config that uses it.
+fn with_rules(w: &World, edit: impl Fn(String) -> String) -> prmsync::config::Config {
     let dir = w.dir.path().join("mappings");
     std::fs::create_dir_all(&dir).expect("mappings dir");
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
     let deals = "partnerstack-hubspot-deals.toml";
     std::fs::copy(shipped.join(deals), dir.join(deals)).expect("copy the deal flow");
     let rules = std::fs::read_to_string(shipped.join(prmsync::rules::RULES_FILE)).expect("rules");
-    assert!(rules.contains("action = \"reject\""));
-    let rules = rules.replacen("action = \"reject\"", "action = \"influenced\"", 1);
-    std::fs::write(dir.join(prmsync::rules::RULES_FILE), rules).expect("write rules");
+    std::fs::write(dir.join(prmsync::rules::RULES_FILE), edit(rules)).expect("write rules");
+    let mut config = w.config();
+    config.daemon.mappings_dir = Some(dir);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_that_name_no_crm_facts_read_none() {
+    let w = World::seeded(0).await;
+    let config = with_rules(&w, |rules| {
+        let out = rules.replace("  \"open_direct_opportunity\",", "").replace(
+            "crm = [{ field = \"prm_direct_reserved\", equals = \"true\" }]",
+            "crm = []",
+        );
+        assert_ne!(out, rules);
+        // The example that needs an open opportunity no longer holds; drop the examples.
+        out.split("[[example]]")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    w.hs.create(
+        "companies",
+        props(&[("domain", "hooli.example"), ("prm_direct_reserved", "true")]),
+    );
+    w.ps.upsert_deal(deal("reg_h", "part_1", "gavin@hooli.example"));
+    let daemon = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+        .await
+        .expect("daemon starts");
+    daemon.run_until_idle().await.expect("sync");
+
+    assert_eq!(decision(&w, "reg_h").0.as_deref(), Some("approved"));
+    assert_eq!(requests(&w, "/companies/search"), (0, 0));
+    assert_eq!(requests(&w, "/batch/read"), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_action_influenced_an_open_direct_deal_credits_the_partner_as_influencing() {
+    let w = World::seeded(0).await;
+    // The shipped rules with the open-direct action "influenced".
+    let config = with_rules(&w, |rules| {
+        assert!(rules.contains("action = \"reject\""));
+        rules.replacen("action = \"reject\"", "action = \"influenced\"", 1)
+    });
 
     let hooli = w.hs.create(
         "companies",
@@ -347,8 +387,6 @@ async fn with_action_influenced_an_open_direct_deal_credits_the_partner_as_influ
     );
     w.hs.associate("companies", &hooli, "deals", &direct);
     w.ps.upsert_deal(deal("reg_h", "part_1", "gavin@hooli.example"));
-    let mut config = w.config();
-    config.daemon.mappings_dir = Some(dir);
     let daemon = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
         .await
         .expect("daemon starts");
