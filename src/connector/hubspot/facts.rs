@@ -14,9 +14,9 @@ use crate::connector::{ConnectorError, CrmCompany, CrmDirectDeal, CrmFactsRead, 
 pub const CLOSED_STAGES: [&str; 2] = ["closedwon", "closedlost"];
 
 impl HubSpot {
-    /// Companies whose `domain` is one of `query.domains`, and (with `open_deals`) the open deals
+    /// Companies whose `domain` is one of `query.domains` (or it with `www.`), and (with `open_deals`) the open deals
     /// without `query.prm_id_property` associated with them. Every read is batched (at most 100
-    /// values per `IN`) and paged to the end; any failure fails the whole answer, so a caller
+    /// values per `IN`, so 50 domains per company search) and paged to the end; any failure fails the whole answer, so a caller
     /// never decides on half the facts.
     pub async fn crm_facts(&self, query: &FactsQuery) -> Result<CrmFactsRead, ConnectorError> {
         let mut out = CrmFactsRead::default();
@@ -27,8 +27,13 @@ impl HubSpot {
         let mut domains = query.domains.clone();
         domains.sort();
         domains.dedup();
-        for chunk in domains.chunks(api::MAX_FILTER_VALUES) {
-            let filters = vec![api::Filter::many("domain", "IN", chunk.to_vec())];
+        // Each domain is asked as written and with `www.` (HubSpot keeps what the user typed).
+        for chunk in domains.chunks(api::MAX_FILTER_VALUES / 2) {
+            let values = chunk
+                .iter()
+                .flat_map(|d| [d.clone(), format!("www.{d}")])
+                .collect();
+            let filters = vec![api::Filter::many("domain", "IN", values)];
             for o in self.search_all("companies", filters, &properties).await? {
                 let domain = o
                     .properties
