@@ -86,6 +86,45 @@ pub struct WriteAck {
     pub created: bool,
 }
 
+/// What the rules of engagement ask the CRM about some customer domains.
+#[derive(Debug, Clone, Default)]
+pub struct FactsQuery {
+    /// Normalised (registrable, lower-case) domains.
+    pub domains: Vec<String>,
+    /// Company properties to read besides the domain (those the rules' criteria name).
+    pub company_fields: Vec<String>,
+    /// Whether to read open direct deals on the companies too.
+    pub open_deals: bool,
+    /// The deal property that marks a deal created from a PRM registration (partner-sourced).
+    pub prm_id_property: String,
+}
+
+/// A CRM company (account) with one of the asked domains.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrmCompany {
+    pub id: String,
+    pub domain: String,
+    /// The properties read (`FactsQuery::company_fields`), as the CRM stores them.
+    pub fields: Map<String, Value>,
+}
+
+/// An open deal without the PRM id property (direct pipeline) on one of the companies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrmDirectDeal {
+    pub id: String,
+    pub company_id: String,
+    /// The company's domain.
+    pub domain: String,
+    pub stage: String,
+}
+
+/// The answer to a [`FactsQuery`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CrmFactsRead {
+    pub companies: Vec<CrmCompany>,
+    pub open_direct_deals: Vec<CrmDirectDeal>,
+}
+
 /// The connectors prmsync has. Adding a system adds a variant and a folder.
 #[derive(Debug, Clone)]
 pub enum Connector {
@@ -152,6 +191,18 @@ impl Connector {
             Connector::HubSpot(_) => hubspot::MAX_BATCH,
             Connector::Salesforce(_) => salesforce::api::MAX_COLLECTION,
             Connector::Rest(_) => 25,
+        }
+    }
+
+    /// Companies and open direct deals for some customer domains, for the rules of engagement;
+    /// `None` when prmsync does not read them from this system.
+    pub async fn crm_facts(
+        &self,
+        query: &FactsQuery,
+    ) -> Option<Result<CrmFactsRead, ConnectorError>> {
+        match self {
+            Connector::HubSpot(c) => Some(c.crm_facts(query).await),
+            Connector::PartnerStack(_) | Connector::Salesforce(_) | Connector::Rest(_) => None,
         }
     }
 

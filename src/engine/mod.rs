@@ -183,7 +183,12 @@ impl Engine {
         // Rules of engagement: decide changed registration groups, queue their write-backs.
         if let Some(rules) = self.rules() {
             let now = (self.clock)();
-            registrations::decide(&self.store, &rules, &mappings, self.prm.kind(), now).await?;
+            let crm = registrations::CrmSource {
+                connector: &self.crm,
+                retry: &self.settings.retry,
+            };
+            let prm = self.prm.kind();
+            registrations::decide(&self.store, &rules, &mappings, prm, Some(crm), now).await?;
         }
         for system in [self.crm.kind(), self.prm.kind()] {
             self.drain(system, &mut report).await?;

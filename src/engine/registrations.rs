@@ -2,19 +2,25 @@
 //! duplicate-key groups by the rules of engagement, and queue each decision's write-back to the
 //! PRM deal and the CRM deal through the outbox.
 //!
-//! CRM facts: the daemon does not read CRM accounts or direct opportunities yet, so reserved
-//! accounts come from the rules file's lists, and `open_direct_opportunity` and the
-//! `reserved_accounts.crm` criteria only apply in `[[example]]`s and tests (see docs/rules.md).
+//! CRM facts: before a group is decided, the companies with its customer domain and their open
+//! direct deals are read from the CRM (batched per chunk of groups, cached for the pass) when the
+//! rules name CRM criteria, account ids or `open_direct_opportunity`. A failed read leaves the
+//! group undecided (dirty) for the next pass; it is never decided without the facts.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use super::RetryPolicy;
 use super::plan;
+use crate::connector::{Connector, ConnectorError, CrmFactsRead, FactsQuery};
 use crate::mapping::Mapping;
 use crate::model::{ChangeKind, Direction, ObjectRef, SystemKind, content_hash};
-use crate::rules::{self, CrmFacts, Decision, Input, RegistrationEvent, Rules, Status};
+use crate::rules::{
+    self, CrmAccount, CrmFacts, CrmOpportunity, Decision, Input, RegistrationEvent, Rules, Status,
+    Step,
+};
 use crate::store::{
     DecisionCommit, InboxItem, KeyedEvent, LedgerEntry, Link, PlanCommit, PlannedWrite, Store,
     StoreError,
@@ -24,8 +30,124 @@ use crate::store::{
 pub const FLOW: &str = "rules-of-engagement";
 /// The PRM object that holds deal registrations.
 pub const OBJECT: &str = "deals";
-/// Groups decided per store round trip.
+/// Groups decided per store round trip (and per CRM facts read).
 const GROUPS_PER_COMMIT: usize = 50;
+/// The deal property marking a CRM deal made from a registration, when no deal flow names one.
+const DEFAULT_PRM_ID_PROPERTY: &str = "prm_deal_id";
+
+/// Where the rules' CRM facts come from: the CRM connector and how its reads are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct CrmSource<'a> {
+    pub connector: &'a Connector,
+    pub retry: &'a RetryPolicy,
+}
+
+/// What the rules read from the CRM, per pass; domains already read are not read again.
+struct FactsCache<'a> {
+    source: Option<CrmSource<'a>>,
+    query: Option<FactsQuery>,
+    /// Normalised domain -> the facts for it.
+    by_domain: BTreeMap<String, CrmFacts>,
+}
+
+impl<'a> FactsCache<'a> {
+    fn new(rules: &Rules, source: Option<CrmSource<'a>>, prm_id_property: &str) -> Self {
+        let uses = |step: Step| rules.order.iter().any(|(s, _)| *s == step);
+        let accounts = uses(Step::Reserved)
+            && (!rules.reserved.account_ids.is_empty() || !rules.reserved.crm.is_empty());
+        let open_deals = uses(Step::OpenDirect);
+        let query = (accounts || open_deals).then(|| FactsQuery {
+            domains: Vec::new(),
+            company_fields: rules.reserved.crm.iter().map(|c| c.field.clone()).collect(),
+            open_deals,
+            prm_id_property: prm_id_property.to_owned(),
+        });
+        FactsCache {
+            source,
+            query,
+            by_domain: BTreeMap::new(),
+        }
+    }
+
+    /// Reads the facts for the `domains` not read yet this pass, in one batched call.
+    async fn load(&mut self, domains: &[String]) -> Result<(), ConnectorError> {
+        let (Some(source), Some(query)) = (self.source, &self.query) else {
+            return Ok(());
+        };
+        let missing: Vec<String> = domains
+            .iter()
+            .filter(|d| !self.by_domain.contains_key(*d))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let q = FactsQuery {
+            domains: missing.clone(),
+            ..query.clone()
+        };
+        let read = source
+            .retry
+            .run(|| async {
+                match source.connector.crm_facts(&q).await {
+                    Some(r) => r,
+                    // This CRM's facts are not read (docs/rules.md): the rules see none.
+                    None => Ok(CrmFactsRead::default()),
+                }
+            })
+            .await?;
+        for d in missing {
+            self.by_domain.entry(d).or_default();
+        }
+        for c in read.companies {
+            if let Some(f) =
+                rules::normalize::domain(&c.domain).and_then(|d| self.by_domain.get_mut(&d))
+            {
+                f.accounts.push(CrmAccount {
+                    id: c.id,
+                    domain: c.domain,
+                    fields: c.fields,
+                });
+            }
+        }
+        for o in read.open_direct_deals {
+            if let Some(f) =
+                rules::normalize::domain(&o.domain).and_then(|d| self.by_domain.get_mut(&d))
+            {
+                f.opportunities.push(CrmOpportunity {
+                    id: o.id,
+                    domain: o.domain,
+                    open: true,
+                    partner_sourced: false,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The facts read for `domains`.
+    fn facts(&self, domains: &[String]) -> CrmFacts {
+        let mut out = CrmFacts::default();
+        for f in domains.iter().filter_map(|d| self.by_domain.get(d)) {
+            out.accounts.extend(f.accounts.iter().cloned());
+            out.opportunities.extend(f.opportunities.iter().cloned());
+        }
+        out
+    }
+}
+
+/// The normalised customer domains of a group's registrations.
+fn domains_of(rules: &Rules, events: &[RegistrationEvent]) -> Vec<String> {
+    let mut out: Vec<String> = events
+        .iter()
+        .filter_map(|e| rules::key_of(rules, &e.fields).1)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
 
 /// Ledger actions for registrations.
 pub mod action {
@@ -110,11 +232,13 @@ fn deal_flow(mappings: &[Arc<Mapping>], prm: SystemKind) -> Option<&Arc<Mapping>
 
 /// Decides every group that changed (or was decided under other rules, or holds an expired
 /// protection), stores the decisions and queues write-backs. Returns how many decisions changed.
+/// CRM facts come from `crm`; groups whose facts cannot be read wait for the next pass.
 pub async fn decide(
     store: &Store,
     rules: &Rules,
     mappings: &[Arc<Mapping>],
     prm: SystemKind,
+    crm: Option<CrmSource<'_>>,
     now_ms: i64,
 ) -> Result<usize, StoreError> {
     if store.registrations_outdated(rules.version.clone()).await? {
@@ -133,8 +257,23 @@ pub async fn decide(
         .registration_keys_to_decide(rules.version.clone(), as_of)
         .await?;
     let deal_flow = deal_flow(mappings, prm);
+    let prm_id_property = deal_flow.map_or(DEFAULT_PRM_ID_PROPERTY, |m| m.external_id.as_str());
+    let mut cache = FactsCache::new(rules, crm, prm_id_property);
     let mut changed = 0;
-    for chunk in keys.chunks(GROUPS_PER_COMMIT) {
+    for (n, chunk) in keys.chunks(GROUPS_PER_COMMIT).enumerate() {
+        let mut groups = Vec::with_capacity(chunk.len());
+        for key in chunk {
+            let group = store.registration_group(key.clone()).await?;
+            groups.push((key.clone(), domains_of(rules, &group.events), group));
+        }
+        let domains: Vec<String> = groups.iter().flat_map(|(_, d, _)| d.clone()).collect();
+        if let Err(error) = cache.load(&domains).await {
+            // Deciding without the facts could approve a reserved account: these groups and the
+            // rest stay dirty and are decided on a later pass (no more reads while the CRM fails).
+            let waiting = keys.len() - n * GROUPS_PER_COMMIT;
+            tracing::warn!(groups = waiting, error = %error, "could not read CRM facts; registrations wait for the next pass");
+            break;
+        }
         let mut commit = DecisionCommit {
             rules_version: rules.version.clone(),
             keys: chunk.to_vec(),
@@ -142,8 +281,7 @@ pub async fn decide(
         };
         let mut latest: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
         let mut before: BTreeMap<String, Status> = BTreeMap::new();
-        for key in chunk {
-            let group = store.registration_group(key.clone()).await?;
+        for (_, domains, group) in groups {
             for e in &group.events {
                 // Events come sorted by time per registration: the last one is the newest.
                 latest.insert(e.id.clone(), e.fields.clone());
@@ -156,7 +294,7 @@ pub async fn decide(
             );
             let input = Input {
                 events: group.events,
-                crm: CrmFacts::default(),
+                crm: cache.facts(&domains),
                 reviews: group.reviews,
                 prior: group.prior,
                 as_of_ms: as_of,

@@ -100,6 +100,8 @@ struct Inner {
     oauth: Option<HubSpotOAuth>,
     /// OAuth access token -> expiry (epoch ms).
     access_tokens: BTreeMap<String, i64>,
+    /// Object type -> how many of its next searches fail with a 500.
+    search_faults: BTreeMap<String, u32>,
     /// (from type, from id, to type, to id).
     associations: BTreeSet<(String, String, String, String)>,
     log: Vec<LoggedRequest>,
@@ -261,6 +263,16 @@ impl HubSpotSim {
             .collect()
     }
 
+    /// Associates two objects directly, as a CRM user would (e.g. a deal with its company).
+    pub fn associate(&self, from_type: &str, from_id: &str, to_type: &str, to_id: &str) {
+        self.lock().associations.insert((
+            from_type.into(),
+            from_id.into(),
+            to_type.into(),
+            to_id.into(),
+        ));
+    }
+
     /// Creates an object directly, as a CRM user would; returns its id.
     pub fn create(&self, object_type: &str, properties: BTreeMap<String, String>) -> String {
         let now = self.clock.tick();
@@ -293,6 +305,10 @@ impl HubSpotSim {
             .route(
                 "/crm/v4/associations/{from}/{to}/batch/associate/default",
                 post(associate_default),
+            )
+            .route(
+                "/crm/v4/associations/{from}/{to}/batch/read",
+                post(associations_read),
             )
             .layer(middleware::from_fn_with_state(self.clone(), log_requests))
             .route("/_sim/requests", get(inspect_requests))
@@ -351,6 +367,26 @@ impl HubSpotSim {
             .filter(|((t, _), _)| t == object_type)
             .map(|((_, k), v)| (k.clone(), *v))
             .collect()
+    }
+
+    /// The next `n` searches of `object_type` fail with a 500 (other requests are unaffected).
+    pub fn fail_searches(&self, object_type: &str, n: u32) {
+        *self
+            .lock()
+            .search_faults
+            .entry(object_type.into())
+            .or_default() += n;
+    }
+
+    fn take_search_fault(&self, object_type: &str) -> bool {
+        let mut inner = self.lock();
+        match inner.search_faults.get_mut(object_type) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The next requests get these faults, in order, instead of their answers.
@@ -572,6 +608,88 @@ async fn associate_default(
             errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
                 "message": format!("No {from} {f} or {to} {t}"),
                 "context": {"fromObjectId": [f], "toObjectId": [t]}}));
+        }
+    }
+    drop(inner);
+    let now = iso(sim.clock.tick());
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    let mut body =
+        json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now});
+    if !errors.is_empty() {
+        body["numErrors"] = json!(errors.len());
+        body["errors"] = json!(errors);
+    }
+    sim.limit_headers((status, Json(body)).into_response())
+}
+
+/// Associations v4 `batch/read`: each input's associated objects; inputs without any come back
+/// as errors (`NO_ASSOCIATIONS_FOUND`, 207), as HubSpot does.
+async fn associations_read(
+    State(sim): State<HubSpotSim>,
+    headers: HeaderMap,
+    Path((from, to)): Path<(String, String)>,
+    body: Option<Json<Value>>,
+) -> Response {
+    if let Err(r) = sim.gate(&headers) {
+        return r;
+    }
+    if !known_object(&from) || !known_object(&to) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            &format!("Unable to infer object type from: {from}/{to}"),
+        );
+    }
+    let Some(inputs) = body
+        .as_ref()
+        .and_then(|Json(b)| b.get("inputs"))
+        .and_then(Value::as_array)
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "inputs is required",
+        );
+    };
+    let inner = sim.lock();
+    let (mut results, mut errors) = (Vec::new(), Vec::new());
+    for i in inputs {
+        let id = i.get("id").and_then(Value::as_str).unwrap_or("");
+        // Associations are stored in the direction they were made; either direction counts.
+        let mut linked: Vec<u64> = inner
+            .associations
+            .iter()
+            .filter_map(|(ft, fi, tt, ti)| {
+                if *ft == from && fi == id && *tt == to {
+                    Some(ti)
+                } else if *ft == to && *tt == from && ti == id {
+                    Some(fi)
+                } else {
+                    None
+                }
+            })
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        linked.sort_unstable();
+        linked.dedup();
+        if linked.is_empty() {
+            errors.push(json!({"status": "error", "category": "OBJECT_NOT_FOUND",
+                "subCategory": "crm.associations.NO_ASSOCIATIONS_FOUND",
+                "message": format!("No {to} is associated with {from} {id}."),
+                "context": {"fromObjectId": [id]}}));
+        } else {
+            let to_list: Vec<Value> = linked
+                .iter()
+                .map(|t| {
+                    json!({"toObjectId": t, "associationTypes":
+                    [{"category": "HUBSPOT_DEFINED", "typeId": 342, "label": null}]})
+                })
+                .collect();
+            results.push(json!({"from": {"id": id}, "to": to_list}));
         }
     }
     drop(inner);
@@ -926,29 +1044,37 @@ async fn search(
                 .filter_map(|v| v.as_str().map(str::to_owned))
                 .collect()
         });
-    let filters: Vec<(String, String, String)> = body
-        .pointer("/filterGroups/0/filters")
+    // Filter groups are ORed, the filters of one group ANDed.
+    let groups: Vec<Vec<SimFilter>> = body
+        .get("filterGroups")
         .and_then(Value::as_array)
-        .map(|fs| {
-            fs.iter()
-                .filter_map(|f| {
-                    Some((
-                        f.get("propertyName")?.as_str()?.to_owned(),
-                        f.get("operator")?.as_str()?.to_owned(),
-                        f.get("value")
-                            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))?,
-                    ))
+        .map(|gs| {
+            gs.iter()
+                .map(|g| {
+                    g.get("filters")
+                        .and_then(Value::as_array)
+                        .map(|fs| fs.iter().filter_map(SimFilter::parse).collect())
+                        .unwrap_or_default()
                 })
                 .collect()
         })
         .unwrap_or_default();
+    if sim.take_search_fault(&object) {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "injected search fault",
+        );
+    }
     let inner = sim.lock();
     let mut hits: Vec<&Object> = inner
         .objects
         .get(&object)
         .map(|m| {
             m.values()
-                .filter(|o| filters.iter().all(|f| matches(o, f)))
+                .filter(|o| {
+                    groups.is_empty() || groups.iter().any(|g| g.iter().all(|f| matches(o, f)))
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -970,7 +1096,32 @@ async fn search(
     Json(body).into_response()
 }
 
-fn matches(o: &Object, (prop, op, value): &(String, String, String)) -> bool {
+/// One search filter: property, operator, and its value or values.
+struct SimFilter {
+    prop: String,
+    op: String,
+    value: String,
+    values: Vec<String>,
+}
+
+impl SimFilter {
+    fn parse(f: &Value) -> Option<SimFilter> {
+        let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+        Some(SimFilter {
+            prop: f.get("propertyName")?.as_str()?.to_owned(),
+            op: f.get("operator")?.as_str()?.to_owned(),
+            value: f.get("value").map(text).unwrap_or_default(),
+            values: f
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().map(text).collect())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+fn matches(o: &Object, f: &SimFilter) -> bool {
+    let (prop, op, value) = (&f.prop, &f.op, &f.value);
     if prop == "hs_lastmodifieddate" {
         let Some(v) = value.parse::<i64>().ok().or_else(|| {
             value
@@ -989,10 +1140,18 @@ fn matches(o: &Object, (prop, op, value): &(String, String, String)) -> bool {
             _ => false,
         };
     }
-    let have = o.properties.get(prop);
+    let id = o.id.to_string();
+    // HubSpot treats an empty value as no value.
+    let have = if prop == "hs_object_id" {
+        Some(&id)
+    } else {
+        o.properties.get(prop).filter(|v| !v.is_empty())
+    };
     match op.as_str() {
         "EQ" => have == Some(value),
         "NEQ" => have != Some(value),
+        "IN" => have.is_some_and(|h| f.values.contains(h)),
+        "NOT_IN" => have.is_none_or(|h| !f.values.contains(h)),
         "HAS_PROPERTY" => have.is_some(),
         "NOT_HAS_PROPERTY" => have.is_none(),
         _ => false,

@@ -5,6 +5,7 @@ mod cli;
 mod compat;
 mod connector_contract;
 mod connectors;
+mod crm_facts;
 // Helpers are shared by every test module; not each branch uses all of them.
 #[allow(dead_code, unused_imports)]
 mod harness;

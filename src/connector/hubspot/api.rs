@@ -90,6 +90,41 @@ pub struct Filter {
     pub operator: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// For `IN` / `NOT_IN` (string values must be lower case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+}
+
+impl Filter {
+    /// A filter with one value (`EQ`, `GTE`, ...).
+    pub fn one(property: &str, operator: &str, value: impl Into<String>) -> Filter {
+        Filter {
+            property_name: property.into(),
+            operator: operator.into(),
+            value: Some(value.into()),
+            values: None,
+        }
+    }
+
+    /// A filter with a list of values (`IN`, `NOT_IN`).
+    pub fn many(property: &str, operator: &str, values: Vec<String>) -> Filter {
+        Filter {
+            property_name: property.into(),
+            operator: operator.into(),
+            value: None,
+            values: Some(values),
+        }
+    }
+
+    /// A filter without a value (`HAS_PROPERTY`, `NOT_HAS_PROPERTY`).
+    pub fn bare(property: &str, operator: &str) -> Filter {
+        Filter {
+            property_name: property.into(),
+            operator: operator.into(),
+            value: None,
+            values: None,
+        }
+    }
 }
 
 /// Search response.
@@ -115,6 +150,8 @@ pub struct NextPage {
 
 /// The modification-time property every CRM object has.
 pub const LAST_MODIFIED: &str = "hs_lastmodifieddate";
+/// `IN` / `NOT_IN` filters take at most this many values; batch reads this many inputs.
+pub const MAX_FILTER_VALUES: usize = 100;
 /// Search pages are at most 200 results.
 pub const SEARCH_LIMIT: u32 = 200;
 
@@ -157,4 +194,36 @@ pub struct AssociationPair {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ObjectId {
     pub id: String,
+}
+
+/// `POST /crm/v4/associations/{from}/{to}/batch/read` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchRead {
+    pub inputs: Vec<ObjectId>,
+}
+
+/// `batch/read` response: each input object's associations (200, or 207 with `errors`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssociationsRead {
+    #[serde(default)]
+    pub results: Vec<AssociationsOf>,
+    #[serde(default)]
+    pub errors: Vec<StandardError>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssociationsOf {
+    pub from: ObjectId,
+    #[serde(default)]
+    pub to: Vec<AssociatedId>,
+    /// Present when the object has more associations than one answer carries.
+    #[serde(default)]
+    pub paging: Option<Paging>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssociatedId {
+    /// A number in HubSpot's answers.
+    pub to_object_id: Value,
 }

@@ -1,8 +1,10 @@
 //! HubSpot (CRM) connector: private-app token or OAuth (refreshed ahead of `expires_in`), search
 //! on `hs_lastmodifieddate` with `after` paging and window moves at the 10,000-result cap, batch
-//! upsert by `idProperty` with per-record results (200/207), associations v4, rate-limit headers.
+//! upsert by `idProperty` with per-record results (200/207), associations v4, rate-limit headers,
+//! and the companies / open direct deals the rules of engagement read (`facts`).
 
 pub mod api;
+mod facts;
 pub mod limits;
 
 use std::sync::{Arc, Mutex};
@@ -267,11 +269,11 @@ impl HubSpot {
         properties.dedup();
         let req = api::SearchRequest {
             filter_groups: vec![api::FilterGroup {
-                filters: vec![api::Filter {
-                    property_name: api::LAST_MODIFIED.into(),
-                    operator: "GTE".into(),
-                    value: Some(since_ms.to_string()),
-                }],
+                filters: vec![api::Filter::one(
+                    api::LAST_MODIFIED,
+                    "GTE",
+                    since_ms.to_string(),
+                )],
             }],
             sorts: vec![
                 serde_json::json!({"propertyName": api::LAST_MODIFIED, "direction": "ASCENDING"}),
