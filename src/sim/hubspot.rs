@@ -926,17 +926,22 @@ async fn search(
                 .filter_map(|v| v.as_str().map(str::to_owned))
                 .collect()
         });
-    let filters: Vec<(String, String, String)> = body
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    let filters: Vec<(String, String, Vec<String>)> = body
         .pointer("/filterGroups/0/filters")
         .and_then(Value::as_array)
         .map(|fs| {
             fs.iter()
                 .filter_map(|f| {
+                    // `IN` / `NOT_IN` carry `values`; the others one `value`.
+                    let values = match f.get("values").and_then(Value::as_array) {
+                        Some(vs) => vs.iter().map(text).collect(),
+                        None => vec![f.get("value").map(text)?],
+                    };
                     Some((
                         f.get("propertyName")?.as_str()?.to_owned(),
                         f.get("operator")?.as_str()?.to_owned(),
-                        f.get("value")
-                            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))?,
+                        values,
                     ))
                 })
                 .collect()
@@ -970,7 +975,8 @@ async fn search(
     Json(body).into_response()
 }
 
-fn matches(o: &Object, (prop, op, value): &(String, String, String)) -> bool {
+fn matches(o: &Object, (prop, op, values): &(String, String, Vec<String>)) -> bool {
+    let value = values.first().map_or("", String::as_str);
     if prop == "hs_lastmodifieddate" {
         let Some(v) = value.parse::<i64>().ok().or_else(|| {
             value
@@ -989,10 +995,14 @@ fn matches(o: &Object, (prop, op, value): &(String, String, String)) -> bool {
             _ => false,
         };
     }
-    let have = o.properties.get(prop);
+    let have = o.properties.get(prop).map(String::as_str);
+    // HubSpot compares string values without case.
+    let among = || have.is_some_and(|h| values.iter().any(|v| v.eq_ignore_ascii_case(h)));
     match op.as_str() {
         "EQ" => have == Some(value),
         "NEQ" => have != Some(value),
+        "IN" => among(),
+        "NOT_IN" => !among(),
         "HAS_PROPERTY" => have.is_some(),
         "NOT_HAS_PROPERTY" => have.is_none(),
         _ => false,

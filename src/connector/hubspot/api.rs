@@ -90,6 +90,9 @@ pub struct Filter {
     pub operator: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// For `IN` / `NOT_IN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
 }
 
 /// Search response.
@@ -115,6 +118,10 @@ pub struct NextPage {
 
 /// The modification-time property every CRM object has.
 pub const LAST_MODIFIED: &str = "hs_lastmodifieddate";
+/// HubSpot's own creation-time property.
+pub const CREATED: &str = "createdate";
+/// Values per `IN` filter in one match search.
+pub const IN_VALUES: usize = 100;
 /// Search pages are at most 200 results.
 pub const SEARCH_LIMIT: u32 = 200;
 
