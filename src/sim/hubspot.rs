@@ -107,6 +107,8 @@ struct Inner {
     webhooks_on: bool,
     pending_events: Vec<Value>,
     event_seq: u64,
+    /// Searches with an `IN` filter (match-rule lookups) still to answer with a 500.
+    failing_match_searches: u32,
 }
 
 impl Inner {
@@ -351,6 +353,11 @@ impl HubSpotSim {
             .filter(|((t, _), _)| t == object_type)
             .map(|((_, k), v)| (k.clone(), *v))
             .collect()
+    }
+
+    /// The next `n` searches with an `IN` filter (match-rule lookups) get a 500; polls do not.
+    pub fn fail_match_searches(&self, n: u32) {
+        self.lock().failing_match_searches = n;
     }
 
     /// The next requests get these faults, in order, instead of their answers.
@@ -947,6 +954,17 @@ async fn search(
                 .collect()
         })
         .unwrap_or_default();
+    if filters.iter().any(|(_, op, _)| op == "IN") {
+        let mut inner = sim.lock();
+        if inner.failing_match_searches > 0 {
+            inner.failing_match_searches -= 1;
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+                "injected fault",
+            );
+        }
+    }
     let inner = sim.lock();
     let mut hits: Vec<&Object> = inner
         .objects

@@ -9,6 +9,7 @@ mod connectors;
 #[allow(dead_code, unused_imports)]
 mod harness;
 mod mapping;
+mod matching;
 mod rules;
 mod sync;
 mod webhooks;

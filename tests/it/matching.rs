@@ -1,0 +1,198 @@
+//! Match rules end to end: partner organisations whose company already exists in HubSpot (same
+//! web domain) are linked to it and updated, never duplicated; ambiguous matches go to the dead
+//! letters naming every candidate; a failed lookup creates nothing and the next pass links.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use prmsync::app::Daemon;
+use prmsync::engine::system_clock;
+use serde_json::{Map, Value, json};
+
+use crate::harness::World;
+
+const FLOW: &str = "partner-organisation";
+
+fn partner(key: &str, name: &str, website: &str) -> Map<String, Value> {
+    json!({
+        "key": key, "status": "active",
+        "company": {"name": name, "website": website}, "group": {"name": "Gold"},
+    })
+    .as_object()
+    .cloned()
+    .unwrap_or_default()
+}
+
+fn company(name: &str, domain: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("name".to_owned(), name.to_owned()),
+        ("domain".to_owned(), domain.to_owned()),
+    ])
+}
+
+fn prop<'a>(o: &'a Map<String, Value>, k: &str) -> &'a str {
+    o.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The flow's link for `source_id`: its target id, read from the state file.
+fn link_target(state: &Path, source_id: &str) -> Option<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open state read-only");
+    conn.query_row(
+        "SELECT target_id FROM links WHERE flow = ?1 AND source_id = ?2",
+        [FLOW, source_id],
+        |r| r.get(0),
+    )
+    .unwrap_or(None)
+}
+
+/// Every dead letter's (record id, reason).
+fn dead_letters(state: &Path) -> Vec<(String, String)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open state read-only");
+    let mut stmt = conn
+        .prepare("SELECT record_id, reason FROM dead_letters ORDER BY id")
+        .expect("prepare");
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+/// The simulators and a daemon running only the fixture flow (tests/fixtures/mappings-match).
+async fn world() -> (World, Daemon) {
+    let w = World::seeded(0).await;
+    let mut config = w.config();
+    config.daemon.mappings_dir =
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mappings-match"));
+    let d = Daemon::start(config, system_clock())
+        .await
+        .expect("daemon starts");
+    (w, d)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_company_with_the_same_domain_is_linked_and_updated_not_duplicated() {
+    let (w, d) = world().await;
+    let acme =
+        w.hs.create("companies", company("ACME (old)", "www.Acme.example"));
+    let other = w.hs.create("companies", company("Other", "other.example"));
+    w.ps.upsert_item(
+        "partnerships",
+        partner("part_7", "Acme Partners", "https://acme.example/partners"),
+    );
+    w.ps.upsert_item(
+        "partnerships",
+        partner("part_8", "Newco", "https://newco.example"),
+    );
+    d.run_until_idle().await.expect("sync");
+
+    let companies = w.hs.objects("companies");
+    assert_eq!(companies.len(), 3, "one new company (newco), no duplicate");
+    let linked = companies
+        .iter()
+        .find(|c| prop(c, "hs_object_id") == acme)
+        .expect("acme kept");
+    assert_eq!(prop(linked, "prm_partner_key"), "part_7", "external id set");
+    assert_eq!(
+        prop(linked, "name"),
+        "Acme Partners",
+        "updated from the PRM"
+    );
+    assert_eq!(prop(linked, "prm_partner_tier"), "gold");
+    let untouched = companies
+        .iter()
+        .find(|c| prop(c, "hs_object_id") == other)
+        .expect("other kept");
+    assert_eq!(prop(untouched, "prm_partner_key"), "");
+    let writes = w.hs.writes("companies");
+    assert_eq!(writes.get("part_7").map_or(0, |c| c.0), 0, "{writes:?}");
+    assert_eq!(writes.get(&acme).map(|c| c.0), Some(0), "updated by id");
+    assert_eq!(writes.get("part_8").map(|c| c.0), Some(1), "newco created");
+    assert_eq!(
+        link_target(&w.state_path(), "part_7").as_deref(),
+        Some(acme.as_str())
+    );
+
+    // Later changes upsert by the external id the match wrote, and hit the same record.
+    w.ps.upsert_item(
+        "partnerships",
+        partner(
+            "part_7",
+            "Acme Partners Intl",
+            "https://acme.example/partners",
+        ),
+    );
+    d.run_until_idle().await.expect("second pass");
+    assert_eq!(w.hs.objects("companies").len(), 3);
+    let now = w.hs.find("companies", "prm_partner_key", "part_7").unwrap();
+    assert_eq!(prop(&now, "hs_object_id"), acme);
+    assert_eq!(prop(&now, "name"), "Acme Partners Intl");
+    assert_eq!(w.hs.writes("companies")["part_7"], (0, 1));
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_existing_matches_go_to_the_dead_letters_naming_both() {
+    let (w, d) = world().await;
+    let a = w.hs.create("companies", company("Dup A", "dup.example"));
+    let b =
+        w.hs.create("companies", company("Dup B", "WWW.Dup.example"));
+    w.ps.upsert_item(
+        "partnerships",
+        partner("part_9", "Dup Partners", "http://dup.example"),
+    );
+    d.run_until_idle().await.expect("sync");
+
+    assert_eq!(w.hs.objects("companies").len(), 2, "nothing created");
+    assert!(
+        w.hs.find("companies", "prm_partner_key", "part_9")
+            .is_none()
+    );
+    assert_eq!(w.hs.stats().created, 0);
+    let dead = dead_letters(&w.state_path());
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (record, reason) = &dead[0];
+    assert_eq!(record, "part_9");
+    assert!(
+        reason.contains(&a) && reason.contains(&b),
+        "names both: {reason}"
+    );
+    assert!(reason.contains("domain"), "{reason}");
+    assert_eq!(link_target(&w.state_path(), "part_9"), None);
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_lookup_creates_nothing_and_the_next_pass_links() {
+    let (w, d) = world().await;
+    d.run_until_idle().await.expect("initial pass");
+    let acme = w.hs.create("companies", company("Acme", "acme.example"));
+    w.ps.upsert_item(
+        "partnerships",
+        partner("part_7", "Acme Partners", "acme.example"),
+    );
+    w.hs.fail_match_searches(1);
+
+    let r = d.engine.tick().await.expect("tick");
+    assert!(r.poll_errors >= 1, "the failed lookup is reported: {r:?}");
+    assert_eq!(w.hs.stats().created, 0, "no create while the lookup fails");
+    assert_eq!(w.hs.objects("companies").len(), 1);
+    let status = d.engine.store().status(0).await.unwrap();
+    assert!(status.inbox_pending >= 1, "the change waits in the inbox");
+    assert_eq!(status.dead_letters, 0);
+
+    d.run_until_idle().await.expect("next pass");
+    assert_eq!(w.hs.stats().created, 0, "still no duplicate");
+    assert_eq!(w.hs.objects("companies").len(), 1);
+    let linked = w.hs.find("companies", "prm_partner_key", "part_7").unwrap();
+    assert_eq!(prop(&linked, "hs_object_id"), acme);
+    assert_eq!(
+        link_target(&w.state_path(), "part_7").as_deref(),
+        Some(acme.as_str())
+    );
+    assert_eq!(d.engine.store().status(0).await.unwrap().inbox_pending, 0);
+    d.shutdown().await;
+}
