@@ -467,3 +467,7 @@ pub fn reverse(m: &Mapping, rec: &Record, source_id: &str, link: Option<&Link>) 
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plan_match_tests.rs"]
+mod match_tests;

@@ -196,3 +196,169 @@ async fn a_failed_lookup_creates_nothing_and_the_next_pass_links() {
     assert_eq!(d.engine.store().status(0).await.unwrap().inbox_pending, 0);
     d.shutdown().await;
 }
+
+/// A Salesforce accounts flow pairs a partner with the Account whose Website has the
+/// same domain (stored with scheme and `www.`), writing by the Account's Id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salesforce_accounts_are_matched_by_website_domain() {
+    use prmsync::config::{CrmConfig, SalesforceAuthConfig, SalesforceConfig};
+    use prmsync::sim::SimServer;
+    use prmsync::sim::salesforce::{SalesforceAuth, SalesforceSim};
+    use secrecy::SecretString;
+
+    let w = World::seeded(0).await;
+    let sim = SalesforceSim::new(SalesforceAuth {
+        client_id: "cid".into(),
+        client_secret: "secret".into(),
+        refresh_token: "5Aep.r".into(),
+        rotate: false,
+        jwt_public_key: None,
+        username: "u@example.com".into(),
+        token_ttl_ms: 3_600_000,
+    });
+    let server = SimServer::start(sim.router()).await.expect("start sim");
+    let mut config = w.config();
+    config.daemon.mappings_dir = Some(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mappings-match-salesforce"),
+    );
+    config.crm = CrmConfig::Salesforce(SalesforceConfig {
+        login_url: server.url(""),
+        auth: SalesforceAuthConfig::RefreshToken {
+            client_id: "cid".into(),
+            client_secret: Some(SecretString::from("secret")),
+            refresh_token: SecretString::from("5Aep.r"),
+        },
+    });
+    let site = json!({"Name": "ACME (old)", "Website": "https://www.acme.example"});
+    let acme = sim.insert("Account", site.as_object().cloned().unwrap_or_default());
+    w.ps.upsert_item(
+        "partnerships",
+        partner("part_7", "Acme Partners", "acme.example"),
+    );
+    let d = Daemon::start(config, system_clock())
+        .await
+        .expect("daemon starts");
+    d.run_until_idle().await.expect("sync");
+    let accounts = sim.records("Account");
+    assert_eq!(accounts.len(), 1, "no duplicate: {accounts:?}");
+    assert_eq!(prop(&accounts[0], "Id"), acme);
+    assert_eq!(prop(&accounts[0], "PRM_Partner_Key__c"), "part_7");
+    assert_eq!(prop(&accounts[0], "Name"), "Acme Partners");
+    // The next change upserts by the external id the match wrote.
+    w.ps.upsert_item(
+        "partnerships",
+        partner("part_7", "Acme Partners Intl", "acme.example"),
+    );
+    d.run_until_idle().await.expect("second pass");
+    let accounts = sim.records("Account");
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    assert_eq!(prop(&accounts[0], "Name"), "Acme Partners Intl");
+    assert!(dead_letters(&w.state_path()).is_empty());
+    d.shutdown().await;
+}
+
+/// The typed lookup against each CRM simulator: chunked, case-insensitive, bounded.
+mod lookup {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use prmsync::connector::hubspot::HubSpot;
+    use prmsync::connector::salesforce::{Grant, Salesforce};
+    use prmsync::connector::{Connector, http_client};
+    use prmsync::sim::SimServer;
+    use prmsync::sim::hubspot::HubSpotSim;
+    use prmsync::sim::salesforce::{SalesforceAuth, SalesforceSim};
+    use secrecy::SecretString;
+    use serde_json::json;
+
+    fn ids(found: &[prmsync::connector::MatchCandidate]) -> Vec<&str> {
+        found.iter().map(|c| c.id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn hubspot_finds_matches_in_chunks_ignoring_case() {
+        let sim = HubSpotSim::new("pat-sim");
+        sim.set_search_rate(None);
+        let server = SimServer::start(sim.router()).await.expect("start sim");
+        let conn = Connector::HubSpot(HubSpot::new(
+            http_client(Duration::from_secs(5)),
+            server.url(""),
+            SecretString::from("pat-sim"),
+        ));
+        let domain = |d: &str| BTreeMap::from([("domain".to_owned(), d.to_owned())]);
+        let a = sim.create("companies", domain("Acme.example"));
+        let b = sim.create("companies", domain("acme.example"));
+        let c = sim.create("companies", domain("v149.example"));
+        sim.create("companies", domain("unrelated.example"));
+        let mut values: Vec<String> = (0..150).map(|i| format!("v{i}.example")).collect();
+        values.push("acme.example".into());
+        let before = sim.stats().searches;
+        let found = conn
+            .find_matches("companies", "domain", &values)
+            .await
+            .expect("lookup");
+        assert_eq!(sim.stats().searches - before, 2, "100 values per search");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(ids(&found["acme.example"]), [a.as_str(), b.as_str()]);
+        assert_eq!(ids(&found["v149.example"]), [c.as_str()]);
+        assert!(found["acme.example"].iter().all(|m| m.created_ms > 0));
+        let none = conn
+            .find_matches("companies", "domain", &[])
+            .await
+            .expect("no values");
+        assert!(none.is_empty());
+        assert_eq!(sim.stats().searches - before, 2, "no values, no call");
+    }
+
+    #[tokio::test]
+    async fn salesforce_finds_matches_with_escaped_values() {
+        let sim = SalesforceSim::new(SalesforceAuth {
+            client_id: "cid".into(),
+            client_secret: "secret".into(),
+            refresh_token: "5Aep.r".into(),
+            rotate: false,
+            jwt_public_key: None,
+            username: "u@example.com".into(),
+            token_ttl_ms: 3_600_000,
+        });
+        let server = SimServer::start(sim.router()).await.expect("start sim");
+        let conn = Connector::Salesforce(Salesforce::new(
+            http_client(Duration::from_secs(5)),
+            &server.url(""),
+            Grant::RefreshToken {
+                client_id: "cid".into(),
+                client_secret: Some(SecretString::from("secret")),
+                refresh_token: SecretString::from("5Aep.r"),
+            },
+            None,
+        ));
+        let account = |site: &str| {
+            json!({"Name": "A", "Website": site})
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+        };
+        let a = sim.insert("Account", account("obrien.example"));
+        let b = sim.insert("Account", account("OBRIEN.example"));
+        let q = sim.insert("Account", account("o'brien\\co.example"));
+        sim.insert("Account", account("other.example"));
+        let values = vec![
+            "obrien.example".to_owned(),
+            "o'brien\\co.example".to_owned(),
+            "x') OR (Name = 'A".to_owned(),
+        ];
+        let found = conn
+            .find_matches("Account", "Website", &values)
+            .await
+            .expect("lookup");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(ids(&found["obrien.example"]), [a.as_str(), b.as_str()]);
+        assert_eq!(ids(&found["o'brien\\co.example"]), [q.as_str()]);
+        assert!(
+            conn.find_matches("Account", "Website) OR (Name", &values)
+                .await
+                .is_err(),
+            "field names are checked"
+        );
+    }
+}
