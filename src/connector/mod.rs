@@ -190,20 +190,22 @@ impl Connector {
     }
 
     /// Existing records of `object` whose `field` equals one of `values` (case-insensitive), for
-    /// match rules. Bounded: values are sent in chunks and at most a few pages are read per chunk.
-    /// PRM connectors (PartnerStack, REST) are never match targets and return an empty map.
+    /// match rules, with `field` and `also` read. Bounded: values are sent in chunks and at most a
+    /// few pages are read per chunk. PRM connectors (PartnerStack, REST) are never match targets
+    /// and return an empty map.
     pub async fn find_matches(
         &self,
         object: &str,
         field: &str,
         values: &[String],
+        also: &[String],
     ) -> Result<MatchMap, ConnectorError> {
         if values.is_empty() {
             return Ok(MatchMap::new());
         }
         match self {
-            Connector::HubSpot(c) => c.find_matches(object, field, values).await,
-            Connector::Salesforce(c) => c.find_matches(object, field, values).await,
+            Connector::HubSpot(c) => c.find_matches(object, field, values, also).await,
+            Connector::Salesforce(c) => c.find_matches(object, field, values, also).await,
             Connector::PartnerStack(_) | Connector::Rest(_) => Ok(MatchMap::new()),
         }
     }

@@ -14,6 +14,8 @@ use super::plan::Found;
 #[derive(Debug, Default)]
 pub struct Prefetched {
     per_rule: Vec<BTreeMap<String, Vec<MatchCandidate>>>,
+    /// Target ids this batch has linked a record to already.
+    claimed: BTreeSet<String>,
 }
 
 /// The rule that decides for a record: the first with a non-blank key, and that key.
@@ -68,8 +70,9 @@ pub async fn prefetch<'r>(
                 .iter()
                 .flat_map(|k| search_values(rule.normalise, k))
                 .collect();
+            let also = [m.external_id.clone()];
             let hits = conn
-                .find_matches(&m.target.object, &rule.target, &values)
+                .find_matches(&m.target.object, &rule.target, &values, &also)
                 .await?;
             for c in hits.into_values().flatten() {
                 // The CRM's comparison is looser than ours: keep what normalises to the key.
@@ -87,7 +90,10 @@ pub async fn prefetch<'r>(
         }
         per_rule.push(found);
     }
-    Ok(Prefetched { per_rule })
+    Ok(Prefetched {
+        per_rule,
+        claimed: BTreeSet::new(),
+    })
 }
 
 impl Prefetched {
@@ -100,6 +106,18 @@ impl Prefetched {
             field: &rules.rules[i].target,
             key,
             candidates,
+            claimed: &self.claimed,
         })
+    }
+
+    /// Remembers the existing record a decision linked to, so no later record of the batch is
+    /// linked to it too.
+    pub fn note(&mut self, d: &super::plan::Decision) {
+        if let Some(w) = &d.write
+            && w.id_property.is_none()
+            && let Some(id) = &w.target_id
+        {
+            self.claimed.insert(id.clone());
+        }
     }
 }

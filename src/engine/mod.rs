@@ -314,7 +314,7 @@ impl Engine {
                 .iter()
                 .map(|i| &i.change.record)
                 .filter(|r| m.accepts(&r.fields) && plan::would_create(links.get(&r.id)));
-            let prefetched = matching::prefetch(self.connector(m.target.system), m, unlinked)
+            let mut prefetched = matching::prefetch(self.connector(m.target.system), m, unlinked)
                 .await
                 .map_err(|error| EngineError::Connector {
                     system: m.target.system,
@@ -326,6 +326,7 @@ impl Engine {
                 let rec = &item.change.record;
                 let found = prefetched.found(m, rec);
                 let d = plan::forward_matched(m, rec, links.get(&rec.id), &lookups, found);
+                prefetched.note(&d);
                 if let Some(o) = &d.observation {
                     links.entry(o.source_id.clone()).or_default().source_state = o.state.clone();
                 }

@@ -1,6 +1,8 @@
 //! The planner: given a change, its mapping and the stored link, decide what to write. Pure: no
 //! I/O, no clock, no randomness, so every decision is a one-line table test.
 
+use std::collections::BTreeSet;
+
 use serde_json::{Map, Value};
 
 use crate::connector::MatchCandidate;
@@ -88,6 +90,8 @@ pub struct Found<'a> {
     pub field: &'a str,
     pub key: &'a str,
     pub candidates: &'a [MatchCandidate],
+    /// Candidates other records of the same batch were just linked to.
+    pub claimed: &'a BTreeSet<String>,
 }
 
 /// [`forward_with`] for a record the engine searched the target for (its flow has match rules
@@ -116,7 +120,20 @@ pub fn forward_matched(
     };
     let target = &m.target.object;
     let (field, key) = (found.field, found.key);
-    let chosen = match (found.candidates, rules.on_none, rules.on_many) {
+    // A candidate paired with another source record (its external id says so, or this batch
+    // just linked it) is not free to match.
+    let free: Vec<&MatchCandidate> = found
+        .candidates
+        .iter()
+        .filter(|c| !found.claimed.contains(&c.id))
+        .filter(|c| {
+            c.fields
+                .get(&m.external_id)
+                .and_then(Value::as_str)
+                .is_none_or(|s| s.is_empty() || s == rec.id)
+        })
+        .collect();
+    let chosen = match (free.as_slice(), rules.on_none, rules.on_many) {
         ([], OnNone::Create, _) => return forward_with(m, rec, link, lookups),
         ([], OnNone::Skip, _) => {
             return skip(
@@ -124,10 +141,11 @@ pub fn forward_matched(
                 format!("no existing {target} has {field} = {key:?} (on_none = skip)"),
             );
         }
-        ([one], _, _) => one,
+        ([one], _, _) => *one,
         (many, _, OnMany::Oldest) => many
             .iter()
             .min_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)))
+            .copied()
             .expect("several candidates"),
         (many, _, on_many) => {
             let ids = many
@@ -136,8 +154,9 @@ pub fn forward_matched(
                 .collect::<Vec<_>>()
                 .join(", ");
             let reason = format!(
-                "{} existing {target} records have {field} = {key:?}: {ids}; merge them or set {} on the right one",
+                "{} {target} records in {} have {field} = {key:?}: {ids}; merge them or set {} on the right one",
                 many.len(),
+                m.target.system,
                 m.external_id
             );
             if on_many == OnMany::Skip {

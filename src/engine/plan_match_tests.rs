@@ -104,6 +104,7 @@ fn check(on_none: &str, on_many: &str, candidates: &[MatchCandidate], want: Outc
         field: "domain",
         key: "acme.example",
         candidates,
+        claimed: &BTreeSet::new(),
     };
     let d = forward_matched(&m, &partner(), None, &Lookups::NONE, Some(found));
     assert_eq!(outcome(&d), want, "on_none={on_none} on_many={on_many}");
@@ -167,6 +168,7 @@ fn no_search_or_an_existing_link_plans_as_before() {
         field: "domain",
         key: "acme.example",
         candidates: &cands,
+        claimed: &BTreeSet::new(),
     };
     let d = forward_matched(&m, &partner(), Some(&linked), &Lookups::NONE, Some(found));
     let w = d.write.expect("an update");
@@ -179,5 +181,47 @@ fn no_search_or_an_existing_link_plans_as_before() {
     assert_eq!(
         forward(&m, &partner(), None).write.map(|w| w.target_id),
         Some(None)
+    );
+}
+
+#[test]
+fn paired_or_claimed_candidates_do_not_match() {
+    let m = mapping("skip", "fail");
+    let mut paired = candidate("101", 1);
+    paired
+        .fields
+        .insert("prm_partner_key".into(), json!("part_1"));
+    let mut mine = candidate("102", 2);
+    mine.fields
+        .insert("prm_partner_key".into(), json!("part_7"));
+    let decide = |cands: &[MatchCandidate], claimed: &BTreeSet<String>| {
+        let found = Found {
+            field: "domain",
+            key: "acme.example",
+            candidates: cands,
+            claimed,
+        };
+        outcome(&forward_matched(
+            &m,
+            &partner(),
+            None,
+            &Lookups::NONE,
+            Some(found),
+        ))
+    };
+    let none = BTreeSet::new();
+    assert_eq!(
+        decide(std::slice::from_ref(&paired), &none),
+        Outcome::Skip(action::NO_MATCH)
+    );
+    assert_eq!(
+        decide(&[paired.clone(), mine], &none),
+        Outcome::Link("102"),
+        "its own id matches"
+    );
+    let claimed = BTreeSet::from(["102".to_owned()]);
+    assert_eq!(
+        decide(&[candidate("101", 1), candidate("102", 2)], &claimed),
+        Outcome::Link("101")
     );
 }

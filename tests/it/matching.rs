@@ -135,6 +135,46 @@ async fn an_existing_company_with_the_same_domain_is_linked_and_updated_not_dupl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_company_is_linked_to_one_partner_only() {
+    let (w, d) = world().await;
+    // Already paired with a partner prmsync does not know yet: not a match for anyone else.
+    let mut taken = company("Taken", "taken.example");
+    taken.insert("prm_partner_key".into(), "part_1".into());
+    let taken = w.hs.create("companies", taken);
+    let shared =
+        w.hs.create("companies", company("Shared", "shared.example"));
+    w.ps.upsert_item(
+        "partnerships",
+        partner("part_2", "Taken Too", "taken.example"),
+    );
+    // Two partners with one domain in one batch: the first links, the second is created.
+    w.ps.upsert_item(
+        "partnerships",
+        partner("part_3", "Shared A", "shared.example"),
+    );
+    w.ps.upsert_item(
+        "partnerships",
+        partner("part_4", "Shared B", "shared.example"),
+    );
+    d.run_until_idle().await.expect("sync");
+
+    let state = w.state_path();
+    let t2 = link_target(&state, "part_2").expect("part_2 linked");
+    assert_ne!(t2, taken, "a paired company is not taken over");
+    let (t3, t4) = (link_target(&state, "part_3"), link_target(&state, "part_4"));
+    assert_eq!(t3.as_deref(), Some(shared.as_str()));
+    assert!(t4.is_some() && t4 != t3, "{t3:?} {t4:?}");
+    let owner = w.hs.find("companies", "hs_object_id", &taken).unwrap();
+    assert_eq!(prop(&owner, "prm_partner_key"), "part_1");
+    assert_eq!(
+        w.hs.objects("companies").len(),
+        4,
+        "two created, none duplicated"
+    );
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_existing_matches_go_to_the_dead_letters_naming_both() {
     let (w, d) = world().await;
     let a = w.hs.create("companies", company("Dup A", "dup.example"));
@@ -294,7 +334,7 @@ mod lookup {
         values.push("acme.example".into());
         let before = sim.stats().searches;
         let found = conn
-            .find_matches("companies", "domain", &values)
+            .find_matches("companies", "domain", &values, &[])
             .await
             .expect("lookup");
         assert_eq!(sim.stats().searches - before, 2, "100 values per search");
@@ -303,7 +343,7 @@ mod lookup {
         assert_eq!(ids(&found["v149.example"]), [c.as_str()]);
         assert!(found["acme.example"].iter().all(|m| m.created_ms > 0));
         let none = conn
-            .find_matches("companies", "domain", &[])
+            .find_matches("companies", "domain", &[], &[])
             .await
             .expect("no values");
         assert!(none.is_empty());
@@ -348,14 +388,19 @@ mod lookup {
             "x') OR (Name = 'A".to_owned(),
         ];
         let found = conn
-            .find_matches("Account", "Website", &values)
+            .find_matches("Account", "Website", &values, &["Name".into()])
             .await
             .expect("lookup");
         assert_eq!(found.len(), 2, "{found:?}");
         assert_eq!(ids(&found["obrien.example"]), [a.as_str(), b.as_str()]);
         assert_eq!(ids(&found["o'brien\\co.example"]), [q.as_str()]);
+        assert_eq!(
+            found["obrien.example"][0].fields["Name"],
+            json!("A"),
+            "also read"
+        );
         assert!(
-            conn.find_matches("Account", "Website) OR (Name", &values)
+            conn.find_matches("Account", "Website) OR (Name", &values, &[])
                 .await
                 .is_err(),
             "field names are checked"

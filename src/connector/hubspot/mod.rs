@@ -314,7 +314,10 @@ impl HubSpot {
         object: &str,
         field: &str,
         values: &[String],
+        also: &[String],
     ) -> Result<MatchMap, ConnectorError> {
+        let mut properties = vec![field.to_owned(), api::CREATED.to_owned()];
+        properties.extend(also.iter().cloned());
         let mut found = Vec::new();
         for chunk in values.chunks(api::IN_VALUES) {
             let mut after: Option<String> = None;
@@ -331,7 +334,7 @@ impl HubSpot {
                     sorts: vec![
                         serde_json::json!({"propertyName": api::CREATED, "direction": "ASCENDING"}),
                     ],
-                    properties: vec![field.to_owned(), api::CREATED.to_owned()],
+                    properties: properties.clone(),
                     limit: Some(api::SEARCH_LIMIT),
                     after: after.take(),
                 };

@@ -204,10 +204,11 @@ impl Salesforce {
         object: &str,
         field: &str,
         values: &[String],
+        also: &[String],
     ) -> Result<MatchMap, ConnectorError> {
         let mut found = Vec::new();
         for chunk in values.chunks(MATCH_VALUES) {
-            let q = match_soql(object, field, chunk)?;
+            let q = match_soql(object, field, also, chunk)?;
             let (_, mut body) = self
                 .call(|http, base| {
                     http.get(data_url(base, "query"))
@@ -406,18 +407,30 @@ pub fn soql(object: &str, since_ms: i64, fields: &[String]) -> Result<String, Co
     ))
 }
 
-/// `SELECT Id, CreatedDate, field FROM object WHERE field IN ('v', …) ORDER BY CreatedDate, Id`,
-/// with each value escaped as a SOQL string literal.
-pub fn match_soql(object: &str, field: &str, values: &[String]) -> Result<String, ConnectorError> {
+/// `SELECT Id, CreatedDate, field, also… FROM object WHERE field IN ('v', …) ORDER BY CreatedDate,
+/// Id`, with each value escaped as a SOQL string literal.
+pub fn match_soql(
+    object: &str,
+    field: &str,
+    also: &[String],
+    values: &[String],
+) -> Result<String, ConnectorError> {
     check_name(object)?;
-    check_name(field)?;
+    let mut cols = vec!["Id".to_owned(), "CreatedDate".to_owned()];
+    for f in std::iter::once(field).chain(also.iter().map(String::as_str)) {
+        check_name(f)?;
+        if !cols.iter().any(|c| c.eq_ignore_ascii_case(f)) {
+            cols.push(f.to_owned());
+        }
+    }
     let list = values
         .iter()
         .map(|v| soql_string(v))
         .collect::<Vec<_>>()
         .join(", ");
     Ok(format!(
-        "SELECT Id, CreatedDate, {field} FROM {object} WHERE {field} IN ({list}) ORDER BY CreatedDate ASC, Id ASC"
+        "SELECT {} FROM {object} WHERE {field} IN ({list}) ORDER BY CreatedDate ASC, Id ASC",
+        cols.join(", ")
     ))
 }
 
@@ -608,14 +621,16 @@ mod tests {
         let q = match_soql(
             "Account",
             "Website",
+            &["PRM_Partner_Key__c".into()],
             &["acme.example".into(), "o'brien\\".into()],
         )
         .unwrap();
         assert_eq!(
             q,
-            "SELECT Id, CreatedDate, Website FROM Account WHERE Website IN ('acme.example', 'o\\'brien\\\\') ORDER BY CreatedDate ASC, Id ASC"
+            "SELECT Id, CreatedDate, Website, PRM_Partner_Key__c FROM Account WHERE Website IN ('acme.example', 'o\\'brien\\\\') ORDER BY CreatedDate ASC, Id ASC"
         );
-        assert!(match_soql("Account", "Website) OR (Name", &[]).is_err());
+        assert!(match_soql("Account", "Website) OR (Name", &[], &[]).is_err());
+        assert!(match_soql("Account", "Website", &["Name--".into()], &[]).is_err());
     }
 
     #[test]
