@@ -8,6 +8,7 @@ use crate::connector::{Connector, ConnectorError, MatchCandidate};
 use crate::mapping::{Mapping, MatchRules, Normalise};
 use crate::model::Record;
 
+use super::RetryPolicy;
 use super::plan::Found;
 
 /// Candidates per rule: normalised key -> the target records whose field normalises to it.
@@ -46,9 +47,11 @@ fn search_values(normalise: Normalise, key: &str) -> Vec<String> {
 }
 
 /// Searches `target` for matches of `records` (the batch's records that would be created):
-/// one lookup per rule, for the keys that rule decides. No rules or no keys: no calls.
+/// one lookup per rule, for the keys that rule decides (retried briefly under `retry`). No rules
+/// or no keys: no calls.
 pub async fn prefetch<'r>(
     target: Option<&Connector>,
+    retry: &RetryPolicy,
     m: &Mapping,
     records: impl IntoIterator<Item = &'r Record>,
 ) -> Result<Prefetched, ConnectorError> {
@@ -71,8 +74,9 @@ pub async fn prefetch<'r>(
                 .flat_map(|k| search_values(rule.normalise, k))
                 .collect();
             let also = [m.external_id.clone()];
-            let hits = conn
-                .find_matches(&m.target.object, &rule.target, &values, &also)
+            // Quick retries like a poll's reads; what still fails is the caller's to defer.
+            let hits = retry
+                .run(|| conn.find_matches(&m.target.object, &rule.target, &values, &also))
                 .await?;
             for c in hits.into_values().flatten() {
                 // The CRM's comparison is looser than ours: keep what normalises to the key.

@@ -314,12 +314,17 @@ impl Engine {
                 .iter()
                 .map(|i| &i.change.record)
                 .filter(|r| m.accepts(&r.fields) && plan::would_create(links.get(&r.id)));
-            let mut prefetched = matching::prefetch(self.connector(m.target.system), m, unlinked)
-                .await
-                .map_err(|error| EngineError::Connector {
-                    system: m.target.system,
-                    error,
-                })?;
+            let mut prefetched = matching::prefetch(
+                self.connector(m.target.system),
+                &self.settings.retry,
+                m,
+                unlinked,
+            )
+            .await
+            .map_err(|error| EngineError::Connector {
+                system: m.target.system,
+                error,
+            })?;
             // Within a batch, later decisions see earlier ones' link observations.
             let mut links = links;
             for item in forward {

@@ -214,7 +214,8 @@ async fn a_failed_lookup_creates_nothing_and_the_next_pass_links() {
         "partnerships",
         partner("part_7", "Acme Partners", "acme.example"),
     );
-    w.hs.fail_match_searches(1);
+    // More failures than the engine's quick retries (3 attempts): the pass gives up on the batch.
+    w.hs.fail_match_searches(3);
 
     let r = d.engine.tick().await.expect("tick");
     assert!(r.poll_errors >= 1, "the failed lookup is reported: {r:?}");
@@ -223,6 +224,10 @@ async fn a_failed_lookup_creates_nothing_and_the_next_pass_links() {
     let status = d.engine.store().status(0).await.unwrap();
     assert!(status.inbox_pending >= 1, "the change waits in the inbox");
     assert_eq!(status.dead_letters, 0);
+    assert!(
+        w.hs.find("companies", "prm_partner_key", "part_7")
+            .is_none()
+    );
 
     d.run_until_idle().await.expect("next pass");
     assert_eq!(w.hs.stats().created, 0, "still no duplicate");
