@@ -242,6 +242,43 @@ async fn a_failed_lookup_creates_nothing_and_the_next_pass_links() {
     d.shutdown().await;
 }
 
+/// `prmsync plan` makes the same read-only search and counts links, skips and ambiguities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dry_run_counts_what_match_rules_would_do() {
+    let w = World::seeded(0).await;
+    let acme = w.hs.create("companies", company("Acme", "acme.example"));
+    w.hs.create("companies", company("Dup A", "dup.example"));
+    w.hs.create("companies", company("Dup B", "dup.example"));
+    w.ps.upsert_item("partnerships", partner("part_1", "Acme", "acme.example"));
+    w.ps.upsert_item("partnerships", partner("part_2", "Dup", "dup.example"));
+    w.ps.upsert_item("partnerships", partner("part_3", "New", "new.example"));
+    let mut config = w.config();
+    config.daemon.mappings_dir =
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mappings-match"));
+    let before = w.hs.stats();
+    let plans = prmsync::app::plan(&config, None).await.expect("dry run");
+    assert_eq!(plans.len(), 1);
+    let p = &plans[0];
+    assert_eq!(
+        (p.read, p.would_link, p.would_fail_match, p.would_create),
+        (3, 1, 1, 1),
+        "{p:?}"
+    );
+    let linked = p
+        .samples
+        .iter()
+        .find(|s| s.outcome == "would_link")
+        .unwrap();
+    assert!(linked.detail.contains(&acme), "{linked:?}");
+    let after = w.hs.stats();
+    assert_eq!(
+        (after.batch_upserts, after.created),
+        (before.batch_upserts, 0),
+        "nothing written"
+    );
+    assert!(!w.state_path().exists(), "no state file made");
+}
+
 /// A Salesforce accounts flow pairs a partner with the Account whose Website has the
 /// same domain (stored with scheme and `www.`), writing by the Account's Id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
