@@ -7,6 +7,7 @@ pub mod rest;
 pub mod salesforce;
 pub mod tokens;
 
+use std::collections::HashMap;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -125,6 +126,39 @@ pub struct CrmFactsRead {
     pub open_direct_deals: Vec<CrmDirectDeal>,
 }
 
+/// An existing record that a match-rule lookup found (see [`Connector::find_matches`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchCandidate {
+    pub id: String,
+    /// When the system created it (epoch ms), so `on_many = "oldest"` can choose.
+    pub created_ms: i64,
+    pub fields: Map<String, Value>,
+}
+
+/// Candidates per looked-up value (compared case-insensitively, as the CRMs' searches do).
+pub type MatchMap = HashMap<String, Vec<MatchCandidate>>;
+
+/// Groups found records under the looked-up value their `field` equals, ignoring case.
+pub(crate) fn group_matches(
+    field: &str,
+    values: &[String],
+    found: impl IntoIterator<Item = MatchCandidate>,
+) -> MatchMap {
+    let mut out = MatchMap::new();
+    for c in found {
+        let Some(have) = c.fields.get(field).and_then(Value::as_str) else {
+            continue;
+        };
+        if let Some(v) = values.iter().find(|v| v.eq_ignore_ascii_case(have.trim())) {
+            let list = out.entry(v.clone()).or_default();
+            if !list.iter().any(|x| x.id == c.id) {
+                list.push(c);
+            }
+        }
+    }
+    out
+}
+
 /// The connectors prmsync has. Adding a system adds a variant and a folder.
 #[derive(Debug, Clone)]
 pub enum Connector {
@@ -203,6 +237,27 @@ impl Connector {
         match self {
             Connector::HubSpot(c) => Some(c.crm_facts(query).await),
             Connector::PartnerStack(_) | Connector::Salesforce(_) | Connector::Rest(_) => None,
+        }
+    }
+
+    /// Existing records of `object` whose `field` equals one of `values` (case-insensitive), for
+    /// match rules, with `field` and `also` read. Bounded: values are sent in chunks and at most a
+    /// few pages are read per chunk. PRM connectors (PartnerStack, REST) are never match targets
+    /// and return an empty map.
+    pub async fn find_matches(
+        &self,
+        object: &str,
+        field: &str,
+        values: &[String],
+        also: &[String],
+    ) -> Result<MatchMap, ConnectorError> {
+        if values.is_empty() {
+            return Ok(MatchMap::new());
+        }
+        match self {
+            Connector::HubSpot(c) => c.find_matches(object, field, values, also).await,
+            Connector::Salesforce(c) => c.find_matches(object, field, values, also).await,
+            Connector::PartnerStack(_) | Connector::Rest(_) => Ok(MatchMap::new()),
         }
     }
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::matching::{self, Prefetched};
 use super::plan::{self, action};
 use super::{EngineError, MAX_PAGES_PER_POLL, RetryPolicy};
 use crate::connector::Connector;
@@ -26,6 +27,13 @@ pub struct FlowPlan {
     pub skip_unchanged: usize,
     pub skip_filtered: usize,
     pub would_fail_mapping: usize,
+    /// Match rules: records that would be linked to an existing target record instead of created.
+    pub would_link: usize,
+    /// Match rules: records left alone (no match with `on_none = "skip"`, or several with
+    /// `on_many = "skip"`).
+    pub skip_match: usize,
+    /// Match rules: records that would go to the dead letters (several matches, `on_many = "fail"`).
+    pub would_fail_match: usize,
     /// Up to a few record ids per outcome, with the fields or the reason.
     pub samples: Vec<Sample>,
 }
@@ -98,7 +106,21 @@ pub async fn plan_flows(
                 }
             }
         }
-        out.push(plan_records(m, &records, &known, &lookups));
+        // Match rules: the same read-only search the engine makes before a create.
+        let unlinked = records
+            .iter()
+            .filter(|r| m.accepts(&r.fields) && plan::would_create(known.get(&r.id)));
+        let target = connectors
+            .iter()
+            .find(|c| c.kind() == m.target.system)
+            .copied();
+        let found = matching::prefetch(target, retry, m, unlinked)
+            .await
+            .map_err(|error| EngineError::Connector {
+                system: m.target.system,
+                error,
+            })?;
+        out.push(plan_records(m, &records, &known, &lookups, found));
     }
     Ok(out)
 }
@@ -109,6 +131,7 @@ pub fn plan_records(
     records: &[Record],
     links: &BTreeMap<String, Link>,
     lookups: &Lookups,
+    mut found: Prefetched,
 ) -> FlowPlan {
     let mut p = FlowPlan {
         flow: m.name.clone(),
@@ -119,9 +142,34 @@ pub fn plan_records(
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     for rec in records {
         let link = links.get(&rec.id);
-        let d = plan::forward_with(m, rec, link, lookups);
+        let d = plan::forward_matched(m, rec, link, lookups, found.found(m, rec));
+        found.note(&d);
         let ledger = d.ledger.as_ref();
         let (outcome, detail) = match (ledger.map(|l| l.action), &d.write) {
+            (_, Some(w)) if w.id_property.is_none() && w.target_id.is_some() => {
+                p.would_link += 1;
+                (
+                    "would_link",
+                    ledger.and_then(|l| l.detail.clone()).unwrap_or_default(),
+                )
+            }
+            (Some(action::NO_MATCH | action::AMBIGUOUS_SKIPPED), None) => {
+                p.skip_match += 1;
+                (
+                    "skip_match",
+                    ledger.and_then(|l| l.detail.clone()).unwrap_or_default(),
+                )
+            }
+            (Some(action::AMBIGUOUS), None) => {
+                p.would_fail_match += 1;
+                (
+                    "would_fail_match",
+                    d.dead_letter
+                        .as_ref()
+                        .map(|dl| dl.reason.clone())
+                        .unwrap_or_default(),
+                )
+            }
             (_, Some(w))
                 if w.target_id.is_none() && link.is_none_or(|l| l.target_state.is_empty()) =>
             {
@@ -180,6 +228,12 @@ pub fn render(plans: &[FlowPlan]) -> String {
             p.skip_filtered,
             p.would_fail_mapping
         ));
+        if p.would_link + p.skip_match + p.would_fail_match > 0 {
+            s.push_str(&format!(
+                "  match rules: {} would link to existing records, {} left alone, {} would fail (several matches)\n",
+                p.would_link, p.skip_match, p.would_fail_match
+            ));
+        }
         for x in &p.samples {
             s.push_str(&format!(
                 "  {:<18} {}  {}\n",

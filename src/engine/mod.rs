@@ -2,6 +2,7 @@
 //! each step once; the daemon loop in `app` calls it on a timer and when webhooks arrive.
 
 pub mod dryrun;
+mod matching;
 pub mod plan;
 pub mod registrations;
 mod retry;
@@ -173,7 +174,16 @@ impl Engine {
             }
         }
         loop {
-            let (processed, queued) = self.process_inbox(&mappings).await?;
+            let (processed, queued) = match self.process_inbox(&mappings).await {
+                Ok(done) => done,
+                // Match rules: a failed search leaves the batch in the inbox for the next tick.
+                Err(EngineError::Connector { system, error }) => {
+                    tracing::warn!(%system, error = %error, "match search failed; batch stays in the inbox");
+                    report.poll_errors += 1;
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             report.processed += processed;
             report.queued += queued;
             if processed < self.settings.batch_size {
@@ -305,15 +315,29 @@ impl Engine {
                     }
                 }
             }
+            // Match rules: search the target for records the would-be creates already have.
+            let unlinked = forward
+                .iter()
+                .map(|i| &i.change.record)
+                .filter(|r| m.accepts(&r.fields) && plan::would_create(links.get(&r.id)));
+            let mut prefetched = matching::prefetch(
+                self.connector(m.target.system),
+                &self.settings.retry,
+                m,
+                unlinked,
+            )
+            .await
+            .map_err(|error| EngineError::Connector {
+                system: m.target.system,
+                error,
+            })?;
             // Within a batch, later decisions see earlier ones' link observations.
             let mut links = links;
             for item in forward {
-                let d = plan::forward_with(
-                    m,
-                    &item.change.record,
-                    links.get(&item.change.record.id),
-                    &lookups,
-                );
+                let rec = &item.change.record;
+                let found = prefetched.found(m, rec);
+                let d = plan::forward_matched(m, rec, links.get(&rec.id), &lookups, found);
+                prefetched.note(&d);
                 if let Some(o) = &d.observation {
                     links.entry(o.source_id.clone()).or_default().source_state = o.state.clone();
                 }

@@ -1,9 +1,12 @@
 //! The planner: given a change, its mapping and the stored link, decide what to write. Pure: no
 //! I/O, no clock, no randomness, so every decision is a one-line table test.
 
+use std::collections::BTreeSet;
+
 use serde_json::{Map, Value};
 
-use crate::mapping::{DeletePolicy, Lookups, Mapping, Op};
+use crate::connector::MatchCandidate;
+use crate::mapping::{DeletePolicy, Lookups, Mapping, OnMany, OnNone, Op};
 use crate::model::{Direction, Record, content_hash};
 use crate::store::{DeadLetter, LedgerEntry, Link, LinkObservation, PlannedWrite};
 
@@ -25,6 +28,9 @@ pub mod action {
     pub const FILTERED: &str = "skip_filtered";
     pub const DELETE_IGNORED: &str = "skip_delete";
     pub const DELETE_FAILED: &str = "delete_failed";
+    pub const NO_MATCH: &str = "skip_no_match";
+    pub const AMBIGUOUS_SKIPPED: &str = "skip_ambiguous_match";
+    pub const AMBIGUOUS: &str = "match_ambiguous";
 }
 
 /// The entries of `desired` that differ from `known`.
@@ -68,6 +74,129 @@ pub fn forward(m: &Mapping, rec: &Record, link: Option<&Link>) -> Decision {
 
 /// [`forward`] with the other flows' links that the mapping's `lookup` transforms read.
 pub fn forward_with(m: &Mapping, rec: &Record, link: Option<&Link>, lookups: &Lookups) -> Decision {
+    forward_core(m, rec, link, lookups, None)
+}
+
+/// Whether a forward change over this link would create the target record (no target id yet,
+/// and no create already planned).
+pub fn would_create(link: Option<&Link>) -> bool {
+    link.is_none_or(|l| l.target_id.is_none() && l.target_state.is_empty())
+}
+
+/// What a match-rule lookup found for one source record that has no target yet.
+#[derive(Debug, Clone, Copy)]
+pub struct Found<'a> {
+    /// The target field the deciding rule compared, and the normalised key it looked for.
+    pub field: &'a str,
+    pub key: &'a str,
+    pub candidates: &'a [MatchCandidate],
+    /// Candidates other records of the same batch were just linked to.
+    pub claimed: &'a BTreeSet<String>,
+}
+
+/// [`forward_with`] for a record the engine searched the target for (its flow has match rules
+/// and the record would be created): the flow's `on_none` / `on_many` decide. `found` is `None`
+/// when no search applied (no rule gave a key), which plans like [`forward_with`].
+pub fn forward_matched(
+    m: &Mapping,
+    rec: &Record,
+    link: Option<&Link>,
+    lookups: &Lookups,
+    found: Option<Found<'_>>,
+) -> Decision {
+    let (Some(rules), Some(found)) = (&m.matching, found) else {
+        return forward_with(m, rec, link, lookups);
+    };
+    if !m.accepts(&rec.fields) || !would_create(link) {
+        return forward_with(m, rec, link, lookups);
+    }
+    let skip = |action: &'static str, detail: String| {
+        let mut l = ledger(m, Direction::ToTarget, &rec.id, None, action);
+        l.detail = Some(detail);
+        Decision {
+            ledger: Some(l),
+            ..Decision::default()
+        }
+    };
+    let target = &m.target.object;
+    let (field, key) = (found.field, found.key);
+    // A candidate paired with another source record (its external id says so, or this batch
+    // just linked it) is not free to match.
+    let free: Vec<&MatchCandidate> = found
+        .candidates
+        .iter()
+        .filter(|c| !found.claimed.contains(&c.id))
+        .filter(|c| {
+            c.fields
+                .get(&m.external_id)
+                .and_then(Value::as_str)
+                .is_none_or(|s| s.is_empty() || s == rec.id)
+        })
+        .collect();
+    let chosen = match (free.as_slice(), rules.on_none, rules.on_many) {
+        ([], OnNone::Create, _) => return forward_with(m, rec, link, lookups),
+        ([], OnNone::Skip, _) => {
+            return skip(
+                action::NO_MATCH,
+                format!("no existing {target} has {field} = {key:?} (on_none = skip)"),
+            );
+        }
+        ([one], _, _) => *one,
+        (many, _, OnMany::Oldest) => many
+            .iter()
+            .min_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)))
+            .copied()
+            .expect("several candidates"),
+        (many, _, on_many) => {
+            let ids = many
+                .iter()
+                .map(|c| c.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let reason = format!(
+                "{} {target} records in {} have {field} = {key:?}: {ids}; merge them or set {} on the right one",
+                many.len(),
+                m.target.system,
+                m.external_id
+            );
+            if on_many == OnMany::Skip {
+                return skip(action::AMBIGUOUS_SKIPPED, reason);
+            }
+            let mut l = ledger(m, Direction::ToTarget, &rec.id, None, action::AMBIGUOUS);
+            l.detail = Some(reason.clone());
+            return Decision {
+                dead_letter: Some(DeadLetter {
+                    origin: "inbox",
+                    flow: Some(m.name.clone()),
+                    system: m.source.system,
+                    object: m.source.object.clone(),
+                    record_id: rec.id.clone(),
+                    payload: Value::Object(rec.fields.clone()),
+                    reason,
+                    attempts: 0,
+                }),
+                ledger: Some(l),
+                ..Decision::default()
+            };
+        }
+    };
+    let linked = Link {
+        target_id: Some(chosen.id.clone()),
+        target_state: Map::new(),
+        source_state: link.map(|l| l.source_state.clone()).unwrap_or_default(),
+    };
+    forward_core(m, rec, Some(&linked), lookups, Some((chosen, field)))
+}
+
+/// Plans a forward write. `matched`: the link is to an existing record a match rule found, so
+/// the write goes by its id and also sets the external-id field, which later upserts find it by.
+fn forward_core(
+    m: &Mapping,
+    rec: &Record,
+    link: Option<&Link>,
+    lookups: &Lookups,
+    matched: Option<(&MatchCandidate, &str)>,
+) -> Decision {
     if !m.accepts(&rec.fields) {
         let target_id = link.and_then(|l| l.target_id.as_deref());
         return Decision {
@@ -83,7 +212,7 @@ pub fn forward_with(m: &Mapping, rec: &Record, link: Option<&Link>, lookups: &Lo
     }
     let empty = Link::default();
     let link = link.unwrap_or(&empty);
-    let op = if link.target_id.is_none() && link.target_state.is_empty() {
+    let op = if would_create(Some(link)) {
         Op::Create
     } else {
         Op::Update
@@ -124,10 +253,13 @@ pub fn forward_with(m: &Mapping, rec: &Record, link: Option<&Link>, lookups: &Lo
             };
         }
     };
-    let payload = match op {
+    let mut payload = match op {
         Op::Create => desired.clone(),
         Op::Update => diff(&desired, &link.target_state),
     };
+    if matched.is_some() {
+        payload.insert(m.external_id.clone(), Value::String(rec.id.clone()));
+    }
     if payload.is_empty() {
         return Decision {
             ledger: Some(ledger(
@@ -144,10 +276,14 @@ pub fn forward_with(m: &Mapping, rec: &Record, link: Option<&Link>, lookups: &Lo
     let hash = content_hash(&payload);
     let mut l = ledger(m, Direction::ToTarget, &rec.id, target_id, action::QUEUED);
     l.content_hash = Some(hash.clone());
-    l.detail = Some(format!(
-        "fields: {}",
-        payload.keys().cloned().collect::<Vec<_>>().join(", ")
-    ));
+    let fields = payload.keys().cloned().collect::<Vec<_>>().join(", ");
+    l.detail = Some(match matched {
+        Some((c, field)) => format!(
+            "matched existing record {} by {field}; fields: {fields}",
+            c.id
+        ),
+        None => format!("fields: {fields}"),
+    });
     Decision {
         write: Some(PlannedWrite {
             flow: m.name.clone(),
@@ -156,7 +292,8 @@ pub fn forward_with(m: &Mapping, rec: &Record, link: Option<&Link>, lookups: &Lo
             target_id: link.target_id.clone(),
             system: m.target.system,
             object: m.target.object.clone(),
-            id_property: Some(m.external_id.clone()),
+            // A matched record lacks the external id until this write: address it by its id.
+            id_property: matched.is_none().then(|| m.external_id.clone()),
             state_after: merged(&link.target_state, &desired),
             payload,
             content_hash: hash,
@@ -349,3 +486,7 @@ pub fn reverse(m: &Mapping, rec: &Record, source_id: &str, link: Option<&Link>) 
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plan_match_tests.rs"]
+mod match_tests;

@@ -109,6 +109,8 @@ struct Inner {
     webhooks_on: bool,
     pending_events: Vec<Value>,
     event_seq: u64,
+    /// Searches with an `IN` filter (match-rule lookups) still to answer with a 500.
+    failing_match_searches: u32,
 }
 
 impl Inner {
@@ -376,6 +378,11 @@ impl HubSpotSim {
             .search_faults
             .entry(object_type.into())
             .or_default() += n;
+    }
+
+    /// The next `n` searches with an `IN` filter (match-rule lookups) get a 500; polls do not.
+    pub fn fail_match_searches(&self, n: u32) {
+        self.lock().failing_match_searches = n;
     }
 
     fn take_search_fault(&self, object_type: &str) -> bool {
@@ -1059,7 +1066,14 @@ async fn search(
                 .collect()
         })
         .unwrap_or_default();
-    if sim.take_search_fault(&object) {
+    let is_match_lookup = groups.iter().flatten().any(|f| f.op == "IN");
+    let match_fault = is_match_lookup && {
+        let mut inner = sim.lock();
+        let fail = inner.failing_match_searches > 0;
+        inner.failing_match_searches = inner.failing_match_searches.saturating_sub(1);
+        fail
+    };
+    if match_fault || sim.take_search_fault(&object) {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "INTERNAL_ERROR",
@@ -1150,7 +1164,8 @@ fn matches(o: &Object, f: &SimFilter) -> bool {
     match op.as_str() {
         "EQ" => have == Some(value),
         "NEQ" => have != Some(value),
-        "IN" => have.is_some_and(|h| f.values.contains(h)),
+        // HubSpot compares text case-insensitively.
+        "IN" => have.is_some_and(|h| f.values.iter().any(|v| v.eq_ignore_ascii_case(h))),
         "NOT_IN" => have.is_none_or(|h| !f.values.contains(h)),
         "HAS_PROPERTY" => have.is_some(),
         "NOT_HAS_PROPERTY" => have.is_none(),

@@ -594,12 +594,42 @@ async fn limits(State(sim): State<SalesforceSim>, headers: HeaderMap) -> Respons
     .into_response()
 }
 
-/// The SOQL this simulator understands: `SELECT f, … FROM Obj [WHERE SystemModstamp >=|> t]
-/// [ORDER BY …]`.
+/// The SOQL this simulator understands: `SELECT f, … FROM Obj [WHERE SystemModstamp >=|> t |
+/// WHERE field IN ('v', …)] [ORDER BY …]`.
 struct Soql {
     cols: Vec<String>,
     object: String,
     since: Option<(bool, i64)>,
+    /// `field IN (...)`: text compared without case, as Salesforce does.
+    within: Option<(String, Vec<String>)>,
+}
+
+/// Parses `('a', 'b\'c')` into its string literals.
+fn parse_in_list(list: &str) -> Option<Vec<String>> {
+    let inner = list.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let mut out = Vec::new();
+    let mut chars = inner.chars();
+    loop {
+        match chars.by_ref().find(|c| !c.is_whitespace() && *c != ',') {
+            None => return Some(out),
+            Some('\'') => {}
+            Some(_) => return None,
+        }
+        let mut v = String::new();
+        loop {
+            match chars.next()? {
+                '\\' => v.push(match chars.next()? {
+                    'n' => '\n',
+                    'r' => '\r',
+                    't' => '\t',
+                    c => c,
+                }),
+                '\'' => break,
+                c => v.push(c),
+            }
+        }
+        out.push(v);
+    }
 }
 
 #[allow(clippy::result_large_err)] // axum responses are the natural error here
@@ -618,6 +648,16 @@ fn parse_soql(q: &str) -> Result<Soql, Response> {
         None => (rest.trim(), None),
     };
     let cols: Vec<String> = cols.split(',').map(|c| c.trim().to_owned()).collect();
+    if let Some((field, list)) = cond.and_then(|c| c.split_once(" IN ")) {
+        let values =
+            parse_in_list(list).ok_or_else(|| malformed(&format!("unexpected IN list: {list}")))?;
+        return Ok(Soql {
+            cols,
+            object: object.to_owned(),
+            since: None,
+            within: Some((field.trim().to_owned(), values)),
+        });
+    }
     let since = match cond {
         None => None,
         Some(c) => {
@@ -637,6 +677,7 @@ fn parse_soql(q: &str) -> Result<Soql, Response> {
         cols,
         object: object.to_owned(),
         since,
+        within: None,
     })
 }
 
@@ -684,6 +725,14 @@ async fn query(
                     None => true,
                     Some((true, t)) => r.modstamp_ms >= t,
                     Some((false, t)) => r.modstamp_ms > t,
+                })
+                .filter(|r| match &soql.within {
+                    None => true,
+                    Some((f, values)) => r
+                        .fields
+                        .get(f)
+                        .and_then(Value::as_str)
+                        .is_some_and(|h| values.iter().any(|v| v.eq_ignore_ascii_case(h))),
                 })
                 .collect()
         })

@@ -10,6 +10,7 @@ mod crm_facts;
 #[allow(dead_code, unused_imports)]
 mod harness;
 mod mapping;
+mod matching;
 mod rules;
 mod sync;
 mod webhooks;

@@ -152,6 +152,8 @@ pub struct NextPage {
 pub const LAST_MODIFIED: &str = "hs_lastmodifieddate";
 /// `IN` / `NOT_IN` filters take at most this many values; batch reads this many inputs.
 pub const MAX_FILTER_VALUES: usize = 100;
+/// HubSpot's own creation-time property.
+pub const CREATED: &str = "createdate";
 /// Search pages are at most 200 results.
 pub const SEARCH_LIMIT: u32 = 200;
 

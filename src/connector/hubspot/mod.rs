@@ -14,7 +14,10 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
-use super::{ChangePage, ConnectorError, WriteAck, WriteRequest, transport};
+use super::{
+    ChangePage, ConnectorError, MatchCandidate, MatchMap, WriteAck, WriteRequest, group_matches,
+    transport,
+};
 use crate::model::Record;
 pub use limits::RateLimits;
 
@@ -22,6 +25,8 @@ pub use limits::RateLimits;
 pub const MAX_BATCH: usize = 100;
 /// Search pages stop at this many results per query; a longer window is read as several.
 pub const SEARCH_CAP: usize = 10_000;
+/// Pages read per chunk of a match search.
+pub const MATCH_PAGES: usize = 5;
 /// OAuth access tokens are refreshed this long before `expires_in` runs out.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
@@ -303,6 +308,76 @@ impl HubSpot {
         })
     }
 
+    /// Match-rule lookup: one `IN` search per chunk of values (HubSpot compares strings without
+    /// case), at most `MATCH_PAGES` pages each; what lies beyond is logged and left out.
+    pub async fn find_matches(
+        &self,
+        object: &str,
+        field: &str,
+        values: &[String],
+        also: &[String],
+    ) -> Result<MatchMap, ConnectorError> {
+        let mut properties = vec![field.to_owned(), api::CREATED.to_owned()];
+        properties.extend(also.iter().cloned());
+        let mut found = Vec::new();
+        for chunk in values.chunks(api::MAX_FILTER_VALUES) {
+            let mut after: Option<String> = None;
+            for page in 0..MATCH_PAGES {
+                let req = api::SearchRequest {
+                    filter_groups: vec![api::FilterGroup {
+                        filters: vec![api::Filter {
+                            property_name: field.to_owned(),
+                            operator: "IN".into(),
+                            value: None,
+                            values: Some(chunk.iter().map(|v| v.to_lowercase()).collect()),
+                        }],
+                    }],
+                    sorts: vec![
+                        serde_json::json!({"propertyName": api::CREATED, "direction": "ASCENDING"}),
+                    ],
+                    properties: properties.clone(),
+                    limit: Some(api::SEARCH_LIMIT),
+                    after: after.take(),
+                };
+                let (_, body) = self
+                    .send(
+                        self.http
+                            .post(self.url(&format!("crm/v3/objects/{object}/search")))
+                            .json(&req),
+                    )
+                    .await?;
+                let resp: api::SearchResponse = serde_json::from_str(&body).map_err(|e| {
+                    ConnectorError::Transient(format!("unexpected HubSpot search shape: {e}"))
+                })?;
+                found.extend(resp.results.into_iter().map(|o| {
+                    let created_ms = o
+                        .created_at
+                        .as_deref()
+                        .or(o.properties.get(api::CREATED).and_then(Value::as_str))
+                        .and_then(parse_time)
+                        .unwrap_or(i64::MAX);
+                    MatchCandidate {
+                        id: o.id,
+                        created_ms,
+                        fields: o.properties,
+                    }
+                }));
+                after = resp.paging.and_then(|p| p.next).map(|n| n.after);
+                if after.is_none() {
+                    break;
+                }
+                if page + 1 == MATCH_PAGES {
+                    tracing::warn!(
+                        object,
+                        field,
+                        "match search hit its page bound; later matches are left out"
+                    );
+                }
+            }
+        }
+        Ok(group_matches(field, values, found))
+    }
+
     /// Batch upsert by external id. A 207 gives per-record errors; the rest succeed.
     pub async fn write(
         &self,
@@ -312,7 +387,7 @@ impl HubSpot {
         let inputs = writes
             .iter()
             .map(|w| api::UpsertInput {
-                id: w.key.clone(),
+                id: upsert_id(w).to_owned(),
                 id_property: w.id_property.clone(),
                 properties: stringify(&w.fields),
             })
@@ -377,6 +452,15 @@ impl HubSpot {
                 }
             })
             .collect())
+    }
+}
+
+/// The id an upsert names: the external id, or (no `id_property`) the HubSpot object id, which a
+/// write linking a matched record carries in `target_id`.
+fn upsert_id(w: &WriteRequest) -> &str {
+    match (&w.id_property, &w.target_id) {
+        (None, Some(t)) => t,
+        _ => &w.key,
     }
 }
 
@@ -447,7 +531,7 @@ fn match_results(
             let prop = w.id_property.as_deref().unwrap_or("hs_object_id");
             let hit = resp.results.iter().find(|r| {
                 r.properties.get(prop).and_then(Value::as_str) == Some(w.key.as_str())
-                    || (w.id_property.is_none() && r.id == w.key)
+                    || (w.id_property.is_none() && r.id == upsert_id(w))
             });
             if let Some(r) = hit {
                 return Ok(WriteAck {
@@ -460,7 +544,7 @@ fn match_results(
                     .values()
                     .filter_map(Value::as_array)
                     .flatten()
-                    .any(|v| v.as_str() == Some(w.key.as_str()))
+                    .any(|v| v.as_str() == Some(upsert_id(w)))
             });
             Err(match err {
                 Some(e) => {

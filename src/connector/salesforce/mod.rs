@@ -12,13 +12,20 @@ use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 
 use super::tokens::TokenStore;
-use super::{ChangePage, ConnectorError, Deletion, WriteAck, WriteRequest, transport};
+use super::{
+    ChangePage, ConnectorError, Deletion, MatchCandidate, MatchMap, WriteAck, WriteRequest,
+    group_matches, transport,
+};
 use crate::model::Record;
 pub use auth::{Grant, Session};
 
 /// How long to wait after `REQUEST_LIMIT_EXCEEDED` when Salesforce names no time (the daily
 /// allocation is a rolling 24 hours, so short retries only burn what is left).
 const DAILY_LIMIT_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// Values per `IN (...)` in one match query, and pages read per query.
+const MATCH_VALUES: usize = 100;
+const MATCH_PAGES: usize = 5;
 
 /// A Salesforce REST client for one org.
 #[derive(Debug, Clone)]
@@ -190,6 +197,63 @@ impl Salesforce {
             .collect()
     }
 
+    /// Match-rule lookup: `SELECT Id, CreatedDate, field FROM object WHERE field IN (...)` per
+    /// chunk of values (text comparison in SOQL ignores case), at most `MATCH_PAGES` pages each.
+    pub async fn find_matches(
+        &self,
+        object: &str,
+        field: &str,
+        values: &[String],
+        also: &[String],
+    ) -> Result<MatchMap, ConnectorError> {
+        let mut found = Vec::new();
+        for chunk in values.chunks(MATCH_VALUES) {
+            let q = match_soql(object, field, also, chunk)?;
+            let (_, mut body) = self
+                .call(|http, base| {
+                    http.get(data_url(base, "query"))
+                        .query(&[("q", q.as_str())])
+                })
+                .await?;
+            for page in 0..MATCH_PAGES {
+                let resp: api::QueryResponse = serde_json::from_str(&body).map_err(|e| {
+                    ConnectorError::Transient(format!("unexpected Salesforce query shape: {e}"))
+                })?;
+                for mut fields in resp.records {
+                    fields.remove("attributes");
+                    let Some(id) = fields.get("Id").and_then(Value::as_str).map(str::to_owned)
+                    else {
+                        continue;
+                    };
+                    let created_ms = fields
+                        .get("CreatedDate")
+                        .and_then(Value::as_str)
+                        .and_then(api::parse_datetime)
+                        .unwrap_or(i64::MAX);
+                    found.push(MatchCandidate {
+                        id,
+                        created_ms,
+                        fields,
+                    });
+                }
+                let next = match (resp.done, resp.next_records_url) {
+                    (false, Some(n)) if n.starts_with("/services/data/") => n,
+                    _ => break,
+                };
+                if page + 1 == MATCH_PAGES {
+                    tracing::warn!(
+                        object,
+                        field,
+                        "match query hit its page bound; later matches are left out"
+                    );
+                    break;
+                }
+                body = self.call(|http, base| http.get(join(base, &next))).await?.1;
+            }
+        }
+        Ok(group_matches(field, values, found))
+    }
+
     /// Upserts by external id with sObject Collections (200 per call); one result per record.
     pub async fn write(
         &self,
@@ -341,6 +405,52 @@ pub fn soql(object: &str, since_ms: i64, fields: &[String]) -> Result<String, Co
         api::soql_datetime(since_ms),
         api::MODSTAMP
     ))
+}
+
+/// `SELECT Id, CreatedDate, field, also… FROM object WHERE field IN ('v', …) ORDER BY CreatedDate,
+/// Id`, with each value escaped as a SOQL string literal.
+pub fn match_soql(
+    object: &str,
+    field: &str,
+    also: &[String],
+    values: &[String],
+) -> Result<String, ConnectorError> {
+    check_name(object)?;
+    let mut cols = vec!["Id".to_owned(), "CreatedDate".to_owned()];
+    for f in std::iter::once(field).chain(also.iter().map(String::as_str)) {
+        check_name(f)?;
+        if !cols.iter().any(|c| c.eq_ignore_ascii_case(f)) {
+            cols.push(f.to_owned());
+        }
+    }
+    let list = values
+        .iter()
+        .map(|v| soql_string(v))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(format!(
+        "SELECT {} FROM {object} WHERE {field} IN ({list}) ORDER BY CreatedDate ASC, Id ASC",
+        cols.join(", ")
+    ))
+}
+
+/// A SOQL string literal: backslash, quotes and control characters escaped.
+fn soql_string(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('\'');
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 fn to_record(mut fields: Map<String, Value>) -> Result<Record, ConnectorError> {
@@ -504,6 +614,23 @@ mod tests {
             "SELECT Id, SystemModstamp, Name FROM Opportunity WHERE SystemModstamp >= 1970-01-01T00:00:00Z ORDER BY SystemModstamp ASC, Id ASC"
         );
         assert!(soql("Opportunity", 0, &["Name FROM User--".into()]).is_err());
+    }
+
+    #[test]
+    fn builds_match_soql_with_escaped_values() {
+        let q = match_soql(
+            "Account",
+            "Website",
+            &["PRM_Partner_Key__c".into()],
+            &["acme.example".into(), "o'brien\\".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            q,
+            "SELECT Id, CreatedDate, Website, PRM_Partner_Key__c FROM Account WHERE Website IN ('acme.example', 'o\\'brien\\\\') ORDER BY CreatedDate ASC, Id ASC"
+        );
+        assert!(match_soql("Account", "Website) OR (Name", &[], &[]).is_err());
+        assert!(match_soql("Account", "Website", &["Name--".into()], &[]).is_err());
     }
 
     #[test]
