@@ -67,6 +67,13 @@ const OBJECTS: &[Describe] = &[
             "Type",
             "PRM_Partner_Key__c",
             "PRM_Tier__c",
+            "Phone",
+            "BillingCountry",
+            "OwnerId",
+            // Custom fields the shipped partner-account mapping writes (created at install).
+            "Partner_Tier__c",
+            "Partner_Status__c",
+            "Partner_Since__c",
         ],
         external_ids: &["PRM_Partner_Key__c"],
         required: &["Name"],
