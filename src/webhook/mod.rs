@@ -156,6 +156,23 @@ async fn hubspot(
     stage(&s, changes).await
 }
 
+/// Parses a HubSpot webhook body (a JSON array of events) into changes; subscriptions prmsync
+/// does not sync are dropped. Pure, for the handler and the fuzz target.
+pub fn parse_hubspot_events(body: &[u8]) -> Result<Vec<Change>, String> {
+    let events: Vec<Value> = match serde_json::from_slice(body) {
+        Ok(Value::Array(a)) => a,
+        Ok(_) => return Err("expected a JSON array of events".into()),
+        Err(e) => return Err(format!("malformed JSON: {e}")),
+    };
+    let mut changes = Vec::with_capacity(events.len());
+    for (i, ev) in events.into_iter().enumerate() {
+        if let Some(c) = hubspot_change(ev).map_err(|e| format!("event {i}: {e}"))? {
+            changes.push(c);
+        }
+    }
+    Ok(changes)
+}
+
 fn hubspot_change(ev: Value) -> Result<Option<Change>, String> {
     let field = |k: &str| ev.get(k).ok_or_else(|| format!("missing {k}"));
     let event_id = field("eventId")?.to_string();
