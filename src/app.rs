@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, CrmConfig, PrmConfig};
 use crate::connector::{Connector, http_client, hubspot::HubSpot, partnerstack::PartnerStack};
 use crate::engine::{Clock, Engine, EngineSettings, RetryPolicy, TickReport};
+use crate::failpoint::FailPoints;
 use crate::mapping::{Mapping, MappingErrors, MappingSet};
 use crate::model::SystemKind;
 use crate::store::Store;
@@ -67,9 +68,22 @@ impl Daemon {
     /// Opens the store (migrating it), compiles mappings, builds connectors and binds the HTTP
     /// listener. Nothing is polled yet.
     pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Daemon> {
-        let store = Store::open(&config.daemon.state_path).with_context(|| {
-            format!("opening state file {}", config.daemon.state_path.display())
-        })?;
+        Daemon::start_with(config, clock, FailPoints::none()).await
+    }
+
+    /// [`Daemon::start`] with fail points armed (crash tests; see [`crate::failpoint`]).
+    pub async fn start_with(
+        config: Config,
+        clock: Clock,
+        failpoints: FailPoints,
+    ) -> anyhow::Result<Daemon> {
+        if failpoints.is_armed() {
+            tracing::warn!("fail points are armed: this process will abort on purpose");
+        }
+        let store =
+            Store::open_with(&config.daemon.state_path, &failpoints).with_context(|| {
+                format!("opening state file {}", config.daemon.state_path.display())
+            })?;
         let set = load_mappings(&config).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
         let mappings = active_mappings(&config, &set)?;
         let http = http_client(config.daemon.request_timeout);
@@ -108,14 +122,10 @@ impl Daemon {
             },
             overlap: POLL_OVERLAP,
         };
-        let engine = Arc::new(Engine::new(
-            store.clone(),
-            prm,
-            crm,
-            mappings,
-            settings,
-            clock.clone(),
-        ));
+        let engine = Arc::new(
+            Engine::new(store.clone(), prm, crm, mappings, settings, clock.clone())
+                .with_failpoints(failpoints.clone()),
+        );
 
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
@@ -130,6 +140,7 @@ impl Daemon {
             hubspot_secret,
             partnerstack_secret,
             clock,
+            failpoints,
         };
         let router = webhook::router(state, config.http.max_body_bytes);
         let stop_http = CancellationToken::new();
@@ -260,8 +271,9 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
     reload: Arc<Notify>,
+    failpoints: FailPoints,
 ) -> anyhow::Result<()> {
-    let daemon = Daemon::start(config, crate::engine::system_clock()).await?;
+    let daemon = Daemon::start_with(config, crate::engine::system_clock(), failpoints).await?;
     daemon.run(shutdown, reload).await;
     daemon.shutdown().await;
     Ok(())

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use prmsync::cli::{Cli, Command};
 use prmsync::config::{self, Config, Environment, LogFormat};
+use prmsync::failpoint::{self, FailPoints};
 use prmsync::mapping::run_examples;
 use prmsync::{app, demo, shutdown, status, telemetry};
 
@@ -90,6 +91,20 @@ fn run(path: &Path, log_json: bool) -> ExitCode {
         config.log.format
     };
     telemetry::init(format, &config.log.level);
+    let failpoints = match std::env::var(failpoint::ENV_VAR) {
+        Ok(spec) => match FailPoints::parse(&spec) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        Err(std::env::VarError::NotPresent) => FailPoints::none(),
+        Err(e) => {
+            eprintln!("{}: {e}", failpoint::ENV_VAR);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let shutdown_token = CancellationToken::new();
@@ -100,7 +115,7 @@ fn run(path: &Path, log_json: bool) -> ExitCode {
                 reload.clone(),
                 done.clone(),
             ));
-            let result = app::run(config, shutdown_token, reload).await;
+            let result = app::run(config, shutdown_token, reload, failpoints).await;
             done.cancel();
             match signals.await {
                 Ok(Ok(())) => {}

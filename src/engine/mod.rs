@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::connector::{Connector, ConnectorError, WriteRequest, after_cursor};
+use crate::failpoint::FailPoints;
 use crate::mapping::Mapping;
 use crate::model::{Change, ChangeKind, Cursor, ObjectRef, SystemKind};
 use crate::store::{PlanCommit, Store, StoreError, WriteOutcome};
@@ -87,6 +88,7 @@ pub struct Engine {
     mappings: RwLock<Vec<Arc<Mapping>>>,
     settings: EngineSettings,
     clock: Clock,
+    failpoints: FailPoints,
 }
 
 impl std::fmt::Debug for Engine {
@@ -115,7 +117,14 @@ impl Engine {
             mappings: RwLock::new(mappings),
             settings,
             clock,
+            failpoints: FailPoints::none(),
         }
+    }
+
+    /// Arms fail points (crash tests; see [`crate::failpoint`]).
+    pub fn with_failpoints(mut self, failpoints: FailPoints) -> Self {
+        self.failpoints = failpoints;
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -218,6 +227,7 @@ impl Engine {
                     .store
                     .stage_changes(changes, advance, (self.clock)())
                     .await?;
+                self.failpoints.hit("poll.after_page_commit");
             }
             if page.is_none() {
                 break;
@@ -282,6 +292,7 @@ impl Engine {
         let queued = commit.writes.len();
         let n = commit.inbox_ids.len();
         self.store.commit_plan(commit, (self.clock)()).await?;
+        self.failpoints.hit("plan.after_commit");
         Ok((n, queued))
     }
 
@@ -314,10 +325,14 @@ impl Engine {
                         fields: i.write.payload.clone(),
                     })
                     .collect();
+                self.failpoints.hit("drain.before_send");
                 let results = match conn.write(&object, &requests).await {
                     Ok(r) => r,
                     Err(e) => vec![Err(e); items.len()],
                 };
+                if results.iter().any(Result::is_ok) {
+                    self.failpoints.hit("drain.after_send");
+                }
                 let now = (self.clock)();
                 let mut outcomes = Vec::with_capacity(items.len());
                 for (item, result) in items.iter().zip(results) {
@@ -375,6 +390,7 @@ impl Engine {
                     }
                 }
                 self.store.complete_writes(outcomes, now).await?;
+                self.failpoints.hit("drain.after_commit");
             }
             if pushed_back {
                 return Ok(());
@@ -409,6 +425,25 @@ impl Engine {
 }
 
 fn push(commit: &mut PlanCommit, d: plan::Decision) {
+    // Nothing to write means the other side already shows the latest version: a write still
+    // queued from an older version would overwrite it, so it goes. A later version's decision
+    // replaces an earlier one's for the same record within the batch.
+    if let Some(l) = d
+        .ledger
+        .as_ref()
+        .filter(|l| l.action == plan::action::UNCHANGED)
+    {
+        let key = (l.flow.clone(), l.direction, l.source_id.clone());
+        commit
+            .writes
+            .retain(|w| (&w.flow, w.direction, &w.source_id) != (&key.0, key.1, &key.2));
+        commit.cancelled.push(key);
+    }
+    if let Some(w) = &d.write {
+        commit
+            .cancelled
+            .retain(|(f, dir, s)| (f, *dir, s) != (&w.flow, w.direction, &w.source_id));
+    }
     commit.writes.extend(d.write);
     commit.dead_letters.extend(d.dead_letter);
     commit.ledger.extend(d.ledger);

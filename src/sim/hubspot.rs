@@ -74,6 +74,8 @@ struct Inner {
     next_id: u64,
     stats: Stats,
     faults: Vec<Fault>,
+    /// Batch upserts still to commit and then answer 502, as if the response were lost.
+    lost_responses: u32,
     /// Writes per (object type, external id): how many creates and updates each got.
     writes: BTreeMap<(String, String), (u32, u32)>,
 }
@@ -163,6 +165,12 @@ impl HubSpotSim {
     /// The next requests get these faults, in order, instead of their answers.
     pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
         self.lock().faults.extend(faults);
+    }
+
+    /// "Committed but the response was lost": the next `n` batch upserts apply their writes, then
+    /// answer 502 instead of the results, as a proxy timing out after HubSpot committed would.
+    pub fn inject_lost_responses(&self, n: u32) {
+        self.lock().lost_responses += n;
     }
 
     #[allow(clippy::result_large_err)] // axum responses are the natural error here
@@ -468,7 +476,18 @@ async fn batch_upsert(
         r["new"] = json!(new);
         results.push(r);
     }
-    sim.lock().stats.batch_upserts += 1;
+    {
+        let mut inner = sim.lock();
+        inner.stats.batch_upserts += 1;
+        if inner.lost_responses > 0 {
+            inner.lost_responses -= 1;
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "INTERNAL_ERROR",
+                "injected fault: the batch committed but its response was lost",
+            );
+        }
+    }
     let now = iso(sim.clock.tick());
     let status = if errors.is_empty() {
         StatusCode::OK

@@ -4,7 +4,7 @@ use rusqlite_migration::{M, Migrations};
 
 /// Every migration, in order. Append new steps; never change or reorder existing ones.
 pub fn all() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1)])
+    Migrations::new(vec![M::up(V1), M::up(V2_ORDERING)])
 }
 
 const V1: &str = r#"
@@ -92,6 +92,13 @@ CREATE TABLE ledger (
     detail          TEXT
 ) STRICT;
 CREATE INDEX ledger_by_record ON ledger (flow, source_id, at_ms);
+"#;
+
+/// Step "ordering" (delivery guarantees): the vendor modification time of the last version of
+/// each side that prmsync applied or saw, so an older version arriving late is never applied.
+const V2_ORDERING: &str = r#"
+ALTER TABLE links ADD COLUMN source_modified_ms INTEGER;
+ALTER TABLE links ADD COLUMN target_modified_ms INTEGER;
 "#;
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::failpoint::FailPoints;
 use crate::model::{Change, Cursor, Direction, ObjectRef, SystemKind};
 
 pub use queries::StatusReport;
@@ -149,6 +150,9 @@ pub struct PlanCommit {
     pub dead_letters: Vec<DeadLetter>,
     pub ledger: Vec<LedgerEntry>,
     pub observations: Vec<LinkObservation>,
+    /// (flow, direction, source id) whose pending outbox write is obsolete: the other side
+    /// already shows what the latest version wants, so an older queued write must not land.
+    pub cancelled: Vec<(String, Direction, String)>,
 }
 
 /// A due outbox row, ready for a writer.
@@ -188,6 +192,11 @@ pub enum WriteOutcome {
 impl Store {
     /// Opens (creating if needed) the state file, applies pending migrations and starts the writer.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, &FailPoints::none())
+    }
+
+    /// [`Store::open`] with fail points armed (crash tests walk `migrate.between_steps`).
+    pub fn open_with(path: &Path, failpoints: &FailPoints) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // The directory is the operator's (StateDirectory=); a missing one is reported by open.
             if !dir.exists() {
@@ -202,7 +211,7 @@ impl Store {
             source,
         })?;
         configure(&conn)?;
-        migrations::all().to_latest(&mut conn)?;
+        migrate(&mut conn, failpoints)?;
         let (jobs, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
         std::thread::Builder::new()
             .name("prmsync-store".into())
@@ -358,6 +367,22 @@ pub fn status_read_only(path: &Path, now_ms: i64) -> Result<StatusReport, StoreE
     })?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     queries::status(&conn, now_ms)
+}
+
+/// Applies pending migrations one step at a time: each step commits on its own, so a crash
+/// between steps leaves a valid older schema that the next start carries forward.
+fn migrate(conn: &mut Connection, failpoints: &FailPoints) -> Result<(), StoreError> {
+    let steps = migrations::all();
+    let pending = usize::try_from(steps.pending_migrations(conn)?).unwrap_or(0);
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let current = usize::try_from(current).unwrap_or(0);
+    for version in current + 1..=current + pending {
+        steps.to_version(conn, version)?;
+        if version < current + pending {
+            failpoints.hit("migrate.between_steps");
+        }
+    }
+    Ok(())
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {

@@ -255,6 +255,14 @@ pub(super) fn commit_plan(
     for o in &plan.observations {
         upsert_link_state(tx, &o.flow, &o.source_id, o.side, &o.state, None, now_ms)?;
     }
+    {
+        let mut cancel = tx.prepare_cached(
+            "DELETE FROM outbox WHERE flow = ?1 AND direction = ?2 AND source_id = ?3",
+        )?;
+        for (flow, direction, source_id) in &plan.cancelled {
+            cancel.execute(params![flow, direction.as_str(), source_id])?;
+        }
+    }
     let mut done = tx.prepare_cached(
         "UPDATE inbox SET state = 'done', processed_ms = ?2 WHERE id = ?1 AND state = 'pending'",
     )?;

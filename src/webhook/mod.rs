@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::engine::Clock;
+use crate::failpoint::FailPoints;
 use crate::model::{Change, ChangeKind, ObjectRef, Record, SystemKind};
 use crate::store::Store;
 
@@ -35,6 +36,7 @@ pub struct WebhookState {
     pub hubspot_secret: Option<SecretString>,
     pub partnerstack_secret: Option<SecretString>,
     pub clock: Clock,
+    pub failpoints: FailPoints,
 }
 
 impl std::fmt::Debug for WebhookState {
@@ -82,6 +84,7 @@ async fn stage(s: &WebhookState, changes: Vec<Change>) -> Response {
     let n = changes.len();
     match s.store.stage_changes(changes, None, (s.clock)()).await {
         Ok(new) => {
+            s.failpoints.hit("webhook.after_commit");
             s.wake.notify_one();
             tracing::info!(received = n, new, "webhook events stored");
             (StatusCode::OK, Json(json!({ "received": n, "new": new }))).into_response()
