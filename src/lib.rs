@@ -9,6 +9,7 @@
 //! - [`connector`]: one folder per vendor system behind one closed enum.
 //! - [`webhook`]: the HTTP listener: health, readiness and webhook intake.
 //! - [`store`]: the only module that knows SQL.
+//! - [`ops`]: operator verbs on the state file (`prmsync dlq`).
 //! - [`failpoint`]: named abort points for crash tests, armed only by `PRMSYNC_FAILPOINTS`.
 //! - [`sim`]: loopback simulators of the vendor APIs, used by `demo`, tests and benchmarks.
 
@@ -21,6 +22,7 @@ pub mod engine;
 pub mod failpoint;
 pub mod mapping;
 pub mod model;
+pub mod ops;
 pub mod shutdown;
 pub mod sim;
 pub mod status;

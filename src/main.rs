@@ -8,7 +8,7 @@ use clap::Parser;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use prmsync::cli::{Cli, Command};
+use prmsync::cli::{Cli, Command, DlqAction};
 use prmsync::config::{self, Config, Environment, LogFormat};
 use prmsync::failpoint::{self, FailPoints};
 use prmsync::mapping::run_examples;
@@ -35,6 +35,12 @@ fn main() -> ExitCode {
             state,
             json,
         } => status_cmd(config.as_deref(), state.as_deref(), json),
+        Command::Dlq {
+            config,
+            state,
+            json,
+            action,
+        } => dlq_cmd(config.as_deref(), state.as_deref(), json, action),
         Command::Demo {
             state,
             deals,
@@ -209,6 +215,34 @@ fn status_cmd(config: Option<&Path>, state: Option<&Path>, json: bool) -> ExitCo
         }
         Err(e) => {
             eprintln!("cannot read {}: {e}", path.display());
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn dlq_cmd(config: Option<&Path>, state: Option<&Path>, json: bool, action: DlqAction) -> ExitCode {
+    let path = match (config, state) {
+        (_, Some(s)) => s.to_owned(),
+        (Some(c), None) => match load(c) {
+            Ok(c) => c.daemon.state_path,
+            Err(code) => return code,
+        },
+        (None, None) => return ExitCode::from(EXIT_CONFIG),
+    };
+    if !path.exists() {
+        eprintln!("no state file at {} (has prmsync run yet?)", path.display());
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    let now = jiff::Timestamp::now().as_millisecond();
+    match runtime()
+        .and_then(|rt| Ok(rt.block_on(prmsync::ops::dlq::run(&path, action, json, now))?))
+    {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("prmsync dlq: {e:#}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }

@@ -1,6 +1,7 @@
 //! The engine: pollers stage changes, the planner decides, outbox writers deliver. One `tick` runs
 //! each step once; the daemon loop in `app` calls it on a timer and when webhooks arrive.
 
+mod holds;
 pub mod plan;
 mod retry;
 
@@ -11,8 +12,10 @@ use std::time::Duration;
 use crate::connector::{Connector, ConnectorError, WriteRequest, after_cursor};
 use crate::failpoint::FailPoints;
 use crate::mapping::Mapping;
-use crate::model::{Change, ChangeKind, Cursor, ObjectRef, SystemKind};
-use crate::store::{PlanCommit, Store, StoreError, WriteOutcome};
+use crate::model::{Change, ChangeKind, Cursor, Direction, ObjectRef, SystemKind};
+use crate::store::{InboxItem, PlanCommit, Store, StoreError, WriteOutcome};
+pub use holds::Hold;
+use holds::Holds;
 pub use retry::RetryPolicy;
 
 /// Reads beyond this many pages in one poll wait for the next tick.
@@ -89,6 +92,7 @@ pub struct Engine {
     settings: EngineSettings,
     clock: Clock,
     failpoints: FailPoints,
+    holds: Holds,
 }
 
 impl std::fmt::Debug for Engine {
@@ -118,6 +122,7 @@ impl Engine {
             settings,
             clock,
             failpoints: FailPoints::none(),
+            holds: Holds::default(),
         }
     }
 
@@ -150,16 +155,76 @@ impl Engine {
             .find(|c| c.kind() == system)
     }
 
+    /// The hold on `system` now, if it must be left alone (rate-limited or needing re-auth).
+    pub fn hold(&self, system: SystemKind) -> Option<Hold> {
+        self.holds.get(system, (self.clock)())
+    }
+
+    /// A new credential for `system` was loaded: lift its re-authorisation hold at once.
+    pub async fn credential_loaded(&self, system: SystemKind) -> Result<(), EngineError> {
+        if self.holds.release(system).is_some() {
+            tracing::info!(%system, "credential loaded; connection resumed");
+        }
+        self.store.clear_connection_hold(system).await?;
+        Ok(())
+    }
+
+    /// Puts `system` on hold when `error` calls for it; a dead credential is recorded for status.
+    async fn note_error(
+        &self,
+        system: SystemKind,
+        error: &ConnectorError,
+    ) -> Result<(), EngineError> {
+        let now = (self.clock)();
+        let before = self.holds.get(system, now);
+        match self.holds.note(system, error, now) {
+            Some(Hold::NeedsReauth { detail, .. })
+                if !matches!(before, Some(Hold::NeedsReauth { .. })) =>
+            {
+                tracing::error!(%system, error = %detail, "credential refused: this connection is paused until it is re-authorised; its changes keep queueing");
+                self.store
+                    .set_connection_hold(system, "needs_reauth", detail, now)
+                    .await?;
+            }
+            Some(Hold::RateLimited { until_ms }) => {
+                tracing::warn!(%system, wait_ms = until_ms - now, "rate limited; no request to this system before the wait ends");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// For each system paused on a dead credential, one cheap call: if it works again (the
+    /// credential was refreshed or re-authorised), the connection resumes.
+    async fn probe_holds(&self) -> Result<(), EngineError> {
+        for conn in [&self.crm, &self.prm] {
+            let system = conn.kind();
+            if !matches!(self.hold(system), Some(Hold::NeedsReauth { .. })) {
+                continue;
+            }
+            match conn.health().await {
+                Ok(()) => self.credential_loaded(system).await?,
+                Err(e) => tracing::debug!(%system, error = %e, "still needs re-authorisation"),
+            }
+        }
+        Ok(())
+    }
+
     /// Polls every source, plans every staged change, and drains due outbox rows once.
     pub async fn tick(&self) -> Result<TickReport, EngineError> {
         let mappings = self.mappings();
         let mut report = TickReport::default();
+        self.probe_holds().await?;
         for (object, fields) in poll_targets(&mappings) {
+            if self.hold(object.system).is_some() {
+                continue;
+            }
             match self.poll(&object, &fields).await {
                 Ok(n) => report.staged += n,
                 Err(EngineError::Connector { system, error }) => {
                     // One system failing must not stop the other side from syncing.
                     tracing::warn!(%system, object = %object, error = %error, "poll failed; will retry next tick");
+                    self.note_error(system, &error).await?;
                     report.poll_errors += 1;
                 }
                 Err(e) => return Err(e),
@@ -252,14 +317,29 @@ impl Engine {
             inbox_ids: items.iter().map(|i| i.id).collect(),
             ..PlanCommit::default()
         };
+        // Within a batch only the newest version of each record is planned; older ones are
+        // superseded (and the planner skips versions older than one already processed).
+        let mut newest: BTreeMap<(&ObjectRef, &str), i64> = BTreeMap::new();
+        for i in &items {
+            let e = newest
+                .entry((&i.change.object, i.change.record.id.as_str()))
+                .or_insert(i64::MIN);
+            *e = (*e).max(i.change.record.modified_ms);
+        }
+        let current = |i: &&InboxItem| {
+            newest.get(&(&i.change.object, i.change.record.id.as_str()))
+                == Some(&i.change.record.modified_ms)
+        };
         for m in mappings {
             let forward: Vec<_> = items
                 .iter()
                 .filter(|i| i.change.object == m.source && i.change.kind == ChangeKind::Upsert)
+                .filter(current)
                 .collect();
             let reverse: Vec<_> = items
                 .iter()
                 .filter(|i| i.change.object == m.target && i.change.kind == ChangeKind::Upsert)
+                .filter(current)
                 .filter_map(|i| plan::source_id_of(m, &i.change.record).map(|sid| (sid, i)))
                 .collect();
             let mut ids: Vec<String> = forward.iter().map(|i| i.change.record.id.clone()).collect();
@@ -278,14 +358,37 @@ impl Engine {
             // Within a batch, later decisions see earlier ones' link observations.
             let mut links = links;
             for item in forward {
-                let d = plan::forward(m, &item.change.record, links.get(&item.change.record.id));
+                let rec = &item.change.record;
+                let d = plan::forward(m, rec, links.get(&rec.id));
+                let link = links.entry(rec.id.clone()).or_default();
                 if let Some(o) = &d.observation {
-                    links.entry(o.source_id.clone()).or_default().source_state = o.state.clone();
+                    link.source_state = o.state.clone();
+                }
+                if link.source_modified_ms.is_none_or(|s| s < rec.modified_ms) {
+                    link.source_modified_ms = Some(rec.modified_ms);
+                    commit.versions.push((
+                        m.name.clone(),
+                        rec.id.clone(),
+                        Direction::ToSource,
+                        rec.modified_ms,
+                    ));
                 }
                 push(&mut commit, d);
             }
             for (sid, item) in reverse {
-                let d = plan::reverse(m, &item.change.record, &sid, links.get(&sid));
+                let rec = &item.change.record;
+                let d = plan::reverse(m, rec, &sid, links.get(&sid));
+                if let Some(link) = links.get_mut(&sid)
+                    && link.target_modified_ms.is_none_or(|t| t < rec.modified_ms)
+                {
+                    link.target_modified_ms = Some(rec.modified_ms);
+                    commit.versions.push((
+                        m.name.clone(),
+                        sid.clone(),
+                        Direction::ToTarget,
+                        rec.modified_ms,
+                    ));
+                }
                 push(&mut commit, d);
             }
         }
@@ -302,6 +405,9 @@ impl Engine {
             return Ok(());
         };
         loop {
+            if self.hold(system).is_some() {
+                return Ok(());
+            }
             let now = (self.clock)();
             let due = self.store.due_outbox(system, now, conn.max_batch()).await?;
             if due.is_empty() {
@@ -330,6 +436,9 @@ impl Engine {
                     Ok(r) => r,
                     Err(e) => vec![Err(e); items.len()],
                 };
+                if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+                    self.note_error(system, e).await?;
+                }
                 if results.iter().any(Result::is_ok) {
                     self.failpoints.hit("drain.after_send");
                 }
@@ -368,13 +477,13 @@ impl Engine {
                                     error: e.to_string(),
                                 });
                             } else if matches!(e, ConnectorError::Auth(_)) {
-                                // Credentials are the operator's to fix; keep the write queued.
+                                // Credentials are the operator's to fix; the connection is on hold
+                                // and the write stays queued until it resumes.
                                 report.retried += 1;
-                                tracing::error!(%system, error = %e, "authentication failed; writes stay queued");
                                 outcomes.push(WriteOutcome::Retry {
                                     outbox_id: item.id,
                                     idempotency_key: item.write.idempotency_key(),
-                                    next_attempt_ms: now + 60_000,
+                                    next_attempt_ms: now,
                                     error: e.to_string(),
                                 });
                             } else {

@@ -22,6 +22,26 @@ pub mod action {
     pub const UNCHANGED: &str = "skip_unchanged";
     pub const UNLINKED: &str = "skip_unlinked";
     pub const MAPPING_FAILED: &str = "mapping_failed";
+    pub const STALE: &str = "skip_stale";
+}
+
+/// An older version than one already processed: never applied over the newer one.
+fn stale(
+    m: &Mapping,
+    direction: Direction,
+    source_id: &str,
+    target_id: Option<&str>,
+    seen_ms: i64,
+    got_ms: i64,
+) -> Decision {
+    let mut l = ledger(m, direction, source_id, target_id, action::STALE);
+    l.detail = Some(format!(
+        "version modified at {got_ms} is older than the one processed (modified at {seen_ms})"
+    ));
+    Decision {
+        ledger: Some(l),
+        ..Decision::default()
+    }
 }
 
 /// The entries of `desired` that differ from `known`.
@@ -62,6 +82,20 @@ fn ledger(
 pub fn forward(m: &Mapping, rec: &Record, link: Option<&Link>) -> Decision {
     let empty = Link::default();
     let link = link.unwrap_or(&empty);
+    if let Some(seen) = link
+        .source_modified_ms
+        .filter(|seen| rec.modified_ms < *seen)
+    {
+        let target_id = link.target_id.as_deref();
+        return stale(
+            m,
+            Direction::ToTarget,
+            &rec.id,
+            target_id,
+            seen,
+            rec.modified_ms,
+        );
+    }
     let op = if link.target_id.is_none() && link.target_state.is_empty() {
         Op::Create
     } else {
@@ -170,6 +204,19 @@ pub fn reverse(m: &Mapping, rec: &Record, source_id: &str, link: Option<&Link>) 
             ..Decision::default()
         };
     };
+    if let Some(seen) = link
+        .target_modified_ms
+        .filter(|seen| rec.modified_ms < *seen)
+    {
+        return stale(
+            m,
+            Direction::ToSource,
+            source_id,
+            Some(&rec.id),
+            seen,
+            rec.modified_ms,
+        );
+    }
     let desired = match m.to_source(&rec.fields) {
         Ok(d) => d,
         Err(e) => {

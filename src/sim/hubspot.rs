@@ -76,6 +76,10 @@ struct Inner {
     faults: Vec<Fault>,
     /// Batch upserts still to commit and then answer 502, as if the response were lost.
     lost_responses: u32,
+    /// Faults for the next batch upserts only (reads pass).
+    upsert_faults: Vec<Fault>,
+    /// Every request: when it arrived and the status it got from the gate (200: passed on).
+    log: Vec<(std::time::Instant, u16)>,
     /// Writes per (object type, external id): how many creates and updates each got.
     writes: BTreeMap<(String, String), (u32, u32)>,
 }
@@ -85,7 +89,7 @@ struct Inner {
 pub struct HubSpotSim {
     inner: Arc<Mutex<Inner>>,
     clock: Arc<SimClock>,
-    token: Arc<str>,
+    token: Arc<Mutex<String>>,
 }
 
 impl HubSpotSim {
@@ -93,7 +97,7 @@ impl HubSpotSim {
         let sim = HubSpotSim {
             inner: Arc::default(),
             clock: Arc::default(),
-            token: token.into(),
+            token: Arc::new(Mutex::new(token.to_owned())),
         };
         sim.lock().next_id = 9_000_000_001;
         sim
@@ -173,21 +177,52 @@ impl HubSpotSim {
         self.lock().lost_responses += n;
     }
 
+    /// Changes the token the portal accepts: the old one is revoked (every request with it gets
+    /// 401) until a client presents the new one, as after an app re-authorisation.
+    pub fn set_token(&self, token: &str) {
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = token.to_owned();
+    }
+
+    /// Like [`HubSpotSim::inject`], but only batch upserts get them.
+    pub fn inject_upsert_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.lock().upsert_faults.extend(faults);
+    }
+
+    /// Every request so far: when it arrived and the status the gate gave it (200 when passed
+    /// on to the endpoint), for tests of "no request before the Retry-After wait ends".
+    pub fn request_log(&self) -> Vec<(std::time::Instant, u16)> {
+        self.lock().log.clone()
+    }
+
     #[allow(clippy::result_large_err)] // axum responses are the natural error here
-    fn gate(&self, headers: &HeaderMap) -> Result<(), Response> {
+    fn gate(&self, headers: &HeaderMap, upsert: bool) -> Result<(), Response> {
         let mut inner = self.lock();
         inner.stats.requests += 1;
-        let expected = format!("Bearer {}", self.token);
+        let at = std::time::Instant::now();
+        let expected = format!(
+            "Bearer {}",
+            self.token.lock().unwrap_or_else(|p| p.into_inner())
+        );
         if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
             inner.stats.unauthorized += 1;
+            inner.log.push((at, 401));
             return Err(error(
                 StatusCode::UNAUTHORIZED,
                 "INVALID_AUTHENTICATION",
                 "Authentication credentials not found. This API supports OAuth 2.0 authentication.",
             ));
         }
-        if !inner.faults.is_empty() {
-            let f = inner.faults.remove(0);
+        let fault = if upsert && !inner.upsert_faults.is_empty() {
+            Some(inner.upsert_faults.remove(0))
+        } else if !inner.faults.is_empty() {
+            Some(inner.faults.remove(0))
+        } else {
+            None
+        };
+        inner
+            .log
+            .push((at, fault.as_ref().map_or(200, |f| f.status)));
+        if let Some(f) = fault {
             let status =
                 StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut resp = if f.status == 429 {
@@ -297,7 +332,7 @@ async fn list_objects(
     Path(object): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
-    if let Err(r) = sim.gate(&headers) {
+    if let Err(r) = sim.gate(&headers, false) {
         return r;
     }
     if !known_object(&object) {
@@ -338,7 +373,7 @@ async fn batch_upsert(
     Path(object): Path<String>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(r) = sim.gate(&headers) {
+    if let Err(r) = sim.gate(&headers, true) {
         return r;
     }
     if !known_object(&object) {
@@ -530,7 +565,7 @@ async fn search(
     Path(object): Path<String>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(r) = sim.gate(&headers) {
+    if let Err(r) = sim.gate(&headers, false) {
         return r;
     }
     sim.lock().stats.searches += 1;

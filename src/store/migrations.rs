@@ -4,7 +4,12 @@ use rusqlite_migration::{M, Migrations};
 
 /// Every migration, in order. Append new steps; never change or reorder existing ones.
 pub fn all() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2_ORDERING)])
+    Migrations::new(vec![
+        M::up(V1),
+        M::up(V2_ORDERING),
+        M::up(V3_HOLDS),
+        M::up(V4_DLQ_REPLAY),
+    ])
 }
 
 const V1: &str = r#"
@@ -99,6 +104,23 @@ CREATE INDEX ledger_by_record ON ledger (flow, source_id, at_ms);
 const V2_ORDERING: &str = r#"
 ALTER TABLE links ADD COLUMN source_modified_ms INTEGER;
 ALTER TABLE links ADD COLUMN target_modified_ms INTEGER;
+"#;
+
+/// Step "holds" (delivery guarantees): connections paused until re-authorised, for `status`.
+const V3_HOLDS: &str = r#"
+CREATE TABLE connection_holds (
+    system     TEXT PRIMARY KEY,
+    state      TEXT NOT NULL,
+    detail     TEXT NOT NULL,
+    since_ms   INTEGER NOT NULL
+) STRICT;
+"#;
+
+/// Step "dlq replay" (delivery guarantees): what a dead letter needs to be replayed: the full
+/// write for outbox failures, the record version's modification time for inbox failures.
+const V4_DLQ_REPLAY: &str = r#"
+ALTER TABLE dead_letters ADD COLUMN write TEXT;
+ALTER TABLE dead_letters ADD COLUMN modified_ms INTEGER;
 "#;
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! SQLite and two writes never interleave. Callers speak in domain verbs (`stage_changes`,
 //! `commit_plan`, `complete_writes`); no SQL leaves this module.
 
+pub mod dlq;
 mod migrations;
 mod queries;
 
@@ -73,6 +74,10 @@ pub struct Link {
     pub target_state: Map<String, Value>,
     /// The reverse-mapped values prmsync last wrote to (or saw on) the source.
     pub source_state: Map<String, Value>,
+    /// Vendor modification time of the newest source version processed (older ones are stale).
+    pub source_modified_ms: Option<i64>,
+    /// Vendor modification time of the newest target version processed.
+    pub target_modified_ms: Option<i64>,
 }
 
 /// A write the planner decided on, to commit durably to the outbox.
@@ -153,6 +158,9 @@ pub struct PlanCommit {
     /// (flow, direction, source id) whose pending outbox write is obsolete: the other side
     /// already shows what the latest version wants, so an older queued write must not land.
     pub cancelled: Vec<(String, Direction, String)>,
+    /// (flow, source id, side, vendor modification time) of each version processed, so a
+    /// version older than one already processed is recognised as stale when it arrives late.
+    pub versions: Vec<(String, String, Direction, i64)>,
 }
 
 /// A due outbox row, ready for a writer.
@@ -347,6 +355,24 @@ impl Store {
     /// The earliest time any outbox row becomes due, if any row is waiting.
     pub async fn next_outbox_due(&self) -> Result<Option<i64>, StoreError> {
         self.call(|conn| queries::next_outbox_due(conn)).await
+    }
+
+    /// Records that `system` is paused (`state`, e.g. `needs_reauth`), for `prmsync status`.
+    pub async fn set_connection_hold(
+        &self,
+        system: SystemKind,
+        state: &'static str,
+        detail: String,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| queries::set_connection_hold(tx, system, state, &detail, now_ms))
+            .await
+    }
+
+    /// Clears a recorded pause of `system`.
+    pub async fn clear_connection_hold(&self, system: SystemKind) -> Result<(), StoreError> {
+        self.write(move |tx| queries::clear_connection_hold(tx, system))
+            .await
     }
 
     /// Counts and ages for `prmsync status` and the demo summary.

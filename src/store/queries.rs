@@ -109,11 +109,14 @@ fn link_from_row(
     target_id: Option<String>,
     target_state: String,
     source_state: String,
+    (source_modified_ms, target_modified_ms): (Option<i64>, Option<i64>),
 ) -> Result<Link, StoreError> {
     Ok(Link {
         target_id,
         target_state: serde_json::from_str(&target_state)?,
         source_state: serde_json::from_str(&source_state)?,
+        source_modified_ms,
+        target_modified_ms,
     })
 }
 
@@ -123,17 +126,23 @@ pub(super) fn links_by_source(
     source_ids: &[String],
 ) -> Result<Vec<(String, Link)>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT target_id, target_state, source_state FROM links WHERE flow = ?1 AND source_id = ?2",
+        "SELECT target_id, target_state, source_state, source_modified_ms, target_modified_ms
+         FROM links WHERE flow = ?1 AND source_id = ?2",
     )?;
     let mut out = Vec::new();
     for sid in source_ids {
         let row = stmt
             .query_row(params![flow, sid], |r| {
-                Ok((r.get(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    (r.get(3)?, r.get(4)?),
+                ))
             })
             .optional()?;
-        if let Some((tid, ts, ss)) = row {
-            out.push((sid.clone(), link_from_row(tid, ts, ss)?));
+        if let Some((tid, ts, ss, mods)) = row {
+            out.push((sid.clone(), link_from_row(tid, ts, ss, mods)?));
         }
     }
     Ok(out)
@@ -145,7 +154,8 @@ pub(super) fn links_by_target(
     target_ids: &[String],
 ) -> Result<Vec<(String, String, Link)>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT source_id, target_state, source_state FROM links WHERE flow = ?1 AND target_id = ?2",
+        "SELECT source_id, target_state, source_state, source_modified_ms, target_modified_ms
+         FROM links WHERE flow = ?1 AND target_id = ?2",
     )?;
     let mut out = Vec::new();
     for tid in target_ids {
@@ -155,11 +165,16 @@ pub(super) fn links_by_target(
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
+                    (r.get(3)?, r.get(4)?),
                 ))
             })
             .optional()?;
-        if let Some((sid, ts, ss)) = row {
-            out.push((tid.clone(), sid, link_from_row(Some(tid.clone()), ts, ss)?));
+        if let Some((sid, ts, ss, mods)) = row {
+            out.push((
+                tid.clone(),
+                sid,
+                link_from_row(Some(tid.clone()), ts, ss, mods)?,
+            ));
         }
     }
     Ok(out)
@@ -236,7 +251,7 @@ pub(super) fn commit_plan(
         }
     }
     for d in &plan.dead_letters {
-        insert_dead_letter(tx, d, now_ms)?;
+        insert_dead_letter(tx, d, None, now_ms)?;
     }
     for l in &plan.ledger {
         insert_ledger(
@@ -256,6 +271,24 @@ pub(super) fn commit_plan(
         upsert_link_state(tx, &o.flow, &o.source_id, o.side, &o.state, None, now_ms)?;
     }
     {
+        let mut version = tx.prepare_cached(
+            "INSERT INTO links (flow, source_id, updated_ms, source_modified_ms, target_modified_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (flow, source_id) DO UPDATE SET
+                source_modified_ms = MAX(COALESCE(links.source_modified_ms, excluded.source_modified_ms),
+                                         COALESCE(excluded.source_modified_ms, links.source_modified_ms)),
+                target_modified_ms = MAX(COALESCE(links.target_modified_ms, excluded.target_modified_ms),
+                                         COALESCE(excluded.target_modified_ms, links.target_modified_ms))",
+        )?;
+        for (flow, source_id, side, ms) in &plan.versions {
+            let (source_ms, target_ms) = match side {
+                Direction::ToSource => (Some(*ms), None),
+                Direction::ToTarget => (None, Some(*ms)),
+            };
+            version.execute(params![flow, source_id, now_ms, source_ms, target_ms])?;
+        }
+    }
+    {
         let mut cancel = tx.prepare_cached(
             "DELETE FROM outbox WHERE flow = ?1 AND direction = ?2 AND source_id = ?3",
         )?;
@@ -272,14 +305,21 @@ pub(super) fn commit_plan(
     Ok(())
 }
 
-fn insert_dead_letter(
+/// Inserts a dead letter; `write` (outbox failures) is kept whole so the write can be replayed.
+pub(super) fn insert_dead_letter(
     tx: &Transaction<'_>,
     d: &super::DeadLetter,
+    write: Option<&PlannedWrite>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    let write = write.map(super::dlq::write_to_json).transpose()?;
+    // An inbox failure remembers the version's modification time, from its pending inbox row.
     tx.prepare_cached(
-        "INSERT INTO dead_letters (origin, flow, system, object, record_id, payload, reason, attempts, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO dead_letters (origin, flow, system, object, record_id, payload, reason, attempts,
+                                   created_ms, write, modified_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                 (SELECT modified_ms FROM inbox WHERE system = ?3 AND object = ?4 AND record_id = ?5
+                  AND state = 'pending' ORDER BY id DESC LIMIT 1))",
     )?
     .execute(params![
         d.origin,
@@ -290,7 +330,8 @@ fn insert_dead_letter(
         serde_json::to_string(&d.payload)?,
         d.reason,
         d.attempts,
-        now_ms
+        now_ms,
+        write,
     ])?;
     Ok(())
 }
@@ -462,6 +503,7 @@ pub(super) fn complete_writes(
                         reason: error.clone(),
                         attempts: w.attempts + 1,
                     },
+                    Some(&w.write),
                     now_ms,
                 )?;
                 insert_ledger(
@@ -503,6 +545,41 @@ pub(super) fn next_outbox_due(conn: &Connection) -> Result<Option<i64>, StoreErr
         .query_row([], |r| r.get(0))?)
 }
 
+pub(super) fn set_connection_hold(
+    tx: &Transaction<'_>,
+    system: SystemKind,
+    state: &str,
+    detail: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO connection_holds (system, state, detail, since_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (system) DO UPDATE SET state = excluded.state, detail = excluded.detail,
+            since_ms = excluded.since_ms",
+    )?
+    .execute(params![system.as_str(), state, detail, now_ms])?;
+    Ok(())
+}
+
+pub(super) fn clear_connection_hold(
+    tx: &Transaction<'_>,
+    system: SystemKind,
+) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM connection_holds WHERE system = ?1")?
+        .execute(params![system.as_str()])?;
+    Ok(())
+}
+
+/// A connection prmsync has paused, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldStatus {
+    pub system: String,
+    /// `needs_reauth`: the credential was refused; re-authorise or load a new one.
+    pub state: String,
+    pub detail: String,
+    pub since_secs: i64,
+}
+
 /// Counts for one (system, object) cursor.
 #[derive(Debug, Clone, Serialize)]
 pub struct CursorStatus {
@@ -535,6 +612,8 @@ pub struct StatusReport {
     pub links: i64,
     pub last_errors: Vec<String>,
     pub ledger: Vec<FlowCounts>,
+    /// Paused connections (empty when every connection runs).
+    pub holds: Vec<HoldStatus>,
 }
 
 pub(super) fn status(conn: &Connection, now_ms: i64) -> Result<StatusReport, StoreError> {
@@ -594,7 +673,31 @@ pub(super) fn status(conn: &Connection, now_ms: i64) -> Result<StatusReport, Sto
             ledger.push(r?);
         }
     }
+    let mut holds = Vec::new();
+    // A state file from before the holds step (status never migrates) has no such table.
+    let has_holds: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'connection_holds'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_holds > 0 {
+        let mut stmt = conn.prepare(
+            "SELECT system, state, detail, since_ms FROM connection_holds ORDER BY system",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(HoldStatus {
+                system: r.get(0)?,
+                state: r.get(1)?,
+                detail: r.get(2)?,
+                since_secs: (now_ms - r.get::<_, i64>(3)?) / 1000,
+            })
+        })?;
+        for r in rows {
+            holds.push(r?);
+        }
+    }
     Ok(StatusReport {
+        holds,
         schema_version: conn.query_row("PRAGMA user_version", [], |r| r.get(0))?,
         cursors,
         inbox_pending: count("SELECT COUNT(*) FROM inbox WHERE state = 'pending'")?,

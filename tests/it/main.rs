@@ -3,6 +3,7 @@
 
 mod cli;
 mod crash;
+mod guarantees;
 mod harness;
 mod sync;
 mod webhooks;

@@ -1,0 +1,346 @@
+//! Delivery guarantees, one test each: inject the fault at the simulator, then count what reached
+//! each side (creates vs updates per external id, request-log timestamps, dead letters).
+
+use std::time::Duration;
+
+use prmsync::cli::DlqAction;
+use prmsync::config::PrmConfig;
+use prmsync::engine::Hold;
+use prmsync::model::SystemKind;
+use prmsync::sim::Fault;
+use prmsync::webhook::signature::body_hmac;
+use secrecy::SecretString;
+use serde_json::json;
+
+use crate::harness::World;
+
+const PS_HOOK_SECRET: &str = "ps-hook-secret";
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+async fn status(d: &prmsync::app::Daemon) -> prmsync::store::StatusReport {
+    d.engine.store().status(now()).await.expect("status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_webhook_event_delivered_many_times_at_once_is_applied_once() {
+    let w = World::seeded(0).await;
+    let mut config = w.config();
+    let PrmConfig::PartnerStack(ps) = &mut config.prm;
+    ps.webhook_secret = Some(SecretString::from(PS_HOOK_SECRET));
+    let d = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+        .await
+        .expect("daemon");
+    let mut deal = prmsync::sim::seed::deals(1, 1).remove(0);
+    deal.insert("updated_at".into(), json!(now()));
+    let body = serde_json::to_vec(&json!({"event": "deal.created", "data": deal})).unwrap();
+    let url = format!("http://{}/webhooks/partnerstack", d.http_addr);
+    let http = prmsync::connector::http_client(Duration::from_secs(5));
+    let mut sends = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        sends.spawn(
+            http.post(&url)
+                .header(
+                    prmsync::webhook::PRM_SIGNATURE_HEADER,
+                    body_hmac(PS_HOOK_SECRET.as_bytes(), &body),
+                )
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send(),
+        );
+    }
+    while let Some(r) = sends.join_next().await {
+        assert_eq!(r.expect("send task").expect("delivered").status(), 200);
+    }
+    d.run_until_idle().await.expect("sync");
+    let writes = w.hs.writes("deals");
+    assert_eq!(writes.get("deal_1"), Some(&(1, 0)), "{writes:?}");
+    let conn = rusqlite::Connection::open(w.state_path()).unwrap();
+    let staged: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM inbox WHERE record_id = 'deal_1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(staged, 1, "one inbox row for 16 deliveries");
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_response_is_retried_as_an_update_never_a_second_create() {
+    let w = World::seeded(150).await;
+    // Both batches (100 + 50) commit at HubSpot, then their responses are lost.
+    w.hs.inject_lost_responses(2);
+    let d = w.daemon().await;
+    d.run_until_idle().await.expect("sync");
+    w.converged().expect("converged");
+    let writes = w.hs.writes("deals");
+    assert_eq!(writes.len(), 150);
+    assert!(
+        writes
+            .values()
+            .all(|(creates, updates)| *creates == 1 && *updates == 1),
+        "every deal created once and updated once by the retry: {writes:?}"
+    );
+    assert_eq!(w.hs.stats().created, 150);
+    assert_eq!(status(&d).await.dead_letters, 0);
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_system_gets_no_request_before_its_retry_after_ends() {
+    let w = World::seeded(20).await;
+    let limited = Fault {
+        status: 429,
+        retry_after: Some(2),
+    };
+    // The first HubSpot request (a read) and the first batch upsert are both told to wait 2s.
+    w.hs.inject([limited.clone()]);
+    w.hs.inject_upsert_faults([limited]);
+    let d = w.daemon().await;
+    d.run_until_idle().await.expect("sync");
+    w.converged().expect("converged");
+    let log = w.hs.request_log();
+    let limits: Vec<_> = log
+        .iter()
+        .filter(|(_, s)| *s == 429)
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(limits.len(), 2, "{log:?}");
+    for t in limits {
+        let next = log
+            .iter()
+            .map(|(at, _)| *at)
+            .filter(|at| *at > t)
+            .min()
+            .expect("a request after the wait");
+        assert!(
+            next.duration_since(t) >= Duration::from_secs(2),
+            "a request came {:?} after a 429 with Retry-After: 2",
+            next.duration_since(t)
+        );
+    }
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_errors_dead_letter_at_once_and_replay_puts_them_back() {
+    let w = World::seeded(20).await;
+    // An unmapped value: refused by the mapping, never sent.
+    let mut bad = prmsync::sim::seed::deals(21, 1).pop().unwrap();
+    bad.insert("stage".into(), json!("pending_legal"));
+    w.ps.upsert_deal(bad.clone());
+    // A validation error from HubSpot for the first batch: not retried.
+    w.hs.inject_upsert_faults([Fault {
+        status: 400,
+        retry_after: None,
+    }]);
+    let d = w.daemon().await;
+    d.run_until_idle().await.expect("sync");
+    let s = status(&d).await;
+    assert_eq!(s.dead_letters, 21, "{:?}", s.last_errors);
+    let refused = w.hs.request_log().iter().filter(|(_, s)| *s == 400).count();
+    assert_eq!(refused, 1, "a permanent error is not retried");
+    assert!(w.hs.objects("deals").is_empty());
+    let letters = d.engine.store().dead_letters(100).await.unwrap();
+    let unmapped = letters
+        .iter()
+        .find(|l| l.origin == "inbox")
+        .expect("mapping failure");
+    assert!(
+        unmapped.reason.contains("pending_legal"),
+        "{}",
+        unmapped.reason
+    );
+    assert!(
+        letters
+            .iter()
+            .filter(|l| l.origin == "outbox")
+            .all(|l| l.reason.contains("HTTP 400"))
+    );
+
+    // The operator fixes the partner's deal and replays everything.
+    bad.insert("stage".into(), json!("submitted"));
+    let key = w.ps.upsert_deal(bad);
+    let state = w.state_path();
+    let out = prmsync::ops::dlq::run(
+        &state,
+        DlqAction::Replay {
+            ids: vec![],
+            all: true,
+        },
+        false,
+        now(),
+    )
+    .await
+    .expect("replay");
+    assert!(
+        out.contains("requeued 20 write(s), restaged 1 change(s)"),
+        "{out}"
+    );
+    d.run_until_idle().await.expect("sync after replay");
+    w.converged().expect("converged after replay");
+    assert_eq!(w.hs.writes("deals").get(&key).map(|c| c.0), Some(1));
+    assert_eq!(status(&d).await.dead_letters, 0);
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_errors_retry_until_the_cap_then_dead_letter() {
+    let w = World::seeded(5).await;
+    let mut config = w.config();
+    config.daemon.max_attempts = 3;
+    w.hs.inject_upsert_faults(vec![
+        Fault {
+            status: 503,
+            retry_after: None,
+        };
+        3
+    ]);
+    let d = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+        .await
+        .expect("daemon");
+    d.run_until_idle().await.expect("sync");
+    let tries = w.hs.request_log().iter().filter(|(_, s)| *s == 503).count();
+    assert_eq!(tries, 3, "exactly max_attempts tries");
+    assert_eq!(w.hs.stats().created, 0, "no fourth try");
+    let letters = d.engine.store().dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 5);
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.attempts == 3 && l.reason.contains("503")),
+        "{letters:?}"
+    );
+    let (dropped, missing) = d
+        .engine
+        .store()
+        .drop_dead_letters(prmsync::store::dlq::Selection::Ids(vec![
+            letters[0].id,
+            999,
+        ]))
+        .await
+        .unwrap();
+    assert_eq!((dropped, missing), (1, vec![999]));
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_credential_pauses_only_that_connection_until_it_works_again() {
+    let w = World::seeded(10).await;
+    let d = w.daemon().await;
+    d.engine.tick().await.expect("first pass");
+    w.converged().expect("first sync");
+    // HubSpot revokes the token (the app must be re-authorised).
+    w.hs.set_token("re-authorised-token");
+    for deal in w.ps.deals().into_iter().take(3) {
+        let mut deal = deal;
+        deal.insert("amount".into(), json!(420_000));
+        w.ps.upsert_deal(deal);
+    }
+    d.engine.tick().await.expect("pass with a dead token");
+    assert!(matches!(
+        d.engine.hold(SystemKind::HubSpot),
+        Some(Hold::NeedsReauth { .. })
+    ));
+    assert_eq!(
+        d.engine.hold(SystemKind::PartnerStack),
+        None,
+        "the PRM side keeps running"
+    );
+    let s = status(&d).await;
+    assert_eq!(s.holds.len(), 1);
+    assert_eq!(
+        (s.holds[0].system.as_str(), s.holds[0].state.as_str()),
+        ("hubspot", "needs_reauth")
+    );
+    assert_eq!(s.outbox_depth, 3, "the changes keep queueing");
+    assert!(prmsync::status::render(&s).contains("NEEDS RE-AUTHORISATION"));
+    // While paused, a pass sends HubSpot one probe and nothing else; PartnerStack is still polled.
+    let (hs_before, ps_before) = (w.hs.stats().requests, w.ps.stats().list_requests);
+    d.engine.tick().await.expect("pass while paused");
+    assert_eq!(w.hs.stats().requests - hs_before, 1, "only the probe");
+    assert!(w.ps.stats().list_requests > ps_before);
+    // The token works again (re-authorised): the next pass resumes and delivers the queue.
+    w.hs.set_token(crate::harness::HS_TOKEN);
+    d.engine.tick().await.expect("pass after re-auth");
+    assert_eq!(d.engine.hold(SystemKind::HubSpot), None);
+    w.converged().expect("converged after re-auth");
+    let s = status(&d).await;
+    assert!(
+        s.holds.is_empty() && s.outbox_depth == 0 && s.dead_letters == 0,
+        "{s:?}"
+    );
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_convergence_oracle_reports_the_record_and_field_that_differ() {
+    let w = World::seeded(1).await;
+    let d = w.daemon().await;
+    d.run_until_idle().await.expect("sync");
+    w.converged().expect("converged");
+    let id = w.hs.objects("deals")[0]["hs_object_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.hs.set_property("deals", &id, "amount", "1");
+    let err = w.converged().unwrap_err();
+    assert!(err.contains("deal_1.amount"), "{err}");
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_version_arriving_after_a_newer_one_never_overwrites_it() {
+    let w = World::seeded(0).await;
+    let mut config = w.config();
+    let PrmConfig::PartnerStack(ps) = &mut config.prm;
+    ps.webhook_secret = Some(SecretString::from(PS_HOOK_SECRET));
+    let d = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+        .await
+        .expect("daemon");
+    let mut deal = prmsync::sim::seed::deals(1, 1).remove(0);
+    deal.insert("amount".into(), json!(100_000));
+    let key = w.ps.upsert_deal(deal.clone());
+    let old = w.ps.deal(&key).unwrap();
+    deal.insert("amount".into(), json!(200_000));
+    w.ps.upsert_deal(deal);
+    d.run_until_idle().await.expect("sync the newest version");
+    w.converged().expect("converged");
+    let before = w.hs.writes("deals");
+    // The webhook for the first version was delayed in the sender's retry queue; it lands now.
+    let body = serde_json::to_vec(&json!({"event": "deal.updated", "data": old})).unwrap();
+    let resp = prmsync::connector::http_client(Duration::from_secs(5))
+        .post(format!("http://{}/webhooks/partnerstack", d.http_addr))
+        .header(
+            prmsync::webhook::PRM_SIGNATURE_HEADER,
+            body_hmac(PS_HOOK_SECRET.as_bytes(), &body),
+        )
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("delivered");
+    assert_eq!(resp.status(), 200);
+    d.run_until_idle().await.expect("process the late webhook");
+    assert_eq!(
+        w.hs.writes("deals"),
+        before,
+        "nothing written for the old version"
+    );
+    let hs = w.hs.find("deals", "prm_deal_id", &key).unwrap();
+    assert_eq!(hs["amount"], json!("2000"));
+    let conn = rusqlite::Connection::open(w.state_path()).unwrap();
+    let stale: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM ledger WHERE source_id = ?1 AND action = 'skip_stale'",
+            [&key],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stale, 1, "the late version is recorded as stale");
+    d.shutdown().await;
+}
