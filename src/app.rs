@@ -141,6 +141,7 @@ impl Daemon {
             partnerstack_secret,
             clock,
             failpoints,
+            intake: Arc::new(tokio::sync::Semaphore::new(webhook::MAX_INFLIGHT_WEBHOOKS)),
         };
         let router = webhook::router(state, config.http.max_body_bytes);
         let stop_http = CancellationToken::new();
@@ -172,7 +173,17 @@ impl Daemon {
         notify(&[sd_notify::NotifyState::Ready]);
         let interval = self.config.daemon.poll_interval;
         loop {
-            match self.engine.tick().await {
+            let pass = self.engine.tick().await;
+            // A store that refuses writes (disk full, locked) makes prmsync not ready; the first
+            // pass that commits again makes it ready by itself (an idle pass proves nothing).
+            match &pass {
+                Ok(r) if !r.is_idle() => self.ready.store(true, Ordering::Relaxed),
+                Err(crate::engine::EngineError::Store(_)) => {
+                    self.ready.store(false, Ordering::Relaxed)
+                }
+                Ok(_) | Err(_) => {}
+            }
+            match pass {
                 Ok(r) if !r.is_idle() => tracing::info!(
                     staged = r.staged,
                     processed = r.processed,

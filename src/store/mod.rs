@@ -357,6 +357,14 @@ impl Store {
         self.call(|conn| queries::next_outbox_due(conn)).await
     }
 
+    /// Caps the state file at about `max_bytes` (`None`: no cap): a write that would grow it past
+    /// the cap fails with "database or disk is full" and rolls back, exactly as on a full disk.
+    /// Operators use it to keep prmsync from filling a shared volume; tests use it to fill one.
+    pub async fn set_size_limit(&self, max_bytes: Option<u64>) -> Result<(), StoreError> {
+        self.call(move |conn| queries::set_size_limit(conn, max_bytes))
+            .await
+    }
+
     /// Records that `system` is paused (`state`, e.g. `needs_reauth`), for `prmsync status`.
     pub async fn set_connection_hold(
         &self,

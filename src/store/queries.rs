@@ -545,6 +545,18 @@ pub(super) fn next_outbox_due(conn: &Connection) -> Result<Option<i64>, StoreErr
         .query_row([], |r| r.get(0))?)
 }
 
+pub(super) fn set_size_limit(conn: &Connection, max_bytes: Option<u64>) -> Result<(), StoreError> {
+    /// SQLite's own ceiling on the page count.
+    const NO_LIMIT: i64 = 4_294_967_294;
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let pages = max_bytes.map_or(NO_LIMIT, |b| {
+        (i64::try_from(b).unwrap_or(i64::MAX) / page_size.max(1)).clamp(1, NO_LIMIT)
+    });
+    // SQLite never lowers the cap below the current size; the next growth then fails.
+    conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+    Ok(())
+}
+
 pub(super) fn set_connection_hold(
     tx: &Transaction<'_>,
     system: SystemKind,

@@ -344,3 +344,111 @@ async fn an_older_version_arriving_after_a_newer_one_never_overwrites_it() {
     assert_eq!(stale, 1, "the late version is recorded as stale");
     d.shutdown().await;
 }
+
+async fn post_ps_webhook(
+    http: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    deal: &serde_json::Map<String, serde_json::Value>,
+) -> reqwest::Response {
+    let body = serde_json::to_vec(&json!({"event": "deal.updated", "data": deal})).unwrap();
+    http.post(format!("http://{addr}/webhooks/partnerstack"))
+        .header(
+            prmsync::webhook::PRM_SIGNATURE_HEADER,
+            body_hmac(PS_HOOK_SECRET.as_bytes(), &body),
+        )
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request answered")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_burst_beyond_capacity_gets_503_with_retry_after_not_a_queue() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use prmsync::webhook::{WebhookState, router};
+    use tokio::sync::{Notify, Semaphore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = prmsync::store::Store::open(&dir.path().join("state.db")).unwrap();
+    let intake = Arc::new(Semaphore::new(2));
+    let state = WebhookState {
+        store: store.clone(),
+        ready: Arc::new(AtomicBool::new(true)),
+        wake: Arc::new(Notify::new()),
+        hubspot_secret: None,
+        partnerstack_secret: Some(SecretString::from(PS_HOOK_SECRET)),
+        clock: prmsync::engine::system_clock(),
+        failpoints: prmsync::failpoint::FailPoints::none(),
+        intake: intake.clone(),
+    };
+    let server = prmsync::sim::SimServer::start(router(state, 1 << 20))
+        .await
+        .unwrap();
+    let http = prmsync::connector::http_client(Duration::from_secs(5));
+    let mut deal = prmsync::sim::seed::deals(1, 1).remove(0);
+    deal.insert("updated_at".into(), json!(now()));
+    // Every slot is busy storing other requests.
+    let busy = intake.clone().acquire_many_owned(2).await.unwrap();
+    let r = post_ps_webhook(&http, server.addr, &deal).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "30");
+    assert_eq!(store.status(now()).await.unwrap().inbox_pending, 0);
+    drop(busy);
+    let r = post_ps_webhook(&http, server.addr, &deal).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(store.status(now()).await.unwrap().inbox_pending, 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_acks_and_cursors_then_resumes_by_itself() {
+    let w = World::seeded(300).await;
+    let mut config = w.config();
+    let PrmConfig::PartnerStack(ps) = &mut config.prm;
+    ps.webhook_secret = Some(SecretString::from(PS_HOOK_SECRET));
+    let d = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+        .await
+        .expect("daemon");
+    let store = d.engine.store().clone();
+    let http = prmsync::connector::http_client(Duration::from_secs(5));
+    let readyz = || async {
+        http.get(format!("http://{}/readyz", d.http_addr))
+            .send()
+            .await
+            .expect("readyz")
+            .status()
+    };
+    assert_eq!(readyz().await, 200);
+    // The volume fills up: the state file cannot grow.
+    store.set_size_limit(Some(0)).await.unwrap();
+    let err = d.engine.tick().await.expect_err("a pass cannot commit");
+    assert!(err.is_retryable(), "{err}");
+    let s = store.status(now()).await.unwrap();
+    assert!(s.cursors.is_empty(), "no cursor moved: {:?}", s.cursors);
+    assert_eq!(s.inbox_pending, 0);
+    // An event too big for the free space left in the file's pages.
+    let mut deal = w.ps.deal("deal_1").unwrap();
+    deal.insert("notes".into(), json!("x".repeat(64 * 1024)));
+    let r = post_ps_webhook(&http, d.http_addr, &deal).await;
+    assert_eq!(r.status(), 503, "no ack for an event that is not stored");
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(readyz().await, 503);
+    assert!(w.hs.objects("deals").is_empty());
+    // Space returns: the sender's retry is stored, readiness comes back, the sync completes.
+    store.set_size_limit(None).await.unwrap();
+    let r = post_ps_webhook(&http, d.http_addr, &deal).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(readyz().await, 200);
+    d.run_until_idle().await.expect("sync");
+    w.converged()
+        .expect("converged after the disk had room again");
+    let conn = rusqlite::Connection::open(w.state_path()).unwrap();
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    d.shutdown().await;
+}
