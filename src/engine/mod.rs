@@ -18,6 +18,12 @@ pub use holds::Hold;
 use holds::Holds;
 pub use retry::RetryPolicy;
 
+/// A record whose writes return a side to the same state this many times within
+/// [`FLIP_WINDOW_MS`] is quarantined instead of written again.
+pub const FLIP_LIMIT: usize = 2;
+/// The window for [`FLIP_LIMIT`].
+pub const FLIP_WINDOW_MS: i64 = 10 * 60 * 1000;
+
 /// Reads beyond this many pages in one poll wait for the next tick.
 const MAX_PAGES_PER_POLL: usize = 500;
 
@@ -360,6 +366,7 @@ impl Engine {
             for item in forward {
                 let rec = &item.change.record;
                 let d = plan::forward(m, rec, links.get(&rec.id));
+                let d = self.guard_flips(m, d, links.get_mut(&rec.id), &mut commit);
                 let link = links.entry(rec.id.clone()).or_default();
                 if let Some(o) = &d.observation {
                     link.source_state = o.state.clone();
@@ -378,6 +385,7 @@ impl Engine {
             for (sid, item) in reverse {
                 let rec = &item.change.record;
                 let d = plan::reverse(m, rec, &sid, links.get(&sid));
+                let d = self.guard_flips(m, d, links.get_mut(&sid), &mut commit);
                 if let Some(link) = links.get_mut(&sid)
                     && link.target_modified_ms.is_none_or(|t| t < rec.modified_ms)
                 {
@@ -397,6 +405,42 @@ impl Engine {
         self.store.commit_plan(commit, (self.clock)()).await?;
         self.failpoints.hit("plan.after_commit");
         Ok((n, queued))
+    }
+
+    /// Holds back a write for a quarantined record, or quarantines one whose values keep
+    /// flipping back and forth (an echo loop the hashes cannot see), with an alert.
+    fn guard_flips(
+        &self,
+        m: &Mapping,
+        mut d: plan::Decision,
+        link: Option<&mut crate::store::Link>,
+        commit: &mut PlanCommit,
+    ) -> plan::Decision {
+        let Some(link) = link else {
+            return d;
+        };
+        let Some(w) = d.write.take() else {
+            return d;
+        };
+        let now = (self.clock)();
+        let flips = plan::flip_flops(link, &w, now, FLIP_WINDOW_MS);
+        if !link.quarantined && flips < FLIP_LIMIT {
+            link.write_history.push((now, w.state_key()));
+            d.write = Some(w);
+            return d;
+        }
+        if !link.quarantined {
+            tracing::error!(alert = "echo_quarantine", flow = %m.name, record = %w.source_id, flips, "record quarantined: its values keep flipping back and forth; see `prmsync dlq list`");
+        }
+        let key = (w.flow.clone(), w.direction, w.source_id.clone());
+        let (held, letter) = plan::quarantine(m, w, flips, link.quarantined);
+        link.quarantined = true;
+        commit.cancelled.push(key);
+        commit.quarantined.extend(letter);
+        plan::Decision {
+            observation: d.observation,
+            ..held
+        }
     }
 
     /// Sends due outbox rows for `system` in batches until none are due or the system pushes back.

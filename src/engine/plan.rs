@@ -23,6 +23,68 @@ pub mod action {
     pub const UNLINKED: &str = "skip_unlinked";
     pub const MAPPING_FAILED: &str = "mapping_failed";
     pub const STALE: &str = "skip_stale";
+    pub const QUARANTINED: &str = "quarantined";
+    pub const HELD: &str = "skip_quarantined";
+}
+
+/// A write that would return the written side to a state it was in at least `limit` times
+/// within `window_ms` before `now_ms` (values flipping back and forth) is not sent.
+pub fn flip_flops(link: &Link, w: &PlannedWrite, now_ms: i64, window_ms: i64) -> usize {
+    let key = w.state_key();
+    link.write_history
+        .iter()
+        .filter(|(at, k)| *at >= now_ms - window_ms && *k == key)
+        .count()
+}
+
+/// Holds back a write for a quarantined or flip-flopping record.
+pub fn quarantine(
+    m: &Mapping,
+    w: PlannedWrite,
+    flips: usize,
+    already: bool,
+) -> (Decision, Option<(DeadLetter, PlannedWrite)>) {
+    let action = if already {
+        action::HELD
+    } else {
+        action::QUARANTINED
+    };
+    let mut l = ledger(m, w.direction, &w.source_id, w.target_id.as_deref(), action);
+    l.content_hash = Some(w.content_hash.clone());
+    let reason = format!(
+        "values flipped back and forth: this write would return the {} to a state it had {flips} times recently; quarantined instead of looping (replay to release)",
+        match w.direction {
+            Direction::ToTarget => "target",
+            Direction::ToSource => "source",
+        }
+    );
+    l.detail = Some(if already {
+        "the record is quarantined".into()
+    } else {
+        reason.clone()
+    });
+    let letter = (!already).then(|| {
+        (
+            DeadLetter {
+                origin: "quarantine",
+                flow: Some(m.name.clone()),
+                system: w.system,
+                object: w.object.clone(),
+                record_id: w.source_id.clone(),
+                payload: Value::Object(w.payload.clone()),
+                reason,
+                attempts: 0,
+            },
+            w,
+        )
+    });
+    (
+        Decision {
+            ledger: Some(l),
+            ..Decision::default()
+        },
+        letter,
+    )
 }
 
 /// An older version than one already processed: never applied over the newer one.

@@ -11,7 +11,8 @@ use crate::model::{Direction, SystemKind};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLetterRow {
     pub id: i64,
-    /// `inbox`: the change could not be planned (mapping, rules); `outbox`: the write failed.
+    /// `inbox`: the change could not be planned (mapping, rules); `outbox`: the write failed;
+    /// `quarantine`: the record's values kept flipping back and forth (replay releases it).
     pub origin: String,
     pub flow: Option<String>,
     pub system: String,
@@ -173,6 +174,14 @@ fn replay(tx: &Transaction<'_>, sel: &Selection, now_ms: i64) -> Result<ReplayRe
                 ))
             },
         )?;
+        if origin == "quarantine" {
+            // Released by the operator: the flip count starts again.
+            tx.prepare_cached(
+                "UPDATE links SET write_history = '[]'
+                 WHERE (flow, source_id) IN (SELECT flow, record_id FROM dead_letters WHERE id = ?1)",
+            )?
+            .execute(params![id])?;
+        }
         if let Some(w) = write.as_deref().and_then(write_from_json) {
             let n = tx
                 .prepare_cached(

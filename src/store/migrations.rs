@@ -9,6 +9,7 @@ pub fn all() -> Migrations<'static> {
         M::up(V2_ORDERING),
         M::up(V3_HOLDS),
         M::up(V4_DLQ_REPLAY),
+        M::up(V5_FLIP_HISTORY),
     ])
 }
 
@@ -121,6 +122,12 @@ CREATE TABLE connection_holds (
 const V4_DLQ_REPLAY: &str = r#"
 ALTER TABLE dead_letters ADD COLUMN write TEXT;
 ALTER TABLE dead_letters ADD COLUMN modified_ms INTEGER;
+"#;
+
+/// Step "flip history" (delivery guarantees): the last writes queued per link, [at_ms, "side:hash"],
+/// so a record whose values keep flipping back and forth is quarantined instead of looping.
+const V5_FLIP_HISTORY: &str = r#"
+ALTER TABLE links ADD COLUMN write_history TEXT NOT NULL DEFAULT '[]';
 "#;
 
 #[cfg(test)]

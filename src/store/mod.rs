@@ -78,6 +78,10 @@ pub struct Link {
     pub source_modified_ms: Option<i64>,
     /// Vendor modification time of the newest target version processed.
     pub target_modified_ms: Option<i64>,
+    /// The last writes queued for this link, oldest first: (at_ms, "side:state hash").
+    pub write_history: Vec<(i64, String)>,
+    /// Whether the record is quarantined (a `quarantine` dead letter holds it).
+    pub quarantined: bool,
 }
 
 /// A write the planner decided on, to commit durably to the outbox.
@@ -100,6 +104,15 @@ pub struct PlannedWrite {
 }
 
 impl PlannedWrite {
+    /// What the written side looks like after this write, for flip-flop detection.
+    pub fn state_key(&self) -> String {
+        format!(
+            "{}:{}",
+            self.direction.as_str(),
+            crate::model::content_hash(&self.state_after)
+        )
+    }
+
     /// The same plan for the same record and content always has the same key.
     pub fn idempotency_key(&self) -> String {
         format!(
@@ -161,6 +174,8 @@ pub struct PlanCommit {
     /// (flow, source id, side, vendor modification time) of each version processed, so a
     /// version older than one already processed is recognised as stale when it arrives late.
     pub versions: Vec<(String, String, Direction, i64)>,
+    /// Records quarantined for flip-flopping, with the write that was held back.
+    pub quarantined: Vec<(DeadLetter, PlannedWrite)>,
 }
 
 /// A due outbox row, ready for a writer.

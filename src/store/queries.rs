@@ -105,11 +105,27 @@ pub(super) fn pending_inbox(conn: &Connection, limit: usize) -> Result<Vec<Inbox
     Ok(items)
 }
 
+/// The link columns after the states: modification times, write history, quarantine flag.
+type LinkExtra = (Option<i64>, Option<i64>, String, bool);
+
+const LINK_EXTRA: &str = "source_modified_ms, target_modified_ms, write_history,
+    EXISTS (SELECT 1 FROM dead_letters d WHERE d.origin = 'quarantine' AND d.flow = links.flow
+            AND d.record_id = links.source_id)";
+
+fn link_extra(r: &rusqlite::Row<'_>, from: usize) -> rusqlite::Result<LinkExtra> {
+    Ok((
+        r.get(from)?,
+        r.get(from + 1)?,
+        r.get(from + 2)?,
+        r.get(from + 3)?,
+    ))
+}
+
 fn link_from_row(
     target_id: Option<String>,
     target_state: String,
     source_state: String,
-    (source_modified_ms, target_modified_ms): (Option<i64>, Option<i64>),
+    (source_modified_ms, target_modified_ms, history, quarantined): LinkExtra,
 ) -> Result<Link, StoreError> {
     Ok(Link {
         target_id,
@@ -117,7 +133,33 @@ fn link_from_row(
         source_state: serde_json::from_str(&source_state)?,
         source_modified_ms,
         target_modified_ms,
+        write_history: serde_json::from_str(&history)?,
+        quarantined,
     })
+}
+
+/// How many queued writes a link remembers for flip-flop detection.
+const WRITE_HISTORY: usize = 16;
+
+fn record_write_history(
+    tx: &Transaction<'_>,
+    w: &PlannedWrite,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let history: Option<String> = tx
+        .prepare_cached("SELECT write_history FROM links WHERE flow = ?1 AND source_id = ?2")?
+        .query_row(params![w.flow, w.source_id], |r| r.get(0))
+        .optional()?;
+    let Some(history) = history else {
+        return Ok(());
+    };
+    let mut h: Vec<(i64, String)> = serde_json::from_str(&history)?;
+    h.push((now_ms, w.state_key()));
+    let skip = h.len().saturating_sub(WRITE_HISTORY);
+    let h: Vec<_> = h.into_iter().skip(skip).collect();
+    tx.prepare_cached("UPDATE links SET write_history = ?3 WHERE flow = ?1 AND source_id = ?2")?
+        .execute(params![w.flow, w.source_id, serde_json::to_string(&h)?])?;
+    Ok(())
 }
 
 pub(super) fn links_by_source(
@@ -125,10 +167,10 @@ pub(super) fn links_by_source(
     flow: &str,
     source_ids: &[String],
 ) -> Result<Vec<(String, Link)>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT target_id, target_state, source_state, source_modified_ms, target_modified_ms
-         FROM links WHERE flow = ?1 AND source_id = ?2",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT target_id, target_state, source_state, {LINK_EXTRA}
+             FROM links WHERE flow = ?1 AND source_id = ?2"
+    ))?;
     let mut out = Vec::new();
     for sid in source_ids {
         let row = stmt
@@ -137,7 +179,7 @@ pub(super) fn links_by_source(
                     r.get(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
-                    (r.get(3)?, r.get(4)?),
+                    link_extra(r, 3)?,
                 ))
             })
             .optional()?;
@@ -153,10 +195,10 @@ pub(super) fn links_by_target(
     flow: &str,
     target_ids: &[String],
 ) -> Result<Vec<(String, String, Link)>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT source_id, target_state, source_state, source_modified_ms, target_modified_ms
-         FROM links WHERE flow = ?1 AND target_id = ?2",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT source_id, target_state, source_state, {LINK_EXTRA}
+             FROM links WHERE flow = ?1 AND target_id = ?2"
+    ))?;
     let mut out = Vec::new();
     for tid in target_ids {
         let row = stmt
@@ -165,7 +207,7 @@ pub(super) fn links_by_target(
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
-                    (r.get(3)?, r.get(4)?),
+                    link_extra(r, 3)?,
                 ))
             })
             .optional()?;
@@ -250,8 +292,14 @@ pub(super) fn commit_plan(
             ])?;
         }
     }
+    for w in &plan.writes {
+        record_write_history(tx, w, now_ms)?;
+    }
     for d in &plan.dead_letters {
         insert_dead_letter(tx, d, None, now_ms)?;
+    }
+    for (d, w) in &plan.quarantined {
+        insert_dead_letter(tx, d, Some(w), now_ms)?;
     }
     for l in &plan.ledger {
         insert_ledger(

@@ -452,3 +452,73 @@ async fn a_full_disk_stops_acks_and_cursors_then_resumes_by_itself() {
     assert_eq!(ok, "ok");
     d.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_whose_values_flip_back_and_forth_is_quarantined_not_looped() {
+    let w = World::seeded(1).await;
+    let d = w.daemon().await;
+    d.run_until_idle().await.expect("first sync");
+    let id = w.hs.objects("deals")[0]["hs_object_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Something on the CRM side (a workflow fighting a user) keeps flipping the stage.
+    let flip = |i: usize| {
+        let stage = if i.is_multiple_of(2) {
+            "closedwon"
+        } else {
+            "closedlost"
+        };
+        w.hs.set_property("deals", &id, "dealstage", stage);
+    };
+    for i in 0..4 {
+        flip(i);
+        d.engine.tick().await.expect("pass");
+    }
+    assert_eq!(
+        w.ps.stats().patches,
+        4,
+        "the first flips are ordinary changes"
+    );
+    flip(4);
+    d.engine.tick().await.expect("pass");
+    assert_eq!(w.ps.stats().patches, 4, "the fifth is held back");
+    let letters = d.engine.store().dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].origin, "quarantine");
+    assert!(
+        letters[0].reason.contains("flipped back and forth"),
+        "{}",
+        letters[0].reason
+    );
+    let s = status(&d).await;
+    assert!(
+        s.last_errors.iter().any(|e| e.contains("quarantined")),
+        "{:?}",
+        s.last_errors
+    );
+    // While quarantined, nothing more is written for the record.
+    flip(5);
+    d.engine.tick().await.expect("pass");
+    flip(6);
+    d.engine.tick().await.expect("pass");
+    assert_eq!(w.ps.stats().patches, 4);
+    // The operator looks, settles it (closedwon stays) and releases the record.
+    let out = prmsync::ops::dlq::run(
+        &w.state_path(),
+        DlqAction::Replay {
+            ids: vec![letters[0].id],
+            all: false,
+        },
+        false,
+        now(),
+    )
+    .await
+    .expect("replay");
+    assert!(out.contains("requeued 1 write(s)"), "{out}");
+    d.run_until_idle().await.expect("sync after release");
+    assert_eq!(w.ps.stats().patches, 5);
+    w.converged().expect("converged after release");
+    assert_eq!(status(&d).await.dead_letters, 0);
+    d.shutdown().await;
+}
