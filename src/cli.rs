@@ -59,14 +59,8 @@ pub enum Command {
     /// Dead letters: list, show, replay (put back in the queue) or drop them.
     #[command(after_help = EXIT_CODES)]
     Dlq {
-        /// The config file (its daemon.state_path is used).
-        #[arg(
-            long,
-            short,
-            global = true,
-            required_unless_present = "state",
-            conflicts_with = "state"
-        )]
+        /// The config file (its daemon.state_path is used); or give --state.
+        #[arg(long, short, global = true, conflicts_with = "state")]
         config: Option<PathBuf>,
         /// A state file, directly.
         #[arg(long, global = true)]

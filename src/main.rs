@@ -227,7 +227,12 @@ fn dlq_cmd(config: Option<&Path>, state: Option<&Path>, json: bool, action: DlqA
             Ok(c) => c.daemon.state_path,
             Err(code) => return code,
         },
-        (None, None) => return ExitCode::from(EXIT_CONFIG),
+        (None, None) => {
+            eprintln!(
+                "prmsync dlq: name the config (--config FILE) or the state file (--state FILE)"
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
     };
     if !path.exists() {
         eprintln!("no state file at {} (has prmsync run yet?)", path.display());

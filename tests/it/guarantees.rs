@@ -522,3 +522,60 @@ async fn a_record_whose_values_flip_back_and_forth_is_quarantined_not_looped() {
     assert_eq!(status(&d).await.dead_letters, 0);
     d.shutdown().await;
 }
+
+fn prmsync_cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prmsync"))
+        .args(args)
+        .output()
+        .expect("run prmsync");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_cli_lists_shows_replays_and_drops() {
+    let w = World::seeded(2).await;
+    w.hs.inject_upsert_faults([Fault {
+        status: 400,
+        retry_after: None,
+    }]);
+    let d = w.daemon().await;
+    d.run_until_idle().await.expect("sync");
+    d.shutdown().await;
+    let state = w.state_path();
+    let state = state.to_str().unwrap();
+
+    let (code, out, _) = prmsync_cli(&["dlq", "list", "--state", state]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.lines().filter(|l| l.contains("HTTP 400")).count(),
+        2,
+        "{out}"
+    );
+    let (code, out, _) = prmsync_cli(&["dlq", "show", "1", "--state", state, "--json"]);
+    assert_eq!(code, 0);
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(shown["origin"], "outbox");
+    assert_eq!(shown["replayable"], true);
+    assert!(shown["payload"]["dealname"].is_string(), "{shown}");
+    let (code, _, err) = prmsync_cli(&["dlq", "show", "99", "--state", state]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no dead letter with id 99"), "{err}");
+    let (code, out, _) = prmsync_cli(&["dlq", "drop", "2", "--state", state]);
+    assert_eq!((code, out.trim()), (0, "dropped 1 dead letter(s)"));
+    let (code, out, _) = prmsync_cli(&["dlq", "replay", "--all", "--state", state]);
+    assert_eq!(code, 0);
+    assert!(out.contains("requeued 1 write(s)"), "{out}");
+    let (code, _, err) = prmsync_cli(&["dlq", "replay", "--state", state]);
+    assert_eq!(code, 2, "ids or --all are required: {err}");
+    // The replayed write goes out on the next pass; the dropped one is gone for good.
+    let d = w.daemon().await;
+    d.run_until_idle().await.expect("sync");
+    assert_eq!(w.hs.objects("deals").len(), 1);
+    let s = status(&d).await;
+    assert_eq!(s.dead_letters, 0, "{:?}", s.last_errors);
+    d.shutdown().await;
+}
