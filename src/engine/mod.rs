@@ -1,6 +1,7 @@
 //! The engine: pollers stage changes, the planner decides, outbox writers deliver. One `tick` runs
 //! each step once; the daemon loop in `app` calls it on a timer and when webhooks arrive.
 
+pub mod budget;
 mod holds;
 pub mod plan;
 mod retry;
@@ -23,6 +24,13 @@ pub use retry::RetryPolicy;
 pub const FLIP_LIMIT: usize = 2;
 /// The window for [`FLIP_LIMIT`].
 pub const FLIP_WINDOW_MS: i64 = 10 * 60 * 1000;
+
+/// A change to a record modified longer ago than this is backfill: its writes drain after live
+/// changes and new registrations.
+pub const LIVE_WINDOW_MS: i64 = 60 * 60 * 1000;
+/// Batches one drain sends before the pass returns, so live changes planned meanwhile can
+/// overtake a long backfill.
+const MAX_BATCHES_PER_DRAIN: usize = 10;
 
 /// Reads beyond this many pages in one poll wait for the next tick.
 const MAX_PAGES_PER_POLL: usize = 500;
@@ -99,6 +107,7 @@ pub struct Engine {
     clock: Clock,
     failpoints: FailPoints,
     holds: Holds,
+    budgets: BTreeMap<SystemKind, budget::Budget>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -120,7 +129,12 @@ impl Engine {
         settings: EngineSettings,
         clock: Clock,
     ) -> Self {
+        let budgets = [prm.kind(), crm.kind()]
+            .into_iter()
+            .map(|k| (k, budget::Budget::new(budget::Limits::documented(k))))
+            .collect();
         Engine {
+            budgets,
             store,
             prm,
             crm,
@@ -129,6 +143,19 @@ impl Engine {
             clock,
             failpoints: FailPoints::none(),
             holds: Holds::default(),
+        }
+    }
+
+    /// Replaces a credential's API budget (a vendor tier with other limits).
+    pub fn with_limits(mut self, system: SystemKind, limits: budget::Limits) -> Self {
+        self.budgets.insert(system, budget::Budget::new(limits));
+        self
+    }
+
+    /// Waits until the budget of `system`'s credential allows one more request.
+    async fn spend(&self, system: SystemKind) {
+        if let Some(b) = self.budgets.get(&system) {
+            b.acquire().await;
         }
     }
 
@@ -208,6 +235,7 @@ impl Engine {
             if !matches!(self.hold(system), Some(Hold::NeedsReauth { .. })) {
                 continue;
             }
+            self.spend(system).await;
             match conn.health().await {
                 Ok(()) => self.credential_loaded(system).await?,
                 Err(e) => tracing::debug!(%system, error = %e, "still needs re-authorisation"),
@@ -267,7 +295,11 @@ impl Engine {
             let read = self
                 .settings
                 .retry
-                .run(|| conn.read_changes(&object.object, since, fields, page.as_deref()))
+                .run(|| async {
+                    self.spend(object.system).await;
+                    conn.read_changes(&object.object, since, fields, page.as_deref())
+                        .await
+                })
                 .await
                 .map_err(|error| EngineError::Connector {
                     system: object.system,
@@ -367,6 +399,7 @@ impl Engine {
                 let rec = &item.change.record;
                 let d = plan::forward(m, rec, links.get(&rec.id));
                 let d = self.guard_flips(m, d, links.get_mut(&rec.id), &mut commit);
+                mark_backfill(&mut commit, &d, rec, (self.clock)());
                 let link = links.entry(rec.id.clone()).or_default();
                 if let Some(o) = &d.observation {
                     link.source_state = o.state.clone();
@@ -386,6 +419,7 @@ impl Engine {
                 let rec = &item.change.record;
                 let d = plan::reverse(m, rec, &sid, links.get(&sid));
                 let d = self.guard_flips(m, d, links.get_mut(&sid), &mut commit);
+                mark_backfill(&mut commit, &d, rec, (self.clock)());
                 if let Some(link) = links.get_mut(&sid)
                     && link.target_modified_ms.is_none_or(|t| t < rec.modified_ms)
                 {
@@ -448,7 +482,7 @@ impl Engine {
         let Some(conn) = self.connector(system) else {
             return Ok(());
         };
-        loop {
+        for _ in 0..MAX_BATCHES_PER_DRAIN {
             if self.hold(system).is_some() {
                 return Ok(());
             }
@@ -476,6 +510,7 @@ impl Engine {
                     })
                     .collect();
                 self.failpoints.hit("drain.before_send");
+                self.spend(system).await;
                 let results = match conn.write(&object, &requests).await {
                     Ok(r) => r,
                     Err(e) => vec![Err(e); items.len()],
@@ -549,6 +584,7 @@ impl Engine {
                 return Ok(());
             }
         }
+        Ok(())
     }
 
     /// Runs ticks until one finds nothing to do and no write is due (bounded by `max_ticks`).
@@ -574,6 +610,24 @@ impl Engine {
             }
         }
         Ok(total)
+    }
+}
+
+/// An update planned from a version older than [`LIVE_WINDOW_MS`] is backfill; creates (new
+/// registrations) and recent changes go first.
+fn mark_backfill(
+    commit: &mut PlanCommit,
+    d: &plan::Decision,
+    rec: &crate::model::Record,
+    now: i64,
+) {
+    if let Some(w) = &d.write
+        && w.target_id.is_some()
+        && rec.modified_ms < now - LIVE_WINDOW_MS
+    {
+        commit
+            .backfill
+            .push((w.flow.clone(), w.direction, w.source_id.clone()));
     }
 }
 

@@ -10,6 +10,7 @@ pub fn all() -> Migrations<'static> {
         M::up(V3_HOLDS),
         M::up(V4_DLQ_REPLAY),
         M::up(V5_FLIP_HISTORY),
+        M::up(V6_PRIORITY),
     ])
 }
 
@@ -128,6 +129,13 @@ ALTER TABLE dead_letters ADD COLUMN modified_ms INTEGER;
 /// so a record whose values keep flipping back and forth is quarantined instead of looping.
 const V5_FLIP_HISTORY: &str = r#"
 ALTER TABLE links ADD COLUMN write_history TEXT NOT NULL DEFAULT '[]';
+"#;
+
+/// Step "priority" (delivery guarantees): live changes and new registrations (0) drain before
+/// backfill updates of old versions (1).
+const V6_PRIORITY: &str = r#"
+ALTER TABLE outbox ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX outbox_by_priority ON outbox (system, priority, next_attempt_ms);
 "#;
 
 #[cfg(test)]

@@ -176,6 +176,8 @@ pub struct PlanCommit {
     pub versions: Vec<(String, String, Direction, i64)>,
     /// Records quarantined for flip-flopping, with the write that was held back.
     pub quarantined: Vec<(DeadLetter, PlannedWrite)>,
+    /// (flow, direction, source id) of writes that are backfill: drained after live ones.
+    pub backfill: Vec<(String, Direction, String)>,
 }
 
 /// A due outbox row, ready for a writer.

@@ -272,7 +272,8 @@ pub(super) fn commit_plan(
                 target_id = COALESCE(excluded.target_id, outbox.target_id),
                 payload = excluded.payload, state_after = excluded.state_after,
                 content_hash = excluded.content_hash, mapping_version = excluded.mapping_version,
-                attempts = 0, next_attempt_ms = excluded.next_attempt_ms, last_error = NULL",
+                attempts = 0, next_attempt_ms = excluded.next_attempt_ms, last_error = NULL,
+                priority = 0",
         )?;
         for w in &plan.writes {
             stmt.execute(params![
@@ -294,6 +295,14 @@ pub(super) fn commit_plan(
     }
     for w in &plan.writes {
         record_write_history(tx, w, now_ms)?;
+    }
+    {
+        let mut later = tx.prepare_cached(
+            "UPDATE outbox SET priority = 1 WHERE flow = ?1 AND direction = ?2 AND source_id = ?3",
+        )?;
+        for (flow, direction, source_id) in &plan.backfill {
+            later.execute(params![flow, direction.as_str(), source_id])?;
+        }
     }
     for d in &plan.dead_letters {
         insert_dead_letter(tx, d, None, now_ms)?;
@@ -423,7 +432,7 @@ pub(super) fn due_outbox(
 ) -> Result<Vec<OutboxItem>, StoreError> {
     query_outbox(
         conn,
-        "WHERE system = ?1 AND next_attempt_ms <= ?2 ORDER BY next_attempt_ms, id LIMIT ?3",
+        "WHERE system = ?1 AND next_attempt_ms <= ?2 ORDER BY priority, next_attempt_ms, id LIMIT ?3",
         params![system.as_str(), now_ms, limit as i64],
     )
 }

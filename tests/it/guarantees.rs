@@ -579,3 +579,74 @@ async fn dlq_cli_lists_shows_replays_and_drops() {
     assert_eq!(s.dead_letters, 0, "{:?}", s.last_errors);
     d.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_budget_paces_requests_under_its_burst_limit() {
+    use std::sync::Arc;
+
+    use prmsync::connector::{Connector, hubspot::HubSpot, partnerstack::PartnerStack};
+    use prmsync::engine::budget::{Limits, Rate};
+    use prmsync::engine::{Engine, EngineSettings, RetryPolicy};
+
+    let w = World::seeded(300).await;
+    let http = prmsync::connector::http_client(Duration::from_secs(10));
+    let store = prmsync::store::Store::open(&w.state_path()).unwrap();
+    let set = prmsync::mapping::MappingSet::builtin().unwrap();
+    let engine = Engine::new(
+        store,
+        Connector::PartnerStack(PartnerStack::new(
+            http.clone(),
+            w.ps_server.url("/api/v2"),
+            SecretString::from(crate::harness::PS_KEY),
+        )),
+        Connector::HubSpot(HubSpot::new(
+            http,
+            w.hs_server.url(""),
+            SecretString::from(crate::harness::HS_TOKEN),
+        )),
+        set.mappings.iter().map(Arc::clone).collect(),
+        EngineSettings {
+            batch_size: 100,
+            retry: RetryPolicy::default(),
+            overlap: Duration::from_secs(2),
+        },
+        prmsync::engine::system_clock(),
+    )
+    // A tier allowing a burst of 3, then one request per 200 ms.
+    .with_limits(
+        SystemKind::HubSpot,
+        Limits {
+            burst: Rate {
+                n: 3,
+                per: Duration::from_millis(600),
+            },
+            daily: Rate {
+                n: 1000,
+                per: Duration::from_secs(86_400),
+            },
+        },
+    );
+    engine.run_until_idle(50).await.expect("sync");
+    w.converged().expect("converged under a tight budget");
+    let log = w.hs.request_log();
+    assert!(
+        log.len() >= 5,
+        "searches and 3 batches at least: {}",
+        log.len()
+    );
+    let span = log.last().unwrap().0.duration_since(log[0].0);
+    let floor = Duration::from_millis(200) * (log.len() as u32 - 3);
+    assert!(
+        span + Duration::from_millis(20) >= floor,
+        "{} requests in {span:?}: faster than the budget allows ({floor:?})",
+        log.len()
+    );
+    // Never more than the burst plus the refill inside any 600 ms window.
+    for (i, (t, _)) in log.iter().enumerate() {
+        let in_window = log[i..]
+            .iter()
+            .take_while(|(u, _)| u.duration_since(*t) < Duration::from_millis(600))
+            .count();
+        assert!(in_window <= 6, "{in_window} requests within 600 ms");
+    }
+}
