@@ -64,8 +64,14 @@ pub(super) fn write_to_json(w: &PlannedWrite) -> Result<String, StoreError> {
     }))?)
 }
 
-fn write_from_json(s: &str) -> Option<PlannedWrite> {
-    let v: Value = serde_json::from_str(s).ok()?;
+/// The write stored with a dead letter; `None` when a field is missing or unknown (a newer
+/// prmsync wrote it), so the letter is kept rather than guessed at.
+fn write_from_json(s: &str) -> Result<Option<PlannedWrite>, StoreError> {
+    let v: Value = serde_json::from_str(s)?;
+    Ok(parse_write(&v))
+}
+
+fn parse_write(v: &Value) -> Option<PlannedWrite> {
     let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
     let object = |k: &str| v.get(k).and_then(Value::as_object).cloned();
     Some(PlannedWrite {
@@ -182,7 +188,8 @@ fn replay(tx: &Transaction<'_>, sel: &Selection, now_ms: i64) -> Result<ReplayRe
             )?
             .execute(params![id])?;
         }
-        if let Some(w) = write.as_deref().and_then(write_from_json) {
+        let write = write.as_deref().map(write_from_json).transpose()?.flatten();
+        if let Some(w) = write {
             let n = tx
                 .prepare_cached(
                     "INSERT INTO outbox (idempotency_key, flow, direction, source_id, target_id,

@@ -650,3 +650,29 @@ async fn a_credential_budget_paces_requests_under_its_burst_limit() {
         assert!(in_window <= 6, "{in_window} requests within 600 ms");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_gets_503_not_an_ack_and_recovers_when_released() {
+    let w = World::seeded(0).await;
+    let mut config = w.config();
+    let PrmConfig::PartnerStack(ps) = &mut config.prm;
+    ps.webhook_secret = Some(SecretString::from(PS_HOOK_SECRET));
+    let d = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+        .await
+        .expect("daemon");
+    let http = prmsync::connector::http_client(Duration::from_secs(30));
+    let mut deal = prmsync::sim::seed::deals(1, 1).remove(0);
+    deal.insert("updated_at".into(), json!(now()));
+    // Another process (a careless backup, a sqlite3 shell) holds the write lock.
+    let other = rusqlite::Connection::open(w.state_path()).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let r = post_ps_webhook(&http, d.http_addr, &deal).await;
+    assert_eq!(r.status(), 503, "no ack while the event cannot be stored");
+    assert!(r.headers().contains_key("retry-after"));
+    other.execute_batch("ROLLBACK").unwrap();
+    let r = post_ps_webhook(&http, d.http_addr, &deal).await;
+    assert_eq!(r.status(), 200);
+    d.run_until_idle().await.expect("sync");
+    assert_eq!(w.hs.writes("deals").get("deal_1"), Some(&(1, 0)));
+    d.shutdown().await;
+}
