@@ -676,3 +676,60 @@ async fn a_locked_database_gets_503_not_an_ack_and_recovers_when_released() {
     assert_eq!(w.hs.writes("deals").get("deal_1"), Some(&(1, 0)));
     d.shutdown().await;
 }
+
+#[tokio::test]
+async fn live_changes_and_new_registrations_drain_before_backfill_updates() {
+    use prmsync::model::Direction;
+    use prmsync::store::{PlanCommit, PlannedWrite, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    let write = |id: &str, target: Option<&str>| PlannedWrite {
+        flow: "deal-registration".into(),
+        direction: Direction::ToTarget,
+        source_id: id.into(),
+        target_id: target.map(str::to_owned),
+        system: SystemKind::HubSpot,
+        object: "deals".into(),
+        id_property: Some("prm_deal_id".into()),
+        payload: serde_json::Map::new(),
+        state_after: serde_json::Map::new(),
+        content_hash: format!("hash-{id}"),
+        mapping_version: "v".into(),
+    };
+    let backfill: Vec<_> = (0..5)
+        .map(|i| write(&format!("old_{i}"), Some("1")))
+        .collect();
+    let keys = backfill
+        .iter()
+        .map(|w| (w.flow.clone(), w.direction, w.source_id.clone()))
+        .collect();
+    // The backfill was planned first; a live registration arrives after it.
+    store
+        .commit_plan(
+            PlanCommit {
+                writes: backfill,
+                backfill: keys,
+                ..PlanCommit::default()
+            },
+            now(),
+        )
+        .await
+        .unwrap();
+    store
+        .commit_plan(
+            PlanCommit {
+                writes: vec![write("new_registration", None)],
+                ..PlanCommit::default()
+            },
+            now() + 1,
+        )
+        .await
+        .unwrap();
+    let due = store
+        .due_outbox(SystemKind::HubSpot, now() + 10, 2)
+        .await
+        .unwrap();
+    let order: Vec<&str> = due.iter().map(|i| i.write.source_id.as_str()).collect();
+    assert_eq!(order, ["new_registration", "old_0"]);
+}
