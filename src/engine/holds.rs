@@ -17,10 +17,15 @@ pub enum Hold {
     NeedsReauth { since_ms: i64, detail: String },
 }
 
+/// How often a connection paused on a dead credential is probed with one cheap call.
+pub const REAUTH_PROBE_MS: i64 = 30_000;
+
 /// The holds in force, shared by pollers and writers.
 #[derive(Debug, Default)]
 pub struct Holds {
     inner: Mutex<BTreeMap<SystemKind, Hold>>,
+    /// When each paused connection was last probed.
+    probed: Mutex<BTreeMap<SystemKind, i64>>,
 }
 
 impl Holds {
@@ -66,7 +71,27 @@ impl Holds {
 
     /// Lifts the hold on `system` (a probe succeeded or a new credential was loaded).
     pub fn release(&self, system: SystemKind) -> Option<Hold> {
+        self.probed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&system);
         self.lock().remove(&system)
+    }
+
+    /// Whether a connection paused on a dead credential is due for a probe (at most one per
+    /// [`REAUTH_PROBE_MS`], the first one a full interval after the pause); records the probe.
+    pub fn probe_due(&self, system: SystemKind, now_ms: i64) -> bool {
+        let since = match self.lock().get(&system) {
+            Some(Hold::NeedsReauth { since_ms, .. }) => *since_ms,
+            _ => return false,
+        };
+        let mut probed = self.probed.lock().unwrap_or_else(|p| p.into_inner());
+        let last = probed.get(&system).copied().unwrap_or(since);
+        if now_ms - last < REAUTH_PROBE_MS {
+            return false;
+        }
+        probed.insert(system, now_ms);
+        true
     }
 }
 
@@ -98,7 +123,12 @@ mod tests {
             Some(Hold::NeedsReauth { .. })
         ));
         assert_eq!(h.get(SystemKind::PartnerStack, 0), None);
+        assert!(!h.probe_due(hs, 5 + REAUTH_PROBE_MS - 1));
+        assert!(h.probe_due(hs, 5 + REAUTH_PROBE_MS));
+        assert!(!h.probe_due(hs, 5 + REAUTH_PROBE_MS + 1));
+        assert!(h.probe_due(hs, 5 + 2 * REAUTH_PROBE_MS));
         assert!(h.release(hs).is_some());
         assert_eq!(h.get(hs, 0), None);
+        assert!(!h.probe_due(hs, i64::MAX / 2));
     }
 }

@@ -193,12 +193,14 @@ impl Engine {
         self.holds.get(system, (self.clock)())
     }
 
-    /// A new credential for `system` was loaded: lift its re-authorisation hold at once.
+    /// A new credential for `system` was loaded (or a probe shows the old one works again):
+    /// lift its re-authorisation hold and make its queued writes due at once.
     pub async fn credential_loaded(&self, system: SystemKind) -> Result<(), EngineError> {
         if self.holds.release(system).is_some() {
-            tracing::info!(%system, "credential loaded; connection resumed");
+            tracing::info!(%system, "credential works; connection resumed");
         }
         self.store.clear_connection_hold(system).await?;
+        self.store.resume_outbox(system, (self.clock)()).await?;
         Ok(())
     }
 
@@ -232,7 +234,7 @@ impl Engine {
     async fn probe_holds(&self) -> Result<(), EngineError> {
         for conn in [&self.crm, &self.prm] {
             let system = conn.kind();
-            if !matches!(self.hold(system), Some(Hold::NeedsReauth { .. })) {
+            if !self.holds.probe_due(system, (self.clock)()) {
                 continue;
             }
             self.spend(system).await;
@@ -557,12 +559,12 @@ impl Engine {
                                 });
                             } else if matches!(e, ConnectorError::Auth(_)) {
                                 // Credentials are the operator's to fix; the connection is on hold
-                                // and the write stays queued until it resumes.
+                                // and the write stays queued until it resumes (which makes it due).
                                 report.retried += 1;
                                 outcomes.push(WriteOutcome::Retry {
                                     outbox_id: item.id,
                                     idempotency_key: item.write.idempotency_key(),
-                                    next_attempt_ms: now,
+                                    next_attempt_ms: now + holds::REAUTH_PROBE_MS,
                                     error: e.to_string(),
                                 });
                             } else {

@@ -394,6 +394,12 @@ impl Store {
             .await
     }
 
+    /// Makes every queued write to `system` due now (its connection just resumed).
+    pub async fn resume_outbox(&self, system: SystemKind, now_ms: i64) -> Result<(), StoreError> {
+        self.write(move |tx| queries::resume_outbox(tx, system, now_ms))
+            .await
+    }
+
     /// Clears a recorded pause of `system`.
     pub async fn clear_connection_hold(&self, system: SystemKind) -> Result<(), StoreError> {
         self.write(move |tx| queries::clear_connection_hold(tx, system))

@@ -630,6 +630,18 @@ pub(super) fn set_connection_hold(
     Ok(())
 }
 
+pub(super) fn resume_outbox(
+    tx: &Transaction<'_>,
+    system: SystemKind,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE outbox SET next_attempt_ms = ?2 WHERE system = ?1 AND next_attempt_ms > ?2",
+    )?
+    .execute(params![system.as_str(), now_ms])?;
+    Ok(())
+}
+
 pub(super) fn clear_connection_hold(
     tx: &Transaction<'_>,
     system: SystemKind,
