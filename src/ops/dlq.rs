@@ -87,6 +87,7 @@ pub async fn run(
         }
         DlqAction::Show { id } => {
             let d = store.dead_letter(id).await?.ok_or(DlqError::NotFound(id))?;
+            let payload = serde_json::to_string_pretty(&d.payload)?;
             out(json, &d, |d| {
                 format!(
                     "{}\nreplayable: {}\npayload:\n{}\n",
@@ -96,7 +97,7 @@ pub async fn run(
                     } else {
                         "no (recorded before replay support)"
                     },
-                    serde_json::to_string_pretty(&d.payload).unwrap_or_default()
+                    payload
                 )
             })
         }

@@ -104,11 +104,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A number from the environment, or `default` when the variable is unset.
+fn env_number<T: std::str::FromStr>(name: &str, default: impl FnOnce() -> T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default(),
+    }
+}
+
 fn seed() -> u64 {
-    std::env::var("PRMSYNC_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..))
+    env_number("PRMSYNC_CRASH_SEED", || fastrand::u64(..))
 }
 
 /// After the last run converged, a daemon on the same state file finds nothing to write: no echo
@@ -155,10 +162,7 @@ async fn converge(w: &World, config: &Path, run: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_then_restart_converges() {
-    let kills: usize = std::env::var("PRMSYNC_CRASH_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    let kills: usize = env_number("PRMSYNC_CRASH_KILLS", || 20);
     let seed = seed();
     eprintln!("PRMSYNC_CRASH_SEED={seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
