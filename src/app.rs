@@ -197,7 +197,7 @@ impl Daemon {
                     tracing::error!(error = %e, retryable = e.is_retryable(), "sync pass failed")
                 }
             }
-            let wait = match self.engine.store().next_outbox_due().await {
+            let wait = match self.engine.next_due().await {
                 Ok(Some(due)) => {
                     let ms = (due - jiff::Timestamp::now().as_millisecond()).max(50) as u64;
                     interval.min(Duration::from_millis(ms))

@@ -44,6 +44,17 @@ impl Holds {
         holds.get(&system).cloned()
     }
 
+    /// When the earliest rate-limit wait ends, if any system is waiting one out.
+    pub fn next_end(&self) -> Option<i64> {
+        self.lock()
+            .values()
+            .filter_map(|h| match h {
+                Hold::RateLimited { until_ms } => Some(*until_ms),
+                Hold::NeedsReauth { .. } => None,
+            })
+            .min()
+    }
+
     /// Records the hold an error calls for; returns it when the error is one that holds.
     pub fn note(&self, system: SystemKind, error: &ConnectorError, now_ms: i64) -> Option<Hold> {
         let hold = match error {

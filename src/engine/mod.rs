@@ -589,6 +589,17 @@ impl Engine {
         Ok(())
     }
 
+    /// When the next pass has work: the earliest due outbox row, but not before a system's
+    /// rate-limit wait ends.
+    pub async fn next_due(&self) -> Result<Option<i64>, EngineError> {
+        Ok(
+            match (self.store.next_outbox_due().await?, self.holds.next_end()) {
+                (Some(due), Some(end)) => Some(due.max(end)),
+                (due, end) => due.or(end),
+            },
+        )
+    }
+
     /// Runs ticks until one finds nothing to do and no write is due (bounded by `max_ticks`).
     pub async fn run_until_idle(&self, max_ticks: usize) -> Result<TickReport, EngineError> {
         let mut total = TickReport::default();
@@ -602,7 +613,7 @@ impl Engine {
             total.retried += r.retried;
             total.dead_lettered += r.dead_lettered;
             total.poll_errors += r.poll_errors;
-            let waiting = self.store.next_outbox_due().await?;
+            let waiting = self.next_due().await?;
             if r.is_idle() && r.poll_errors == 0 && waiting.is_none() {
                 break;
             }
