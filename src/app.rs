@@ -2,27 +2,40 @@
 //! the order in which they start and stop.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, CrmConfig, PrmConfig};
-use crate::connector::{Connector, http_client, hubspot::HubSpot, partnerstack::PartnerStack};
+use crate::config::{Config, CrmConfig, PrmConfig, SalesforceAuthConfig, SalesforceConfig};
+use crate::connector::hubspot::{HubSpot, OAuthClient};
+use crate::connector::rest::Rest;
+use crate::connector::salesforce::{self, Salesforce};
+use crate::connector::tokens::{BoxFuture, TokenStore, TokenStoreError};
+use crate::connector::{Connector, http_client, partnerstack::PartnerStack};
+use crate::engine::dryrun::{self, FlowPlan};
 use crate::engine::{Clock, Engine, EngineSettings, RetryPolicy, TickReport};
 use crate::failpoint::FailPoints;
 use crate::mapping::{Mapping, MappingErrors, MappingSet};
 use crate::model::SystemKind;
-use crate::store::Store;
+use crate::rules::Rules;
+use crate::store::{ReadOnlyStore, Store};
 use crate::webhook::{self, WebhookState};
 
 /// How far back each poll re-reads (vendor search indexes lag behind writes).
 const POLL_OVERLAP: Duration = Duration::from_secs(2);
+
+/// Compiles the rules of engagement that go with the configured mappings (`None`: none).
+pub fn load_rules(config: &Config) -> anyhow::Result<Option<Arc<Rules>>> {
+    Rules::load(config.daemon.mappings_dir.as_deref())
+        .map(|r| r.map(Arc::new))
+        .map_err(|e| anyhow::anyhow!("rules of engagement errors:\n{e}"))
+}
 
 /// Compiles the configured mapping set (the built-in one when no folder is set).
 pub fn load_mappings(config: &Config) -> Result<MappingSet, MappingErrors> {
@@ -35,9 +48,11 @@ pub fn load_mappings(config: &Config) -> Result<MappingSet, MappingErrors> {
 fn systems(config: &Config) -> (SystemKind, SystemKind) {
     let prm = match config.prm {
         PrmConfig::PartnerStack(_) => SystemKind::PartnerStack,
+        PrmConfig::Rest(_) => SystemKind::Rest,
     };
     let crm = match config.crm {
         CrmConfig::HubSpot(_) => SystemKind::HubSpot,
+        CrmConfig::Salesforce(_) => SystemKind::Salesforce,
     };
     (prm, crm)
 }
@@ -52,11 +67,124 @@ pub fn active_mappings(config: &Config, set: &MappingSet) -> anyhow::Result<Vec<
     Ok(active)
 }
 
+/// What mapping reloads have done, for operators (logs, status) and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadStatus {
+    pub succeeded: u64,
+    /// Reloads refused because the new mapping set had errors; the old set kept running.
+    pub failed: u64,
+    /// Why the last refused reload was refused (every error, one per line).
+    pub last_error: Option<String>,
+    /// `flow@version` of the mappings in force.
+    pub versions: Vec<String>,
+}
+
+fn versions(mappings: &[Arc<Mapping>]) -> Vec<String> {
+    mappings
+        .iter()
+        .map(|m| format!("{}@{}", m.name, m.version))
+        .collect()
+}
+
+/// The configured PRM and CRM connectors (no request is made yet). `tokens` keeps rotated
+/// credentials (Salesforce refresh tokens) durable; without it they live in memory only.
+pub fn connectors(
+    config: &Config,
+    tokens: Option<&Store>,
+) -> anyhow::Result<(Connector, Connector)> {
+    let http = http_client(config.daemon.request_timeout);
+    let prm = match &config.prm {
+        PrmConfig::PartnerStack(p) => {
+            require(p.api_key.expose_secret(), "partnerstack.api_key")?;
+            Connector::PartnerStack(PartnerStack::new(
+                http.clone(),
+                p.base_url.clone(),
+                p.api_key.clone(),
+            ))
+        }
+        PrmConfig::Rest(r) => {
+            require(r.profile.auth_value.expose_secret(), "rest.token")?;
+            Connector::Rest(Rest::new(http.clone(), r.profile.clone()))
+        }
+    };
+    let crm = match &config.crm {
+        CrmConfig::HubSpot(h) => Connector::HubSpot(match &h.oauth {
+            Some(o) => HubSpot::with_oauth(
+                http.clone(),
+                h.base_url.clone(),
+                OAuthClient {
+                    client_id: o.client_id.clone(),
+                    client_secret: h.client_secret.clone().unwrap_or_default(),
+                    refresh_token: o.refresh_token.clone(),
+                },
+            ),
+            None => {
+                require(h.access_token.expose_secret(), "hubspot.access_token")?;
+                HubSpot::new(http.clone(), h.base_url.clone(), h.access_token.clone())
+            }
+        }),
+        CrmConfig::Salesforce(sf) => salesforce_connector(sf, http.clone(), tokens)?,
+    };
+    Ok((prm, crm))
+}
+
+/// The webhook secrets: (HubSpot client secret, PartnerStack shared secret).
+fn webhook_secrets(config: &Config) -> (Option<SecretString>, Option<SecretString>) {
+    let partnerstack = match &config.prm {
+        PrmConfig::PartnerStack(p) => p.webhook_secret.clone(),
+        PrmConfig::Rest(_) => None,
+    };
+    let hubspot = match &config.crm {
+        CrmConfig::HubSpot(h) => h.client_secret.clone(),
+        CrmConfig::Salesforce(_) => None,
+    };
+    (hubspot, partnerstack)
+}
+
+/// `prmsync plan`: a dry run of the active flows (or one, by name) against the state file and the
+/// live systems. Only reads: the state file is opened read-only and no vendor write is made.
+pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<FlowPlan>> {
+    let set = load_mappings(config)?;
+    let mut mappings = active_mappings(config, &set)?;
+    if let Some(name) = flow {
+        mappings.retain(|m| m.name == name);
+        if mappings.is_empty() {
+            let names: Vec<&str> = set.mappings.iter().map(|m| m.name.as_str()).collect();
+            bail!(
+                "no active flow is named {name:?}; flows: {}",
+                names.join(", ")
+            );
+        }
+    }
+    // A Salesforce refresh with rotation invalidates the old token, so the new one must be kept
+    // even on a dry run: the state file is opened for credentials only in that case.
+    let tokens = match &config.crm {
+        CrmConfig::Salesforce(_) => Some(Store::open(&config.daemon.state_path)?),
+        _ => None,
+    };
+    let (prm, crm) = connectors(config, tokens.as_ref())?;
+    let path = &config.daemon.state_path;
+    let state = if path.exists() {
+        Some(
+            ReadOnlyStore::open(path)
+                .with_context(|| format!("opening state file {} read-only", path.display()))?,
+        )
+    } else {
+        None
+    };
+    let retry = RetryPolicy {
+        max_attempts: config.daemon.max_attempts,
+        ..RetryPolicy::default()
+    };
+    Ok(dryrun::plan_flows(&[&prm, &crm], &mappings, state.as_ref(), &retry).await?)
+}
+
 /// A started daemon: listener bound, store migrated, engine ready.
 #[derive(Debug)]
 pub struct Daemon {
     pub engine: Arc<Engine>,
     pub http_addr: SocketAddr,
+    reloads: Mutex<ReloadStatus>,
     config: Config,
     ready: Arc<AtomicBool>,
     wake: Arc<Notify>,
@@ -86,34 +214,12 @@ impl Daemon {
             })?;
         let set = load_mappings(&config).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
         let mappings = active_mappings(&config, &set)?;
-        let http = http_client(config.daemon.request_timeout);
-        let (prm, hubspot_secret, partnerstack_secret) = match &config.prm {
-            PrmConfig::PartnerStack(p) => {
-                require(p.api_key.expose_secret(), "partnerstack.api_key")?;
-                (
-                    Connector::PartnerStack(PartnerStack::new(
-                        http.clone(),
-                        p.base_url.clone(),
-                        p.api_key.clone(),
-                    )),
-                    None,
-                    p.webhook_secret.clone(),
-                )
-            }
-        };
-        let (crm, hubspot_secret) = match &config.crm {
-            CrmConfig::HubSpot(h) => {
-                require(h.access_token.expose_secret(), "hubspot.access_token")?;
-                (
-                    Connector::HubSpot(HubSpot::new(
-                        http.clone(),
-                        h.base_url.clone(),
-                        h.access_token.clone(),
-                    )),
-                    h.client_secret.clone().or(hubspot_secret),
-                )
-            }
-        };
+        let reloads = Mutex::new(ReloadStatus {
+            versions: versions(&mappings),
+            ..ReloadStatus::default()
+        });
+        let (prm, crm) = connectors(&config, Some(&store))?;
+        let (hubspot_secret, partnerstack_secret) = webhook_secrets(&config);
         let settings = EngineSettings {
             batch_size: config.daemon.batch_size,
             retry: RetryPolicy {
@@ -126,6 +232,7 @@ impl Daemon {
             Engine::new(store.clone(), prm, crm, mappings, settings, clock.clone())
                 .with_failpoints(failpoints.clone()),
         );
+        engine.set_rules(load_rules(&config)?);
 
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
@@ -160,6 +267,7 @@ impl Daemon {
         Ok(Daemon {
             engine,
             http_addr,
+            reloads,
             config,
             ready,
             wake,
@@ -213,26 +321,44 @@ impl Daemon {
         }
     }
 
-    /// Recompiles the mapping set; swaps it in only if all of it compiles (between passes).
+    /// Recompiles the mapping set; swaps it in only if all of it compiles (between passes: the
+    /// engine reads its mappings once at the start of each pass).
     pub fn reload(&self) {
         notify(&[sd_notify::NotifyState::Reloading, monotonic()]);
-        match load_mappings(&self.config)
+        let result = load_mappings(&self.config)
             .map_err(|e| anyhow::anyhow!("{e}"))
-            .and_then(|set| active_mappings(&self.config, &set))
-        {
+            .and_then(|set| active_mappings(&self.config, &set));
+        let mut status = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
             Ok(m) => {
-                let names: Vec<String> = m
-                    .iter()
-                    .map(|m| format!("{}@{}", m.name, m.version))
-                    .collect();
+                status.succeeded += 1;
+                status.versions = versions(&m);
                 self.engine.set_mappings(m);
-                tracing::info!(mappings = ?names, "mappings reloaded");
+                tracing::info!(mappings = ?status.versions, reloads_ok = status.succeeded, "mappings reloaded");
             }
             Err(e) => {
-                tracing::error!(error = %e, "reload refused: the running mappings stay in force")
+                status.failed += 1;
+                let why = format!("{e:#}").trim_end().to_owned();
+                tracing::error!(error = %why, reloads_failed = status.failed, running = ?status.versions, "reload refused: the running mappings stay in force");
+                status.last_error = Some(why);
+            }
+        }
+        drop(status);
+        match load_rules(&self.config) {
+            Ok(r) => self.engine.set_rules(r),
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused: the running rules stay in force")
             }
         }
         notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    /// Counts and last error of mapping reloads, and the versions in force.
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.reloads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Runs sync passes until nothing is left to do (the demo and tests use this).
@@ -253,6 +379,88 @@ impl Daemon {
             tracing::warn!("shutdown deadline passed with requests still open");
         }
         tracing::info!("prmsync stopped");
+    }
+}
+
+/// Builds the Salesforce connector; rotated refresh tokens go to the state file.
+fn salesforce_connector(
+    sf: &SalesforceConfig,
+    http: reqwest::Client,
+    store: Option<&Store>,
+) -> anyhow::Result<Connector> {
+    let grant = match &sf.auth {
+        SalesforceAuthConfig::RefreshToken {
+            client_id,
+            client_secret,
+            refresh_token,
+        } => {
+            require(refresh_token.expose_secret(), "salesforce.refresh_token")?;
+            salesforce::Grant::RefreshToken {
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+                refresh_token: refresh_token.clone(),
+            }
+        }
+        SalesforceAuthConfig::JwtBearer {
+            client_id,
+            username,
+            private_key,
+        } => {
+            require(private_key.expose_secret(), "salesforce.private_key")?;
+            let key = salesforce::auth::parse_private_key(private_key.expose_secret())
+                .context("salesforce.private_key")?;
+            let mut audience = sf.login_url.clone();
+            audience.set_path("");
+            salesforce::Grant::JwtBearer {
+                client_id: client_id.clone(),
+                username: username.clone(),
+                audience: audience.as_str().trim_end_matches('/').to_owned(),
+                key: Arc::new(key),
+            }
+        }
+    };
+    let tokens = store.map(|s| Arc::new(StoreTokens(s.clone())) as Arc<dyn TokenStore>);
+    Ok(Connector::Salesforce(Salesforce::new(
+        http,
+        &sf.login_url,
+        grant,
+        tokens,
+    )))
+}
+
+/// Connector credentials kept in the state file (a rotated refresh token is durable before use).
+#[derive(Debug)]
+struct StoreTokens(Store);
+
+impl TokenStore for StoreTokens {
+    fn load<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<secrecy::SecretString>, TokenStoreError>> {
+        Box::pin(async move {
+            self.0
+                .credential(format!("{key}.refresh_token"))
+                .await
+                .map(|v| v.map(secrecy::SecretString::from))
+                .map_err(|e| TokenStoreError(Box::new(e)))
+        })
+    }
+
+    fn save<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a secrecy::SecretString,
+    ) -> BoxFuture<'a, Result<(), TokenStoreError>> {
+        Box::pin(async move {
+            self.0
+                .save_credential(
+                    format!("{key}.refresh_token"),
+                    token.expose_secret().to_owned(),
+                    jiff::Timestamp::now().as_millisecond(),
+                )
+                .await
+                .map_err(|e| TokenStoreError(Box::new(e)))
+        })
     }
 }
 
@@ -284,8 +492,20 @@ pub async fn run(
     reload: Arc<Notify>,
     failpoints: FailPoints,
 ) -> anyhow::Result<()> {
+    let deadline = config.daemon.shutdown_timeout;
     let daemon = Daemon::start_with(config, crate::engine::system_clock(), failpoints).await?;
-    daemon.run(shutdown, reload).await;
+    {
+        let sync = daemon.run(shutdown.clone(), reload);
+        tokio::pin!(sync);
+        tokio::select! {
+            () = &mut sync => {}
+            () = async { shutdown.cancelled().await; tokio::time::sleep(deadline).await } => {
+                // Every step commits atomically, so an abandoned pass loses nothing: its changes
+                // stay in the inbox or outbox for the next start.
+                tracing::warn!(?deadline, "the sync pass did not finish before the shutdown deadline; stopping anyway");
+            }
+        }
+    }
     daemon.shutdown().await;
     Ok(())
 }

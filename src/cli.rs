@@ -38,6 +38,20 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Dry run: what each flow would create, update, skip or fail, from the state file and the
+    /// live systems. Only reads; writes nothing anywhere.
+    #[command(after_help = EXIT_CODES)]
+    Plan {
+        /// The config file.
+        #[arg(long, short, env = "PRMSYNC_CONFIG")]
+        config: PathBuf,
+        /// Only this flow (a mapping's name).
+        #[arg(long)]
+        flow: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show cursors, queue depths, dead letters and recent errors from the state file.
     #[command(after_help = EXIT_CODES)]
     Status {
@@ -70,6 +84,22 @@ pub enum Command {
         json: bool,
         #[command(subcommand)]
         action: DlqAction,
+    },
+    /// Deal registrations and the rules-of-engagement decisions on them.
+    #[command(after_help = EXIT_CODES)]
+    Registrations {
+        #[command(flatten)]
+        state: StateArgs,
+        #[command(subcommand)]
+        action: RegistrationsAction,
+    },
+    /// The manual review queue: registrations the rules leave to a person.
+    #[command(after_help = EXIT_CODES)]
+    Review {
+        #[command(flatten)]
+        state: StateArgs,
+        #[command(subcommand)]
+        action: ReviewAction,
     },
     /// Start the built-in simulators, sync seeded data through the real daemon, print a summary.
     #[command(after_help = EXIT_CODES)]
@@ -111,5 +141,51 @@ pub enum DlqAction {
         /// Every dead letter.
         #[arg(long)]
         all: bool,
+    },
+}
+
+/// Where the state file is: from a config file or given directly.
+#[derive(Debug, clap::Args)]
+pub struct StateArgs {
+    /// The config file (its daemon.state_path is read).
+    #[arg(long, short, global = true, conflicts_with = "state")]
+    pub config: Option<PathBuf>,
+    /// A state file, directly.
+    #[arg(long, global = true)]
+    pub state: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistrationsAction {
+    /// List registrations with their decisions.
+    List {
+        /// Only this status: approved, influenced, rejected, duplicate, pending, review, expired.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// One registration: its decision and the history of decision changes.
+    Show { id: String },
+    /// The full trace of the rules evaluated for a registration.
+    Explain { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReviewAction {
+    /// Registrations waiting for a person.
+    List,
+    /// Approve a registration; the daemon applies it and writes it back on its next pass.
+    Approve {
+        id: String,
+        #[arg(long, default_value = "approved by an operator")]
+        reason: String,
+    },
+    /// Reject a registration with a reason the partner will see.
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: String,
     },
 }

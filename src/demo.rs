@@ -50,6 +50,10 @@ pub struct DemoSummary {
     pub sales_changes: usize,
     pub webhooks_accepted: usize,
     pub prm_updated: u64,
+    /// Registration decisions by status (approved, duplicate, rejected, review, ...).
+    pub decisions: std::collections::BTreeMap<String, usize>,
+    /// PartnerStack deals written back with their registration decision.
+    pub decisions_written: u64,
     pub second_pass_writes: u64,
     pub crm_deals_linked: usize,
     pub prm_stages_in_step: usize,
@@ -86,6 +90,7 @@ pub fn config_for(state: PathBuf, partnerstack: reqwest::Url, hubspot: reqwest::
             base_url: hubspot,
             access_token: SecretString::from(HS_TOKEN),
             client_secret: Some(SecretString::from(HS_SECRET)),
+            oauth: None,
         }),
     }
 }
@@ -125,11 +130,19 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         ..DemoSummary::default()
     };
 
-    // Pass 1: deal registrations become HubSpot deals.
+    // Pass 1: deal registrations become HubSpot deals, and the rules of engagement decide who
+    // owns each customer (decisions go back to the partner deal and onto the HubSpot deal).
     daemon.run_until_idle().await?;
     let after_first = hs.stats();
     summary.crm_created = after_first.created;
     summary.crm_updated = after_first.updated;
+    summary.decisions_written = ps.stats().patches;
+    for r in daemon.engine.store().registrations(None).await? {
+        *summary
+            .decisions
+            .entry(r.status.unwrap_or_else(|| "undecided".into()))
+            .or_default() += 1;
+    }
 
     // Sales works the pipeline in HubSpot; HubSpot tells prmsync by signed webhook.
     let http = crate::connector::http_client(Duration::from_secs(10));
@@ -161,7 +174,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
     }
     // Pass 2: the CRM's stage and lost reason flow back to the partner's deal.
     daemon.run_until_idle().await?;
-    summary.prm_updated = ps.stats().patches;
+    summary.prm_updated = ps.stats().patches - summary.decisions_written;
 
     // Pass 3: nothing changed, so nothing is written.
     let (hs_before, ps_before) = (hs.stats(), ps.stats());
@@ -238,10 +251,11 @@ pub fn render(s: &DemoSummary) -> String {
         "prmsync demo: the real daemon against the built-in simulators on 127.0.0.1\n\
          \n  PartnerStack (PRM) simulator  {ps}\n  HubSpot (CRM) simulator       {hs}\n  prmsync webhooks              {wh}\n\
          \nSeeded {partners} partners and {deals} deal registrations in PartnerStack.\n\
-         \n1. PRM -> CRM   {created} HubSpot deals created, {updated} updated (upsert on prm_deal_id)\n\
-         2. CRM changes  sales moved {sales} deals; HubSpot told prmsync by {hooks} signed v3 webhooks\n\
-         3. CRM -> PRM   {prm} PartnerStack deals updated with the CRM's stage and lost reason\n\
-         4. Second pass  {second} writes (nothing changed, nothing written)\n\
+         \n1. PRM -> CRM   {created} HubSpot deals created (upsert on prm_deal_id)\n\
+         2. Rules        {decisions}; {decided} partner deals and {updated} HubSpot deals got the decision\n\
+         3. CRM changes  sales moved {sales} deals; HubSpot told prmsync by {hooks} signed v3 webhooks\n\
+         4. CRM -> PRM   {prm} PartnerStack deals updated with the CRM's stage and lost reason\n\
+         5. Second pass  {second} writes (nothing changed, nothing written)\n\
          \nEnd state: {linked}/{deals} deals in HubSpot, {in_step}/{deals} with the same stage on both sides, {dead} dead letters.\n\
          State file: {state}\n  inspect it with: prmsync status --state {state}\n",
         ps = s.partnerstack_url,
@@ -251,6 +265,13 @@ pub fn render(s: &DemoSummary) -> String {
         deals = s.seeded_deals,
         created = s.crm_created,
         updated = s.crm_updated,
+        decided = s.decisions_written,
+        decisions = s
+            .decisions
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         sales = s.sales_changes,
         hooks = s.webhooks_accepted,
         prm = s.prm_updated,

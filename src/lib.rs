@@ -5,6 +5,8 @@
 //! - [`config`]: raw TOML mirror -> validated typed [`config::Config`]; every error with its key path.
 //! - [`model`]: domain types (records, changes, cursors) with no vendor wire formats.
 //! - [`mapping`]: mapping files: parse, compile, apply (pure).
+//! - [`rules`]: deal-registration rules of engagement: compile and decide (pure).
+//! - [`registrations_cli`]: operator verbs for registrations and the review queue.
 //! - [`engine`]: plan (pure) and execute: pollers, inbox processing, outbox writers.
 //! - [`connector`]: one folder per vendor system behind one closed enum.
 //! - [`webhook`]: the HTTP listener: health, readiness and webhook intake.
@@ -23,6 +25,8 @@ pub mod failpoint;
 pub mod mapping;
 pub mod model;
 pub mod ops;
+pub mod registrations_cli;
+pub mod rules;
 pub mod shutdown;
 pub mod sim;
 pub mod status;

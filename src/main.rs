@@ -8,11 +8,13 @@ use clap::Parser;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use prmsync::cli::{Cli, Command, DlqAction};
+use prmsync::cli::{Cli, Command, DlqAction, StateArgs};
 use prmsync::config::{self, Config, Environment, LogFormat};
 use prmsync::failpoint::{self, FailPoints};
-use prmsync::mapping::run_examples;
-use prmsync::{app, demo, shutdown, status, telemetry};
+use prmsync::mapping::{MappingErrors, run_examples};
+use prmsync::rules::Rules;
+use prmsync::store::Store;
+use prmsync::{app, demo, registrations_cli, shutdown, status, telemetry};
 
 /// Exit code for runtime failures.
 const EXIT_RUNTIME: u8 = 1;
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Plan { config, flow, json } => plan_cmd(&config, flow.as_deref(), json),
         Command::Status {
             config,
             state,
@@ -41,6 +44,13 @@ fn main() -> ExitCode {
             json,
             action,
         } => dlq_cmd(config.as_deref(), state.as_deref(), json, action),
+        Command::Registrations { state, action } => operator(&state, |store, json| {
+            Box::pin(registrations_cli::registrations(store, action, json))
+        }),
+        Command::Review { state, action } => operator(&state, |store, json| {
+            let now = jiff::Timestamp::now().as_millisecond();
+            Box::pin(registrations_cli::review(store, action, json, now))
+        }),
         Command::Demo {
             state,
             deals,
@@ -167,6 +177,19 @@ fn check(path: &Path) -> ExitCode {
         eprintln!("{e}");
         problems += 1;
     }
+    // Rules of engagement: the file's errors, then its [[example]]s.
+    let rules = match Rules::load(config.daemon.mappings_dir.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprint!("{e}");
+            problems += e.0.len();
+            None
+        }
+    };
+    for f in rules.iter().flat_map(prmsync::rules::run_examples) {
+        eprintln!("{f}");
+        problems += 1;
+    }
     if problems > 0 {
         eprintln!("{problems} problem(s)");
         return ExitCode::from(EXIT_CONFIG);
@@ -181,7 +204,53 @@ fn check(path: &Path) -> ExitCode {
         path.display(),
         set.mappings.len()
     );
+    match &rules {
+        Some(r) => println!(
+            "ok: rules of engagement {} (version {}), {} example(s) passed",
+            r.file,
+            r.version,
+            r.examples.len()
+        ),
+        None => println!(
+            "note: no {} in the mappings folder; registrations are not decided",
+            prmsync::rules::RULES_FILE
+        ),
+    }
     ExitCode::SUCCESS
+}
+
+fn plan_cmd(path: &Path, flow: Option<&str>, json: bool) -> ExitCode {
+    telemetry::init(LogFormat::Human, "warn");
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match runtime().and_then(|rt| rt.block_on(app::plan(&config, flow))) {
+        Ok(plans) if json => match serde_json::to_string_pretty(&plans) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        },
+        Ok(plans) => {
+            print!("{}", prmsync::engine::dryrun::render(&plans));
+            ExitCode::SUCCESS
+        }
+        Err(e) => match e.downcast_ref::<MappingErrors>() {
+            Some(errors) => {
+                eprint!("{errors}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+            None => {
+                eprintln!("plan failed: {e:#}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        },
+    }
 }
 
 fn status_cmd(config: Option<&Path>, state: Option<&Path>, json: bool) -> ExitCode {
@@ -248,6 +317,45 @@ fn dlq_cmd(config: Option<&Path>, state: Option<&Path>, json: bool, action: DlqA
         }
         Err(e) => {
             eprintln!("prmsync dlq: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// The boxed future an operator verb returns.
+type Verb<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<String>> + 'a>>;
+
+/// Runs an operator verb (`registrations`, `review`) against an existing state file.
+fn operator(args: &StateArgs, verb: impl for<'a> FnOnce(&'a Store, bool) -> Verb<'a>) -> ExitCode {
+    telemetry::init(LogFormat::Human, "warn");
+    let path = match (&args.config, &args.state) {
+        (_, Some(s)) => s.clone(),
+        (Some(c), None) => match load(c) {
+            Ok(c) => c.daemon.state_path,
+            Err(code) => return code,
+        },
+        (None, None) => {
+            eprintln!("name the state file: --config FILE or --state FILE");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if !path.exists() {
+        eprintln!("no state file at {} (has prmsync run yet?)", path.display());
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let store = Store::open(&path)?;
+            verb(&store, args.json).await
+        })
+    });
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("prmsync: {e:#}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }

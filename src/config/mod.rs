@@ -12,7 +12,11 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub use raw::defaults;
-use raw::{RawDaemon, RawHttp, RawHubSpot, RawLog, RawPartnerStack, RawSecret};
+use raw::{
+    RawDaemon, RawHttp, RawHubSpot, RawLog, RawPartnerStack, RawRest, RawSalesforce, RawSecret,
+};
+
+use crate::connector::rest::{Paging, RestObject, RestProfile, SinceFormat, UpsertMethod};
 
 /// Environment variables that override config keys start with this, e.g.
 /// `PRMSYNC__DAEMON__POLL_INTERVAL_SECS=10` sets `daemon.poll_interval_secs`.
@@ -62,12 +66,47 @@ pub struct HttpConfig {
 #[derive(Debug, Clone)]
 pub enum PrmConfig {
     PartnerStack(PartnerStackConfig),
+    Rest(RestConfig),
+}
+
+/// A PRM reached through the declarative `rest` profile.
+#[derive(Debug, Clone)]
+pub struct RestConfig {
+    pub profile: RestProfile,
+    pub rate_limit_per_second: Option<u32>,
+    pub webhook_secret: Option<SecretString>,
 }
 
 /// The CRM.
 #[derive(Debug, Clone)]
 pub enum CrmConfig {
     HubSpot(HubSpotConfig),
+    Salesforce(SalesforceConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct SalesforceConfig {
+    /// `https://login.salesforce.com`, `https://test.salesforce.com` or the org's My Domain.
+    pub login_url: reqwest::Url,
+    pub auth: SalesforceAuthConfig,
+}
+
+/// How prmsync authenticates to Salesforce.
+#[derive(Debug, Clone)]
+pub enum SalesforceAuthConfig {
+    /// OAuth 2.0 refresh-token flow; rotated refresh tokens are kept in the state file.
+    RefreshToken {
+        client_id: String,
+        client_secret: Option<SecretString>,
+        refresh_token: SecretString,
+    },
+    /// OAuth 2.0 JWT bearer flow (RS256) for a pre-authorized user.
+    JwtBearer {
+        client_id: String,
+        username: String,
+        /// PEM private key.
+        private_key: SecretString,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +123,15 @@ pub struct HubSpotConfig {
     pub access_token: SecretString,
     /// The app's client secret, used to verify webhook signatures; webhooks off when absent.
     pub client_secret: Option<SecretString>,
+    /// OAuth installation (refresh token + client id; the client secret above): when set, access
+    /// tokens are obtained and refreshed ahead of `expires_in` instead of `access_token`.
+    pub oauth: Option<HubSpotOAuthConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HubSpotOAuthConfig {
+    pub client_id: String,
+    pub refresh_token: SecretString,
 }
 
 /// One problem in the configuration, with the key it concerns.
@@ -210,13 +258,23 @@ fn validate(
     let http: RawHttp = section(cfg, &top, "http", &mut errs).unwrap_or_default();
     let partnerstack: Option<RawPartnerStack> = section(cfg, &top, "partnerstack", &mut errs);
     let hubspot: Option<RawHubSpot> = section(cfg, &top, "hubspot", &mut errs);
+    let salesforce: Option<RawSalesforce> = section(cfg, &top, "salesforce", &mut errs);
+    let rest: Option<RawRest> = section(cfg, &top, "rest", &mut errs);
 
     let daemon = validate_daemon(daemon, base_dir, &mut errs);
     let log = validate_log(log, &mut errs);
     let http = validate_http(http, &mut errs);
 
-    let prm = match partnerstack {
-        Some(p) => Some(PrmConfig::PartnerStack(PartnerStackConfig {
+    if partnerstack.is_some() && rest.is_some() {
+        errs.push(ConfigError {
+            key: "rest".into(),
+            message: "both [partnerstack] and [rest] are configured".into(),
+            hint: Some("prmsync syncs one PRM: keep one of the two sections".into()),
+        });
+    }
+    let prm = match (partnerstack, rest) {
+        (None, Some(r)) => Some(PrmConfig::Rest(validate_rest(r, env, &mut errs))),
+        (Some(p), _) => Some(PrmConfig::PartnerStack(PartnerStackConfig {
             base_url: url(&p.base_url, "partnerstack.base_url", &mut errs),
             api_key: secret(p.api_key.as_ref(), "partnerstack.api_key", env, &mut errs)
                 .unwrap_or_else(|| missing("partnerstack.api_key", &mut errs)),
@@ -227,8 +285,8 @@ fn validate(
                 &mut errs,
             ),
         })),
-        None => {
-            if !top.contains_key("partnerstack") {
+        (None, None) => {
+            if !top.contains_key("partnerstack") && !top.contains_key("rest") {
                 errs.push(ConfigError {
                     key: "partnerstack".into(),
                     message: "no PRM is configured".into(),
@@ -238,29 +296,27 @@ fn validate(
             None
         }
     };
-    let crm = match hubspot {
-        Some(h) => Some(CrmConfig::HubSpot(HubSpotConfig {
-            base_url: url(&h.base_url, "hubspot.base_url", &mut errs),
-            access_token: secret(
-                h.access_token.as_ref(),
-                "hubspot.access_token",
-                env,
-                &mut errs,
-            )
-            .unwrap_or_else(|| missing("hubspot.access_token", &mut errs)),
-            client_secret: secret(
-                h.client_secret.as_ref(),
-                "hubspot.client_secret",
-                env,
-                &mut errs,
-            ),
-        })),
-        None => {
-            if !top.contains_key("hubspot") {
+    if hubspot.is_some() && salesforce.is_some() {
+        errs.push(ConfigError {
+            key: "salesforce".into(),
+            message: "both [hubspot] and [salesforce] are configured".into(),
+            hint: Some("prmsync syncs one CRM: keep one of the two sections".into()),
+        });
+    }
+    let crm = match (hubspot, salesforce) {
+        (None, Some(s)) => Some(CrmConfig::Salesforce(validate_salesforce(
+            s, env, &mut errs,
+        ))),
+        (Some(h), _) => Some(CrmConfig::HubSpot(validate_hubspot(h, env, &mut errs))),
+        (None, None) => {
+            if !top.contains_key("hubspot") && !top.contains_key("salesforce") {
                 errs.push(ConfigError {
                     key: "hubspot".into(),
                     message: "no CRM is configured".into(),
-                    hint: Some("add a [hubspot] section with base_url and access_token".into()),
+                    hint: Some(
+                        "add a [hubspot] section (base_url, access_token) or a [salesforce] section"
+                            .into(),
+                    ),
                 });
             }
             None
@@ -276,6 +332,245 @@ fn validate(
         }),
         _ => Err(errs),
     }
+}
+
+fn validate_rest(r: RawRest, env: &Environment, errs: &mut Vec<ConfigError>) -> RestConfig {
+    let base_url = url(&r.base_url, "rest.base_url", errs);
+    let token = secret(r.token.as_ref(), "rest.token", env, errs)
+        .unwrap_or_else(|| missing("rest.token", errs));
+    if !r.auth_template.contains("{token}") {
+        errs.push(ConfigError {
+            key: "rest.auth_template".into(),
+            message: "does not contain {token}".into(),
+            hint: Some("for example \"Bearer {token}\" or \"prm-key {token}\"".into()),
+        });
+    }
+    if !(1..=1000).contains(&r.page_size) {
+        errs.push(ConfigError {
+            key: "rest.page_size".into(),
+            message: format!("{} is out of range", r.page_size),
+            hint: Some("use 1 to 1000 (what the PRM allows per page)".into()),
+        });
+    }
+    if r.objects.is_empty() {
+        errs.push(ConfigError {
+            key: "rest.objects".into(),
+            message: "no objects are described".into(),
+            hint: Some("add [rest.objects.deals] with list_path = \"/deals\"".into()),
+        });
+    }
+    let auth_value = SecretString::from(
+        r.auth_template
+            .replace("{token}", secrecy::ExposeSecret::expose_secret(&token)),
+    );
+    let mut objects = std::collections::BTreeMap::new();
+    for (name, o) in r.objects {
+        let key = |k: &str| format!("rest.objects.{name}.{k}");
+        if !o.list_path.starts_with('/') {
+            errs.push(ConfigError {
+                key: key("list_path"),
+                message: format!("{:?} must start with /", o.list_path),
+                hint: Some("a path under base_url, e.g. \"/deals\"".into()),
+            });
+        }
+        if let Some(p) = &o.upsert_path
+            && !(p.starts_with('/') && p.contains("{id}"))
+        {
+            errs.push(ConfigError {
+                key: key("upsert_path"),
+                message: format!("{p:?} must start with / and contain {{id}}"),
+                hint: Some("for example \"/deals/{id}\"".into()),
+            });
+        }
+        let upsert_method = match o.upsert_method.to_ascii_uppercase().as_str() {
+            "PUT" => UpsertMethod::Put,
+            "PATCH" => UpsertMethod::Patch,
+            "POST" => UpsertMethod::Post,
+            other => {
+                errs.push(ConfigError {
+                    key: key("upsert_method"),
+                    message: format!("unknown method {other:?}"),
+                    hint: Some("use PUT, PATCH or POST".into()),
+                });
+                UpsertMethod::Put
+            }
+        };
+        let since_format = match o.since_format.as_str() {
+            "epoch_ms" => SinceFormat::EpochMs,
+            "rfc3339" => SinceFormat::Rfc3339,
+            other => {
+                errs.push(ConfigError {
+                    key: key("since_format"),
+                    message: format!("unknown format {other:?}"),
+                    hint: Some("use \"epoch_ms\" or \"rfc3339\"".into()),
+                });
+                SinceFormat::EpochMs
+            }
+        };
+        let paging = match o.paging.as_str() {
+            "page_token" => Paging::PageToken {
+                param: o.page_token_param,
+                next_field: o.next_token_field,
+            },
+            "offset" => Paging::Offset {
+                param: o.offset_param,
+            },
+            other => {
+                errs.push(ConfigError {
+                    key: key("paging"),
+                    message: format!("unknown paging {other:?}"),
+                    hint: Some("use \"page_token\" or \"offset\"".into()),
+                });
+                Paging::Offset {
+                    param: o.offset_param,
+                }
+            }
+        };
+        objects.insert(
+            name.clone(),
+            RestObject {
+                list_path: o.list_path,
+                upsert_path: o.upsert_path,
+                upsert_method,
+                items_field: o.items_field,
+                id_field: o.id_field,
+                cursor_field: o.cursor_field,
+                since_param: o.since_param,
+                since_format,
+                limit_param: o.limit_param,
+                paging,
+            },
+        );
+    }
+    RestConfig {
+        profile: RestProfile {
+            base_url,
+            auth_header: r.auth_header,
+            auth_value,
+            page_size: r.page_size,
+            objects,
+        },
+        rate_limit_per_second: r.rate_limit_per_second,
+        webhook_secret: secret(r.webhook_secret.as_ref(), "rest.webhook_secret", env, errs),
+    }
+}
+
+fn validate_hubspot(
+    h: RawHubSpot,
+    env: &Environment,
+    errs: &mut Vec<ConfigError>,
+) -> HubSpotConfig {
+    let base_url = url(&h.base_url, "hubspot.base_url", errs);
+    let client_secret = secret(h.client_secret.as_ref(), "hubspot.client_secret", env, errs);
+    let refresh_token = secret(h.refresh_token.as_ref(), "hubspot.refresh_token", env, errs);
+    let oauth = match (h.client_id, refresh_token) {
+        (Some(client_id), Some(refresh_token)) => {
+            if client_secret.is_none() {
+                missing("hubspot.client_secret", errs);
+            }
+            Some(HubSpotOAuthConfig {
+                client_id,
+                refresh_token,
+            })
+        }
+        (None, None) => None,
+        _ => {
+            errs.push(ConfigError {
+                key: "hubspot.refresh_token".into(),
+                message: "OAuth needs client_id, client_secret and refresh_token together".into(),
+                hint: Some("or remove them and use a private-app access_token".into()),
+            });
+            None
+        }
+    };
+    let access_token = secret(h.access_token.as_ref(), "hubspot.access_token", env, errs);
+    let access_token = match (access_token, &oauth) {
+        (Some(t), _) => t,
+        (None, Some(_)) => SecretString::from(String::new()),
+        (None, None) => missing("hubspot.access_token", errs),
+    };
+    HubSpotConfig {
+        base_url,
+        access_token,
+        client_secret,
+        oauth,
+    }
+}
+
+fn validate_salesforce(
+    s: RawSalesforce,
+    env: &Environment,
+    errs: &mut Vec<ConfigError>,
+) -> SalesforceConfig {
+    let login_url = url(&s.login_url, "salesforce.login_url", errs);
+    if s.client_id.trim().is_empty() {
+        errs.push(ConfigError {
+            key: "salesforce.client_id".into(),
+            message: "is empty".into(),
+            hint: Some("the connected app's consumer key".into()),
+        });
+    }
+    let auth = match s.auth.as_str() {
+        "refresh_token" => SalesforceAuthConfig::RefreshToken {
+            client_id: s.client_id,
+            client_secret: secret(
+                s.client_secret.as_ref(),
+                "salesforce.client_secret",
+                env,
+                errs,
+            ),
+            refresh_token: secret(
+                s.refresh_token.as_ref(),
+                "salesforce.refresh_token",
+                env,
+                errs,
+            )
+            .unwrap_or_else(|| missing("salesforce.refresh_token", errs)),
+        },
+        "jwt_bearer" => SalesforceAuthConfig::JwtBearer {
+            client_id: s.client_id,
+            username: s.username.unwrap_or_else(|| {
+                errs.push(ConfigError {
+                    key: "salesforce.username".into(),
+                    message: "is required with auth = \"jwt_bearer\"".into(),
+                    hint: Some("the pre-authorized integration user's username".into()),
+                });
+                String::new()
+            }),
+            private_key: {
+                let key = secret(s.private_key.as_ref(), "salesforce.private_key", env, errs)
+                    .unwrap_or_else(|| missing("salesforce.private_key", errs));
+                let pem = secrecy::ExposeSecret::expose_secret(&key);
+                // An empty value is an unread systemd credential; it is checked at start.
+                if !pem.is_empty()
+                    && let Err(e) = crate::connector::salesforce::auth::parse_private_key(pem)
+                {
+                    errs.push(ConfigError {
+                        key: "salesforce.private_key".into(),
+                        message: e.to_string(),
+                        hint: Some(
+                            "the PEM private key whose certificate is uploaded to the connected app"
+                                .into(),
+                        ),
+                    });
+                }
+                key
+            },
+        },
+        other => {
+            errs.push(ConfigError {
+                key: "salesforce.auth".into(),
+                message: format!("unknown auth {other:?}"),
+                hint: Some("use \"refresh_token\" or \"jwt_bearer\"".into()),
+            });
+            SalesforceAuthConfig::RefreshToken {
+                client_id: s.client_id,
+                client_secret: None,
+                refresh_token: SecretString::from(String::new()),
+            }
+        }
+    };
+    SalesforceConfig { login_url, auth }
 }
 
 /// Reads one section on its own, so that an unknown key in one section does not hide the others.
@@ -517,5 +812,7 @@ fn secret(
     }
 }
 
+#[cfg(test)]
+mod crm_tests;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,7 @@
 //! The raw serde mirror of the config file: exactly the TOML keys, defaults defined once, no checks.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 /// Every default value, in one place.
@@ -16,11 +18,20 @@ pub mod defaults {
     pub const REQUEST_TIMEOUT_SECS: u64 = 30;
     pub const PARTNERSTACK_BASE_URL: &str = "https://api.partnerstack.com/api/v2";
     pub const HUBSPOT_BASE_URL: &str = "https://api.hubapi.com";
+    pub const SALESFORCE_LOGIN_URL: &str = "https://login.salesforce.com";
 }
 
 /// The top-level sections. Each is read on its own so that mistakes in several sections are all
 /// reported; see `super::load`.
-pub const SECTIONS: &[&str] = &["daemon", "log", "http", "partnerstack", "hubspot"];
+pub const SECTIONS: &[&str] = &[
+    "daemon",
+    "log",
+    "http",
+    "partnerstack",
+    "hubspot",
+    "salesforce",
+    "rest",
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -109,8 +120,103 @@ pub struct RawHubSpot {
     pub base_url: String,
     pub access_token: Option<RawSecret>,
     pub client_secret: Option<RawSecret>,
+    /// OAuth apps: the app's client id; with `refresh_token` it replaces `access_token`.
+    pub client_id: Option<String>,
+    pub refresh_token: Option<RawSecret>,
 }
 
 fn hubspot_base_url() -> String {
     defaults::HUBSPOT_BASE_URL.into()
+}
+
+/// `[salesforce]`: `auth = "refresh_token"` (client_id, client_secret, refresh_token) or
+/// `auth = "jwt_bearer"` (client_id, username, private_key).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSalesforce {
+    #[serde(default = "salesforce_login_url")]
+    pub login_url: String,
+    pub auth: String,
+    pub client_id: String,
+    pub client_secret: Option<RawSecret>,
+    pub refresh_token: Option<RawSecret>,
+    pub username: Option<String>,
+    /// PEM RSA private key whose certificate is uploaded to the connected app.
+    pub private_key: Option<RawSecret>,
+}
+
+fn salesforce_login_url() -> String {
+    defaults::SALESFORCE_LOGIN_URL.into()
+}
+
+/// `[rest]`: a PRM described declaratively (see docs/connectors.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRest {
+    pub base_url: String,
+    #[serde(default = "rest_auth_header")]
+    pub auth_header: String,
+    /// The header value; `{token}` is replaced by the secret.
+    #[serde(default = "rest_auth_template")]
+    pub auth_template: String,
+    pub token: Option<RawSecret>,
+    #[serde(default = "rest_page_size")]
+    pub page_size: u32,
+    /// Requests per second the PRM allows (for the rate budget).
+    pub rate_limit_per_second: Option<u32>,
+    /// Shared secret for `/webhooks/rest` (HMAC-SHA256 of the body); webhooks off when absent.
+    pub webhook_secret: Option<RawSecret>,
+    #[serde(default)]
+    pub objects: BTreeMap<String, RawRestObject>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRestObject {
+    pub list_path: String,
+    pub upsert_path: Option<String>,
+    pub upsert_method: String,
+    pub items_field: String,
+    pub id_field: String,
+    pub cursor_field: String,
+    pub since_param: String,
+    pub since_format: String,
+    pub limit_param: String,
+    /// `page_token` or `offset`.
+    pub paging: String,
+    pub page_token_param: String,
+    pub next_token_field: String,
+    pub offset_param: String,
+}
+
+impl Default for RawRestObject {
+    fn default() -> Self {
+        RawRestObject {
+            list_path: String::new(),
+            upsert_path: None,
+            upsert_method: "PUT".into(),
+            items_field: "items".into(),
+            id_field: "id".into(),
+            cursor_field: "updated_at".into(),
+            since_param: "updated_since".into(),
+            since_format: "epoch_ms".into(),
+            limit_param: "limit".into(),
+            paging: "page_token".into(),
+            page_token_param: "page_token".into(),
+            next_token_field: "next_page_token".into(),
+            offset_param: "offset".into(),
+        }
+    }
+}
+
+fn rest_auth_header() -> String {
+    "Authorization".into()
+}
+
+fn rest_auth_template() -> String {
+    "Bearer {token}".into()
+}
+
+fn rest_page_size() -> u32 {
+    100
 }

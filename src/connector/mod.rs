@@ -3,6 +3,9 @@
 
 pub mod hubspot;
 pub mod partnerstack;
+pub mod rest;
+pub mod salesforce;
+pub mod tokens;
 
 use std::sync::Once;
 use std::time::Duration;
@@ -25,6 +28,10 @@ pub enum ConnectorError {
     Auth(String),
     #[error("rejected: {0}")]
     Permanent(String),
+    /// The write matches several records (Salesforce 300, duplicate external ids): an operator
+    /// must merge or fix them; retrying cannot help.
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 impl ConnectorError {
@@ -65,6 +72,13 @@ pub struct WriteRequest {
     pub fields: Map<String, Value>,
 }
 
+/// A record the system reports as deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    pub id: String,
+    pub deleted_ms: i64,
+}
+
 /// A successful write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteAck {
@@ -77,6 +91,8 @@ pub struct WriteAck {
 pub enum Connector {
     PartnerStack(partnerstack::PartnerStack),
     HubSpot(hubspot::HubSpot),
+    Salesforce(salesforce::Salesforce),
+    Rest(rest::Rest),
 }
 
 impl Connector {
@@ -84,6 +100,8 @@ impl Connector {
         match self {
             Connector::PartnerStack(_) => SystemKind::PartnerStack,
             Connector::HubSpot(_) => SystemKind::HubSpot,
+            Connector::Salesforce(_) => SystemKind::Salesforce,
+            Connector::Rest(_) => SystemKind::Rest,
         }
     }
 
@@ -92,6 +110,8 @@ impl Connector {
         match self {
             Connector::PartnerStack(c) => c.health().await,
             Connector::HubSpot(c) => c.health().await,
+            Connector::Salesforce(c) => c.health().await,
+            Connector::Rest(c) => c.health().await,
         }
     }
 
@@ -106,6 +126,8 @@ impl Connector {
         match self {
             Connector::PartnerStack(c) => c.read_changes(object, since_ms, page).await,
             Connector::HubSpot(c) => c.read_changes(object, since_ms, fields, page).await,
+            Connector::Salesforce(c) => c.read_changes(object, since_ms, fields, page).await,
+            Connector::Rest(c) => c.read_changes(object, since_ms, page).await,
         }
     }
 
@@ -118,6 +140,8 @@ impl Connector {
         match self {
             Connector::PartnerStack(c) => Ok(c.write(object, writes).await),
             Connector::HubSpot(c) => c.write(object, writes).await,
+            Connector::Salesforce(c) => c.write(object, writes).await,
+            Connector::Rest(c) => c.write(object, writes).await,
         }
     }
 
@@ -126,6 +150,22 @@ impl Connector {
         match self {
             Connector::PartnerStack(_) => 25,
             Connector::HubSpot(_) => hubspot::MAX_BATCH,
+            Connector::Salesforce(_) => salesforce::api::MAX_COLLECTION,
+            Connector::Rest(_) => 25,
+        }
+    }
+
+    /// Records of `object` deleted in `[start_ms, end_ms]`, for systems that report deletes by
+    /// polling; `None` when the system tells deletes only by webhook.
+    pub async fn read_deletes(
+        &self,
+        object: &str,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Option<Result<Vec<Deletion>, ConnectorError>> {
+        match self {
+            Connector::Salesforce(c) => Some(c.read_deletes(object, start_ms, end_ms).await),
+            Connector::PartnerStack(_) | Connector::HubSpot(_) | Connector::Rest(_) => None,
         }
     }
 }
@@ -203,7 +243,7 @@ pub fn transport(e: reqwest::Error) -> ConnectorError {
     ConnectorError::Transient(e.without_url().to_string())
 }
 
-fn snippet(body: &str) -> String {
+pub(crate) fn snippet(body: &str) -> String {
     let t = body.trim();
     match t.char_indices().nth(300) {
         Some((i, _)) => format!("{}…", &t[..i]),

@@ -41,8 +41,8 @@ impl Limits {
                     per: DAY,
                 },
             },
-            // No published number; stay polite.
-            SystemKind::PartnerStack => Limits {
+            // No published number (a generic REST PRM neither); stay polite.
+            SystemKind::PartnerStack | SystemKind::Rest => Limits {
                 burst: Rate {
                     n: 10,
                     per: Duration::from_secs(1),

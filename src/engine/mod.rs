@@ -2,8 +2,10 @@
 //! each step once; the daemon loop in `app` calls it on a timer and when webhooks arrive.
 
 pub mod budget;
+pub mod dryrun;
 mod holds;
 pub mod plan;
+pub mod registrations;
 mod retry;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,8 +14,9 @@ use std::time::Duration;
 
 use crate::connector::{Connector, ConnectorError, WriteRequest, after_cursor};
 use crate::failpoint::FailPoints;
-use crate::mapping::Mapping;
+use crate::mapping::{Lookups, Mapping};
 use crate::model::{Change, ChangeKind, Cursor, Direction, ObjectRef, SystemKind};
+use crate::rules::Rules;
 use crate::store::{InboxItem, PlanCommit, Store, StoreError, WriteOutcome};
 pub use holds::Hold;
 use holds::Holds;
@@ -103,6 +106,8 @@ pub struct Engine {
     prm: Connector,
     crm: Connector,
     mappings: RwLock<Vec<Arc<Mapping>>>,
+    /// Rules of engagement for deal registrations (`None`: registrations are not decided).
+    rules: RwLock<Option<Arc<Rules>>>,
     settings: EngineSettings,
     clock: Clock,
     failpoints: FailPoints,
@@ -139,6 +144,7 @@ impl Engine {
             prm,
             crm,
             mappings: RwLock::new(mappings),
+            rules: RwLock::default(),
             settings,
             clock,
             failpoints: FailPoints::none(),
@@ -180,6 +186,16 @@ impl Engine {
     /// Replaces the mapping set (called between ticks by the daemon loop).
     pub fn set_mappings(&self, mappings: Vec<Arc<Mapping>>) {
         *self.mappings.write().unwrap_or_else(|p| p.into_inner()) = mappings;
+    }
+
+    /// The rules of engagement in force.
+    pub fn rules(&self) -> Option<Arc<Rules>> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the rules of engagement (between ticks, like mappings).
+    pub fn set_rules(&self, rules: Option<Arc<Rules>>) {
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
     }
 
     fn connector(&self, system: SystemKind) -> Option<&Connector> {
@@ -273,6 +289,11 @@ impl Engine {
             if processed < self.settings.batch_size {
                 break;
             }
+        }
+        // Rules of engagement: decide changed registration groups, queue their write-backs.
+        if let Some(rules) = self.rules() {
+            let now = (self.clock)();
+            registrations::decide(&self.store, &rules, &mappings, self.prm.kind(), now).await?;
         }
         for system in [self.crm.kind(), self.prm.kind()] {
             self.drain(system, &mut report).await?;
@@ -376,6 +397,10 @@ impl Engine {
                 .filter(|i| i.change.object == m.source && i.change.kind == ChangeKind::Upsert)
                 .filter(current)
                 .collect();
+            let deleted: Vec<_> = items
+                .iter()
+                .filter(|i| i.change.object == m.source && i.change.kind == ChangeKind::Delete)
+                .collect();
             let reverse: Vec<_> = items
                 .iter()
                 .filter(|i| i.change.object == m.target && i.change.kind == ChangeKind::Upsert)
@@ -384,6 +409,7 @@ impl Engine {
                 .collect();
             let mut ids: Vec<String> = forward.iter().map(|i| i.change.record.id.clone()).collect();
             ids.extend(reverse.iter().map(|(sid, _)| sid.clone()));
+            ids.extend(deleted.iter().map(|i| i.change.record.id.clone()));
             ids.sort();
             ids.dedup();
             if ids.is_empty() {
@@ -395,11 +421,19 @@ impl Engine {
                 .await?
                 .into_iter()
                 .collect();
+            let mut lookups = Lookups::default();
+            for (flow, keys) in m.lookup_keys(forward.iter().map(|i| &i.change.record.fields)) {
+                for (sid, link) in self.store.links_by_source(flow.clone(), keys).await? {
+                    if let Some(tid) = link.target_id {
+                        lookups.insert(&flow, sid, tid);
+                    }
+                }
+            }
             // Within a batch, later decisions see earlier ones' link observations.
             let mut links = links;
             for item in forward {
                 let rec = &item.change.record;
-                let d = plan::forward(m, rec, links.get(&rec.id));
+                let d = plan::forward_with(m, rec, links.get(&rec.id), &lookups);
                 let d = self.guard_flips(m, d, links.get_mut(&rec.id), &mut commit);
                 mark_backfill(&mut commit, &d, rec, (self.clock)());
                 let link = links.entry(rec.id.clone()).or_default();
@@ -416,6 +450,10 @@ impl Engine {
                     ));
                 }
                 push(&mut commit, d);
+            }
+            for item in deleted {
+                let id = &item.change.record.id;
+                push(&mut commit, plan::delete(m, id, links.get(id)));
             }
             for (sid, item) in reverse {
                 let rec = &item.change.record;
@@ -435,6 +473,11 @@ impl Engine {
                 }
                 push(&mut commit, d);
             }
+        }
+        // Rules of engagement: record registration versions before the batch is marked done.
+        if let Some(rules) = self.rules() {
+            let (prm, now) = (self.prm.kind(), (self.clock)());
+            registrations::observe(&self.store, &rules, mappings, prm, &items, now).await?;
         }
         let queued = commit.writes.len();
         let n = commit.inbox_ids.len();
@@ -494,7 +537,14 @@ impl Engine {
                 return Ok(());
             }
             let mut by_object: BTreeMap<String, Vec<_>> = BTreeMap::new();
+            // Two writes to one record (e.g. the deal flow's and the rules' decision write-back)
+            // never share a batch: vendors refuse duplicate ids in one batch, so the later one
+            // stays due for the next batch.
+            let mut records = BTreeSet::new();
             for item in due {
+                if !records.insert((item.write.object.clone(), item.write.source_id.clone())) {
+                    continue;
+                }
                 by_object
                     .entry(item.write.object.clone())
                     .or_default()

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::mapping::{Mapping, Op};
+use crate::mapping::{DeletePolicy, Lookups, Mapping, Op};
 use crate::model::{Direction, Record, content_hash};
 use crate::store::{DeadLetter, LedgerEntry, Link, LinkObservation, PlannedWrite};
 
@@ -25,16 +25,36 @@ pub mod action {
     pub const STALE: &str = "skip_stale";
     pub const QUARANTINED: &str = "quarantined";
     pub const HELD: &str = "skip_quarantined";
+    pub const FILTERED: &str = "skip_filtered";
+    pub const DELETE_IGNORED: &str = "skip_delete";
+    pub const DELETE_FAILED: &str = "delete_failed";
 }
 
 /// A write that would return the written side to a state it was in at least `limit` times
 /// within `window_ms` before `now_ms` (values flipping back and forth) is not sent.
+/// Writing the same state again (a newer version that maps to what is already queued, e.g. after
+/// a write-back touched only unmapped fields) is not a flip: only returns to `key` after another
+/// state of the same side count, and a write repeating the side's latest state counts none.
 pub fn flip_flops(link: &Link, w: &PlannedWrite, now_ms: i64, window_ms: i64) -> usize {
     let key = w.state_key();
-    link.write_history
+    let side = w.direction.as_str();
+    let same_side = link
+        .write_history
         .iter()
-        .filter(|(at, k)| *at >= now_ms - window_ms && *k == key)
-        .count()
+        .filter(|(_, k)| k.split(':').next() == Some(side));
+    let mut flips = 0;
+    let mut previous: Option<&str> = None;
+    for (at, k) in same_side {
+        if *at >= now_ms - window_ms && *k == key && previous != Some(k.as_str()) {
+            flips += 1;
+        }
+        previous = Some(k.as_str());
+    }
+    if previous == Some(key.as_str()) {
+        0
+    } else {
+        flips
+    }
 }
 
 /// Holds back a write for a quarantined or flip-flopping record.
@@ -142,6 +162,24 @@ fn ledger(
 
 /// A source record changed: plan the write toward the target.
 pub fn forward(m: &Mapping, rec: &Record, link: Option<&Link>) -> Decision {
+    forward_with(m, rec, link, &Lookups::NONE)
+}
+
+/// [`forward`] with the other flows' links that the mapping's `lookup` transforms read.
+pub fn forward_with(m: &Mapping, rec: &Record, link: Option<&Link>, lookups: &Lookups) -> Decision {
+    if !m.accepts(&rec.fields) {
+        let target_id = link.and_then(|l| l.target_id.as_deref());
+        return Decision {
+            ledger: Some(ledger(
+                m,
+                Direction::ToTarget,
+                &rec.id,
+                target_id,
+                action::FILTERED,
+            )),
+            ..Decision::default()
+        };
+    }
     let empty = Link::default();
     let link = link.unwrap_or(&empty);
     if let Some(seen) = link
@@ -171,7 +209,7 @@ pub fn forward(m: &Mapping, rec: &Record, link: Option<&Link>) -> Decision {
         state: source_state,
     });
     let target_id = link.target_id.as_deref();
-    let desired = match m.to_target(&rec.fields, op) {
+    let desired = match m.to_target_with(&rec.fields, op, lookups) {
         Ok(d) => d,
         Err(e) => {
             let mut l = ledger(
@@ -240,6 +278,88 @@ pub fn forward(m: &Mapping, rec: &Record, link: Option<&Link>) -> Decision {
         ledger: Some(l),
         observation,
         dead_letter: None,
+    }
+}
+
+/// A source record was deleted: apply the flow's delete policy to its linked target record.
+pub fn delete(m: &Mapping, source_id: &str, link: Option<&Link>) -> Decision {
+    let target_id = link.and_then(|l| l.target_id.as_deref());
+    let skip = |detail: &str| {
+        let mut l = ledger(
+            m,
+            Direction::ToTarget,
+            source_id,
+            target_id,
+            action::DELETE_IGNORED,
+        );
+        l.detail = Some(detail.to_owned());
+        Decision {
+            ledger: Some(l),
+            ..Decision::default()
+        }
+    };
+    let (Some(link), Some(tid)) = (link, target_id) else {
+        return skip("no linked target record");
+    };
+    match &m.on_delete {
+        DeletePolicy::Ignore => skip("delete policy: ignore"),
+        DeletePolicy::Flag { field, value } => {
+            let mut payload = Map::new();
+            payload.insert(field.clone(), value.clone());
+            if link.target_state.get(field) == Some(value) {
+                return skip("already flagged");
+            }
+            let hash = content_hash(&payload);
+            let mut l = ledger(m, Direction::ToTarget, source_id, target_id, action::QUEUED);
+            l.content_hash = Some(hash.clone());
+            l.detail = Some(format!("source deleted; flag {field}"));
+            Decision {
+                write: Some(PlannedWrite {
+                    flow: m.name.clone(),
+                    direction: Direction::ToTarget,
+                    source_id: source_id.to_owned(),
+                    target_id: Some(tid.to_owned()),
+                    system: m.target.system,
+                    object: m.target.object.clone(),
+                    id_property: Some(m.external_id.clone()),
+                    state_after: merged(&link.target_state, &payload),
+                    payload,
+                    content_hash: hash,
+                    mapping_version: m.version.clone(),
+                }),
+                ledger: Some(l),
+                ..Decision::default()
+            }
+        }
+        DeletePolicy::Propagate => {
+            // No connector deletes yet: park it where an operator sees it, and lose nothing.
+            let reason = format!(
+                "source record deleted; deleting {} record {tid} is not supported by the {} connector yet",
+                m.target.object, m.target.system
+            );
+            let mut l = ledger(
+                m,
+                Direction::ToTarget,
+                source_id,
+                target_id,
+                action::DELETE_FAILED,
+            );
+            l.detail = Some(reason.clone());
+            Decision {
+                dead_letter: Some(DeadLetter {
+                    origin: "inbox",
+                    flow: Some(m.name.clone()),
+                    system: m.target.system,
+                    object: m.target.object.clone(),
+                    record_id: tid.to_owned(),
+                    payload: Value::Null,
+                    reason,
+                    attempts: 0,
+                }),
+                ledger: Some(l),
+                ..Decision::default()
+            }
+        }
     }
 }
 

@@ -1,1 +1,178 @@
-//! Planner tests.
+//! Planner tests: one line per case, on the shipped deal-registration mapping.
+
+use serde_json::{Map, Value, json};
+
+use super::*;
+use crate::mapping::MappingSet;
+use crate::model::Record;
+use crate::store::Link;
+
+fn mapping() -> std::sync::Arc<Mapping> {
+    MappingSet::builtin()
+        .expect("built-in mappings compile")
+        .mappings[0]
+        .clone()
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().expect("object")
+}
+
+fn deal(stage: &str, amount: i64) -> Record {
+    Record {
+        id: "deal_1".into(),
+        modified_ms: 1,
+        fields: obj(json!({
+            "key": "deal_1", "account_name": "Acme", "amount": amount, "stage": stage,
+            "partner_key": "part_1", "close_date": "2027-01-31",
+        })),
+    }
+}
+
+fn hubspot_deal(stage: &str, reason: Option<&str>) -> Record {
+    let mut f = obj(json!({"prm_deal_id": "deal_1", "dealstage": stage, "amount": "100"}));
+    if let Some(r) = reason {
+        f.insert("closed_lost_reason".into(), json!(r));
+    }
+    Record {
+        id: "9001".into(),
+        modified_ms: 2,
+        fields: f,
+    }
+}
+
+/// The link after a successful create of `deal(stage, amount)`.
+fn linked(stage: &str, amount: i64) -> Link {
+    let m = mapping();
+    let d = forward(&m, &deal(stage, amount), None);
+    Link {
+        target_id: Some("9001".into()),
+        target_state: d.write.expect("create").state_after,
+        source_state: d.observation.expect("observed").state,
+        ..Link::default()
+    }
+}
+
+fn fields(d: &Decision) -> Vec<String> {
+    d.write
+        .as_ref()
+        .map(|w| w.payload.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn forward_creates_then_updates_only_what_changed() {
+    let m = mapping();
+    let create = forward(&m, &deal("submitted", 100), None);
+    let w = create.write.as_ref().expect("a create");
+    assert_eq!(
+        w.payload.get("dealstage"),
+        Some(&json!("appointmentscheduled"))
+    );
+    assert_eq!(w.id_property.as_deref(), Some("prm_deal_id"));
+    assert_eq!(
+        create.ledger.as_ref().map(|l| l.action),
+        Some(action::QUEUED)
+    );
+
+    let link = linked("submitted", 100);
+    let cases: &[(&str, i64, &[&str])] = &[
+        ("submitted", 100, &[]),         // unchanged: nothing to write
+        ("submitted", 250, &["amount"]), // only the changed field
+        ("won", 100, &[]),               // stage is CRM-owned after create
+    ];
+    for (stage, amount, want) in cases {
+        let d = forward(&m, &deal(stage, *amount), Some(&link));
+        assert_eq!(fields(&d), *want, "stage {stage} amount {amount}");
+        if want.is_empty() {
+            assert_eq!(d.ledger.as_ref().map(|l| l.action), Some(action::UNCHANGED));
+        }
+    }
+}
+
+#[test]
+fn forward_dead_letters_a_record_that_cannot_be_mapped() {
+    let d = forward(&mapping(), &deal("pending_legal", 100), None);
+    assert!(d.write.is_none());
+    let dl = d.dead_letter.expect("dead letter");
+    assert!(dl.reason.contains("pending_legal"), "{}", dl.reason);
+    assert_eq!(d.ledger.map(|l| l.action), Some(action::MAPPING_FAILED));
+}
+
+#[test]
+fn reverse_skips_echoes_and_writes_real_changes() {
+    let m = mapping();
+    let link = linked("submitted", 100);
+    let cases: &[(&str, Option<&str>, &[&str])] = &[
+        ("appointmentscheduled", None, &[]), // our own write coming back
+        ("closedwon", None, &["stage"]),
+        ("closedlost", Some("Budget"), &["lost_reason", "stage"]),
+    ];
+    for (stage, reason, want) in cases {
+        let d = reverse(&m, &hubspot_deal(stage, *reason), "deal_1", Some(&link));
+        assert_eq!(fields(&d), *want, "{stage}");
+    }
+    let d = reverse(&m, &hubspot_deal("closedwon", None), "deal_1", Some(&link));
+    let w = d.write.expect("write back");
+    assert_eq!(w.payload.get("stage"), Some(&json!("won")));
+    assert_eq!(w.system, crate::model::SystemKind::PartnerStack);
+}
+
+#[test]
+fn reverse_ignores_unlinked_and_dead_letters_unknown_stages() {
+    let m = mapping();
+    let d = reverse(&m, &hubspot_deal("closedwon", None), "deal_1", None);
+    assert!(d.write.is_none());
+    assert_eq!(d.ledger.map(|l| l.action), Some(action::UNLINKED));
+    let d = reverse(
+        &m,
+        &hubspot_deal("somecustomstage", None),
+        "deal_1",
+        Some(&linked("submitted", 1)),
+    );
+    assert!(
+        d.dead_letter
+            .expect("dead letter")
+            .reason
+            .contains("somecustomstage")
+    );
+}
+
+#[test]
+fn planning_is_deterministic() {
+    let m = mapping();
+    let a = forward(&m, &deal("approved", 5), None);
+    let b = forward(&m, &deal("approved", 5), None);
+    assert_eq!(a, b);
+    assert_eq!(
+        a.write.as_ref().map(|w| w.idempotency_key()),
+        b.write.as_ref().map(|w| w.idempotency_key())
+    );
+}
+
+#[test]
+fn only_returns_to_an_earlier_state_count_as_flips_not_repeats_of_the_latest() {
+    let m = mapping();
+    let link = linked("submitted", 100);
+    let write = |amount| {
+        forward(&m, &deal("submitted", amount), Some(&link))
+            .write
+            .expect("write")
+    };
+    let (a, b) = (write(200), write(300));
+    let history = |keys: &[&PlannedWrite]| Link {
+        write_history: keys.iter().map(|w| (1_000, w.state_key())).collect(),
+        ..link.clone()
+    };
+    // A, A, A: the same state queued again (e.g. a newer version mapping to the same values).
+    assert_eq!(flip_flops(&history(&[&a, &a]), &a, 2_000, 10_000), 0);
+    // A, B, A, B, then A again: two returns to A.
+    assert_eq!(
+        flip_flops(&history(&[&a, &b, &a, &b]), &a, 2_000, 10_000),
+        2
+    );
+    // A, A, B, then A: one return (the repeated A counts once).
+    assert_eq!(flip_flops(&history(&[&a, &a, &b]), &a, 2_000, 10_000), 1);
+    // Outside the window nothing counts.
+    assert_eq!(flip_flops(&history(&[&a, &b]), &a, 20_000, 10_000), 0);
+}

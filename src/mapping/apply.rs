@@ -6,7 +6,11 @@ use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 
 use super::value::{FieldType, Val};
-use super::{Field, FieldDirection, Mapping, Owner, Step, Unmapped, When};
+use jiff::tz::TimeZone;
+
+use super::{
+    Field, FieldDirection, Lookups, Mapping, Missing, Normalise, Owner, Step, Unmapped, When,
+};
 
 /// Whether the target record is being created or updated (some fields apply to one only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +41,7 @@ impl Field {
         let direction = match self.direction {
             FieldDirection::ToTarget => true,
             FieldDirection::ToSource => false,
-            FieldDirection::Both(Owner::Source) => true,
+            FieldDirection::Both(Owner::Source | Owner::Latest) => true,
             // The target owns it: set it when the record is created, then leave it to the target.
             FieldDirection::Both(Owner::Target) => op == Op::Create,
         };
@@ -53,7 +57,7 @@ impl Field {
     pub fn applies_reverse(&self) -> bool {
         matches!(
             self.direction,
-            FieldDirection::ToSource | FieldDirection::Both(Owner::Target)
+            FieldDirection::ToSource | FieldDirection::Both(Owner::Target | Owner::Latest)
         )
     }
 }
@@ -74,18 +78,33 @@ impl Mapping {
         record: &Map<String, Value>,
         op: Op,
     ) -> Result<Map<String, Value>, MapError> {
+        self.to_target_with(record, op, &Lookups::NONE)
+    }
+
+    /// [`Mapping::to_target`] with the links `lookup` transforms read.
+    pub fn to_target_with(
+        &self,
+        record: &Map<String, Value>,
+        op: Op,
+        lookups: &Lookups,
+    ) -> Result<Map<String, Value>, MapError> {
         let mut out = Map::new();
         for f in self.fields.iter().filter(|f| f.applies_forward(op)) {
-            let v = self.forward_field(f, record)?;
+            let v = self.forward_field(f, record, lookups)?;
             if v.is_blank() && !f.allow_blank {
                 continue;
             }
-            out.insert(f.target.clone(), v.to_json());
+            out.insert(f.target.clone(), v.into_json());
         }
         Ok(out)
     }
 
-    fn forward_field(&self, f: &Field, record: &Map<String, Value>) -> Result<Val, MapError> {
+    fn forward_field(
+        &self,
+        f: &Field,
+        record: &Map<String, Value>,
+        lookups: &Lookups,
+    ) -> Result<Val, MapError> {
         let name = f.source.as_deref().unwrap_or(&f.target);
         let mut v = if let Some(c) = &f.constant {
             c.clone()
@@ -104,7 +123,7 @@ impl Mapping {
             return Err(self.err(name, "is required but missing or blank"));
         }
         for step in &f.steps {
-            v = forward_step(step, v, record).map_err(|e| self.err(name, e))?;
+            v = forward_step(step, v, record, &f.tz, lookups).map_err(|e| self.err(name, e))?;
         }
         v.coerce(f.ty, &f.tz).map_err(|e| self.err(name, e))
     }
@@ -126,7 +145,7 @@ impl Mapping {
             let v = v
                 .coerce(f.source_ty, &f.tz)
                 .map_err(|e| self.err(&f.target, e))?;
-            out.insert(source.clone(), v.to_json());
+            out.insert(source.clone(), v.into_json());
         }
         Ok(out)
     }
@@ -144,6 +163,50 @@ impl Mapping {
                 out.insert(source.clone(), v.to_json());
             }
         }
+        out
+    }
+
+    /// The (flow, source path) pairs whose links `lookup` transforms read, so the engine can
+    /// prefetch them.
+    pub fn lookup_sources(&self) -> Vec<(&str, &str)> {
+        self.fields
+            .iter()
+            .flat_map(|f| {
+                f.steps.iter().filter_map(move |s| match (s, &f.source) {
+                    (Step::Lookup { flow, .. }, Some(path)) => Some((flow.as_str(), path.as_str())),
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+
+    /// For each flow that `lookup` transforms read, the distinct keys these source records carry:
+    /// what the engine prefetches from the store's links before applying the mapping.
+    pub fn lookup_keys<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a Map<String, Value>> + Clone,
+    ) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for (flow, path) in self.lookup_sources() {
+            let mut keys: Vec<String> = records
+                .clone()
+                .into_iter()
+                .filter_map(|r| match get_path(r, path)? {
+                    Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+                .collect();
+            match out.iter_mut().find(|(f, _)| f == flow) {
+                Some((_, existing)) => existing.append(&mut keys),
+                None => out.push((flow.to_owned(), keys)),
+            }
+        }
+        for (_, keys) in &mut out {
+            keys.sort();
+            keys.dedup();
+        }
+        out.retain(|(_, k)| !k.is_empty());
         out
     }
 
@@ -165,25 +228,112 @@ pub fn get_path<'a>(record: &'a Map<String, Value>, path: &str) -> Option<&'a Va
     Some(cur)
 }
 
-fn forward_step(step: &Step, v: Val, record: &Map<String, Value>) -> Result<Val, String> {
+fn forward_step(
+    step: &Step,
+    v: Val,
+    record: &Map<String, Value>,
+    tz: &TimeZone,
+    lookups: &Lookups,
+) -> Result<Val, String> {
     Ok(match step {
-        Step::Trim => map_text(v, |s| s.trim().to_owned()),
-        Step::Lower => map_text(v, |s| s.to_lowercase()),
-        Step::Upper => map_text(v, |s| s.to_uppercase()),
-        Step::Scale(n) => scale(v, *n)?,
-        Step::Template(t) => Val::Str(render(t, &v, record)),
-        Step::Values { map, unmapped } => {
+        Step::Round(n) => match to_decimal(v)? {
+            Some(d) => Val::Dec(
+                d.round_dp_with_strategy(*n, rust_decimal::RoundingStrategy::MidpointAwayFromZero),
+            ),
+            None => Val::Null,
+        },
+        Step::Decimals(n) => match to_decimal(v)? {
+            Some(d) => {
+                let mut d = d.round_dp_with_strategy(
+                    *n,
+                    rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+                );
+                d.rescale(*n);
+                Val::Str(d.to_string())
+            }
+            None => Val::Null,
+        },
+        Step::FormatDate(pattern) => match v {
+            Val::Null => Val::Null,
+            Val::Date(d) => Val::Str(
+                jiff::fmt::strtime::format(pattern.as_str(), d)
+                    .map_err(|e| format!("cannot format {d} with {pattern:?}: {e}"))?,
+            ),
+            Val::Time(t) => {
+                let z = t.to_zoned(tz.clone());
+                Val::Str(
+                    jiff::fmt::strtime::format(pattern.as_str(), &z)
+                        .map_err(|e| format!("cannot format {t} with {pattern:?}: {e}"))?,
+                )
+            }
+            other => return Err(format!("{:?} is not a date to format", other.to_text())),
+        },
+        Step::ParseDate(pattern) => match v {
+            Val::Str(s) if !s.trim().is_empty() => Val::Date(
+                jiff::civil::Date::strptime(pattern.as_str(), s.trim())
+                    .map_err(|_| format!("{s:?} does not match the date pattern {pattern:?}"))?,
+            ),
+            Val::Str(_) | Val::Null => Val::Null,
+            other => other,
+        },
+        Step::ParseDateTime(pattern) => match v {
+            Val::Str(s) if !s.trim().is_empty() => {
+                let dt =
+                    jiff::civil::DateTime::strptime(pattern.as_str(), s.trim()).map_err(|_| {
+                        format!("{s:?} does not match the date-time pattern {pattern:?}")
+                    })?;
+                Val::Time(
+                    dt.to_zoned(tz.clone())
+                        .map_err(|e| format!("{s:?}: {e}"))?
+                        .timestamp(),
+                )
+            }
+            Val::Str(_) | Val::Null => Val::Null,
+            other => other,
+        },
+        Step::Lookup { flow, missing } => {
             if v.is_blank() {
                 return Ok(v);
             }
             let key = v.to_text();
-            match map.iter().find(|(from, _)| *from == key) {
-                Some((_, to)) => Val::Str(to.clone()),
+            match (lookups.get(flow, &key), missing) {
+                (Some(id), _) => Val::Str(id.to_owned()),
+                (None, Missing::Blank) => Val::Null,
+                (None, Missing::Error) => {
+                    return Err(format!(
+                        "{key:?} has no linked record in flow {flow:?} yet (sync that flow first)"
+                    ));
+                }
+            }
+        }
+        Step::Trim => match v {
+            Val::Str(s) if s.trim().len() != s.len() => Val::Str(s.trim().to_owned()),
+            other => other,
+        },
+        Step::Lower => map_text(v, |s| s.to_lowercase()),
+        Step::Upper => map_text(v, |s| s.to_uppercase()),
+        Step::Domain => match v {
+            Val::Str(s) => Normalise::Domain.apply(&s).map_or(Val::Null, Val::Str),
+            other => other,
+        },
+        Step::Scale(n) => scale(v, *n)?,
+        Step::Template(t) => Val::Str(render(t, &v, record)),
+        Step::Values { map, unmapped, .. } => {
+            if v.is_blank() {
+                return Ok(v);
+            }
+            let found = {
+                let key = v.text();
+                map.iter().find(|(from, _)| *from == *key).map(|(_, to)| to)
+            };
+            match found {
+                Some(to) => Val::Str(to.clone()),
                 None => match unmapped {
                     Unmapped::Error => {
                         let known: Vec<&str> = map.iter().map(|(f, _)| f.as_str()).collect();
                         return Err(format!(
-                            "value {key:?} is not in the value map (known: {})",
+                            "value {:?} is not in the value map (known: {})",
+                            v.to_text(),
                             known.join(", ")
                         ));
                     }
@@ -198,20 +348,25 @@ fn forward_step(step: &Step, v: Val, record: &Map<String, Value>) -> Result<Val,
 fn reverse_step(step: &Step, v: Val) -> Result<Val, String> {
     Ok(match step {
         // Case and whitespace changes have no inverse; the value goes back as the target has it.
-        Step::Trim | Step::Lower | Step::Upper => v,
+        Step::Trim | Step::Lower | Step::Upper | Step::Domain => v,
         Step::Scale(n) => scale(v, -*n)?,
-        Step::Template(_) => return Err("a template cannot be reversed".into()),
-        Step::Values { map, unmapped } => {
+        Step::Round(_) | Step::Decimals(_) => v,
+        Step::Template(_)
+        | Step::FormatDate(_)
+        | Step::ParseDate(_)
+        | Step::ParseDateTime(_)
+        | Step::Lookup { .. } => return Err("this transform cannot be reversed".into()),
+        Step::Values { unmapped, back, .. } => {
             if v.is_blank() {
                 return Ok(v);
             }
             let key = v.to_text();
-            match map.iter().find(|(_, to)| *to == key) {
-                Some((from, _)) => Val::Str(from.clone()),
+            match back.iter().find(|(to, _)| *to == key) {
+                Some((_, from)) => Val::Str(from.clone()),
                 None => match unmapped {
                     Unmapped::Pass => v,
                     Unmapped::Error | Unmapped::Default(_) => {
-                        let known: Vec<&str> = map.iter().map(|(_, t)| t.as_str()).collect();
+                        let known: Vec<&str> = back.iter().map(|(t, _)| t.as_str()).collect();
                         return Err(format!(
                             "value {key:?} is not in the value map (known: {})",
                             known.join(", ")
@@ -230,16 +385,24 @@ fn map_text(v: Val, f: impl Fn(&str) -> String) -> Val {
     }
 }
 
-fn scale(v: Val, n: i32) -> Result<Val, String> {
-    let d = match v {
-        Val::Null => return Ok(Val::Null),
+/// A number as a decimal; `None` for blank.
+fn to_decimal(v: Val) -> Result<Option<Decimal>, String> {
+    Ok(Some(match v {
+        Val::Null => return Ok(None),
+        Val::Str(s) if s.trim().is_empty() => return Ok(None),
         Val::Int(i) => Decimal::from(i),
         Val::Dec(d) => d,
         Val::Str(s) => s
             .trim()
             .parse::<Decimal>()
             .map_err(|_| format!("{s:?} is not a number"))?,
-        other => return Err(format!("cannot scale {}", other.to_text())),
+        other => return Err(format!("{:?} is not a number", other.to_text())),
+    }))
+}
+
+fn scale(v: Val, n: i32) -> Result<Val, String> {
+    let Some(d) = to_decimal(v)? else {
+        return Ok(Val::Null);
     };
     let factor = Decimal::from_i128_with_scale(10_i128.pow(n.unsigned_abs()), 0);
     let out = if n >= 0 {

@@ -8,9 +8,12 @@ use jiff::tz::TimeZone;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::filter::{Condition, Test};
+use super::schema::{self, ObjectSchema};
 use super::value::{FieldType, Val};
 use super::{
-    Example, Field, FieldDirection, Mapping, MappingError, Op, Owner, Step, Unmapped, When,
+    DeletePolicy, Example, Field, FieldDirection, LookupRef, Lookups, Mapping, MappingError,
+    MatchRule, MatchRules, Missing, Normalise, OnMany, OnNone, Op, Owner, Step, Unmapped, When,
 };
 use crate::model::{ObjectRef, SystemKind};
 
@@ -22,9 +25,50 @@ struct RawMapping {
     source: Spanned<RawEnd>,
     target: Spanned<RawEnd>,
     #[serde(default)]
+    filter: Vec<Spanned<RawCondition>>,
+    delete: Option<Spanned<RawDelete>>,
+    #[serde(rename = "match")]
+    matching: Option<Spanned<RawMatch>>,
+    #[serde(default)]
     field: Vec<Spanned<RawField>>,
     #[serde(default)]
     example: Vec<Spanned<RawExample>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCondition {
+    field: Spanned<String>,
+    #[serde(rename = "in")]
+    one_of: Option<Vec<toml::Value>>,
+    not_in: Option<Vec<toml::Value>>,
+    equals: Option<toml::Value>,
+    present: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelete {
+    policy: Spanned<String>,
+    field: Option<Spanned<String>>,
+    value: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    on_none: Option<Spanned<String>>,
+    on_many: Option<Spanned<String>>,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    source: String,
+    target: Spanned<String>,
+    normalise: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +94,7 @@ struct RawField {
     #[serde(default)]
     transforms: Vec<Spanned<RawStep>>,
     values: Option<Spanned<BTreeMap<String, toml::Value>>>,
+    values_back: Option<Spanned<BTreeMap<String, String>>>,
     unmapped: Option<Spanned<String>>,
     default: Option<Spanned<toml::Value>>,
     #[serde(rename = "const")]
@@ -73,9 +118,13 @@ struct RawExample {
     name: Option<String>,
     direction: Option<String>,
     op: Option<String>,
+    #[serde(default)]
+    lookups: BTreeMap<String, BTreeMap<String, String>>,
     input: toml::Table,
     expect: Option<toml::Table>,
     expect_error: Option<String>,
+    #[serde(default)]
+    expect_filtered: bool,
 }
 
 /// Errors for one file, positioned by byte offsets into its text.
@@ -150,11 +199,14 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Mapping, Vec<MappingErro
     if raw.name.get_ref().trim().is_empty() {
         errs.at(raw.name.span(), "name", "must not be empty", None);
     }
+    let target_schema = target
+        .as_ref()
+        .and_then(|t| schema::object(t.system, &t.object));
     let mut seen_targets = HashSet::new();
     let mut fields = Vec::new();
     for (i, f) in raw.field.iter().enumerate() {
         let key = format!("field[{i}]");
-        if let Some(field) = field(f, &key, &mut errs) {
+        if let Some(field) = field(f, &key, target_schema, &mut errs) {
             if !seen_targets.insert(field.target.clone()) {
                 errs.at(
                     f.get_ref().target.span(),
@@ -185,6 +237,20 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Mapping, Vec<MappingErro
             None,
         );
     }
+    let filter = raw
+        .filter
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| condition(c, &format!("filter[{i}]"), &mut errs))
+        .collect();
+    let on_delete = match &raw.delete {
+        Some(d) => delete_policy(d, target_schema, &mut errs),
+        None => DeletePolicy::Ignore,
+    };
+    let matching = raw
+        .matching
+        .as_ref()
+        .and_then(|m| match_rules(m, target_schema, &mut errs));
     let mut examples = Vec::new();
     for (i, ex) in raw.example.iter().enumerate() {
         if let Some(e) = example(ex, &format!("example[{i}]"), &mut errs) {
@@ -197,6 +263,7 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Mapping, Vec<MappingErro
     let (Some(source), Some(target)) = (source, target) else {
         return Err(errs.list);
     };
+    let lookup_refs = lookup_refs(&raw, &errs);
     Ok(Mapping {
         name: raw.name.into_inner(),
         file: file.to_owned(),
@@ -206,8 +273,275 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Mapping, Vec<MappingErro
         target,
         external_id,
         fields,
+        filter,
+        on_delete,
+        matching,
+        lookup_refs,
         examples,
     })
+}
+
+/// Reports `field` when the target schema is known and does not have it.
+fn check_target_field(
+    schema: Option<&ObjectSchema>,
+    field: &Spanned<String>,
+    key: &str,
+    errs: &mut Errs<'_>,
+) {
+    let Some(schema) = schema else { return };
+    if let Some(hint) = schema::unknown_field(schema, field.get_ref()) {
+        let hint = hint.unwrap_or_else(|| {
+            format!(
+                "known fields: {}; custom fields are named {}",
+                schema.fields.join(", "),
+                match schema.system {
+                    SystemKind::Salesforce => "Name__c",
+                    _ => "prm_*",
+                }
+            )
+        });
+        errs.at(
+            field.span(),
+            key,
+            format!(
+                "{}/{} has no field {:?}",
+                schema.system,
+                schema.object,
+                field.get_ref()
+            ),
+            Some(&hint),
+        );
+    }
+}
+
+fn scalar_text(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn condition(raw: &Spanned<RawCondition>, key: &str, errs: &mut Errs<'_>) -> Option<Condition> {
+    let c = raw.get_ref();
+    let list = |vals: &[toml::Value], errs: &mut Errs<'_>| -> Option<Vec<String>> {
+        let out: Option<Vec<String>> = vals.iter().map(scalar_text).collect();
+        if out.is_none() {
+            errs.at(
+                raw.span(),
+                key,
+                "filter values must be text, numbers or booleans",
+                None,
+            );
+        }
+        out
+    };
+    let tests = usize::from(c.one_of.is_some())
+        + usize::from(c.not_in.is_some())
+        + usize::from(c.equals.is_some())
+        + usize::from(c.present.is_some());
+    if tests != 1 {
+        errs.at(
+            raw.span(),
+            key,
+            "a filter needs exactly one of in, not_in, equals or present",
+            Some("e.g. { field = \"stage\", in = [\"submitted\", \"approved\"] }"),
+        );
+        return None;
+    }
+    let test = if let Some(v) = &c.one_of {
+        Test::In(list(v, errs)?)
+    } else if let Some(v) = &c.not_in {
+        Test::NotIn(list(v, errs)?)
+    } else if let Some(v) = &c.equals {
+        Test::In(list(std::slice::from_ref(v), errs)?)
+    } else {
+        Test::Present(c.present.unwrap_or(true))
+    };
+    Some(Condition {
+        path: c.field.get_ref().clone(),
+        test,
+    })
+}
+
+fn delete_policy(
+    raw: &Spanned<RawDelete>,
+    schema: Option<&ObjectSchema>,
+    errs: &mut Errs<'_>,
+) -> DeletePolicy {
+    let d = raw.get_ref();
+    match d.policy.get_ref().as_str() {
+        "ignore" | "propagate" if d.field.is_some() || d.value.is_some() => {
+            errs.at(
+                d.policy.span(),
+                "delete.policy",
+                "field and value only apply to policy = \"flag\"",
+                None,
+            );
+            DeletePolicy::Ignore
+        }
+        "ignore" => DeletePolicy::Ignore,
+        "propagate" => DeletePolicy::Propagate,
+        "flag" => match (&d.field, &d.value) {
+            (Some(field), Some(value)) => {
+                check_target_field(schema, field, "delete.field", errs);
+                DeletePolicy::Flag {
+                    field: field.get_ref().clone(),
+                    value: toml_to_json(value),
+                }
+            }
+            _ => {
+                errs.at(
+                    d.policy.span(),
+                    "delete.policy",
+                    "policy = \"flag\" needs a field and a value",
+                    Some("e.g. field = \"prm_deleted\", value = \"true\""),
+                );
+                DeletePolicy::Ignore
+            }
+        },
+        other => {
+            errs.at(
+                d.policy.span(),
+                "delete.policy",
+                format!("unknown delete policy {other:?}"),
+                Some("use ignore, flag or propagate"),
+            );
+            DeletePolicy::Ignore
+        }
+    }
+}
+
+fn match_rules(
+    raw: &Spanned<RawMatch>,
+    schema: Option<&ObjectSchema>,
+    errs: &mut Errs<'_>,
+) -> Option<MatchRules> {
+    let m = raw.get_ref();
+    let before = errs.list.len();
+    let on_none = match m.on_none.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+        None | Some(("create", _)) => OnNone::Create,
+        Some(("skip", _)) => OnNone::Skip,
+        Some((other, span)) => {
+            errs.at(
+                span,
+                "match.on_none",
+                format!("unknown value {other:?}"),
+                Some("use create or skip"),
+            );
+            OnNone::Create
+        }
+    };
+    let on_many = match m.on_many.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+        None | Some(("fail", _)) => OnMany::Fail,
+        Some(("skip", _)) => OnMany::Skip,
+        Some(("oldest", _)) => OnMany::Oldest,
+        Some((other, span)) => {
+            errs.at(
+                span,
+                "match.on_many",
+                format!("unknown value {other:?}"),
+                Some("use fail, skip or oldest"),
+            );
+            OnMany::Fail
+        }
+    };
+    if m.rule.is_empty() {
+        errs.at(
+            raw.span(),
+            "match.rule",
+            "match needs at least one [[match.rule]]",
+            Some("e.g. source = \"website\", target = \"domain\", normalise = \"domain\""),
+        );
+    }
+    let mut rules = Vec::new();
+    for (i, r) in m.rule.iter().enumerate() {
+        let r = r.get_ref();
+        let key = format!("match.rule[{i}]");
+        check_target_field(schema, &r.target, &format!("{key}.target"), errs);
+        let normalise = match r
+            .normalise
+            .as_ref()
+            .map(|v| (v.get_ref().as_str(), v.span()))
+        {
+            None | Some(("exact", _)) => Normalise::Exact,
+            Some(("lower", _)) => Normalise::Lower,
+            Some(("email", _)) => Normalise::Email,
+            Some(("domain", _)) => Normalise::Domain,
+            Some((other, span)) => {
+                errs.at(
+                    span,
+                    &format!("{key}.normalise"),
+                    format!("unknown normalisation {other:?}"),
+                    Some("use exact, lower, email or domain"),
+                );
+                Normalise::Exact
+            }
+        };
+        rules.push(MatchRule {
+            source: r.source.clone(),
+            target: r.target.get_ref().clone(),
+            normalise,
+        });
+    }
+    (errs.list.len() == before).then_some(MatchRules {
+        rules,
+        on_none,
+        on_many,
+    })
+}
+
+/// Checks that every `lookup` names a flow in the set, and that the flow's target is where the
+/// looked-up ids live. Runs across files, after each compiled on its own.
+pub(super) fn check_lookups(mappings: &[std::sync::Arc<Mapping>]) -> Vec<MappingError> {
+    let names: Vec<&str> = mappings.iter().map(|m| m.name.as_str()).collect();
+    mappings
+        .iter()
+        .flat_map(|m| &m.lookup_refs)
+        .filter(|r| !names.contains(&r.flow.as_str()))
+        .map(|r| MappingError {
+            file: r.at.file.clone(),
+            line: r.at.line,
+            column: r.at.column,
+            key: r.at.key.clone(),
+            message: format!(
+                "lookup names flow {:?}, which no mapping file defines",
+                r.flow
+            ),
+            hint: Some(match schema::closest(&r.flow, &names) {
+                Some(c) => format!("did you mean {c:?}?"),
+                None => format!("flows in this set: {}", names.join(", ")),
+            }),
+        })
+        .collect()
+}
+
+/// Where each `lookup` transform names a flow, for the cross-file check.
+fn lookup_refs(raw: &RawMapping, errs: &Errs<'_>) -> Vec<LookupRef> {
+    let mut out = Vec::new();
+    for (i, f) in raw.field.iter().enumerate() {
+        for (j, step) in f.get_ref().transforms.iter().enumerate() {
+            if let RawStep::Table(t) = step.get_ref()
+                && let Some(toml::Value::String(flow)) = t.get("lookup")
+            {
+                let (line, column) = line_col(errs.text, step.span().start);
+                out.push(LookupRef {
+                    flow: flow.clone(),
+                    at: MappingError {
+                        file: errs.file.to_owned(),
+                        line,
+                        column,
+                        key: format!("field[{i}].transforms[{j}]"),
+                        message: String::new(),
+                        hint: None,
+                    },
+                });
+            }
+        }
+    }
+    out
 }
 
 fn version_of(text: &str) -> String {
@@ -255,9 +589,15 @@ fn toml_to_json(v: &toml::Value) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
-fn field(raw: &Spanned<RawField>, key: &str, errs: &mut Errs<'_>) -> Option<Field> {
+fn field(
+    raw: &Spanned<RawField>,
+    key: &str,
+    schema: Option<&ObjectSchema>,
+    errs: &mut Errs<'_>,
+) -> Option<Field> {
     let f = raw.get_ref();
     let before = errs.list.len();
+    check_target_field(schema, &f.target, &format!("{key}.target"), errs);
     let ty = field_type(f.ty.as_ref(), &format!("{key}.type"), errs);
     let source_ty = match &f.source_type {
         Some(_) => field_type(f.source_type.as_ref(), &format!("{key}.source_type"), errs),
@@ -278,12 +618,13 @@ fn field(raw: &Spanned<RawField>, key: &str, errs: &mut Errs<'_>) -> Option<Fiel
     let owner = f.owner.as_ref().and_then(|o| match o.get_ref().as_str() {
         "source" | "prm" => Some(Owner::Source),
         "target" | "crm" => Some(Owner::Target),
+        "latest" => Some(Owner::Latest),
         other => {
             errs.at(
                 o.span(),
                 &format!("{key}.owner"),
                 format!("unknown owner {other:?}"),
-                Some("use \"source\" (prm) or \"target\" (crm)"),
+                Some("use \"source\" (prm), \"target\" (crm) or \"latest\" (latest change wins)"),
             );
             None
         }
@@ -303,7 +644,7 @@ fn field(raw: &Spanned<RawField>, key: &str, errs: &mut Errs<'_>) -> Option<Fiel
                         span,
                         &format!("{key}.direction"),
                         "a field that syncs both ways needs an owner",
-                        Some("add owner = \"source\" or owner = \"target\" to say who wins a conflict"),
+                        Some("add owner = \"source\", \"target\" or \"latest\" to say who wins a conflict"),
                     );
                 }
                 FieldDirection::ToTarget
@@ -341,9 +682,19 @@ fn field(raw: &Spanned<RawField>, key: &str, errs: &mut Errs<'_>) -> Option<Fiel
             When::Always
         }
     };
+    let reverse = !matches!(direction, FieldDirection::ToTarget);
     let mut steps = Vec::new();
     for (j, s) in f.transforms.iter().enumerate() {
-        if let Some(step) = step(s, &format!("{key}.transforms[{j}]"), errs) {
+        let skey = format!("{key}.transforms[{j}]");
+        if let Some(step) = step(s, &skey, errs) {
+            if reverse && !step.is_reversible() {
+                errs.at(
+                    s.span(),
+                    &skey,
+                    "this transform cannot be reversed, so the field cannot flow to the source",
+                    Some("use direction = \"to_target\", or a separate to_source field"),
+                );
+            }
             steps.push(step);
         }
     }
@@ -382,8 +733,65 @@ fn field(raw: &Spanned<RawField>, key: &str, errs: &mut Errs<'_>) -> Option<Fiel
                 }
             },
         };
-        let reverse = !matches!(direction, FieldDirection::ToTarget);
-        if reverse {
+        if let Some(options) = schema.and_then(|s| schema::options(s, f.target.get_ref())) {
+            for (from, to) in &map {
+                if !options.contains(&to.as_str()) {
+                    let hint = match schema::closest(to, options) {
+                        Some(c) => format!("did you mean {c:?}?"),
+                        None => format!("options: {}", options.join(", ")),
+                    };
+                    errs.at(
+                        values.span(),
+                        &format!("{key}.values.{from}"),
+                        format!("{to:?} is not an option of {}", f.target.get_ref()),
+                        Some(&hint),
+                    );
+                }
+            }
+            if reverse && unmapped == Unmapped::Error {
+                let back_keys: Vec<&String> = match &f.values_back {
+                    Some(b) => b.get_ref().keys().collect(),
+                    None => map.iter().map(|(_, to)| to).collect(),
+                };
+                let missing: Vec<&str> = options
+                    .iter()
+                    .filter(|o| !back_keys.iter().any(|to| to == *o))
+                    .copied()
+                    .collect();
+                if !missing.is_empty() {
+                    errs.at(
+                        values.span(),
+                        &format!("{key}.values"),
+                        format!(
+                            "the value map does not cover the {} options {}",
+                            f.target.get_ref(),
+                            missing.join(", ")
+                        ),
+                        Some("map every option, or set unmapped = \"pass\" to send others back unchanged"),
+                    );
+                }
+            }
+        }
+        if let Some(b) = &f.values_back {
+            if !reverse {
+                errs.at(
+                    b.span(),
+                    &format!("{key}.values_back"),
+                    "values_back only applies to fields that flow to the source",
+                    None,
+                );
+            }
+            for (to, from) in b.get_ref() {
+                if !map.iter().any(|(f, _)| f == from) {
+                    errs.at(
+                        b.span(),
+                        &format!("{key}.values_back.{to}"),
+                        format!("{from:?} is not a source value of the values map"),
+                        Some("values_back maps target values to source values listed in values"),
+                    );
+                }
+            }
+        } else if reverse {
             let mut seen = HashSet::new();
             for (_, v) in &map {
                 if !seen.insert(v) {
@@ -396,7 +804,19 @@ fn field(raw: &Spanned<RawField>, key: &str, errs: &mut Errs<'_>) -> Option<Fiel
                 }
             }
         }
-        steps.push(Step::Values { map, unmapped });
+        let back = match &f.values_back {
+            Some(b) => b
+                .get_ref()
+                .iter()
+                .map(|(t, s)| (t.clone(), s.clone()))
+                .collect(),
+            None => map.iter().map(|(s, t)| (t.clone(), s.clone())).collect(),
+        };
+        steps.push(Step::Values {
+            map,
+            unmapped,
+            back,
+        });
     } else if let Some(u) = &f.unmapped {
         errs.at(
             u.span(),
@@ -413,19 +833,10 @@ fn field(raw: &Spanned<RawField>, key: &str, errs: &mut Errs<'_>) -> Option<Fiel
             Some("add values = { source_value = \"target_value\", ... }"),
         );
     }
-    let reverse = !matches!(direction, FieldDirection::ToTarget);
     if reverse {
-        if steps.iter().any(|s| matches!(s, Step::Template(_))) {
+        if let Some(c) = &f.constant {
             errs.at(
-                raw.span(),
-                &format!("{key}.transforms"),
-                "a template cannot be reversed, so this field cannot flow to the source",
-                Some("use direction = \"to_target\""),
-            );
-        }
-        if f.constant.is_some() {
-            errs.at(
-                raw.span(),
+                c.span(),
                 &format!("{key}.const"),
                 "a constant cannot flow to the source",
                 None,
@@ -492,7 +903,22 @@ fn field(raw: &Spanned<RawField>, key: &str, errs: &mut Errs<'_>) -> Option<Fiel
     })
 }
 
-const STEP_NAMES: &str = "trim, lower, upper, { scale = N }, { template = \"...\" }";
+const STEP_NAMES: &str = "trim, lower, upper, domain, { scale = N }, { round = N }, { decimals = N }, \
+{ template = \"...\" }, { format_date = \"%d.%m.%Y\" }, { parse_date = \"...\" }, \
+{ parse_datetime = \"...\" }, { lookup = \"flow\", missing = \"error\"|\"blank\" }";
+
+/// Checks a strftime pattern by formatting and parsing a sample with it.
+fn pattern_ok(pattern: &str, parse: bool) -> bool {
+    let sample = jiff::civil::date(2026, 1, 31).at(17, 5, 9, 0);
+    match jiff::fmt::strtime::format(pattern, sample) {
+        Ok(text) => {
+            !parse
+                || jiff::civil::DateTime::strptime(pattern, &text).is_ok()
+                || jiff::civil::Date::strptime(pattern, &text).is_ok()
+        }
+        Err(_) => false,
+    }
+}
 
 fn step(raw: &Spanned<RawStep>, key: &str, errs: &mut Errs<'_>) -> Option<Step> {
     let bad = |errs: &mut Errs<'_>, what: String| {
@@ -504,24 +930,79 @@ fn step(raw: &Spanned<RawStep>, key: &str, errs: &mut Errs<'_>) -> Option<Step> 
         );
         None
     };
+    let places = |n: &i64| u32::try_from(*n).ok().filter(|n| *n <= 18);
     match raw.get_ref() {
         RawStep::Name(n) => match n.as_str() {
             "trim" => Some(Step::Trim),
             "lower" => Some(Step::Lower),
             "upper" => Some(Step::Upper),
-            other => bad(errs, format!("unknown transform {other:?}")),
+            "domain" => Some(Step::Domain),
+            other => {
+                let names = ["trim", "lower", "upper", "domain"];
+                match schema::closest(other, &names) {
+                    Some(c) => {
+                        errs.at(
+                            raw.span(),
+                            key,
+                            format!("unknown transform {other:?}"),
+                            Some(&format!("did you mean {c:?}?")),
+                        );
+                        None
+                    }
+                    None => bad(errs, format!("unknown transform {other:?}")),
+                }
+            }
         },
+        RawStep::Table(t) if t.contains_key("lookup") => {
+            let flow = match t.get("lookup") {
+                Some(toml::Value::String(f)) => f.clone(),
+                _ => return bad(errs, "lookup names a flow, as text".into()),
+            };
+            let missing = match t.get("missing") {
+                None => Missing::Error,
+                Some(toml::Value::String(m)) if m == "error" => Missing::Error,
+                Some(toml::Value::String(m)) if m == "blank" => Missing::Blank,
+                Some(_) => return bad(errs, "lookup's missing is \"error\" or \"blank\"".into()),
+            };
+            if let Some(k) = t.keys().find(|k| *k != "lookup" && *k != "missing") {
+                return bad(errs, format!("lookup has no option {k:?}"));
+            }
+            Some(Step::Lookup { flow, missing })
+        }
         RawStep::Table(t) if t.len() == 1 => {
             let (k, v) = t.iter().next()?;
             match (k.as_str(), v) {
                 ("scale", toml::Value::Integer(n)) if (-18..=18).contains(n) => {
                     Some(Step::Scale(*n as i32))
                 }
+                ("round", toml::Value::Integer(n)) if places(n).is_some() => {
+                    places(n).map(Step::Round)
+                }
+                ("decimals", toml::Value::Integer(n)) if places(n).is_some() => {
+                    places(n).map(Step::Decimals)
+                }
                 ("template", toml::Value::String(s)) => {
                     if s.matches('{').count() != s.matches('}').count() {
                         return bad(errs, format!("template {s:?} has unbalanced braces"));
                     }
                     Some(Step::Template(s.clone()))
+                }
+                ("format_date" | "parse_date" | "parse_datetime", toml::Value::String(p)) => {
+                    let parse = k != "format_date";
+                    if !pattern_ok(p, parse) {
+                        errs.at(
+                            raw.span(),
+                            key,
+                            format!("{p:?} is not a usable date pattern for {k}"),
+                            Some("use strftime directives such as %Y-%m-%d, %d.%m.%Y or %H:%M"),
+                        );
+                        return None;
+                    }
+                    Some(match k.as_str() {
+                        "format_date" => Step::FormatDate(p.clone()),
+                        "parse_date" => Step::ParseDate(p.clone()),
+                        _ => Step::ParseDateTime(p.clone()),
+                    })
                 }
                 (other, _) => bad(errs, format!("unknown transform {other:?} or bad argument")),
             }
@@ -559,11 +1040,14 @@ fn example(raw: &Spanned<RawExample>, key: &str, errs: &mut Errs<'_>) -> Option<
             return None;
         }
     };
-    if e.expect.is_some() == e.expect_error.is_some() {
+    let outcomes = usize::from(e.expect.is_some())
+        + usize::from(e.expect_error.is_some())
+        + usize::from(e.expect_filtered);
+    if outcomes != 1 {
         errs.at(
             raw.span(),
             key,
-            "an example needs exactly one of expect or expect_error",
+            "an example needs exactly one of expect, expect_error or expect_filtered = true",
             None,
         );
         return None;
@@ -572,14 +1056,22 @@ fn example(raw: &Spanned<RawExample>, key: &str, errs: &mut Errs<'_>) -> Option<
         serde_json::Value::Object(m) => m,
         _ => serde_json::Map::new(),
     };
+    let mut lookups = Lookups::default();
+    for (flow, table) in &e.lookups {
+        for (from, to) in table {
+            lookups.insert(flow, from.clone(), to.clone());
+        }
+    }
     Some(Example {
         line,
         name: e.name.clone(),
         reverse,
         op,
+        lookups,
         input: to_map(&e.input),
         expect: e.expect.as_ref().map(to_map),
         expect_error: e.expect_error.clone(),
+        expect_filtered: e.expect_filtered,
     })
 }
 

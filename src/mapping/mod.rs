@@ -4,8 +4,14 @@
 mod apply;
 mod compile;
 mod examples;
+mod filter;
+pub mod schema;
 pub mod value;
 
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +21,7 @@ use jiff::tz::TimeZone;
 use crate::model::ObjectRef;
 pub use apply::{MapError, Op};
 pub use examples::{ExampleFailure, run_examples};
+pub use filter::{Condition, Test};
 use value::{FieldType, Val};
 
 /// The mapping files built into the binary: the ones shipped in `mappings/`.
@@ -36,7 +43,112 @@ pub struct Mapping {
     /// The target field that holds the source record's id (the upsert key).
     pub external_id: String,
     pub fields: Vec<Field>,
+    /// Which source records the flow takes (all conditions must hold); empty takes all.
+    pub filter: Vec<Condition>,
+    /// What a deleted source record does to its target.
+    pub on_delete: DeletePolicy,
+    /// How to find a target record that existed before the first sync.
+    pub matching: Option<MatchRules>,
+    /// Where the file's `lookup` transforms name other flows (checked across the set).
+    pub lookup_refs: Vec<LookupRef>,
     pub examples: Vec<Example>,
+}
+
+/// A `lookup` transform's flow name and where it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupRef {
+    pub flow: String,
+    /// The position (file, line, column, key) to report it at.
+    pub at: MappingError,
+}
+
+/// What a flow does when its source record is deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeletePolicy {
+    /// Leave the target record as it is.
+    Ignore,
+    /// Write `value` to `field` on the target record (e.g. a "deleted in PRM" flag).
+    Flag {
+        field: String,
+        value: serde_json::Value,
+    },
+    /// Delete the target record too.
+    Propagate,
+}
+
+/// Match rules for records that exist on both sides before the first sync.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchRules {
+    /// Tried in order; the first rule with a non-blank key decides.
+    pub rules: Vec<MatchRule>,
+    pub on_none: OnNone,
+    pub on_many: OnMany,
+}
+
+/// One way to pair a source record with an existing target record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchRule {
+    pub source: String,
+    pub target: String,
+    pub normalise: Normalise,
+}
+
+/// How match keys are normalised before comparing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalise {
+    Exact,
+    /// Trimmed and lower-cased.
+    Lower,
+    /// An email address: trimmed and lower-cased.
+    Email,
+    /// A web domain: scheme, `www.`, port, path and case removed.
+    Domain,
+}
+
+/// What happens when no existing target record matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnNone {
+    Create,
+    Skip,
+}
+
+/// What happens when several existing target records match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMany {
+    /// Send the record to the dead letters for a person to decide.
+    Fail,
+    Skip,
+    /// Link to the oldest match.
+    Oldest,
+}
+
+/// Links of other flows, prefetched from the store, that `lookup` transforms read: flow name ->
+/// source id -> target id. Keeps applying a mapping pure.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lookups {
+    tables: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Lookups {
+    /// No lookups at all.
+    pub const NONE: Lookups = Lookups {
+        tables: BTreeMap::new(),
+    };
+
+    pub fn insert(&mut self, flow: &str, source_id: String, target_id: String) {
+        self.tables
+            .entry(flow.to_owned())
+            .or_default()
+            .insert(source_id, target_id);
+    }
+
+    pub fn get(&self, flow: &str, source_id: &str) -> Option<&str> {
+        self.tables.get(flow)?.get(source_id).map(String::as_str)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables.values().all(BTreeMap::is_empty)
+    }
 }
 
 /// Who wins for a field that syncs both ways.
@@ -44,6 +156,8 @@ pub struct Mapping {
 pub enum Owner {
     Source,
     Target,
+    /// Whichever side changed last wins: the field flows both ways.
+    Latest,
 }
 
 /// Which way a field flows.
@@ -68,6 +182,8 @@ pub enum Step {
     Trim,
     Lower,
     Upper,
+    /// Reduce a URL or email address to its web domain (`https://www.Acme.example/x` -> `acme.example`).
+    Domain,
     /// Multiply a decimal by 10^n (e.g. -2 turns cents into currency units).
     Scale(i32),
     /// Text with `{field}` placeholders filled from the source record.
@@ -76,7 +192,46 @@ pub enum Step {
     Values {
         map: Vec<(String, String)>,
         unmapped: Unmapped,
+        /// Target value -> source value for the way back (the inverse of `map` unless the file
+        /// gives `values_back`).
+        back: Vec<(String, String)>,
     },
+    /// Round a decimal to n places (half away from zero).
+    Round(u32),
+    /// Format a number as text with exactly n decimal places.
+    Decimals(u32),
+    /// Format a date or date-time as text (strftime), in the field's time zone.
+    FormatDate(String),
+    /// Parse text as a date with a strftime pattern.
+    ParseDate(String),
+    /// Parse text as a wall-clock date-time with a strftime pattern, in the field's time zone.
+    ParseDateTime(String),
+    /// Replace a source id with the target id linked to it by another flow.
+    Lookup {
+        flow: String,
+        missing: Missing,
+    },
+}
+
+/// What a lookup does when the value has no link yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    Error,
+    Blank,
+}
+
+impl Step {
+    /// Whether the step can be undone for values flowing back to the source.
+    pub fn is_reversible(&self) -> bool {
+        !matches!(
+            self,
+            Step::Template(_)
+                | Step::FormatDate(_)
+                | Step::ParseDate(_)
+                | Step::ParseDateTime(_)
+                | Step::Lookup { .. }
+        )
+    }
 }
 
 /// What a value map does with a value it does not list.
@@ -112,9 +267,12 @@ pub struct Example {
     pub name: Option<String>,
     pub reverse: bool,
     pub op: Op,
+    pub lookups: Lookups,
     pub input: serde_json::Map<String, serde_json::Value>,
     pub expect: Option<serde_json::Map<String, serde_json::Value>>,
     pub expect_error: Option<String>,
+    /// The flow's filter must refuse the input.
+    pub expect_filtered: bool,
 }
 
 /// One problem in a mapping file, with where it is.
@@ -157,6 +315,9 @@ impl fmt::Display for MappingErrors {
 
 impl std::error::Error for MappingErrors {}
 
+/// The rules of engagement live next to the mapping files but are not a flow; `load_dir` skips them.
+pub use crate::rules::RULES_FILE;
+
 /// A compiled set of mappings, swapped as a whole on reload.
 #[derive(Debug, Clone, Default)]
 pub struct MappingSet {
@@ -189,6 +350,7 @@ impl MappingSet {
                 Err(mut e) => errors.append(&mut e),
             }
         }
+        errors.extend(compile::check_lookups(&mappings));
         if errors.is_empty() {
             Ok(MappingSet { mappings })
         } else {
@@ -205,7 +367,8 @@ impl MappingSet {
         Self::compile(&files)
     }
 
-    /// Reads every `*.toml` file in `dir` (sorted by name) and compiles them. Never writes.
+    /// Reads every `*.toml` file in `dir` (sorted by name, except [`RULES_FILE`]) and compiles
+    /// them. Never writes.
     pub fn load_dir(dir: &Path) -> Result<MappingSet, MappingErrors> {
         let io_err = |e: std::io::Error| {
             MappingErrors(vec![MappingError {
@@ -217,11 +380,15 @@ impl MappingSet {
                 hint: Some("daemon.mappings_dir must be a readable folder".into()),
             }])
         };
-        let mut paths: Vec<_> = std::fs::read_dir(dir)
-            .map_err(io_err)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
+        let mut paths = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io_err)? {
+            let path = entry.map_err(io_err)?.path();
+            // The rules of engagement live beside the mappings but are not a mapping.
+            let is_rules = path.file_name().is_some_and(|n| n == RULES_FILE);
+            if path.extension().is_some_and(|x| x == "toml") && !is_rules {
+                paths.push(path);
+            }
+        }
         paths.sort();
         let mut files = Vec::new();
         for p in paths {

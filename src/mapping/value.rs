@@ -179,6 +179,22 @@ impl Val {
         }
     }
 
+    /// [`Val::to_json`], moving text instead of copying it.
+    pub fn into_json(self) -> Value {
+        match self {
+            Val::Str(s) => Value::String(s),
+            other => other.to_json(),
+        }
+    }
+
+    /// The value as text, borrowed when it already is text.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Val::Str(s) => std::borrow::Cow::Borrowed(s),
+            other => std::borrow::Cow::Owned(other.to_text()),
+        }
+    }
+
     /// The canonical JSON form: ints and bools as JSON, decimals, dates and times as text.
     pub fn to_json(&self) -> Value {
         match self {

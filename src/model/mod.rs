@@ -12,13 +12,16 @@ pub enum SystemKind {
     PartnerStack,
     HubSpot,
     Salesforce,
+    /// A PRM reached through the declarative `rest` profile.
+    Rest,
 }
 
 impl SystemKind {
-    pub const ALL: [SystemKind; 3] = [
+    pub const ALL: [SystemKind; 4] = [
         SystemKind::PartnerStack,
         SystemKind::HubSpot,
         SystemKind::Salesforce,
+        SystemKind::Rest,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -26,6 +29,7 @@ impl SystemKind {
             SystemKind::PartnerStack => "partnerstack",
             SystemKind::HubSpot => "hubspot",
             SystemKind::Salesforce => "salesforce",
+            SystemKind::Rest => "rest",
         }
     }
 
@@ -36,7 +40,7 @@ impl SystemKind {
     /// Which side of the integration this system sits on.
     pub fn side(self) -> Side {
         match self {
-            SystemKind::PartnerStack => Side::Prm,
+            SystemKind::PartnerStack | SystemKind::Rest => Side::Prm,
             SystemKind::HubSpot | SystemKind::Salesforce => Side::Crm,
         }
     }

@@ -2,17 +2,18 @@
 //! `hs_lastmodifieddate` with `after` paging (200 per page, 10,000 cap), string-only property
 //! values, bearer auth, `X-HubSpot-RateLimit-*` headers and HubSpot's error bodies.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use super::{Fault, SimClock};
+use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
 
 /// Deal stages of HubSpot's default sales pipeline.
 pub const DEAL_STAGES: &[&str] = &[
@@ -45,6 +46,8 @@ const DEAL_PROPERTIES: &[&str] = &[
 
 const SEARCH_CAP: usize = 10_000;
 const DAILY_LIMIT: u64 = 500_000;
+/// "Four requests per second and per authentication token" for search.
+const SEARCH_PER_SECOND: usize = 4;
 const SECONDLY_LIMIT: u64 = 19;
 
 /// Counts the tests assert on.
@@ -58,6 +61,20 @@ pub struct Stats {
     /// Upserts that changed nothing (same values written again).
     pub unchanged: u64,
     pub unauthorized: u64,
+    pub token_refreshes: u64,
+    pub search_rate_limited: u64,
+    pub daily_rate_limited: u64,
+    pub associations_created: u64,
+}
+
+/// An OAuth app installation the simulator accepts.
+#[derive(Debug, Clone)]
+pub struct HubSpotOAuth {
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+    /// Seconds an access token lives (`expires_in`).
+    pub expires_in: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -73,15 +90,65 @@ struct Inner {
     objects: BTreeMap<String, BTreeMap<u64, Object>>,
     next_id: u64,
     stats: Stats,
-    faults: Vec<Fault>,
+    faults: VecDeque<Injected>,
     /// Batch upserts still to commit and then answer 502, as if the response were lost.
     lost_responses: u32,
     /// Faults for the next batch upserts only (reads pass).
-    upsert_faults: Vec<Fault>,
-    /// Every request: when it arrived and the status it got from the gate (200: passed on).
-    log: Vec<(std::time::Instant, u16)>,
+    upsert_faults: VecDeque<Injected>,
     /// Writes per (object type, external id): how many creates and updates each got.
     writes: BTreeMap<(String, String), (u32, u32)>,
+    search_cap: usize,
+    search_rate: Option<usize>,
+    search_times: VecDeque<i64>,
+    daily_limit: u64,
+    oauth: Option<HubSpotOAuth>,
+    /// OAuth access token -> expiry (epoch ms).
+    access_tokens: BTreeMap<String, i64>,
+    /// (from type, from id, to type, to id).
+    associations: BTreeSet<(String, String, String, String)>,
+    log: Vec<LoggedRequest>,
+    /// Whether changes queue webhook events (as a subscribed app would get them).
+    webhooks_on: bool,
+    pending_events: Vec<Value>,
+    event_seq: u64,
+}
+
+impl Inner {
+    /// Queues a webhook event for a change, when webhooks are on.
+    fn queue_event(
+        &mut self,
+        object_type: &str,
+        id: u64,
+        action: &str,
+        change: Option<(&str, &str)>,
+    ) {
+        if !self.webhooks_on {
+            return;
+        }
+        let kind = match object_type {
+            "deals" | "0-3" => "deal",
+            "companies" => "company",
+            "contacts" => "contact",
+            _ => return,
+        };
+        self.event_seq += 1;
+        let mut ev = json!({
+            "eventId": self.event_seq,
+            "subscriptionId": 4242,
+            "portalId": 62515,
+            "appId": 54321,
+            "occurredAt": jiff::Timestamp::now().as_millisecond(),
+            "subscriptionType": format!("{kind}.{action}"),
+            "attemptNumber": 0,
+            "objectId": id,
+            "changeSource": "CRM",
+        });
+        if let Some((name, value)) = change {
+            ev["propertyName"] = json!(name);
+            ev["propertyValue"] = json!(value);
+        }
+        self.pending_events.push(ev);
+    }
 }
 
 /// A HubSpot portal in memory.
@@ -89,6 +156,7 @@ struct Inner {
 pub struct HubSpotSim {
     inner: Arc<Mutex<Inner>>,
     clock: Arc<SimClock>,
+    turbulence: Arc<Turbulence>,
     token: Arc<Mutex<String>>,
 }
 
@@ -97,10 +165,123 @@ impl HubSpotSim {
         let sim = HubSpotSim {
             inner: Arc::default(),
             clock: Arc::default(),
+            turbulence: Arc::default(),
             token: Arc::new(Mutex::new(token.to_owned())),
         };
-        sim.lock().next_id = 9_000_000_001;
+        {
+            let mut inner = sim.lock();
+            inner.next_id = 9_000_000_001;
+            inner.search_cap = SEARCH_CAP;
+            inner.search_rate = Some(SEARCH_PER_SECOND);
+            inner.daily_limit = DAILY_LIMIT;
+        }
         sim
+    }
+
+    /// Also accept OAuth access tokens issued by `POST /oauth/v1/token` for this installation.
+    pub fn enable_oauth(&self, oauth: HubSpotOAuth) {
+        self.lock().oauth = Some(oauth);
+    }
+
+    /// From now on every change (by a user or through the API) queues a webhook event.
+    pub fn enable_webhooks(&self) {
+        self.lock().webhooks_on = true;
+    }
+
+    /// Sends the queued events to `target` as HubSpot does: JSON arrays of at most 100 events,
+    /// signed with v3 and `secret`. Returns how many events were delivered with a 2xx; events of a
+    /// refused request stay queued.
+    pub async fn deliver_pending(
+        &self,
+        http: &reqwest::Client,
+        target: &reqwest::Url,
+        secret: &str,
+    ) -> reqwest::Result<usize> {
+        let events = std::mem::take(&mut self.lock().pending_events);
+        let mut delivered = 0;
+        let mut chunks = events.chunks(100);
+        while let Some(chunk) = chunks.next() {
+            let status = match deliver_webhook(http, target, secret, chunk).await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.requeue(chunk, chunks);
+                    return Err(e);
+                }
+            };
+            if !status.is_success() {
+                self.requeue(chunk, chunks);
+                return Ok(delivered);
+            }
+            delivered += chunk.len();
+        }
+        Ok(delivered)
+    }
+
+    fn requeue<'a>(&self, first: &[Value], rest: impl Iterator<Item = &'a [Value]>) {
+        let mut back: Vec<Value> = first.to_vec();
+        back.extend(rest.flatten().cloned());
+        let mut inner = self.lock();
+        back.append(&mut inner.pending_events);
+        inner.pending_events = back;
+    }
+
+    /// Webhook events queued and not yet delivered.
+    pub fn pending_events(&self) -> usize {
+        self.lock().pending_events.len()
+    }
+
+    /// Search pages past `cap` results are refused (HubSpot's cap is 10,000).
+    pub fn set_search_cap(&self, cap: usize) {
+        self.lock().search_cap = cap;
+    }
+
+    /// Search requests per second per token before 429 (`None`: unlimited).
+    pub fn set_search_rate(&self, per_second: Option<usize>) {
+        self.lock().search_rate = per_second;
+    }
+
+    /// Requests per day before 429 with `policyName: DAILY`.
+    pub fn set_daily_limit(&self, n: u64) {
+        self.lock().daily_limit = n;
+    }
+
+    /// Latency and lost answers (see [`Turbulence`]).
+    pub fn turbulence(&self) -> &Turbulence {
+        &self.turbulence
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn request_log(&self) -> Vec<LoggedRequest> {
+        self.lock().log.clone()
+    }
+
+    /// Associations from `from_type` objects to `to_type` objects, as (from id, to id).
+    pub fn associations(&self, from_type: &str, to_type: &str) -> Vec<(String, String)> {
+        self.lock()
+            .associations
+            .iter()
+            .filter(|(f, _, t, _)| f == from_type && t == to_type)
+            .map(|(_, a, _, b)| (a.clone(), b.clone()))
+            .collect()
+    }
+
+    /// Creates an object directly, as a CRM user would; returns its id.
+    pub fn create(&self, object_type: &str, properties: BTreeMap<String, String>) -> String {
+        let now = self.clock.tick();
+        let mut inner = self.lock();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        inner.queue_event(object_type, id, "creation", None);
+        inner.objects.entry(object_type.into()).or_default().insert(
+            id,
+            Object {
+                id,
+                properties,
+                created_ms: now,
+                updated_ms: now,
+            },
+        );
+        id.to_string()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -109,9 +290,17 @@ impl HubSpotSim {
 
     pub fn router(&self) -> Router {
         Router::new()
+            .route("/oauth/v1/token", post(oauth_token))
             .route("/crm/v3/objects/{object}", get(list_objects))
             .route("/crm/v3/objects/{object}/batch/upsert", post(batch_upsert))
             .route("/crm/v3/objects/{object}/search", post(search))
+            .route(
+                "/crm/v4/associations/{from}/{to}/batch/associate/default",
+                post(associate_default),
+            )
+            .layer(middleware::from_fn_with_state(self.clone(), log_requests))
+            .route("/_sim/requests", get(inspect_requests))
+            .route("/_sim/records/{object}", get(inspect_records))
             .with_state(self.clone())
     }
 
@@ -149,6 +338,8 @@ impl HubSpotSim {
         };
         o.properties.insert(property.into(), value.into());
         o.updated_ms = now;
+        let oid = o.id;
+        inner.queue_event(object_type, oid, "propertyChange", Some((property, value)));
         true
     }
 
@@ -167,8 +358,10 @@ impl HubSpotSim {
     }
 
     /// The next requests get these faults, in order, instead of their answers.
-    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
-        self.lock().faults.extend(faults);
+    pub fn inject<I: Into<Injected>>(&self, faults: impl IntoIterator<Item = I>) {
+        self.lock()
+            .faults
+            .extend(faults.into_iter().map(Into::into));
     }
 
     /// "Committed but the response was lost": the next `n` batch upserts apply their writes, then
@@ -184,82 +377,101 @@ impl HubSpotSim {
     }
 
     /// Like [`HubSpotSim::inject`], but only batch upserts get them.
-    pub fn inject_upsert_faults(&self, faults: impl IntoIterator<Item = Fault>) {
-        self.lock().upsert_faults.extend(faults);
-    }
-
-    /// Every request so far: when it arrived and the status the gate gave it (200 when passed
-    /// on to the endpoint), for tests of "no request before the Retry-After wait ends".
-    pub fn request_log(&self) -> Vec<(std::time::Instant, u16)> {
-        self.lock().log.clone()
+    pub fn inject_upsert_faults<I: Into<Injected>>(&self, faults: impl IntoIterator<Item = I>) {
+        self.lock()
+            .upsert_faults
+            .extend(faults.into_iter().map(Into::into));
     }
 
     #[allow(clippy::result_large_err)] // axum responses are the natural error here
     fn gate(&self, headers: &HeaderMap, upsert: bool) -> Result<(), Response> {
+        let now = jiff::Timestamp::now().as_millisecond();
         let mut inner = self.lock();
         inner.stats.requests += 1;
-        let at = std::time::Instant::now();
-        let expected = format!(
-            "Bearer {}",
-            self.token.lock().unwrap_or_else(|p| p.into_inner())
-        );
-        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        let presented = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let token = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let ok = presented.is_some_and(|t| {
+            t == token || inner.access_tokens.get(t).is_some_and(|exp| *exp > now)
+        });
+        if !ok {
             inner.stats.unauthorized += 1;
-            inner.log.push((at, 401));
             return Err(error(
                 StatusCode::UNAUTHORIZED,
                 "INVALID_AUTHENTICATION",
                 "Authentication credentials not found. This API supports OAuth 2.0 authentication.",
             ));
         }
-        let fault = if upsert && !inner.upsert_faults.is_empty() {
-            Some(inner.upsert_faults.remove(0))
-        } else if !inner.faults.is_empty() {
-            Some(inner.faults.remove(0))
-        } else {
-            None
-        };
-        inner
-            .log
-            .push((at, fault.as_ref().map_or(200, |f| f.status)));
-        if let Some(f) = fault {
-            let status =
-                StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut resp = if f.status == 429 {
-                (
-                    status,
-                    Json(json!({
-                        "status": "error",
-                        "message": "You have reached your secondly limit.",
-                        "errorType": "RATE_LIMIT",
-                        "correlationId": correlation_id(),
-                        "policyName": "SECONDLY",
-                        "requestId": correlation_id(),
-                    })),
-                )
-                    .into_response()
-            } else {
-                error(status, "INTERNAL_ERROR", "injected fault")
-            };
-            if let Some(s) = f.retry_after {
-                resp.headers_mut().insert("retry-after", s.into());
-            }
-            return Err(resp);
+        if inner.stats.requests > inner.daily_limit {
+            inner.stats.daily_rate_limited += 1;
+            return Err(rate_limited("DAILY", "You have reached your daily limit."));
         }
+        let fault = if upsert && !inner.upsert_faults.is_empty() {
+            inner.upsert_faults.pop_front()
+        } else {
+            inner.faults.pop_front()
+        };
+        let (status, retry) = match fault {
+            None => return Ok(()),
+            Some(Injected::Malformed) => {
+                return Err((StatusCode::OK, "<html>Bad gateway page</html>").into_response());
+            }
+            Some(Injected::Fault(f)) => (f.status, f.retry_after.map(|s| s.to_string())),
+            Some(Injected::RetryAtDate { status, secs }) => (
+                status,
+                Some(http_date(now + i64::try_from(secs).unwrap_or(0) * 1000)),
+            ),
+        };
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = if status == 429 {
+            rate_limited("SECONDLY", "You have reached your secondly limit.")
+        } else {
+            error(code, "INTERNAL_ERROR", "injected fault")
+        };
+        if let Some(v) = retry.and_then(|r| HeaderValue::from_str(&r).ok()) {
+            resp.headers_mut().insert("retry-after", v);
+        }
+        Err(resp)
+    }
+
+    /// Search allows four requests per second per token; the fifth gets a secondly 429.
+    #[allow(clippy::result_large_err)] // axum responses are the natural error here
+    fn search_gate(&self) -> Result<(), Response> {
+        let now = jiff::Timestamp::now().as_millisecond();
+        let mut inner = self.lock();
+        let Some(rate) = inner.search_rate else {
+            return Ok(());
+        };
+        while inner.search_times.front().is_some_and(|t| now - *t >= 1000) {
+            inner.search_times.pop_front();
+        }
+        if inner.search_times.len() >= rate {
+            inner.stats.search_rate_limited += 1;
+            return Err(rate_limited(
+                "SECONDLY",
+                "You have reached your secondly limit.",
+            ));
+        }
+        inner.search_times.push_back(now);
         Ok(())
     }
 
     /// Both families of rate-limit headers; clients must treat all of them as optional.
     fn limit_headers(&self, mut resp: Response) -> Response {
-        let used = self.lock().stats.requests;
+        let (used, daily) = {
+            let inner = self.lock();
+            (inner.stats.requests, inner.daily_limit)
+        };
         let h = resp.headers_mut();
         let mut put = |k: &'static str, v: u64| {
             h.insert(k, HeaderValue::from(v));
         };
-        put("x-hubspot-ratelimit-daily", DAILY_LIMIT);
+        put("x-hubspot-ratelimit-daily", daily);
         put(
             "x-hubspot-ratelimit-daily-remaining",
-            DAILY_LIMIT.saturating_sub(used),
+            daily.saturating_sub(used),
         );
         put("x-hubspot-ratelimit-secondly", SECONDLY_LIMIT);
         put("x-hubspot-ratelimit-secondly-remaining", SECONDLY_LIMIT - 1);
@@ -268,6 +480,143 @@ impl HubSpotSim {
         put("x-hubspot-ratelimit-interval-milliseconds", 10_000);
         resp
     }
+}
+
+/// HubSpot's 429 body; `policyName` tells which limit was hit.
+fn rate_limited(policy: &str, message: &str) -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({
+            "status": "error",
+            "message": message,
+            "errorType": "RATE_LIMIT",
+            "correlationId": correlation_id(),
+            "policyName": policy,
+            "requestId": correlation_id(),
+        })),
+    )
+        .into_response()
+}
+
+async fn log_requests(State(sim): State<HubSpotSim>, req: Request, next: Next) -> Response {
+    let at_ms = jiff::Timestamp::now().as_millisecond();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
+    let resp = sim.turbulence.around(req, next).await;
+    sim.lock().log.push(LoggedRequest {
+        at_ms,
+        method,
+        path,
+        status: resp.status().as_u16(),
+    });
+    resp
+}
+
+async fn oauth_token(
+    State(sim): State<HubSpotSim>,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> Response {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let mut inner = sim.lock();
+    let Some(o) = inner.oauth.clone() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_CLIENT_ID",
+            "OAuth is not enabled",
+        );
+    };
+    let ok = form.get("grant_type").map(String::as_str) == Some("refresh_token")
+        && form.get("client_id") == Some(&o.client_id)
+        && form.get("client_secret") == Some(&o.client_secret)
+        && form.get("refresh_token") == Some(&o.refresh_token);
+    if !ok {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(
+                json!({"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token",
+                "correlationId": correlation_id()}),
+            ),
+        )
+            .into_response();
+    }
+    inner.stats.token_refreshes += 1;
+    let token = format!("CNb.sim.{}.{now}", inner.stats.token_refreshes);
+    let expires_ms = now + i64::try_from(o.expires_in).unwrap_or(0) * 1000;
+    inner.access_tokens.insert(token.clone(), expires_ms);
+    Json(json!({
+        "access_token": token,
+        "refresh_token": o.refresh_token,
+        "expires_in": o.expires_in,
+        "token_type": "bearer",
+        "token_use": "access_token",
+    }))
+    .into_response()
+}
+
+async fn associate_default(
+    State(sim): State<HubSpotSim>,
+    headers: HeaderMap,
+    Path((from, to)): Path<(String, String)>,
+    body: Option<Json<Value>>,
+) -> Response {
+    if let Err(r) = sim.gate(&headers, false) {
+        return r;
+    }
+    if !known_object(&from) || !known_object(&to) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            &format!("Unable to infer object type from: {from}/{to}"),
+        );
+    }
+    let Some(inputs) = body
+        .as_ref()
+        .and_then(|Json(b)| b.get("inputs"))
+        .and_then(Value::as_array)
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "inputs is required",
+        );
+    };
+    let mut inner = sim.lock();
+    let exists = |inner: &Inner, t: &str, id: &str| {
+        id.parse::<u64>()
+            .ok()
+            .is_some_and(|n| inner.objects.get(t).is_some_and(|m| m.contains_key(&n)))
+    };
+    let (mut results, mut errors) = (Vec::new(), Vec::new());
+    for i in inputs {
+        let f = i.pointer("/from/id").and_then(Value::as_str).unwrap_or("");
+        let t = i.pointer("/to/id").and_then(Value::as_str).unwrap_or("");
+        if exists(&inner, &from, f) && exists(&inner, &to, t) {
+            let new = inner
+                .associations
+                .insert((from.clone(), f.into(), to.clone(), t.into()));
+            inner.stats.associations_created += u64::from(new);
+            results.push(json!({"from": {"id": f}, "to": {"id": t},
+                "associationSpec": {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 5}}));
+        } else {
+            errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
+                "message": format!("No {from} {f} or {to} {t}"),
+                "context": {"fromObjectId": [f], "toObjectId": [t]}}));
+        }
+    }
+    drop(inner);
+    let now = iso(sim.clock.tick());
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    let mut body =
+        json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now});
+    if !errors.is_empty() {
+        body["numErrors"] = json!(errors.len());
+        body["errors"] = json!(errors);
+    }
+    sim.limit_headers((status, Json(body)).into_response())
 }
 
 fn correlation_id() -> String {
@@ -461,11 +810,16 @@ async fn batch_upsert(
                 .find(|o| o.properties.get(p) == Some(&id)),
             None => id.parse::<u64>().ok().and_then(|n| objects.get_mut(&n)),
         };
+        let mut changed_props: Vec<(String, String)> = Vec::new();
         let (obj, new) = match found {
             Some(o) => {
-                let changed = props.iter().any(|(k, v)| o.properties.get(k) != Some(v));
+                changed_props = props
+                    .iter()
+                    .filter(|(k, v)| o.properties.get(*k) != Some(*v))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 o.properties.extend(std::mem::take(&mut props));
-                if changed {
+                if !changed_props.is_empty() {
                     o.updated_ms = now;
                 }
                 (o.clone(), false)
@@ -498,12 +852,16 @@ async fn batch_upsert(
         if new {
             counts.0 += 1;
             inner.stats.created += 1;
+            inner.queue_event(&object, obj.id, "creation", None);
         } else {
             counts.1 += 1;
             if obj.updated_ms == now {
                 inner.stats.updated += 1;
             } else {
                 inner.stats.unchanged += 1;
+            }
+            for (k, v) in &changed_props {
+                inner.queue_event(&object, obj.id, "propertyChange", Some((k, v)));
             }
         }
         drop(inner);
@@ -568,6 +926,9 @@ async fn search(
     if let Err(r) = sim.gate(&headers, false) {
         return r;
     }
+    if let Err(r) = sim.search_gate() {
+        return r;
+    }
     sim.lock().stats.searches += 1;
     let Some(Json(body)) = body else {
         return error(
@@ -589,11 +950,14 @@ async fn search(
         .and_then(Value::as_str)
         .and_then(|a| a.parse().ok())
         .unwrap_or(0);
-    if after + limit > SEARCH_CAP {
+    let cap = sim.lock().search_cap;
+    if after + limit > cap {
         return error(
             StatusCode::BAD_REQUEST,
             "VALIDATION_ERROR",
-            "There was a problem with the request: paging past 10000 results is not allowed",
+            &format!(
+                "There was a problem with the request: paging past {cap} results is not allowed"
+            ),
         );
     }
     let properties: Option<Vec<String>> =
@@ -718,4 +1082,14 @@ pub fn property_change_event(event_id: u64, object_id: &str, property: &str, val
         "propertyValue": value,
         "changeSource": "CRM_UI",
     })
+}
+
+/// Inspection (not part of HubSpot): the request log, for tests and benchmarks.
+async fn inspect_requests(State(sim): State<HubSpotSim>) -> Response {
+    Json(super::log_json(&sim.request_log())).into_response()
+}
+
+/// Inspection (not part of HubSpot): every stored object of a type.
+async fn inspect_records(State(sim): State<HubSpotSim>, Path(object): Path<String>) -> Response {
+    Json(sim.objects(&object)).into_response()
 }

@@ -1,5 +1,6 @@
-//! PartnerStack REST v2 simulator: `/api/v2/deals` with `min_updated` filters, `starting_after`
-//! paging (limit 1-250), epoch-millisecond times, `PATCH /api/v2/deals/{key}`, bearer-key auth.
+//! PartnerStack REST v2 simulator: deals, partnerships, customers and leads lists with
+//! `min_updated` filters, `starting_after` paging (limit 1-250), epoch-millisecond times, amounts
+//! in cents, `PATCH /api/v2/deals/{key}` (key or external key), bearer-key auth, faults.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,7 +12,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use super::{Fault, SimClock};
+use super::{Injected, SimClock, Turbulence, http_date};
+
+/// The list endpoints this simulator serves.
+pub const COLLECTIONS: &[&str] = &["deals", "partnerships", "customers", "leads"];
 
 /// Fields a PATCH may change (per the deals reference).
 const PATCHABLE: &[&str] = &[
@@ -43,8 +47,20 @@ pub struct Stats {
 #[derive(Debug, Default)]
 struct Inner {
     deals: BTreeMap<String, Map<String, Value>>,
+    /// Partnerships, customers and leads, by collection then key.
+    others: BTreeMap<String, BTreeMap<String, Map<String, Value>>>,
     stats: Stats,
-    faults: Vec<Fault>,
+    faults: std::collections::VecDeque<Injected>,
+}
+
+impl Inner {
+    fn collection(&self, name: &str) -> Option<&BTreeMap<String, Map<String, Value>>> {
+        if name == "deals" {
+            Some(&self.deals)
+        } else {
+            self.others.get(name)
+        }
+    }
 }
 
 /// A PartnerStack tenant in memory.
@@ -52,6 +68,7 @@ struct Inner {
 pub struct PartnerStackSim {
     inner: Arc<Mutex<Inner>>,
     clock: Arc<SimClock>,
+    turbulence: Arc<Turbulence>,
     api_key: Arc<str>,
     stages: Arc<[String]>,
 }
@@ -61,6 +78,7 @@ impl PartnerStackSim {
         PartnerStackSim {
             inner: Arc::default(),
             clock: Arc::default(),
+            turbulence: Arc::default(),
             api_key: api_key.into(),
             stages: [
                 "submitted",
@@ -85,8 +103,16 @@ impl PartnerStackSim {
     /// The routes, under `/api/v2`.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/api/v2/deals", get(list_deals))
+            .route("/api/v2/{collection}", get(list_items))
             .route("/api/v2/deals/{key}", get(get_deal).patch(patch_deal))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                |axum::extract::State(sim): axum::extract::State<PartnerStackSim>,
+                 req: axum::extract::Request,
+                 next: axum::middleware::Next| async move {
+                    sim.turbulence.around(req, next).await
+                },
+            ))
             .with_state(self.clone())
     }
 
@@ -110,6 +136,37 @@ impl PartnerStackSim {
         key
     }
 
+    /// Inserts or replaces a partnership, customer or lead (`collection`), stamping its times.
+    pub fn upsert_item(&self, collection: &str, mut item: Map<String, Value>) -> String {
+        if collection == "deals" {
+            return self.upsert_deal(item);
+        }
+        let now = self.clock.tick();
+        let key = item
+            .get("key")
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("{collection}_{now}"), str::to_owned);
+        let mut inner = self.lock();
+        let items = inner.others.entry(collection.into()).or_default();
+        let created = items
+            .get(&key)
+            .and_then(|d| d.get("created_at").cloned())
+            .unwrap_or(json!(now));
+        item.insert("key".into(), json!(key));
+        item.insert("created_at".into(), created);
+        item.insert("updated_at".into(), json!(now));
+        items.insert(key.clone(), item);
+        key
+    }
+
+    /// Every item of `collection`, by key.
+    pub fn items(&self, collection: &str) -> Vec<Map<String, Value>> {
+        self.lock()
+            .collection(collection)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// A deal's current fields.
     pub fn deal(&self, key: &str) -> Option<Map<String, Value>> {
         self.lock().deals.get(key).cloned()
@@ -120,13 +177,20 @@ impl PartnerStackSim {
         self.lock().deals.values().cloned().collect()
     }
 
+    /// Latency and lost answers (see [`Turbulence`]).
+    pub fn turbulence(&self) -> &Turbulence {
+        &self.turbulence
+    }
+
     pub fn stats(&self) -> Stats {
         self.lock().stats.clone()
     }
 
     /// The next requests get these faults, in order, instead of their answers.
-    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
-        self.lock().faults.extend(faults);
+    pub fn inject<I: Into<Injected>>(&self, faults: impl IntoIterator<Item = I>) {
+        self.lock()
+            .faults
+            .extend(faults.into_iter().map(Into::into));
     }
 
     /// Checks auth and injected faults; counts the request.
@@ -142,17 +206,24 @@ impl PartnerStackSim {
                 "Invalid or missing API key",
             ));
         }
-        if !inner.faults.is_empty() {
-            let f = inner.faults.remove(0);
-            let status =
-                StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut resp = error(status, "injected fault");
-            if let Some(s) = f.retry_after {
-                resp.headers_mut().insert("retry-after", s.into());
+        let now = jiff::Timestamp::now().as_millisecond();
+        let (status, retry) = match inner.faults.pop_front() {
+            None => return Ok(()),
+            Some(Injected::Malformed) => {
+                return Err((StatusCode::OK, "<html>maintenance</html>").into_response());
             }
-            return Err(resp);
+            Some(Injected::Fault(f)) => (f.status, f.retry_after.map(|s| s.to_string())),
+            Some(Injected::RetryAtDate { status, secs }) => (
+                status,
+                Some(http_date(now + i64::try_from(secs).unwrap_or(0) * 1000)),
+            ),
+        };
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = error(status, "injected fault");
+        if let Some(v) = retry.and_then(|r| axum::http::HeaderValue::from_str(&r).ok()) {
+            resp.headers_mut().insert("retry-after", v);
         }
-        Ok(())
+        Err(resp)
     }
 }
 
@@ -168,13 +239,17 @@ fn ok(data: Value, message: &str) -> Response {
     Json(json!({"data": data, "message": message, "status": 200})).into_response()
 }
 
-async fn list_deals(
+async fn list_items(
     State(sim): State<PartnerStackSim>,
     headers: HeaderMap,
+    Path(collection): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
     if let Err(r) = sim.gate(&headers) {
         return r;
+    }
+    if !COLLECTIONS.contains(&collection.as_str()) {
+        return error(StatusCode::NOT_FOUND, "Not found");
     }
     let num = |k: &str| q.get(k).map(|v| v.parse::<i64>());
     let limit = match q.get("limit").map(|v| v.parse::<usize>()) {
@@ -207,8 +282,10 @@ async fn list_deals(
     let mut inner = sim.lock();
     inner.stats.list_requests += 1;
     let field = |d: &Map<String, Value>, k: &str| d.get(k).and_then(Value::as_i64).unwrap_or(0);
+    let empty = BTreeMap::new();
     let mut matching: Vec<&Map<String, Value>> = inner
-        .deals
+        .collection(&collection)
+        .unwrap_or(&empty)
         .values()
         .filter(|d| {
             let (u, c) = (field(d, "updated_at"), field(d, "created_at"));

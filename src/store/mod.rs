@@ -4,9 +4,11 @@
 //! SQLite and two writes never interleave. Callers speak in domain verbs (`stage_changes`,
 //! `commit_plan`, `complete_writes`); no SQL leaves this module.
 
+mod credentials;
 pub mod dlq;
 mod migrations;
 mod queries;
+mod registrations;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,6 +21,7 @@ use crate::failpoint::FailPoints;
 use crate::model::{Change, Cursor, Direction, ObjectRef, SystemKind};
 
 pub use queries::StatusReport;
+pub use registrations::{DecisionChange, KeyedEvent, RegistrationGroup, StoredRegistration};
 
 /// How long a statement waits on a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -180,6 +183,17 @@ pub struct PlanCommit {
     pub backfill: Vec<(String, Direction, String)>,
 }
 
+/// Decisions for some duplicate-key groups, with their write-backs, committed in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DecisionCommit {
+    pub rules_version: String,
+    /// The groups evaluated (their dirty flags are cleared).
+    pub keys: Vec<String>,
+    pub decisions: Vec<crate::rules::Decision>,
+    /// Write-backs and ledger lines (no inbox items).
+    pub plan: PlanCommit,
+}
+
 /// A due outbox row, ready for a writer.
 #[derive(Debug, Clone)]
 pub struct OutboxItem {
@@ -315,6 +329,22 @@ impl Store {
         self.call(move |conn| queries::cursor(conn, &object)).await
     }
 
+    /// Saves a connector credential (e.g. a rotated refresh token); durable when this returns.
+    pub async fn save_credential(
+        &self,
+        name: String,
+        value: String,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| credentials::save(tx, &name, &value, now_ms))
+            .await
+    }
+
+    /// The saved credential `name`, if any.
+    pub async fn credential(&self, name: String) -> Result<Option<String>, StoreError> {
+        self.call(move |conn| credentials::load(conn, &name)).await
+    }
+
     /// The oldest pending inbox items, at most `limit`.
     pub async fn pending_inbox(&self, limit: usize) -> Result<Vec<InboxItem>, StoreError> {
         self.call(move |conn| queries::pending_inbox(conn, limit))
@@ -406,6 +436,116 @@ impl Store {
             .await
     }
 
+    // --- Deal registrations (rules of engagement) ---
+
+    /// Records observed registration versions (repeats ignored) and marks their groups dirty,
+    /// with the groups of `touched` registrations (their CRM record changed).
+    pub async fn record_registrations(
+        &self,
+        events: Vec<KeyedEvent>,
+        touched: Vec<String>,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        self.write(move |tx| {
+            let n = registrations::record_events(tx, &events, now_ms)?;
+            registrations::touch(tx, &touched)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    /// Whether any registration was last decided under rules other than `rules_version`.
+    pub async fn registrations_outdated(&self, rules_version: String) -> Result<bool, StoreError> {
+        self.call(move |conn| registrations::outdated(conn, &rules_version))
+            .await
+    }
+
+    /// The newest version of each registration decided under other rules (to recompute keys).
+    pub async fn outdated_registrations(
+        &self,
+        rules_version: String,
+    ) -> Result<Vec<crate::rules::RegistrationEvent>, StoreError> {
+        self.call(move |conn| registrations::outdated_latest(conn, &rules_version))
+            .await
+    }
+
+    /// Re-points registrations at recomputed keys; old and new groups are re-decided.
+    pub async fn rekey_registrations(
+        &self,
+        keys: Vec<(String, String, String)>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            for (id, key, partner) in &keys {
+                registrations::set_key(tx, id, key, partner, now_ms)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The newest registration event time (the rules' "now"), if any registration was seen.
+    pub async fn registrations_as_of(&self) -> Result<Option<i64>, StoreError> {
+        self.call(|conn| registrations::as_of(conn)).await
+    }
+
+    /// Keys of the groups that need a decision under `rules_version` as of `as_of_ms`.
+    pub async fn registration_keys_to_decide(
+        &self,
+        rules_version: String,
+        as_of_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        self.call(move |conn| registrations::keys_to_decide(conn, &rules_version, as_of_ms))
+            .await
+    }
+
+    /// The registrations, review outcomes and prior decisions of one group.
+    pub async fn registration_group(&self, key: String) -> Result<RegistrationGroup, StoreError> {
+        self.call(move |conn| registrations::group(conn, &key))
+            .await
+    }
+
+    /// Stores decisions, their before/after history, write-backs and ledger lines together.
+    /// Returns how many decisions changed.
+    pub async fn commit_decisions(
+        &self,
+        commit: DecisionCommit,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        self.write(move |tx| registrations::commit_decisions(tx, &commit, now_ms))
+            .await
+    }
+
+    /// Registrations, optionally only those with `status` (e.g. "review").
+    pub async fn registrations(
+        &self,
+        status: Option<String>,
+    ) -> Result<Vec<StoredRegistration>, StoreError> {
+        self.call(move |conn| registrations::list(conn, status.as_deref()))
+            .await
+    }
+
+    /// One registration and its decision history.
+    pub async fn registration(
+        &self,
+        id: String,
+    ) -> Result<Option<(StoredRegistration, Vec<DecisionChange>)>, StoreError> {
+        self.call(move |conn| registrations::get(conn, &id)).await
+    }
+
+    /// Stores an operator's review outcome; the daemon decides and writes back on its next pass.
+    /// `false` when no registration has that id.
+    pub async fn add_review(
+        &self,
+        id: String,
+        approve: bool,
+        reason: String,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(move |tx| registrations::add_review(tx, &id, approve, &reason, now_ms))
+            .await
+    }
+
     /// Counts and ages for `prmsync status` and the demo summary.
     pub async fn status(&self, now_ms: i64) -> Result<StatusReport, StoreError> {
         self.call(move |conn| queries::status(conn, now_ms)).await
@@ -442,6 +582,37 @@ fn migrate(conn: &mut Connection, failpoints: &FailPoints) -> Result<(), StoreEr
     Ok(())
 }
 
+/// A state file opened read-only, for commands that must not write (`prmsync plan`).
+#[derive(Debug)]
+pub struct ReadOnlyStore {
+    conn: Connection,
+}
+
+impl ReadOnlyStore {
+    /// Opens an existing state file without migrating or writing anything.
+    pub fn open(path: &Path) -> Result<ReadOnlyStore, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        Ok(ReadOnlyStore { conn })
+    }
+
+    /// The links of `flow` for the given source ids.
+    pub fn links_by_source(
+        &self,
+        flow: &str,
+        source_ids: &[String],
+    ) -> Result<Vec<(String, Link)>, StoreError> {
+        queries::links_by_source(&self.conn, flow, source_ids)
+    }
+}
+
 fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -449,4 +620,187 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::Record;
+
+    fn deals() -> ObjectRef {
+        ObjectRef {
+            system: SystemKind::PartnerStack,
+            object: "deals".into(),
+        }
+    }
+
+    fn change(id: &str, ms: i64) -> Change {
+        Change::versioned(
+            deals(),
+            Record {
+                id: id.into(),
+                modified_ms: ms,
+                fields: json!({"key": id}).as_object().cloned().unwrap_or_default(),
+            },
+        )
+    }
+
+    fn write(source_id: &str, hash: &str) -> PlannedWrite {
+        PlannedWrite {
+            flow: "f".into(),
+            direction: Direction::ToTarget,
+            source_id: source_id.into(),
+            target_id: None,
+            system: SystemKind::HubSpot,
+            object: "deals".into(),
+            id_property: Some("prm_deal_id".into()),
+            payload: json!({"amount": hash})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            state_after: json!({"amount": hash})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            content_hash: format!("{hash:0>16}"),
+            mapping_version: "v1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn staging_is_idempotent_and_moves_the_cursor_with_the_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let cursor = Cursor {
+            modified_ms: 2,
+            id: "b".into(),
+        };
+        let n = store
+            .stage_changes(
+                vec![change("a", 1), change("b", 2)],
+                Some((deals(), cursor.clone())),
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
+        let again = store
+            .stage_changes(vec![change("b", 2)], None, 11)
+            .await
+            .unwrap();
+        assert_eq!(again, 0, "the same record version is staged once");
+        assert_eq!(store.cursor(deals()).await.unwrap(), Some(cursor));
+        assert_eq!(store.pending_inbox(10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_state_and_migrations_are_not_reapplied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .stage_changes(vec![change("a", 1)], None, 1)
+                .await
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let status = store.status(0).await.unwrap();
+        assert_eq!(status.inbox_pending, 1);
+        assert!(status.schema_version >= 1, "migrated");
+    }
+
+    #[tokio::test]
+    async fn a_completion_for_a_replaced_write_keeps_the_newer_one_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let plan = |w: PlannedWrite| PlanCommit {
+            writes: vec![w],
+            ..PlanCommit::default()
+        };
+        store.commit_plan(plan(write("d1", "1")), 0).await.unwrap();
+        let sent = store
+            .due_outbox(SystemKind::HubSpot, 0, 10)
+            .await
+            .unwrap()
+            .remove(0);
+        // A newer version is planned while the first is in flight.
+        store.commit_plan(plan(write("d1", "2")), 0).await.unwrap();
+        store
+            .complete_writes(
+                vec![WriteOutcome::Done {
+                    outbox_id: sent.id,
+                    idempotency_key: sent.write.idempotency_key(),
+                    target_id: "9001".into(),
+                    created: true,
+                }],
+                1,
+            )
+            .await
+            .unwrap();
+        let left = store.due_outbox(SystemKind::HubSpot, 10, 10).await.unwrap();
+        assert_eq!(left.len(), 1, "the newer write is still queued");
+        assert_eq!(left[0].write.payload.get("amount"), Some(&json!("2")));
+        // When the newer write lands, the link holds its state.
+        store
+            .complete_writes(
+                vec![WriteOutcome::Done {
+                    outbox_id: left[0].id,
+                    idempotency_key: left[0].write.idempotency_key(),
+                    target_id: "9001".into(),
+                    created: false,
+                }],
+                2,
+            )
+            .await
+            .unwrap();
+        let links = store
+            .links_by_source("f".into(), vec!["d1".into()])
+            .await
+            .unwrap();
+        assert_eq!(links[0].1.target_state.get("amount"), Some(&json!("2")));
+        assert_eq!(links[0].1.target_id.as_deref(), Some("9001"));
+        assert_eq!(store.status(0).await.unwrap().outbox_depth, 0);
+    }
+
+    #[tokio::test]
+    async fn a_dead_write_moves_to_the_dead_letters_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        store
+            .commit_plan(
+                PlanCommit {
+                    writes: vec![write("d1", "1")],
+                    ..PlanCommit::default()
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        let item = store
+            .due_outbox(SystemKind::HubSpot, 0, 10)
+            .await
+            .unwrap()
+            .remove(0);
+        store
+            .complete_writes(
+                vec![WriteOutcome::Dead {
+                    outbox_id: item.id,
+                    idempotency_key: item.write.idempotency_key(),
+                    error: "rejected: dealstage is not an option".into(),
+                }],
+                1,
+            )
+            .await
+            .unwrap();
+        let s = store.status(0).await.unwrap();
+        assert_eq!((s.outbox_depth, s.dead_letters), (0, 1));
+        assert!(
+            s.last_errors[0].contains("dealstage"),
+            "{:?}",
+            s.last_errors
+        );
+    }
 }

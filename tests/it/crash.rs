@@ -146,6 +146,43 @@ async fn assert_quiescent(w: &World) {
     );
 }
 
+/// Writes both simulators have taken so far.
+fn writes(w: &World) -> (u64, u64) {
+    (w.hs.stats().batch_upserts, w.ps.stats().patches)
+}
+
+/// Nothing left to do in the state file: no inbox or outbox row, every registration group decided,
+/// and every CRM deal carrying its registration decision (the rules write it back after the deal
+/// flow created the deal, which the mapping oracle does not look at).
+fn settled(w: &World) -> bool {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let Ok(status) = prmsync::store::status_read_only(&w.state_path(), now) else {
+        return false;
+    };
+    let dirty = rusqlite::Connection::open_with_flags(
+        w.state_path(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .and_then(|c| {
+        c.query_row(
+            "SELECT COUNT(*) FROM registrations WHERE dirty = 1",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+    });
+    status.inbox_pending == 0
+        && status.outbox_depth == 0
+        && dirty.is_ok_and(|n| n == 0)
+        && w.hs
+            .objects("deals")
+            .iter()
+            .all(|d| d.contains_key("prm_registration_status"))
+}
+
+/// No write at either simulator for this long (over two poll intervals) means the echoes of the
+/// last writes have been read back and found unchanged.
+const QUIET: Duration = Duration::from_millis(2500);
+
 async fn converge(w: &World, config: &Path, run: usize) {
     let mut child = spawn(config, run, None);
     wait_ok(Duration::from_secs(90), "convergence after restart", || {
@@ -154,6 +191,18 @@ async fn converge(w: &World, config: &Path, run: usize) {
         }
         let state = w.converged();
         async move { state }
+    })
+    .await;
+    // The mappings converged; let the daemon finish the rules' decision write-backs too, so the
+    // quiescence check below is about leftovers and echo loops, not work still in flight.
+    let mut last = (writes(w), std::time::Instant::now());
+    wait_until(Duration::from_secs(60), "the daemon to settle", || {
+        let now = writes(w);
+        if now != last.0 {
+            last = (now, std::time::Instant::now());
+        }
+        let done = last.1.elapsed() >= QUIET && settled(w);
+        async move { done }
     })
     .await;
     child.kill().expect("stop the last run");

@@ -117,3 +117,44 @@ pub struct NextPage {
 pub const LAST_MODIFIED: &str = "hs_lastmodifieddate";
 /// Search pages are at most 200 results.
 pub const SEARCH_LIMIT: u32 = 200;
+
+/// `POST /oauth/v1/token` success body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Seconds the access token stays valid.
+    pub expires_in: u64,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub token_type: Option<String>,
+}
+
+/// The 429 body: `{status, message, errorType: "RATE_LIMIT", policyName: "SECONDLY"|"DAILY", …}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitBody {
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub error_type: Option<String>,
+    #[serde(default)]
+    pub policy_name: Option<String>,
+}
+
+/// `POST /crm/v4/associations/{from}/{to}/batch/associate/default` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssociateDefault {
+    pub inputs: Vec<AssociationPair>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssociationPair {
+    pub from: ObjectId,
+    pub to: ObjectId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ObjectId {
+    pub id: String,
+}

@@ -1,30 +1,167 @@
-//! HubSpot (CRM) connector: private-app token, search on `hs_lastmodifieddate` with `after`
-//! paging, and batch upsert by `idProperty` with per-record results from 200/207 responses.
+//! HubSpot (CRM) connector: private-app token or OAuth (refreshed ahead of `expires_in`), search
+//! on `hs_lastmodifieddate` with `after` paging and window moves at the 10,000-result cap, batch
+//! upsert by `idProperty` with per-record results (200/207), associations v4, rate-limit headers.
 
 pub mod api;
+pub mod limits;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
-use super::{ChangePage, ConnectorError, WriteAck, WriteRequest, classify, transport};
+use super::{ChangePage, ConnectorError, WriteAck, WriteRequest, transport};
 use crate::model::Record;
+pub use limits::RateLimits;
 
 /// HubSpot's batch endpoints take at most 100 inputs.
 pub const MAX_BATCH: usize = 100;
+/// Search pages stop at this many results per query; a longer window is read as several.
+pub const SEARCH_CAP: usize = 10_000;
+/// OAuth access tokens are refreshed this long before `expires_in` runs out.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// An OAuth app installation: tokens come from `POST /oauth/v1/token`.
+#[derive(Clone)]
+pub struct OAuthClient {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub refresh_token: SecretString,
+}
+
+impl std::fmt::Debug for OAuthClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthClient")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+enum Auth {
+    PrivateApp(SecretString),
+    OAuth {
+        client: OAuthClient,
+        /// The access token and when (epoch ms) it stops being valid.
+        current: tokio::sync::Mutex<Option<(SecretString, i64)>>,
+        refreshes: std::sync::atomic::AtomicU64,
+    },
+}
 
 /// A HubSpot CRM v3 client.
 #[derive(Debug, Clone)]
 pub struct HubSpot {
     http: reqwest::Client,
     base: Url,
-    token: SecretString,
+    auth: Arc<Auth>,
+    limits: Arc<Mutex<RateLimits>>,
+    search_cap: usize,
 }
 
 impl HubSpot {
-    /// `base` is the API host, e.g. `https://api.hubapi.com`.
+    /// `base` is the API host, e.g. `https://api.hubapi.com`; `token` a private-app token.
     pub fn new(http: reqwest::Client, base: Url, token: SecretString) -> Self {
-        HubSpot { http, base, token }
+        Self::build(http, base, Auth::PrivateApp(token))
+    }
+
+    /// A client for an OAuth installation; the access token is refreshed before it expires.
+    pub fn with_oauth(http: reqwest::Client, base: Url, client: OAuthClient) -> Self {
+        Self::build(
+            http,
+            base,
+            Auth::OAuth {
+                client,
+                current: tokio::sync::Mutex::new(None),
+                refreshes: std::sync::atomic::AtomicU64::new(0),
+            },
+        )
+    }
+
+    fn build(http: reqwest::Client, base: Url, auth: Auth) -> Self {
+        HubSpot {
+            http,
+            base,
+            auth: Arc::new(auth),
+            limits: Arc::default(),
+            search_cap: SEARCH_CAP,
+        }
+    }
+
+    /// Reads at most `cap` results per search window (HubSpot's cap is 10,000; tests lower it).
+    pub fn with_search_cap(mut self, cap: usize) -> Self {
+        self.search_cap = cap.max(api::SEARCH_LIMIT as usize);
+        self
+    }
+
+    /// The rate-limit headers of the last response that carried any.
+    pub fn rate_limits(&self) -> RateLimits {
+        self.limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// How many OAuth token refreshes this client made.
+    pub fn token_refreshes(&self) -> u64 {
+        match &*self.auth {
+            Auth::PrivateApp(_) => 0,
+            Auth::OAuth { refreshes, .. } => refreshes.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// The bearer token to send: the private-app token, or an OAuth access token refreshed
+    /// `REFRESH_MARGIN` before it expires (HubSpot says a 401 is no signal to refresh).
+    async fn bearer(&self) -> Result<SecretString, ConnectorError> {
+        let (client, current, refreshes) = match &*self.auth {
+            Auth::PrivateApp(t) => return Ok(t.clone()),
+            Auth::OAuth {
+                client,
+                current,
+                refreshes,
+            } => (client, current, refreshes),
+        };
+        let now = jiff::Timestamp::now().as_millisecond();
+        let margin = i64::try_from(REFRESH_MARGIN.as_millis()).unwrap_or(0);
+        let mut guard = current.lock().await;
+        if let Some((token, expires)) = &*guard
+            && now + margin < *expires
+        {
+            return Ok(token.clone());
+        }
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", client.client_id.as_str()),
+            ("client_secret", client.client_secret.expose_secret()),
+            ("refresh_token", client.refresh_token.expose_secret()),
+        ];
+        let resp = self
+            .http
+            .post(self.url("oauth/v1/token"))
+            .form(&form)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(transport)?;
+        if !status.is_success() {
+            return Err(if status.is_server_error() || status.as_u16() == 429 {
+                ConnectorError::Transient(format!("HubSpot token endpoint: HTTP {status}"))
+            } else {
+                ConnectorError::Auth(format!(
+                    "HubSpot refused the refresh token (HTTP {status}); reinstall the app"
+                ))
+            });
+        }
+        let t: api::TokenResponse = serde_json::from_str(&body).map_err(|e| {
+            ConnectorError::Transient(format!("unreadable HubSpot token response: {e}"))
+        })?;
+        refreshes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = SecretString::from(t.access_token);
+        let expires = now + i64::try_from(t.expires_in).unwrap_or(0) * 1000;
+        *guard = Some((token.clone(), expires));
+        Ok(token)
     }
 
     fn url(&self, path: &str) -> Url {
@@ -42,16 +179,26 @@ impl HubSpot {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<(reqwest::StatusCode, String), ConnectorError> {
+        let token = self.bearer().await?;
         let resp = req
-            .bearer_auth(self.token.expose_secret())
+            .bearer_auth(token.expose_secret())
             .send()
             .await
             .map_err(transport)?;
         let status = resp.status();
         let headers = resp.headers().clone();
+        let seen = RateLimits::from_headers(&headers);
+        if !seen.is_empty() {
+            *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = seen;
+        }
         let body = resp.text().await.map_err(transport)?;
         if !status.is_success() {
-            return Err(classify(status, &headers, &body));
+            return Err(limits::classify(
+                status,
+                &headers,
+                &body,
+                jiff::Timestamp::now(),
+            ));
         }
         Ok((status, body))
     }
@@ -66,8 +213,48 @@ impl HubSpot {
         .map(|_| ())
     }
 
-    /// One page of objects modified at or after `since_ms`, oldest first.
+    /// One page of objects modified at or after `since_ms`, oldest first. The page token is
+    /// `{window_start_ms}:{after}`: when a window nears the search cap, the next page starts a new
+    /// window at the last modification time seen (ties are read again; staging dedupes them).
     pub async fn read_changes(
+        &self,
+        object: &str,
+        since_ms: i64,
+        fields: &[String],
+        page: Option<&str>,
+    ) -> Result<ChangePage, ConnectorError> {
+        let (window, after) = match page {
+            None => (since_ms, None),
+            Some(p) => parse_page(p)?,
+        };
+        let mut page = self
+            .search_page(object, window, fields, after.as_deref())
+            .await?;
+        let last_ms = page.records.last().map(|r| r.modified_ms);
+        page.next_page = match (page.next_page.take(), last_ms) {
+            (Some(next), Some(last)) => {
+                let next_n: usize = next.parse().unwrap_or(usize::MAX);
+                if next_n.saturating_add(api::SEARCH_LIMIT as usize) > self.search_cap
+                    && last > window
+                {
+                    tracing::debug!(
+                        object,
+                        window,
+                        last,
+                        "search window near the cap; moving it"
+                    );
+                    Some(format!("{last}:"))
+                } else {
+                    Some(format!("{window}:{next}"))
+                }
+            }
+            (Some(next), None) => Some(format!("{window}:{next}")),
+            (None, _) => None,
+        };
+        Ok(page)
+    }
+
+    async fn search_page(
         &self,
         object: &str,
         since_ms: i64,
@@ -137,6 +324,73 @@ impl HubSpot {
         })?;
         Ok(match_results(writes, resp))
     }
+}
+
+impl HubSpot {
+    /// Associates pairs of objects with the default type (v4 `batch/associate/default`), e.g.
+    /// deals with companies. One result per pair: a pair HubSpot did not confirm gets its error.
+    pub async fn associate(
+        &self,
+        from_type: &str,
+        to_type: &str,
+        pairs: &[(String, String)],
+    ) -> Result<Vec<Result<(), ConnectorError>>, ConnectorError> {
+        let body = api::AssociateDefault {
+            inputs: pairs
+                .iter()
+                .map(|(f, t)| api::AssociationPair {
+                    from: api::ObjectId { id: f.clone() },
+                    to: api::ObjectId { id: t.clone() },
+                })
+                .collect(),
+        };
+        let url = self.url(&format!(
+            "crm/v4/associations/{from_type}/{to_type}/batch/associate/default"
+        ));
+        let (_, text) = self.send(self.http.post(url).json(&body)).await?;
+        let resp: Value = serde_json::from_str(&text).map_err(|e| {
+            ConnectorError::Transient(format!("unexpected HubSpot associations shape: {e}"))
+        })?;
+        let done = |f: &str, t: &str| {
+            resp["results"].as_array().is_some_and(|rs| {
+                rs.iter().any(|r| {
+                    id_str(&r["from"]["id"]) == Some(f.to_owned())
+                        && id_str(&r["to"]["id"]) == Some(t.to_owned())
+                })
+            })
+        };
+        let message = resp["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("HubSpot did not confirm the association")
+            .to_owned();
+        Ok(pairs
+            .iter()
+            .map(|(f, t)| {
+                if done(f, t) {
+                    Ok(())
+                } else {
+                    Err(ConnectorError::Permanent(format!(
+                        "{from_type} {f} -> {to_type} {t}: {message}"
+                    )))
+                }
+            })
+            .collect())
+    }
+}
+
+fn id_str(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn parse_page(p: &str) -> Result<(i64, Option<String>), ConnectorError> {
+    let bad = || ConnectorError::Permanent(format!("not a HubSpot page token: {p}"));
+    let (w, after) = p.split_once(':').ok_or_else(bad)?;
+    let w = w.parse::<i64>().map_err(|_| bad())?;
+    Ok((w, (!after.is_empty()).then(|| after.to_owned())))
 }
 
 /// HubSpot property values are strings.

@@ -1,7 +1,9 @@
-//! PartnerStack (PRM) connector: API-key auth, `starting_after` paging with `min_updated`,
-//! epoch-millisecond timestamps, and `PATCH /deals/{key}` for write-back.
+//! PartnerStack (PRM) connector: API-key auth, `starting_after` paging with `min_updated` over
+//! deals, partnerships, customers and leads, epoch-millisecond timestamps, and `PATCH /deals/{key}`
+//! for write-back. Amounts are integer cents on the wire; mappings scale them (`scale = -2`).
 
 pub mod api;
+pub mod webhook;
 
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};

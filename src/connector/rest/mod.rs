@@ -1,0 +1,263 @@
+//! The declarative `rest` PRM connector: any JSON API with an API key, list endpoints with an
+//! updated-since filter and page-token or offset paging, and per-record upserts, described by a
+//! [`RestProfile`] from the config instead of code.
+
+pub mod profile;
+
+use std::sync::Arc;
+
+use reqwest::Url;
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use super::{ChangePage, ConnectorError, WriteAck, WriteRequest, classify, transport};
+use crate::model::Record;
+pub use profile::{Paging, RestObject, RestProfile, SinceFormat, UpsertMethod};
+
+/// A client for one PRM described by a profile.
+#[derive(Debug, Clone)]
+pub struct Rest {
+    http: reqwest::Client,
+    profile: Arc<RestProfile>,
+}
+
+impl Rest {
+    pub fn new(http: reqwest::Client, profile: RestProfile) -> Self {
+        Rest {
+            http,
+            profile: Arc::new(profile),
+        }
+    }
+
+    fn object(&self, name: &str) -> Result<&RestObject, ConnectorError> {
+        self.profile.objects.get(name).ok_or_else(|| {
+            ConnectorError::Permanent(format!(
+                "the rest profile has no object {name:?}; add [rest.objects.{name}]"
+            ))
+        })
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut u = self.profile.base_url.clone();
+        let joined = format!(
+            "{}/{}",
+            u.path().trim_end_matches('/'),
+            path.trim_start_matches('/')
+        );
+        u.set_path(&joined);
+        u
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ConnectorError> {
+        let resp = req
+            .header(
+                self.profile.auth_header.as_str(),
+                self.profile.auth_value.expose_secret(),
+            )
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.map_err(transport)?;
+        if !status.is_success() {
+            return Err(classify(status, &headers, &body));
+        }
+        if body.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&body)
+            .map_err(|e| ConnectorError::Transient(format!("unreadable PRM response: {e}")))
+    }
+
+    /// Lists the first configured object with one item.
+    pub async fn health(&self) -> Result<(), ConnectorError> {
+        let Some(o) = self.profile.objects.values().next() else {
+            return Err(ConnectorError::Permanent(
+                "the rest profile lists no objects".into(),
+            ));
+        };
+        self.send(
+            self.http
+                .get(self.url(&o.list_path))
+                .query(&[(o.limit_param.as_str(), "1")]),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// One page of `object` items modified at or after `since_ms`, oldest first.
+    pub async fn read_changes(
+        &self,
+        object: &str,
+        since_ms: i64,
+        page: Option<&str>,
+    ) -> Result<ChangePage, ConnectorError> {
+        let o = self.object(object)?;
+        let since = match o.since_format {
+            SinceFormat::EpochMs => since_ms.to_string(),
+            SinceFormat::Rfc3339 => jiff::Timestamp::from_millisecond(since_ms)
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+                .to_string(),
+        };
+        let size = self.profile.page_size;
+        let mut query = vec![
+            (o.since_param.clone(), since),
+            (o.limit_param.clone(), size.to_string()),
+        ];
+        let offset: usize = match (&o.paging, page) {
+            (Paging::PageToken { param, .. }, Some(t)) => {
+                query.push((param.clone(), t.to_owned()));
+                0
+            }
+            (Paging::Offset { param }, Some(n)) => {
+                let n: usize = n.parse().map_err(|_| {
+                    ConnectorError::Permanent(format!("not an offset page token: {n}"))
+                })?;
+                query.push((param.clone(), n.to_string()));
+                n
+            }
+            (_, None) => 0,
+        };
+        let body = self
+            .send(self.http.get(self.url(&o.list_path)).query(&query))
+            .await?;
+        let items = path(&body, &o.items_field)
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                ConnectorError::Transient(format!(
+                    "the PRM response has no {:?} array",
+                    o.items_field
+                ))
+            })?;
+        let mut records = Vec::with_capacity(items.len());
+        for item in items {
+            let Value::Object(fields) = item else {
+                return Err(ConnectorError::Transient(
+                    "a list item is not an object".into(),
+                ));
+            };
+            let id = match fields.get(&o.id_field) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => {
+                    return Err(ConnectorError::Permanent(format!(
+                        "a {object} item has no {:?}",
+                        o.id_field
+                    )));
+                }
+            };
+            let modified_ms = fields
+                .get(&o.cursor_field)
+                .and_then(time_ms)
+                .ok_or_else(|| {
+                    ConnectorError::Permanent(format!(
+                        "{object} {id}: {:?} is not a time",
+                        o.cursor_field
+                    ))
+                })?;
+            records.push(Record {
+                id,
+                modified_ms,
+                fields: fields.clone(),
+            });
+        }
+        let n = records.len();
+        records.sort_by(|a, b| (a.modified_ms, &a.id).cmp(&(b.modified_ms, &b.id)));
+        let next_page = match &o.paging {
+            Paging::PageToken { next_field, .. } => path(&body, next_field)
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
+            Paging::Offset { .. } => (n == size as usize).then(|| (offset + n).to_string()),
+        };
+        Ok(ChangePage { records, next_page })
+    }
+
+    /// Upserts each record at the object's `upsert_path`; one result per record.
+    pub async fn write(
+        &self,
+        object: &str,
+        writes: &[WriteRequest],
+    ) -> Result<Vec<Result<WriteAck, ConnectorError>>, ConnectorError> {
+        let o = self.object(object)?;
+        let Some(upsert) = &o.upsert_path else {
+            return Err(ConnectorError::Permanent(format!(
+                "{object} is read-only in the rest profile (no upsert_path)"
+            )));
+        };
+        let mut out = Vec::with_capacity(writes.len());
+        for w in writes {
+            let url = self.url(&upsert.replace("{id}", &encode(&w.key)));
+            let req = match o.upsert_method {
+                UpsertMethod::Put => self.http.put(url),
+                UpsertMethod::Patch => self.http.patch(url),
+                UpsertMethod::Post => self.http.post(url),
+            };
+            let r = self
+                .send(req.json(&Value::Object(w.fields.clone())))
+                .await
+                .map(|v| WriteAck {
+                    id: v
+                        .get(&o.id_field)
+                        .and_then(|v| {
+                            v.as_str()
+                                .map(str::to_owned)
+                                .or_else(|| v.as_i64().map(|n| n.to_string()))
+                        })
+                        .unwrap_or_else(|| w.key.clone()),
+                    created: v.get("created").and_then(Value::as_bool).unwrap_or(false),
+                });
+            out.push(r);
+        }
+        Ok(out)
+    }
+}
+
+/// `a.b.c` inside a JSON value; the empty path is the value itself.
+fn path<'a>(v: &'a Value, dotted: &str) -> Option<&'a Value> {
+    if dotted.is_empty() {
+        return Some(v);
+    }
+    dotted.split('.').try_fold(v, |cur, k| cur.get(k))
+}
+
+fn time_ms(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse::<i64>().ok().or_else(|| {
+            s.parse::<jiff::Timestamp>()
+                .ok()
+                .map(|t| t.as_millisecond())
+        }),
+        _ => None,
+    }
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn finds_dotted_paths_and_times() {
+        let v = json!({"data": {"results": [1], "next": "t2"}});
+        assert_eq!(path(&v, "data.results"), Some(&json!([1])));
+        assert_eq!(path(&v, "data.missing"), None);
+        assert_eq!(path(&v, ""), Some(&v));
+        assert_eq!(time_ms(&json!(17)), Some(17));
+        assert_eq!(time_ms(&json!("1970-01-01T00:00:01Z")), Some(1000));
+        assert_eq!(time_ms(&json!("soon")), None);
+    }
+}

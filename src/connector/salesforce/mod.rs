@@ -1,0 +1,518 @@
+//! Salesforce (CRM) connector: OAuth sessions, SOQL on `SystemModstamp` with `nextRecordsUrl`
+//! paging, getDeleted, sObject Collections upsert by external id, and Salesforce's error array.
+
+pub mod api;
+pub mod auth;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::{StatusCode, Url};
+use secrecy::ExposeSecret;
+use serde_json::{Map, Value};
+
+use super::tokens::TokenStore;
+use super::{ChangePage, ConnectorError, Deletion, WriteAck, WriteRequest, transport};
+use crate::model::Record;
+pub use auth::{Grant, Session};
+
+/// How long to wait after `REQUEST_LIMIT_EXCEEDED` when Salesforce names no time (the daily
+/// allocation is a rolling 24 hours, so short retries only burn what is left).
+const DAILY_LIMIT_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// A Salesforce REST client for one org.
+#[derive(Debug, Clone)]
+pub struct Salesforce {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    auth: auth::Authenticator,
+    limits: Mutex<Option<api::LimitInfo>>,
+}
+
+impl Salesforce {
+    /// `login_url` is `https://login.salesforce.com`, `https://test.salesforce.com` or My Domain;
+    /// the API host comes from the token response's `instance_url`.
+    pub fn new(
+        http: reqwest::Client,
+        login_url: &Url,
+        grant: Grant,
+        tokens: Option<Arc<dyn TokenStore>>,
+    ) -> Self {
+        Salesforce {
+            inner: Arc::new(Inner {
+                auth: auth::Authenticator::new(http.clone(), login_url, grant, tokens),
+                http,
+                limits: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The API usage Salesforce reported on the last response (`Sforce-Limit-Info`).
+    pub fn limits(&self) -> Option<api::LimitInfo> {
+        *self.inner.limits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends one request built against the current session. An `INVALID_SESSION_ID` answer
+    /// refreshes the session once (shared with concurrent callers) and sends again.
+    async fn call<F>(&self, build: F) -> Result<(StatusCode, String), ConnectorError>
+    where
+        F: Fn(&reqwest::Client, &Url) -> reqwest::RequestBuilder,
+    {
+        let mut session = self.inner.auth.session().await?;
+        let mut renewed = false;
+        loop {
+            let resp = build(&self.inner.http, &session.instance_url)
+                .bearer_auth(session.access_token.expose_secret())
+                .send()
+                .await
+                .map_err(transport)?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            if let Some(l) = headers
+                .get("sforce-limit-info")
+                .and_then(|v| v.to_str().ok())
+                .and_then(api::LimitInfo::parse)
+            {
+                *self.inner.limits.lock().unwrap_or_else(|p| p.into_inner()) = Some(l);
+            }
+            let body = resp.text().await.map_err(transport)?;
+            if status.is_success() {
+                return Ok((status, body));
+            }
+            let expired = status == StatusCode::UNAUTHORIZED
+                && error_code(&body).as_deref() == Some("INVALID_SESSION_ID");
+            match (expired, renewed) {
+                (true, false) => {
+                    session = self.inner.auth.renew(session.generation).await?;
+                    renewed = true;
+                }
+                (true, true) => {
+                    return Err(ConnectorError::Auth(
+                        "Salesforce rejected a freshly issued session; check the connected app's session policies"
+                            .into(),
+                    ));
+                }
+                (false, _) => return Err(classify(status, &headers, &body)),
+            }
+        }
+    }
+
+    /// Authenticates and reads the org's limits (one cheap call).
+    pub async fn health(&self) -> Result<(), ConnectorError> {
+        self.call(|http, base| http.get(data_url(base, "limits")))
+            .await
+            .map(|_| ())
+    }
+
+    /// One page of `object` records with `SystemModstamp >= since_ms`, oldest first; `page` is a
+    /// `nextRecordsUrl` from the previous page.
+    pub async fn read_changes(
+        &self,
+        object: &str,
+        since_ms: i64,
+        fields: &[String],
+        page: Option<&str>,
+    ) -> Result<ChangePage, ConnectorError> {
+        let (_, body) = match page {
+            Some(next) => {
+                if !next.starts_with("/services/data/") {
+                    return Err(ConnectorError::Permanent(format!(
+                        "not a Salesforce nextRecordsUrl: {next}"
+                    )));
+                }
+                self.call(|http, base| {
+                    http.get(join(base, next))
+                        .header("sforce-query-options", batch_size())
+                })
+                .await?
+            }
+            None => {
+                let soql = soql(object, since_ms, fields)?;
+                self.call(|http, base| {
+                    http.get(data_url(base, "query"))
+                        .query(&[("q", soql.as_str())])
+                        .header("sforce-query-options", batch_size())
+                })
+                .await?
+            }
+        };
+        let resp: api::QueryResponse = serde_json::from_str(&body).map_err(|e| {
+            ConnectorError::Transient(format!("unexpected Salesforce query shape: {e}"))
+        })?;
+        let records = resp
+            .records
+            .into_iter()
+            .map(to_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ChangePage {
+            records,
+            next_page: if resp.done {
+                None
+            } else {
+                resp.next_records_url
+            },
+        })
+    }
+
+    /// Records of `object` deleted between `start_ms` and `end_ms` (getDeleted; at most 30 days back).
+    pub async fn read_deletes(
+        &self,
+        object: &str,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Deletion>, ConnectorError> {
+        check_name(object)?;
+        let (start, end) = (api::format_datetime(start_ms), api::format_datetime(end_ms));
+        let (_, body) = self
+            .call(|http, base| {
+                http.get(data_url(base, &format!("sobjects/{object}/deleted/")))
+                    .query(&[("start", start.as_str()), ("end", end.as_str())])
+            })
+            .await?;
+        let resp: api::DeletedResponse = serde_json::from_str(&body).map_err(|e| {
+            ConnectorError::Transient(format!("unexpected Salesforce getDeleted shape: {e}"))
+        })?;
+        resp.deleted_records
+            .into_iter()
+            .map(|d| {
+                let deleted_ms = api::parse_datetime(&d.deleted_date).ok_or_else(|| {
+                    ConnectorError::Transient(format!("bad deletedDate {}", d.deleted_date))
+                })?;
+                Ok(Deletion {
+                    id: d.id,
+                    deleted_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Upserts by external id with sObject Collections (200 per call); one result per record.
+    pub async fn write(
+        &self,
+        object: &str,
+        writes: &[WriteRequest],
+    ) -> Result<Vec<Result<WriteAck, ConnectorError>>, ConnectorError> {
+        check_name(object)?;
+        let mut out: Vec<Option<Result<WriteAck, ConnectorError>>> = vec![None; writes.len()];
+        // Collections upsert names one external-id field per call: group by it, keep input order.
+        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, w) in writes.iter().enumerate() {
+            let field = match (&w.id_property, &w.target_id) {
+                (Some(p), _) => p.clone(),
+                (None, Some(_)) => "Id".to_owned(),
+                (None, None) => {
+                    out[i] = Some(Err(ConnectorError::Permanent(
+                        "no external-id field to upsert on; set target.external_id in the mapping"
+                            .into(),
+                    )));
+                    continue;
+                }
+            };
+            match groups.iter_mut().find(|(f, _)| *f == field) {
+                Some((_, idx)) => idx.push(i),
+                None => groups.push((field, vec![i])),
+            }
+        }
+        for (field, idx) in groups {
+            check_name(&field)?;
+            for chunk in idx.chunks(api::MAX_COLLECTION) {
+                let records = chunk
+                    .iter()
+                    .map(|&i| upsert_record(object, &field, &writes[i]))
+                    .collect();
+                let body = api::CollectionUpsert {
+                    all_or_none: false,
+                    records,
+                };
+                let path = format!("composite/sobjects/{object}/{field}");
+                let (_, text) = self
+                    .call(|http, base| http.patch(data_url(base, &path)).json(&body))
+                    .await?;
+                let results: Vec<api::UpsertResult> = serde_json::from_str(&text).map_err(|e| {
+                    ConnectorError::Transient(format!("unexpected Salesforce upsert shape: {e}"))
+                })?;
+                for (n, &i) in chunk.iter().enumerate() {
+                    out[i] = Some(match results.get(n) {
+                        Some(r) => upsert_outcome(r),
+                        // No answer for this record: unknown outcome; the upsert is safe to repeat.
+                        None => Err(ConnectorError::Transient(format!(
+                            "Salesforce returned no result for {}",
+                            writes[i].key
+                        ))),
+                    });
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(ConnectorError::Transient("not sent".into()))))
+            .collect())
+    }
+
+    /// Upserts one record by external id (`PATCH /sobjects/{SObject}/{field}/{value}`): 201
+    /// created, 200/204 updated, 300 several matches (a conflict for the operator).
+    pub async fn upsert_one(
+        &self,
+        object: &str,
+        field: &str,
+        value: &str,
+        fields: &Map<String, Value>,
+    ) -> Result<WriteAck, ConnectorError> {
+        check_name(object)?;
+        check_name(field)?;
+        let path = format!("sobjects/{object}/{field}/{}", encode(value));
+        let mut body = fields.clone();
+        body.remove(field);
+        body.remove("Id");
+        let (status, text) = self
+            .call(|http, base| http.patch(data_url(base, &path)).json(&body))
+            .await?;
+        let id = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| value.to_owned());
+        Ok(WriteAck {
+            id,
+            created: status == StatusCode::CREATED,
+        })
+    }
+}
+
+fn batch_size() -> String {
+    format!("batchSize={}", api::QUERY_BATCH_SIZE)
+}
+
+fn data_url(base: &Url, rest: &str) -> Url {
+    join(
+        base,
+        &format!("/services/data/{}/{}", api::API_VERSION, rest),
+    )
+}
+
+/// `base` (the instance URL) with `path_and_query` (a path, perhaps with a query string).
+fn join(base: &Url, path_and_query: &str) -> Url {
+    let mut u = base.clone();
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    u.set_path(&format!(
+        "{}/{}",
+        base.path().trim_end_matches('/'),
+        path.trim_start_matches('/')
+    ));
+    u.set_query(query);
+    u
+}
+
+/// SOQL identifiers: letters, digits, `_` and `.` only (nothing the query could be bent with).
+fn check_name(name: &str) -> Result<(), ConnectorError> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConnectorError::Permanent(format!(
+            "{name:?} is not a Salesforce object or field name"
+        )))
+    }
+}
+
+/// `SELECT Id, SystemModstamp, … FROM object WHERE SystemModstamp >= t ORDER BY SystemModstamp, Id`.
+pub fn soql(object: &str, since_ms: i64, fields: &[String]) -> Result<String, ConnectorError> {
+    check_name(object)?;
+    let mut cols = vec!["Id".to_owned(), api::MODSTAMP.to_owned()];
+    for f in fields {
+        check_name(f)?;
+        if !cols.iter().any(|c| c.eq_ignore_ascii_case(f)) {
+            cols.push(f.clone());
+        }
+    }
+    Ok(format!(
+        "SELECT {} FROM {object} WHERE {} >= {} ORDER BY {} ASC, Id ASC",
+        cols.join(", "),
+        api::MODSTAMP,
+        api::soql_datetime(since_ms),
+        api::MODSTAMP
+    ))
+}
+
+fn to_record(mut fields: Map<String, Value>) -> Result<Record, ConnectorError> {
+    fields.remove("attributes");
+    let id = fields
+        .get("Id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| ConnectorError::Transient("a Salesforce record has no Id".into()))?;
+    let modified_ms = fields
+        .get(api::MODSTAMP)
+        .and_then(Value::as_str)
+        .and_then(api::parse_datetime)
+        .ok_or_else(|| {
+            ConnectorError::Transient(format!("Salesforce record {id} has no SystemModstamp"))
+        })?;
+    Ok(Record {
+        id,
+        modified_ms,
+        fields,
+    })
+}
+
+fn upsert_record(object: &str, field: &str, w: &WriteRequest) -> Map<String, Value> {
+    let mut rec = Map::new();
+    rec.insert("attributes".into(), serde_json::json!({ "type": object }));
+    for (k, v) in &w.fields {
+        if k != "Id" {
+            rec.insert(k.clone(), v.clone());
+        }
+    }
+    let key = if field == "Id" {
+        w.target_id.clone().unwrap_or_else(|| w.key.clone())
+    } else {
+        w.key.clone()
+    };
+    rec.insert(field.to_owned(), Value::String(key));
+    rec
+}
+
+fn upsert_outcome(r: &api::UpsertResult) -> Result<WriteAck, ConnectorError> {
+    if r.success {
+        return r
+            .id
+            .clone()
+            .map(|id| WriteAck {
+                id,
+                created: r.created.unwrap_or(false),
+            })
+            .ok_or_else(|| ConnectorError::Transient("a successful upsert without an id".into()));
+    }
+    let detail = r
+        .errors
+        .iter()
+        .map(|e| {
+            if e.fields.is_empty() {
+                format!("{}: {}", e.status_code, e.message)
+            } else {
+                format!("{}: {} ({})", e.status_code, e.message, e.fields.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let code = r.errors.first().map(|e| e.status_code.as_str());
+    Err(match code {
+        Some("DUPLICATE_EXTERNAL_ID") => ConnectorError::Conflict(detail),
+        Some("REQUEST_LIMIT_EXCEEDED") => ConnectorError::RateLimited {
+            retry_after: DAILY_LIMIT_WAIT,
+            detail,
+        },
+        Some("UNABLE_TO_LOCK_ROW") | Some("SERVER_UNAVAILABLE") => {
+            ConnectorError::Transient(detail)
+        }
+        _ => ConnectorError::Permanent(detail),
+    })
+}
+
+/// The first `errorCode` of a Salesforce error array, if the body is one.
+fn error_code(body: &str) -> Option<String> {
+    serde_json::from_str::<Vec<api::ApiError>>(body)
+        .ok()?
+        .into_iter()
+        .next()
+        .map(|e| e.error_code)
+}
+
+/// Salesforce's statuses and error codes as typed errors: `REQUEST_LIMIT_EXCEEDED` (403) is a rate
+/// limit, 300 (several external-id matches) a conflict; the rest as every connector does.
+pub fn classify(
+    status: StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    body: &str,
+) -> ConnectorError {
+    let errors: Vec<api::ApiError> = serde_json::from_str(body).unwrap_or_default();
+    let code = errors.first().map(|e| e.error_code.as_str()).unwrap_or("");
+    let detail = match errors.first() {
+        Some(e) => format!("HTTP {} {}: {}", status.as_u16(), e.error_code, e.message),
+        None => format!("HTTP {}", status.as_u16()),
+    };
+    match (status.as_u16(), code) {
+        (_, "REQUEST_LIMIT_EXCEEDED") => ConnectorError::RateLimited {
+            retry_after: super::retry_after(headers).unwrap_or(DAILY_LIMIT_WAIT),
+            detail,
+        },
+        (300, _) => ConnectorError::Conflict(format!(
+            "the external id matches several records; merge them or fix the ids ({})",
+            super::snippet(body)
+        )),
+        (_, "UNABLE_TO_LOCK_ROW") | (_, "SERVER_UNAVAILABLE") => ConnectorError::Transient(detail),
+        _ => super::classify(status, headers, body),
+    }
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderMap;
+
+    #[test]
+    fn classifies_salesforce_errors() {
+        let h = HeaderMap::new();
+        let c = |s: u16, body: &str| classify(StatusCode::from_u16(s).unwrap(), &h, body);
+        let limit =
+            r#"[{"message":"TotalRequests Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#;
+        assert!(
+            matches!(c(403, limit), ConnectorError::RateLimited { retry_after, .. } if retry_after == DAILY_LIMIT_WAIT)
+        );
+        let session =
+            r#"[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]"#;
+        assert!(matches!(c(401, session), ConnectorError::Auth(_)));
+        assert!(matches!(
+            c(
+                300,
+                r#"["/services/data/v62.0/sobjects/Opportunity/006A","/services/data/v62.0/sobjects/Opportunity/006B"]"#
+            ),
+            ConnectorError::Conflict(_)
+        ));
+        let bad = r#"[{"message":"No such column 'Nope'","errorCode":"INVALID_FIELD"}]"#;
+        assert!(matches!(c(400, bad), ConnectorError::Permanent(m) if m.contains("INVALID_FIELD")));
+        assert!(matches!(c(503, "<html>"), ConnectorError::Transient(_)));
+        assert_eq!(error_code(session).as_deref(), Some("INVALID_SESSION_ID"));
+        assert_eq!(error_code("<html>"), None);
+    }
+
+    #[test]
+    fn builds_soql_and_refuses_injection() {
+        let q = soql("Opportunity", 0, &["Name".into(), "Id".into()]).unwrap();
+        assert_eq!(
+            q,
+            "SELECT Id, SystemModstamp, Name FROM Opportunity WHERE SystemModstamp >= 1970-01-01T00:00:00Z ORDER BY SystemModstamp ASC, Id ASC"
+        );
+        assert!(soql("Opportunity", 0, &["Name FROM User--".into()]).is_err());
+    }
+
+    #[test]
+    fn joins_next_records_url_with_its_query() {
+        let base = Url::parse("https://na1.example.my.salesforce.com").unwrap();
+        let u = join(&base, "/services/data/v62.0/query/01gX-2000?x=1");
+        assert_eq!(
+            u.as_str(),
+            "https://na1.example.my.salesforce.com/services/data/v62.0/query/01gX-2000?x=1"
+        );
+    }
+}

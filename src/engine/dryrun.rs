@@ -1,0 +1,192 @@
+//! The dry run behind `prmsync plan`: read every source record of each flow (read-only calls),
+//! plan it against the stored links with the real planner, and count what would happen. Nothing
+//! is written anywhere: no vendor writes, no state file changes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::plan::{self, action};
+use super::{EngineError, MAX_PAGES_PER_POLL, RetryPolicy};
+use crate::connector::Connector;
+use crate::mapping::{Lookups, Mapping};
+use crate::model::Record;
+use crate::store::{Link, ReadOnlyStore, StoreError};
+
+/// How many example records each outcome keeps.
+const SAMPLES: usize = 3;
+
+/// What one flow would do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FlowPlan {
+    pub flow: String,
+    pub version: String,
+    pub read: usize,
+    pub would_create: usize,
+    pub would_update: usize,
+    pub skip_unchanged: usize,
+    pub skip_filtered: usize,
+    pub would_fail_mapping: usize,
+    /// Up to a few record ids per outcome, with the fields or the reason.
+    pub samples: Vec<Sample>,
+}
+
+/// One example record and what would happen to it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Sample {
+    pub outcome: &'static str,
+    pub record_id: String,
+    pub detail: String,
+}
+
+/// Reads the state read-only when it exists; a missing state file means nothing is linked yet.
+fn links(
+    state: Option<&ReadOnlyStore>,
+    flow: &str,
+    ids: &[String],
+) -> Result<BTreeMap<String, Link>, StoreError> {
+    match state {
+        Some(s) => Ok(s.links_by_source(flow, ids)?.into_iter().collect()),
+        None => Ok(BTreeMap::new()),
+    }
+}
+
+/// Every record of `object` in the source system (bounded by the poller's page cap).
+async fn read_all(
+    conn: &Connector,
+    object: &str,
+    retry: &RetryPolicy,
+) -> Result<Vec<Record>, EngineError> {
+    let mut out = Vec::new();
+    let mut page: Option<String> = None;
+    for _ in 0..MAX_PAGES_PER_POLL {
+        let read = retry
+            .run(|| conn.read_changes(object, 0, &[], page.as_deref()))
+            .await
+            .map_err(|error| EngineError::Connector {
+                system: conn.kind(),
+                error,
+            })?;
+        out.extend(read.records);
+        page = read.next_page;
+        if page.is_none() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Plans every record of each flow's source against the current state, writing nothing.
+pub async fn plan_flows(
+    connectors: &[&Connector],
+    mappings: &[Arc<Mapping>],
+    state: Option<&ReadOnlyStore>,
+    retry: &RetryPolicy,
+) -> Result<Vec<FlowPlan>, EngineError> {
+    let mut out = Vec::new();
+    for m in mappings {
+        let Some(conn) = connectors.iter().find(|c| c.kind() == m.source.system) else {
+            continue;
+        };
+        let records = read_all(conn, &m.source.object, retry).await?;
+        let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        let known = links(state, &m.name, &ids)?;
+        let mut lookups = Lookups::default();
+        for (flow, keys) in m.lookup_keys(records.iter().map(|r| &r.fields)) {
+            for (sid, link) in links(state, &flow, &keys)? {
+                if let Some(tid) = link.target_id {
+                    lookups.insert(&flow, sid, tid);
+                }
+            }
+        }
+        out.push(plan_records(m, &records, &known, &lookups));
+    }
+    Ok(out)
+}
+
+/// Counts the planner's decisions for `records`. Pure.
+pub fn plan_records(
+    m: &Mapping,
+    records: &[Record],
+    links: &BTreeMap<String, Link>,
+    lookups: &Lookups,
+) -> FlowPlan {
+    let mut p = FlowPlan {
+        flow: m.name.clone(),
+        version: m.version.clone(),
+        read: records.len(),
+        ..FlowPlan::default()
+    };
+    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for rec in records {
+        let link = links.get(&rec.id);
+        let d = plan::forward_with(m, rec, link, lookups);
+        let ledger = d.ledger.as_ref();
+        let (outcome, detail) = match (ledger.map(|l| l.action), &d.write) {
+            (_, Some(w))
+                if w.target_id.is_none() && link.is_none_or(|l| l.target_state.is_empty()) =>
+            {
+                p.would_create += 1;
+                ("would_create", fields_of(&w.payload))
+            }
+            (_, Some(w)) => {
+                p.would_update += 1;
+                ("would_update", fields_of(&w.payload))
+            }
+            (Some(action::FILTERED), None) => {
+                p.skip_filtered += 1;
+                ("skip_filtered", String::new())
+            }
+            (Some(action::MAPPING_FAILED), None) => {
+                p.would_fail_mapping += 1;
+                (
+                    "would_fail_mapping",
+                    d.dead_letter.map(|dl| dl.reason).unwrap_or_default(),
+                )
+            }
+            _ => {
+                p.skip_unchanged += 1;
+                ("skip_unchanged", String::new())
+            }
+        };
+        let seen = counts.entry(outcome).or_default();
+        *seen += 1;
+        if *seen <= SAMPLES {
+            p.samples.push(Sample {
+                outcome,
+                record_id: rec.id.clone(),
+                detail,
+            });
+        }
+    }
+    p
+}
+
+fn fields_of(payload: &serde_json::Map<String, serde_json::Value>) -> String {
+    payload.keys().cloned().collect::<Vec<_>>().join(", ")
+}
+
+/// The report `prmsync plan` prints.
+pub fn render(plans: &[FlowPlan]) -> String {
+    let mut s = String::new();
+    for p in plans {
+        s.push_str(&format!(
+            "flow {} (mapping {}): {} read, {} would create, {} would update, {} unchanged, {} filtered out, {} would fail mapping\n",
+            p.flow,
+            p.version,
+            p.read,
+            p.would_create,
+            p.would_update,
+            p.skip_unchanged,
+            p.skip_filtered,
+            p.would_fail_mapping
+        ));
+        for x in &p.samples {
+            s.push_str(&format!(
+                "  {:<18} {}  {}\n",
+                x.outcome, x.record_id, x.detail
+            ));
+        }
+    }
+    s.push_str("dry run: nothing was written\n");
+    s
+}

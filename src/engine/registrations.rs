@@ -1,0 +1,337 @@
+//! Deal registrations in the engine: record each PRM deal version, decide the affected
+//! duplicate-key groups by the rules of engagement, and queue each decision's write-back to the
+//! PRM deal and the CRM deal through the outbox.
+//!
+//! CRM facts: the daemon does not read CRM accounts or direct opportunities yet, so reserved
+//! accounts come from the rules file's lists, and `open_direct_opportunity` and the
+//! `reserved_accounts.crm` criteria only apply in `[[example]]`s and tests (see docs/rules.md).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::plan;
+use crate::mapping::Mapping;
+use crate::model::{ChangeKind, Direction, ObjectRef, SystemKind, content_hash};
+use crate::rules::{self, CrmFacts, Decision, Input, RegistrationEvent, Rules, Status};
+use crate::store::{
+    DecisionCommit, InboxItem, KeyedEvent, LedgerEntry, Link, PlanCommit, PlannedWrite, Store,
+    StoreError,
+};
+
+/// The flow name on outbox rows, links and ledger lines written for registration decisions.
+pub const FLOW: &str = "rules-of-engagement";
+/// The PRM object that holds deal registrations.
+pub const OBJECT: &str = "deals";
+/// Groups decided per store round trip.
+const GROUPS_PER_COMMIT: usize = 50;
+
+/// Ledger actions for registrations.
+pub mod action {
+    pub const DECIDED: &str = "registration_decided";
+    pub const CHANGED: &str = "registration_changed";
+    pub const QUEUED: &str = "registration_queued";
+}
+
+fn event(item: &InboxItem) -> RegistrationEvent {
+    let r = &item.change.record;
+    RegistrationEvent {
+        id: r.id.clone(),
+        at_ms: r.modified_ms,
+        submitted_ms: r
+            .fields
+            .get("created_at")
+            .and_then(Value::as_i64)
+            .unwrap_or(r.modified_ms),
+        fields: r.fields.clone(),
+    }
+}
+
+fn keyed(rules: &Rules, event: RegistrationEvent) -> KeyedEvent {
+    let (key, _) = rules::key_of(rules, &event.fields);
+    let partner = event
+        .fields
+        .get(&rules.fields.partner)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    KeyedEvent {
+        key: key.unwrap_or_else(|| format!("nokey:{}", event.id)),
+        partner,
+        event,
+    }
+}
+
+/// Records the PRM deal registrations among `items`, and notes registrations whose CRM deal
+/// changed (so a deal created by the deal flow gets its decision written). Runs before the inbox
+/// batch is committed; repeats are ignored, so a crash in between loses nothing.
+pub async fn observe(
+    store: &Store,
+    rules: &Rules,
+    mappings: &[Arc<Mapping>],
+    prm: SystemKind,
+    items: &[InboxItem],
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    let source = registrations_object(prm);
+    let events: Vec<KeyedEvent> = items
+        .iter()
+        .filter(|i| i.change.object == source && i.change.kind == ChangeKind::Upsert)
+        .map(|i| keyed(rules, event(i)))
+        .collect();
+    let touched: Vec<String> = deal_flow(mappings, prm)
+        .map(|m| {
+            items
+                .iter()
+                .filter(|i| i.change.object == m.target && i.change.kind == ChangeKind::Upsert)
+                .filter_map(|i| plan::source_id_of(m, &i.change.record))
+                .collect()
+        })
+        .unwrap_or_default();
+    if events.is_empty() && touched.is_empty() {
+        return Ok(0);
+    }
+    store.record_registrations(events, touched, now_ms).await
+}
+
+fn registrations_object(prm: SystemKind) -> ObjectRef {
+    ObjectRef {
+        system: prm,
+        object: OBJECT.into(),
+    }
+}
+
+/// The flow that turns registrations into CRM deals (it owns creating them).
+fn deal_flow(mappings: &[Arc<Mapping>], prm: SystemKind) -> Option<&Arc<Mapping>> {
+    let source = registrations_object(prm);
+    mappings.iter().find(|m| m.source == source)
+}
+
+/// Decides every group that changed (or was decided under other rules, or holds an expired
+/// protection), stores the decisions and queues write-backs. Returns how many decisions changed.
+pub async fn decide(
+    store: &Store,
+    rules: &Rules,
+    mappings: &[Arc<Mapping>],
+    prm: SystemKind,
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    if store.registrations_outdated(rules.version.clone()).await? {
+        let latest = store.outdated_registrations(rules.version.clone()).await?;
+        let keys = latest
+            .into_iter()
+            .map(|e| keyed(rules, e))
+            .map(|k| (k.event.id, k.key, k.partner))
+            .collect();
+        store.rekey_registrations(keys, now_ms).await?;
+    }
+    let Some(as_of) = store.registrations_as_of().await? else {
+        return Ok(0);
+    };
+    let keys = store
+        .registration_keys_to_decide(rules.version.clone(), as_of)
+        .await?;
+    let deal_flow = deal_flow(mappings, prm);
+    let mut changed = 0;
+    for chunk in keys.chunks(GROUPS_PER_COMMIT) {
+        let mut commit = DecisionCommit {
+            rules_version: rules.version.clone(),
+            keys: chunk.to_vec(),
+            ..DecisionCommit::default()
+        };
+        let mut latest: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        let mut before: BTreeMap<String, Status> = BTreeMap::new();
+        for key in chunk {
+            let group = store.registration_group(key.clone()).await?;
+            for e in &group.events {
+                // Events come sorted by time per registration: the last one is the newest.
+                latest.insert(e.id.clone(), e.fields.clone());
+            }
+            before.extend(
+                group
+                    .prior
+                    .iter()
+                    .map(|p| (p.registration_id.clone(), p.status)),
+            );
+            let input = Input {
+                events: group.events,
+                crm: CrmFacts::default(),
+                reviews: group.reviews,
+                prior: group.prior,
+                as_of_ms: as_of,
+            };
+            commit.decisions.extend(rules::evaluate(rules, &input));
+        }
+        let ids: Vec<String> = commit
+            .decisions
+            .iter()
+            .map(|d| d.registration_id.clone())
+            .collect();
+        let ours: BTreeMap<String, Link> = store
+            .links_by_source(FLOW.into(), ids.clone())
+            .await?
+            .into_iter()
+            .collect();
+        let deals: BTreeMap<String, Link> = match deal_flow {
+            Some(m) => store
+                .links_by_source(m.name.clone(), ids)
+                .await?
+                .into_iter()
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        let mut plan = PlanCommit::default();
+        for d in &commit.decisions {
+            let link = ours.get(&d.registration_id).cloned().unwrap_or_default();
+            let prev = before.get(&d.registration_id).copied();
+            if prev == Some(Status::Approved) && d.status != Status::Approved {
+                tracing::warn!(registration = %d.registration_id, status = %d.status, reason = %d.reason, "a protected registration lost its approval");
+            }
+            if prev != Some(d.status) {
+                plan.ledger.push(LedgerEntry {
+                    flow: FLOW.into(),
+                    direction: Direction::ToSource,
+                    source_id: d.registration_id.clone(),
+                    target_id: None,
+                    action: if prev.is_some() {
+                        action::CHANGED
+                    } else {
+                        action::DECIDED
+                    },
+                    content_hash: None,
+                    mapping_version: Some(rules.version.clone()),
+                    detail: Some(format!(
+                        "{} -> {}: {}",
+                        prev.map_or("none", Status::as_str),
+                        d.status,
+                        d.reason
+                    )),
+                });
+            }
+            let current = latest.get(&d.registration_id);
+            let prm_desired = prm_fields(d, current);
+            if let Some(w) = write(
+                rules,
+                d,
+                Direction::ToSource,
+                prm,
+                OBJECT,
+                None,
+                Some(d.registration_id.clone()),
+                prm_desired,
+                &link.source_state,
+            ) {
+                plan.writes.push(w);
+            }
+            // The CRM deal is written once the deal flow has created it (it owns the record); its
+            // creation comes back through the CRM poll and re-decides the group (see `observe`).
+            if let Some((m, target_id)) = deal_flow.and_then(|m| {
+                deals
+                    .get(&d.registration_id)
+                    .and_then(|l| l.target_id.clone())
+                    .map(|t| (m, t))
+            }) && let Some(w) = write(
+                rules,
+                d,
+                Direction::ToTarget,
+                m.target.system,
+                &m.target.object,
+                Some(m.external_id.clone()),
+                Some(target_id),
+                crm_fields(d),
+                &link.target_state,
+            ) {
+                plan.writes.push(w);
+            }
+        }
+        for w in &plan.writes {
+            plan.ledger.push(LedgerEntry {
+                flow: FLOW.into(),
+                direction: w.direction,
+                source_id: w.source_id.clone(),
+                target_id: w.target_id.clone(),
+                action: action::QUEUED,
+                content_hash: Some(w.content_hash.clone()),
+                mapping_version: Some(rules.version.clone()),
+                detail: Some(format!("{} {}", w.system, w.object)),
+            });
+        }
+        commit.plan = plan;
+        changed += store.commit_decisions(commit, now_ms).await?;
+    }
+    if changed > 0 {
+        tracing::info!(changed, "registration decisions changed");
+    }
+    Ok(changed)
+}
+
+fn protected_text(ms: Option<i64>) -> Value {
+    ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or(Value::Null, |t| json!(t.to_string()))
+}
+
+/// The PRM deal's custom `fields`, with the decision merged into what the partner already has.
+fn prm_fields(d: &Decision, current: Option<&Map<String, Value>>) -> Map<String, Value> {
+    let mut custom = current
+        .and_then(|f| f.get("fields"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    custom.insert("registration_status".into(), json!(d.status.as_str()));
+    custom.insert("registration_reason".into(), json!(d.reason));
+    custom.insert("protected_until".into(), protected_text(d.protected_until));
+    custom.insert("duplicate_of".into(), json!(d.duplicate_of));
+    let mut out = Map::new();
+    out.insert("fields".into(), Value::Object(custom));
+    out
+}
+
+/// The CRM deal's attribution properties.
+fn crm_fields(d: &Decision) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert("prm_registration_status".into(), json!(d.status.as_str()));
+    out.insert(
+        "prm_protected_until".into(),
+        protected_text(d.protected_until),
+    );
+    out.insert("prm_attribution".into(), json!(d.status.attribution()));
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write(
+    rules: &Rules,
+    d: &Decision,
+    direction: Direction,
+    system: SystemKind,
+    object: &str,
+    id_property: Option<String>,
+    target_id: Option<String>,
+    desired: Map<String, Value>,
+    known: &Map<String, Value>,
+) -> Option<PlannedWrite> {
+    let payload: Map<String, Value> = desired
+        .iter()
+        .filter(|(k, v)| known.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if payload.is_empty() {
+        return None;
+    }
+    let mut state_after = known.clone();
+    state_after.extend(desired);
+    Some(PlannedWrite {
+        flow: FLOW.into(),
+        direction,
+        source_id: d.registration_id.clone(),
+        target_id,
+        system,
+        object: object.to_owned(),
+        id_property,
+        content_hash: content_hash(&payload),
+        payload,
+        state_after,
+        mapping_version: rules.version.clone(),
+    })
+}

@@ -1,0 +1,191 @@
+//! The operator verbs for deal registrations and the review queue: `prmsync registrations
+//! list|show|explain` and `prmsync review list|approve|reject`, over the store's verbs.
+
+use anyhow::bail;
+
+use crate::cli::{RegistrationsAction, ReviewAction};
+use crate::rules::Status;
+use crate::store::{DecisionChange, Store, StoredRegistration};
+
+fn when(ms: Option<i64>) -> String {
+    ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(
+            || "-".to_owned(),
+            |t| t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        )
+}
+
+fn table(regs: &[StoredRegistration]) -> String {
+    if regs.is_empty() {
+        return "no registrations\n".into();
+    }
+    let mut out = format!(
+        "{:<14} {:<10} {:<10} {:<28} {}\n",
+        "ID", "PARTNER", "STATUS", "KEY", "REASON"
+    );
+    for r in regs {
+        out.push_str(&format!(
+            "{:<14} {:<10} {:<10} {:<28} {}\n",
+            r.id,
+            r.partner,
+            r.status.as_deref().unwrap_or("undecided"),
+            r.key,
+            r.reason
+                .as_deref()
+                .unwrap_or("not decided yet (the daemon decides on its next pass)")
+        ));
+    }
+    out
+}
+
+fn show(r: &StoredRegistration, history: &[DecisionChange]) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<16} {v}\n"));
+    line("registration", r.id.clone());
+    line("partner", r.partner.clone());
+    line("duplicate key", r.key.clone());
+    line(
+        "status",
+        r.status.clone().unwrap_or_else(|| "undecided".into()),
+    );
+    line(
+        "decided by",
+        match (&r.rule, r.line) {
+            (Some(rule), Some(l)) => format!("{rule} (line {l})"),
+            _ => "-".into(),
+        },
+    );
+    line("reason", r.reason.clone().unwrap_or_default());
+    line("protected until", when(r.protected_until));
+    line(
+        "duplicate of",
+        r.duplicate_of.clone().unwrap_or_else(|| "-".into()),
+    );
+    line(
+        "rules version",
+        r.rules_version.clone().unwrap_or_else(|| "-".into()),
+    );
+    out.push_str("history:\n");
+    for h in history {
+        out.push_str(&format!(
+            "  {}  {} -> {}  [{} @ rules {}] {}\n",
+            when(Some(h.at_ms)),
+            h.before.as_deref().unwrap_or("none"),
+            h.after,
+            h.rule,
+            h.rules_version,
+            h.reason
+        ));
+    }
+    out
+}
+
+fn explain(r: &StoredRegistration) -> String {
+    let mut out = format!(
+        "{}: {}\n",
+        r.id,
+        r.reason.as_deref().unwrap_or("not decided yet")
+    );
+    for (i, t) in r.trace.iter().enumerate() {
+        out.push_str(&format!(
+            "  {}. {} (line {}): {}\n",
+            i + 1,
+            t.rule,
+            t.line,
+            t.outcome
+        ));
+    }
+    out
+}
+
+fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(v)? + "\n")
+}
+
+async fn one(store: &Store, id: &str) -> anyhow::Result<(StoredRegistration, Vec<DecisionChange>)> {
+    match store.registration(id.to_owned()).await? {
+        Some(r) => Ok(r),
+        None => {
+            bail!("no registration {id:?} in the state file (see `prmsync registrations list`)")
+        }
+    }
+}
+
+/// Runs a `registrations` verb; returns what to print.
+pub async fn registrations(
+    store: &Store,
+    action: RegistrationsAction,
+    as_json: bool,
+) -> anyhow::Result<String> {
+    match action {
+        RegistrationsAction::List { status } => {
+            if let Some(s) = status.as_deref().filter(|s| Status::parse(s).is_none()) {
+                bail!(
+                    "unknown status {s:?}: use approved, influenced, rejected, duplicate, pending, review or expired"
+                );
+            }
+            let regs = store.registrations(status).await?;
+            if as_json {
+                json(&regs)
+            } else {
+                Ok(table(&regs))
+            }
+        }
+        RegistrationsAction::Show { id } => {
+            let (r, history) = one(store, &id).await?;
+            if as_json {
+                json(&serde_json::json!({"registration": r, "history": history}))
+            } else {
+                Ok(show(&r, &history))
+            }
+        }
+        RegistrationsAction::Explain { id } => {
+            let (r, _) = one(store, &id).await?;
+            if as_json {
+                json(&r.trace)
+            } else {
+                Ok(explain(&r))
+            }
+        }
+    }
+}
+
+/// Runs a `review` verb at `now_ms`; returns what to print.
+pub async fn review(
+    store: &Store,
+    action: ReviewAction,
+    as_json: bool,
+    now_ms: i64,
+) -> anyhow::Result<String> {
+    let (id, approve, reason) = match action {
+        ReviewAction::List => {
+            let regs = store
+                .registrations(Some(Status::Review.as_str().into()))
+                .await?;
+            return if as_json {
+                json(&regs)
+            } else {
+                Ok(table(&regs))
+            };
+        }
+        ReviewAction::Approve { id, reason } => (id, true, reason),
+        ReviewAction::Reject { id, reason } => {
+            if reason.trim().is_empty() {
+                bail!("--reason must say why (the partner sees it)");
+            }
+            (id, false, reason)
+        }
+    };
+    let (before, _) = one(store, &id).await?;
+    if !store
+        .add_review(id.clone(), approve, reason.clone(), now_ms)
+        .await?
+    {
+        bail!("no registration {id:?} in the state file");
+    }
+    let verb = if approve { "approved" } else { "rejected" };
+    Ok(format!(
+        "{id}: {verb} by review ({reason}); it was {}. The daemon applies it and writes it back on its next pass.\n",
+        before.status.as_deref().unwrap_or("undecided")
+    ))
+}

@@ -1,0 +1,498 @@
+//! Rules of engagement for deal registrations: parse and compile the rules file (pure, every error
+//! with file:line:column), then decide every registration of a duplicate-key group (pure).
+//!
+//! Time inside the rules comes only from the inputs (event timestamps and an `as_of` taken from
+//! events), never from the clock, so the same inputs always give the same decisions.
+
+mod compile;
+mod evaluate;
+mod examples;
+pub mod normalize;
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub use evaluate::{evaluate, key_of};
+pub use examples::{ExampleFailure, run_examples};
+
+/// The file name the rules live under in a mappings folder (the mapping loader skips it).
+pub const RULES_FILE: &str = "rules-of-engagement.toml";
+
+/// The rules file built into the binary.
+pub const BUILTIN: (&str, &str) = (
+    "mappings/rules-of-engagement.toml",
+    include_str!("../../mappings/rules-of-engagement.toml"),
+);
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A compiled rules file.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub file: String,
+    /// A short hash of the file's text; stored with each decision.
+    pub version: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub fields: RegistrationFields,
+    pub key: Vec<KeyPart>,
+    pub qualification: Qualification,
+    pub tiers: Tiers,
+    pub reserved: Reserved,
+    pub open_direct: OpenDirect,
+    pub review: ReviewRule,
+    pub protection: Protection,
+    pub order: Vec<(Step, usize)>,
+    pub tie_breakers: Vec<TieBreaker>,
+    pub tie_line: usize,
+    pub examples: Vec<Example>,
+}
+
+/// Which registration fields the rules read.
+#[derive(Debug, Clone)]
+pub struct RegistrationFields {
+    pub partner: String,
+    pub amount: String,
+    pub close_date: String,
+    pub extensions: Option<String>,
+}
+
+/// How values are normalised in a duplicate key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalize {
+    Domain,
+    Email,
+    Company,
+    Lower,
+    Exact,
+}
+
+/// One part of the duplicate key: the first non-empty of `fields`, normalised.
+#[derive(Debug, Clone)]
+pub struct KeyPart {
+    pub fields: Vec<String>,
+    pub normalize: Normalize,
+    pub line: usize,
+}
+
+/// Evidence a registration must carry to be protected.
+#[derive(Debug, Clone)]
+pub struct Qualification {
+    pub line: usize,
+    pub required: Vec<String>,
+    pub min_amount: Option<i64>,
+    pub named_contact: Option<NamedContact>,
+    pub close_within_days: Option<i64>,
+}
+
+/// A named contact at the customer: names present and an email at the customer's domain.
+#[derive(Debug, Clone)]
+pub struct NamedContact {
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+}
+
+/// Partner tiers, best first, and where each partner's tier comes from.
+#[derive(Debug, Clone, Default)]
+pub struct Tiers {
+    pub order: Vec<String>,
+    pub field: Option<String>,
+    pub partners: Vec<(String, String)>,
+    pub line: usize,
+}
+
+/// A CRM criterion for a direct-reserved account: `field` equals `equals`.
+#[derive(Debug, Clone)]
+pub struct CrmCriterion {
+    pub field: String,
+    pub equals: String,
+    pub line: usize,
+}
+
+/// Accounts the direct team keeps.
+#[derive(Debug, Clone, Default)]
+pub struct Reserved {
+    pub line: usize,
+    /// Normalised domain and the line it is listed on.
+    pub domains: Vec<(String, usize)>,
+    pub account_ids: Vec<(String, usize)>,
+    pub crm: Vec<CrmCriterion>,
+}
+
+/// What an open direct opportunity on the account does to a registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenDirectAction {
+    Reject,
+    Influenced,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenDirect {
+    pub action: OpenDirectAction,
+    pub line: usize,
+}
+
+/// When the rules hand a group to a person.
+#[derive(Debug, Clone, Default)]
+pub struct ReviewRule {
+    pub line: usize,
+    pub qualified_within_ms: Option<i64>,
+    pub tiers: Vec<String>,
+}
+
+/// What happens when protection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExpiry {
+    /// The next registration in line takes the account from the moment protection ended.
+    Release,
+    /// The rest of the group goes to manual review.
+    Review,
+}
+
+#[derive(Debug, Clone)]
+pub struct Protection {
+    pub line: usize,
+    pub days: i64,
+    pub extensions: i64,
+    pub extension_days: i64,
+    pub on_expiry: OnExpiry,
+    pub rules_change_may_revoke: bool,
+}
+
+/// One step of the decision order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    ManualReview,
+    Reserved,
+    OpenDirect,
+    Qualification,
+    Review,
+    FirstQualified,
+}
+
+impl Step {
+    pub const ALL: [Step; 6] = [
+        Step::ManualReview,
+        Step::Reserved,
+        Step::OpenDirect,
+        Step::Qualification,
+        Step::Review,
+        Step::FirstQualified,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::ManualReview => "manual_review",
+            Step::Reserved => "reserved_accounts",
+            Step::OpenDirect => "open_direct_opportunity",
+            Step::Qualification => "qualification",
+            Step::Review => "review",
+            Step::FirstQualified => "first_qualified",
+        }
+    }
+
+    /// Steps that decide one registration on its own (the others compare a group).
+    pub fn is_per_registration(self) -> bool {
+        !matches!(self, Step::Review | Step::FirstQualified)
+    }
+}
+
+/// Tie-breakers after "qualified first".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TieBreaker {
+    Tier,
+    Submitted,
+    Id,
+}
+
+impl TieBreaker {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TieBreaker::Tier => "tier",
+            TieBreaker::Submitted => "submitted",
+            TieBreaker::Id => "id",
+        }
+    }
+}
+
+/// One observed version of a registration (a PRM deal registration as read at `at_ms`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct RegistrationEvent {
+    pub id: String,
+    /// When this version was made (the PRM's update time), epoch ms.
+    pub at_ms: i64,
+    /// When the partner first submitted the registration, epoch ms.
+    pub submitted_ms: i64,
+    pub fields: Map<String, Value>,
+}
+
+/// A CRM account, as far as the rules need it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct CrmAccount {
+    pub id: String,
+    pub domain: String,
+    #[serde(default)]
+    pub fields: Map<String, Value>,
+}
+
+/// A CRM opportunity on an account.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct CrmOpportunity {
+    pub id: String,
+    pub domain: String,
+    #[serde(default = "yes")]
+    pub open: bool,
+    /// Sourced by a partner (then it is not "direct").
+    #[serde(default)]
+    pub partner_sourced: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What the CRM says about accounts and pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct CrmFacts {
+    #[serde(default)]
+    pub accounts: Vec<CrmAccount>,
+    #[serde(default)]
+    pub opportunities: Vec<CrmOpportunity>,
+}
+
+/// An operator's review decision.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ReviewOutcome {
+    pub registration_id: String,
+    pub approve: bool,
+    #[serde(default)]
+    pub reason: String,
+    pub at_ms: i64,
+}
+
+/// A decision stored earlier, so a rules change cannot silently revoke protection.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct PriorDecision {
+    pub registration_id: String,
+    pub status: Status,
+    pub protected_until: Option<i64>,
+    /// For approvals, the rules version the protection was granted under.
+    pub rules_version: String,
+}
+
+/// Everything one evaluation reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Input {
+    pub events: Vec<RegistrationEvent>,
+    pub crm: CrmFacts,
+    pub reviews: Vec<ReviewOutcome>,
+    pub prior: Vec<PriorDecision>,
+    /// "Now" for expiry, taken from events (the newest event time the caller has seen).
+    pub as_of_ms: i64,
+}
+
+/// Where a registration stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Approved,
+    Influenced,
+    Rejected,
+    Duplicate,
+    Pending,
+    Review,
+    Expired,
+}
+
+impl Status {
+    pub const ALL: [Status; 7] = [
+        Status::Approved,
+        Status::Influenced,
+        Status::Rejected,
+        Status::Duplicate,
+        Status::Pending,
+        Status::Review,
+        Status::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Approved => "approved",
+            Status::Influenced => "influenced",
+            Status::Rejected => "rejected",
+            Status::Duplicate => "duplicate",
+            Status::Pending => "pending",
+            Status::Review => "review",
+            Status::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// The attribution written to the CRM opportunity.
+    pub fn attribution(self) -> &'static str {
+        match self {
+            Status::Approved => "partner_sourced",
+            Status::Influenced => "partner_influenced",
+            _ => "none",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One rule looked at while deciding a registration, for `registrations explain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct TraceStep {
+    pub rule: String,
+    pub line: usize,
+    pub outcome: String,
+}
+
+/// The decision for one registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Decision {
+    pub registration_id: String,
+    /// The normalised duplicate key (empty when the registration has none yet).
+    pub key: String,
+    pub partner: String,
+    pub status: Status,
+    /// The rule that decided, and the line of the rules file it is written on.
+    pub rule: String,
+    pub line: usize,
+    /// In plain words, citing the rules file line.
+    pub reason: String,
+    pub protected_until: Option<i64>,
+    /// For approvals: the rules version the protection was granted under (kept across rules
+    /// changes that may not revoke it).
+    pub protected_under: Option<String>,
+    pub duplicate_of: Option<String>,
+    pub trace: Vec<TraceStep>,
+}
+
+/// An `[[example]]`: registrations and CRM facts, and the decisions they must give.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub line: usize,
+    pub name: String,
+    pub input: Input,
+    /// Registration id -> expected status, duplicate-of, and reason fragment.
+    pub expect: Vec<ExpectedDecision>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExpectedDecision {
+    pub registration_id: String,
+    pub status: Status,
+    pub duplicate_of: Option<String>,
+    pub reason_contains: Option<String>,
+    pub protected_until: Option<i64>,
+}
+
+/// One problem in a rules file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub key: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for RulesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file, self.line, self.column, self.key, self.message
+        )?;
+        if let Some(h) = &self.hint {
+            write!(f, " (hint: {h})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in a rules file. Never retryable: the file must be fixed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesErrors(pub Vec<RulesError>);
+
+impl fmt::Display for RulesErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for e in &self.0 {
+            writeln!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RulesErrors {}
+
+impl Rules {
+    /// Compiles a rules file's text; every problem is returned at once.
+    pub fn compile(file: &str, text: &str) -> Result<Rules, RulesErrors> {
+        compile::compile(file, text).map_err(RulesErrors)
+    }
+
+    /// The rules file built into the binary.
+    pub fn builtin() -> Result<Rules, RulesErrors> {
+        Self::compile(BUILTIN.0, BUILTIN.1)
+    }
+
+    /// The rules for a mappings folder: `<dir>/rules-of-engagement.toml` if it exists, else none;
+    /// without a folder, the built-in file. Never writes.
+    pub fn load(mappings_dir: Option<&std::path::Path>) -> Result<Option<Rules>, RulesErrors> {
+        let Some(dir) = mappings_dir else {
+            return Self::builtin().map(Some);
+        };
+        let path = dir.join(RULES_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::compile(&path.display().to_string(), &text).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(RulesErrors(vec![RulesError {
+                file: path.display().to_string(),
+                line: 1,
+                column: 1,
+                key: "(file)".into(),
+                message: e.to_string(),
+                hint: Some("the rules file must be readable by prmsync".into()),
+            }])),
+        }
+    }
+
+    /// A partner's tier: from the registration field named in `[tiers]`, else the partner table.
+    pub fn tier_of(&self, partner: &str, fields: &Map<String, Value>) -> Option<String> {
+        self.tiers
+            .field
+            .as_ref()
+            .and_then(|f| fields.get(f))
+            .and_then(Value::as_str)
+            .map(str::to_lowercase)
+            .or_else(|| {
+                self.tiers
+                    .partners
+                    .iter()
+                    .find(|(p, _)| p == partner)
+                    .map(|(_, t)| t.clone())
+            })
+    }
+
+    /// Rank of a tier (0 = best); unknown tiers rank after every listed one.
+    pub fn tier_rank(&self, tier: Option<&str>) -> usize {
+        tier.and_then(|t| self.tiers.order.iter().position(|o| o == t))
+            .unwrap_or(self.tiers.order.len())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,726 @@
+//! Table tests for each rule and tie-breaker, the rules file's errors, and the order-independence
+//! property.
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+
+const DAY: i64 = DAY_MS;
+/// 2026-01-01T00:00:00Z.
+const T0: i64 = 1_767_225_600_000;
+
+fn rules() -> Rules {
+    Rules::builtin().expect("the shipped rules compile")
+}
+
+fn rules_with(from: &str, to: &str) -> Rules {
+    let text = BUILTIN.1.replace(from, to);
+    assert_ne!(text, BUILTIN.1, "replacement {from:?} did not apply");
+    Rules::compile("test.toml", &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A qualified registration of `domain` by `partner` at `at`.
+fn reg(id: &str, partner: &str, domain: &str, at: i64) -> RegistrationEvent {
+    RegistrationEvent {
+        id: id.into(),
+        at_ms: at,
+        submitted_ms: at,
+        fields: obj(json!({
+            "partner_key": partner,
+            "account_name": format!("Customer of {domain}"),
+            "amount": 500_000,
+            "close_date": "2026-06-30",
+            "contact_first_name": "Ann",
+            "contact_last_name": "Lee",
+            "contact_email": format!("ann@{domain}"),
+        })),
+    }
+}
+
+fn with(mut e: RegistrationEvent, k: &str, v: Value) -> RegistrationEvent {
+    e.fields.insert(k.into(), v);
+    e
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn input(events: Vec<RegistrationEvent>) -> Input {
+    let as_of = events.iter().map(|e| e.at_ms).max().unwrap_or(0);
+    Input {
+        events,
+        as_of_ms: as_of,
+        ..Input::default()
+    }
+}
+
+/// `(id, status, duplicate_of, reason fragment)` for every decision, sorted by id.
+fn check(rules: &Rules, input: &Input, want: &[(&str, Status, Option<&str>, &str)]) {
+    let got = evaluate(rules, input);
+    assert_eq!(got.len(), want.len(), "decisions: {got:#?}");
+    for (d, (id, status, dup, frag)) in got.iter().zip(want) {
+        assert_eq!(&d.registration_id, id);
+        assert_eq!(d.status, *status, "{id}: {}", d.reason);
+        assert_eq!(d.duplicate_of.as_deref(), *dup, "{id}: {}", d.reason);
+        assert!(
+            d.reason.contains(frag),
+            "{id}: {:?} lacks {frag:?}",
+            d.reason
+        );
+        assert!(!d.trace.is_empty(), "{id} has no trace");
+    }
+}
+
+#[test]
+fn shipped_examples_pass() {
+    let r = rules();
+    assert!(r.examples.len() >= 4);
+    let failures = run_examples(&r);
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn each_rule_decides() {
+    use Status::*;
+    let r = rules();
+    // (name, input, expected decisions)
+    type Want = Vec<(&'static str, Status, Option<&'static str>, &'static str)>;
+    let mut crm_reserved = input(vec![reg("a", "part_1", "globex.example", T0)]);
+    crm_reserved.crm.accounts.push(CrmAccount {
+        id: "acc_9".into(),
+        domain: "www.globex.example".into(),
+        fields: obj(json!({"prm_direct_reserved": "true"})),
+    });
+    let mut open_direct = input(vec![reg("a", "part_1", "hooli.example", T0)]);
+    open_direct.crm.opportunities.push(CrmOpportunity {
+        id: "hs_1".into(),
+        domain: "hooli.example".into(),
+        open: true,
+        partner_sourced: false,
+    });
+    let mut partner_opp = open_direct.clone();
+    partner_opp.crm.opportunities[0].partner_sourced = true;
+    let mut manual = input(vec![
+        reg("a", "part_1", "acme.example", T0),
+        reg("b", "part_2", "acme.example", T0 + DAY),
+    ]);
+    manual.reviews.push(ReviewOutcome {
+        registration_id: "b".into(),
+        approve: true,
+        reason: "partner brought the champion".into(),
+        at_ms: T0 + 2 * DAY,
+    });
+    let mut manual_reject = input(vec![reg("a", "part_1", "acme.example", T0)]);
+    manual_reject.reviews.push(ReviewOutcome {
+        registration_id: "a".into(),
+        approve: false,
+        reason: "customer denies contact".into(),
+        at_ms: T0 + DAY,
+    });
+    let cases: Vec<(&str, Input, Want)> = vec![
+        (
+            "a lone qualified registration is approved",
+            input(vec![reg("a", "part_1", "acme.example", T0)]),
+            vec![("a", Approved, None, "protected until 2026-04-01 00:00 UTC")],
+        ),
+        (
+            "reserved domain from the list, via a subdomain email",
+            input(vec![reg("a", "part_1", "eu.bigbank.example", T0)]),
+            vec![(
+                "a",
+                Rejected,
+                None,
+                "bigbank.example is reserved for direct sales (reserved_accounts line 42)",
+            )],
+        ),
+        (
+            "reserved by a CRM flag on the account",
+            crm_reserved,
+            vec![("a", Rejected, None, "prm_direct_reserved")],
+        ),
+        (
+            "open direct opportunity rejects",
+            open_direct,
+            vec![(
+                "a",
+                Rejected,
+                None,
+                "open opportunity hs_1 on hooli.example",
+            )],
+        ),
+        (
+            "a partner-sourced opportunity is not direct pipeline",
+            partner_opp,
+            vec![("a", Approved, None, "first qualified")],
+        ),
+        (
+            "missing evidence waits as pending, with every gap named",
+            input(vec![with(
+                with(reg("a", "part_1", "acme.example", T0), "amount", json!(10)),
+                "contact_last_name",
+                json!(""),
+            )]),
+            vec![(
+                "a",
+                Pending,
+                None,
+                "amount 10 is below the minimum 100000; the customer contact has no full name (qualification line 29)",
+            )],
+        ),
+        (
+            "a close date beyond the window is not qualified",
+            input(vec![with(
+                reg("a", "part_1", "acme.example", T0),
+                "close_date",
+                json!("2030-01-01"),
+            )]),
+            vec![(
+                "a",
+                Pending,
+                None,
+                "the close date is not within 540 days of submission",
+            )],
+        ),
+        (
+            "a contact at another domain is not a named contact at the customer",
+            input(vec![with(
+                with(
+                    reg("a", "part_1", "acme.example", T0),
+                    "customer_domain",
+                    json!("acme.example"),
+                ),
+                "contact_email",
+                json!("ann@gmail.com"),
+            )]),
+            vec![("a", Pending, None, "not at the customer's domain")],
+        ),
+        (
+            "no key at all is pending on the duplicate key",
+            input(vec![with(
+                reg("a", "part_1", "acme.example", T0),
+                "contact_email",
+                json!(""),
+            )]),
+            vec![(
+                "a",
+                Pending,
+                None,
+                "customer_domain, contact_email (duplicate_key line",
+            )],
+        ),
+        (
+            "an operator approval beats first-qualified",
+            manual,
+            vec![
+                ("a", Duplicate, Some("b"), "duplicate of b"),
+                (
+                    "b",
+                    Approved,
+                    None,
+                    "approved by review: partner brought the champion",
+                ),
+            ],
+        ),
+        (
+            "an operator rejection stands",
+            manual_reject,
+            vec![(
+                "a",
+                Rejected,
+                None,
+                "rejected by review: customer denies contact",
+            )],
+        ),
+    ];
+    for (name, input, want) in cases {
+        eprintln!("case: {name}");
+        check(&r, &input, &want);
+    }
+}
+
+#[test]
+fn open_direct_can_mark_influenced() {
+    let r = rules_with(r#"action = "reject" "#, r#"action = "influenced" "#);
+    let mut i = input(vec![reg("a", "part_1", "hooli.example", T0)]);
+    i.crm.opportunities.push(CrmOpportunity {
+        id: "hs_1".into(),
+        domain: "hooli.example".into(),
+        open: true,
+        partner_sourced: false,
+    });
+    check(
+        &r,
+        &i,
+        &[("a", Status::Influenced, None, "credited as influencing")],
+    );
+    assert_eq!(Status::Influenced.attribution(), "partner_influenced");
+}
+
+#[test]
+fn first_qualified_wins_even_if_submitted_later() {
+    // b submits first but only qualifies (adds its contact) after a has qualified.
+    let b_early = with(
+        reg("b", "part_1", "acme.example", T0),
+        "contact_email",
+        json!(""),
+    );
+    let b_early = with(b_early, "customer_domain", json!("acme.example"));
+    let b_late = with(
+        reg("b", "part_1", "acme.example", T0 + 3 * DAY),
+        "customer_domain",
+        json!("acme.example"),
+    );
+    let mut b_late = b_late;
+    b_late.submitted_ms = T0;
+    let a = reg("a", "part_2", "www.Acme.example", T0 + DAY);
+    check(
+        &rules(),
+        &input(vec![b_early.clone(), a.clone(), b_late]),
+        &[
+            (
+                "a",
+                Status::Approved,
+                None,
+                "first qualified registration for acme.example",
+            ),
+            (
+                "b",
+                Status::Duplicate,
+                Some("a"),
+                "registered or qualified later",
+            ),
+        ],
+    );
+    // Before b completes its registration it waits as pending, and a is approved.
+    check(
+        &rules(),
+        &input(vec![b_early, a]),
+        &[
+            ("a", Status::Approved, None, "first qualified"),
+            (
+                "b",
+                Status::Pending,
+                None,
+                "the contact email is not at the customer's domain",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn unqualified_then_completed_is_re_evaluated() {
+    let r = rules();
+    let thin = with(reg("a", "part_1", "acme.example", T0), "amount", json!(5));
+    check(
+        &r,
+        &input(vec![thin.clone()]),
+        &[("a", Status::Pending, None, "below the minimum")],
+    );
+    let full = reg("a", "part_1", "acme.example", T0 + DAY);
+    let d = evaluate(&r, &input(vec![thin, full]));
+    assert_eq!(d[0].status, Status::Approved);
+    // Protection runs from the moment it qualified, not from submission.
+    assert_eq!(d[0].protected_until, Some(T0 + DAY + 90 * DAY));
+}
+
+/// The shipped rules without the review step, so ties go to the tie-breakers.
+fn rules_no_review() -> Rules {
+    rules_with(
+        r#"  "review",                   # ties a person should settle"#,
+        "",
+    )
+}
+
+#[test]
+fn tie_breakers_in_order() {
+    let r = rules_no_review();
+    // Same qualification time: gold (part_1) beats silver (part_2) whatever the ids.
+    check(
+        &r,
+        &input(vec![
+            reg("z", "part_1", "acme.example", T0),
+            reg("a", "part_2", "acme.example", T0),
+        ]),
+        &[
+            (
+                "a",
+                Status::Duplicate,
+                Some("z"),
+                "lost the tie-break (tier, submitted, id",
+            ),
+            ("z", Status::Approved, None, ""),
+        ],
+    );
+    // Same tier: earlier submission wins.
+    let mut early = reg("y", "part_1", "acme.example", T0);
+    early.submitted_ms = T0 - DAY;
+    check(
+        &r,
+        &input(vec![reg("b", "part_4", "acme.example", T0), early]),
+        &[
+            ("b", Status::Duplicate, Some("y"), "tie-break"),
+            ("y", Status::Approved, None, ""),
+        ],
+    );
+    // Everything equal: the registration id decides.
+    check(
+        &r,
+        &input(vec![
+            reg("m", "part_1", "acme.example", T0),
+            reg("k", "part_4", "acme.example", T0),
+        ]),
+        &[
+            ("k", Status::Approved, None, ""),
+            ("m", Status::Duplicate, Some("k"), ""),
+        ],
+    );
+    // Tiers are data: reverse the order and silver wins.
+    let text = BUILTIN
+        .1
+        .replace(
+            r#"  "review",                   # ties a person should settle"#,
+            "",
+        )
+        .replace(
+            r#"order = ["gold", "silver", "bronze"]"#,
+            r#"order = ["silver", "gold", "bronze"]"#,
+        );
+    let r2 = Rules::compile("t.toml", &text).expect("compiles");
+    check(
+        &r2,
+        &input(vec![
+            reg("z", "part_1", "acme.example", T0),
+            reg("a", "part_2", "acme.example", T0),
+        ]),
+        &[
+            ("a", Status::Approved, None, ""),
+            ("z", Status::Duplicate, Some("a"), ""),
+        ],
+    );
+    // A tier carried on the registration beats the partner table.
+    check(
+        &r,
+        &input(vec![
+            reg("z", "part_1", "acme.example", T0),
+            with(
+                reg("a", "part_3", "acme.example", T0),
+                "partner_tier",
+                json!("Gold"),
+            ),
+        ]),
+        &[
+            ("a", Status::Approved, None, ""),
+            ("z", Status::Duplicate, Some("a"), ""),
+        ],
+    );
+}
+
+#[test]
+fn review_within_a_minute() {
+    let r = rules_with(
+        "# qualified_within_secs = 60 ",
+        "qualified_within_secs = 60 #",
+    );
+    let i = input(vec![
+        reg("a", "part_1", "acme.example", T0),
+        reg("b", "part_2", "acme.example", T0 + 30_000),
+        reg("c", "part_2", "acme.example", T0 + 3_600_000),
+    ]);
+    check(
+        &r,
+        &i,
+        &[
+            (
+                "a",
+                Status::Review,
+                None,
+                "a and b qualified within 60 seconds of each other (review line",
+            ),
+            ("b", Status::Review, None, "(review line"),
+            ("c", Status::Review, None, "waiting behind a"),
+        ],
+    );
+    // An operator settles it: b approved, the others become its duplicates.
+    let mut settled = i.clone();
+    settled.reviews.push(ReviewOutcome {
+        registration_id: "b".into(),
+        approve: true,
+        reason: "b did the demo".into(),
+        at_ms: T0 + DAY,
+    });
+    check(
+        &r,
+        &settled,
+        &[
+            ("a", Status::Duplicate, Some("b"), ""),
+            (
+                "b",
+                Status::Approved,
+                None,
+                "approved by review: b did the demo",
+            ),
+            ("c", Status::Duplicate, Some("b"), ""),
+        ],
+    );
+}
+
+#[test]
+fn review_by_tier() {
+    let r = rules_with("tiers = []", r#"tiers = ["bronze"]"#);
+    check(
+        &r,
+        &input(vec![reg("a", "part_3", "acme.example", T0)]),
+        &[(
+            "a",
+            Status::Review,
+            None,
+            "registrations from bronze partners are reviewed by a person",
+        )],
+    );
+}
+
+#[test]
+fn expiry_extension_and_release() {
+    let r = rules();
+    let a = reg("a", "part_1", "acme.example", T0);
+    let b = reg("b", "part_2", "acme.example", T0 + DAY);
+    // Within protection: a holds it.
+    let mut i = input(vec![a.clone(), b.clone()]);
+    i.as_of_ms = T0 + 89 * DAY;
+    check(
+        &r,
+        &i,
+        &[
+            ("a", Status::Approved, None, ""),
+            ("b", Status::Duplicate, Some("a"), ""),
+        ],
+    );
+    // After 90 days a expires and b takes over from the moment a's protection ended.
+    i.as_of_ms = T0 + 91 * DAY;
+    let d = evaluate(&r, &i);
+    assert_eq!(
+        (d[0].status, d[0].protected_until),
+        (Status::Expired, Some(T0 + 90 * DAY))
+    );
+    assert_eq!(
+        (d[1].status, d[1].protected_until),
+        (Status::Approved, Some(T0 + 180 * DAY))
+    );
+    assert!(
+        d[0].reason.contains("released to the next registration"),
+        "{}",
+        d[0].reason
+    );
+    // One extension of 30 days keeps a protected; asking for five grants the two allowed.
+    let a1 = with(a.clone(), "extensions_requested", json!(1));
+    let mut i1 = input(vec![a1, b.clone()]);
+    i1.as_of_ms = T0 + 91 * DAY;
+    let d = evaluate(&r, &i1);
+    assert_eq!(
+        (d[0].status, d[0].protected_until),
+        (Status::Approved, Some(T0 + 120 * DAY))
+    );
+    let a5 = with(a, "extensions_requested", json!(5));
+    let d = evaluate(&r, &input(vec![a5, b.clone()]));
+    assert_eq!(d[0].protected_until, Some(T0 + 150 * DAY));
+    // on_expiry = "review" sends the rest of the group to a person.
+    let rr = rules_with(r#"on_expiry = "release""#, r#"on_expiry = "review""#);
+    let d = evaluate(&rr, &i);
+    assert_eq!(
+        (d[0].status, d[1].status),
+        (Status::Expired, Status::Review)
+    );
+}
+
+#[test]
+fn a_rules_change_does_not_silently_revoke_protection() {
+    let old = rules();
+    let a = reg("a", "part_1", "acme.example", T0);
+    let b = reg("b", "part_2", "acme.example", T0 + DAY);
+    let first = evaluate(&old, &input(vec![a.clone(), b.clone()]));
+    let prior: Vec<PriorDecision> = first
+        .iter()
+        .map(|d| PriorDecision {
+            registration_id: d.registration_id.clone(),
+            status: d.status,
+            protected_until: d.protected_until,
+            rules_version: old.version.clone(),
+        })
+        .collect();
+    // The new file reserves acme.example for the direct team.
+    let new = rules_with(
+        r#""bigbank.example","#,
+        r#""bigbank.example", "acme.example","#,
+    );
+    let mut i = input(vec![a.clone(), b.clone()]);
+    i.prior = prior.clone();
+    check(
+        &new,
+        &i,
+        &[
+            (
+                "a",
+                Status::Approved,
+                None,
+                "kept protected until 2026-04-01 00:00 UTC; rules_change_may_revoke = false",
+            ),
+            ("b", Status::Rejected, None, "acme.example is reserved"),
+        ],
+    );
+    // Deciding again under the new rules (with the decisions just stored) keeps it: protection
+    // remembers the rules it was granted under.
+    let kept = evaluate(&new, &i);
+    assert_eq!(
+        kept[0].protected_under.as_deref(),
+        Some(old.version.as_str())
+    );
+    i.prior = kept
+        .iter()
+        .map(|d| PriorDecision {
+            registration_id: d.registration_id.clone(),
+            status: d.status,
+            protected_until: d.protected_until,
+            rules_version: d.protected_under.clone().unwrap_or(new.version.clone()),
+        })
+        .collect();
+    assert_eq!(evaluate(&new, &i), kept);
+    // When the file allows it, the change takes effect.
+    let text = BUILTIN
+        .1
+        .replace(
+            r#""bigbank.example","#,
+            r#""bigbank.example", "acme.example","#,
+        )
+        .replace(
+            "rules_change_may_revoke = false",
+            "rules_change_may_revoke = true",
+        );
+    let revoking = Rules::compile("t.toml", &text).expect("compiles");
+    let mut i = input(vec![a, b]);
+    i.prior = prior;
+    let d = evaluate(&revoking, &i);
+    assert_eq!(d[0].status, Status::Rejected, "{}", d[0].reason);
+}
+
+#[test]
+fn rules_file_errors_name_file_line_column_and_key() {
+    let bad = BUILTIN
+        .1
+        .replace(r#"normalize = "domain""#, r#"normalize = "fuzzy""#)
+        .replace(r#"on_expiry = "release""#, r#"on_expiry = "forget""#)
+        .replace(
+            r#""review",                   #"#,
+            r#""reviews",                  #"#,
+        )
+        .replace(r#"part_5 = "silver""#, r#"part_5 = "platinum""#);
+    let errs = Rules::compile("r.toml", &bad).expect_err("bad file").0;
+    let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    let joined = text.join("\n");
+    for want in [
+        "r.toml:27:13: duplicate_key[0].normalize: unknown normalisation \"fuzzy\"",
+        "protection.on_expiry: unknown action \"forget\"",
+        "decision_order: unknown rule \"reviews\"",
+        "tiers.partners.part_5: tier \"platinum\" is not in tiers.order",
+    ] {
+        assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+    }
+    assert!(errs.len() >= 4, "all errors at once: {joined}");
+    let syntax = Rules::compile("r.toml", "name = \"x\"\nbogus = 1\n").expect_err("unknown key");
+    assert_eq!(syntax.0[0].line, 2, "{syntax}");
+    let order = BUILTIN.1.replace(
+        r#"  "first_qualified",          # first qualified registration wins"#,
+        "",
+    );
+    let e = Rules::compile("r.toml", &order).expect_err("no first_qualified");
+    assert!(
+        e.to_string().contains("must end with \"first_qualified\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_failing_example_is_reported_with_its_line() {
+    let text = BUILTIN.1.replace(
+        r#"expect.d2 = { status = "duplicate", duplicate_of = "d1" }"#,
+        r#"expect.d2 = { status = "approved" }"#,
+    );
+    let r = Rules::compile("r.toml", &text).expect("compiles");
+    let f = run_examples(&r);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].line, 62);
+    assert!(
+        f[0].to_string().starts_with("r.toml:62: example"),
+        "{}",
+        f[0]
+    );
+    assert!(
+        f[0].message
+            .contains("d2: expected approved, got duplicate"),
+        "{}",
+        f[0]
+    );
+}
+
+fn arb_event() -> impl Strategy<Value = RegistrationEvent> {
+    (
+        0usize..5,
+        0usize..5,
+        0usize..3,
+        0i64..400,
+        prop::bool::ANY,
+        prop::bool::ANY,
+    )
+        .prop_map(|(id, partner, domain, minutes, qualified, ext)| {
+            let domains = ["acme.example", "www.acme.example", "globex.example"];
+            let mut e = reg(
+                &format!("r{id}"),
+                &format!("part_{}", partner + 1),
+                domains[domain],
+                T0 + minutes * 60_000 * 60,
+            );
+            e.submitted_ms = T0 + (id as i64) * 1000;
+            if !qualified {
+                e.fields.insert("amount".into(), json!(1));
+            }
+            if ext {
+                e.fields.insert("extensions_requested".into(), json!(1));
+            }
+            e
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    /// Any permutation of the same registration events, with repeats (a restart re-reads them),
+    /// gives the same decisions.
+    #[test]
+    fn order_and_repeats_do_not_change_decisions(
+        events in prop::collection::vec(arb_event(), 1..12),
+        seed in any::<u64>(),
+        repeats in prop::collection::vec(0usize..12, 0..6),
+        as_of_days in 0i64..200,
+    ) {
+        let r = rules();
+        let mut i = input(events.clone());
+        i.as_of_ms = T0 + as_of_days * DAY;
+        let want = evaluate(&r, &i);
+        let mut shuffled = events.clone();
+        for k in repeats {
+            shuffled.push(events[k % events.len()].clone());
+        }
+        // A deterministic shuffle from the seed.
+        let mut s = seed | 1;
+        for n in (1..shuffled.len()).rev() {
+            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+            shuffled.swap(n, (s % (n as u64 + 1)) as usize);
+        }
+        let mut j = input(shuffled);
+        j.as_of_ms = i.as_of_ms;
+        prop_assert_eq!(evaluate(&r, &j), want);
+    }
+}

@@ -1,0 +1,1142 @@
+//! Salesforce REST simulator: OAuth token endpoint (refresh with rotation, JWT bearer RS256),
+//! expiring sessions, SOQL on `SystemModstamp` with `nextRecordsUrl` paging, sObject Collections
+//! upsert by external id, single upsert (300 on several matches), getDeleted, `Sforce-Limit-Info`,
+//! `REQUEST_LIMIT_EXCEEDED`, and errors as JSON arrays.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::{Form, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+
+use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
+
+const V: &str = "v62.0";
+
+/// Fields each simulated sObject has, and which are external ids.
+struct Describe {
+    name: &'static str,
+    prefix: &'static str,
+    fields: &'static [&'static str],
+    external_ids: &'static [&'static str],
+    required: &'static [&'static str],
+}
+
+const SYSTEM_FIELDS: &[&str] = &[
+    "Id",
+    "SystemModstamp",
+    "LastModifiedDate",
+    "CreatedDate",
+    "IsDeleted",
+];
+
+const OBJECTS: &[Describe] = &[
+    Describe {
+        name: "Opportunity",
+        prefix: "006",
+        fields: &[
+            "Name",
+            "Amount",
+            "CloseDate",
+            "StageName",
+            "Description",
+            "AccountId",
+            "Loss_Reason__c",
+            "PRM_Deal_Id__c",
+            "PRM_Partner_Key__c",
+            "PRM_Attribution__c",
+            "PRM_Contact_Email__c",
+            "PRM_Registration_Status__c",
+            "PRM_Protected_Until__c",
+        ],
+        external_ids: &["PRM_Deal_Id__c"],
+        required: &["Name", "StageName", "CloseDate"],
+    },
+    Describe {
+        name: "Account",
+        prefix: "001",
+        fields: &[
+            "Name",
+            "Website",
+            "Type",
+            "PRM_Partner_Key__c",
+            "PRM_Tier__c",
+        ],
+        external_ids: &["PRM_Partner_Key__c"],
+        required: &["Name"],
+    },
+    Describe {
+        name: "Lead",
+        prefix: "00Q",
+        fields: &[
+            "FirstName",
+            "LastName",
+            "Company",
+            "Email",
+            "Status",
+            "PRM_Lead_Id__c",
+            "PRM_Partner_Key__c",
+        ],
+        external_ids: &["PRM_Lead_Id__c"],
+        required: &["LastName", "Company"],
+    },
+];
+
+/// Opportunity stages of the default sales process.
+pub const STAGES: &[&str] = &[
+    "Prospecting",
+    "Qualification",
+    "Needs Analysis",
+    "Value Proposition",
+    "Id. Decision Makers",
+    "Perception Analysis",
+    "Proposal/Price Quote",
+    "Negotiation/Review",
+    "Closed Won",
+    "Closed Lost",
+];
+
+/// The connected app and user the simulator accepts.
+#[derive(Debug, Clone)]
+pub struct SalesforceAuth {
+    pub client_id: String,
+    pub client_secret: String,
+    /// The first valid refresh token.
+    pub refresh_token: String,
+    /// Issue a new refresh token on every refresh and revoke the old one.
+    pub rotate: bool,
+    /// DER `RSAPublicKey` of the JWT bearer certificate, if that flow is enabled.
+    pub jwt_public_key: Option<Vec<u8>>,
+    pub username: String,
+    /// Access-token lifetime in milliseconds.
+    pub token_ttl_ms: i64,
+}
+
+/// Counts the tests assert on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub api_requests: u64,
+    pub token_requests: u64,
+    pub refresh_grants: u64,
+    pub jwt_grants: u64,
+    pub invalid_grants: u64,
+    pub invalid_sessions: u64,
+    pub queries: u64,
+    pub collection_upserts: u64,
+    pub created: u64,
+    pub updated: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Rec {
+    fields: Map<String, Value>,
+    modstamp_ms: i64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    objects: BTreeMap<String, BTreeMap<String, Rec>>,
+    deleted: BTreeMap<String, Vec<(String, i64)>>,
+    next_id: u64,
+    refresh_token: String,
+    sessions: BTreeMap<String, i64>,
+    locators: BTreeMap<String, Vec<Map<String, Value>>>,
+    page_cap: Option<usize>,
+    api_max: u64,
+    stats: Stats,
+    faults: VecDeque<Injected>,
+    log: Vec<LoggedRequest>,
+}
+
+/// A Salesforce org in memory.
+#[derive(Debug, Clone)]
+pub struct SalesforceSim {
+    inner: Arc<Mutex<Inner>>,
+    clock: Arc<SimClock>,
+    turbulence: Arc<Turbulence>,
+    auth: Arc<SalesforceAuth>,
+}
+
+impl SalesforceSim {
+    pub fn new(auth: SalesforceAuth) -> Self {
+        let sim = SalesforceSim {
+            inner: Arc::default(),
+            clock: Arc::default(),
+            turbulence: Arc::default(),
+            auth: Arc::new(auth),
+        };
+        {
+            let mut inner = sim.lock();
+            inner.refresh_token = sim.auth.refresh_token.clone();
+            inner.next_id = 1;
+            inner.api_max = 100_000;
+        }
+        sim
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The token endpoint and the REST API under `/services`.
+    pub fn router(&self) -> Router {
+        let data = format!("/services/data/{V}");
+        Router::new()
+            .route("/services/oauth2/token", post(token))
+            .route(&format!("{data}/limits"), get(limits))
+            .route(&format!("{data}/query"), get(query))
+            .route(&format!("{data}/query/{{locator}}"), get(query_more))
+            .route(
+                &format!("{data}/sobjects/{{object}}/deleted/"),
+                get(get_deleted),
+            )
+            .route(
+                &format!("{data}/sobjects/{{object}}/deleted"),
+                get(get_deleted),
+            )
+            .route(
+                &format!("{data}/sobjects/{{object}}/{{field}}/{{value}}"),
+                patch(upsert_one),
+            )
+            .route(
+                &format!("{data}/composite/sobjects/{{object}}/{{field}}"),
+                patch(upsert_collection),
+            )
+            .layer(middleware::from_fn_with_state(self.clone(), log_and_limit))
+            .route("/_sim/requests", get(inspect_requests))
+            .route("/_sim/records/{object}", get(inspect_records))
+            .with_state(self.clone())
+    }
+
+    /// Adds a record as a Salesforce user would; returns its id.
+    pub fn insert(&self, object: &str, fields: Map<String, Value>) -> String {
+        let now = self.clock.tick();
+        let mut inner = self.lock();
+        insert_rec(&mut inner, object, fields, now)
+    }
+
+    /// Changes a field as a user would (bumps `SystemModstamp`).
+    pub fn set_field(&self, object: &str, id: &str, field: &str, value: Value) -> bool {
+        let now = self.clock.tick();
+        let mut inner = self.lock();
+        let Some(r) = inner.objects.get_mut(object).and_then(|m| m.get_mut(id)) else {
+            return false;
+        };
+        r.fields.insert(field.into(), value);
+        r.modstamp_ms = now;
+        true
+    }
+
+    /// Deletes a record (it moves to the recycle bin and shows in getDeleted).
+    pub fn delete(&self, object: &str, id: &str) -> bool {
+        let now = self.clock.tick();
+        let mut inner = self.lock();
+        let gone = inner
+            .objects
+            .get_mut(object)
+            .and_then(|m| m.remove(id))
+            .is_some();
+        if gone {
+            inner
+                .deleted
+                .entry(object.into())
+                .or_default()
+                .push((id.into(), now));
+        }
+        gone
+    }
+
+    /// Every record of `object`, with `Id`.
+    pub fn records(&self, object: &str) -> Vec<Map<String, Value>> {
+        self.lock()
+            .objects
+            .get(object)
+            .map(|m| m.values().map(|r| r.fields.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Records of `object` whose `field` equals `value`.
+    pub fn find(&self, object: &str, field: &str, value: &str) -> Vec<Map<String, Value>> {
+        self.records(object)
+            .into_iter()
+            .filter(|r| r.get(field).and_then(Value::as_str) == Some(value))
+            .collect()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.lock().stats.clone()
+    }
+
+    /// Latency and lost answers (see [`Turbulence`]).
+    pub fn turbulence(&self) -> &Turbulence {
+        &self.turbulence
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn request_log(&self) -> Vec<LoggedRequest> {
+        self.lock().log.clone()
+    }
+
+    /// The refresh token that is valid now (changes with every rotation).
+    pub fn current_refresh_token(&self) -> String {
+        self.lock().refresh_token.clone()
+    }
+
+    /// The next API requests get these instead of their answers.
+    pub fn inject<I: Into<Injected>>(&self, faults: impl IntoIterator<Item = I>) {
+        self.lock()
+            .faults
+            .extend(faults.into_iter().map(Into::into));
+    }
+
+    /// Every access token expires now (as after a session timeout).
+    pub fn expire_sessions(&self) {
+        self.lock().sessions.clear();
+    }
+
+    /// Query pages hold at most `n` records (Salesforce may return fewer than the batch size).
+    pub fn set_page_cap(&self, n: usize) {
+        self.lock().page_cap = Some(n);
+    }
+
+    /// The org's daily API allocation; requests beyond it get 403 `REQUEST_LIMIT_EXCEEDED`.
+    pub fn set_api_limit(&self, max: u64) {
+        self.lock().api_max = max;
+    }
+
+    /// Checks the bearer session and injected faults; counts API usage.
+    #[allow(clippy::result_large_err)] // axum responses are the natural error here
+    fn gate(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let now = jiff::Timestamp::now().as_millisecond();
+        let mut inner = self.lock();
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let valid = token
+            .and_then(|t| inner.sessions.get(t))
+            .is_some_and(|exp| *exp > now);
+        if !valid {
+            inner.stats.invalid_sessions += 1;
+            return Err(errors(
+                StatusCode::UNAUTHORIZED,
+                "INVALID_SESSION_ID",
+                "Session expired or invalid",
+            ));
+        }
+        inner.stats.api_requests += 1;
+        if inner.stats.api_requests > inner.api_max {
+            return Err(errors(
+                StatusCode::FORBIDDEN,
+                "REQUEST_LIMIT_EXCEEDED",
+                "TotalRequests Limit exceeded.",
+            ));
+        }
+        match inner.faults.pop_front() {
+            None => Ok(()),
+            Some(Injected::Malformed) => {
+                Err((StatusCode::OK, "<html>upstream proxy page</html>").into_response())
+            }
+            Some(Injected::Fault(f)) => {
+                let mut r = fault_response(f.status);
+                if let Some(s) = f.retry_after {
+                    r.headers_mut().insert("retry-after", s.into());
+                }
+                Err(r)
+            }
+            Some(Injected::RetryAtDate { status, secs }) => {
+                let mut r = fault_response(status);
+                let at = http_date(now + i64::try_from(secs).unwrap_or(0) * 1000);
+                if let Ok(v) = HeaderValue::from_str(&at) {
+                    r.headers_mut().insert("retry-after", v);
+                }
+                Err(r)
+            }
+        }
+    }
+}
+
+fn fault_response(status: u16) -> Response {
+    let s = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match status {
+        401 => errors(s, "INVALID_SESSION_ID", "Session expired or invalid"),
+        403 => errors(s, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."),
+        429 => errors(
+            s,
+            "REQUEST_LIMIT_EXCEEDED",
+            "ConcurrentPerOrgLongTxn Limit exceeded.",
+        ),
+        503 => errors(s, "SERVER_UNAVAILABLE", "Server temporarily unavailable"),
+        _ => errors(s, "UNKNOWN_EXCEPTION", "An unexpected error occurred."),
+    }
+}
+
+/// Logs every request with its answer's status, and stamps `Sforce-Limit-Info` on API answers.
+async fn log_and_limit(State(sim): State<SalesforceSim>, req: Request, next: Next) -> Response {
+    let at_ms = jiff::Timestamp::now().as_millisecond();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
+    let mut resp = sim.turbulence.around(req, next).await;
+    let mut inner = sim.lock();
+    if path.starts_with("/services/data/") {
+        let usage = format!("api-usage={}/{}", inner.stats.api_requests, inner.api_max);
+        if let Ok(v) = HeaderValue::from_str(&usage) {
+            resp.headers_mut().insert("sforce-limit-info", v);
+        }
+    }
+    inner.log.push(LoggedRequest {
+        at_ms,
+        method,
+        path,
+        status: resp.status().as_u16(),
+    });
+    resp
+}
+
+/// Salesforce's error body: a JSON array.
+fn errors(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!([{ "message": message, "errorCode": code, "fields": [] }])),
+    )
+        .into_response()
+}
+
+fn describe(object: &str) -> Option<&'static Describe> {
+    OBJECTS.iter().find(|d| d.name == object)
+}
+
+fn has_field(d: &Describe, f: &str) -> bool {
+    SYSTEM_FIELDS.iter().chain(d.fields).any(|x| *x == f)
+}
+
+fn sf_time(ms: i64) -> String {
+    crate::connector::salesforce::api::format_datetime(ms)
+}
+
+fn insert_rec(inner: &mut Inner, object: &str, mut fields: Map<String, Value>, now: i64) -> String {
+    let prefix = describe(object).map_or("a00", |d| d.prefix);
+    let id = format!("{prefix}SIM{:012}AAA", inner.next_id);
+    inner.next_id += 1;
+    fields.insert("Id".into(), json!(id));
+    fields.insert("CreatedDate".into(), json!(sf_time(now)));
+    fields.insert("IsDeleted".into(), json!(false));
+    inner.objects.entry(object.into()).or_default().insert(
+        id.clone(),
+        Rec {
+            fields,
+            modstamp_ms: now,
+        },
+    );
+    id
+}
+
+fn record_json(object: &str, r: &Rec, cols: &[String]) -> Map<String, Value> {
+    let mut m = Map::new();
+    let id = r.fields.get("Id").and_then(Value::as_str).unwrap_or("");
+    m.insert(
+        "attributes".into(),
+        json!({"type": object, "url": format!("/services/data/{V}/sobjects/{object}/{id}")}),
+    );
+    for c in cols {
+        let v = match c.as_str() {
+            "SystemModstamp" | "LastModifiedDate" => json!(sf_time(r.modstamp_ms)),
+            _ => r.fields.get(c).cloned().unwrap_or(Value::Null),
+        };
+        m.insert(c.clone(), v);
+    }
+    m
+}
+
+async fn token(
+    State(sim): State<SalesforceSim>,
+    headers: HeaderMap,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> Response {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned();
+    let bad = |sim: &SalesforceSim, desc: &str| {
+        sim.lock().stats.invalid_grants += 1;
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_grant", "error_description": desc})),
+        )
+            .into_response()
+    };
+    let auth = sim.auth.clone();
+    sim.lock().stats.token_requests += 1;
+    let grant = form.get("grant_type").map(String::as_str);
+    let mut new_refresh = None;
+    match grant {
+        Some("refresh_token") => {
+            if form.get("client_id") != Some(&auth.client_id)
+                || form.get("client_secret") != Some(&auth.client_secret)
+            {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": "invalid_client", "error_description": "invalid client credentials"})),
+                )
+                    .into_response();
+            }
+            let mut inner = sim.lock();
+            if form.get("refresh_token") != Some(&inner.refresh_token) {
+                drop(inner);
+                return bad(&sim, "expired access/refresh token");
+            }
+            inner.stats.refresh_grants += 1;
+            if auth.rotate {
+                let t = format!("5Aep.sim.{}.{now}", inner.stats.refresh_grants);
+                inner.refresh_token = t.clone();
+                new_refresh = Some(t);
+            }
+        }
+        Some(crate::connector::salesforce::api::JWT_BEARER_GRANT) => {
+            let ok = form
+                .get("assertion")
+                .is_some_and(|a| verify_assertion(&auth, a, now / 1000));
+            if !ok {
+                return bad(&sim, "invalid assertion");
+            }
+            sim.lock().stats.jwt_grants += 1;
+        }
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "unsupported_grant_type", "error_description": "grant type not supported"})),
+            )
+                .into_response();
+        }
+    }
+    let mut inner = sim.lock();
+    let access = format!(
+        "00DSIM!{}.{now}",
+        inner.stats.refresh_grants + inner.stats.jwt_grants
+    );
+    inner
+        .sessions
+        .insert(access.clone(), now + auth.token_ttl_ms);
+    drop(inner);
+    let mut body = json!({
+        "access_token": access,
+        "instance_url": format!("http://{host}"),
+        "id": format!("http://{host}/id/00DSIM/005SIM"),
+        "token_type": "Bearer",
+        "issued_at": now.to_string(),
+        "signature": "c2ltdWxhdGVk",
+    });
+    if let Some(t) = new_refresh {
+        body["refresh_token"] = json!(t);
+    }
+    Json(body).into_response()
+}
+
+/// Checks an RS256 JWT bearer assertion: signature, `iss`, `sub`, `aud` and `exp`.
+fn verify_assertion(auth: &SalesforceAuth, assertion: &str, now_secs: i64) -> bool {
+    let Some(key) = &auth.jwt_public_key else {
+        return false;
+    };
+    let mut parts = assertion.split('.');
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let Ok(sig) = b64.decode(s) else {
+        return false;
+    };
+    let pk = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        key.as_slice(),
+    );
+    if pk.verify(format!("{h}.{c}").as_bytes(), &sig).is_err() {
+        return false;
+    }
+    let Some(claims) = b64
+        .decode(c)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    else {
+        return false;
+    };
+    let header_ok = b64
+        .decode(h)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .is_some_and(|v| v["alg"] == "RS256");
+    header_ok
+        && claims["iss"] == auth.client_id.as_str()
+        && claims["sub"] == auth.username.as_str()
+        && matches!(
+            claims["aud"].as_str(),
+            Some("https://login.salesforce.com" | "https://test.salesforce.com")
+        )
+        && claims["exp"].as_i64().is_some_and(|e| e > now_secs)
+}
+
+async fn limits(State(sim): State<SalesforceSim>, headers: HeaderMap) -> Response {
+    if let Err(r) = sim.gate(&headers) {
+        return r;
+    }
+    let inner = sim.lock();
+    Json(json!({"DailyApiRequests": {"Max": inner.api_max,
+        "Remaining": inner.api_max.saturating_sub(inner.stats.api_requests)}}))
+    .into_response()
+}
+
+/// The SOQL this simulator understands: `SELECT f, … FROM Obj [WHERE SystemModstamp >=|> t]
+/// [ORDER BY …]`.
+struct Soql {
+    cols: Vec<String>,
+    object: String,
+    since: Option<(bool, i64)>,
+}
+
+#[allow(clippy::result_large_err)] // axum responses are the natural error here
+fn parse_soql(q: &str) -> Result<Soql, Response> {
+    let malformed = |m: &str| errors(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", m);
+    let q = q.trim();
+    let rest = q
+        .strip_prefix("SELECT ")
+        .ok_or_else(|| malformed("unexpected token: expected SELECT"))?;
+    let (cols, rest) = rest
+        .split_once(" FROM ")
+        .ok_or_else(|| malformed("unexpected token: expected FROM"))?;
+    let rest = rest.split(" ORDER BY ").next().unwrap_or("");
+    let (object, cond) = match rest.split_once(" WHERE ") {
+        Some((o, c)) => (o.trim(), Some(c.trim())),
+        None => (rest.trim(), None),
+    };
+    let cols: Vec<String> = cols.split(',').map(|c| c.trim().to_owned()).collect();
+    let since = match cond {
+        None => None,
+        Some(c) => {
+            let parts: Vec<&str> = c.split_whitespace().collect();
+            let [field, op, value] = parts.as_slice() else {
+                return Err(malformed(&format!("unexpected condition: {c}")));
+            };
+            if *field != "SystemModstamp" || !matches!(*op, ">=" | ">") {
+                return Err(malformed(&format!("unsupported condition: {c}")));
+            }
+            let ms = crate::connector::salesforce::api::parse_datetime(value)
+                .ok_or_else(|| malformed(&format!("invalid datetime: {value}")))?;
+            Some((*op == ">=", ms))
+        }
+    };
+    Ok(Soql {
+        cols,
+        object: object.to_owned(),
+        since,
+    })
+}
+
+async fn query(
+    State(sim): State<SalesforceSim>,
+    headers: HeaderMap,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Response {
+    if let Err(r) = sim.gate(&headers) {
+        return r;
+    }
+    let Some(q) = params.get("q") else {
+        return errors(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", "q is required");
+    };
+    let soql = match parse_soql(q) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Some(d) = describe(&soql.object) else {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_TYPE",
+            &format!("sObject type '{}' is not supported.", soql.object),
+        );
+    };
+    if let Some(bad) = soql.cols.iter().find(|c| !has_field(d, c)) {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_FIELD",
+            &format!("No such column '{bad}' on entity '{}'.", d.name),
+        );
+    }
+    let batch = match batch_size(&headers) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let mut inner = sim.lock();
+    inner.stats.queries += 1;
+    let mut hits: Vec<&Rec> = inner
+        .objects
+        .get(&soql.object)
+        .map(|m| {
+            m.values()
+                .filter(|r| match soql.since {
+                    None => true,
+                    Some((true, t)) => r.modstamp_ms >= t,
+                    Some((false, t)) => r.modstamp_ms > t,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    hits.sort_by(|a, b| {
+        (a.modstamp_ms, a.fields.get("Id").and_then(Value::as_str))
+            .cmp(&(b.modstamp_ms, b.fields.get("Id").and_then(Value::as_str)))
+    });
+    let rows: Vec<Map<String, Value>> = hits
+        .iter()
+        .map(|r| record_json(&soql.object, r, &soql.cols))
+        .collect();
+    let locator = format!("01gSIM{:08}", inner.locators.len() + 1);
+    let size = inner.page_cap.map_or(batch, |c| c.min(batch));
+    let body = page(&mut inner, locator, rows, 0, size);
+    Json(body).into_response()
+}
+
+#[allow(clippy::result_large_err)] // axum responses are the natural error here
+fn batch_size(headers: &HeaderMap) -> Result<usize, Response> {
+    let Some(opt) = headers
+        .get("sforce-query-options")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(2000);
+    };
+    let n = opt
+        .split(',')
+        .find_map(|p| p.trim().strip_prefix("batchSize="))
+        .and_then(|n| n.parse::<usize>().ok());
+    match n {
+        Some(n) if (200..=2000).contains(&n) => Ok(n),
+        _ => Err(errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_QUERY_LOCATOR",
+            "batchSize must be between 200 and 2000",
+        )),
+    }
+}
+
+/// One page from a result set; keeps the rest under `locator` for `nextRecordsUrl`.
+fn page(
+    inner: &mut Inner,
+    locator: String,
+    rows: Vec<Map<String, Value>>,
+    offset: usize,
+    size: usize,
+) -> Value {
+    let total = rows.len();
+    let end = (offset + size).min(total);
+    let records: Vec<Value> = rows[offset.min(total)..end]
+        .iter()
+        .cloned()
+        .map(Value::Object)
+        .collect();
+    let done = end >= total;
+    let mut body = json!({"totalSize": total, "done": done, "records": records});
+    if !done {
+        body["nextRecordsUrl"] = json!(format!("/services/data/{V}/query/{locator}-{end}"));
+        inner.locators.insert(locator, rows);
+    }
+    body
+}
+
+async fn query_more(
+    State(sim): State<SalesforceSim>,
+    headers: HeaderMap,
+    Path(locator): Path<String>,
+) -> Response {
+    if let Err(r) = sim.gate(&headers) {
+        return r;
+    }
+    let batch = match batch_size(&headers) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let invalid = || {
+        errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_QUERY_LOCATOR",
+            "invalid query locator",
+        )
+    };
+    let Some((id, offset)) = locator
+        .rsplit_once('-')
+        .and_then(|(id, o)| Some((id.to_owned(), o.parse::<usize>().ok()?)))
+    else {
+        return invalid();
+    };
+    let mut inner = sim.lock();
+    let Some(rows) = inner.locators.get(&id).cloned() else {
+        return invalid();
+    };
+    let size = inner.page_cap.map_or(batch, |c| c.min(batch));
+    let body = page(&mut inner, id, rows, offset, size);
+    Json(body).into_response()
+}
+
+async fn get_deleted(
+    State(sim): State<SalesforceSim>,
+    headers: HeaderMap,
+    Path(object): Path<String>,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Response {
+    if let Err(r) = sim.gate(&headers) {
+        return r;
+    }
+    let parse = |k: &str| {
+        params
+            .get(k)
+            .and_then(|v| crate::connector::salesforce::api::parse_datetime(v))
+    };
+    let (Some(start), Some(end)) = (parse("start"), parse("end")) else {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "MISSING_ARGUMENT",
+            "start and end are required ISO-8601 datetimes",
+        );
+    };
+    if start >= end {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REPLICATION_DATE",
+            "start must be before end",
+        );
+    }
+    if describe(&object).is_none() {
+        return errors(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        );
+    }
+    let inner = sim.lock();
+    let list: Vec<Value> = inner
+        .deleted
+        .get(&object)
+        .map(|v| {
+            v.iter()
+                .filter(|(_, at)| *at >= start && *at <= end)
+                .map(|(id, at)| json!({"id": id, "deletedDate": sf_time(*at)}))
+                .collect()
+        })
+        .unwrap_or_default();
+    Json(json!({
+        "deletedRecords": list,
+        "earliestDateAvailable": sf_time(0),
+        "latestDateCovered": sf_time(end),
+    }))
+    .into_response()
+}
+
+/// Validates one record's fields for `d`; `Err` is a per-record SaveError.
+fn check_fields(d: &Describe, fields: &Map<String, Value>, creating: bool) -> Result<(), Value> {
+    let err = |code: &str, msg: String, f: &str| json!({"statusCode": code, "message": msg, "fields": [f]});
+    for (k, v) in fields {
+        if k == "attributes" {
+            continue;
+        }
+        if !d.fields.contains(&k.as_str()) {
+            return Err(err(
+                "INVALID_FIELD",
+                format!("No such column '{k}' on sobject of type {}", d.name),
+                k,
+            ));
+        }
+        if k == "StageName" && !v.as_str().is_some_and(|s| STAGES.contains(&s)) {
+            return Err(err(
+                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                format!("Stage: bad value for restricted picklist field: {v}"),
+                k,
+            ));
+        }
+        // The REST API deserialises numeric strings into currency fields too.
+        let numeric =
+            v.is_number() || v.is_null() || v.as_str().is_some_and(|s| s.parse::<f64>().is_ok());
+        if k == "Amount" && !numeric {
+            return Err(err(
+                "JSON_PARSER_ERROR",
+                format!("Cannot deserialize instance of currency from {v}"),
+                k,
+            ));
+        }
+        if k == "CloseDate"
+            && v.as_str()
+                .is_none_or(|s| s.parse::<jiff::civil::Date>().is_err())
+        {
+            return Err(err(
+                "JSON_PARSER_ERROR",
+                format!("Cannot deserialize instance of date from {v}"),
+                k,
+            ));
+        }
+    }
+    if creating && let Some(f) = d.required.iter().find(|f| !fields.contains_key(**f)) {
+        return Err(err(
+            "REQUIRED_FIELD_MISSING",
+            format!("Required fields are missing: [{f}]"),
+            f,
+        ));
+    }
+    Ok(())
+}
+
+/// The outcome of upserting one record: (id, created) or a SaveError, or several matches.
+enum Upserted {
+    Done(String, bool),
+    Failed(Value),
+    Several(Vec<String>),
+}
+
+fn upsert_rec(
+    inner: &mut Inner,
+    d: &Describe,
+    field: &str,
+    value: &str,
+    mut fields: Map<String, Value>,
+    now: i64,
+) -> Upserted {
+    fields.remove("attributes");
+    let matches: Vec<String> = inner
+        .objects
+        .get(d.name)
+        .map(|m| {
+            m.values()
+                .filter(|r| r.fields.get(field).and_then(Value::as_str) == Some(value))
+                .filter_map(|r| r.fields.get("Id")?.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    match matches.as_slice() {
+        [] => {
+            if field == "Id" {
+                return Upserted::Failed(
+                    json!({"statusCode": "NOT_FOUND", "message": format!("no record with Id {value}"), "fields": []}),
+                );
+            }
+            fields.insert(field.into(), json!(value));
+            if let Err(e) = check_fields(d, &fields, true) {
+                return Upserted::Failed(e);
+            }
+            let id = insert_rec(inner, d.name, fields, now);
+            inner.stats.created += 1;
+            Upserted::Done(id, true)
+        }
+        [id] => {
+            fields.remove(field);
+            if let Err(e) = check_fields(d, &fields, false) {
+                return Upserted::Failed(e);
+            }
+            let r = inner
+                .objects
+                .get_mut(d.name)
+                .and_then(|m| m.get_mut(id))
+                .expect("matched above");
+            r.fields.extend(fields);
+            r.modstamp_ms = now;
+            inner.stats.updated += 1;
+            Upserted::Done(id.clone(), false)
+        }
+        several => Upserted::Several(several.to_vec()),
+    }
+}
+
+fn external_id_field_ok(d: &Describe, field: &str) -> bool {
+    field == "Id" || d.external_ids.contains(&field)
+}
+
+async fn upsert_collection(
+    State(sim): State<SalesforceSim>,
+    headers: HeaderMap,
+    Path((object, field)): Path<(String, String)>,
+    body: Option<Json<Value>>,
+) -> Response {
+    if let Err(r) = sim.gate(&headers) {
+        return r;
+    }
+    let Some(d) = describe(&object) else {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_TYPE",
+            &format!("sObject type '{object}' is not supported."),
+        );
+    };
+    if !external_id_field_ok(d, &field) {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_FIELD",
+            &format!("Field {field} is not an external id field of {object}"),
+        );
+    }
+    let Some(Json(body)) = body else {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "JSON_PARSER_ERROR",
+            "The request body is not valid JSON",
+        );
+    };
+    let all_or_none = body
+        .get("allOrNone")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let Some(records) = body.get("records").and_then(Value::as_array) else {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_FIELD",
+            "records is required",
+        );
+    };
+    if records.len() > 200 {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "EXCEEDED_ID_LIMIT",
+            "record limit reached. cannot submit more than 200 records into this call",
+        );
+    }
+    for r in records {
+        if r.pointer("/attributes/type").and_then(Value::as_str) != Some(object.as_str()) {
+            return errors(
+                StatusCode::BAD_REQUEST,
+                "INVALID_TYPE",
+                "each record needs attributes.type matching the URL's sObject",
+            );
+        }
+    }
+    let now = sim.clock.tick();
+    let mut inner = sim.lock();
+    inner.stats.collection_upserts += 1;
+    let (objects_before, next_before, stats_before) =
+        (inner.objects.clone(), inner.next_id, inner.stats.clone());
+    let mut results = Vec::with_capacity(records.len());
+    let mut failed = false;
+    for r in records {
+        let fields = r.as_object().cloned().unwrap_or_default();
+        let value = fields
+            .get(&field)
+            .and_then(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .or_else(|| Some(v.to_string()))
+            })
+            .filter(|v| v != "null");
+        let Some(value) = value else {
+            failed = true;
+            results.push(
+                json!({"success": false, "errors": [{"statusCode": "MISSING_ARGUMENT",
+                "message": format!("{field} not specified"), "fields": [field]}]}),
+            );
+            continue;
+        };
+        match upsert_rec(&mut inner, d, &field, &value, fields, now) {
+            Upserted::Done(id, created) => {
+                results.push(json!({"id": id, "success": true, "errors": [], "created": created}))
+            }
+            Upserted::Failed(e) => {
+                failed = true;
+                results.push(json!({"success": false, "errors": [e]}));
+            }
+            Upserted::Several(ids) => {
+                failed = true;
+                results.push(json!({"success": false, "errors": [{"statusCode": "DUPLICATE_EXTERNAL_ID",
+                    "message": format!("{field}: more than one record found for external id field: {ids:?}"),
+                    "fields": [field]}]}));
+            }
+        }
+    }
+    if all_or_none && failed {
+        inner.objects = objects_before;
+        inner.next_id = next_before;
+        let upserts = inner.stats.collection_upserts;
+        inner.stats = Stats {
+            collection_upserts: upserts,
+            ..stats_before
+        };
+        for r in &mut results {
+            if r["success"] == true {
+                *r = json!({"success": false, "errors": [{"statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                    "message": "Record rolled back because not all records were valid and the request was using AllOrNone header", "fields": []}]});
+            }
+        }
+    }
+    Json(Value::Array(results)).into_response()
+}
+
+async fn upsert_one(
+    State(sim): State<SalesforceSim>,
+    headers: HeaderMap,
+    Path((object, field, value)): Path<(String, String, String)>,
+    body: Option<Json<Value>>,
+) -> Response {
+    if let Err(r) = sim.gate(&headers) {
+        return r;
+    }
+    let Some(d) = describe(&object) else {
+        return errors(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        );
+    };
+    if !external_id_field_ok(d, &field) {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_FIELD",
+            &format!("Field {field} is not an external id field of {object}"),
+        );
+    }
+    let Some(Json(Value::Object(fields))) = body else {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "JSON_PARSER_ERROR",
+            "The request body must be a JSON object",
+        );
+    };
+    if fields.contains_key(&field) || fields.contains_key("Id") {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_FIELD",
+            "Do not specify Id or an external ID field in the request body",
+        );
+    }
+    let now = sim.clock.tick();
+    let mut inner = sim.lock();
+    match upsert_rec(&mut inner, d, &field, &value, fields, now) {
+        Upserted::Done(id, true) => (
+            StatusCode::CREATED,
+            Json(json!({"id": id, "success": true, "errors": [], "created": true})),
+        )
+            .into_response(),
+        Upserted::Done(id, false) => {
+            Json(json!({"id": id, "success": true, "errors": [], "created": false})).into_response()
+        }
+        Upserted::Failed(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!([{"message": e["message"], "errorCode": e["statusCode"], "fields": e["fields"]}])),
+        )
+            .into_response(),
+        Upserted::Several(ids) => {
+            let urls: Vec<String> = ids
+                .iter()
+                .map(|id| format!("/services/data/{V}/sobjects/{object}/{id}"))
+                .collect();
+            (StatusCode::MULTIPLE_CHOICES, Json(json!(urls))).into_response()
+        }
+    }
+}
+
+/// Inspection (not part of Salesforce): the request log, for tests and benchmarks.
+async fn inspect_requests(State(sim): State<SalesforceSim>) -> Response {
+    Json(super::log_json(&sim.request_log())).into_response()
+}
+
+/// Inspection (not part of Salesforce): every stored record of an object.
+async fn inspect_records(State(sim): State<SalesforceSim>, Path(object): Path<String>) -> Response {
+    Json(sim.records(&object)).into_response()
+}
