@@ -20,6 +20,7 @@ use crate::connector::tokens::{BoxFuture, TokenStore, TokenStoreError};
 use crate::connector::{Connector, http_client, partnerstack::PartnerStack};
 use crate::engine::dryrun::{self, FlowPlan};
 use crate::engine::{Clock, Engine, EngineSettings, RetryPolicy, TickReport};
+use crate::failpoint::FailPoints;
 use crate::mapping::{Mapping, MappingErrors, MappingSet};
 use crate::model::SystemKind;
 use crate::rules::Rules;
@@ -195,9 +196,22 @@ impl Daemon {
     /// Opens the store (migrating it), compiles mappings, builds connectors and binds the HTTP
     /// listener. Nothing is polled yet.
     pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Daemon> {
-        let store = Store::open(&config.daemon.state_path).with_context(|| {
-            format!("opening state file {}", config.daemon.state_path.display())
-        })?;
+        Daemon::start_with(config, clock, FailPoints::none()).await
+    }
+
+    /// [`Daemon::start`] with fail points armed (crash tests; see [`crate::failpoint`]).
+    pub async fn start_with(
+        config: Config,
+        clock: Clock,
+        failpoints: FailPoints,
+    ) -> anyhow::Result<Daemon> {
+        if failpoints.is_armed() {
+            tracing::warn!("fail points are armed: this process will abort on purpose");
+        }
+        let store =
+            Store::open_with(&config.daemon.state_path, &failpoints).with_context(|| {
+                format!("opening state file {}", config.daemon.state_path.display())
+            })?;
         let set = load_mappings(&config).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
         let mappings = active_mappings(&config, &set)?;
         let reloads = Mutex::new(ReloadStatus {
@@ -214,14 +228,10 @@ impl Daemon {
             },
             overlap: POLL_OVERLAP,
         };
-        let engine = Arc::new(Engine::new(
-            store.clone(),
-            prm,
-            crm,
-            mappings,
-            settings,
-            clock.clone(),
-        ));
+        let engine = Arc::new(
+            Engine::new(store.clone(), prm, crm, mappings, settings, clock.clone())
+                .with_failpoints(failpoints.clone()),
+        );
         engine.set_rules(load_rules(&config)?);
 
         let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -237,6 +247,8 @@ impl Daemon {
             hubspot_secret,
             partnerstack_secret,
             clock,
+            failpoints,
+            intake: Arc::new(tokio::sync::Semaphore::new(webhook::MAX_INFLIGHT_WEBHOOKS)),
         };
         let router = webhook::router(state, config.http.max_body_bytes);
         let stop_http = CancellationToken::new();
@@ -269,7 +281,17 @@ impl Daemon {
         notify(&[sd_notify::NotifyState::Ready]);
         let interval = self.config.daemon.poll_interval;
         loop {
-            match self.engine.tick().await {
+            let pass = self.engine.tick().await;
+            // A store that refuses writes (disk full, locked) makes prmsync not ready; the first
+            // pass that commits again makes it ready by itself (an idle pass proves nothing).
+            match &pass {
+                Ok(r) if !r.is_idle() => self.ready.store(true, Ordering::Relaxed),
+                Err(crate::engine::EngineError::Store(_)) => {
+                    self.ready.store(false, Ordering::Relaxed)
+                }
+                Ok(_) | Err(_) => {}
+            }
+            match pass {
                 Ok(r) if !r.is_idle() => tracing::info!(
                     staged = r.staged,
                     processed = r.processed,
@@ -283,7 +305,7 @@ impl Daemon {
                     tracing::error!(error = %e, retryable = e.is_retryable(), "sync pass failed")
                 }
             }
-            let wait = match self.engine.store().next_outbox_due().await {
+            let wait = match self.engine.next_due().await {
                 Ok(Some(due)) => {
                     let ms = (due - jiff::Timestamp::now().as_millisecond()).max(50) as u64;
                     interval.min(Duration::from_millis(ms))
@@ -468,9 +490,10 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
     reload: Arc<Notify>,
+    failpoints: FailPoints,
 ) -> anyhow::Result<()> {
     let deadline = config.daemon.shutdown_timeout;
-    let daemon = Daemon::start(config, crate::engine::system_clock()).await?;
+    let daemon = Daemon::start_with(config, crate::engine::system_clock(), failpoints).await?;
     {
         let sync = daemon.run(shutdown.clone(), reload);
         tokio::pin!(sync);

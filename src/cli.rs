@@ -70,6 +70,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Dead letters: list, show, replay (put back in the queue) or drop them.
+    #[command(after_help = EXIT_CODES)]
+    Dlq {
+        /// The config file (its daemon.state_path is used); or give --state.
+        #[arg(long, short, global = true, conflicts_with = "state")]
+        config: Option<PathBuf>,
+        /// A state file, directly.
+        #[arg(long, global = true)]
+        state: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Deal registrations and the rules-of-engagement decisions on them.
     #[command(after_help = EXIT_CODES)]
     Registrations {
@@ -98,6 +113,34 @@ pub enum Command {
         /// How many partners to seed.
         #[arg(long, default_value_t = 5)]
         partners: usize,
+    },
+}
+
+/// What `prmsync dlq` does.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum DlqAction {
+    /// The oldest dead letters, one line each.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One dead letter with its payload and reason.
+    Show { id: i64 },
+    /// Put dead letters back: failed writes into the outbox, unplannable changes into the inbox.
+    Replay {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<i64>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete dead letters for good.
+    Drop {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<i64>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
     },
 }
 

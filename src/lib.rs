@@ -11,6 +11,8 @@
 //! - [`connector`]: one folder per vendor system behind one closed enum.
 //! - [`webhook`]: the HTTP listener: health, readiness and webhook intake.
 //! - [`store`]: the only module that knows SQL.
+//! - [`ops`]: operator verbs on the state file (`prmsync dlq`).
+//! - [`failpoint`]: named abort points for crash tests, armed only by `PRMSYNC_FAILPOINTS`.
 //! - [`sim`]: loopback simulators of the vendor APIs, used by `demo`, tests and benchmarks.
 
 pub mod app;
@@ -19,8 +21,10 @@ pub mod config;
 pub mod connector;
 pub mod demo;
 pub mod engine;
+pub mod failpoint;
 pub mod mapping;
 pub mod model;
+pub mod ops;
 pub mod registrations_cli;
 pub mod rules;
 pub mod shutdown;

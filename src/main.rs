@@ -8,8 +8,9 @@ use clap::Parser;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use prmsync::cli::{Cli, Command, StateArgs};
+use prmsync::cli::{Cli, Command, DlqAction, StateArgs};
 use prmsync::config::{self, Config, Environment, LogFormat};
+use prmsync::failpoint::{self, FailPoints};
 use prmsync::mapping::{MappingErrors, run_examples};
 use prmsync::rules::Rules;
 use prmsync::store::Store;
@@ -37,6 +38,12 @@ fn main() -> ExitCode {
             state,
             json,
         } => status_cmd(config.as_deref(), state.as_deref(), json),
+        Command::Dlq {
+            config,
+            state,
+            json,
+            action,
+        } => dlq_cmd(config.as_deref(), state.as_deref(), json, action),
         Command::Registrations { state, action } => operator(&state, |store, json| {
             Box::pin(registrations_cli::registrations(store, action, json))
         }),
@@ -100,6 +107,20 @@ fn run(path: &Path, log_json: bool) -> ExitCode {
         config.log.format
     };
     telemetry::init(format, &config.log.level);
+    let failpoints = match std::env::var(failpoint::ENV_VAR) {
+        Ok(spec) => match FailPoints::parse(&spec) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        Err(std::env::VarError::NotPresent) => FailPoints::none(),
+        Err(e) => {
+            eprintln!("{}: {e}", failpoint::ENV_VAR);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let shutdown_token = CancellationToken::new();
@@ -110,7 +131,7 @@ fn run(path: &Path, log_json: bool) -> ExitCode {
                 reload.clone(),
                 done.clone(),
             ));
-            let result = app::run(config, shutdown_token, reload).await;
+            let result = app::run(config, shutdown_token, reload, failpoints).await;
             done.cancel();
             match signals.await {
                 Ok(Ok(())) => {}
@@ -263,6 +284,39 @@ fn status_cmd(config: Option<&Path>, state: Option<&Path>, json: bool) -> ExitCo
         }
         Err(e) => {
             eprintln!("cannot read {}: {e}", path.display());
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn dlq_cmd(config: Option<&Path>, state: Option<&Path>, json: bool, action: DlqAction) -> ExitCode {
+    let path = match (config, state) {
+        (_, Some(s)) => s.to_owned(),
+        (Some(c), None) => match load(c) {
+            Ok(c) => c.daemon.state_path,
+            Err(code) => return code,
+        },
+        (None, None) => {
+            eprintln!(
+                "prmsync dlq: name the config (--config FILE) or the state file (--state FILE)"
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if !path.exists() {
+        eprintln!("no state file at {} (has prmsync run yet?)", path.display());
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    let now = jiff::Timestamp::now().as_millisecond();
+    match runtime()
+        .and_then(|rt| Ok(rt.block_on(prmsync::ops::dlq::run(&path, action, json, now))?))
+    {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("prmsync dlq: {e:#}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }

@@ -4,7 +4,7 @@ use crate::store::StatusReport;
 
 /// Renders the report for a terminal.
 pub fn render(r: &StatusReport) -> String {
-    let healthy = r.dead_letters == 0 && r.outbox_retrying == 0;
+    let healthy = r.dead_letters == 0 && r.outbox_retrying == 0 && r.holds.is_empty();
     let mut lines = vec![
         format!(
             "health:        {}",
@@ -31,6 +31,16 @@ pub fn render(r: &StatusReport) -> String {
         lines.push(format!(
             "  {}/{}: {} (moved {}s ago)",
             c.system, c.object, c.position, c.age_secs
+        ));
+    }
+    for h in &r.holds {
+        let what = match h.state.as_str() {
+            "needs_reauth" => "NEEDS RE-AUTHORISATION (paused; changes keep queueing)",
+            other => other,
+        };
+        lines.push(format!(
+            "connection {}: {what} for {}s: {}",
+            h.system, h.since_secs, h.detail
         ));
     }
     if !r.ledger.is_empty() {

@@ -1,7 +1,9 @@
 //! The engine: pollers stage changes, the planner decides, outbox writers deliver. One `tick` runs
 //! each step once; the daemon loop in `app` calls it on a timer and when webhooks arrive.
 
+pub mod budget;
 pub mod dryrun;
+mod holds;
 mod matching;
 pub mod plan;
 pub mod registrations;
@@ -12,11 +14,27 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::connector::{Connector, ConnectorError, WriteRequest};
+use crate::failpoint::FailPoints;
 use crate::mapping::{Lookups, Mapping};
-use crate::model::{Change, ChangeKind, Cursor, ObjectRef, SystemKind};
+use crate::model::{Change, ChangeKind, Cursor, Direction, ObjectRef, SystemKind};
 use crate::rules::Rules;
-use crate::store::{PlanCommit, Store, StoreError, WriteOutcome};
+use crate::store::{InboxItem, PlanCommit, Store, StoreError, WriteOutcome};
+pub use holds::Hold;
+use holds::Holds;
 pub use retry::RetryPolicy;
+
+/// A record whose writes return a side to the same state this many times within
+/// [`FLIP_WINDOW_MS`] is quarantined instead of written again.
+pub const FLIP_LIMIT: usize = 2;
+/// The window for [`FLIP_LIMIT`].
+pub const FLIP_WINDOW_MS: i64 = 10 * 60 * 1000;
+
+/// A change to a record modified longer ago than this is backfill: its writes drain after live
+/// changes and new registrations.
+pub const LIVE_WINDOW_MS: i64 = 60 * 60 * 1000;
+/// Batches one drain sends before the pass returns, so live changes planned meanwhile can
+/// overtake a long backfill.
+const MAX_BATCHES_PER_DRAIN: usize = 10;
 
 /// Reads beyond this many pages in one poll wait for the next tick.
 const MAX_PAGES_PER_POLL: usize = 500;
@@ -93,6 +111,9 @@ pub struct Engine {
     rules: RwLock<Option<Arc<Rules>>>,
     settings: EngineSettings,
     clock: Clock,
+    failpoints: FailPoints,
+    holds: Holds,
+    budgets: BTreeMap<SystemKind, budget::Budget>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -114,7 +135,12 @@ impl Engine {
         settings: EngineSettings,
         clock: Clock,
     ) -> Self {
+        let budgets = [prm.kind(), crm.kind()]
+            .into_iter()
+            .map(|k| (k, budget::Budget::new(budget::Limits::documented(k))))
+            .collect();
         Engine {
+            budgets,
             store,
             prm,
             crm,
@@ -122,7 +148,28 @@ impl Engine {
             rules: RwLock::default(),
             settings,
             clock,
+            failpoints: FailPoints::none(),
+            holds: Holds::default(),
         }
+    }
+
+    /// Replaces a credential's API budget (a vendor tier with other limits).
+    pub fn with_limits(mut self, system: SystemKind, limits: budget::Limits) -> Self {
+        self.budgets.insert(system, budget::Budget::new(limits));
+        self
+    }
+
+    /// Waits until the budget of `system`'s credential allows one more request.
+    async fn spend(&self, system: SystemKind) {
+        if let Some(b) = self.budgets.get(&system) {
+            b.acquire().await;
+        }
+    }
+
+    /// Arms fail points (crash tests; see [`crate::failpoint`]).
+    pub fn with_failpoints(mut self, failpoints: FailPoints) -> Self {
+        self.failpoints = failpoints;
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -158,16 +205,79 @@ impl Engine {
             .find(|c| c.kind() == system)
     }
 
+    /// The hold on `system` now, if it must be left alone (rate-limited or needing re-auth).
+    pub fn hold(&self, system: SystemKind) -> Option<Hold> {
+        self.holds.get(system, (self.clock)())
+    }
+
+    /// A new credential for `system` was loaded (or a probe shows the old one works again):
+    /// lift its re-authorisation hold and make its queued writes due at once.
+    pub async fn credential_loaded(&self, system: SystemKind) -> Result<(), EngineError> {
+        if self.holds.release(system).is_some() {
+            tracing::info!(%system, "credential works; connection resumed");
+        }
+        self.store.clear_connection_hold(system).await?;
+        self.store.resume_outbox(system, (self.clock)()).await?;
+        Ok(())
+    }
+
+    /// Puts `system` on hold when `error` calls for it; a dead credential is recorded for status.
+    async fn note_error(
+        &self,
+        system: SystemKind,
+        error: &ConnectorError,
+    ) -> Result<(), EngineError> {
+        let now = (self.clock)();
+        let before = self.holds.get(system, now);
+        match self.holds.note(system, error, now) {
+            Some(Hold::NeedsReauth { detail, .. })
+                if !matches!(before, Some(Hold::NeedsReauth { .. })) =>
+            {
+                tracing::error!(%system, error = %detail, "credential refused: this connection is paused until it is re-authorised; its changes keep queueing");
+                self.store
+                    .set_connection_hold(system, "needs_reauth", detail, now)
+                    .await?;
+            }
+            Some(Hold::RateLimited { until_ms }) => {
+                tracing::warn!(%system, wait_ms = until_ms - now, "rate limited; no request to this system before the wait ends");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// For each system paused on a dead credential, one cheap call: if it works again (the
+    /// credential was refreshed or re-authorised), the connection resumes.
+    async fn probe_holds(&self) -> Result<(), EngineError> {
+        for conn in [&self.crm, &self.prm] {
+            let system = conn.kind();
+            if !self.holds.probe_due(system, (self.clock)()) {
+                continue;
+            }
+            self.spend(system).await;
+            match conn.health().await {
+                Ok(()) => self.credential_loaded(system).await?,
+                Err(e) => tracing::debug!(%system, error = %e, "still needs re-authorisation"),
+            }
+        }
+        Ok(())
+    }
+
     /// Polls every source, plans every staged change, and drains due outbox rows once.
     pub async fn tick(&self) -> Result<TickReport, EngineError> {
         let mappings = self.mappings();
         let mut report = TickReport::default();
+        self.probe_holds().await?;
         for (object, fields) in poll_targets(&mappings) {
+            if self.hold(object.system).is_some() {
+                continue;
+            }
             match self.poll(&object, &fields).await {
                 Ok(n) => report.staged += n,
                 Err(EngineError::Connector { system, error }) => {
                     // One system failing must not stop the other side from syncing.
                     tracing::warn!(%system, object = %object, error = %error, "poll failed; will retry next tick");
+                    self.note_error(system, &error).await?;
                     report.poll_errors += 1;
                 }
                 Err(e) => return Err(e),
@@ -193,12 +303,23 @@ impl Engine {
         // Rules of engagement: decide changed registration groups, queue their write-backs.
         if let Some(rules) = self.rules() {
             let now = (self.clock)();
+            let crm_kind = self.crm.kind();
+            let failed = std::sync::Mutex::new(None);
             let crm = registrations::CrmSource {
                 connector: &self.crm,
                 retry: &self.settings.retry,
+                held: self
+                    .hold(crm_kind)
+                    .map(|h| ConnectorError::Transient(format!("{crm_kind} is on hold: {h:?}"))),
+                budget: self.budgets.get(&crm_kind),
+                failed: &failed,
             };
             let prm = self.prm.kind();
             registrations::decide(&self.store, &rules, &mappings, prm, Some(crm), now).await?;
+            let failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = failed {
+                self.note_error(crm_kind, &e).await?;
+            }
         }
         for system in [self.crm.kind(), self.prm.kind()] {
             self.drain(system, &mut report).await?;
@@ -223,7 +344,11 @@ impl Engine {
             let read = self
                 .settings
                 .retry
-                .run(|| conn.read_changes(&object.object, since, fields, page.as_deref()))
+                .run(|| async {
+                    self.spend(object.system).await;
+                    conn.read_changes(&object.object, since, fields, page.as_deref())
+                        .await
+                })
                 .await
                 .map_err(|error| EngineError::Connector {
                     system: object.system,
@@ -255,6 +380,7 @@ impl Engine {
                     .store
                     .stage_changes(changes, advance, (self.clock)())
                     .await?;
+                self.failpoints.hit("poll.after_page_commit");
             }
             if page.is_none() {
                 break;
@@ -279,10 +405,25 @@ impl Engine {
             inbox_ids: items.iter().map(|i| i.id).collect(),
             ..PlanCommit::default()
         };
+        // Within a batch only the newest version of each record is planned; older ones are
+        // superseded (and the planner skips versions older than one already processed).
+        // Hints (thin webhooks) carry the event time, not a record version: they never count.
+        let mut newest: BTreeMap<(&ObjectRef, &str), i64> = BTreeMap::new();
+        for i in items.iter().filter(|i| i.change.kind != ChangeKind::Hint) {
+            let e = newest
+                .entry((&i.change.object, i.change.record.id.as_str()))
+                .or_insert(i64::MIN);
+            *e = (*e).max(i.change.record.modified_ms);
+        }
+        let current = |i: &&InboxItem| {
+            newest.get(&(&i.change.object, i.change.record.id.as_str()))
+                == Some(&i.change.record.modified_ms)
+        };
         for m in mappings {
             let forward: Vec<_> = items
                 .iter()
                 .filter(|i| i.change.object == m.source && i.change.kind == ChangeKind::Upsert)
+                .filter(current)
                 .collect();
             let deleted: Vec<_> = items
                 .iter()
@@ -291,6 +432,7 @@ impl Engine {
             let reverse: Vec<_> = items
                 .iter()
                 .filter(|i| i.change.object == m.target && i.change.kind == ChangeKind::Upsert)
+                .filter(current)
                 .filter_map(|i| plan::source_id_of(m, &i.change.record).map(|sid| (sid, i)))
                 .collect();
             let mut ids: Vec<String> = forward.iter().map(|i| i.change.record.id.clone()).collect();
@@ -337,9 +479,21 @@ impl Engine {
                 let rec = &item.change.record;
                 let found = prefetched.found(m, rec);
                 let d = plan::forward_matched(m, rec, links.get(&rec.id), &lookups, found);
+                let d = self.guard_flips(m, d, links.get_mut(&rec.id), &mut commit);
                 prefetched.note(&d);
+                mark_backfill(&mut commit, &d, rec, (self.clock)());
+                let link = links.entry(rec.id.clone()).or_default();
                 if let Some(o) = &d.observation {
-                    links.entry(o.source_id.clone()).or_default().source_state = o.state.clone();
+                    link.source_state = o.state.clone();
+                }
+                if link.source_modified_ms.is_none_or(|s| s < rec.modified_ms) {
+                    link.source_modified_ms = Some(rec.modified_ms);
+                    commit.versions.push((
+                        m.name.clone(),
+                        rec.id.clone(),
+                        Direction::ToSource,
+                        rec.modified_ms,
+                    ));
                 }
                 push(&mut commit, d);
             }
@@ -348,7 +502,21 @@ impl Engine {
                 push(&mut commit, plan::delete(m, id, links.get(id)));
             }
             for (sid, item) in reverse {
-                let d = plan::reverse(m, &item.change.record, &sid, links.get(&sid));
+                let rec = &item.change.record;
+                let d = plan::reverse(m, rec, &sid, links.get(&sid));
+                let d = self.guard_flips(m, d, links.get_mut(&sid), &mut commit);
+                mark_backfill(&mut commit, &d, rec, (self.clock)());
+                if let Some(link) = links.get_mut(&sid)
+                    && link.target_modified_ms.is_none_or(|t| t < rec.modified_ms)
+                {
+                    link.target_modified_ms = Some(rec.modified_ms);
+                    commit.versions.push((
+                        m.name.clone(),
+                        sid.clone(),
+                        Direction::ToTarget,
+                        rec.modified_ms,
+                    ));
+                }
                 push(&mut commit, d);
             }
         }
@@ -360,7 +528,44 @@ impl Engine {
         let queued = commit.writes.len();
         let n = commit.inbox_ids.len();
         self.store.commit_plan(commit, (self.clock)()).await?;
+        self.failpoints.hit("plan.after_commit");
         Ok((n, queued))
+    }
+
+    /// Holds back a write for a quarantined record, or quarantines one whose values keep
+    /// flipping back and forth (an echo loop the hashes cannot see), with an alert.
+    fn guard_flips(
+        &self,
+        m: &Mapping,
+        mut d: plan::Decision,
+        link: Option<&mut crate::store::Link>,
+        commit: &mut PlanCommit,
+    ) -> plan::Decision {
+        let Some(link) = link else {
+            return d;
+        };
+        let Some(w) = d.write.take() else {
+            return d;
+        };
+        let now = (self.clock)();
+        let flips = plan::flip_flops(link, &w, now, FLIP_WINDOW_MS);
+        if !link.quarantined && flips < FLIP_LIMIT {
+            link.write_history.push((now, w.state_key()));
+            d.write = Some(w);
+            return d;
+        }
+        if !link.quarantined {
+            tracing::error!(alert = "echo_quarantine", flow = %m.name, record = %w.source_id, flips, "record quarantined: its values keep flipping back and forth; see `prmsync dlq list`");
+        }
+        let key = (w.flow.clone(), w.direction, w.source_id.clone());
+        let (held, letter) = plan::quarantine(m, w, flips, link.quarantined);
+        link.quarantined = true;
+        commit.cancelled.push(key);
+        commit.quarantined.extend(letter);
+        plan::Decision {
+            observation: d.observation,
+            ..held
+        }
     }
 
     /// Sends due outbox rows for `system` in batches until none are due or the system pushes back.
@@ -368,14 +573,24 @@ impl Engine {
         let Some(conn) = self.connector(system) else {
             return Ok(());
         };
-        loop {
+        for _ in 0..MAX_BATCHES_PER_DRAIN {
+            if self.hold(system).is_some() {
+                return Ok(());
+            }
             let now = (self.clock)();
             let due = self.store.due_outbox(system, now, conn.max_batch()).await?;
             if due.is_empty() {
                 return Ok(());
             }
             let mut by_object: BTreeMap<String, Vec<_>> = BTreeMap::new();
+            // Two writes to one record (e.g. the deal flow's and the rules' decision write-back)
+            // never share a batch: vendors refuse duplicate ids in one batch, so the later one
+            // stays due for the next batch.
+            let mut records = BTreeSet::new();
             for item in due {
+                if !records.insert((item.write.object.clone(), item.write.source_id.clone())) {
+                    continue;
+                }
                 by_object
                     .entry(item.write.object.clone())
                     .or_default()
@@ -392,10 +607,18 @@ impl Engine {
                         fields: i.write.payload.clone(),
                     })
                     .collect();
+                self.failpoints.hit("drain.before_send");
+                self.spend(system).await;
                 let results = match conn.write(&object, &requests).await {
                     Ok(r) => r,
                     Err(e) => vec![Err(e); items.len()],
                 };
+                if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+                    self.note_error(system, e).await?;
+                }
+                if results.iter().any(Result::is_ok) {
+                    self.failpoints.hit("drain.after_send");
+                }
                 let now = (self.clock)();
                 let mut outcomes = Vec::with_capacity(items.len());
                 for (item, result) in items.iter().zip(results) {
@@ -431,13 +654,13 @@ impl Engine {
                                     error: e.to_string(),
                                 });
                             } else if matches!(e, ConnectorError::Auth(_)) {
-                                // Credentials are the operator's to fix; keep the write queued.
+                                // Credentials are the operator's to fix; the connection is on hold
+                                // and the write stays queued until it resumes (which makes it due).
                                 report.retried += 1;
-                                tracing::error!(%system, error = %e, "authentication failed; writes stay queued");
                                 outcomes.push(WriteOutcome::Retry {
                                     outbox_id: item.id,
                                     idempotency_key: item.write.idempotency_key(),
-                                    next_attempt_ms: now + 60_000,
+                                    next_attempt_ms: now + holds::REAUTH_PROBE_MS,
                                     error: e.to_string(),
                                 });
                             } else {
@@ -453,11 +676,24 @@ impl Engine {
                     }
                 }
                 self.store.complete_writes(outcomes, now).await?;
+                self.failpoints.hit("drain.after_commit");
             }
             if pushed_back {
                 return Ok(());
             }
         }
+        Ok(())
+    }
+
+    /// When the next pass has work: the earliest due outbox row, but not before a system's
+    /// rate-limit wait ends.
+    pub async fn next_due(&self) -> Result<Option<i64>, EngineError> {
+        Ok(
+            match (self.store.next_outbox_due().await?, self.holds.next_end()) {
+                (Some(due), Some(end)) => Some(due.max(end)),
+                (due, end) => due.or(end),
+            },
+        )
     }
 
     /// Runs ticks until one finds nothing to do and no write is due (bounded by `max_ticks`).
@@ -473,7 +709,7 @@ impl Engine {
             total.retried += r.retried;
             total.dead_lettered += r.dead_lettered;
             total.poll_errors += r.poll_errors;
-            let waiting = self.store.next_outbox_due().await?;
+            let waiting = self.next_due().await?;
             if r.is_idle() && r.poll_errors == 0 && waiting.is_none() {
                 break;
             }
@@ -486,7 +722,44 @@ impl Engine {
     }
 }
 
+/// An update planned from a version older than [`LIVE_WINDOW_MS`] is backfill; creates (new
+/// registrations) and recent changes go first.
+fn mark_backfill(
+    commit: &mut PlanCommit,
+    d: &plan::Decision,
+    rec: &crate::model::Record,
+    now: i64,
+) {
+    if let Some(w) = &d.write
+        && w.target_id.is_some()
+        && rec.modified_ms < now - LIVE_WINDOW_MS
+    {
+        commit
+            .backfill
+            .push((w.flow.clone(), w.direction, w.source_id.clone()));
+    }
+}
+
 fn push(commit: &mut PlanCommit, d: plan::Decision) {
+    // Nothing to write means the other side already shows the latest version: a write still
+    // queued from an older version would overwrite it, so it goes. A later version's decision
+    // replaces an earlier one's for the same record within the batch.
+    if let Some(l) = d
+        .ledger
+        .as_ref()
+        .filter(|l| l.action == plan::action::UNCHANGED)
+    {
+        let key = (l.flow.clone(), l.direction, l.source_id.clone());
+        commit
+            .writes
+            .retain(|w| (&w.flow, w.direction, &w.source_id) != (&key.0, key.1, &key.2));
+        commit.cancelled.push(key);
+    }
+    if let Some(w) = &d.write {
+        commit
+            .cancelled
+            .retain(|(f, dir, s)| (f, *dir, s) != (&w.flow, w.direction, &w.source_id));
+    }
     commit.writes.extend(d.write);
     commit.dead_letters.extend(d.dead_letter);
     commit.ledger.extend(d.ledger);

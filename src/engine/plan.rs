@@ -25,12 +25,111 @@ pub mod action {
     pub const UNCHANGED: &str = "skip_unchanged";
     pub const UNLINKED: &str = "skip_unlinked";
     pub const MAPPING_FAILED: &str = "mapping_failed";
+    pub const STALE: &str = "skip_stale";
+    pub const QUARANTINED: &str = "quarantined";
+    pub const HELD: &str = "skip_quarantined";
     pub const FILTERED: &str = "skip_filtered";
     pub const DELETE_IGNORED: &str = "skip_delete";
     pub const DELETE_FAILED: &str = "delete_failed";
     pub const NO_MATCH: &str = "skip_no_match";
     pub const AMBIGUOUS_SKIPPED: &str = "skip_ambiguous_match";
     pub const AMBIGUOUS: &str = "match_ambiguous";
+}
+
+/// A write that would return the written side to a state it was in at least `limit` times
+/// within `window_ms` before `now_ms` (values flipping back and forth) is not sent.
+/// Writing the same state again (a newer version that maps to what is already queued, e.g. after
+/// a write-back touched only unmapped fields) is not a flip: only returns to `key` after another
+/// state of the same side count, and a write repeating the side's latest state counts none.
+pub fn flip_flops(link: &Link, w: &PlannedWrite, now_ms: i64, window_ms: i64) -> usize {
+    let key = w.state_key();
+    let side = w.direction.as_str();
+    let same_side = link
+        .write_history
+        .iter()
+        .filter(|(_, k)| k.split(':').next() == Some(side));
+    let mut flips = 0;
+    let mut previous: Option<&str> = None;
+    for (at, k) in same_side {
+        if *at >= now_ms - window_ms && *k == key && previous != Some(k.as_str()) {
+            flips += 1;
+        }
+        previous = Some(k.as_str());
+    }
+    if previous == Some(key.as_str()) {
+        0
+    } else {
+        flips
+    }
+}
+
+/// Holds back a write for a quarantined or flip-flopping record.
+pub fn quarantine(
+    m: &Mapping,
+    w: PlannedWrite,
+    flips: usize,
+    already: bool,
+) -> (Decision, Option<(DeadLetter, PlannedWrite)>) {
+    let action = if already {
+        action::HELD
+    } else {
+        action::QUARANTINED
+    };
+    let mut l = ledger(m, w.direction, &w.source_id, w.target_id.as_deref(), action);
+    l.content_hash = Some(w.content_hash.clone());
+    let reason = format!(
+        "values flipped back and forth: this write would return the {} to a state it had {flips} times recently; quarantined instead of looping (replay to release)",
+        match w.direction {
+            Direction::ToTarget => "target",
+            Direction::ToSource => "source",
+        }
+    );
+    l.detail = Some(if already {
+        "the record is quarantined".into()
+    } else {
+        reason.clone()
+    });
+    let letter = (!already).then(|| {
+        (
+            DeadLetter {
+                origin: "quarantine",
+                flow: Some(m.name.clone()),
+                system: w.system,
+                object: w.object.clone(),
+                record_id: w.source_id.clone(),
+                payload: Value::Object(w.payload.clone()),
+                reason,
+                attempts: 0,
+            },
+            w,
+        )
+    });
+    (
+        Decision {
+            ledger: Some(l),
+            ..Decision::default()
+        },
+        letter,
+    )
+}
+
+/// An older version than one already processed: never applied over the newer one.
+fn stale(
+    m: &Mapping,
+    direction: Direction,
+    source_id: &str,
+    target_id: Option<&str>,
+    seen_ms: i64,
+    got_ms: i64,
+) -> Decision {
+    let mut l = ledger(m, direction, source_id, target_id, action::STALE);
+    l.detail = Some(format!(
+        "version modified at {got_ms} is older than the one processed (modified at {seen_ms})"
+    ));
+    Decision {
+        ledger: Some(l),
+        ..Decision::default()
+    }
 }
 
 /// The entries of `desired` that differ from `known`.
@@ -183,7 +282,7 @@ pub fn forward_matched(
     let linked = Link {
         target_id: Some(chosen.id.clone()),
         target_state: Map::new(),
-        source_state: link.map(|l| l.source_state.clone()).unwrap_or_default(),
+        ..link.cloned().unwrap_or_default()
     };
     forward_core(m, rec, Some(&linked), lookups, Some((chosen, field)))
 }
@@ -212,6 +311,20 @@ fn forward_core(
     }
     let empty = Link::default();
     let link = link.unwrap_or(&empty);
+    if let Some(seen) = link
+        .source_modified_ms
+        .filter(|seen| rec.modified_ms < *seen)
+    {
+        let target_id = link.target_id.as_deref();
+        return stale(
+            m,
+            Direction::ToTarget,
+            &rec.id,
+            target_id,
+            seen,
+            rec.modified_ms,
+        );
+    }
     let op = if would_create(Some(link)) {
         Op::Create
     } else {
@@ -410,6 +523,19 @@ pub fn reverse(m: &Mapping, rec: &Record, source_id: &str, link: Option<&Link>) 
             ..Decision::default()
         };
     };
+    if let Some(seen) = link
+        .target_modified_ms
+        .filter(|seen| rec.modified_ms < *seen)
+    {
+        return stale(
+            m,
+            Direction::ToSource,
+            source_id,
+            Some(&rec.id),
+            seen,
+            rec.modified_ms,
+        );
+    }
     let desired = match m.to_source(&rec.fields) {
         Ok(d) => d,
         Err(e) => {

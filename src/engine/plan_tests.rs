@@ -49,6 +49,7 @@ fn linked(stage: &str, amount: i64) -> Link {
         target_id: Some("9001".into()),
         target_state: d.write.expect("create").state_after,
         source_state: d.observation.expect("observed").state,
+        ..Link::default()
     }
 }
 
@@ -147,4 +148,31 @@ fn planning_is_deterministic() {
         a.write.as_ref().map(|w| w.idempotency_key()),
         b.write.as_ref().map(|w| w.idempotency_key())
     );
+}
+
+#[test]
+fn only_returns_to_an_earlier_state_count_as_flips_not_repeats_of_the_latest() {
+    let m = mapping();
+    let link = linked("submitted", 100);
+    let write = |amount| {
+        forward(&m, &deal("submitted", amount), Some(&link))
+            .write
+            .expect("write")
+    };
+    let (a, b) = (write(200), write(300));
+    let history = |keys: &[&PlannedWrite]| Link {
+        write_history: keys.iter().map(|w| (1_000, w.state_key())).collect(),
+        ..link.clone()
+    };
+    // A, A, A: the same state queued again (e.g. a newer version mapping to the same values).
+    assert_eq!(flip_flops(&history(&[&a, &a]), &a, 2_000, 10_000), 0);
+    // A, B, A, B, then A again: two returns to A.
+    assert_eq!(
+        flip_flops(&history(&[&a, &b, &a, &b]), &a, 2_000, 10_000),
+        2
+    );
+    // A, A, B, then A: one return (the repeated A counts once).
+    assert_eq!(flip_flops(&history(&[&a, &a, &b]), &a, 2_000, 10_000), 1);
+    // Outside the window nothing counts.
+    assert_eq!(flip_flops(&history(&[&a, &b]), &a, 20_000, 10_000), 0);
 }

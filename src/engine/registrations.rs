@@ -36,10 +36,17 @@ const GROUPS_PER_COMMIT: usize = 50;
 const DEFAULT_PRM_ID_PROPERTY: &str = "prm_deal_id";
 
 /// Where the rules' CRM facts come from: the CRM connector and how its reads are retried.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CrmSource<'a> {
     pub connector: &'a Connector,
     pub retry: &'a RetryPolicy,
+    /// Set when the CRM must be left alone (it asked for a pause, or its credential died): no
+    /// facts are read and the groups wait, rather than being decided without them.
+    pub held: Option<ConnectorError>,
+    /// The credential's API budget; every facts request spends from it.
+    pub budget: Option<&'a super::budget::Budget>,
+    /// The error that stopped the facts read, for the engine to hold the system on.
+    pub failed: &'a std::sync::Mutex<Option<ConnectorError>>,
 }
 
 /// What the rules read from the CRM, per pass; domains already read are not read again.
@@ -71,9 +78,12 @@ impl<'a> FactsCache<'a> {
 
     /// Reads the facts for the `domains` not read yet this pass, in one batched call.
     async fn load(&mut self, domains: &[String]) -> Result<(), ConnectorError> {
-        let (Some(source), Some(query)) = (self.source, &self.query) else {
+        let (Some(source), Some(query)) = (&self.source, &self.query) else {
             return Ok(());
         };
+        if let Some(e) = &source.held {
+            return Err(e.clone());
+        }
         let missing: Vec<String> = domains
             .iter()
             .filter(|d| !self.by_domain.contains_key(*d))
@@ -91,13 +101,19 @@ impl<'a> FactsCache<'a> {
         let read = source
             .retry
             .run(|| async {
+                if let Some(b) = source.budget {
+                    b.acquire().await;
+                }
                 match source.connector.crm_facts(&q).await {
                     Some(r) => r,
                     // This CRM's facts are not read (docs/rules.md): the rules see none.
                     None => Ok(CrmFactsRead::default()),
                 }
             })
-            .await?;
+            .await
+            .inspect_err(|e| {
+                *source.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+            })?;
         for d in missing {
             self.by_domain.entry(d).or_default();
         }

@@ -47,7 +47,9 @@ impl RetryPolicy {
         backoff.nth(attempts as usize).unwrap_or(self.max_delay)
     }
 
-    /// Runs a read with a few quick retries on retryable errors, waiting Retry-After when given.
+    /// Runs a read with a few quick retries on transient errors. A rate limit is not waited out
+    /// here: it returns at once and the engine holds that system until Retry-After ends, so the
+    /// other side keeps syncing meanwhile.
     pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, ConnectorError>
     where
         F: FnMut() -> Fut,
@@ -59,7 +61,7 @@ impl RetryPolicy {
                 .with_max_delay(Duration::from_secs(10).min(max))
                 .with_max_times(self.read_attempts.saturating_sub(1)),
         )
-        .when(ConnectorError::is_retryable)
+        .when(|e| matches!(e, ConnectorError::Transient(_)))
         .adjust(move |e, dur| match e.retry_after() {
             Some(wait) => Some(wait.min(max)),
             None => dur,

@@ -91,6 +91,10 @@ struct Inner {
     next_id: u64,
     stats: Stats,
     faults: VecDeque<Injected>,
+    /// Batch upserts still to commit and then answer 502, as if the response were lost.
+    lost_responses: u32,
+    /// Faults for the next batch upserts only (reads pass).
+    upsert_faults: VecDeque<Injected>,
     /// Writes per (object type, external id): how many creates and updates each got.
     writes: BTreeMap<(String, String), (u32, u32)>,
     search_cap: usize,
@@ -157,7 +161,7 @@ pub struct HubSpotSim {
     inner: Arc<Mutex<Inner>>,
     clock: Arc<SimClock>,
     turbulence: Arc<Turbulence>,
-    token: Arc<str>,
+    token: Arc<Mutex<String>>,
 }
 
 impl HubSpotSim {
@@ -166,7 +170,7 @@ impl HubSpotSim {
             inner: Arc::default(),
             clock: Arc::default(),
             turbulence: Arc::default(),
-            token: token.into(),
+            token: Arc::new(Mutex::new(token.to_owned())),
         };
         {
             let mut inner = sim.lock();
@@ -403,8 +407,27 @@ impl HubSpotSim {
             .extend(faults.into_iter().map(Into::into));
     }
 
+    /// "Committed but the response was lost": the next `n` batch upserts apply their writes, then
+    /// answer 502 instead of the results, as a proxy timing out after HubSpot committed would.
+    pub fn inject_lost_responses(&self, n: u32) {
+        self.lock().lost_responses += n;
+    }
+
+    /// Changes the token the portal accepts: the old one is revoked (every request with it gets
+    /// 401) until a client presents the new one, as after an app re-authorisation.
+    pub fn set_token(&self, token: &str) {
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = token.to_owned();
+    }
+
+    /// Like [`HubSpotSim::inject`], but only batch upserts get them.
+    pub fn inject_upsert_faults<I: Into<Injected>>(&self, faults: impl IntoIterator<Item = I>) {
+        self.lock()
+            .upsert_faults
+            .extend(faults.into_iter().map(Into::into));
+    }
+
     #[allow(clippy::result_large_err)] // axum responses are the natural error here
-    fn gate(&self, headers: &HeaderMap) -> Result<(), Response> {
+    fn gate(&self, headers: &HeaderMap, upsert: bool) -> Result<(), Response> {
         let now = jiff::Timestamp::now().as_millisecond();
         let mut inner = self.lock();
         inner.stats.requests += 1;
@@ -412,8 +435,9 @@ impl HubSpotSim {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
+        let token = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let ok = presented.is_some_and(|t| {
-            t == &*self.token || inner.access_tokens.get(t).is_some_and(|exp| *exp > now)
+            t == token || inner.access_tokens.get(t).is_some_and(|exp| *exp > now)
         });
         if !ok {
             inner.stats.unauthorized += 1;
@@ -427,7 +451,12 @@ impl HubSpotSim {
             inner.stats.daily_rate_limited += 1;
             return Err(rate_limited("DAILY", "You have reached your daily limit."));
         }
-        let (status, retry) = match inner.faults.pop_front() {
+        let fault = if upsert && !inner.upsert_faults.is_empty() {
+            inner.upsert_faults.pop_front()
+        } else {
+            inner.faults.pop_front()
+        };
+        let (status, retry) = match fault {
             None => return Ok(()),
             Some(Injected::Malformed) => {
                 return Err((StatusCode::OK, "<html>Bad gateway page</html>").into_response());
@@ -573,7 +602,7 @@ async fn associate_default(
     Path((from, to)): Path<(String, String)>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(r) = sim.gate(&headers) {
+    if let Err(r) = sim.gate(&headers, false) {
         return r;
     }
     if !known_object(&from) || !known_object(&to) {
@@ -641,7 +670,7 @@ async fn associations_read(
     Path((from, to)): Path<(String, String)>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(r) = sim.gate(&headers) {
+    if let Err(r) = sim.gate(&headers, false) {
         return r;
     }
     if !known_object(&from) || !known_object(&to) {
@@ -777,7 +806,7 @@ async fn list_objects(
     Path(object): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
-    if let Err(r) = sim.gate(&headers) {
+    if let Err(r) = sim.gate(&headers, false) {
         return r;
     }
     if !known_object(&object) {
@@ -818,7 +847,7 @@ async fn batch_upsert(
     Path(object): Path<String>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(r) = sim.gate(&headers) {
+    if let Err(r) = sim.gate(&headers, true) {
         return r;
     }
     if !known_object(&object) {
@@ -965,7 +994,18 @@ async fn batch_upsert(
         r["new"] = json!(new);
         results.push(r);
     }
-    sim.lock().stats.batch_upserts += 1;
+    {
+        let mut inner = sim.lock();
+        inner.stats.batch_upserts += 1;
+        if inner.lost_responses > 0 {
+            inner.lost_responses -= 1;
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "INTERNAL_ERROR",
+                "injected fault: the batch committed but its response was lost",
+            );
+        }
+    }
     let now = iso(sim.clock.tick());
     let status = if errors.is_empty() {
         StatusCode::OK
@@ -1008,7 +1048,7 @@ async fn search(
     Path(object): Path<String>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(r) = sim.gate(&headers) {
+    if let Err(r) = sim.gate(&headers, false) {
         return r;
     }
     if let Err(r) = sim.search_gate() {

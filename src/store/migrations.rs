@@ -10,6 +10,16 @@ pub fn all() -> Migrations<'static> {
         M::up(CREDENTIALS),
         // "registrations": rules-of-engagement registrations, decisions and reviews.
         M::up(super::registrations::MIGRATION),
+        // "ordering": newest vendor modification time applied per link side.
+        M::up(ORDERING),
+        // "holds": connections paused until re-authorised.
+        M::up(HOLDS),
+        // "dlq replay": what a dead letter needs to be replayed.
+        M::up(DLQ_REPLAY),
+        // "flip history": recent writes per link, for flip-flop quarantine.
+        M::up(FLIP_HISTORY),
+        // "priority": live writes drain before backfill.
+        M::up(PRIORITY),
     ])
 }
 
@@ -107,6 +117,43 @@ CREATE TABLE credentials (
     value       TEXT NOT NULL,
     updated_ms  INTEGER NOT NULL
 ) STRICT;
+"#;
+
+/// Step "ordering" (delivery guarantees): the vendor modification time of the last version of
+/// each side that prmsync applied or saw, so an older version arriving late is never applied.
+const ORDERING: &str = r#"
+ALTER TABLE links ADD COLUMN source_modified_ms INTEGER;
+ALTER TABLE links ADD COLUMN target_modified_ms INTEGER;
+"#;
+
+/// Step "holds" (delivery guarantees): connections paused until re-authorised, for `status`.
+const HOLDS: &str = r#"
+CREATE TABLE connection_holds (
+    system     TEXT PRIMARY KEY,
+    state      TEXT NOT NULL,
+    detail     TEXT NOT NULL,
+    since_ms   INTEGER NOT NULL
+) STRICT;
+"#;
+
+/// Step "dlq replay" (delivery guarantees): what a dead letter needs to be replayed: the full
+/// write for outbox failures, the record version's modification time for inbox failures.
+const DLQ_REPLAY: &str = r#"
+ALTER TABLE dead_letters ADD COLUMN write TEXT;
+ALTER TABLE dead_letters ADD COLUMN modified_ms INTEGER;
+"#;
+
+/// Step "flip history" (delivery guarantees): the last writes queued per link, [at_ms, "side:hash"],
+/// so a record whose values keep flipping back and forth is quarantined instead of looping.
+const FLIP_HISTORY: &str = r#"
+ALTER TABLE links ADD COLUMN write_history TEXT NOT NULL DEFAULT '[]';
+"#;
+
+/// Step "priority" (delivery guarantees): live changes and new registrations (0) drain before
+/// backfill updates of old versions (1).
+const PRIORITY: &str = r#"
+ALTER TABLE outbox ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX outbox_by_priority ON outbox (system, priority, next_attempt_ms);
 "#;
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! `commit_plan`, `complete_writes`); no SQL leaves this module.
 
 mod credentials;
+pub mod dlq;
 mod migrations;
 mod queries;
 mod registrations;
@@ -16,6 +17,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::failpoint::FailPoints;
 use crate::model::{Change, Cursor, Direction, ObjectRef, SystemKind};
 
 pub use queries::StatusReport;
@@ -75,6 +77,14 @@ pub struct Link {
     pub target_state: Map<String, Value>,
     /// The reverse-mapped values prmsync last wrote to (or saw on) the source.
     pub source_state: Map<String, Value>,
+    /// Vendor modification time of the newest source version processed (older ones are stale).
+    pub source_modified_ms: Option<i64>,
+    /// Vendor modification time of the newest target version processed.
+    pub target_modified_ms: Option<i64>,
+    /// The last writes queued for this link, oldest first: (at_ms, "side:state hash").
+    pub write_history: Vec<(i64, String)>,
+    /// Whether the record is quarantined (a `quarantine` dead letter holds it).
+    pub quarantined: bool,
 }
 
 /// A write the planner decided on, to commit durably to the outbox.
@@ -97,6 +107,15 @@ pub struct PlannedWrite {
 }
 
 impl PlannedWrite {
+    /// What the written side looks like after this write, for flip-flop detection.
+    pub fn state_key(&self) -> String {
+        format!(
+            "{}:{}",
+            self.direction.as_str(),
+            crate::model::content_hash(&self.state_after)
+        )
+    }
+
     /// The same plan for the same record and content always has the same key.
     pub fn idempotency_key(&self) -> String {
         format!(
@@ -152,6 +171,16 @@ pub struct PlanCommit {
     pub dead_letters: Vec<DeadLetter>,
     pub ledger: Vec<LedgerEntry>,
     pub observations: Vec<LinkObservation>,
+    /// (flow, direction, source id) whose pending outbox write is obsolete: the other side
+    /// already shows what the latest version wants, so an older queued write must not land.
+    pub cancelled: Vec<(String, Direction, String)>,
+    /// (flow, source id, side, vendor modification time) of each version processed, so a
+    /// version older than one already processed is recognised as stale when it arrives late.
+    pub versions: Vec<(String, String, Direction, i64)>,
+    /// Records quarantined for flip-flopping, with the write that was held back.
+    pub quarantined: Vec<(DeadLetter, PlannedWrite)>,
+    /// (flow, direction, source id) of writes that are backfill: drained after live ones.
+    pub backfill: Vec<(String, Direction, String)>,
 }
 
 /// Decisions for some duplicate-key groups, with their write-backs, committed in one transaction.
@@ -202,6 +231,11 @@ pub enum WriteOutcome {
 impl Store {
     /// Opens (creating if needed) the state file, applies pending migrations and starts the writer.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, &FailPoints::none())
+    }
+
+    /// [`Store::open`] with fail points armed (crash tests walk `migrate.between_steps`).
+    pub fn open_with(path: &Path, failpoints: &FailPoints) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // The directory is the operator's (StateDirectory=); a missing one is reported by open.
             if !dir.exists() {
@@ -216,7 +250,7 @@ impl Store {
             source,
         })?;
         configure(&conn)?;
-        migrations::all().to_latest(&mut conn)?;
+        migrate(&mut conn, failpoints)?;
         let (jobs, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
         std::thread::Builder::new()
             .name("prmsync-store".into())
@@ -370,6 +404,38 @@ impl Store {
         self.call(|conn| queries::next_outbox_due(conn)).await
     }
 
+    /// Caps the state file at about `max_bytes` (`None`: no cap): a write that would grow it past
+    /// the cap fails with "database or disk is full" and rolls back, exactly as on a full disk.
+    /// Operators use it to keep prmsync from filling a shared volume; tests use it to fill one.
+    pub async fn set_size_limit(&self, max_bytes: Option<u64>) -> Result<(), StoreError> {
+        self.call(move |conn| queries::set_size_limit(conn, max_bytes))
+            .await
+    }
+
+    /// Records that `system` is paused (`state`, e.g. `needs_reauth`), for `prmsync status`.
+    pub async fn set_connection_hold(
+        &self,
+        system: SystemKind,
+        state: &'static str,
+        detail: String,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| queries::set_connection_hold(tx, system, state, &detail, now_ms))
+            .await
+    }
+
+    /// Makes every queued write to `system` due now (its connection just resumed).
+    pub async fn resume_outbox(&self, system: SystemKind, now_ms: i64) -> Result<(), StoreError> {
+        self.write(move |tx| queries::resume_outbox(tx, system, now_ms))
+            .await
+    }
+
+    /// Clears a recorded pause of `system`.
+    pub async fn clear_connection_hold(&self, system: SystemKind) -> Result<(), StoreError> {
+        self.write(move |tx| queries::clear_connection_hold(tx, system))
+            .await
+    }
+
     // --- Deal registrations (rules of engagement) ---
 
     /// Records observed registration versions (repeats ignored) and marks their groups dirty,
@@ -498,6 +564,22 @@ pub fn status_read_only(path: &Path, now_ms: i64) -> Result<StatusReport, StoreE
     })?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     queries::status(&conn, now_ms)
+}
+
+/// Applies pending migrations one step at a time: each step commits on its own, so a crash
+/// between steps leaves a valid older schema that the next start carries forward.
+fn migrate(conn: &mut Connection, failpoints: &FailPoints) -> Result<(), StoreError> {
+    let steps = migrations::all();
+    let pending = usize::try_from(steps.pending_migrations(conn)?).unwrap_or(0);
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let current = usize::try_from(current).unwrap_or(0);
+    for version in current + 1..=current + pending {
+        steps.to_version(conn, version)?;
+        if version < current + pending {
+            failpoints.hit("migrate.between_steps");
+        }
+    }
+    Ok(())
 }
 
 /// A state file opened read-only, for commands that must not write (`prmsync plan`).

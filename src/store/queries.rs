@@ -105,16 +105,61 @@ pub(super) fn pending_inbox(conn: &Connection, limit: usize) -> Result<Vec<Inbox
     Ok(items)
 }
 
+/// The link columns after the states: modification times, write history, quarantine flag.
+type LinkExtra = (Option<i64>, Option<i64>, String, bool);
+
+const LINK_EXTRA: &str = "source_modified_ms, target_modified_ms, write_history,
+    EXISTS (SELECT 1 FROM dead_letters d WHERE d.origin = 'quarantine' AND d.flow = links.flow
+            AND d.record_id = links.source_id)";
+
+fn link_extra(r: &rusqlite::Row<'_>, from: usize) -> rusqlite::Result<LinkExtra> {
+    Ok((
+        r.get(from)?,
+        r.get(from + 1)?,
+        r.get(from + 2)?,
+        r.get(from + 3)?,
+    ))
+}
+
 fn link_from_row(
     target_id: Option<String>,
     target_state: String,
     source_state: String,
+    (source_modified_ms, target_modified_ms, history, quarantined): LinkExtra,
 ) -> Result<Link, StoreError> {
     Ok(Link {
         target_id,
         target_state: serde_json::from_str(&target_state)?,
         source_state: serde_json::from_str(&source_state)?,
+        source_modified_ms,
+        target_modified_ms,
+        write_history: serde_json::from_str(&history)?,
+        quarantined,
     })
+}
+
+/// How many queued writes a link remembers for flip-flop detection.
+const WRITE_HISTORY: usize = 16;
+
+fn record_write_history(
+    tx: &Transaction<'_>,
+    w: &PlannedWrite,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let history: Option<String> = tx
+        .prepare_cached("SELECT write_history FROM links WHERE flow = ?1 AND source_id = ?2")?
+        .query_row(params![w.flow, w.source_id], |r| r.get(0))
+        .optional()?;
+    let Some(history) = history else {
+        return Ok(());
+    };
+    let mut h: Vec<(i64, String)> = serde_json::from_str(&history)?;
+    h.push((now_ms, w.state_key()));
+    let skip = h.len().saturating_sub(WRITE_HISTORY);
+    let h: Vec<_> = h.into_iter().skip(skip).collect();
+    tx.prepare_cached("UPDATE links SET write_history = ?3 WHERE flow = ?1 AND source_id = ?2")?
+        .execute(params![w.flow, w.source_id, serde_json::to_string(&h)?])?;
+    Ok(())
 }
 
 pub(super) fn links_by_source(
@@ -122,18 +167,24 @@ pub(super) fn links_by_source(
     flow: &str,
     source_ids: &[String],
 ) -> Result<Vec<(String, Link)>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT target_id, target_state, source_state FROM links WHERE flow = ?1 AND source_id = ?2",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT target_id, target_state, source_state, {LINK_EXTRA}
+             FROM links WHERE flow = ?1 AND source_id = ?2"
+    ))?;
     let mut out = Vec::new();
     for sid in source_ids {
         let row = stmt
             .query_row(params![flow, sid], |r| {
-                Ok((r.get(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    link_extra(r, 3)?,
+                ))
             })
             .optional()?;
-        if let Some((tid, ts, ss)) = row {
-            out.push((sid.clone(), link_from_row(tid, ts, ss)?));
+        if let Some((tid, ts, ss, mods)) = row {
+            out.push((sid.clone(), link_from_row(tid, ts, ss, mods)?));
         }
     }
     Ok(out)
@@ -144,9 +195,10 @@ pub(super) fn links_by_target(
     flow: &str,
     target_ids: &[String],
 ) -> Result<Vec<(String, String, Link)>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT source_id, target_state, source_state FROM links WHERE flow = ?1 AND target_id = ?2",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT source_id, target_state, source_state, {LINK_EXTRA}
+             FROM links WHERE flow = ?1 AND target_id = ?2"
+    ))?;
     let mut out = Vec::new();
     for tid in target_ids {
         let row = stmt
@@ -155,11 +207,16 @@ pub(super) fn links_by_target(
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
+                    link_extra(r, 3)?,
                 ))
             })
             .optional()?;
-        if let Some((sid, ts, ss)) = row {
-            out.push((tid.clone(), sid, link_from_row(Some(tid.clone()), ts, ss)?));
+        if let Some((sid, ts, ss, mods)) = row {
+            out.push((
+                tid.clone(),
+                sid,
+                link_from_row(Some(tid.clone()), ts, ss, mods)?,
+            ));
         }
     }
     Ok(out)
@@ -215,7 +272,8 @@ pub(super) fn commit_plan(
                 target_id = COALESCE(excluded.target_id, outbox.target_id),
                 payload = excluded.payload, state_after = excluded.state_after,
                 content_hash = excluded.content_hash, mapping_version = excluded.mapping_version,
-                attempts = 0, next_attempt_ms = excluded.next_attempt_ms, last_error = NULL",
+                attempts = 0, next_attempt_ms = excluded.next_attempt_ms, last_error = NULL,
+                priority = 0",
         )?;
         for w in &plan.writes {
             stmt.execute(params![
@@ -235,8 +293,22 @@ pub(super) fn commit_plan(
             ])?;
         }
     }
+    for w in &plan.writes {
+        record_write_history(tx, w, now_ms)?;
+    }
+    {
+        let mut later = tx.prepare_cached(
+            "UPDATE outbox SET priority = 1 WHERE flow = ?1 AND direction = ?2 AND source_id = ?3",
+        )?;
+        for (flow, direction, source_id) in &plan.backfill {
+            later.execute(params![flow, direction.as_str(), source_id])?;
+        }
+    }
     for d in &plan.dead_letters {
-        insert_dead_letter(tx, d, now_ms)?;
+        insert_dead_letter(tx, d, None, now_ms)?;
+    }
+    for (d, w) in &plan.quarantined {
+        insert_dead_letter(tx, d, Some(w), now_ms)?;
     }
     for l in &plan.ledger {
         insert_ledger(
@@ -255,6 +327,32 @@ pub(super) fn commit_plan(
     for o in &plan.observations {
         upsert_link_state(tx, &o.flow, &o.source_id, o.side, &o.state, None, now_ms)?;
     }
+    {
+        let mut version = tx.prepare_cached(
+            "INSERT INTO links (flow, source_id, updated_ms, source_modified_ms, target_modified_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (flow, source_id) DO UPDATE SET
+                source_modified_ms = MAX(COALESCE(links.source_modified_ms, excluded.source_modified_ms),
+                                         COALESCE(excluded.source_modified_ms, links.source_modified_ms)),
+                target_modified_ms = MAX(COALESCE(links.target_modified_ms, excluded.target_modified_ms),
+                                         COALESCE(excluded.target_modified_ms, links.target_modified_ms))",
+        )?;
+        for (flow, source_id, side, ms) in &plan.versions {
+            let (source_ms, target_ms) = match side {
+                Direction::ToSource => (Some(*ms), None),
+                Direction::ToTarget => (None, Some(*ms)),
+            };
+            version.execute(params![flow, source_id, now_ms, source_ms, target_ms])?;
+        }
+    }
+    {
+        let mut cancel = tx.prepare_cached(
+            "DELETE FROM outbox WHERE flow = ?1 AND direction = ?2 AND source_id = ?3",
+        )?;
+        for (flow, direction, source_id) in &plan.cancelled {
+            cancel.execute(params![flow, direction.as_str(), source_id])?;
+        }
+    }
     let mut done = tx.prepare_cached(
         "UPDATE inbox SET state = 'done', processed_ms = ?2 WHERE id = ?1 AND state = 'pending'",
     )?;
@@ -264,14 +362,21 @@ pub(super) fn commit_plan(
     Ok(())
 }
 
-fn insert_dead_letter(
+/// Inserts a dead letter; `write` (outbox failures) is kept whole so the write can be replayed.
+pub(super) fn insert_dead_letter(
     tx: &Transaction<'_>,
     d: &super::DeadLetter,
+    write: Option<&PlannedWrite>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    let write = write.map(super::dlq::write_to_json).transpose()?;
+    // An inbox failure remembers the version's modification time, from its pending inbox row.
     tx.prepare_cached(
-        "INSERT INTO dead_letters (origin, flow, system, object, record_id, payload, reason, attempts, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO dead_letters (origin, flow, system, object, record_id, payload, reason, attempts,
+                                   created_ms, write, modified_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                 (SELECT modified_ms FROM inbox WHERE system = ?3 AND object = ?4 AND record_id = ?5
+                  AND state = 'pending' ORDER BY id DESC LIMIT 1))",
     )?
     .execute(params![
         d.origin,
@@ -282,7 +387,8 @@ fn insert_dead_letter(
         serde_json::to_string(&d.payload)?,
         d.reason,
         d.attempts,
-        now_ms
+        now_ms,
+        write,
     ])?;
     Ok(())
 }
@@ -326,7 +432,7 @@ pub(super) fn due_outbox(
 ) -> Result<Vec<OutboxItem>, StoreError> {
     query_outbox(
         conn,
-        "WHERE system = ?1 AND next_attempt_ms <= ?2 ORDER BY next_attempt_ms, id LIMIT ?3",
+        "WHERE system = ?1 AND next_attempt_ms <= ?2 ORDER BY priority, next_attempt_ms, id LIMIT ?3",
         params![system.as_str(), now_ms, limit as i64],
     )
 }
@@ -454,6 +560,7 @@ pub(super) fn complete_writes(
                         reason: error.clone(),
                         attempts: w.attempts + 1,
                     },
+                    Some(&w.write),
                     now_ms,
                 )?;
                 insert_ledger(
@@ -495,6 +602,65 @@ pub(super) fn next_outbox_due(conn: &Connection) -> Result<Option<i64>, StoreErr
         .query_row([], |r| r.get(0))?)
 }
 
+pub(super) fn set_size_limit(conn: &Connection, max_bytes: Option<u64>) -> Result<(), StoreError> {
+    /// SQLite's own ceiling on the page count.
+    const NO_LIMIT: i64 = 4_294_967_294;
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let pages = max_bytes.map_or(NO_LIMIT, |b| {
+        (i64::try_from(b).unwrap_or(i64::MAX) / page_size.max(1)).clamp(1, NO_LIMIT)
+    });
+    // SQLite never lowers the cap below the current size; the next growth then fails.
+    conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+    Ok(())
+}
+
+pub(super) fn set_connection_hold(
+    tx: &Transaction<'_>,
+    system: SystemKind,
+    state: &str,
+    detail: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO connection_holds (system, state, detail, since_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (system) DO UPDATE SET state = excluded.state, detail = excluded.detail,
+            since_ms = excluded.since_ms",
+    )?
+    .execute(params![system.as_str(), state, detail, now_ms])?;
+    Ok(())
+}
+
+pub(super) fn resume_outbox(
+    tx: &Transaction<'_>,
+    system: SystemKind,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE outbox SET next_attempt_ms = ?2 WHERE system = ?1 AND next_attempt_ms > ?2",
+    )?
+    .execute(params![system.as_str(), now_ms])?;
+    Ok(())
+}
+
+pub(super) fn clear_connection_hold(
+    tx: &Transaction<'_>,
+    system: SystemKind,
+) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM connection_holds WHERE system = ?1")?
+        .execute(params![system.as_str()])?;
+    Ok(())
+}
+
+/// A connection prmsync has paused, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldStatus {
+    pub system: String,
+    /// `needs_reauth`: the credential was refused; re-authorise or load a new one.
+    pub state: String,
+    pub detail: String,
+    pub since_secs: i64,
+}
+
 /// Counts for one (system, object) cursor.
 #[derive(Debug, Clone, Serialize)]
 pub struct CursorStatus {
@@ -527,6 +693,8 @@ pub struct StatusReport {
     pub links: i64,
     pub last_errors: Vec<String>,
     pub ledger: Vec<FlowCounts>,
+    /// Paused connections (empty when every connection runs).
+    pub holds: Vec<HoldStatus>,
 }
 
 pub(super) fn status(conn: &Connection, now_ms: i64) -> Result<StatusReport, StoreError> {
@@ -586,7 +754,31 @@ pub(super) fn status(conn: &Connection, now_ms: i64) -> Result<StatusReport, Sto
             ledger.push(r?);
         }
     }
+    let mut holds = Vec::new();
+    // A state file from before the holds step (status never migrates) has no such table.
+    let has_holds: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'connection_holds'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_holds > 0 {
+        let mut stmt = conn.prepare(
+            "SELECT system, state, detail, since_ms FROM connection_holds ORDER BY system",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(HoldStatus {
+                system: r.get(0)?,
+                state: r.get(1)?,
+                detail: r.get(2)?,
+                since_secs: (now_ms - r.get::<_, i64>(3)?) / 1000,
+            })
+        })?;
+        for r in rows {
+            holds.push(r?);
+        }
+    }
     Ok(StatusReport {
+        holds,
         schema_version: conn.query_row("PRAGMA user_version", [], |r| r.get(0))?,
         cursors,
         inbox_pending: count("SELECT COUNT(*) FROM inbox WHERE state = 'pending'")?,

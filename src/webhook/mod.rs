@@ -14,12 +14,18 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::engine::Clock;
+use crate::failpoint::FailPoints;
 use crate::model::{Change, ChangeKind, ObjectRef, Record, SystemKind};
 use crate::store::Store;
+
+/// Webhook requests stored at once before new ones get 503 (the store commits one at a time).
+pub const MAX_INFLIGHT_WEBHOOKS: usize = 64;
+/// Seconds a sender is asked to wait after a 503.
+const RETRY_AFTER_SECS: u32 = 30;
 
 /// The header carrying prmsync's HMAC for PRM webhooks.
 pub const PRM_SIGNATURE_HEADER: &str = "X-Prmsync-Signature";
@@ -35,6 +41,10 @@ pub struct WebhookState {
     pub hubspot_secret: Option<SecretString>,
     pub partnerstack_secret: Option<SecretString>,
     pub clock: Clock,
+    pub failpoints: FailPoints,
+    /// Webhook requests being stored at once; beyond it a request gets 503 + Retry-After at
+    /// once instead of waiting in memory.
+    pub intake: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for WebhookState {
@@ -77,23 +87,33 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Stores the changes durably, then answers 200; a store failure answers 503 so the sender retries.
+fn unavailable(message: &str) -> Response {
+    let mut r = reject(StatusCode::SERVICE_UNAVAILABLE, message);
+    r.headers_mut()
+        .insert("retry-after", RETRY_AFTER_SECS.into());
+    r
+}
+
+/// Stores the changes durably, then answers 200; a store failure answers 503 so the sender
+/// retries, and marks prmsync not ready until a write succeeds again. Beyond
+/// [`MAX_INFLIGHT_WEBHOOKS`] requests at once, 503 without waiting.
 async fn stage(s: &WebhookState, changes: Vec<Change>) -> Response {
+    let Ok(_permit) = s.intake.clone().try_acquire_owned() else {
+        return unavailable("too many webhook requests at once; retry later");
+    };
     let n = changes.len();
     match s.store.stage_changes(changes, None, (s.clock)()).await {
         Ok(new) => {
+            s.failpoints.hit("webhook.after_commit");
+            s.ready.store(true, Ordering::Relaxed);
             s.wake.notify_one();
             tracing::info!(received = n, new, "webhook events stored");
             (StatusCode::OK, Json(json!({ "received": n, "new": new }))).into_response()
         }
         Err(e) => {
+            s.ready.store(false, Ordering::Relaxed);
             tracing::error!(error = %e, "cannot store webhook events; asking the sender to retry");
-            let mut r = reject(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily unable to store events",
-            );
-            r.headers_mut().insert("retry-after", 30.into());
-            r
+            unavailable("temporarily unable to store events")
         }
     }
 }

@@ -85,3 +85,74 @@ where
         );
     }
 }
+
+/// Like [`wait_until`], but `check` says why it is not there yet; the last reason is in the panic.
+pub async fn wait_ok<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut every = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        every.tick().await;
+        let why = match check().await {
+            Ok(()) => return,
+            Err(why) => why,
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}: {why}"
+        );
+    }
+}
+
+impl World {
+    /// The end state every guarantee promises, checked by counting at the simulators: each
+    /// PartnerStack deal is exactly one HubSpot deal, created once, with every mapped field equal
+    /// to its mapped value, and the CRM-owned fields mapped back onto the partner's deal.
+    pub fn converged(&self) -> Result<(), String> {
+        use prmsync::mapping::{MappingSet, Op};
+        use serde_json::Value;
+        let set = MappingSet::builtin().map_err(|e| e.to_string())?;
+        let m = &set.mappings[0];
+        let prm = self.ps.deals();
+        let crm = self.hs.objects("deals");
+        if crm.len() != prm.len() {
+            return Err(format!(
+                "{} HubSpot deals for {} PartnerStack deals",
+                crm.len(),
+                prm.len()
+            ));
+        }
+        let writes = self.hs.writes("deals");
+        let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+        for deal in &prm {
+            let key = deal.get("key").and_then(Value::as_str).unwrap_or_default();
+            let (creates, _) = writes.get(key).copied().unwrap_or_default();
+            if creates != 1 {
+                return Err(format!("{key} was created {creates} times in HubSpot"));
+            }
+            let Some(hs) = self.hs.find("deals", "prm_deal_id", key) else {
+                return Err(format!("{key} has no HubSpot deal"));
+            };
+            let want = m.to_target(deal, Op::Update).map_err(|e| e.to_string())?;
+            for (field, v) in &want {
+                let have = hs.get(field).map(text);
+                if have.as_deref() != Some(text(v).as_str()) {
+                    return Err(format!("{key}.{field}: HubSpot has {have:?}, mapped {v}"));
+                }
+            }
+            let back = m.to_source(&hs).map_err(|e| e.to_string())?;
+            for (field, v) in &back {
+                if deal.get(field) != Some(v) {
+                    return Err(format!(
+                        "{key}.{field}: PartnerStack has {:?}, HubSpot maps back to {v}",
+                        deal.get(field)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

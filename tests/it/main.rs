@@ -5,7 +5,9 @@ mod cli;
 mod compat;
 mod connector_contract;
 mod connectors;
+mod crash;
 mod crm_facts;
+mod guarantees;
 // Helpers are shared by every test module; not each branch uses all of them.
 #[allow(dead_code, unused_imports)]
 mod harness;

@@ -564,6 +564,7 @@ fn the_planner_applies_filters_and_delete_policies() {
             .cloned()
             .unwrap_or_default(),
         source_state: serde_json::Map::new(),
+        ..Link::default()
     };
     let rec = |stage: &str| Record {
         id: "deal_1".into(),

@@ -125,6 +125,7 @@ impl HubSpot {
                 limit: Some(api::SEARCH_LIMIT),
                 after: after.clone(),
             };
+            self.pace_search().await;
             let (_, body) = self
                 .send(
                     self.http

@@ -65,7 +65,13 @@ pub struct HubSpot {
     auth: Arc<Auth>,
     limits: Arc<Mutex<RateLimits>>,
     search_cap: usize,
+    /// Paces searches under HubSpot's four per second per token.
+    searches: Arc<governor::DefaultDirectRateLimiter>,
 }
+
+/// HubSpot allows four search requests per second per token; one every 300 ms leaves a margin
+/// for network jitter (a fifth inside the second gets a secondly 429 and a 10 s window).
+const SEARCH_EVERY: std::time::Duration = std::time::Duration::from_millis(300);
 
 impl HubSpot {
     /// `base` is the API host, e.g. `https://api.hubapi.com`; `token` a private-app token.
@@ -93,7 +99,16 @@ impl HubSpot {
             auth: Arc::new(auth),
             limits: Arc::default(),
             search_cap: SEARCH_CAP,
+            searches: Arc::new(governor::RateLimiter::direct(
+                governor::Quota::with_period(SEARCH_EVERY)
+                    .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN)),
+            )),
         }
+    }
+
+    /// Waits for the next search slot (see [`SEARCH_EVERY`]).
+    pub(crate) async fn pace_search(&self) {
+        self.searches.until_ready().await;
     }
 
     /// Reads at most `cap` results per search window (HubSpot's cap is 10,000; tests lower it).
@@ -287,6 +302,7 @@ impl HubSpot {
             limit: Some(api::SEARCH_LIMIT),
             after: page.map(str::to_owned),
         };
+        self.pace_search().await;
         let (_, body) = self
             .send(
                 self.http
@@ -339,6 +355,7 @@ impl HubSpot {
                     limit: Some(api::SEARCH_LIMIT),
                     after: after.take(),
                 };
+                self.pace_search().await;
                 let (_, body) = self
                     .send(
                         self.http
