@@ -160,19 +160,10 @@ async fn hubspot(
     if let Err(e) = verified {
         return reject(StatusCode::UNAUTHORIZED, e.to_string());
     }
-    let events: Vec<Value> = match serde_json::from_slice(&body) {
-        Ok(Value::Array(a)) => a,
-        Ok(_) => return reject(StatusCode::BAD_REQUEST, "expected a JSON array of events"),
-        Err(e) => return reject(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
+    let changes = match parse_hubspot_events(&body) {
+        Ok(c) => c,
+        Err(e) => return reject(StatusCode::BAD_REQUEST, e),
     };
-    let mut changes = Vec::with_capacity(events.len());
-    for (i, ev) in events.into_iter().enumerate() {
-        match hubspot_change(ev) {
-            Ok(Some(c)) => changes.push(c),
-            Ok(None) => {}
-            Err(e) => return reject(StatusCode::BAD_REQUEST, format!("event {i}: {e}")),
-        }
-    }
     stage(&s, changes).await
 }
 
