@@ -22,6 +22,7 @@ pub mod connector;
 pub mod demo;
 pub mod engine;
 pub mod failpoint;
+pub mod file_error;
 pub mod mapping;
 pub mod model;
 pub mod ops;

@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 
+use crate::file_error::line_col;
+
 use jiff::tz::TimeZone;
 use serde::Deserialize;
 use toml::Spanned;
@@ -152,14 +154,6 @@ impl Errs<'_> {
             hint: hint.map(str::to_owned),
         });
     }
-}
-
-/// 1-based line and column of a byte offset.
-pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
 }
 
 pub(super) fn compile(file: &str, text: &str) -> Result<Mapping, Vec<MappingError>> {
@@ -1073,15 +1067,4 @@ fn example(raw: &Spanned<RawExample>, key: &str, errs: &mut Errs<'_>) -> Option<
         expect_error: e.expect_error.clone(),
         expect_filtered: e.expect_filtered,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn line_col_counts_from_one() {
-        assert_eq!(line_col("ab\ncd", 0), (1, 1));
-        assert_eq!(line_col("ab\ncd", 4), (2, 2));
-    }
 }

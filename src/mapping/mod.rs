@@ -276,29 +276,7 @@ pub struct Example {
 }
 
 /// One problem in a mapping file, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MappingError {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    pub key: String,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl fmt::Display for MappingError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}: {}",
-            self.file, self.line, self.column, self.key, self.message
-        )?;
-        if let Some(h) = &self.hint {
-            write!(f, " (hint: {h})")?;
-        }
-        Ok(())
-    }
-}
+pub type MappingError = crate::file_error::FileError;
 
 /// Every problem found in a mapping set.
 #[derive(Debug, Clone, PartialEq, Eq)]

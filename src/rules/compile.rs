@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 
+use crate::file_error::line_col;
+
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
@@ -170,14 +172,6 @@ impl Errs<'_> {
     fn line(&self, span: Range<usize>) -> usize {
         line_col(self.text, span.start).0
     }
-}
-
-/// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
 }
 
 /// The line a table header `[name]` is written on, for tables given as sections.

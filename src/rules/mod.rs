@@ -399,29 +399,7 @@ pub struct ExpectedDecision {
 }
 
 /// One problem in a rules file, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RulesError {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    pub key: String,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl fmt::Display for RulesError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}: {}",
-            self.file, self.line, self.column, self.key, self.message
-        )?;
-        if let Some(h) = &self.hint {
-            write!(f, " (hint: {h})")?;
-        }
-        Ok(())
-    }
-}
+pub type RulesError = crate::file_error::FileError;
 
 /// Every problem found in a rules file. Never retryable: the file must be fixed.
 #[derive(Debug, Clone, PartialEq, Eq)]
