@@ -52,6 +52,20 @@ pub fn render(r: &StatusReport) -> String {
             ));
         }
     }
+    if !r.registrations.is_empty() {
+        let counts: Vec<String> = r
+            .registrations
+            .iter()
+            .map(|(status, n)| format!("{n} {status}"))
+            .collect();
+        lines.push(format!("registrations: {}", counts.join(", ")));
+        if r.reviews_pending > 0 {
+            lines.push(format!(
+                "  {} waiting for review (prmsync review list)",
+                r.reviews_pending
+            ));
+        }
+    }
     if !r.last_errors.is_empty() {
         lines.push("recent errors:".into());
         for e in &r.last_errors {

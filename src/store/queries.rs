@@ -695,6 +695,10 @@ pub struct StatusReport {
     pub ledger: Vec<FlowCounts>,
     /// Paused connections (empty when every connection runs).
     pub holds: Vec<HoldStatus>,
+    /// Deal registrations by decision status (`undecided` when not decided yet).
+    pub registrations: Vec<(String, i64)>,
+    /// Registrations waiting for a person (`prmsync review list`).
+    pub reviews_pending: i64,
 }
 
 pub(super) fn status(conn: &Connection, now_ms: i64) -> Result<StatusReport, StoreError> {
@@ -777,7 +781,28 @@ pub(super) fn status(conn: &Connection, now_ms: i64) -> Result<StatusReport, Sto
             holds.push(r?);
         }
     }
+    let mut registrations = Vec::new();
+    let has_registrations: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'registrations'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_registrations > 0 {
+        let mut stmt = conn.prepare(
+            "SELECT COALESCE(status, 'undecided'), COUNT(*) FROM registrations
+             GROUP BY 1 ORDER BY 1",
+        )?;
+        for r in stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            registrations.push(r?);
+        }
+    }
+    let reviews_pending = registrations
+        .iter()
+        .find(|(status, _)| status == "review")
+        .map_or(0, |(_, n)| *n);
     Ok(StatusReport {
+        registrations,
+        reviews_pending,
         holds,
         schema_version: conn.query_row("PRAGMA user_version", [], |r| r.get(0))?,
         cursors,

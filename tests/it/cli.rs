@@ -94,6 +94,18 @@ fn demo_syncs_and_status_reads_its_state() {
     assert_eq!(report["links"], 24);
     assert_eq!(report["dead_letters"], 0);
     assert_eq!(report["outbox_depth"], 0);
+    let decided: i64 = report["registrations"]
+        .as_array()
+        .expect("registrations by status")
+        .iter()
+        .map(|pair| pair[1].as_i64().unwrap_or_default())
+        .sum();
+    assert_eq!(
+        decided, 12,
+        "every registration is counted under its decision"
+    );
+    let o = prmsync(&["status", "--state", state], &[]);
+    assert!(text(&o).contains("registrations:"), "{}", text(&o));
 }
 
 #[test]
