@@ -24,6 +24,7 @@ pub mod engine;
 pub mod failpoint;
 pub mod file_error;
 pub mod mapping;
+pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod registrations_cli;

@@ -62,6 +62,7 @@ pub fn router(state: WebhookState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/webhooks/hubspot", post(hubspot))
         .route("/webhooks/partnerstack", post(partnerstack))
         .layer(DefaultBodyLimit::disable())
@@ -74,6 +75,32 @@ async fn readyz(State(s): State<WebhookState>) -> Response {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+/// Prometheus metrics from the state file (`crate::metrics`); 503 when the store cannot answer.
+async fn metrics(State(s): State<WebhookState>) -> Response {
+    let report = match s.store.status((s.clock)()).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: the state file did not answer");
+            return unavailable("the state file did not answer");
+        }
+    };
+    match crate::metrics::render(&report) {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics: encoding failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed").into_response()
+        }
     }
 }
 

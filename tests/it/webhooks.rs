@@ -51,6 +51,35 @@ async fn health_endpoints_answer() {
 }
 
 #[tokio::test]
+async fn metrics_expose_queue_depths_cursors_and_decisions() {
+    let w = World::seeded(6).await;
+    let d = w.daemon().await;
+    d.run_until_idle().await.unwrap();
+    let resp = client()
+        .get(format!("http://{}/metrics", d.http_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    for line in [
+        "prmsync_inbox_pending 0",
+        "prmsync_outbox_depth 0",
+        "prmsync_dead_letters 0",
+        "# TYPE prmsync_cursor_age_seconds gauge",
+        "prmsync_ledger_actions_total{flow=\"deal-registration\",direction=\"to_target\",action=\"created\"} 6",
+    ] {
+        assert!(text.contains(line), "{line:?} in:\n{text}");
+    }
+    assert!(
+        text.contains("prmsync_cursor_age_seconds{system=\"partnerstack\",object=\"deals\"}"),
+        "{text}"
+    );
+    assert!(text.contains("prmsync_registrations{status="), "{text}");
+    d.shutdown().await;
+}
+
+#[tokio::test]
 async fn hubspot_webhooks_are_verified_before_anything_is_stored() {
     let w = World::seeded(0).await;
     let d = w.daemon().await;

@@ -1,0 +1,127 @@
+//! Prometheus metrics for `GET /metrics`, built from the state file's status on each scrape, so
+//! the numbers are the store's own (queue depths, cursor ages, dead letters, paused connections).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::store::StatusReport;
+
+type Labels = Vec<(String, String)>;
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    let g: Gauge = Gauge::default();
+    g.set(value);
+    registry.register(name, help, g);
+}
+
+/// Renders the report in the Prometheus text exposition format.
+pub fn render(r: &StatusReport) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    gauge(
+        &mut registry,
+        "prmsync_inbox_pending",
+        "Staged changes not planned yet",
+        r.inbox_pending,
+    );
+    gauge(
+        &mut registry,
+        "prmsync_outbox_depth",
+        "Planned writes not delivered yet",
+        r.outbox_depth,
+    );
+    gauge(
+        &mut registry,
+        "prmsync_outbox_retrying",
+        "Queued writes that failed at least once",
+        r.outbox_retrying,
+    );
+    gauge(
+        &mut registry,
+        "prmsync_outbox_oldest_age_seconds",
+        "Age of the oldest queued write (0 when the outbox is empty)",
+        r.outbox_oldest_age_secs.unwrap_or(0),
+    );
+    gauge(
+        &mut registry,
+        "prmsync_dead_letters",
+        "Records waiting in the dead letters",
+        r.dead_letters,
+    );
+    gauge(
+        &mut registry,
+        "prmsync_links",
+        "Linked record pairs across all flows",
+        r.links,
+    );
+    gauge(
+        &mut registry,
+        "prmsync_reviews_pending",
+        "Deal registrations waiting for a manual review",
+        r.reviews_pending,
+    );
+
+    let cursor_age = Family::<Labels, Gauge>::default();
+    for c in &r.cursors {
+        cursor_age
+            .get_or_create(&vec![
+                ("system".into(), c.system.clone()),
+                ("object".into(), c.object.clone()),
+            ])
+            .set(c.age_secs);
+    }
+    registry.register(
+        "prmsync_cursor_age_seconds",
+        "Seconds since the incremental-read cursor last moved",
+        cursor_age,
+    );
+
+    let paused = Family::<Labels, Gauge>::default();
+    for h in &r.holds {
+        paused
+            .get_or_create(&vec![
+                ("system".into(), h.system.clone()),
+                ("state".into(), h.state.clone()),
+            ])
+            .set(1);
+    }
+    registry.register(
+        "prmsync_connection_paused",
+        "1 for each connection paused (needs re-authorisation, rate limited)",
+        paused,
+    );
+
+    let registrations = Family::<Labels, Gauge>::default();
+    for (status, n) in &r.registrations {
+        registrations
+            .get_or_create(&vec![("status".into(), status.clone())])
+            .set(*n);
+    }
+    registry.register(
+        "prmsync_registrations",
+        "Deal registrations by rules-of-engagement decision",
+        registrations,
+    );
+
+    let ledger = Family::<Labels, Counter>::default();
+    for l in &r.ledger {
+        ledger
+            .get_or_create(&vec![
+                ("flow".into(), l.flow.clone()),
+                ("direction".into(), l.direction.clone()),
+                ("action".into(), l.action.clone()),
+            ])
+            .inc_by(u64::try_from(l.count).unwrap_or(0));
+    }
+    registry.register(
+        "prmsync_ledger_actions",
+        "What the engine decided and did, per flow, direction and action",
+        ledger,
+    );
+
+    let mut out = String::new();
+    encode(&mut out, &registry)?;
+    Ok(out)
+}
