@@ -125,17 +125,7 @@ impl HubSpot {
                 limit: Some(api::SEARCH_LIMIT),
                 after: after.clone(),
             };
-            self.pace_search().await;
-            let (_, body) = self
-                .send(
-                    self.http
-                        .post(self.url(&format!("crm/v3/objects/{object}/search")))
-                        .json(&req),
-                )
-                .await?;
-            let resp: api::SearchResponse = serde_json::from_str(&body).map_err(|e| {
-                ConnectorError::Transient(format!("unexpected HubSpot search shape: {e}"))
-            })?;
+            let resp = self.search(object, &req).await?;
             all.extend(resp.results);
             after = resp.paging.and_then(|p| p.next).map(|n| n.after);
             match &after {

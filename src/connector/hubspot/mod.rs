@@ -106,8 +106,26 @@ impl HubSpot {
         }
     }
 
+    /// One paced `POST /crm/v3/objects/{object}/search`.
+    pub(crate) async fn search(
+        &self,
+        object: &str,
+        req: &api::SearchRequest,
+    ) -> Result<api::SearchResponse, ConnectorError> {
+        self.pace_search().await;
+        let (_, body) = self
+            .send(
+                self.http
+                    .post(self.url(&format!("crm/v3/objects/{object}/search")))
+                    .json(req),
+            )
+            .await?;
+        serde_json::from_str(&body)
+            .map_err(|e| ConnectorError::Transient(format!("unexpected HubSpot search shape: {e}")))
+    }
+
     /// Waits for the next search slot (see [`SEARCH_EVERY`]).
-    pub(crate) async fn pace_search(&self) {
+    async fn pace_search(&self) {
         self.searches.until_ready().await;
     }
 
@@ -302,17 +320,7 @@ impl HubSpot {
             limit: Some(api::SEARCH_LIMIT),
             after: page.map(str::to_owned),
         };
-        self.pace_search().await;
-        let (_, body) = self
-            .send(
-                self.http
-                    .post(self.url(&format!("crm/v3/objects/{object}/search")))
-                    .json(&req),
-            )
-            .await?;
-        let resp: api::SearchResponse = serde_json::from_str(&body).map_err(|e| {
-            ConnectorError::Transient(format!("unexpected HubSpot search shape: {e}"))
-        })?;
+        let resp = self.search(object, &req).await?;
         let records = resp
             .results
             .into_iter()
@@ -355,17 +363,7 @@ impl HubSpot {
                     limit: Some(api::SEARCH_LIMIT),
                     after: after.take(),
                 };
-                self.pace_search().await;
-                let (_, body) = self
-                    .send(
-                        self.http
-                            .post(self.url(&format!("crm/v3/objects/{object}/search")))
-                            .json(&req),
-                    )
-                    .await?;
-                let resp: api::SearchResponse = serde_json::from_str(&body).map_err(|e| {
-                    ConnectorError::Transient(format!("unexpected HubSpot search shape: {e}"))
-                })?;
+                let resp = self.search(object, &req).await?;
                 found.extend(resp.results.into_iter().map(|o| {
                     let created_ms = o
                         .created_at
