@@ -1,6 +1,7 @@
 //! PartnerStack REST v2 simulator: deals, partnerships, customers and leads lists with
 //! `min_updated` filters, `starting_after` paging (limit 1-250), epoch-millisecond times, amounts
-//! in cents, `PATCH /api/v2/deals/{key}` (key or external key), bearer-key auth, faults.
+//! in cents, `PATCH /api/v2/deals/{key}` (key or external key), bearer-key or Basic
+//! (public:secret key) auth, faults.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -70,6 +71,8 @@ pub struct PartnerStackSim {
     clock: Arc<SimClock>,
     turbulence: Arc<Turbulence>,
     api_key: Arc<str>,
+    /// With a public key, Basic `public:secret` is accepted besides the bearer secret key.
+    public_key: Option<Arc<str>>,
     stages: Arc<[String]>,
 }
 
@@ -80,6 +83,7 @@ impl PartnerStackSim {
             clock: Arc::default(),
             turbulence: Arc::default(),
             api_key: api_key.into(),
+            public_key: None,
             stages: [
                 "submitted",
                 "approved",
@@ -93,6 +97,26 @@ impl PartnerStackSim {
             .map(|s| (*s).to_owned())
             .collect(),
         }
+    }
+
+    /// Also accepts HTTP Basic auth with `public_key` as the user and the API key as password.
+    pub fn with_public_key(mut self, public_key: &str) -> Self {
+        self.public_key = Some(public_key.into());
+        self
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        use base64::Engine as _;
+        let got = headers.get("authorization").and_then(|v| v.to_str().ok());
+        let bearer = format!("Bearer {}", self.api_key);
+        let basic = self.public_key.as_ref().map(|p| {
+            let pair = format!("{p}:{}", self.api_key);
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
+        });
+        got == Some(bearer.as_str()) || (got.is_some() && got == basic.as_deref())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -198,8 +222,7 @@ impl PartnerStackSim {
     fn gate(&self, headers: &HeaderMap) -> Result<(), Response> {
         let mut inner = self.lock();
         inner.stats.requests += 1;
-        let expected = format!("Bearer {}", self.api_key);
-        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        if !self.authorized(headers) {
             inner.stats.unauthorized += 1;
             return Err(error(
                 StatusCode::UNAUTHORIZED,

@@ -310,6 +310,7 @@ async fn salesforce_accounts_are_matched_by_website_domain() {
             client_secret: Some(SecretString::from("secret")),
             refresh_token: SecretString::from("5Aep.r"),
         },
+        audience: None,
     });
     let site = json!({"Name": "ACME (old)", "Website": "https://www.acme.example"});
     let acme = sim.insert("Account", site.as_object().cloned().unwrap_or_default());

@@ -1,4 +1,4 @@
-//! PartnerStack (PRM) connector: API-key auth, `starting_after` paging with `min_updated` over
+//! PartnerStack (PRM) connector: API-key auth (bearer secret key, or Basic public:secret key), `starting_after` paging with `min_updated` over
 //! deals, partnerships, customers and leads, epoch-millisecond timestamps, and `PATCH /deals/{key}`
 //! for write-back. Amounts are integer cents on the wire; mappings scale them (`scale = -2`).
 
@@ -18,6 +18,8 @@ pub struct PartnerStack {
     http: reqwest::Client,
     base: Url,
     api_key: SecretString,
+    /// With a public key, requests use Basic auth (public key : secret key).
+    public_key: Option<SecretString>,
 }
 
 impl PartnerStack {
@@ -27,6 +29,24 @@ impl PartnerStack {
             http,
             base,
             api_key,
+            public_key: None,
+        }
+    }
+
+    /// Uses HTTP Basic auth with `public_key` as the user and the API (secret) key as the
+    /// password, as PartnerStack's reference pages show, instead of a bearer key.
+    pub fn with_basic_auth(mut self, public_key: SecretString) -> Self {
+        self.public_key = Some(public_key);
+        self
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.public_key {
+            Some(public) => req.basic_auth(
+                public.expose_secret(),
+                Some(self.api_key.expose_secret()),
+            ),
+            None => req.bearer_auth(self.api_key.expose_secret()),
         }
     }
 
@@ -42,8 +62,8 @@ impl PartnerStack {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ConnectorError> {
-        let resp = req
-            .bearer_auth(self.api_key.expose_secret())
+        let resp = self
+            .authorize(req)
             .send()
             .await
             .map_err(transport)?;
