@@ -110,6 +110,12 @@ async fn an_existing_company_with_the_same_domain_is_linked_and_updated_not_dupl
     let writes = w.hs.writes("companies");
     assert_eq!(writes.get("part_7").map_or(0, |c| c.0), 0, "{writes:?}");
     assert_eq!(writes.get(&acme).map(|c| c.0), Some(0), "updated by id");
+    assert!(
+        w.hs.request_log()
+            .iter()
+            .any(|r| r.method == "POST" && r.path == "/crm/v3/objects/companies/batch/update"),
+        "linking uses the documented by-id batch/update"
+    );
     assert_eq!(writes.get("part_8").map(|c| c.0), Some(1), "newco created");
     assert_eq!(
         link_target(&w.state_path(), "part_7").as_deref(),
