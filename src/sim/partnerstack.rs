@@ -196,6 +196,16 @@ impl PartnerStackSim {
         self.lock().deals.get(key).cloned()
     }
 
+    /// A deal's custom `fields` array as a map from key to value (for assertions).
+    pub fn custom_fields(&self, key: &str) -> Map<String, Value> {
+        self.deal(key)
+            .and_then(|d| d.get("fields").and_then(Value::as_array).cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| Some((e.get("key")?.as_str()?.to_owned(), e.get("value")?.clone())))
+            .collect()
+    }
+
     /// All deals, by key.
     pub fn deals(&self) -> Vec<Map<String, Value>> {
         self.lock().deals.values().cloned().collect()
@@ -367,6 +377,15 @@ async fn get_deal(
     }
 }
 
+/// The deal reference's `fields`: an array of objects (`{"key", "value"}` here).
+fn custom_fields_valid(v: &Value) -> bool {
+    v.as_array().is_some_and(|items| {
+        items
+            .iter()
+            .all(|e| e.get("key").and_then(Value::as_str).is_some())
+    })
+}
+
 fn find<'a>(
     deals: &'a BTreeMap<String, Map<String, Value>>,
     key: &str,
@@ -402,6 +421,12 @@ async fn patch_deal(
             return error(
                 StatusCode::BAD_REQUEST,
                 "stage must appear in Deals Stage list found in group settings",
+            );
+        }
+        if k == "fields" && !custom_fields_valid(v) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "fields must be an array of objects, each with a string key",
             );
         }
         if k == "amount" && !(v.is_i64() || v.is_null()) {

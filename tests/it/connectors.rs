@@ -1166,6 +1166,48 @@ mod partnerstack {
         assert_eq!(sim.stats().unauthorized, 1);
     }
 
+    /// Custom `fields` go out as the contract's array, merged into the deal as it is at write
+    /// time: a partner's edit after the poll survives, and only prmsync's entries change.
+    #[tokio::test]
+    async fn partnerstack_custom_fields_are_an_array_merged_into_a_fresh_read() {
+        let (sim, server, conn) = start().await;
+        let mut deal = seed::deals(1, 1).remove(0);
+        deal.insert(
+            "fields".into(),
+            json!([{"key": "partner_note", "value": "first"}]),
+        );
+        let key = sim.upsert_deal(deal);
+        let polled = conn.read_changes("deals", 0, None).await.expect("poll");
+        assert_eq!(polled.records.len(), 1);
+        // The partner edits the deal after prmsync polled it.
+        let mut edited = sim.deal(&key).expect("deal");
+        edited.insert(
+            "fields".into(),
+            json!([{"key": "partner_note", "value": "edited"}]),
+        );
+        sim.upsert_deal(edited);
+        let owned = json!({"fields": {"registration_status": "approved"}});
+        let w = WriteRequest {
+            key: key.clone(),
+            id_property: None,
+            target_id: None,
+            fields: owned.as_object().cloned().unwrap_or_default(),
+        };
+        conn.write("deals", &[w]).await.remove(0).expect("patched");
+        let f = sim.custom_fields(&key);
+        assert_eq!(f["partner_note"], "edited", "the partner's edit is kept");
+        assert_eq!(f["registration_status"], "approved");
+        // The simulator refuses the object form, as the contract's array type does.
+        let bad = reqwest::Client::new()
+            .patch(server.url(&format!("/api/v2/deals/{key}")))
+            .bearer_auth(KEY)
+            .json(&json!({"fields": {"registration_status": "x"}}))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(bad.status().as_u16(), 400);
+    }
+
     /// `partnerstack.public_key` switches to HTTP Basic (public key : secret key), which the
     /// vendor's reference pages show; a wrong pair is an auth error.
     #[tokio::test]
