@@ -237,7 +237,9 @@ async fn salesforce_jwt_audience_is_the_login_url_when_the_token_goes_to_a_my_do
         audience: None,
     });
     let (_, crm) = prmsync::app::connectors(&config, None).expect("connectors");
-    crm.health().await.expect("the assertion names the login URL");
+    crm.health()
+        .await
+        .expect("the assertion names the login URL");
     assert_eq!(sim.stats().jwt_grants, 1);
 }
 

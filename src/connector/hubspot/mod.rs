@@ -274,9 +274,24 @@ impl HubSpot {
             .await?;
         let read = read.saturating_add(page.records.len());
         let last_ms = page.records.last().map(|r| r.modified_ms);
-        page.next_page = next_page(window, read, page.next_page.take(), last_ms, self.search_cap);
-        if page.next_page.as_deref().is_some_and(|p| p.ends_with(":0:")) {
-            tracing::debug!(object, window, ?last_ms, "search window near the cap; moving it");
+        page.next_page = next_page(
+            window,
+            read,
+            page.next_page.take(),
+            last_ms,
+            self.search_cap,
+        );
+        if page
+            .next_page
+            .as_deref()
+            .is_some_and(|p| p.ends_with(":0:"))
+        {
+            tracing::debug!(
+                object,
+                window,
+                ?last_ms,
+                "search window near the cap; moving it"
+            );
         }
         Ok(page)
     }
@@ -409,9 +424,7 @@ impl HubSpot {
         }
         Ok(out
             .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| Err(ConnectorError::Transient("not sent".into())))
-            })
+            .map(|r| r.unwrap_or_else(|| Err(ConnectorError::Transient("not sent".into()))))
             .collect())
     }
 
@@ -514,7 +527,10 @@ fn id_str(v: &Value) -> Option<String> {
 fn parse_page(p: &str) -> Result<(i64, usize, Option<String>), ConnectorError> {
     let bad = || ConnectorError::Permanent(format!("not a HubSpot page token: {p}"));
     let mut parts = p.splitn(3, ':');
-    let w = parts.next().and_then(|w| w.parse::<i64>().ok()).ok_or_else(bad)?;
+    let w = parts
+        .next()
+        .and_then(|w| w.parse::<i64>().ok())
+        .ok_or_else(bad)?;
     let (read, after) = match (parts.next(), parts.next()) {
         (Some(read), Some(after)) => (read.parse::<usize>().map_err(|_| bad())?, after),
         (Some(after), None) => (0, after),
@@ -535,9 +551,7 @@ fn next_page(
 ) -> Option<String> {
     let after = after?;
     match last_ms {
-        Some(last)
-            if read.saturating_add(api::SEARCH_LIMIT as usize) > cap && last > window =>
-        {
+        Some(last) if read.saturating_add(api::SEARCH_LIMIT as usize) > cap && last > window => {
             Some(format!("{last}:0:"))
         }
         _ => Some(format!("{window}:{read}:{after}")),
@@ -651,7 +665,13 @@ mod tests {
             parse_page("1000:200:NTI1Cg%3D%3D").unwrap(),
             (1_000, 200, Some("NTI1Cg%3D%3D".to_owned()))
         );
-        let near = next_page(1_000, SEARCH_CAP - 100, opaque.clone(), Some(5_000), SEARCH_CAP);
+        let near = next_page(
+            1_000,
+            SEARCH_CAP - 100,
+            opaque.clone(),
+            Some(5_000),
+            SEARCH_CAP,
+        );
         assert_eq!(near.as_deref(), Some("5000:0:"));
         assert_eq!(parse_page("5000:0:").unwrap(), (5_000, 0, None));
         // All results in one millisecond: the window cannot move, so paging goes on.

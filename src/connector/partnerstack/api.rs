@@ -74,7 +74,9 @@ mod tests {
         );
         let legacy = json!({"partner_note": "x"});
         assert_eq!(
-            merge_custom_fields(Some(&legacy), owned).as_array().map(Vec::len),
+            merge_custom_fields(Some(&legacy), owned)
+                .as_array()
+                .map(Vec::len),
             Some(3)
         );
         assert_eq!(

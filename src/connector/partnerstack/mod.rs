@@ -44,10 +44,9 @@ impl PartnerStack {
 
     fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.public_key {
-            Some(public) => req.basic_auth(
-                public.expose_secret(),
-                Some(self.api_key.expose_secret()),
-            ),
+            Some(public) => {
+                req.basic_auth(public.expose_secret(), Some(self.api_key.expose_secret()))
+            }
             None => req.bearer_auth(self.api_key.expose_secret()),
         }
     }
@@ -64,11 +63,7 @@ impl PartnerStack {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ConnectorError> {
-        let resp = self
-            .authorize(req)
-            .send()
-            .await
-            .map_err(transport)?;
+        let resp = self.authorize(req).send().await.map_err(transport)?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.text().await.map_err(transport)?;

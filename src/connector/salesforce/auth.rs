@@ -108,7 +108,10 @@ pub fn jwt_audience(login_url: &Url, configured: Option<&str>) -> String {
     if let Some(a) = configured {
         return a.trim_end_matches('/').to_owned();
     }
-    let host = login_url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let host = login_url
+        .host_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     if host == "test.salesforce.com" || host.ends_with(".sandbox.my.salesforce.com") {
         TEST_AUDIENCE.to_owned()
     } else {
