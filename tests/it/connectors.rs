@@ -1409,13 +1409,20 @@ mod rest {
         assert_eq!(post(body.clone(), b"wrong").await.0, 401);
         let (status, answer) = post(body, b"rest-hook").await;
         assert_eq!((status, answer["new"].as_u64()), (200, Some(1)), "{answer}");
-        let no_time = serde_json::to_vec(&json!({"object": "deals", "data": {"id": "w2"}}))
-            .expect("json");
+        let no_time =
+            serde_json::to_vec(&json!({"object": "deals", "data": {"id": "w2"}})).expect("json");
         let (status, answer) = post(no_time, b"rest-hook").await;
         assert_eq!(status, 400, "{answer}");
-        assert!(answer["error"].as_str().is_some_and(|e| e.contains("updated_at")));
+        assert!(
+            answer["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("updated_at"))
+        );
         daemon.run_until_idle().await.expect("sync");
-        let deal = world.hs.find("deals", "prm_deal_id", "w1").expect("created from the webhook");
+        let deal = world
+            .hs
+            .find("deals", "prm_deal_id", "w1")
+            .expect("created from the webhook");
         assert_eq!(deal["dealname"], "Webhook deal");
         daemon.shutdown().await;
     }

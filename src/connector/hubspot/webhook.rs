@@ -66,4 +66,3 @@ fn hubspot_change(ev: Value) -> Result<Option<Change>, String> {
         },
     }))
 }
-
