@@ -120,7 +120,7 @@ struct RawProtection {
     extensions: i64,
     #[serde(default)]
     extension_days: i64,
-    on_expiry: Spanned<String>,
+    on_expiry: Option<Spanned<String>>,
     #[serde(default)]
     rules_change_may_revoke: bool,
 }
@@ -467,18 +467,17 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
             None,
         );
     }
-    let on_expiry = match p.on_expiry.get_ref().as_str() {
-        "release" => OnExpiry::Release,
-        "review" => OnExpiry::Review,
-        other => {
+    let on_expiry = match &p.on_expiry {
+        None => OnExpiry::Reopen,
+        Some(v) => OnExpiry::parse(v.get_ref()).unwrap_or_else(|| {
             errs.at(
-                p.on_expiry.span(),
+                v.span(),
                 "protection.on_expiry",
-                format!("unknown action {other:?}"),
-                Some("use release or review"),
+                format!("unknown action {:?}", v.get_ref()),
+                Some("use reopen, next_in_line or review"),
             );
-            OnExpiry::Release
-        }
+            OnExpiry::Reopen
+        }),
     };
     let protection = Protection {
         line: section_line("protection", raw.protection.span()),
@@ -842,6 +841,7 @@ fn example(ex: &Spanned<RawExample>, key: &str, errs: &mut Errs<'_>) -> Option<E
             crm,
             reviews,
             prior,
+            partner_names: BTreeMap::new(),
             as_of_ms: as_of,
         },
         expect,

@@ -81,7 +81,7 @@ async fn three_partners_one_customer_one_credited_opportunity() {
         assert_eq!(f["duplicate_of"], "reg_a");
         let reason = f["registration_reason"].as_str().unwrap_or_default();
         assert!(
-            reason.contains("duplicate of reg_a from partner part_2"),
+            reason.contains("duplicate: reg_a (part_2) holds the account"),
             "{reason}"
         );
     }
@@ -232,7 +232,7 @@ fn check_reports_rules_errors_with_file_line_and_column() {
     .expect("copy mapping");
     let rules = prmsync::rules::BUILTIN
         .1
-        .replace(r#"on_expiry = "release""#, r#"on_expiry = "forget""#)
+        .replace(r#"on_expiry = "reopen""#, r#"on_expiry = "forget""#)
         .replace(
             r#"expect.d2 = { status = "duplicate""#,
             r#"expect.d2 = { status = "approved""#,
@@ -267,7 +267,7 @@ fn check_reports_rules_errors_with_file_line_and_column() {
     // Fixed file, broken example: the example fails with its line.
     std::fs::write(
         &rules_path,
-        rules.replace(r#"on_expiry = "forget""#, r#"on_expiry = "release""#),
+        rules.replace(r#"on_expiry = "forget""#, r#"on_expiry = "reopen""#),
     )
     .expect("write rules");
     let out = prmsync(&["check", config.to_str().expect("utf-8")]);
