@@ -122,7 +122,7 @@ fn apply(
     table: &mut DeTable<'_>,
     span: &Range<usize>,
     repair: Repair,
-    path: &mut String,
+    path: &str,
 ) -> Option<String> {
     if let Repair::Remove = repair {
         let hit = table
