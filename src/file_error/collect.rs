@@ -20,9 +20,11 @@ pub struct Problem {
     /// not TOML.
     pub key: String,
     pub message: String,
-    /// True when a neutral value stands in for the wrong one: checks of that value must not
-    /// report it a second time.
-    pub replaced: bool,
+    /// Where later checks must say nothing more, because what they would say follows from this
+    /// problem: the value's own position when a neutral value stands in for a wrong one, or the
+    /// start of the table an unknown key was removed from (its "missing" complaints are the
+    /// misspelt key's).
+    pub quiet: Option<usize>,
 }
 
 /// Repairs tried per file; each repair fixes one distinct problem, so this bounds the work.
@@ -38,7 +40,7 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<Problem>) {
                 span: e.span().unwrap_or(0..0),
                 key: "(syntax)".into(),
                 message: e.message().to_owned(),
-                replaced: false,
+                quiet: None,
             };
             return (None, vec![problem]);
         }
@@ -52,15 +54,21 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<Problem>) {
         let span = err.span().unwrap_or(0..0);
         let message = err.message().to_owned();
         let repair = repair_for(&message);
-        let found = repair.and_then(|r| apply(doc.get_mut(), &span, r, ""));
+        let whole = doc.span();
+        let found = repair.and_then(|r| apply(doc.get_mut(), &whole, &span, r, ""));
         let fixed = found.is_some();
+        let (key, quiet) = match found {
+            Some((path, quiet)) => (path, Some(quiet)),
+            None => (
+                path_of(doc.get_ref(), &span, "").unwrap_or_else(|| "(file)".into()),
+                None,
+            ),
+        };
         problems.push(Problem {
-            key: found
-                .or_else(|| path_of(doc.get_ref(), &span, ""))
-                .unwrap_or_else(|| "(file)".into()),
+            key,
             span,
             message,
-            replaced: matches!(repair, Some(Repair::Replace(_))),
+            quiet,
         });
         if !fixed {
             return (None, problems);
@@ -117,13 +125,17 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-/// Applies `repair` to the key or value at `span` somewhere under `table`; returns its path.
+/// Where a repair was made: the key path, and the position later checks keep quiet about.
+type Hit = (String, usize);
+
+/// Applies `repair` to the key or value at `span` somewhere under `table` (which spans `at`).
 fn apply(
     table: &mut DeTable<'_>,
+    at: &Range<usize>,
     span: &Range<usize>,
     repair: Repair,
     path: &str,
-) -> Option<String> {
+) -> Option<Hit> {
     if let Repair::Remove = repair {
         let hit = table
             .iter()
@@ -131,7 +143,7 @@ fn apply(
             .map(|(k, _)| k.clone());
         if let Some(k) = hit {
             table.remove(&k);
-            return Some(join(path, k.get_ref()));
+            return Some((join(path, k.get_ref()), at.start));
         }
     }
     for (k, v) in table.iter_mut() {
@@ -148,16 +160,17 @@ fn apply_value(
     span: &Range<usize>,
     repair: Repair,
     path: String,
-) -> Option<String> {
+) -> Option<Hit> {
     if v.span() == *span
         && let Repair::Replace(neutral) = repair
         && let Ok(n) = DeValue::parse(neutral)
     {
         *v = Spanned::new(span.clone(), n.into_inner());
-        return Some(path);
+        return Some((path, span.start));
     }
+    let at = v.span();
     match v.get_mut() {
-        DeValue::Table(t) => apply(t, span, repair, &path),
+        DeValue::Table(t) => apply(t, &at, span, repair, &path),
         DeValue::Array(items) => apply_array(items, span, repair, &path),
         _ => None,
     }
@@ -168,7 +181,7 @@ fn apply_array(
     span: &Range<usize>,
     repair: Repair,
     path: &str,
-) -> Option<String> {
+) -> Option<Hit> {
     for (i, item) in items.iter_mut().enumerate() {
         if let Some(p) = apply_value(item, span, repair, format!("{path}[{i}]")) {
             return Some(p);

@@ -377,3 +377,67 @@ async fn completion_re_decides_and_a_rules_change_keeps_protection() {
     assert_eq!(statuses, vec!["approved", "approved"], "{history:?}");
     daemon.shutdown().await;
 }
+
+/// A rules file and a mapping file, each with an unknown key, a wrong type and an unknown name
+/// (`tests/fixtures/three-mistakes/`): one `prmsync check` run reports all six, each located.
+#[test]
+fn three_mistakes_in_each_file_give_three_located_errors_each() {
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/three-mistakes");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "not-a-real-key").expect("write secret");
+    let config = dir.path().join("prmsync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_path = {:?}\nmappings_dir = {:?}\n\n[partnerstack]\nbase_url = \"http://127.0.0.1:9/api/v2\"\napi_key = {{ file = {:?} }}\n\n[hubspot]\nbase_url = \"http://127.0.0.1:9\"\naccess_token = {{ file = {:?} }}\n",
+            dir.path().join("state.db"),
+            fixtures,
+            secret,
+            secret
+        ),
+    )
+    .expect("write config");
+    let out = prmsync(&["check", config.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let rules = fixtures.join("rules-of-engagement.toml");
+    let mapping = fixtures.join("partnerstack-hubspot-deals.toml");
+    let want = [
+        (&mapping, "21:1: field[0].requird: unknown field `requird`"),
+        (
+            &mapping,
+            "28:12: field[1].required: invalid type: string \"yes\", expected a boolean",
+        ),
+        (
+            &mapping,
+            "34:10: field[2].target: hubspot/deals has no field \"closedat\"",
+        ),
+        (
+            &rules,
+            "33:14: qualification.min_amount: invalid type: string \"lots\", expected i64",
+        ),
+        (
+            &rules,
+            "40:95: tiers.partners.part_5: tier \"platinum\" is not in tiers.order",
+        ),
+        (
+            &rules,
+            "59:1: protection.grace_days: unknown field `grace_days`",
+        ),
+    ];
+    for (file, line) in want {
+        let located = format!("{}:{line}", file.display());
+        assert!(err.contains(&located), "missing {located:?} in:\n{err}");
+    }
+    let located = err
+        .lines()
+        .filter(|l| l.starts_with(&*fixtures.to_string_lossy()))
+        .count();
+    assert_eq!(
+        located, 6,
+        "exactly the six mistakes, nothing they cause:\n{err}"
+    );
+    assert!(!err.contains("(syntax)"), "{err}");
+}
