@@ -815,4 +815,6 @@ fn secret(
 #[cfg(test)]
 mod crm_tests;
 #[cfg(test)]
+mod example_tests;
+#[cfg(test)]
 mod tests;
