@@ -84,6 +84,7 @@ pub fn config_for(state: PathBuf, partnerstack: reqwest::Url, hubspot: reqwest::
         prm: PrmConfig::PartnerStack(PartnerStackConfig {
             base_url: partnerstack,
             api_key: SecretString::from(PS_KEY),
+            public_key: None,
             webhook_secret: None,
         }),
         crm: CrmConfig::HubSpot(HubSpotConfig {

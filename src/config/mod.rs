@@ -107,6 +107,9 @@ pub struct SalesforceConfig {
     /// `https://login.salesforce.com`, `https://test.salesforce.com` or the org's My Domain.
     pub login_url: reqwest::Url,
     pub auth: SalesforceAuthConfig,
+    /// `salesforce.audience`: the JWT `aud` claim when it is neither the login nor the test URL
+    /// (a community URL); `None` derives it from `login_url`.
+    pub audience: Option<String>,
 }
 
 /// How prmsync authenticates to Salesforce.
@@ -131,6 +134,9 @@ pub enum SalesforceAuthConfig {
 pub struct PartnerStackConfig {
     pub base_url: reqwest::Url,
     pub api_key: SecretString,
+    /// `partnerstack.public_key`: when set, HTTP Basic auth with the public key and `api_key` (the
+    /// secret key) instead of a bearer `api_key`.
+    pub public_key: Option<SecretString>,
     /// Shared secret for the webhook endpoint (HMAC-SHA256 of the body); webhooks off when absent.
     pub webhook_secret: Option<SecretString>,
 }
@@ -298,6 +304,12 @@ fn validate(
             base_url: url(&p.base_url, "partnerstack.base_url", &mut errs),
             api_key: secret(p.api_key.as_ref(), "partnerstack.api_key", env, &mut errs)
                 .unwrap_or_else(|| missing("partnerstack.api_key", &mut errs)),
+            public_key: secret(
+                p.public_key.as_ref(),
+                "partnerstack.public_key",
+                env,
+                &mut errs,
+            ),
             webhook_secret: secret(
                 p.webhook_secret.as_ref(),
                 "partnerstack.webhook_secret",
@@ -591,7 +603,22 @@ fn validate_salesforce(
             }
         }
     };
-    SalesforceConfig { login_url, auth }
+    let audience = s.audience.filter(|a| {
+        let ok = reqwest::Url::parse(a).is_ok_and(|u| u.scheme() == "https");
+        if !ok {
+            errs.push(ConfigError {
+                key: "salesforce.audience".into(),
+                message: format!("{a:?} is not an https URL"),
+                hint: Some("https://login.salesforce.com, https://test.salesforce.com or your community URL".into()),
+            });
+        }
+        ok
+    });
+    SalesforceConfig {
+        login_url,
+        auth,
+        audience,
+    }
 }
 
 /// Reads one section on its own, so that an unknown key in one section does not hide the others.
@@ -865,5 +892,7 @@ fn secret(
 
 #[cfg(test)]
 mod crm_tests;
+#[cfg(test)]
+mod example_tests;
 #[cfg(test)]
 mod tests;

@@ -132,6 +132,9 @@ pub struct RawPartnerStack {
     #[serde(default = "partnerstack_base_url")]
     pub base_url: String,
     pub api_key: Option<RawSecret>,
+    /// The public key: with it, requests use HTTP Basic (public key : `api_key` as the secret
+    /// key) instead of `Authorization: Bearer <api_key>`.
+    pub public_key: Option<RawSecret>,
     pub webhook_secret: Option<RawSecret>,
 }
 
@@ -169,6 +172,9 @@ pub struct RawSalesforce {
     pub username: Option<String>,
     /// PEM RSA private key whose certificate is uploaded to the connected app.
     pub private_key: Option<RawSecret>,
+    /// The JWT `aud` claim; by default `https://login.salesforce.com`, or
+    /// `https://test.salesforce.com` for a sandbox login URL (set it for a community URL).
+    pub audience: Option<String>,
 }
 
 fn salesforce_login_url() -> String {

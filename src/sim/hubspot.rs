@@ -307,6 +307,7 @@ impl HubSpotSim {
             .route("/oauth/v1/token", post(oauth_token))
             .route("/crm/v3/objects/{object}", get(list_objects))
             .route("/crm/v3/objects/{object}/batch/upsert", post(batch_upsert))
+            .route("/crm/v3/objects/{object}/batch/update", post(batch_update))
             .route("/crm/v3/objects/{object}/search", post(search))
             .route(
                 "/crm/v4/associations/{from}/{to}/batch/associate/default",
@@ -847,6 +848,28 @@ async fn batch_upsert(
     Path(object): Path<String>,
     body: Option<Json<Value>>,
 ) -> Response {
+    batch_write(sim, headers, object, body, false).await
+}
+
+/// `batch/update`: inputs `{id, properties, idProperty?}` update existing objects by object id
+/// (or by a unique property); an unknown id is an `OBJECT_NOT_FOUND` error, never a create.
+async fn batch_update(
+    State(sim): State<HubSpotSim>,
+    headers: HeaderMap,
+    Path(object): Path<String>,
+    body: Option<Json<Value>>,
+) -> Response {
+    batch_write(sim, headers, object, body, true).await
+}
+
+/// Upsert (`update_only = false`: `idProperty` is required, unknown values create) or update.
+async fn batch_write(
+    sim: HubSpotSim,
+    headers: HeaderMap,
+    object: String,
+    body: Option<Json<Value>>,
+    update_only: bool,
+) -> Response {
     if let Err(r) = sim.gate(&headers, true) {
         return r;
     }
@@ -920,6 +943,12 @@ async fn batch_upsert(
                 "message": format!("Duplicate id {id} in batch"), "context": {"ids": [id]}}));
             continue;
         }
+        if !update_only && id_property.is_none() {
+            errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
+                "message": "idProperty is required: upsert matches on a unique property; update an object id with batch/update",
+                "context": {"ids": [id]}}));
+            continue;
+        }
         if let Some(bad) = invalid_property(&object, &props) {
             errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
                 "message": bad, "context": {"ids": [id]}}));
@@ -949,7 +978,7 @@ async fn batch_upsert(
                 }
                 (o.clone(), false)
             }
-            None if id_property.is_none() => {
+            None if id_property.is_none() || update_only => {
                 drop(inner);
                 errors.push(json!({"status": "error", "category": "OBJECT_NOT_FOUND",
                     "message": format!("No {object} with id {id}"), "context": {"ids": [id]}}));

@@ -13,6 +13,7 @@ mod guarantees;
 mod harness;
 mod mapping;
 mod matching;
+mod ops;
 mod retention;
 mod rules;
 mod sync;

@@ -28,9 +28,7 @@ fn deal(key: &str, partner: &str, email: &str) -> Map<String, Value> {
 
 /// The decision fields prmsync wrote on a PartnerStack deal.
 fn prm_decision(w: &World, key: &str) -> Map<String, Value> {
-    w.ps.deal(key)
-        .and_then(|d| d.get("fields").and_then(Value::as_object).cloned())
-        .unwrap_or_default()
+    w.ps.custom_fields(key)
 }
 
 fn crm_prop(w: &World, key: &str, prop: &str) -> Option<String> {
