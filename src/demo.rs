@@ -76,6 +76,7 @@ pub fn config_for(state: PathBuf, partnerstack: reqwest::Url, hubspot: reqwest::
         log: LogConfig {
             format: LogFormat::Human,
             level: "warn".into(),
+            redact_personal_data: true,
         },
         http: HttpConfig {
             listen: ([127, 0, 0, 1], 0).into(),

@@ -14,6 +14,7 @@ use prmsync::failpoint::{self, FailPoints};
 use prmsync::mapping::{MappingErrors, run_examples};
 use prmsync::rules::Rules;
 use prmsync::store::Store;
+use prmsync::telemetry::redact::Redactor;
 use prmsync::{app, demo, registrations_cli, shutdown, status, telemetry};
 
 /// Exit code for runtime failures.
@@ -85,6 +86,7 @@ fn main() -> ExitCode {
                     LogFormat::Human
                 },
                 "warn",
+                Redactor::new(Vec::new(), true),
             );
             let opts = demo::DemoOptions {
                 state: state.unwrap_or_else(demo::DemoOptions::default_state),
@@ -103,6 +105,11 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Warnings and errors only, as text (operator verbs); personal data redacted.
+fn quiet_logs() {
+    telemetry::init(LogFormat::Human, "warn", Redactor::new(Vec::new(), true));
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -128,7 +135,8 @@ fn run(path: &Path, log_json: bool) -> ExitCode {
     } else {
         config.log.format
     };
-    telemetry::init(format, &config.log.level);
+    let redactor = Redactor::new(telemetry::secrets(&config), config.log.redact_personal_data);
+    telemetry::init(format, &config.log.level, redactor);
     let failpoints = match std::env::var(failpoint::ENV_VAR) {
         Ok(spec) => match FailPoints::parse(&spec) {
             Ok(f) => f,
@@ -174,7 +182,7 @@ fn run(path: &Path, log_json: bool) -> ExitCode {
 }
 
 fn check(path: &Path) -> ExitCode {
-    telemetry::init(LogFormat::Human, "warn");
+    quiet_logs();
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -242,7 +250,7 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn plan_cmd(path: &Path, flow: Option<&str>, json: bool) -> ExitCode {
-    telemetry::init(LogFormat::Human, "warn");
+    quiet_logs();
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -346,7 +354,7 @@ type Verb<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Resul
 
 /// Runs an operator verb (`registrations`, `review`) against an existing state file.
 fn operator(args: &StateArgs, verb: impl for<'a> FnOnce(&'a Store, bool) -> Verb<'a>) -> ExitCode {
-    telemetry::init(LogFormat::Human, "warn");
+    quiet_logs();
     let path = match state_path(args.config.as_deref(), args.state.as_deref()) {
         Ok(p) => p,
         Err(code) => return code,
@@ -371,7 +379,7 @@ fn operator(args: &StateArgs, verb: impl for<'a> FnOnce(&'a Store, bool) -> Verb
 
 /// `prmsync backup PATH`: a checked, consistent copy of the state file.
 fn backup_cmd(args: &StateArgs, dest: &Path) -> ExitCode {
-    telemetry::init(LogFormat::Human, "warn");
+    quiet_logs();
     let path = match state_path(args.config.as_deref(), args.state.as_deref()) {
         Ok(p) => p,
         Err(code) => return code,
@@ -404,7 +412,7 @@ fn backup_cmd(args: &StateArgs, dest: &Path) -> ExitCode {
 
 /// `prmsync sim`: simulators until SIGINT/SIGTERM.
 fn sim_cmd(opts: prmsync::ops::sim::SimOptions) -> ExitCode {
-    telemetry::init(LogFormat::Human, "warn");
+    quiet_logs();
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let running = prmsync::ops::sim::start(&opts).await?;

@@ -64,14 +64,19 @@ pub struct DaemonConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// journald fields when systemd runs prmsync (`JOURNAL_STREAM` is stderr), human text otherwise.
+    Auto,
     Human,
     Json,
+    Journald,
 }
 
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
+    /// Replace emails, phone numbers and person names in logs (secrets are always replaced).
+    pub redact_personal_data: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -741,13 +746,15 @@ fn validate_retention(r: &RawRetention, errs: &mut Vec<ConfigError>) -> Retentio
 
 fn validate_log(l: RawLog, errs: &mut Vec<ConfigError>) -> LogConfig {
     let format = match l.format.as_str() {
+        "auto" => LogFormat::Auto,
         "human" => LogFormat::Human,
         "json" => LogFormat::Json,
+        "journald" => LogFormat::Journald,
         other => {
             errs.push(ConfigError {
                 key: "log.format".into(),
                 message: format!("unknown format {other:?}"),
-                hint: Some("use \"human\" or \"json\"".into()),
+                hint: Some("use \"auto\", \"human\", \"json\" or \"journald\"".into()),
             });
             LogFormat::Human
         }
@@ -764,6 +771,7 @@ fn validate_log(l: RawLog, errs: &mut Vec<ConfigError>) -> LogConfig {
     LogConfig {
         format,
         level: l.level,
+        redact_personal_data: l.redact_personal_data,
     }
 }
 

@@ -13,7 +13,7 @@ pub mod defaults {
     pub const MAX_ATTEMPTS: u32 = 8;
     pub const LISTEN: &str = "127.0.0.1:8787";
     pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-    pub const LOG_FORMAT: &str = "human";
+    pub const LOG_FORMAT: &str = "auto";
     pub const LOG_LEVEL: &str = "info";
     pub const REQUEST_TIMEOUT_SECS: u64 = 30;
     pub const PARTNERSTACK_BASE_URL: &str = "https://api.partnerstack.com/api/v2";
@@ -90,6 +90,7 @@ impl Default for RawRetention {
 pub struct RawLog {
     pub format: String,
     pub level: String,
+    pub redact_personal_data: bool,
 }
 
 impl Default for RawLog {
@@ -97,6 +98,7 @@ impl Default for RawLog {
         RawLog {
             format: defaults::LOG_FORMAT.into(),
             level: defaults::LOG_LEVEL.into(),
+            redact_personal_data: true,
         }
     }
 }

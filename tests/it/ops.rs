@@ -1,5 +1,5 @@
-//! Operator verbs end to end: `backup` while the store writes, `sim` then `run`, completions and
-//! the man page from the CLI definition.
+//! Operator verbs end to end: `backup` while the store writes, `sim` then `run` (and its logs),
+//! completions and the man page from the CLI definition.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -139,9 +139,9 @@ fn completions_and_man_page_come_from_the_cli_definition() {
     );
 }
 
-/// `prmsync sim` in one process, `prmsync run` against its config in another: the deals sync.
-#[tokio::test]
-async fn sim_then_run_syncs() {
+/// `prmsync sim` in one process, `prmsync run` against its config in another until the deals
+/// sync; returns the run's debug logs (JSON).
+async fn sim_then_run(redact: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sim/prmsync.toml");
     let free = || {
@@ -151,6 +151,7 @@ async fn sim_then_run_syncs() {
             .unwrap()
             .to_string()
     };
+    // `redact` is log.redact_personal_data for the run.
     let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_prmsync"))
         .args(["sim", "--config", config.to_str().unwrap(), "--deals", "6"])
         .args(["--listen", &free()])
@@ -167,9 +168,22 @@ async fn sim_then_run_syncs() {
         .args(["run", "--config", config.to_str().unwrap()])
         .env_remove("NOTIFY_SOCKET")
         .env_remove("RUST_LOG")
+        .env("PRMSYNC__LOG__LEVEL", "debug")
+        .env("PRMSYNC__LOG__FORMAT", "json")
+        .env("PRMSYNC__LOG__REDACT_PERSONAL_DATA", redact)
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    // Read stderr from the start: a full pipe would stall the daemon.
+    let mut stderr = run.stderr.take().unwrap();
+    let logs = tokio::spawn(async move {
+        let mut s = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut s)
+            .await
+            .unwrap();
+        s
+    });
     let state = dir.path().join("sim/state.db");
     wait_until(Duration::from_secs(60), "6 deals linked", || {
         let report = state
@@ -193,5 +207,31 @@ async fn sim_then_run_syncs() {
             .expect("stops in time")
             .unwrap();
         assert_eq!(status.code(), Some(0));
+    }
+    logs.await.unwrap()
+}
+
+/// The run syncs, and its debug logs (JSON, stable field names) hold no configured secret and
+/// no seeded email.
+#[tokio::test]
+async fn sim_then_run_syncs_and_logs_no_secret_or_email() {
+    let logs = sim_then_run("true").await;
+    assert!(logs.contains("sync pass"), "{logs}");
+    for line in logs.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
+        for key in ["timestamp", "level", "message"] {
+            assert!(v.get(key).is_some(), "{key} in {line}");
+        }
+    }
+    let mut secret_or_personal = vec![
+        crate::harness::PS_KEY.to_owned(),
+        crate::harness::HS_TOKEN.to_owned(),
+        crate::harness::HS_SECRET.to_owned(),
+    ];
+    for deal in prmsync::sim::seed::deals(6, 5) {
+        secret_or_personal.push(deal["contact_email"].as_str().unwrap().to_owned());
+    }
+    for s in &secret_or_personal {
+        assert!(!logs.contains(s.as_str()), "{s} is in the logs");
     }
 }
