@@ -131,6 +131,17 @@ pub fn connectors(
     Ok((prm, crm))
 }
 
+/// `/webhooks/rest`'s secret and profile, when the REST PRM has a webhook secret.
+fn rest_hook(config: &Config) -> Option<webhook::RestHook> {
+    match &config.prm {
+        PrmConfig::Rest(r) => r.webhook_secret.clone().map(|secret| webhook::RestHook {
+            secret,
+            profile: Arc::new(r.profile.clone()),
+        }),
+        PrmConfig::PartnerStack(_) => None,
+    }
+}
+
 /// The webhook secrets: (HubSpot client secret, PartnerStack shared secret).
 fn webhook_secrets(config: &Config) -> (Option<SecretString>, Option<SecretString>) {
     let partnerstack = match &config.prm {
@@ -264,6 +275,7 @@ impl Daemon {
             wake: wake.clone(),
             hubspot_secret,
             partnerstack_secret,
+            rest: rest_hook(&config),
             clock,
             failpoints,
             intake: Arc::new(tokio::sync::Semaphore::new(webhook::MAX_INFLIGHT_WEBHOOKS)),

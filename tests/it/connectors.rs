@@ -1366,6 +1366,67 @@ mod rest {
         daemon.shutdown().await;
     }
 
+    /// `rest.webhook_secret` opens `/webhooks/rest` on the real listener: a signed event is parsed
+    /// by the REST connector with the profile, staged, and synced without any poll result.
+    #[tokio::test]
+    async fn rest_prm_webhook_is_signed_parsed_by_the_profile_and_synced() {
+        use prmsync::webhook::PRM_SIGNATURE_HEADER;
+        use prmsync::webhook::signature::body_hmac;
+        let world = crate::harness::World::seeded(0).await;
+        world.hs.set_search_rate(None);
+        let (_sim, server, _) = start().await;
+        let mut config = world.config();
+        config.prm = PrmConfig::Rest(prmsync::config::RestConfig {
+            profile: profile_for(&server),
+            rate_limit_per_second: None,
+            webhook_secret: Some("rest-hook".to_owned().into()),
+        });
+        config.daemon.mappings_dir = Some(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mappings-rest"),
+        );
+        let daemon = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+            .await
+            .expect("daemon starts");
+        let url = format!("http://{}/webhooks/rest", daemon.http_addr);
+        let post = |body: Vec<u8>, secret: &'static [u8]| {
+            let url = url.clone();
+            async move {
+                let r = http_client(Duration::from_secs(5))
+                    .post(url)
+                    .header(PRM_SIGNATURE_HEADER, body_hmac(secret, &body))
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("answered");
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        let event = json!({"object": "deals", "action": "upsert", "data": {
+            "id": "w1", "name": "Webhook deal", "amount": "10", "stage": "registered",
+            "updated_at": "2026-11-30T10:00:00Z"}});
+        let body = serde_json::to_vec(&event).expect("json");
+        assert_eq!(post(body.clone(), b"wrong").await.0, 401);
+        let (status, answer) = post(body, b"rest-hook").await;
+        assert_eq!((status, answer["new"].as_u64()), (200, Some(1)), "{answer}");
+        let no_time =
+            serde_json::to_vec(&json!({"object": "deals", "data": {"id": "w2"}})).expect("json");
+        let (status, answer) = post(no_time, b"rest-hook").await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("updated_at"))
+        );
+        daemon.run_until_idle().await.expect("sync");
+        let deal = world
+            .hs
+            .find("deals", "prm_deal_id", "w1")
+            .expect("created from the webhook");
+        assert_eq!(deal["dealname"], "Webhook deal");
+        daemon.shutdown().await;
+    }
+
     #[tokio::test]
     async fn rest_profile_reads_with_page_tokens_and_offsets() {
         let (sim, _server, conn) = start().await;

@@ -6,6 +6,7 @@
 pub mod api;
 mod facts;
 pub mod limits;
+pub mod webhook;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
