@@ -15,6 +15,8 @@ use serde_json::{Map, Value, json};
 
 use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
 
+mod lifecycle;
+
 /// Deal stages of HubSpot's default sales pipeline.
 pub const DEAL_STAGES: &[&str] = &[
     "appointmentscheduled",
@@ -88,6 +90,8 @@ struct Object {
 #[derive(Debug, Default)]
 struct Inner {
     objects: BTreeMap<String, BTreeMap<u64, Object>>,
+    /// Archived (deleted, restorable) objects, by type and id.
+    archived: BTreeMap<String, BTreeMap<u64, Object>>,
     next_id: u64,
     stats: Stats,
     faults: VecDeque<Injected>,
@@ -308,6 +312,10 @@ impl HubSpotSim {
             .route("/crm/v3/objects/{object}", get(list_objects))
             .route("/crm/v3/objects/{object}/batch/upsert", post(batch_upsert))
             .route("/crm/v3/objects/{object}/batch/update", post(batch_update))
+            .route(
+                "/crm/v3/objects/{object}/batch/archive",
+                post(lifecycle::batch_archive),
+            )
             .route("/crm/v3/objects/{object}/search", post(search))
             .route(
                 "/crm/v4/associations/{from}/{to}/batch/associate/default",
@@ -823,6 +831,15 @@ async fn list_objects(
         .unwrap_or(10)
         .clamp(1, 100);
     let after: u64 = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    if q.get("archived").map(String::as_str) == Some("true") {
+        let (results, next) = lifecycle::archived_page(&sim, &object, after, limit);
+        let mut body = json!({"results": results});
+        if let Some(n) = next {
+            body["paging"] =
+                json!({"next": {"after": n.to_string(), "link": format!("?after={n}")}});
+        }
+        return sim.limit_headers(Json(body).into_response());
+    }
     let inner = sim.lock();
     let all = inner.objects.get(&object);
     let page: Vec<&Object> = all

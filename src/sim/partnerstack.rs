@@ -15,6 +15,8 @@ use serde_json::{Map, Value, json};
 
 use super::{Injected, SimClock, Turbulence, http_date};
 
+mod lifecycle;
+
 /// The list endpoints this simulator serves.
 pub const COLLECTIONS: &[&str] = &["deals", "partnerships", "customers", "leads"];
 

@@ -10,12 +10,14 @@ use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
+
+mod lifecycle;
 
 const V: &str = "v62.0";
 
@@ -214,6 +216,10 @@ impl SalesforceSim {
             .route(
                 &format!("{data}/composite/sobjects/{{object}}/{{field}}"),
                 patch(upsert_collection),
+            )
+            .route(
+                &format!("{data}/composite/sobjects"),
+                delete(lifecycle::delete_collection),
             )
             .layer(middleware::from_fn_with_state(self.clone(), log_and_limit))
             .route("/_sim/requests", get(inspect_requests))

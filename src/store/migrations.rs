@@ -24,6 +24,8 @@ pub fn all() -> Migrations<'static> {
         M::up(super::counters::MIGRATION),
         // "hot indexes": what hot queries and retention filter on.
         M::up(HOT_INDEXES),
+        // "lifecycle": delete writes in the outbox, tombstones on links.
+        M::up(LIFECYCLE),
     ])
 }
 
@@ -174,6 +176,13 @@ CREATE INDEX registrations_dirty ON registrations (dup_key) WHERE dirty = 1;
 CREATE INDEX registrations_by_rules ON registrations (rules_version, dup_key);
 CREATE INDEX registrations_protected ON registrations (status, protected_until);
 CREATE INDEX outbox_errors ON outbox (id) WHERE last_error IS NOT NULL;
+"#;
+
+/// Step "lifecycle" (issue 11): an outbox row either upserts or deletes its record; a link whose
+/// record was deleted on one side keeps a tombstone (the reason) so it is not silently re-created.
+const LIFECYCLE: &str = r#"
+ALTER TABLE outbox ADD COLUMN op TEXT NOT NULL DEFAULT 'upsert';
+ALTER TABLE links ADD COLUMN tombstone TEXT;
 "#;
 
 #[cfg(test)]

@@ -772,6 +772,7 @@ async fn live_changes_and_new_registrations_drain_before_backfill_updates() {
         state_after: serde_json::Map::new(),
         content_hash: format!("hash-{id}"),
         mapping_version: "v".into(),
+        op: prmsync::store::WriteOp::Upsert,
     };
     let backfill: Vec<_> = (0..5)
         .map(|i| write(&format!("old_{i}"), Some("1")))

@@ -12,6 +12,7 @@ mod guarantees;
 // Helpers are shared by every test module; not each branch uses all of them.
 #[allow(dead_code, unused_imports)]
 mod harness;
+mod lifecycle;
 mod mapping;
 mod matching;
 mod ops;
