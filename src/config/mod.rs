@@ -42,6 +42,9 @@ pub struct DaemonConfig {
     pub shutdown_timeout: Duration,
     pub max_attempts: u32,
     pub request_timeout: Duration,
+    /// `daemon.state_key`: seals saved credentials (rotated refresh tokens, the last session);
+    /// required with Salesforce `auth = "refresh_token"`.
+    pub state_key: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,7 +275,9 @@ fn validate(
     let salesforce: Option<RawSalesforce> = section(cfg, &top, "salesforce", &mut errs);
     let rest: Option<RawRest> = section(cfg, &top, "rest", &mut errs);
 
-    let daemon = validate_daemon(daemon, base_dir, &mut errs);
+    let state_key = secret(daemon.state_key.as_ref(), "daemon.state_key", env, &mut errs);
+    let mut daemon = validate_daemon(daemon, base_dir, &mut errs);
+    daemon.state_key = state_key;
     let log = validate_log(log, &mut errs);
     let http = validate_http(http, &mut errs);
 
@@ -690,6 +695,7 @@ fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -
         shutdown_timeout: Duration::from_secs(d.shutdown_timeout_secs),
         max_attempts: d.max_attempts,
         request_timeout: Duration::from_secs(d.request_timeout_secs),
+        state_key: None,
     }
 }
 
