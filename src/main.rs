@@ -188,15 +188,17 @@ fn check(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let mut problems = 0;
+    let mut examples = 0;
+    // Mapping errors do not stop the check: the rules file's errors are reported in the same run.
     let set = match app::load_mappings(&config) {
         Ok(s) => s,
         Err(e) => {
             eprint!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
+            problems += e.0.len();
+            prmsync::mapping::MappingSet::default()
         }
     };
-    let mut problems = 0;
-    let mut examples = 0;
     for m in &set.mappings {
         examples += m.examples.len();
         for f in run_examples(m) {
@@ -204,7 +206,9 @@ fn check(path: &Path) -> ExitCode {
             problems += 1;
         }
     }
-    if let Err(e) = app::active_mappings(&config, &set) {
+    if problems == 0
+        && let Err(e) = app::active_mappings(&config, &set)
+    {
         eprintln!("{e}");
         problems += 1;
     }

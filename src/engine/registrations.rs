@@ -308,6 +308,7 @@ pub async fn decide(
                 crm: cache.facts(&domains),
                 reviews: group.reviews,
                 prior: group.prior,
+                partner_names: BTreeMap::new(),
                 as_of_ms: as_of,
             };
             commit.decisions.extend(rules::evaluate(rules, &input));
