@@ -17,8 +17,8 @@ use crate::connector::hubspot::{HubSpot, OAuthClient};
 use crate::connector::rest::Rest;
 use crate::connector::salesforce::{self, Salesforce};
 use crate::connector::tokens::TokenStore;
-use crate::credentials::StateTokens;
 use crate::connector::{Connector, http_client, partnerstack::PartnerStack};
+use crate::credentials::StateTokens;
 use crate::engine::dryrun::{self, FlowPlan};
 use crate::engine::{Clock, Engine, EngineSettings, RetryPolicy, TickReport};
 use crate::failpoint::FailPoints;
@@ -95,8 +95,10 @@ pub fn connectors(
     tokens: Option<&Store>,
 ) -> anyhow::Result<(Connector, Connector)> {
     let tokens = tokens.map(|s| {
-        Arc::new(StateTokens::owner(s.clone(), config.daemon.state_key.as_ref()))
-            as Arc<dyn TokenStore>
+        Arc::new(StateTokens::owner(
+            s.clone(),
+            config.daemon.state_key.as_ref(),
+        )) as Arc<dyn TokenStore>
     });
     connectors_with(config, tokens)
 }
@@ -193,8 +195,9 @@ pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<Flo
                 .with_context(|| format!("opening state file {} read-only", path.display()))?,
             config.daemon.state_key.as_ref(),
         )) as Arc<dyn TokenStore>),
-        CrmConfig::Salesforce(_) => Some(Arc::new(crate::connector::tokens::ReadOnlyNothing)
-            as Arc<dyn TokenStore>),
+        CrmConfig::Salesforce(_) => {
+            Some(Arc::new(crate::connector::tokens::ReadOnlyNothing) as Arc<dyn TokenStore>)
+        }
         _ => None,
     };
     let (prm, crm) = connectors_with(config, tokens)?;
@@ -431,8 +434,7 @@ fn salesforce_connector(
             refresh_token,
         } => {
             require(refresh_token.expose_secret(), "salesforce.refresh_token")?;
-            if tokens.as_ref().is_some_and(|t| t.owns_tokens())
-                && config.daemon.state_key.is_none()
+            if tokens.as_ref().is_some_and(|t| t.owns_tokens()) && config.daemon.state_key.is_none()
             {
                 bail!(
                     "daemon.state_key is required with salesforce auth = \"refresh_token\": rotated refresh tokens are saved encrypted with it (for example state_key = {{ credential = \"prmsync_state_key\" }})"

@@ -120,7 +120,7 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Auth {
         /// The config file (its daemon.state_path and daemon.state_key are used).
-        #[arg(long, short, global = true)]
+        #[arg(long, short)]
         config: PathBuf,
         #[command(subcommand)]
         action: AuthAction,

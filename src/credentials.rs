@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::connector::tokens::{BoxFuture, Saved, Sealer, TokenStore, TokenStoreError, fingerprint};
+use crate::connector::tokens::{
+    BoxFuture, Saved, Sealer, TokenStore, TokenStoreError, fingerprint,
+};
 use crate::store::{ReadOnlyStore, Store};
 
 /// One saved row's value: `{"configured_sha256": "<hex>", "sealed": "<base64>"}`. A value that is
@@ -78,7 +80,10 @@ impl TokenStore for StateTokens {
         Box::pin(async move {
             let raw = match &self.backend {
                 Backend::Owner(store) => store.credential(name.to_owned()).await,
-                Backend::ReadOnly(ro) => ro.lock().unwrap_or_else(|p| p.into_inner()).credential(name),
+                Backend::ReadOnly(ro) => ro
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .credential(name),
             }
             .map_err(|e| TokenStoreError(Box::new(e)))?;
             raw.map(|r| self.decode(name, r)).transpose()
@@ -106,7 +111,11 @@ impl TokenStore for StateTokens {
             };
             let json = serde_json::to_string(&stored).map_err(|e| TokenStoreError(Box::new(e)))?;
             store
-                .save_credential(name.to_owned(), json, jiff::Timestamp::now().as_millisecond())
+                .save_credential(
+                    name.to_owned(),
+                    json,
+                    jiff::Timestamp::now().as_millisecond(),
+                )
                 .await
                 .map_err(|e| TokenStoreError(Box::new(e)))
         })
@@ -144,7 +153,12 @@ pub async fn status(
         let sealed = serde_json::from_str::<Stored>(&raw).is_ok();
         let (storage, configured) = match tokens.decode(&name, raw) {
             Ok(s) => (
-                if sealed { "sealed" } else { "plain text (older prmsync)" }.to_owned(),
+                if sealed {
+                    "sealed"
+                } else {
+                    "plain text (older prmsync)"
+                }
+                .to_owned(),
                 match (&s.configured, &fp) {
                     (None, _) | (_, None) => "unknown".to_owned(),
                     (Some(c), Some(f)) if c == f => "current".to_owned(),
@@ -174,7 +188,10 @@ pub fn describe(s: &CredentialStatus) -> String {
     let when = jiff::Timestamp::from_millisecond(s.saved_ms)
         .map(|t| t.to_string())
         .unwrap_or_default();
-    format!("{:<28} saved {when}  {}  configured token: {}", s.name, s.storage, s.configured)
+    format!(
+        "{:<28} saved {when}  {}  configured token: {}",
+        s.name, s.storage, s.configured
+    )
 }
 
 /// `prmsync auth status|reset` for `config`; the text to print.
@@ -229,24 +246,47 @@ mod tests {
         let key = SecretString::from("k");
         let tokens = StateTokens::owner(store.clone(), Some(&key));
         let t = SecretString::from("5Aep.rotated");
-        tokens.save("salesforce.refresh_token", &t, "fp1").await.unwrap();
+        tokens
+            .save("salesforce.refresh_token", &t, "fp1")
+            .await
+            .unwrap();
         let raw = store
             .credential("salesforce.refresh_token".into())
             .await
             .unwrap()
             .unwrap();
         assert!(!raw.contains("5Aep.rotated"), "{raw}");
-        let back = tokens.load("salesforce.refresh_token").await.unwrap().unwrap();
+        let back = tokens
+            .load("salesforce.refresh_token")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(back.value.expose_secret(), "5Aep.rotated");
         assert_eq!(back.configured.as_deref(), Some("fp1"));
 
         let keyless = StateTokens::owner(store.clone(), None);
-        assert!(keyless.save("salesforce.refresh_token", &t, "fp1").await.is_err());
+        assert!(
+            keyless
+                .save("salesforce.refresh_token", &t, "fp1")
+                .await
+                .is_err()
+        );
         assert!(keyless.load("salesforce.refresh_token").await.is_err());
 
-        let st = status(&store, Some(&key), Some(&SecretString::from("other"))).await.unwrap();
-        assert_eq!((st[0].storage.as_str(), st[0].configured.as_str()), ("sealed", "outdated"));
+        let st = status(&store, Some(&key), Some(&SecretString::from("other")))
+            .await
+            .unwrap();
+        assert_eq!(
+            (st[0].storage.as_str(), st[0].configured.as_str()),
+            ("sealed", "outdated")
+        );
         assert_eq!(reset(&store, "salesforce").await.unwrap(), 1);
-        assert!(tokens.load("salesforce.refresh_token").await.unwrap().is_none());
+        assert!(
+            tokens
+                .load("salesforce.refresh_token")
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -311,7 +311,8 @@ fn auth_cmd(path: &Path, action: prmsync::cli::AuthAction) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match runtime().and_then(|rt| rt.block_on(prmsync::credentials::auth_command(&config, action))) {
+    match runtime().and_then(|rt| rt.block_on(prmsync::credentials::auth_command(&config, action)))
+    {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

@@ -275,7 +275,12 @@ fn validate(
     let salesforce: Option<RawSalesforce> = section(cfg, &top, "salesforce", &mut errs);
     let rest: Option<RawRest> = section(cfg, &top, "rest", &mut errs);
 
-    let state_key = secret(daemon.state_key.as_ref(), "daemon.state_key", env, &mut errs);
+    let state_key = secret(
+        daemon.state_key.as_ref(),
+        "daemon.state_key",
+        env,
+        &mut errs,
+    );
     let mut daemon = validate_daemon(daemon, base_dir, &mut errs);
     daemon.state_key = state_key;
     let log = validate_log(log, &mut errs);

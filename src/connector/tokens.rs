@@ -151,7 +151,9 @@ impl std::fmt::Debug for Sealer {
 
 /// A sealed value could not be opened (wrong state key, or damaged).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot decrypt the saved {0}: the state key differs from the one it was saved with, or the value is damaged")]
+#[error(
+    "cannot decrypt the saved {0}: the state key differs from the one it was saved with, or the value is damaged"
+)]
 pub struct OpenError(pub String);
 
 impl Sealer {

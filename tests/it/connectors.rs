@@ -1556,7 +1556,10 @@ mod rest {
 }
 
 /// The world's config with a Salesforce simulator as the CRM (refresh-token flow).
-fn salesforce_config(world: &crate::harness::World, sf_server: &SimServer) -> prmsync::config::Config {
+fn salesforce_config(
+    world: &crate::harness::World,
+    sf_server: &SimServer,
+) -> prmsync::config::Config {
     use prmsync::config::{CrmConfig, SalesforceAuthConfig, SalesforceConfig};
     let mut config = world.config();
     config.daemon.mappings_dir = Some(
@@ -1625,7 +1628,10 @@ async fn plan_never_rotates_the_salesforce_token_the_daemon_owns() {
     let before = sim.stats().api_requests;
     let plans = prmsync::app::plan(&config, None).await.expect("plan runs");
     assert_eq!(plans.len(), 1);
-    assert!(sim.stats().api_requests > before, "plan searched Salesforce");
+    assert!(
+        sim.stats().api_requests > before,
+        "plan searched Salesforce"
+    );
     assert_eq!(sim.stats().refresh_grants, grants, "plan refreshed nothing");
     assert_eq!(sim.current_refresh_token(), token, "nothing rotated");
 
@@ -1634,10 +1640,16 @@ async fn plan_never_rotates_the_salesforce_token_the_daemon_owns() {
         .await
         .expect_err("the saved session expired");
     assert!(format!("{err:#}").contains("does not refresh"), "{err:#}");
-    world.ps.upsert_deal(prmsync::sim::seed::deals(4, 1).remove(3));
+    world
+        .ps
+        .upsert_deal(prmsync::sim::seed::deals(4, 1).remove(3));
     let report = daemon.run_until_idle().await.expect("the daemon refreshes");
     assert_eq!(report.dead_lettered, 0);
-    assert_eq!(sim.stats().invalid_grants, 0, "its token was never rotated away");
+    assert_eq!(
+        sim.stats().invalid_grants,
+        0,
+        "its token was never rotated away"
+    );
     assert_eq!(sim.records("Opportunity").len(), 4);
     daemon.shutdown().await;
 }
@@ -1655,7 +1667,10 @@ async fn salesforce_rereads_the_saved_token_before_each_refresh() {
         refresh_grant(REFRESH),
         Some(store),
     );
-    other.health().await.expect("the other owner rotates the saved token");
+    other
+        .health()
+        .await
+        .expect("the other owner rotates the saved token");
     assert_eq!(sf.sim.stats().refresh_grants, 2);
     sf.sim.expire_sessions();
     sf.conn
@@ -1816,5 +1831,63 @@ async fn salesforce_refreshes_once_then_reports_a_session_the_org_keeps_rejectin
         (s.refresh_grants, s.invalid_sessions),
         (2, 2),
         "one retry, no loop"
+    );
+}
+
+/// `prmsync auth status|reset` on a state file holding a sealed Salesforce token: status names it
+/// (never its value) and whether it descends from the configured token; reset deletes it.
+#[tokio::test]
+async fn auth_status_and_reset_on_the_saved_salesforce_token() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state.db");
+    let store = prmsync::store::Store::open(&state).expect("state");
+    let tokens = prmsync::credentials::StateTokens::owner(
+        store.clone(),
+        Some(&SecretString::from(STATE_KEY)),
+    );
+    tokens
+        .save(
+            "salesforce.refresh_token",
+            &SecretString::from("5Aep.rotated-secret"),
+            &fingerprint(&SecretString::from(REFRESH)),
+        )
+        .await
+        .expect("saved");
+    drop(tokens);
+    drop(store);
+    let path = dir.path().join("prmsync.toml");
+    let toml = format!(
+        "[daemon]\nstate_path = \"{}\"\nstate_key = {{ env = \"SK\" }}\n\n[partnerstack]\napi_key = {{ env = \"PK\" }}\n\n[salesforce]\nauth = \"refresh_token\"\nclient_id = \"cid\"\nrefresh_token = {{ env = \"RT\" }}\n",
+        state.display()
+    );
+    std::fs::write(&path, toml).expect("config");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_prmsync"))
+            .args(args)
+            .env("SK", STATE_KEY)
+            .env("PK", "k")
+            .env("RT", REFRESH)
+            .output()
+            .expect("run prmsync")
+    };
+    let p = path.to_str().expect("utf-8");
+    let out = run(&["auth", "--config", p, "status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        text.contains("salesforce.refresh_token") && text.contains("sealed"),
+        "{text}"
+    );
+    assert!(text.contains("configured token: current"), "{text}");
+    assert!(!text.contains("rotated-secret"), "never the value: {text}");
+    let out = run(&["auth", "--config", p, "reset"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("deleted 1"),
+        "{out:?}"
+    );
+    let out = run(&["auth", "--config", p, "status"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no saved credentials"),
+        "{out:?}"
     );
 }

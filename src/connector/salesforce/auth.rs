@@ -304,8 +304,8 @@ impl Authenticator {
         };
         let s: SavedSession = serde_json::from_str(saved.value.expose_secret())
             .map_err(|_| ConnectorError::Auth(READ_ONLY_HINT.into()))?;
-        let instance_url = Url::parse(&s.instance_url)
-            .map_err(|_| ConnectorError::Auth(READ_ONLY_HINT.into()))?;
+        let instance_url =
+            Url::parse(&s.instance_url).map_err(|_| ConnectorError::Auth(READ_ONLY_HINT.into()))?;
         state.generation += 1;
         let session = Arc::new(Session {
             access_token: SecretString::from(s.access_token),
@@ -425,10 +425,7 @@ impl Authenticator {
     }
 
     /// One token request; a refusal is `Auth`, a server failure `Transient`.
-    async fn request(
-        &self,
-        form: &[(&str, String)],
-    ) -> Result<api::TokenResponse, ConnectorError> {
+    async fn request(&self, form: &[(&str, String)]) -> Result<api::TokenResponse, ConnectorError> {
         let resp = self
             .http
             .post(self.token_url.clone())
