@@ -7,6 +7,7 @@ mod holds;
 mod matching;
 pub mod plan;
 pub mod registrations;
+pub mod rejects;
 mod retry;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -354,6 +355,8 @@ impl Engine {
                     system: object.system,
                     error,
                 })?;
+            // Items the connector could not read stop only themselves.
+            rejects::dead_letter(&self.store, object, read.rejects, (self.clock)()).await?;
             let mut changes = Vec::new();
             for r in read.records {
                 // No filtering on the cursor: systems with whole-second stamps (Salesforce) can

@@ -1891,3 +1891,56 @@ async fn auth_status_and_reset_on_the_saved_salesforce_token() {
         "{out:?}"
     );
 }
+
+/// A deal without a key and one without a modification time are dead-lettered with their raw
+/// payload, once, and every other deal syncs: one bad item no longer fails the object's poll.
+#[tokio::test]
+async fn unreadable_list_items_are_dead_lettered_once_and_the_poll_goes_on() {
+    let world = crate::harness::World::seeded(3).await;
+    let raw = |v: Value| v.as_object().cloned().unwrap_or_default();
+    let now = jiff::Timestamp::now().as_millisecond();
+    world.ps.insert_raw(
+        "deals",
+        raw(json!({"account_name": "No Key Inc", "updated_at": now})),
+    );
+    world.ps.insert_raw(
+        "deals",
+        raw(json!({"key": "deal_untimed", "account_name": "Untimed"})),
+    );
+    let daemon = world.daemon().await;
+    daemon.run_until_idle().await.expect("first pass");
+    assert_eq!(
+        world.hs.objects("deals").len(),
+        3,
+        "the readable deals synced"
+    );
+    let letters = || async {
+        daemon
+            .engine
+            .store()
+            .dead_letters(50)
+            .await
+            .expect("dead letters")
+            .into_iter()
+            .filter(|d| d.origin == "poll")
+            .collect::<Vec<_>>()
+    };
+    let first = letters().await;
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(first.iter().any(|d| d.record_id == "deal_untimed"));
+    assert!(first.iter().any(|d| d.reason.contains("no key")));
+    let shown = daemon
+        .engine
+        .store()
+        .dead_letter(first[0].id)
+        .await
+        .expect("show")
+        .expect("row");
+    assert!(
+        shown.payload.to_string().contains("account_name"),
+        "raw payload kept"
+    );
+    daemon.run_until_idle().await.expect("second pass");
+    assert_eq!(letters().await.len(), 2, "met again, dead-lettered once");
+    daemon.shutdown().await;
+}

@@ -698,11 +698,17 @@ mod tests {
 
     #[test]
     fn a_result_without_a_modification_time_is_a_reject() {
-        let o = |v: serde_json::Value| -> api::SimplePublicObject { serde_json::from_value(v).unwrap() };
-        let good = o(serde_json::json!({"id": "1", "properties": {"hs_lastmodifieddate": "2026-01-01T00:00:00Z"}}));
+        let o = |v: serde_json::Value| -> api::SimplePublicObject {
+            serde_json::from_value(v).unwrap()
+        };
+        let good = o(
+            serde_json::json!({"id": "1", "properties": {"hs_lastmodifieddate": "2026-01-01T00:00:00Z"}}),
+        );
         assert!(to_record(good).is_ok());
-        let bad = to_record(o(serde_json::json!({"id": "2", "properties": {"dealname": "x"}})))
-            .expect_err("no time");
+        let bad = to_record(o(
+            serde_json::json!({"id": "2", "properties": {"dealname": "x"}}),
+        ))
+        .expect_err("no time");
         assert_eq!(bad.id.as_deref(), Some("2"));
         assert_eq!(bad.raw["properties"]["dealname"], "x");
     }

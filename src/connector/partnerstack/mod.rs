@@ -225,6 +225,10 @@ mod tests {
         assert_eq!(rejects[0].raw["name"], "no key");
         assert_eq!(rejects[1].id.as_deref(), Some("d3"));
         assert!(rejects[1].reason.contains("updated_at"));
-        assert_eq!(last.as_deref(), Some("d1"), "the cursor is the last key in API order");
+        assert_eq!(
+            last.as_deref(),
+            Some("d1"),
+            "the cursor is the last key in API order"
+        );
     }
 }

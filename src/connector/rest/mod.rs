@@ -206,7 +206,10 @@ fn page_records(object: &str, o: &RestObject, items: &[Value]) -> (Vec<Record>, 
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
             _ => {
-                rejects.push(reject(None, format!("a {object} item has no {:?}", o.id_field)));
+                rejects.push(reject(
+                    None,
+                    format!("a {object} item has no {:?}", o.id_field),
+                ));
                 continue;
             }
         };
