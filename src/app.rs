@@ -122,7 +122,11 @@ fn connectors_with(
         }
         PrmConfig::Rest(r) => {
             require(r.profile.auth_value.expose_secret(), "rest.token")?;
-            Connector::Rest(Rest::new(http.clone(), r.profile.clone()))
+            let rest = Rest::new(http.clone(), r.profile.clone());
+            Connector::Rest(match r.rate_limit_per_second {
+                Some(n) => rest.with_rate_limit(n),
+                None => rest,
+            })
         }
     };
     let crm = match &config.crm {

@@ -425,6 +425,13 @@ fn validate_rest(r: RawRest, env: &Environment, errs: &mut Vec<ConfigError>) -> 
             hint: Some("use 1 to 1000 (what the PRM allows per page)".into()),
         });
     }
+    if r.rate_limit_per_second == Some(0) {
+        errs.push(ConfigError {
+            key: "rest.rate_limit_per_second".into(),
+            message: "must be greater than 0".into(),
+            hint: Some("requests per second the PRM allows; leave it out for no pacing".into()),
+        });
+    }
     if r.objects.is_empty() {
         errs.push(ConfigError {
             key: "rest.objects".into(),

@@ -1442,6 +1442,38 @@ mod rest {
         daemon.shutdown().await;
     }
 
+    /// `rest.rate_limit_per_second` paces every request, writes one by one included: six
+    /// requests at 5 per second cannot take less than one second (a lower bound only).
+    #[tokio::test]
+    async fn rest_rate_limit_per_second_paces_every_request() {
+        let sim = RestPrmSim::new(KEY);
+        let server = SimServer::start(sim.router()).await.expect("start sim");
+        for i in 0..6 {
+            sim.put(
+                "deals",
+                &format!("r{i}"),
+                obj(json!({"stage": "registered"})),
+            );
+        }
+        let world = crate::harness::World::seeded(0).await;
+        let mut config = world.config();
+        config.prm = PrmConfig::Rest(prmsync::config::RestConfig {
+            profile: profile_for(&server),
+            rate_limit_per_second: Some(5),
+            webhook_secret: None,
+        });
+        let (prm, _) = prmsync::app::connectors(&config, None).expect("connectors");
+        let writes: Vec<WriteRequest> = (0..6).map(|i| write(&format!("r{i}"), "won")).collect();
+        let started = std::time::Instant::now();
+        let results = prm.write("deals", &writes).await.expect("batch");
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(950),
+            "six requests at 5/s: {:?}",
+            started.elapsed()
+        );
+    }
+
     #[tokio::test]
     async fn rest_profile_reads_with_page_tokens_and_offsets() {
         let (sim, _server, conn) = start().await;

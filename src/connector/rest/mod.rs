@@ -20,6 +20,8 @@ pub use profile::{Paging, RestObject, RestProfile, SinceFormat, UpsertMethod};
 pub struct Rest {
     http: reqwest::Client,
     profile: Arc<RestProfile>,
+    /// Paces every request under `rest.rate_limit_per_second`, when set.
+    pace: Option<Arc<governor::DefaultDirectRateLimiter>>,
 }
 
 impl Rest {
@@ -27,7 +29,18 @@ impl Rest {
         Rest {
             http,
             profile: Arc::new(profile),
+            pace: None,
         }
+    }
+
+    /// Sends at most `per_second` requests per second (evenly spaced, no burst), every request
+    /// of every call included: the PRM's documented limit (`rest.rate_limit_per_second`).
+    pub fn with_rate_limit(mut self, per_second: u32) -> Self {
+        let n = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
+        self.pace = Some(Arc::new(governor::RateLimiter::direct(
+            governor::Quota::per_second(n).allow_burst(std::num::NonZeroU32::MIN),
+        )));
+        self
     }
 
     fn object(&self, name: &str) -> Result<&RestObject, ConnectorError> {
@@ -50,6 +63,9 @@ impl Rest {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ConnectorError> {
+        if let Some(pace) = &self.pace {
+            pace.until_ready().await;
+        }
         let resp = req
             .header(
                 self.profile.auth_header.as_str(),
