@@ -14,6 +14,7 @@ mod planner;
 mod poller;
 pub mod progress;
 pub mod registrations;
+pub mod rejects;
 mod retry;
 mod writer;
 
