@@ -40,6 +40,8 @@ async fn daemon(world: &World, mappings: PathBuf, sf: Option<&SimServer>) -> Dae
     };
     ps.webhook_secret = Some(SecretString::from(PS_HOOK_SECRET));
     if let Some(sf) = sf {
+        // Rotated Salesforce refresh tokens are kept sealed with the state key.
+        config.daemon.state_key = Some(SecretString::from("lifecycle-test-state-key"));
         config.crm = CrmConfig::Salesforce(SalesforceConfig {
             login_url: sf.url(""),
             auth: SalesforceAuthConfig::RefreshToken {
