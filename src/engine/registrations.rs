@@ -30,6 +30,8 @@ use crate::store::{
 pub const FLOW: &str = "rules-of-engagement";
 /// The PRM object that holds deal registrations.
 pub const OBJECT: &str = "deals";
+/// The PRM object whose records name the partners (key = record id; see [`partner_name`]).
+pub const PARTNERS: &str = "partnerships";
 /// Groups decided per store round trip (and per CRM facts read).
 const GROUPS_PER_COMMIT: usize = 50;
 /// The deal property marking a CRM deal made from a registration, when no deal flow names one.
@@ -201,7 +203,8 @@ fn keyed(rules: &Rules, event: RegistrationEvent) -> KeyedEvent {
     }
 }
 
-/// Records the PRM deal registrations among `items`, and notes registrations whose CRM deal
+/// Records the PRM deal registrations among `items` (and partners' names from the PRM's
+/// partnerships), and notes registrations whose CRM deal
 /// changed (so a deal created by the deal flow gets its decision written). Runs before the inbox
 /// batch is committed; repeats are ignored, so a crash in between loses nothing.
 pub async fn observe(
@@ -227,10 +230,41 @@ pub async fn observe(
                 .collect()
         })
         .unwrap_or_default();
+    let partners = ObjectRef {
+        system: prm,
+        object: PARTNERS.into(),
+    };
+    let names: Vec<(String, String)> = items
+        .iter()
+        .filter(|i| i.change.object == partners && i.change.kind == ChangeKind::Upsert)
+        .filter_map(|i| {
+            let r = &i.change.record;
+            let name = partner_name(&r.fields)?;
+            Some((r.id.clone(), name))
+        })
+        .collect();
+    if !names.is_empty() {
+        store.record_partner_names(names, now_ms).await?;
+    }
     if events.is_empty() && touched.is_empty() {
         return Ok(0);
     }
     store.record_registrations(events, touched, now_ms).await
+}
+
+/// A partnership's name as channel managers know it: the partner organisation's `company.name`,
+/// else a top-level `name`.
+fn partner_name(fields: &Map<String, Value>) -> Option<String> {
+    [
+        fields.get("company").and_then(|c| c.get("name")),
+        fields.get("name"),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(Value::as_str)
+    .map(str::trim)
+    .find(|n| !n.is_empty())
+    .map(str::to_owned)
 }
 
 fn registrations_object(prm: SystemKind) -> ObjectRef {
@@ -308,7 +342,7 @@ pub async fn decide(
                 crm: cache.facts(&domains),
                 reviews: group.reviews,
                 prior: group.prior,
-                partner_names: BTreeMap::new(),
+                partner_names: group.partner_names,
                 as_of_ms: as_of,
             };
             commit.decisions.extend(rules::evaluate(rules, &input));

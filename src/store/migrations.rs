@@ -20,6 +20,8 @@ pub fn all() -> Migrations<'static> {
         M::up(FLIP_HISTORY),
         // "priority": live writes drain before backfill.
         M::up(PRIORITY),
+        // "partner names": partners' names from the PRM, for registration reasons.
+        M::up(super::registrations::PARTNERS_MIGRATION),
     ])
 }
 

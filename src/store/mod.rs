@@ -454,6 +454,16 @@ impl Store {
         .await
     }
 
+    /// Stores partners' names as the PRM sent them (key, name).
+    pub async fn record_partner_names(
+        &self,
+        names: Vec<(String, String)>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| registrations::record_partners(tx, &names, now_ms))
+            .await
+    }
+
     /// Whether any registration was last decided under rules other than `rules_version`.
     pub async fn registrations_outdated(&self, rules_version: String) -> Result<bool, StoreError> {
         self.call(move |conn| registrations::outdated(conn, &rules_version))
