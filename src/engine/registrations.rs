@@ -22,8 +22,8 @@ use crate::rules::{
     Step,
 };
 use crate::store::{
-    DecisionCommit, InboxItem, KeyedEvent, LedgerEntry, Link, PlanCommit, PlannedWrite, Store,
-    StoreError,
+    DecisionCommit, InboxItem, KeyedEvent, LedgerEntry, Link, PlanCommit, PlannedWrite,
+    ReadOnlyStore, Store, StoreError,
 };
 
 /// The flow name on outbox rows, links and ledger lines written for registration decisions.
@@ -447,6 +447,73 @@ pub async fn decide(
         tracing::info!(changed, "registration decisions changed");
     }
     Ok(changed)
+}
+
+/// A registration whose decision a rules file would change.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Move {
+    pub registration_id: String,
+    pub partner: String,
+    /// The stored status (`None`: not decided yet).
+    pub before: Option<String>,
+    pub after: Status,
+    pub reason: String,
+}
+
+/// What `rules` would decide for every stored registration, compared with what is stored: the
+/// registrations that would move. Reads the state (never writes) and the CRM facts the rules
+/// name, as a pass would; a failed facts read fails the preview rather than guess.
+pub async fn preview(
+    state: &ReadOnlyStore,
+    rules: &Rules,
+    mappings: &[Arc<Mapping>],
+    prm: SystemKind,
+    crm: Option<CrmSource<'_>>,
+) -> Result<Vec<Move>, PreviewError> {
+    let (all, as_of) = state.all_registrations()?;
+    let Some(as_of) = as_of else {
+        return Ok(Vec::new());
+    };
+    let stored: BTreeMap<String, Option<String>> = state
+        .registrations()?
+        .into_iter()
+        .map(|r| (r.id, r.status))
+        .collect();
+    let prm_id_property =
+        deal_flow(mappings, prm).map_or(DEFAULT_PRM_ID_PROPERTY, |m| m.external_id.as_str());
+    let mut cache = FactsCache::new(rules, crm, prm_id_property);
+    let domains = domains_of(rules, &all.events);
+    cache.load(&domains).await?;
+    let input = Input {
+        crm: cache.facts(&domains),
+        events: all.events,
+        reviews: all.reviews,
+        prior: all.prior,
+        partner_names: all.partner_names,
+        as_of_ms: as_of,
+    };
+    Ok(rules::evaluate(rules, &input)
+        .into_iter()
+        .filter_map(|d| {
+            let before = stored.get(&d.registration_id).cloned().flatten();
+            (before.as_deref() != Some(d.status.as_str())).then_some(Move {
+                registration_id: d.registration_id,
+                partner: d.partner,
+                before,
+                after: d.status,
+                reason: d.reason,
+            })
+        })
+        .collect())
+}
+
+/// Why a preview could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PreviewError {
+    #[error("reading the state file: {0}")]
+    Store(#[from] StoreError),
+    #[error("reading CRM facts: {0}")]
+    Crm(#[from] ConnectorError),
 }
 
 fn protected_text(ms: Option<i64>) -> Value {

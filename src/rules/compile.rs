@@ -618,10 +618,9 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
     if !errs.list.is_empty() {
         return Err(errs.list);
     }
-    let version = hex::encode(&Sha256::digest(text.as_bytes())[..6]);
-    Ok(Rules {
+    let mut rules = Rules {
         file: file.to_owned(),
-        version,
+        version: String::new(),
         name: raw.name.into_inner(),
         description: raw.description,
         fields,
@@ -636,7 +635,39 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
         tie_breakers,
         tie_line,
         examples,
-    })
+    };
+    rules.version = fingerprint(&rules);
+    Ok(rules)
+}
+
+/// The rules' version: a short hash of what decides registrations, the compiled rules without
+/// their file name, name, description, line numbers and examples, and with listed accounts in a
+/// fixed order. A comment, a moved line or a new example changes nothing; a changed rule does.
+fn fingerprint(r: &Rules) -> String {
+    let mut c = r.clone();
+    c.file.clear();
+    c.name.clear();
+    c.description = None;
+    c.examples.clear();
+    c.tie_line = 0;
+    c.key.iter_mut().for_each(|k| k.line = 0);
+    c.qualification.line = 0;
+    c.tiers.line = 0;
+    c.reserved.line = 0;
+    for list in [&mut c.reserved.domains, &mut c.reserved.account_ids] {
+        list.iter_mut().for_each(|(_, line)| *line = 0);
+        list.sort();
+        list.dedup();
+    }
+    c.reserved.crm.iter_mut().for_each(|k| k.line = 0);
+    c.reserved
+        .crm
+        .sort_by(|a, b| (&a.field, &a.equals).cmp(&(&b.field, &b.equals)));
+    c.open_direct.line = 0;
+    c.review.line = 0;
+    c.protection.line = 0;
+    c.order.iter_mut().for_each(|(_, line)| *line = 0);
+    hex::encode(&Sha256::digest(format!("{c:?}").as_bytes())[..6])
 }
 
 fn tiers_contains(raw: &Raw, tier: &str) -> bool {

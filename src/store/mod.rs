@@ -511,7 +511,7 @@ impl Store {
 
     /// The registrations, review outcomes and prior decisions of one group.
     pub async fn registration_group(&self, key: String) -> Result<RegistrationGroup, StoreError> {
-        self.call(move |conn| registrations::group(conn, &key))
+        self.call(move |conn| registrations::group(conn, Some(&key)))
             .await
     }
 
@@ -620,6 +620,20 @@ impl ReadOnlyStore {
         source_ids: &[String],
     ) -> Result<Vec<(String, Link)>, StoreError> {
         queries::links_by_source(&self.conn, flow, source_ids)
+    }
+
+    /// Every registration's versions, reviews, prior decisions and partner names, and the
+    /// rules' "now" (`prmsync plan` decides them again under the rules on disk).
+    pub fn all_registrations(&self) -> Result<(RegistrationGroup, Option<i64>), StoreError> {
+        Ok((
+            registrations::group(&self.conn, None)?,
+            registrations::as_of(&self.conn)?,
+        ))
+    }
+
+    /// Every registration's stored decision.
+    pub fn registrations(&self) -> Result<Vec<StoredRegistration>, StoreError> {
+        registrations::list(&self.conn, None)
     }
 }
 

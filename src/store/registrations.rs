@@ -283,17 +283,20 @@ pub(super) fn keys_to_decide(
 }
 
 /// Everything the rules need to decide one group.
-pub(super) fn group(conn: &Connection, key: &str) -> Result<RegistrationGroup, StoreError> {
+/// One group's registrations, reviews, prior decisions and partner names; every group's with
+/// `None`.
+pub(super) fn group(conn: &Connection, key: Option<&str>) -> Result<RegistrationGroup, StoreError> {
     let events = events(
         conn,
-        "WHERE e.registration_id IN (SELECT id FROM registrations WHERE dup_key = ?1)",
+        "WHERE e.registration_id IN (SELECT id FROM registrations WHERE ?1 IS NULL OR dup_key = ?1)",
         params![key],
     )?;
     let mut reviews = Vec::new();
     {
         let mut stmt = conn.prepare_cached(
             "SELECT v.registration_id, v.approve, v.reason, v.at_ms FROM registration_reviews v
-             JOIN registrations g ON g.id = v.registration_id WHERE g.dup_key = ?1 ORDER BY v.id",
+             JOIN registrations g ON g.id = v.registration_id WHERE ?1 IS NULL OR g.dup_key = ?1
+             ORDER BY v.id",
         )?;
         let rows = stmt.query_map(params![key], |r| {
             Ok(ReviewOutcome {
@@ -311,7 +314,7 @@ pub(super) fn group(conn: &Connection, key: &str) -> Result<RegistrationGroup, S
     {
         let mut stmt = conn.prepare_cached(
             "SELECT id, status, protected_until, COALESCE(protected_under, rules_version)
-             FROM registrations WHERE dup_key = ?1 AND status IS NOT NULL",
+             FROM registrations WHERE (?1 IS NULL OR dup_key = ?1) AND status IS NOT NULL",
         )?;
         let rows = stmt.query_map(params![key], |r| {
             Ok((
@@ -337,7 +340,7 @@ pub(super) fn group(conn: &Connection, key: &str) -> Result<RegistrationGroup, S
     {
         let mut stmt = conn.prepare_cached(
             "SELECT DISTINCT p.partner, p.name FROM registration_partners p
-             JOIN registrations g ON g.partner = p.partner WHERE g.dup_key = ?1",
+             JOIN registrations g ON g.partner = p.partner WHERE ?1 IS NULL OR g.dup_key = ?1",
         )?;
         let rows = stmt.query_map(params![key], |r| Ok((r.get(0)?, r.get(1)?)))?;
         for row in rows {
