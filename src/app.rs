@@ -325,13 +325,21 @@ impl Daemon {
             hubspot_secret,
             partnerstack_secret,
             rest: rest_hook(&config),
-            clock,
+            clock: clock.clone(),
             failpoints,
             intake: Arc::new(tokio::sync::Semaphore::new(webhook::MAX_INFLIGHT_WEBHOOKS)),
         };
         let router = webhook::router(state, config.http.max_body_bytes);
         let stop_http = CancellationToken::new();
         let tasks = TaskTracker::new();
+        // Retention: prunes old history in small batches on its own interval (store::retention).
+        tasks.spawn(crate::store::retention::maintain(
+            engine.store().clone(),
+            config.retention.policy,
+            config.retention.interval,
+            move || clock(),
+            stop_http.clone(),
+        ));
         let token = stop_http.clone();
         tasks.spawn(async move {
             if let Err(e) = axum::serve(listener, router)

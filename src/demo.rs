@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::app::Daemon;
 use crate::config::{
     Config, CrmConfig, DaemonConfig, HttpConfig, HubSpotConfig, LogConfig, LogFormat,
-    PartnerStackConfig, PrmConfig, defaults,
+    PartnerStackConfig, PrmConfig, RetentionConfig, defaults,
 };
 use crate::engine::system_clock;
 use crate::sim::hubspot::{HubSpotSim, deliver_webhook, property_change_event};
@@ -94,6 +94,7 @@ pub fn config_for(state: PathBuf, partnerstack: reqwest::Url, hubspot: reqwest::
             client_secret: Some(SecretString::from(HS_SECRET)),
             oauth: None,
         }),
+        retention: RetentionConfig::default(),
     }
 }
 

@@ -66,6 +66,7 @@ fn accepted() -> BTreeSet<String> {
         ("salesforce", fields_of::<raw::RawSalesforce>()),
         ("rest", fields_of::<raw::RawRest>()),
         ("rest.objects.*", fields_of::<raw::RawRestObject>()),
+        ("retention", fields_of::<raw::RawRetention>()),
     ];
     let names: BTreeSet<&str> = sections.iter().map(|(s, _)| *s).collect();
     assert!(

@@ -13,7 +13,8 @@ use secrecy::SecretString;
 
 pub use raw::defaults;
 use raw::{
-    RawDaemon, RawHttp, RawHubSpot, RawLog, RawPartnerStack, RawRest, RawSalesforce, RawSecret,
+    RawDaemon, RawHttp, RawHubSpot, RawLog, RawPartnerStack, RawRest, RawRetention, RawSalesforce,
+    RawSecret,
 };
 
 use crate::connector::rest::{Paging, RestObject, RestProfile, SinceFormat, UpsertMethod};
@@ -30,6 +31,23 @@ pub struct Config {
     pub http: HttpConfig,
     pub prm: PrmConfig,
     pub crm: CrmConfig,
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]`: what the state file keeps, and how often the pruning task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionConfig {
+    pub policy: crate::store::RetentionPolicy,
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            policy: crate::store::RetentionPolicy::default(),
+            interval: Duration::from_secs(defaults::RETENTION_INTERVAL_SECS),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -267,6 +285,7 @@ fn validate(
     let daemon: RawDaemon = section(cfg, &top, "daemon", &mut errs).unwrap_or_default();
     let log: RawLog = section(cfg, &top, "log", &mut errs).unwrap_or_default();
     let http: RawHttp = section(cfg, &top, "http", &mut errs).unwrap_or_default();
+    let retention: RawRetention = section(cfg, &top, "retention", &mut errs).unwrap_or_default();
     let partnerstack: Option<RawPartnerStack> = section(cfg, &top, "partnerstack", &mut errs);
     let hubspot: Option<RawHubSpot> = section(cfg, &top, "hubspot", &mut errs);
     let salesforce: Option<RawSalesforce> = section(cfg, &top, "salesforce", &mut errs);
@@ -275,6 +294,7 @@ fn validate(
     let daemon = validate_daemon(daemon, base_dir, &mut errs);
     let log = validate_log(log, &mut errs);
     let http = validate_http(http, &mut errs);
+    let retention = validate_retention(&retention, &mut errs);
 
     if partnerstack.is_some() && rest.is_some() {
         errs.push(ConfigError {
@@ -346,6 +366,7 @@ fn validate(
             http,
             prm,
             crm,
+            retention,
         }),
         _ => Err(errs),
     }
@@ -690,6 +711,36 @@ fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -
         shutdown_timeout: Duration::from_secs(d.shutdown_timeout_secs),
         max_attempts: d.max_attempts,
         request_timeout: Duration::from_secs(d.request_timeout_secs),
+    }
+}
+
+fn validate_retention(r: &RawRetention, errs: &mut Vec<ConfigError>) -> RetentionConfig {
+    const DAY_SECS: u64 = 24 * 60 * 60;
+    if r.inbox_days == 0 {
+        errs.push(ConfigError {
+            key: "retention.inbox_days".into(),
+            message: "must be at least 1".into(),
+            hint: Some(
+                "processed changes are kept to recognise repeats (overlapping polls, webhook retries); 7 is the default"
+                    .into(),
+            ),
+        });
+    }
+    if r.interval_secs == 0 {
+        errs.push(ConfigError {
+            key: "retention.interval_secs".into(),
+            message: "must be greater than 0".into(),
+            hint: Some("3600 (hourly) is the default".into()),
+        });
+    }
+    let days = |d: u64| (d > 0).then(|| Duration::from_secs(d.saturating_mul(DAY_SECS)));
+    RetentionConfig {
+        policy: crate::store::RetentionPolicy {
+            inbox: Duration::from_secs(r.inbox_days.max(1).saturating_mul(DAY_SECS)),
+            ledger: days(r.ledger_days),
+            registration_events: days(r.registration_events_days),
+        },
+        interval: Duration::from_secs(r.interval_secs.max(1)),
     }
 }
 

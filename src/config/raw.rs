@@ -19,6 +19,10 @@ pub mod defaults {
     pub const PARTNERSTACK_BASE_URL: &str = "https://api.partnerstack.com/api/v2";
     pub const HUBSPOT_BASE_URL: &str = "https://api.hubapi.com";
     pub const SALESFORCE_LOGIN_URL: &str = "https://login.salesforce.com";
+    pub const RETENTION_INBOX_DAYS: u64 = 7;
+    pub const RETENTION_LEDGER_DAYS: u64 = 90;
+    pub const RETENTION_REGISTRATION_EVENTS_DAYS: u64 = 90;
+    pub const RETENTION_INTERVAL_SECS: u64 = 3600;
 }
 
 /// The top-level sections. Each is read on its own so that mistakes in several sections are all
@@ -31,6 +35,7 @@ pub const SECTIONS: &[&str] = &[
     "hubspot",
     "salesforce",
     "rest",
+    "retention",
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -55,6 +60,27 @@ impl Default for RawDaemon {
             shutdown_timeout_secs: defaults::SHUTDOWN_TIMEOUT_SECS,
             max_attempts: defaults::MAX_ATTEMPTS,
             request_timeout_secs: defaults::REQUEST_TIMEOUT_SECS,
+        }
+    }
+}
+
+/// `[retention]`: how long history is kept (0 = forever, except the inbox) and how often it is pruned.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetention {
+    pub inbox_days: u64,
+    pub ledger_days: u64,
+    pub registration_events_days: u64,
+    pub interval_secs: u64,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        RawRetention {
+            inbox_days: defaults::RETENTION_INBOX_DAYS,
+            ledger_days: defaults::RETENTION_LEDGER_DAYS,
+            registration_events_days: defaults::RETENTION_REGISTRATION_EVENTS_DAYS,
+            interval_secs: defaults::RETENTION_INTERVAL_SECS,
         }
     }
 }

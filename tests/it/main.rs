@@ -14,6 +14,7 @@ mod harness;
 mod mapping;
 mod matching;
 mod ops;
+mod retention;
 mod rules;
 mod sync;
 mod webhooks;
