@@ -374,31 +374,34 @@ impl Daemon {
     /// engine reads its mappings once at the start of each pass).
     pub fn reload(&self) {
         notify(&[sd_notify::NotifyState::Reloading, monotonic()]);
-        let result = load_mappings(&self.config)
+        // Mappings and rules are compiled first and swapped together, or neither is: new
+        // mappings never run with old rules.
+        let mappings = load_mappings(&self.config)
             .map_err(|e| anyhow::anyhow!("{e}"))
             .and_then(|set| active_mappings(&self.config, &set));
+        let rules = load_rules(&self.config);
         let mut status = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
-        match result {
-            Ok(m) => {
+        match (mappings, rules) {
+            (Ok(m), Ok(r)) => {
                 status.succeeded += 1;
                 status.versions = versions(&m);
                 self.engine.set_mappings(m);
-                tracing::info!(mappings = ?status.versions, reloads_ok = status.succeeded, "mappings reloaded");
+                self.engine.set_rules(r);
+                tracing::info!(mappings = ?status.versions, reloads_ok = status.succeeded, "mappings and rules reloaded");
             }
-            Err(e) => {
+            (m, r) => {
                 status.failed += 1;
-                let why = format!("{e:#}").trim_end().to_owned();
-                tracing::error!(error = %why, reloads_failed = status.failed, running = ?status.versions, "reload refused: the running mappings stay in force");
+                let why = [m.err(), r.err()]
+                    .into_iter()
+                    .flatten()
+                    .map(|e| format!("{e:#}").trim_end().to_owned())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                tracing::error!(error = %why, reloads_failed = status.failed, running = ?status.versions, "reload refused: the running mappings and rules stay in force");
                 status.last_error = Some(why);
             }
         }
         drop(status);
-        match load_rules(&self.config) {
-            Ok(r) => self.engine.set_rules(r),
-            Err(e) => {
-                tracing::error!(error = %e, "reload refused: the running rules stay in force")
-            }
-        }
         notify(&[sd_notify::NotifyState::Ready]);
     }
 
@@ -415,20 +418,26 @@ impl Daemon {
         Ok(self.engine.run_until_idle(50).await?)
     }
 
-    /// Stops the listener and waits for in-flight requests, at most `shutdown_timeout`.
     /// `/readyz` answers 503 from now on: the shutdown has begun (called when the signal arrives,
     /// before the in-flight pass finishes).
     pub fn begin_drain(&self) {
         self.readiness.drain();
     }
 
+    /// Stops the listeners and waits for in-flight requests, at most `shutdown_timeout`.
     pub async fn shutdown(self) {
+        let limit = self.config.daemon.shutdown_timeout;
+        self.shutdown_within(limit).await;
+    }
+
+    /// [`Daemon::shutdown`] waiting at most `limit` (what is left of the shutdown budget).
+    pub async fn shutdown_within(self, limit: Duration) {
         notify(&[sd_notify::NotifyState::Stopping]);
         self.begin_drain();
         self.ready.store(false, Ordering::Relaxed);
         self.stop_http.cancel();
         self.tasks.close();
-        if tokio::time::timeout(self.config.daemon.shutdown_timeout, self.tasks.wait())
+        if tokio::time::timeout(limit, self.tasks.wait())
             .await
             .is_err()
         {
@@ -546,20 +555,31 @@ pub async fn run(
     reload: Arc<Notify>,
     failpoints: FailPoints,
 ) -> anyhow::Result<()> {
+    // One budget for the whole shutdown (the pass in flight, then open requests), so the worst
+    // case is `shutdown_timeout`, inside the unit's TimeoutStopSec.
     let deadline = config.daemon.shutdown_timeout;
     let daemon = Daemon::start_with(config, crate::engine::system_clock(), failpoints).await?;
+    let drain_started = std::sync::OnceLock::new();
     {
         let sync = daemon.run(shutdown.clone(), reload);
         tokio::pin!(sync);
         tokio::select! {
             () = &mut sync => {}
-            () = async { shutdown.cancelled().await; daemon.begin_drain(); tokio::time::sleep(deadline).await } => {
+            () = async {
+                shutdown.cancelled().await;
+                let _ = drain_started.set(tokio::time::Instant::now());
+                daemon.begin_drain();
+                tokio::time::sleep(deadline).await
+            } => {
                 // Every step commits atomically, so an abandoned pass loses nothing: its changes
                 // stay in the inbox or outbox for the next start.
                 tracing::warn!(?deadline, "the sync pass did not finish before the shutdown deadline; stopping anyway");
             }
         }
     }
-    daemon.shutdown().await;
+    let left = drain_started
+        .get()
+        .map_or(deadline, |t| deadline.saturating_sub(t.elapsed()));
+    daemon.shutdown_within(left).await;
     Ok(())
 }

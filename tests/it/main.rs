@@ -15,6 +15,7 @@ mod harness;
 mod mapping;
 mod matching;
 mod ops;
+mod reload;
 mod retention;
 mod rules;
 mod sync;
