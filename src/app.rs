@@ -201,7 +201,7 @@ pub struct Daemon {
     /// The admin listener (`/livez`, `/readyz`, `/metrics`).
     pub admin_addr: SocketAddr,
     readiness: Arc<crate::admin::Readiness>,
-    reloads: Mutex<ReloadStatus>,
+    reloads: Arc<Mutex<ReloadStatus>>,
     config: Config,
     ready: Arc<AtomicBool>,
     wake: Arc<Notify>,
@@ -231,10 +231,10 @@ impl Daemon {
             })?;
         let set = load_mappings(&config).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
         let mappings = active_mappings(&config, &set)?;
-        let reloads = Mutex::new(ReloadStatus {
+        let reloads = Arc::new(Mutex::new(ReloadStatus {
             versions: versions(&mappings),
             ..ReloadStatus::default()
-        });
+        }));
         let (prm, crm) = connectors(&config, Some(&store))?;
         let (hubspot_secret, partnerstack_secret) = webhook_secrets(&config);
         let settings = EngineSettings {
@@ -267,6 +267,7 @@ impl Daemon {
             store: store.clone(),
             readiness: readiness.clone(),
             clock: clock.clone(),
+            reloads: reloads.clone(),
         });
         let wake = Arc::new(Notify::new());
         let state = WebhookState {
