@@ -328,7 +328,15 @@ impl Daemon {
 
     /// Runs the sync loop until `shutdown` is cancelled, reloading mappings when `reload` fires.
     pub async fn run(&self, shutdown: CancellationToken, reload: Arc<Notify>) {
-        notify(&[sd_notify::NotifyState::Ready]);
+        let now = jiff::Timestamp::now().as_millisecond();
+        let summary = match self.engine.store().status(now).await {
+            Ok(r) => format!("running: {}", crate::status::one_line(&r)),
+            Err(e) => format!("running; the state file did not answer: {e}"),
+        };
+        notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&summary),
+        ]);
         let interval = self.config.daemon.poll_interval;
         loop {
             let pass = self.engine.tick().await;
@@ -382,12 +390,17 @@ impl Daemon {
             .and_then(|set| active_mappings(&self.config, &set));
         let rules = load_rules(&self.config);
         let mut status = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
+        let reload_summary;
         match (mappings, rules) {
             (Ok(m), Ok(r)) => {
                 status.succeeded += 1;
                 status.versions = versions(&m);
                 self.engine.set_mappings(m);
                 self.engine.set_rules(r);
+                reload_summary = format!(
+                    "reloaded mappings and rules ({} reload(s) ok, {} refused)",
+                    status.succeeded, status.failed
+                );
                 tracing::info!(mappings = ?status.versions, reloads_ok = status.succeeded, "mappings and rules reloaded");
             }
             (m, r) => {
@@ -400,10 +413,17 @@ impl Daemon {
                     .join("\n");
                 tracing::error!(error = %why, reloads_failed = status.failed, running = ?status.versions, "reload refused: the running mappings and rules stay in force");
                 status.last_error = Some(why);
+                reload_summary = format!(
+                    "reload refused; the running mappings and rules stay ({} refused)",
+                    status.failed
+                );
             }
         }
         drop(status);
-        notify(&[sd_notify::NotifyState::Ready]);
+        notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&reload_summary),
+        ]);
     }
 
     /// Counts and last error of mapping reloads, and the versions in force.
@@ -433,7 +453,10 @@ impl Daemon {
 
     /// [`Daemon::shutdown`] waiting at most `limit` (what is left of the shutdown budget).
     pub async fn shutdown_within(self, limit: Duration) {
-        notify(&[sd_notify::NotifyState::Stopping]);
+        notify(&[
+            sd_notify::NotifyState::Stopping,
+            sd_notify::NotifyState::Status("stopping: finishing in-flight work"),
+        ]);
         self.begin_drain();
         self.ready.store(false, Ordering::Relaxed);
         self.stop_http.cancel();

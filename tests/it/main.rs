@@ -14,6 +14,7 @@ mod guarantees;
 mod harness;
 mod mapping;
 mod matching;
+mod notify;
 mod ops;
 mod reload;
 mod retention;
