@@ -16,6 +16,7 @@ mod mapping;
 mod matching;
 mod notify;
 mod ops;
+mod pipeline;
 mod reload;
 mod retention;
 mod rules;
