@@ -96,11 +96,14 @@ pub fn connectors(
     let prm = match &config.prm {
         PrmConfig::PartnerStack(p) => {
             require(p.api_key.expose_secret(), "partnerstack.api_key")?;
-            Connector::PartnerStack(PartnerStack::new(
-                http.clone(),
-                p.base_url.clone(),
-                p.api_key.clone(),
-            ))
+            let client = PartnerStack::new(http.clone(), p.base_url.clone(), p.api_key.clone());
+            Connector::PartnerStack(match &p.public_key {
+                Some(public) => {
+                    require(public.expose_secret(), "partnerstack.public_key")?;
+                    client.with_basic_auth(public.clone())
+                }
+                None => client,
+            })
         }
         PrmConfig::Rest(r) => {
             require(r.profile.auth_value.expose_secret(), "rest.token")?;
@@ -126,6 +129,17 @@ pub fn connectors(
         CrmConfig::Salesforce(sf) => salesforce_connector(sf, http.clone(), tokens)?,
     };
     Ok((prm, crm))
+}
+
+/// `/webhooks/rest`'s secret and profile, when the REST PRM has a webhook secret.
+fn rest_hook(config: &Config) -> Option<webhook::RestHook> {
+    match &config.prm {
+        PrmConfig::Rest(r) => r.webhook_secret.clone().map(|secret| webhook::RestHook {
+            secret,
+            profile: Arc::new(r.profile.clone()),
+        }),
+        PrmConfig::PartnerStack(_) => None,
+    }
 }
 
 /// The webhook secrets: (HubSpot client secret, PartnerStack shared secret).
@@ -246,6 +260,7 @@ impl Daemon {
             wake: wake.clone(),
             hubspot_secret,
             partnerstack_secret,
+            rest: rest_hook(&config),
             clock,
             failpoints,
             intake: Arc::new(tokio::sync::Semaphore::new(webhook::MAX_INFLIGHT_WEBHOOKS)),
@@ -409,12 +424,10 @@ fn salesforce_connector(
             require(private_key.expose_secret(), "salesforce.private_key")?;
             let key = salesforce::auth::parse_private_key(private_key.expose_secret())
                 .context("salesforce.private_key")?;
-            let mut audience = sf.login_url.clone();
-            audience.set_path("");
             salesforce::Grant::JwtBearer {
                 client_id: client_id.clone(),
                 username: username.clone(),
-                audience: audience.as_str().trim_end_matches('/').to_owned(),
+                audience: salesforce::auth::jwt_audience(&sf.login_url, sf.audience.as_deref()),
                 key: Arc::new(key),
             }
         }

@@ -114,6 +114,40 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         partners: usize,
     },
+    /// Copy the state file to PATH while the daemon runs (one consistent snapshot), and check the
+    /// copy with PRAGMA integrity_check before it is put in place. Never overwrites.
+    #[command(after_help = EXIT_CODES)]
+    Backup {
+        #[command(flatten)]
+        state: StateArgs,
+        /// Where to write the backup (must not exist yet).
+        path: PathBuf,
+    },
+    /// Run the built-in PartnerStack and HubSpot simulators on loopback ports, seeded, until
+    /// Ctrl-C, and write a config that points prmsync at them (for `run`, `plan` and `check`).
+    #[command(after_help = EXIT_CODES)]
+    Sim {
+        /// Where to write the config (its secrets and state file go next to it).
+        #[arg(long, short, default_value = "prmsync-sim/prmsync.toml")]
+        config: PathBuf,
+        /// How many deal registrations to seed.
+        #[arg(long, default_value_t = 50)]
+        deals: usize,
+        /// How many partners to seed.
+        #[arg(long, default_value_t = 5)]
+        partners: usize,
+        /// The address the generated config gives prmsync's webhook listener.
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: std::net::SocketAddr,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), or write one page per command into --dir.
+    Man {
+        /// Write prmsync.1 and prmsync-COMMAND.1 pages into this folder.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Run the benchmark suite on the built-in simulators: print a table, optionally write JSON.
     #[command(after_help = EXIT_CODES)]
     Bench {

@@ -76,6 +76,7 @@ pub fn config_for(state: PathBuf, partnerstack: reqwest::Url, hubspot: reqwest::
         log: LogConfig {
             format: LogFormat::Human,
             level: "warn".into(),
+            redact_personal_data: true,
         },
         http: HttpConfig {
             listen: ([127, 0, 0, 1], 0).into(),
@@ -84,6 +85,7 @@ pub fn config_for(state: PathBuf, partnerstack: reqwest::Url, hubspot: reqwest::
         prm: PrmConfig::PartnerStack(PartnerStackConfig {
             base_url: partnerstack,
             api_key: SecretString::from(PS_KEY),
+            public_key: None,
             webhook_secret: None,
         }),
         crm: CrmConfig::HubSpot(HubSpotConfig {

@@ -1,6 +1,8 @@
 //! Problems in the files admins edit (mappings, rules of engagement): where (file:line:column),
 //! which key, what is wrong and a hint. Shared so both files report errors the same way.
 
+pub mod collect;
+
 use std::fmt;
 
 /// One problem in an admin-edited file, with where it is.

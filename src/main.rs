@@ -1,10 +1,10 @@
 //! The `prmsync` binary: parse the CLI, set up logging, dispatch, and map errors to exit codes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{CommandFactory as _, Parser};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +14,7 @@ use prmsync::failpoint::{self, FailPoints};
 use prmsync::mapping::{MappingErrors, run_examples};
 use prmsync::rules::Rules;
 use prmsync::store::Store;
+use prmsync::telemetry::redact::Redactor;
 use prmsync::{app, bench, demo, registrations_cli, shutdown, status, telemetry};
 
 /// Exit code for runtime failures.
@@ -56,6 +57,28 @@ fn main() -> ExitCode {
             json,
             size,
         } => bench_cmd(&scenarios, json.as_deref(), size),
+        Command::Backup { state, path } => backup_cmd(&state, &path),
+        Command::Sim {
+            config,
+            deals,
+            partners,
+            listen,
+        } => sim_cmd(prmsync::ops::sim::SimOptions {
+            config,
+            deals,
+            partners,
+            listen,
+        }),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "prmsync",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => man_cmd(dir.as_deref()),
         Command::Demo {
             state,
             deals,
@@ -68,6 +91,7 @@ fn main() -> ExitCode {
                     LogFormat::Human
                 },
                 "warn",
+                Redactor::new(Vec::new(), true),
             );
             let opts = demo::DemoOptions {
                 state: state.unwrap_or_else(demo::DemoOptions::default_state),
@@ -90,7 +114,7 @@ fn main() -> ExitCode {
 
 /// `prmsync bench`: runs the scenarios, prints the table, writes the JSON if asked.
 fn bench_cmd(scenarios: &[String], json: Option<&Path>, size: BenchSize) -> ExitCode {
-    telemetry::init(LogFormat::Human, "error");
+    telemetry::init(LogFormat::Human, "error", Redactor::new(Vec::new(), true));
     if let Err(e) = bench::check_names(scenarios) {
         eprintln!("{e}");
         return ExitCode::from(EXIT_CONFIG);
@@ -127,6 +151,11 @@ fn bench_cmd(scenarios: &[String], json: Option<&Path>, size: BenchSize) -> Exit
     ExitCode::SUCCESS
 }
 
+/// Warnings and errors only, as text (operator verbs); personal data redacted.
+fn quiet_logs() {
+    telemetry::init(LogFormat::Human, "warn", Redactor::new(Vec::new(), true));
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -150,7 +179,8 @@ fn run(path: &Path, log_json: bool) -> ExitCode {
     } else {
         config.log.format
     };
-    telemetry::init(format, &config.log.level);
+    let redactor = Redactor::new(telemetry::secrets(&config), config.log.redact_personal_data);
+    telemetry::init(format, &config.log.level, redactor);
     let failpoints = match std::env::var(failpoint::ENV_VAR) {
         Ok(spec) => match FailPoints::parse(&spec) {
             Ok(f) => f,
@@ -196,20 +226,22 @@ fn run(path: &Path, log_json: bool) -> ExitCode {
 }
 
 fn check(path: &Path) -> ExitCode {
-    telemetry::init(LogFormat::Human, "warn");
+    quiet_logs();
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let mut problems = 0;
+    let mut examples = 0;
+    // Mapping errors do not stop the check: the rules file's errors are reported in the same run.
     let set = match app::load_mappings(&config) {
         Ok(s) => s,
         Err(e) => {
             eprint!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
+            problems += e.0.len();
+            prmsync::mapping::MappingSet::default()
         }
     };
-    let mut problems = 0;
-    let mut examples = 0;
     for m in &set.mappings {
         examples += m.examples.len();
         for f in run_examples(m) {
@@ -217,7 +249,9 @@ fn check(path: &Path) -> ExitCode {
             problems += 1;
         }
     }
-    if let Err(e) = app::active_mappings(&config, &set) {
+    if problems == 0
+        && let Err(e) = app::active_mappings(&config, &set)
+    {
         eprintln!("{e}");
         problems += 1;
     }
@@ -264,7 +298,7 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn plan_cmd(path: &Path, flow: Option<&str>, json: bool) -> ExitCode {
-    telemetry::init(LogFormat::Human, "warn");
+    quiet_logs();
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -297,19 +331,29 @@ fn plan_cmd(path: &Path, flow: Option<&str>, json: bool) -> ExitCode {
     }
 }
 
-fn status_cmd(config: Option<&Path>, state: Option<&Path>, json: bool) -> ExitCode {
+/// The state file an operator verb acts on: `--state FILE`, or the config's `daemon.state_path`.
+/// The one place this is resolved; a missing file is reported here.
+fn state_path(config: Option<&Path>, state: Option<&Path>) -> Result<PathBuf, ExitCode> {
     let path = match (config, state) {
         (_, Some(s)) => s.to_owned(),
-        (Some(c), None) => match load(c) {
-            Ok(c) => c.daemon.state_path,
-            Err(code) => return code,
-        },
-        (None, None) => return ExitCode::from(EXIT_CONFIG),
+        (Some(c), None) => load(c)?.daemon.state_path,
+        (None, None) => {
+            eprintln!("prmsync: name the state file: --config FILE or --state FILE");
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
     };
     if !path.exists() {
         eprintln!("no state file at {} (has prmsync run yet?)", path.display());
-        return ExitCode::from(EXIT_RUNTIME);
+        return Err(ExitCode::from(EXIT_RUNTIME));
     }
+    Ok(path)
+}
+
+fn status_cmd(config: Option<&Path>, state: Option<&Path>, json: bool) -> ExitCode {
+    let path = match state_path(config, state) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     match prmsync::store::status_read_only(&path, jiff::Timestamp::now().as_millisecond()) {
         Ok(r) if json => match serde_json::to_string_pretty(&r) {
             Ok(s) => {
@@ -334,23 +378,10 @@ fn status_cmd(config: Option<&Path>, state: Option<&Path>, json: bool) -> ExitCo
 }
 
 fn dlq_cmd(config: Option<&Path>, state: Option<&Path>, json: bool, action: DlqAction) -> ExitCode {
-    let path = match (config, state) {
-        (_, Some(s)) => s.to_owned(),
-        (Some(c), None) => match load(c) {
-            Ok(c) => c.daemon.state_path,
-            Err(code) => return code,
-        },
-        (None, None) => {
-            eprintln!(
-                "prmsync dlq: name the config (--config FILE) or the state file (--state FILE)"
-            );
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let path = match state_path(config, state) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
-    if !path.exists() {
-        eprintln!("no state file at {} (has prmsync run yet?)", path.display());
-        return ExitCode::from(EXIT_RUNTIME);
-    }
     let now = jiff::Timestamp::now().as_millisecond();
     match runtime()
         .and_then(|rt| Ok(rt.block_on(prmsync::ops::dlq::run(&path, action, json, now))?))
@@ -371,22 +402,11 @@ type Verb<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Resul
 
 /// Runs an operator verb (`registrations`, `review`) against an existing state file.
 fn operator(args: &StateArgs, verb: impl for<'a> FnOnce(&'a Store, bool) -> Verb<'a>) -> ExitCode {
-    telemetry::init(LogFormat::Human, "warn");
-    let path = match (&args.config, &args.state) {
-        (_, Some(s)) => s.clone(),
-        (Some(c), None) => match load(c) {
-            Ok(c) => c.daemon.state_path,
-            Err(code) => return code,
-        },
-        (None, None) => {
-            eprintln!("name the state file: --config FILE or --state FILE");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    quiet_logs();
+    let path = match state_path(args.config.as_deref(), args.state.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
-    if !path.exists() {
-        eprintln!("no state file at {} (has prmsync run yet?)", path.display());
-        return ExitCode::from(EXIT_RUNTIME);
-    }
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let store = Store::open(&path)?;
@@ -400,6 +420,82 @@ fn operator(args: &StateArgs, verb: impl for<'a> FnOnce(&'a Store, bool) -> Verb
         }
         Err(e) => {
             eprintln!("prmsync: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// `prmsync backup PATH`: a checked, consistent copy of the state file.
+fn backup_cmd(args: &StateArgs, dest: &Path) -> ExitCode {
+    quiet_logs();
+    let path = match state_path(args.config.as_deref(), args.state.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    match prmsync::ops::backup::backup(&path, dest) {
+        Ok(r) if args.json => match serde_json::to_string_pretty(&r) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        },
+        Ok(r) => {
+            print!("{}", prmsync::ops::backup::render(&r));
+            ExitCode::SUCCESS
+        }
+        Err(e @ prmsync::ops::backup::BackupError::Exists(_)) => {
+            eprintln!("prmsync backup: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("prmsync backup: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// `prmsync sim`: simulators until SIGINT/SIGTERM.
+fn sim_cmd(opts: prmsync::ops::sim::SimOptions) -> ExitCode {
+    quiet_logs();
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let running = prmsync::ops::sim::start(&opts).await?;
+            print!("{}", running.describe());
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r?,
+                _ = term.recv() => {}
+            }
+            running.stop().await;
+            anyhow::Ok(())
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("prmsync sim: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// `prmsync man [--dir DIR]`: the man page on stdout, or every command's page into DIR.
+fn man_cmd(dir: Option<&Path>) -> ExitCode {
+    let result = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).and_then(|()| clap_mangen::generate_to(Cli::command(), d))
+        }
+        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("prmsync man: {e}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }

@@ -11,7 +11,7 @@ fn when(ms: Option<i64>) -> String {
     ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
         .map_or_else(
             || "-".to_owned(),
-            |t| t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+            |t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
         )
 }
 

@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {
-    if let Ok(changes) = prmsync::webhook::parse_hubspot_events(body) {
+    if let Ok(changes) = prmsync::connector::hubspot::webhook::parse_events(body) {
         for c in changes {
             assert!(!c.event_id.is_empty());
         }

@@ -182,6 +182,7 @@ pub fn salesforce_config(
             client_secret: Some(SecretString::from(auth.client_secret)),
             refresh_token: SecretString::from(auth.refresh_token),
         },
+        audience: None,
     });
     Ok(config)
 }

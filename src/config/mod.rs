@@ -46,14 +46,19 @@ pub struct DaemonConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// journald fields when systemd runs prmsync (`JOURNAL_STREAM` is stderr), human text otherwise.
+    Auto,
     Human,
     Json,
+    Journald,
 }
 
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
+    /// Replace emails, phone numbers and person names in logs (secrets are always replaced).
+    pub redact_personal_data: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +94,9 @@ pub struct SalesforceConfig {
     /// `https://login.salesforce.com`, `https://test.salesforce.com` or the org's My Domain.
     pub login_url: reqwest::Url,
     pub auth: SalesforceAuthConfig,
+    /// `salesforce.audience`: the JWT `aud` claim when it is neither the login nor the test URL
+    /// (a community URL); `None` derives it from `login_url`.
+    pub audience: Option<String>,
 }
 
 /// How prmsync authenticates to Salesforce.
@@ -113,6 +121,9 @@ pub enum SalesforceAuthConfig {
 pub struct PartnerStackConfig {
     pub base_url: reqwest::Url,
     pub api_key: SecretString,
+    /// `partnerstack.public_key`: when set, HTTP Basic auth with the public key and `api_key` (the
+    /// secret key) instead of a bearer `api_key`.
+    pub public_key: Option<SecretString>,
     /// Shared secret for the webhook endpoint (HMAC-SHA256 of the body); webhooks off when absent.
     pub webhook_secret: Option<SecretString>,
 }
@@ -278,6 +289,12 @@ fn validate(
             base_url: url(&p.base_url, "partnerstack.base_url", &mut errs),
             api_key: secret(p.api_key.as_ref(), "partnerstack.api_key", env, &mut errs)
                 .unwrap_or_else(|| missing("partnerstack.api_key", &mut errs)),
+            public_key: secret(
+                p.public_key.as_ref(),
+                "partnerstack.public_key",
+                env,
+                &mut errs,
+            ),
             webhook_secret: secret(
                 p.webhook_secret.as_ref(),
                 "partnerstack.webhook_secret",
@@ -570,7 +587,22 @@ fn validate_salesforce(
             }
         }
     };
-    SalesforceConfig { login_url, auth }
+    let audience = s.audience.filter(|a| {
+        let ok = reqwest::Url::parse(a).is_ok_and(|u| u.scheme() == "https");
+        if !ok {
+            errs.push(ConfigError {
+                key: "salesforce.audience".into(),
+                message: format!("{a:?} is not an https URL"),
+                hint: Some("https://login.salesforce.com, https://test.salesforce.com or your community URL".into()),
+            });
+        }
+        ok
+    });
+    SalesforceConfig {
+        login_url,
+        auth,
+        audience,
+    }
 }
 
 /// Reads one section on its own, so that an unknown key in one section does not hide the others.
@@ -663,13 +695,15 @@ fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -
 
 fn validate_log(l: RawLog, errs: &mut Vec<ConfigError>) -> LogConfig {
     let format = match l.format.as_str() {
+        "auto" => LogFormat::Auto,
         "human" => LogFormat::Human,
         "json" => LogFormat::Json,
+        "journald" => LogFormat::Journald,
         other => {
             errs.push(ConfigError {
                 key: "log.format".into(),
                 message: format!("unknown format {other:?}"),
-                hint: Some("use \"human\" or \"json\"".into()),
+                hint: Some("use \"auto\", \"human\", \"json\" or \"journald\"".into()),
             });
             LogFormat::Human
         }
@@ -686,6 +720,7 @@ fn validate_log(l: RawLog, errs: &mut Vec<ConfigError>) -> LogConfig {
     LogConfig {
         format,
         level: l.level,
+        redact_personal_data: l.redact_personal_data,
     }
 }
 
@@ -814,5 +849,7 @@ fn secret(
 
 #[cfg(test)]
 mod crm_tests;
+#[cfg(test)]
+mod example_tests;
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,7 @@ pub mod defaults {
     pub const MAX_ATTEMPTS: u32 = 8;
     pub const LISTEN: &str = "127.0.0.1:8787";
     pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-    pub const LOG_FORMAT: &str = "human";
+    pub const LOG_FORMAT: &str = "auto";
     pub const LOG_LEVEL: &str = "info";
     pub const REQUEST_TIMEOUT_SECS: u64 = 30;
     pub const PARTNERSTACK_BASE_URL: &str = "https://api.partnerstack.com/api/v2";
@@ -64,6 +64,7 @@ impl Default for RawDaemon {
 pub struct RawLog {
     pub format: String,
     pub level: String,
+    pub redact_personal_data: bool,
 }
 
 impl Default for RawLog {
@@ -71,6 +72,7 @@ impl Default for RawLog {
         RawLog {
             format: defaults::LOG_FORMAT.into(),
             level: defaults::LOG_LEVEL.into(),
+            redact_personal_data: true,
         }
     }
 }
@@ -106,6 +108,9 @@ pub struct RawPartnerStack {
     #[serde(default = "partnerstack_base_url")]
     pub base_url: String,
     pub api_key: Option<RawSecret>,
+    /// The public key: with it, requests use HTTP Basic (public key : `api_key` as the secret
+    /// key) instead of `Authorization: Bearer <api_key>`.
+    pub public_key: Option<RawSecret>,
     pub webhook_secret: Option<RawSecret>,
 }
 
@@ -143,6 +148,9 @@ pub struct RawSalesforce {
     pub username: Option<String>,
     /// PEM RSA private key whose certificate is uploaded to the connected app.
     pub private_key: Option<RawSecret>,
+    /// The JWT `aud` claim; by default `https://login.salesforce.com`, or
+    /// `https://test.salesforce.com` for a sandbox login URL (set it for a community URL).
+    pub audience: Option<String>,
 }
 
 fn salesforce_login_url() -> String {

@@ -43,7 +43,8 @@ fn minimal_file_gets_the_defaults() {
     );
     assert_eq!(c.daemon.batch_size, defaults::BATCH_SIZE);
     assert_eq!(c.http.listen.to_string(), defaults::LISTEN);
-    assert_eq!(c.log.format, LogFormat::Human);
+    assert_eq!(c.log.format, LogFormat::Auto);
+    assert!(c.log.redact_personal_data);
     assert!(c.daemon.mappings_dir.is_none());
     let PrmConfig::PartnerStack(p) = &c.prm else {
         panic!("PartnerStack expected")

@@ -295,13 +295,8 @@ pub async fn decide(
             keys: chunk.to_vec(),
             ..DecisionCommit::default()
         };
-        let mut latest: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
         let mut before: BTreeMap<String, Status> = BTreeMap::new();
         for (_, domains, group) in groups {
-            for e in &group.events {
-                // Events come sorted by time per registration: the last one is the newest.
-                latest.insert(e.id.clone(), e.fields.clone());
-            }
             before.extend(
                 group
                     .prior
@@ -313,6 +308,7 @@ pub async fn decide(
                 crm: cache.facts(&domains),
                 reviews: group.reviews,
                 prior: group.prior,
+                partner_names: BTreeMap::new(),
                 as_of_ms: as_of,
             };
             commit.decisions.extend(rules::evaluate(rules, &input));
@@ -363,8 +359,7 @@ pub async fn decide(
                     )),
                 });
             }
-            let current = latest.get(&d.registration_id);
-            let prm_desired = prm_fields(d, current);
+            let prm_desired = prm_fields(d);
             if let Some(w) = write(
                 rules,
                 d,
@@ -425,13 +420,11 @@ fn protected_text(ms: Option<i64>) -> Value {
         .map_or(Value::Null, |t| json!(t.to_string()))
 }
 
-/// The PRM deal's custom `fields`, with the decision merged into what the partner already has.
-fn prm_fields(d: &Decision, current: Option<&Map<String, Value>>) -> Map<String, Value> {
-    let mut custom = current
-        .and_then(|f| f.get("fields"))
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+/// The PRM deal's custom `fields` prmsync owns (the decision), and only those: the connector
+/// merges them into the deal's custom fields as they are when it writes, so a partner's edit
+/// since the last poll is never overwritten with an older copy.
+fn prm_fields(d: &Decision) -> Map<String, Value> {
+    let mut custom = Map::new();
     custom.insert("registration_status".into(), json!(d.status.as_str()));
     custom.insert("registration_reason".into(), json!(d.reason));
     custom.insert("protected_until".into(), protected_text(d.protected_until));

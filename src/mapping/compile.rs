@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 
-use crate::file_error::line_col;
+use crate::file_error::{collect, line_col};
 
 use jiff::tz::TimeZone;
 use serde::Deserialize;
@@ -134,6 +134,8 @@ struct Errs<'a> {
     file: &'a str,
     text: &'a str,
     list: Vec<MappingError>,
+    /// Positions later checks say nothing more about (see `collect::Problem::quiet`).
+    quiet: HashSet<usize>,
 }
 
 impl Errs<'_> {
@@ -144,6 +146,9 @@ impl Errs<'_> {
         message: impl Into<String>,
         hint: Option<&str>,
     ) {
+        if self.quiet.contains(&span.start) {
+            return;
+        }
         let (line, column) = line_col(self.text, span.start);
         self.list.push(MappingError {
             file: self.file.to_owned(),
@@ -156,25 +161,30 @@ impl Errs<'_> {
     }
 }
 
+/// The file's raw shape, with every unknown key and wrong type reported; `None` when the file
+/// cannot be read as a mapping at all (not TOML, or a required key missing).
+fn parse(text: &str, errs: &mut Errs<'_>) -> Option<RawMapping> {
+    let (raw, problems) = collect::from_str::<RawMapping>(text);
+    for p in problems {
+        let hint = p
+            .message
+            .starts_with("unknown field")
+            .then_some("see docs/mappings.md for the keys a mapping file may use");
+        errs.at(p.span.clone(), &p.key, p.message, hint);
+        errs.quiet.extend(p.quiet);
+    }
+    raw
+}
+
 pub(super) fn compile(file: &str, text: &str) -> Result<Mapping, Vec<MappingError>> {
     let mut errs = Errs {
         file,
         text,
         list: Vec::new(),
+        quiet: HashSet::new(),
     };
-    let raw: RawMapping = match toml::from_str(text) {
-        Ok(r) => r,
-        Err(e) => {
-            let span = e.span().unwrap_or(0..0);
-            let msg = e.message().to_owned();
-            let hint = if msg.contains("unknown field") {
-                Some("see docs/mappings.md for the keys a mapping file may use")
-            } else {
-                None
-            };
-            errs.at(span, "(syntax)", msg, hint);
-            return Err(errs.list);
-        }
+    let Some(raw) = parse(text, &mut errs) else {
+        return Err(errs.list);
     };
     let source = end(&raw.source, "source", &mut errs);
     let target = end(&raw.target, "target", &mut errs);

@@ -1,3 +1,6 @@
-//! Operator verbs that act on the state file outside the daemon (`prmsync dlq ...`).
+//! Operator verbs that act on the state file or the host outside the daemon (`prmsync dlq`,
+//! `backup`, `sim`).
 
+pub mod backup;
 pub mod dlq;
+pub mod sim;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 
-use crate::file_error::line_col;
+use crate::file_error::{collect, line_col};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -120,7 +120,7 @@ struct RawProtection {
     extensions: i64,
     #[serde(default)]
     extension_days: i64,
-    on_expiry: Spanned<String>,
+    on_expiry: Option<Spanned<String>>,
     #[serde(default)]
     rules_change_may_revoke: bool,
 }
@@ -148,6 +148,8 @@ struct Errs<'a> {
     file: &'a str,
     text: &'a str,
     list: Vec<RulesError>,
+    /// Positions later checks say nothing more about (see `collect::Problem::quiet`).
+    quiet: HashSet<usize>,
 }
 
 impl Errs<'_> {
@@ -158,6 +160,9 @@ impl Errs<'_> {
         message: impl Into<String>,
         hint: Option<&str>,
     ) {
+        if self.quiet.contains(&span.start) {
+            return;
+        }
         let (line, column) = line_col(self.text, span.start);
         self.list.push(RulesError {
             file: self.file.to_owned(),
@@ -182,22 +187,32 @@ fn header_line(text: &str, name: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
+/// The file's raw shape, with every unknown key and wrong type reported; `None` when the file
+/// cannot be read as a rules file at all (not TOML, or a required key missing).
+fn parse(text: &str, errs: &mut Errs<'_>) -> Option<Raw> {
+    let (raw, problems) = collect::from_str::<Raw>(text);
+    for p in problems {
+        let hint =
+            if p.message.starts_with("unknown field") || p.message.starts_with("missing field") {
+                Some("see docs/rules.md for the keys a rules file may use")
+            } else {
+                None
+            };
+        errs.at(p.span.clone(), &p.key, p.message, hint);
+        errs.quiet.extend(p.quiet);
+    }
+    raw
+}
+
 pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> {
     let mut errs = Errs {
         file,
         text,
         list: Vec::new(),
+        quiet: HashSet::new(),
     };
-    let raw: Raw = match toml::from_str(text) {
-        Ok(r) => r,
-        Err(e) => {
-            let span = e.span().unwrap_or(0..0);
-            let msg = e.message().to_owned();
-            let hint = (msg.contains("unknown field") || msg.contains("missing field"))
-                .then_some("see docs/rules.md for the keys a rules file may use");
-            errs.at(span, "(syntax)", msg, hint);
-            return Err(errs.list);
-        }
+    let Some(raw) = parse(text, &mut errs) else {
+        return Err(errs.list);
     };
     let section_line = |name: &str, span: Range<usize>| {
         header_line(text, name).unwrap_or_else(|| line_col(text, span.start).0)
@@ -467,18 +482,17 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
             None,
         );
     }
-    let on_expiry = match p.on_expiry.get_ref().as_str() {
-        "release" => OnExpiry::Release,
-        "review" => OnExpiry::Review,
-        other => {
+    let on_expiry = match &p.on_expiry {
+        None => OnExpiry::Reopen,
+        Some(v) => OnExpiry::parse(v.get_ref()).unwrap_or_else(|| {
             errs.at(
-                p.on_expiry.span(),
+                v.span(),
                 "protection.on_expiry",
-                format!("unknown action {other:?}"),
-                Some("use release or review"),
+                format!("unknown action {:?}", v.get_ref()),
+                Some("use reopen, next_in_line or review"),
             );
-            OnExpiry::Release
-        }
+            OnExpiry::Reopen
+        }),
     };
     let protection = Protection {
         line: section_line("protection", raw.protection.span()),
@@ -842,6 +856,7 @@ fn example(ex: &Spanned<RawExample>, key: &str, errs: &mut Errs<'_>) -> Option<E
             crm,
             reviews,
             prior,
+            partner_names: BTreeMap::new(),
             as_of_ms: as_of,
         },
         expect,

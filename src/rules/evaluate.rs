@@ -5,7 +5,7 @@
 //! (time, canonical content), so any permutation of the same events, with repeats, gives the same
 //! decisions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::{Map, Value};
 
@@ -19,6 +19,8 @@ use super::{
 struct Reg {
     id: String,
     partner: String,
+    /// The partner's name in the PRM, when known.
+    partner_name: Option<String>,
     tier: Option<String>,
     submitted_ms: i64,
     fields: Map<String, Value>,
@@ -158,6 +160,7 @@ fn fold(rules: &Rules, input: &Input) -> Vec<Reg> {
         let tier = rules.tier_of(&partner, &fields);
         regs.push(Reg {
             id: id.to_owned(),
+            partner_name: input.partner_names.get(&partner).cloned(),
             partner,
             tier,
             submitted_ms,
@@ -173,7 +176,7 @@ fn fold(rules: &Rules, input: &Input) -> Vec<Reg> {
 fn ms_text(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map_or_else(
         |_| ms.to_string(),
-        |t| t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        |t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
     )
 }
 
@@ -490,12 +493,9 @@ pub fn evaluate(rules: &Rules, input: &Input) -> Vec<Decision> {
     out
 }
 
+/// Where a contestant stands in line: pinned first (protection kept from earlier rules, then an
+/// operator's approval), then qualification time, then the tie-breakers in the file's order.
 fn order_key(rules: &Rules, c: &Contestant<'_>) -> (u8, i64, Vec<(i64, String)>) {
-    let pin_rank = match &c.pin {
-        Some(Pin::Held { .. }) => 0,
-        Some(Pin::Manual { .. }) => 1,
-        None => 2,
-    };
     let reg = c.draft.reg;
     let ties = rules
         .tie_breakers
@@ -506,18 +506,53 @@ fn order_key(rules: &Rules, c: &Contestant<'_>) -> (u8, i64, Vec<(i64, String)>)
             TieBreaker::Id => (0, reg.id.clone()),
         })
         .collect();
-    (pin_rank, c.since, ties)
+    (pin_rank(c), c.since, ties)
 }
 
-/// The group contest: the review rule, then first qualified wins with protection and expiry.
-fn contest(rules: &Rules, mut group: Vec<Contestant<'_>>, as_of: i64) -> Vec<Decision> {
-    group.sort_by_cached_key(|c| order_key(rules, c));
-    let first_line = rules
+fn pin_rank(c: &Contestant<'_>) -> u8 {
+    match &c.pin {
+        Some(Pin::Held { .. }) => 0,
+        Some(Pin::Manual { .. }) => 1,
+        None => 2,
+    }
+}
+
+/// A registration as named in a reason: the partner's name from the PRM when known.
+fn who(reg: &Reg) -> String {
+    match &reg.partner_name {
+        Some(name) if *name != reg.partner => format!("{} ({name})", reg.id),
+        _ if reg.partner.is_empty() => reg.id.clone(),
+        _ => format!("{} ({})", reg.id, reg.partner),
+    }
+}
+
+fn tier_text(reg: &Reg) -> &str {
+    reg.tier.as_deref().unwrap_or("no tier")
+}
+
+/// The line of the `first_qualified` step.
+fn first_line(rules: &Rules) -> usize {
+    rules
         .order
         .iter()
         .find(|(s, _)| *s == Step::FirstQualified)
-        .map_or(0, |(_, l)| *l);
-    // The line, for `explain`: why each registration stands where it does.
+        .map_or(0, |(_, l)| *l)
+}
+
+/// The group contest, in named steps: line the contestants up, let the review rule look at the
+/// head of the line, then award protection (handling expiry) and mark the rest.
+fn contest(rules: &Rules, group: Vec<Contestant<'_>>, as_of: i64) -> Vec<Decision> {
+    let queue = line_up(rules, group);
+    match review_head(rules, queue) {
+        Ok(decided) => decided,
+        Err(queue) => award(rules, queue, as_of),
+    }
+}
+
+/// Sorts the group into its line and notes each place (with what it rests on) in the trace.
+fn line_up<'a>(rules: &Rules, mut group: Vec<Contestant<'a>>) -> VecDeque<Contestant<'a>> {
+    group.sort_by_cached_key(|c| order_key(rules, c));
+    let fl = first_line(rules);
     let n = group.len();
     for (i, c) in group.iter_mut().enumerate() {
         let reg = c.draft.reg;
@@ -527,191 +562,349 @@ fn contest(rules: &Rules, mut group: Vec<Contestant<'_>>, as_of: i64) -> Vec<Dec
             None => format!(
                 "qualified {}, tier {}, submitted {}",
                 ms_text(c.since),
-                reg.tier.as_deref().unwrap_or("none"),
+                tier_text(reg),
                 ms_text(reg.submitted_ms)
             ),
         };
         c.draft.note(
             "first_qualified",
-            first_line,
+            fl,
             format!("place {} of {n} in line: {basis}", i + 1),
         );
     }
-    let mut out = Vec::new();
-    let review_line = rules
-        .order
-        .iter()
-        .find(|(s, _)| *s == Step::Review)
-        .map(|(_, l)| *l);
+    group.into()
+}
+
+/// The review rule: the head of the line goes to a person when another registration qualified
+/// close to it or its tier is reviewed. `Ok` holds the decisions when it did; `Err` gives the
+/// line back untouched otherwise.
+fn review_head<'a>(
+    rules: &Rules,
+    mut queue: VecDeque<Contestant<'a>>,
+) -> Result<Vec<Decision>, VecDeque<Contestant<'a>>> {
+    let uses_review = rules.order.iter().any(|(s, _)| *s == Step::Review);
+    let Some(head) = queue.front().filter(|h| uses_review && h.pin.is_none()) else {
+        return Err(queue);
+    };
     let rv = &rules.review;
-    let mut queue: std::collections::VecDeque<Contestant<'_>> = group.into();
-    // The review rule looks at the head of the line, unless a person or protection already decided.
-    if let (Some(_), Some(head)) = (review_line, queue.front())
-        && head.pin.is_none()
-    {
-        let l = rv.line;
-        let tied: Vec<String> = match rv.qualified_within_ms {
-            Some(w) => queue
-                .iter()
-                .skip(1)
-                .filter(|c| c.pin.is_none() && c.since - head.since <= w)
-                .map(|c| c.draft.reg.id.clone())
-                .collect(),
-            None => Vec::new(),
-        };
-        let tier_review = head
-            .draft
-            .reg
-            .tier
-            .as_ref()
-            .filter(|t| rv.tiers.contains(t))
-            .cloned();
-        if !tied.is_empty() || tier_review.is_some() {
-            let head_id = head.draft.reg.id.clone();
-            let why = match (&tier_review, tied.is_empty()) {
-                (Some(t), _) => {
-                    format!("registrations from {t} partners are reviewed by a person")
-                }
-                (None, _) => format!(
-                    "{head_id} and {} qualified within {} seconds of each other",
-                    tied.join(", "),
-                    rv.qualified_within_ms.unwrap_or(0) / 1000
-                ),
-            };
-            for c in queue {
-                let id = c.draft.reg.id.clone();
-                let reason = if id == head_id || tied.contains(&id) {
-                    format!("pending review: {why} (review line {l})")
-                } else {
-                    format!(
-                        "pending review: waiting behind {head_id}, which is in review: {why} (review line {l})"
-                    )
-                };
-                out.push(
-                    c.draft
-                        .decide(Status::Review, "review", l, reason, None, None),
-                );
-            }
-            return out;
-        }
+    let l = rv.line;
+    let tied: Vec<String> = match rv.qualified_within_ms {
+        Some(w) => queue
+            .iter()
+            .skip(1)
+            .filter(|c| c.pin.is_none() && c.since - head.since <= w)
+            .map(|c| c.draft.reg.id.clone())
+            .collect(),
+        None => Vec::new(),
+    };
+    let tier_review = head
+        .draft
+        .reg
+        .tier
+        .as_ref()
+        .filter(|t| rv.tiers.contains(t))
+        .cloned();
+    if tied.is_empty() && tier_review.is_none() {
         queue
             .iter_mut()
             .for_each(|c| c.draft.note("review", l, "no tie and no review tier"));
+        return Err(queue);
     }
+    let head_id = head.draft.reg.id.clone();
+    let why = match &tier_review {
+        Some(t) => format!("registrations from {t} partners are reviewed by a person"),
+        None => format!(
+            "{head_id} and {} qualified within {} seconds of each other",
+            tied.join(", "),
+            rv.qualified_within_ms.unwrap_or(0) / 1000
+        ),
+    };
+    Ok(queue
+        .into_iter()
+        .map(|c| {
+            let id = &c.draft.reg.id;
+            let reason = if *id == head_id || tied.contains(id) {
+                format!("review: {why} (review line {l})")
+            } else {
+                format!(
+                    "review: waiting behind {head_id}, which is in review: {why} (review line {l})"
+                )
+            };
+            c.draft
+                .decide(Status::Review, "review", l, reason, None, None)
+        })
+        .collect())
+}
+
+/// A holder whose protection ended, for the reasons of those after it.
+struct Ended {
+    who: String,
+    id: String,
+    until: i64,
+}
+
+/// Awards the account to the head of the line, protected from when it qualified; when that
+/// protection has ended by `as_of`, `on_expiry` says who competes next.
+fn award(rules: &Rules, mut queue: VecDeque<Contestant<'_>>, as_of: i64) -> Vec<Decision> {
     let p = &rules.protection;
     let pl = p.line;
-    let mut released_at: Option<i64> = None;
-    while let Some(mut c) = queue.pop_front() {
-        let start = released_at.map_or(c.since, |r| r.max(c.since));
+    let mut out = Vec::new();
+    let mut ended: Option<Ended> = None;
+    while let Some(c) = queue.pop_front() {
+        let start = ended.as_ref().map_or(c.since, |e| e.until.max(c.since));
         let until = match &c.pin {
             Some(Pin::Held { until, .. }) => *until,
             _ => protection_until(rules, c.draft.reg, start),
         };
-        let id = c.draft.reg.id.clone();
-        if until <= as_of {
-            c.draft.note(
-                "protection",
-                pl,
-                format!("protection ended {}", ms_text(until)),
-            );
-            let (then, next) = match p.on_expiry {
-                OnExpiry::Release => (
-                    "the account is released to the next registration in line",
-                    None,
-                ),
-                OnExpiry::Review => ("the rest of the group goes to review", Some(())),
-            };
-            out.push(c.draft.decide(
-                Status::Expired,
-                "protection",
-                pl,
-                format!(
-                    "expired: protection ended {}; {then} (protection line {pl})",
-                    ms_text(until)
-                ),
-                Some(until),
-                None,
-            ));
-            if next.is_some() {
-                for rest in queue {
-                    out.push(rest.draft.decide(Status::Review, "protection", pl, format!("pending review: {id}'s protection expired and on_expiry = \"review\" (protection line {pl})"), None, None));
-                }
+        if until > as_of {
+            let rest: Vec<Decision> = queue
+                .into_iter()
+                .map(|rest| duplicate(rules, rest, &c, until))
+                .collect();
+            out.push(approve(rules, c, until, ended.as_ref()));
+            out.extend(rest);
+            return out;
+        }
+        let holder = Ended {
+            who: who(c.draft.reg),
+            id: c.draft.reg.id.clone(),
+            until,
+        };
+        out.push(expire(rules, c, until));
+        match p.on_expiry {
+            OnExpiry::NextInLine => {}
+            OnExpiry::Review => {
+                out.extend(queue.into_iter().map(|rest| {
+                    rest.draft.decide(
+                        Status::Review,
+                        "protection",
+                        pl,
+                        format!(
+                            "review: {}'s protection ended {} and on_expiry = \"review\" sends the rest of the group to a person (protection line {pl})",
+                            holder.who,
+                            ms_text(until)
+                        ),
+                        None,
+                        None,
+                    )
+                }));
                 return out;
             }
-            released_at = Some(until);
-            continue;
-        }
-        let (rule, line, reason) = match &c.pin {
-            Some(Pin::Held { .. }) => (
-                "protection",
-                pl,
-                format!(
-                    "approved: kept protected until {}; rules_change_may_revoke = false (protection line {pl})",
-                    ms_text(until)
-                ),
-            ),
-            Some(Pin::Manual { reason, .. }) => (
-                "manual_review",
-                first_line,
-                format!(
-                    "approved by review: {reason}; protected until {}",
-                    ms_text(until)
-                ),
-            ),
-            None => {
-                let after = released_at.map_or(String::new(), |r| {
-                    format!(" after the earlier registration expired {}", ms_text(r))
-                });
-                (
-                    "first_qualified",
-                    first_line,
-                    format!(
-                        "approved: first qualified registration for {}{after}; protected until {} (first_qualified line {first_line}, protection line {pl})",
-                        c.draft.reg.key.as_deref().unwrap_or(""),
-                        ms_text(until)
-                    ),
-                )
+            OnExpiry::Reopen => {
+                // Only registrations submitted after the expiry (or revived by a person) compete;
+                // the earlier losers stay where they were told they stand.
+                let (open, stale): (VecDeque<_>, VecDeque<_>) = queue
+                    .into_iter()
+                    .partition(|r| r.pin.is_some() || r.draft.reg.submitted_ms >= until);
+                out.extend(stale.into_iter().map(|r| stale_loser(rules, r, &holder)));
+                queue = open;
             }
-        };
-        let partner = c.draft.reg.partner.clone();
-        let under = match &c.pin {
-            Some(Pin::Held { under, .. }) => under.clone(),
-            _ => rules.version.clone(),
-        };
-        let mut approved = c
-            .draft
-            .decide(Status::Approved, rule, line, reason, Some(until), None);
-        approved.protected_under = Some(under);
-        out.push(approved);
-        for rest in queue {
-            let tl = rules.tie_line;
-            let why = if rest.since > start {
-                "registered or qualified later".to_owned()
-            } else {
-                format!(
-                    "lost the tie-break ({}; tie_breakers line {tl})",
-                    rules
-                        .tie_breakers
-                        .iter()
-                        .map(|t| t.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
-            let reason = format!(
-                "rejected: duplicate of {id} from partner {partner}, which is protected until {}; this one {why} (first_qualified line {first_line})",
-                ms_text(until)
-            );
-            out.push(rest.draft.decide(
-                Status::Duplicate,
-                "first_qualified",
-                first_line,
-                reason,
-                None,
-                Some(id.clone()),
-            ));
         }
-        return out;
+        ended = Some(holder);
     }
     out
+}
+
+/// The head of the line, approved with protection until `until`.
+fn approve(rules: &Rules, c: Contestant<'_>, until: i64, after: Option<&Ended>) -> Decision {
+    let pl = rules.protection.line;
+    let fl = first_line(rules);
+    let (rule, line, reason) = match &c.pin {
+        Some(Pin::Held { .. }) => (
+            "protection",
+            pl,
+            format!(
+                "approved: kept protected until {}; rules_change_may_revoke = false (protection line {pl})",
+                ms_text(until)
+            ),
+        ),
+        Some(Pin::Manual { reason, .. }) => (
+            "manual_review",
+            fl,
+            format!(
+                "approved by review: {reason}; protected until {}",
+                ms_text(until)
+            ),
+        ),
+        None => {
+            let after = after.map_or(String::new(), |e| {
+                format!(
+                    " after {}'s protection ended {} (on_expiry = \"{}\")",
+                    e.who,
+                    ms_text(e.until),
+                    rules.protection.on_expiry.as_str()
+                )
+            });
+            (
+                "first_qualified",
+                fl,
+                format!(
+                    "approved: first qualified registration for {} (qualified {}){after}; protected until {} (first_qualified line {fl}, protection line {pl})",
+                    c.draft.reg.key.as_deref().unwrap_or(""),
+                    ms_text(c.since),
+                    ms_text(until)
+                ),
+            )
+        }
+    };
+    let under = match &c.pin {
+        Some(Pin::Held { under, .. }) => under.clone(),
+        _ => rules.version.clone(),
+    };
+    let mut d = c
+        .draft
+        .decide(Status::Approved, rule, line, reason, Some(until), None);
+    d.protected_under = Some(under);
+    d
+}
+
+/// A holder whose protection ended by `as_of`.
+fn expire(rules: &Rules, mut c: Contestant<'_>, until: i64) -> Decision {
+    let pl = rules.protection.line;
+    c.draft.note(
+        "protection",
+        pl,
+        format!("protection ended {}", ms_text(until)),
+    );
+    let then = match rules.protection.on_expiry {
+        OnExpiry::Reopen => "the account reopens to registrations submitted after then",
+        OnExpiry::NextInLine => "the account passes to the next registration in line",
+        OnExpiry::Review => "the rest of the group goes to a person",
+    };
+    c.draft.decide(
+        Status::Expired,
+        "protection",
+        pl,
+        format!(
+            "expired: protection ended {}; {then} (on_expiry = \"{}\", protection line {pl})",
+            ms_text(until),
+            rules.protection.on_expiry.as_str()
+        ),
+        Some(until),
+        None,
+    )
+}
+
+/// A registration that lost to a holder whose protection has since ended, under `reopen`: it
+/// stays a duplicate of that holder unless a person revives it.
+fn stale_loser(rules: &Rules, r: Contestant<'_>, holder: &Ended) -> Decision {
+    let pl = rules.protection.line;
+    let reason = format!(
+        "duplicate: lost to {} while it was protected; its protection ended {} and the account reopened only to registrations submitted after then (this one was submitted {}; on_expiry = \"reopen\", protection line {pl}); a person may revive it with `prmsync review approve {}`",
+        holder.who,
+        ms_text(holder.until),
+        ms_text(r.draft.reg.submitted_ms),
+        r.draft.reg.id
+    );
+    r.draft.decide(
+        Status::Duplicate,
+        "protection",
+        pl,
+        reason,
+        None,
+        Some(holder.id.clone()),
+    )
+}
+
+/// A registration behind the protected holder `winner`: a duplicate, with the comparison that
+/// put it behind.
+fn duplicate(
+    rules: &Rules,
+    mut r: Contestant<'_>,
+    winner: &Contestant<'_>,
+    until: i64,
+) -> Decision {
+    let fl = first_line(rules);
+    let (why, line) = decisive(rules, winner, &r);
+    r.draft.note(
+        "first_qualified",
+        line,
+        format!("behind {}: {why}", winner.draft.reg.id),
+    );
+    let reason = format!(
+        "duplicate: {} holds the account, protected until {}; {why} (first_qualified line {fl})",
+        who(winner.draft.reg),
+        ms_text(until)
+    );
+    r.draft.decide(
+        Status::Duplicate,
+        "first_qualified",
+        fl,
+        reason,
+        None,
+        Some(winner.draft.reg.id.clone()),
+    )
+}
+
+/// The first comparison in the line's order that puts `w` ahead of `l`, with both sides'
+/// values, and the line of the rules file it comes from.
+fn decisive(rules: &Rules, w: &Contestant<'_>, l: &Contestant<'_>) -> (String, usize) {
+    let (wr, lr) = (w.draft.reg, l.draft.reg);
+    if pin_rank(w) != pin_rank(l) {
+        let why = match &w.pin {
+            Some(Pin::Held { under, .. }) => format!(
+                "{} was approved under rules {under} and a rules change may not revoke it",
+                wr.id
+            ),
+            Some(Pin::Manual { at_ms, .. }) => {
+                format!(
+                    "{} was approved by an operator at {}",
+                    wr.id,
+                    ms_text(*at_ms)
+                )
+            }
+            None => format!("{} is ahead in line", wr.id),
+        };
+        return (why, rules.protection.line);
+    }
+    if w.since != l.since {
+        return (
+            format!(
+                "{} qualified first, at {} ({} tier); this one qualified at {}",
+                wr.id,
+                ms_text(w.since),
+                tier_text(wr),
+                ms_text(l.since)
+            ),
+            first_line(rules),
+        );
+    }
+    let tl = rules.tie_line;
+    for t in &rules.tie_breakers {
+        let (differs, values) = match t {
+            TieBreaker::Tier => (
+                rules.tier_rank(wr.tier.as_deref()) != rules.tier_rank(lr.tier.as_deref()),
+                format!(
+                    "{} is {} tier, this one {}",
+                    wr.id,
+                    tier_text(wr),
+                    tier_text(lr)
+                ),
+            ),
+            TieBreaker::Submitted => (
+                wr.submitted_ms != lr.submitted_ms,
+                format!(
+                    "{} was submitted {}, this one {}",
+                    wr.id,
+                    ms_text(wr.submitted_ms),
+                    ms_text(lr.submitted_ms)
+                ),
+            ),
+            TieBreaker::Id => (
+                wr.id != lr.id,
+                format!("id {:?} sorts before {:?}", wr.id, lr.id),
+            ),
+        };
+        if differs {
+            return (
+                format!(
+                    "both qualified at {}; the tie-break on {} decided: {values} (tie_breakers line {tl})",
+                    ms_text(w.since),
+                    t.as_str()
+                ),
+                tl,
+            );
+        }
+    }
+    (format!("{} is ahead in line", wr.id), first_line(rules))
 }

@@ -9,6 +9,7 @@ mod evaluate;
 mod examples;
 pub mod normalize;
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
@@ -146,10 +147,34 @@ pub struct ReviewRule {
 /// What happens when protection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnExpiry {
-    /// The next registration in line takes the account from the moment protection ended.
-    Release,
+    /// Registrations submitted after the expiry compete for the account; earlier losers stay
+    /// duplicates unless a person revives them (the default).
+    Reopen,
+    /// The next registration in line, however old, takes the account from the moment protection
+    /// ended (`release` is accepted as its old name).
+    NextInLine,
     /// The rest of the group goes to manual review.
     Review,
+}
+
+impl OnExpiry {
+    pub const ALL: [OnExpiry; 3] = [OnExpiry::Reopen, OnExpiry::NextInLine, OnExpiry::Review];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnExpiry::Reopen => "reopen",
+            OnExpiry::NextInLine => "next_in_line",
+            OnExpiry::Review => "review",
+        }
+    }
+
+    /// The value's name in a rules file; `release` is the old name of `next_in_line`.
+    pub fn parse(s: &str) -> Option<OnExpiry> {
+        match s {
+            "release" => Some(OnExpiry::NextInLine),
+            _ => Self::ALL.into_iter().find(|x| x.as_str() == s),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -290,6 +315,8 @@ pub struct Input {
     pub crm: CrmFacts,
     pub reviews: Vec<ReviewOutcome>,
     pub prior: Vec<PriorDecision>,
+    /// Partner key -> the partner's name in the PRM, for reasons a person can read.
+    pub partner_names: BTreeMap<String, String>,
     /// "Now" for expiry, taken from events (the newest event time the caller has seen).
     pub as_of_ms: i64,
 }

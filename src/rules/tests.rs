@@ -126,7 +126,12 @@ fn each_rule_decides() {
         (
             "a lone qualified registration is approved",
             input(vec![reg("a", "part_1", "acme.example", T0)]),
-            vec![("a", Approved, None, "protected until 2026-04-01 00:00 UTC")],
+            vec![(
+                "a",
+                Approved,
+                None,
+                "protected until 2026-04-01 00:00:00 UTC",
+            )],
         ),
         (
             "reserved domain from the list, via a subdomain email",
@@ -217,7 +222,12 @@ fn each_rule_decides() {
             "an operator approval beats first-qualified",
             manual,
             vec![
-                ("a", Duplicate, Some("b"), "duplicate of b"),
+                (
+                    "a",
+                    Duplicate,
+                    Some("b"),
+                    "b was approved by an operator at 2026-01-03 00:00:00 UTC",
+                ),
                 (
                     "b",
                     Approved,
@@ -292,7 +302,7 @@ fn first_qualified_wins_even_if_submitted_later() {
                 "b",
                 Status::Duplicate,
                 Some("a"),
-                "registered or qualified later",
+                "a qualified first, at 2026-01-02 00:00:00 UTC (silver tier); this one qualified at 2026-01-04 00:00:00 UTC",
             ),
         ],
     );
@@ -351,7 +361,7 @@ fn tie_breakers_in_order() {
                 "a",
                 Status::Duplicate,
                 Some("z"),
-                "lost the tie-break (tier, submitted, id",
+                "both qualified at 2026-01-01 00:00:00 UTC; the tie-break on tier decided: z is gold tier, this one silver (tie_breakers line 16)",
             ),
             ("z", Status::Approved, None, ""),
         ],
@@ -363,7 +373,12 @@ fn tie_breakers_in_order() {
         &r,
         &input(vec![reg("b", "part_4", "acme.example", T0), early]),
         &[
-            ("b", Status::Duplicate, Some("y"), "tie-break"),
+            (
+                "b",
+                Status::Duplicate,
+                Some("y"),
+                "the tie-break on submitted decided: y was submitted 2025-12-31 00:00:00 UTC, this one 2026-01-01 00:00:00 UTC",
+            ),
             ("y", Status::Approved, None, ""),
         ],
     );
@@ -376,7 +391,12 @@ fn tie_breakers_in_order() {
         ]),
         &[
             ("k", Status::Approved, None, ""),
-            ("m", Status::Duplicate, Some("k"), ""),
+            (
+                "m",
+                Status::Duplicate,
+                Some("k"),
+                "the tie-break on id decided: id \"k\" sorts before \"m\"",
+            ),
         ],
     );
     // Tiers are data: reverse the order and silver wins.
@@ -485,7 +505,7 @@ fn review_by_tier() {
 }
 
 #[test]
-fn expiry_extension_and_release() {
+fn protection_and_extensions() {
     let r = rules();
     let a = reg("a", "part_1", "acme.example", T0);
     let b = reg("b", "part_2", "acme.example", T0 + DAY);
@@ -500,22 +520,6 @@ fn expiry_extension_and_release() {
             ("b", Status::Duplicate, Some("a"), ""),
         ],
     );
-    // After 90 days a expires and b takes over from the moment a's protection ended.
-    i.as_of_ms = T0 + 91 * DAY;
-    let d = evaluate(&r, &i);
-    assert_eq!(
-        (d[0].status, d[0].protected_until),
-        (Status::Expired, Some(T0 + 90 * DAY))
-    );
-    assert_eq!(
-        (d[1].status, d[1].protected_until),
-        (Status::Approved, Some(T0 + 180 * DAY))
-    );
-    assert!(
-        d[0].reason.contains("released to the next registration"),
-        "{}",
-        d[0].reason
-    );
     // One extension of 30 days keeps a protected; asking for five grants the two allowed.
     let a1 = with(a.clone(), "extensions_requested", json!(1));
     let mut i1 = input(vec![a1, b.clone()]);
@@ -526,15 +530,149 @@ fn expiry_extension_and_release() {
         (Status::Approved, Some(T0 + 120 * DAY))
     );
     let a5 = with(a, "extensions_requested", json!(5));
-    let d = evaluate(&r, &input(vec![a5, b.clone()]));
+    let d = evaluate(&r, &input(vec![a5, b]));
     assert_eq!(d[0].protected_until, Some(T0 + 150 * DAY));
-    // on_expiry = "review" sends the rest of the group to a person.
-    let rr = rules_with(r#"on_expiry = "release""#, r#"on_expiry = "review""#);
-    let d = evaluate(&rr, &i);
-    assert_eq!(
-        (d[0].status, d[1].status),
-        (Status::Expired, Status::Review)
-    );
+}
+
+/// The shipped rules with `on_expiry` set to `mode`.
+fn rules_on_expiry(mode: &str) -> Rules {
+    if mode == "reopen" {
+        return rules();
+    }
+    rules_with(r#"on_expiry = "reopen""#, &format!("on_expiry = {mode:?}"))
+}
+
+#[test]
+fn each_expiry_behaviour() {
+    use Status::*;
+    // a wins and is protected until T0 + 90 days; b lost to it on day 1; c is submitted on day
+    // 100, after the expiry; "now" is day 120.
+    let a = reg("a", "part_1", "acme.example", T0);
+    let b = reg("b", "part_2", "acme.example", T0 + DAY);
+    let c = reg("c", "part_3", "acme.example", T0 + 100 * DAY);
+    let mut both = input(vec![a.clone(), b.clone()]);
+    both.as_of_ms = T0 + 120 * DAY;
+    let mut all = input(vec![a.clone(), b.clone(), c.clone()]);
+    all.as_of_ms = T0 + 120 * DAY;
+    let mut revived = all.clone();
+    revived.reviews.push(ReviewOutcome {
+        registration_id: "b".into(),
+        approve: true,
+        reason: "b kept working the account".into(),
+        at_ms: T0 + 110 * DAY,
+    });
+    type Want = Vec<(&'static str, Status, Option<&'static str>, &'static str)>;
+    let cases: Vec<(&str, &str, Input, Want)> = vec![
+        (
+            "reopen: the earlier loser stays a duplicate of the expired holder",
+            "reopen",
+            both.clone(),
+            vec![
+                (
+                    "a",
+                    Expired,
+                    None,
+                    "expired: protection ended 2026-04-01 00:00:00 UTC; the account reopens to registrations submitted after then",
+                ),
+                (
+                    "b",
+                    Duplicate,
+                    Some("a"),
+                    "lost to a (part_1) while it was protected; its protection ended 2026-04-01 00:00:00 UTC and the account reopened only to registrations submitted after then (this one was submitted 2026-01-02 00:00:00 UTC",
+                ),
+            ],
+        ),
+        (
+            "reopen: a registration submitted after the expiry wins over earlier losers",
+            "reopen",
+            all.clone(),
+            vec![
+                ("a", Expired, None, "reopens"),
+                ("b", Duplicate, Some("a"), "prmsync review approve b"),
+                (
+                    "c",
+                    Approved,
+                    None,
+                    "after a (part_1)'s protection ended 2026-04-01 00:00:00 UTC (on_expiry = \"reopen\"); protected until 2026-07-10 00:00:00 UTC",
+                ),
+            ],
+        ),
+        (
+            "reopen: a person revives an earlier loser, and it wins",
+            "reopen",
+            revived,
+            vec![
+                // An operator's approval outranks everything, the old holder included.
+                ("a", Duplicate, Some("b"), "b was approved by an operator"),
+                (
+                    "b",
+                    Approved,
+                    None,
+                    "approved by review: b kept working the account",
+                ),
+                (
+                    "c",
+                    Duplicate,
+                    Some("b"),
+                    "b was approved by an operator at 2026-04-21 00:00:00 UTC",
+                ),
+            ],
+        ),
+        (
+            "next_in_line: the old loser takes over from the moment protection ended",
+            "next_in_line",
+            all.clone(),
+            vec![
+                (
+                    "a",
+                    Expired,
+                    None,
+                    "the account passes to the next registration in line",
+                ),
+                (
+                    "b",
+                    Approved,
+                    None,
+                    "protected until 2026-06-30 00:00:00 UTC",
+                ),
+                (
+                    "c",
+                    Duplicate,
+                    Some("b"),
+                    "b qualified first, at 2026-01-02 00:00:00 UTC (silver tier); this one qualified at 2026-04-11 00:00:00 UTC",
+                ),
+            ],
+        ),
+        (
+            "release is the old name of next_in_line",
+            "release",
+            both,
+            vec![("a", Expired, None, ""), ("b", Approved, None, "")],
+        ),
+        (
+            "review: the rest of the group goes to a person",
+            "review",
+            all,
+            vec![
+                ("a", Expired, None, "the rest of the group goes to a person"),
+                (
+                    "b",
+                    Review,
+                    None,
+                    "a (part_1)'s protection ended 2026-04-01 00:00:00 UTC and on_expiry = \"review\"",
+                ),
+                ("c", Review, None, "on_expiry = \"review\""),
+            ],
+        ),
+    ];
+    for (name, mode, input, want) in cases {
+        eprintln!("case: {name}");
+        check(&rules_on_expiry(mode), &input, &want);
+    }
+    // Without on_expiry the file reopens.
+    let text = BUILTIN.1.replace(r#"on_expiry = "reopen""#, "");
+    let r = Rules::compile("t.toml", &text).expect("compiles");
+    assert_eq!(r.protection.on_expiry, OnExpiry::Reopen);
 }
 
 #[test]
@@ -567,7 +705,7 @@ fn a_rules_change_does_not_silently_revoke_protection() {
                 "a",
                 Status::Approved,
                 None,
-                "kept protected until 2026-04-01 00:00 UTC; rules_change_may_revoke = false",
+                "kept protected until 2026-04-01 00:00:00 UTC; rules_change_may_revoke = false",
             ),
             ("b", Status::Rejected, None, "acme.example is reserved"),
         ],
@@ -612,7 +750,7 @@ fn rules_file_errors_name_file_line_column_and_key() {
     let bad = BUILTIN
         .1
         .replace(r#"normalize = "domain""#, r#"normalize = "fuzzy""#)
-        .replace(r#"on_expiry = "release""#, r#"on_expiry = "forget""#)
+        .replace(r#"on_expiry = "reopen""#, r#"on_expiry = "forget""#)
         .replace(
             r#""review",                   #"#,
             r#""reviews",                  #"#,
@@ -672,40 +810,47 @@ fn arb_event() -> impl Strategy<Value = RegistrationEvent> {
         0usize..5,
         0usize..3,
         0i64..400,
+        0i64..150,
         prop::bool::ANY,
         prop::bool::ANY,
     )
-        .prop_map(|(id, partner, domain, minutes, qualified, ext)| {
-            let domains = ["acme.example", "www.acme.example", "globex.example"];
-            let mut e = reg(
-                &format!("r{id}"),
-                &format!("part_{}", partner + 1),
-                domains[domain],
-                T0 + minutes * 60_000 * 60,
-            );
-            e.submitted_ms = T0 + (id as i64) * 1000;
-            if !qualified {
-                e.fields.insert("amount".into(), json!(1));
-            }
-            if ext {
-                e.fields.insert("extensions_requested".into(), json!(1));
-            }
-            e
-        })
+        .prop_map(
+            |(id, partner, domain, hours, submitted_days, qualified, ext)| {
+                let domains = ["acme.example", "www.acme.example", "globex.example"];
+                // Submissions spread over 150 days, so some come after a 90-day protection ends.
+                let submitted = T0 + submitted_days * DAY + (id as i64) * 1000;
+                let mut e = reg(
+                    &format!("r{id}"),
+                    &format!("part_{}", partner + 1),
+                    domains[domain],
+                    submitted + hours * 3_600_000,
+                );
+                e.submitted_ms = submitted;
+                if !qualified {
+                    e.fields.insert("amount".into(), json!(1));
+                }
+                if ext {
+                    e.fields.insert("extensions_requested".into(), json!(1));
+                }
+                e
+            },
+        )
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(ProptestConfig::with_cases(300))]
     /// Any permutation of the same registration events, with repeats (a restart re-reads them),
-    /// gives the same decisions.
+    /// gives the same decisions, under every `on_expiry`, at times before and after protections
+    /// end.
     #[test]
     fn order_and_repeats_do_not_change_decisions(
         events in prop::collection::vec(arb_event(), 1..12),
         seed in any::<u64>(),
         repeats in prop::collection::vec(0usize..12, 0..6),
-        as_of_days in 0i64..200,
+        as_of_days in 0i64..400,
+        mode in 0usize..3,
     ) {
-        let r = rules();
+        let r = rules_on_expiry(["reopen", "next_in_line", "review"][mode]);
         let mut i = input(events.clone());
         i.as_of_ms = T0 + as_of_days * DAY;
         let want = evaluate(&r, &i);
@@ -722,5 +867,32 @@ proptest! {
         let mut j = input(shuffled);
         j.as_of_ms = i.as_of_ms;
         prop_assert_eq!(evaluate(&r, &j), want);
+    }
+
+    /// Under `reopen`, a registration submitted before a holder's protection ended never takes
+    /// the account from it afterwards (only a person can revive it).
+    #[test]
+    fn reopen_never_hands_the_account_to_an_earlier_loser(
+        events in prop::collection::vec(arb_event(), 1..12),
+        as_of_days in 0i64..400,
+    ) {
+        let r = rules();
+        let mut i = input(events);
+        i.as_of_ms = T0 + as_of_days * DAY;
+        let d = evaluate(&r, &i);
+        let mut submitted: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        for e in &i.events {
+            let s = submitted.entry(e.id.as_str()).or_insert(e.submitted_ms);
+            *s = (*s).min(e.submitted_ms);
+        }
+        for expired in d.iter().filter(|d| d.status == Status::Expired) {
+            let until = expired.protected_until.unwrap_or(i64::MAX);
+            for other in d.iter().filter(|o| o.key == expired.key && o.status == Status::Approved) {
+                prop_assert!(
+                    submitted[other.registration_id.as_str()] >= until,
+                    "{} approved after {} expired: {}", other.registration_id, expired.registration_id, other.reason
+                );
+            }
+        }
     }
 }

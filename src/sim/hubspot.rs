@@ -342,6 +342,7 @@ impl HubSpotSim {
             .route("/oauth/v1/token", post(oauth_token))
             .route("/crm/v3/objects/{object}", get(list_objects))
             .route("/crm/v3/objects/{object}/batch/upsert", post(batch_upsert))
+            .route("/crm/v3/objects/{object}/batch/update", post(batch_update))
             .route("/crm/v3/objects/{object}/search", post(search))
             .route(
                 "/crm/v4/associations/{from}/{to}/batch/associate/default",
@@ -914,6 +915,28 @@ async fn batch_upsert(
     Path(object): Path<String>,
     body: Option<Json<Value>>,
 ) -> Response {
+    batch_write(sim, headers, object, body, false).await
+}
+
+/// `batch/update`: inputs `{id, properties, idProperty?}` update existing objects by object id
+/// (or by a unique property); an unknown id is an `OBJECT_NOT_FOUND` error, never a create.
+async fn batch_update(
+    State(sim): State<HubSpotSim>,
+    headers: HeaderMap,
+    Path(object): Path<String>,
+    body: Option<Json<Value>>,
+) -> Response {
+    batch_write(sim, headers, object, body, true).await
+}
+
+/// Upsert (`update_only = false`: `idProperty` is required, unknown values create) or update.
+async fn batch_write(
+    sim: HubSpotSim,
+    headers: HeaderMap,
+    object: String,
+    body: Option<Json<Value>>,
+    update_only: bool,
+) -> Response {
     if let Err(r) = sim.gate(&headers, Call::Upsert) {
         return r;
     }
@@ -987,6 +1010,12 @@ async fn batch_upsert(
                 "message": format!("Duplicate id {id} in batch"), "context": {"ids": [id]}}));
             continue;
         }
+        if !update_only && id_property.is_none() {
+            errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
+                "message": "idProperty is required: upsert matches on a unique property; update an object id with batch/update",
+                "context": {"ids": [id]}}));
+            continue;
+        }
         if let Some(bad) = invalid_property(&object, &props) {
             errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
                 "message": bad, "context": {"ids": [id]}}));
@@ -994,7 +1023,15 @@ async fn batch_upsert(
         }
         let now = sim.clock.tick();
         let mut inner = sim.lock();
-        match upsert_one(&mut inner, &object, &id, id_property.as_deref(), props, now) {
+        match upsert_one(
+            &mut inner,
+            &object,
+            &id,
+            id_property.as_deref(),
+            props,
+            now,
+            update_only,
+        ) {
             Ok((obj, props, new)) => {
                 drop(inner);
                 let mut r = object_json_from(&obj, &props, None);
@@ -1033,7 +1070,7 @@ async fn batch_upsert(
 }
 
 /// Upserts one input: finds the object by `id_property` (or by id), merges the properties and
-/// stamps it if anything changed, or creates it. Returns the object, its properties and whether
+/// stamps it if anything changed, or creates it (unless `update_only`). Returns the object, its properties and whether
 /// it is new, or the input's error.
 fn upsert_one(
     inner: &mut Inner,
@@ -1042,6 +1079,7 @@ fn upsert_one(
     id_property: Option<&str>,
     mut props: Props,
     now: i64,
+    update_only: bool,
 ) -> Result<(Object, Props, bool), Value> {
     let next_id = inner.next_id;
     let table = inner.objects.entry(object.to_owned()).or_default();
@@ -1065,7 +1103,7 @@ fn upsert_one(
             (obj, merged, changed, false)
         }
         None => {
-            let Some(p) = id_property else {
+            let Some(p) = id_property.filter(|_| !update_only) else {
                 return Err(json!({"status": "error", "category": "OBJECT_NOT_FOUND",
                     "message": format!("No {object} with id {id}"), "context": {"ids": [id]}}));
             };

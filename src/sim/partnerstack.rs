@@ -1,6 +1,7 @@
 //! PartnerStack REST v2 simulator: deals, partnerships, customers and leads lists with
 //! `min_updated` filters, `starting_after` paging (limit 1-250), epoch-millisecond times, amounts
-//! in cents, `PATCH /api/v2/deals/{key}` (key or external key), bearer-key auth, faults.
+//! in cents, `PATCH /api/v2/deals/{key}` (key or external key), bearer-key or Basic
+//! (public:secret key) auth, faults.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -73,6 +74,8 @@ pub struct PartnerStackSim {
     clock: Arc<SimClock>,
     turbulence: Arc<Turbulence>,
     api_key: Arc<str>,
+    /// With a public key, Basic `public:secret` is accepted besides the bearer secret key.
+    public_key: Option<Arc<str>>,
     stages: Arc<[String]>,
 }
 
@@ -83,6 +86,7 @@ impl PartnerStackSim {
             clock: Arc::default(),
             turbulence: Arc::default(),
             api_key: api_key.into(),
+            public_key: None,
             stages: [
                 "submitted",
                 "approved",
@@ -96,6 +100,26 @@ impl PartnerStackSim {
             .map(|s| (*s).to_owned())
             .collect(),
         }
+    }
+
+    /// Also accepts HTTP Basic auth with `public_key` as the user and the API key as password.
+    pub fn with_public_key(mut self, public_key: &str) -> Self {
+        self.public_key = Some(public_key.into());
+        self
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        use base64::Engine as _;
+        let got = headers.get("authorization").and_then(|v| v.to_str().ok());
+        let bearer = format!("Bearer {}", self.api_key);
+        let basic = self.public_key.as_ref().map(|p| {
+            let pair = format!("{p}:{}", self.api_key);
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
+        });
+        got == Some(bearer.as_str()) || (got.is_some() && got == basic.as_deref())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -175,6 +199,16 @@ impl PartnerStackSim {
         self.lock().deals.get(key)
     }
 
+    /// A deal's custom `fields` array as a map from key to value (for assertions).
+    pub fn custom_fields(&self, key: &str) -> Map<String, Value> {
+        self.deal(key)
+            .and_then(|d| d.get("fields").and_then(Value::as_array).cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| Some((e.get("key")?.as_str()?.to_owned(), e.get("value")?.clone())))
+            .collect()
+    }
+
     /// All deals, by key.
     pub fn deals(&self) -> Vec<Map<String, Value>> {
         self.lock().deals.all()
@@ -220,8 +254,7 @@ impl PartnerStackSim {
     fn gate(&self, headers: &HeaderMap) -> Result<(), Response> {
         let mut inner = self.lock();
         inner.stats.requests += 1;
-        let expected = format!("Bearer {}", self.api_key);
-        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        if !self.authorized(headers) {
             inner.stats.unauthorized += 1;
             return Err(error(
                 StatusCode::UNAUTHORIZED,
@@ -354,6 +387,15 @@ async fn get_deal(
     }
 }
 
+/// The deal reference's `fields`: an array of objects (`{"key", "value"}` here).
+fn custom_fields_valid(v: &Value) -> bool {
+    v.as_array().is_some_and(|items| {
+        items
+            .iter()
+            .all(|e| e.get("key").and_then(Value::as_str).is_some())
+    })
+}
+
 async fn patch_deal(
     State(sim): State<PartnerStackSim>,
     headers: HeaderMap,
@@ -378,6 +420,12 @@ async fn patch_deal(
             return error(
                 StatusCode::BAD_REQUEST,
                 "stage must appear in Deals Stage list found in group settings",
+            );
+        }
+        if k == "fields" && !custom_fields_valid(v) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "fields must be an array of objects, each with a string key",
             );
         }
         if k == "amount" && !(v.is_i64() || v.is_null()) {

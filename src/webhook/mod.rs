@@ -1,5 +1,6 @@
-//! The HTTP listener: `/livez`, `/readyz` and the webhook endpoints. Handlers only verify, store
-//! durably and answer: a 2xx means the event is committed to the inbox.
+//! The HTTP listener: `/livez`, `/readyz` and the webhook endpoints. Handlers only verify, hand
+//! the body to its connector's parser, store durably and answer: a 2xx means the events are
+//! committed to the inbox. No vendor wire format is read here.
 
 pub mod signature;
 
@@ -13,13 +14,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 use tower_http::limit::RequestBodyLimitLayer;
 
+use crate::connector::hubspot::webhook as hubspot_webhook;
+use crate::connector::{partnerstack, rest};
 use crate::engine::Clock;
 use crate::failpoint::FailPoints;
-use crate::model::{Change, ChangeKind, ObjectRef, Record, SystemKind};
+use crate::model::Change;
 use crate::store::Store;
 
 /// Webhook requests stored at once before new ones get 503 (the store commits one at a time).
@@ -40,11 +43,28 @@ pub struct WebhookState {
     pub wake: Arc<Notify>,
     pub hubspot_secret: Option<SecretString>,
     pub partnerstack_secret: Option<SecretString>,
+    /// The REST PRM's webhook secret and the profile its bodies are read with.
+    pub rest: Option<RestHook>,
     pub clock: Clock,
     pub failpoints: FailPoints,
     /// Webhook requests being stored at once; beyond it a request gets 503 + Retry-After at
     /// once instead of waiting in memory.
     pub intake: Arc<Semaphore>,
+}
+
+/// What `/webhooks/rest` needs: the shared secret and the PRM's profile.
+#[derive(Clone)]
+pub struct RestHook {
+    pub secret: SecretString,
+    pub profile: Arc<rest::RestProfile>,
+}
+
+impl std::fmt::Debug for RestHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestHook")
+            .field("profile", &self.profile)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for WebhookState {
@@ -53,6 +73,7 @@ impl std::fmt::Debug for WebhookState {
             .field("ready", &self.ready.load(Ordering::Relaxed))
             .field("hubspot", &self.hubspot_secret.is_some())
             .field("partnerstack", &self.partnerstack_secret.is_some())
+            .field("rest", &self.rest.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -65,6 +86,7 @@ pub fn router(state: WebhookState, max_body_bytes: usize) -> Router {
         .route("/metrics", get(metrics))
         .route("/webhooks/hubspot", post(hubspot))
         .route("/webhooks/partnerstack", post(partnerstack))
+        .route("/webhooks/rest", post(rest))
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(max_body_bytes))
         .with_state(state)
@@ -187,76 +209,16 @@ async fn hubspot(
     if let Err(e) = verified {
         return reject(StatusCode::UNAUTHORIZED, e.to_string());
     }
-    let changes = match parse_hubspot_events(&body) {
+    let changes = match hubspot_webhook::parse_events(&body) {
         Ok(c) => c,
         Err(e) => return reject(StatusCode::BAD_REQUEST, e),
     };
     stage(&s, changes).await
 }
 
-/// Parses a HubSpot webhook body (a JSON array of events) into changes; subscriptions prmsync
-/// does not sync are dropped. Pure, for the handler and the fuzz target.
-pub fn parse_hubspot_events(body: &[u8]) -> Result<Vec<Change>, String> {
-    let events: Vec<Value> = match serde_json::from_slice(body) {
-        Ok(Value::Array(a)) => a,
-        Ok(_) => return Err("expected a JSON array of events".into()),
-        Err(e) => return Err(format!("malformed JSON: {e}")),
-    };
-    let mut changes = Vec::with_capacity(events.len());
-    for (i, ev) in events.into_iter().enumerate() {
-        if let Some(c) = hubspot_change(ev).map_err(|e| format!("event {i}: {e}"))? {
-            changes.push(c);
-        }
-    }
-    Ok(changes)
-}
-
-fn hubspot_change(ev: Value) -> Result<Option<Change>, String> {
-    let field = |k: &str| ev.get(k).ok_or_else(|| format!("missing {k}"));
-    let event_id = field("eventId")?.to_string();
-    let portal = ev.get("portalId").map(Value::to_string).unwrap_or_default();
-    let object_id = field("objectId")?.to_string().trim_matches('"').to_owned();
-    let occurred = field("occurredAt")?
-        .as_i64()
-        .ok_or("occurredAt must be epoch milliseconds")?;
-    let sub = field("subscriptionType")?
-        .as_str()
-        .ok_or("subscriptionType must be text")?;
-    let (kind, action) = sub
-        .split_once('.')
-        .ok_or("subscriptionType must look like deal.creation")?;
-    let object = match kind {
-        "deal" => "deals",
-        "company" => "companies",
-        "contact" => "contacts",
-        // Subscriptions prmsync does not sync are acknowledged and ignored.
-        _ => return Ok(None),
-    };
-    let kind = if action == "deletion" {
-        ChangeKind::Delete
-    } else {
-        ChangeKind::Hint
-    };
-    let fields = match ev {
-        Value::Object(m) => m,
-        _ => return Err("an event must be an object".into()),
-    };
-    Ok(Some(Change {
-        event_id: format!("hubspot:{portal}:{event_id}"),
-        object: ObjectRef {
-            system: SystemKind::HubSpot,
-            object: object.into(),
-        },
-        kind,
-        record: Record {
-            id: object_id,
-            modified_ms: occurred,
-            fields,
-        },
-    }))
-}
-
-/// PartnerStack: `{"event": "deal.updated", "data": {deal}}`, signed with prmsync's body HMAC.
+/// PartnerStack: `{"event": "...", "data": {...}}`, signed with prmsync's body HMAC. The
+/// connector's parser reads every event prmsync syncs (deals, partnerships, customers, leads);
+/// the others are acknowledged and dropped.
 async fn partnerstack(State(s): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(secret) = &s.partnerstack_secret else {
         return reject(
@@ -264,60 +226,47 @@ async fn partnerstack(State(s): State<WebhookState>, headers: HeaderMap, body: B
             "PartnerStack webhooks are not configured (partnerstack.webhook_secret)",
         );
     };
-    if let Err(e) = signature::verify_body_hmac(
-        secret.expose_secret().as_bytes(),
-        &body,
-        header(&headers, PRM_SIGNATURE_HEADER),
-    ) {
-        return reject(StatusCode::UNAUTHORIZED, e.to_string());
+    if let Err(r) = verify_prm(secret, &headers, &body) {
+        return r;
     }
-    let v: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return reject(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
-    };
-    let event = v.get("event").and_then(Value::as_str).unwrap_or_default();
-    let Some(object) = event.split(['.', '_']).next().and_then(|k| match k {
-        "deal" => Some("deals"),
-        _ => None,
-    }) else {
-        // Events prmsync does not sync (partnerships, agreements, ...) are acknowledged.
-        return (
-            StatusCode::OK,
-            Json(json!({ "received": 0, "ignored": event })),
-        )
-            .into_response();
-    };
-    let Some(Value::Object(data)) = v.get("data").cloned() else {
-        return reject(StatusCode::BAD_REQUEST, "missing data object");
-    };
-    let Some(key) = data.get("key").and_then(Value::as_str).map(str::to_owned) else {
-        return reject(StatusCode::BAD_REQUEST, "data.key is missing");
-    };
-    let Some(modified_ms) = data
-        .get("updated_at")
-        .or_else(|| data.get("created_at"))
-        .and_then(Value::as_i64)
-    else {
+    match partnerstack::webhook::parse(&body) {
+        Ok(Some(change)) => stage(&s, vec![change]).await,
+        Ok(None) => ignored(),
+        Err(e) => reject(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// The declarative REST PRM: prmsync's event shape (see `connector::rest::webhook`), signed
+/// with prmsync's body HMAC under `rest.webhook_secret`.
+async fn rest(State(s): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(hook) = &s.rest else {
         return reject(
-            StatusCode::BAD_REQUEST,
-            "data.updated_at must be epoch milliseconds",
+            StatusCode::NOT_FOUND,
+            "REST PRM webhooks are not configured (rest.webhook_secret)",
         );
     };
-    let object = ObjectRef {
-        system: SystemKind::PartnerStack,
-        object: object.into(),
-    };
-    let mut change = Change::versioned(
-        object,
-        Record {
-            id: key,
-            modified_ms,
-            fields: data,
-        },
-    );
-    if event.ends_with("deleted") {
-        change.kind = ChangeKind::Delete;
-        change.event_id.push_str(":deleted");
+    if let Err(r) = verify_prm(&hook.secret, &headers, &body) {
+        return r;
     }
-    stage(&s, vec![change]).await
+    match rest::webhook::parse(&hook.profile, &body) {
+        Ok(changes) if changes.is_empty() => ignored(),
+        Ok(changes) => stage(&s, changes).await,
+        Err(e) => reject(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// Checks prmsync's body HMAC header; the error is the response to send.
+#[allow(clippy::result_large_err)] // the response is the natural error here
+fn verify_prm(secret: &SecretString, headers: &HeaderMap, body: &[u8]) -> Result<(), Response> {
+    signature::verify_body_hmac(
+        secret.expose_secret().as_bytes(),
+        body,
+        header(headers, PRM_SIGNATURE_HEADER),
+    )
+    .map_err(|e| reject(StatusCode::UNAUTHORIZED, e.to_string()))
+}
+
+/// 200 for a verified event prmsync does not sync (the sender must not retry it).
+fn ignored() -> Response {
+    (StatusCode::OK, Json(json!({ "received": 0, "new": 0 }))).into_response()
 }

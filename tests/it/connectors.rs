@@ -219,6 +219,30 @@ async fn salesforce_invalid_grant_is_an_auth_error() {
     assert_eq!(sim.stats().invalid_grants, 1);
 }
 
+/// A My Domain login URL (here the simulator's own address) still gets the login URL as `aud`.
+#[tokio::test]
+async fn salesforce_jwt_audience_is_the_login_url_when_the_token_goes_to_a_my_domain() {
+    use prmsync::config::{CrmConfig, SalesforceAuthConfig, SalesforceConfig};
+    let sim = SalesforceSim::new(sf_auth(false, true));
+    let server = SimServer::start(sim.router()).await.expect("start sim");
+    let world = crate::harness::World::seeded(0).await;
+    let mut config = world.config();
+    config.crm = CrmConfig::Salesforce(SalesforceConfig {
+        login_url: server.url(""),
+        auth: SalesforceAuthConfig::JwtBearer {
+            client_id: CLIENT_ID.into(),
+            username: USER.into(),
+            private_key: SecretString::from(test_key_pem()),
+        },
+        audience: None,
+    });
+    let (_, crm) = prmsync::app::connectors(&config, None).expect("connectors");
+    crm.health()
+        .await
+        .expect("the assertion names the login URL");
+    assert_eq!(sim.stats().jwt_grants, 1);
+}
+
 #[tokio::test]
 async fn salesforce_jwt_bearer_flow_signs_with_rs256() {
     let sim = SalesforceSim::new(sf_auth(false, true));
@@ -1143,6 +1167,78 @@ mod partnerstack {
         assert!(matches!(wrong.health().await, Err(ConnectorError::Auth(_))));
         assert_eq!(sim.stats().unauthorized, 1);
     }
+
+    /// Custom `fields` go out as the contract's array, merged into the deal as it is at write
+    /// time: a partner's edit after the poll survives, and only prmsync's entries change.
+    #[tokio::test]
+    async fn partnerstack_custom_fields_are_an_array_merged_into_a_fresh_read() {
+        let (sim, server, conn) = start().await;
+        let mut deal = seed::deals(1, 1).remove(0);
+        deal.insert(
+            "fields".into(),
+            json!([{"key": "partner_note", "value": "first"}]),
+        );
+        let key = sim.upsert_deal(deal);
+        let polled = conn.read_changes("deals", 0, None).await.expect("poll");
+        assert_eq!(polled.records.len(), 1);
+        // The partner edits the deal after prmsync polled it.
+        let mut edited = sim.deal(&key).expect("deal");
+        edited.insert(
+            "fields".into(),
+            json!([{"key": "partner_note", "value": "edited"}]),
+        );
+        sim.upsert_deal(edited);
+        let owned = json!({"fields": {"registration_status": "approved"}});
+        let w = WriteRequest {
+            key: key.clone(),
+            id_property: None,
+            target_id: None,
+            fields: owned.as_object().cloned().unwrap_or_default(),
+        };
+        conn.write("deals", &[w]).await.remove(0).expect("patched");
+        let f = sim.custom_fields(&key);
+        assert_eq!(f["partner_note"], "edited", "the partner's edit is kept");
+        assert_eq!(f["registration_status"], "approved");
+        // The simulator refuses the object form, as the contract's array type does.
+        let bad = reqwest::Client::new()
+            .patch(server.url(&format!("/api/v2/deals/{key}")))
+            .bearer_auth(KEY)
+            .json(&json!({"fields": {"registration_status": "x"}}))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(bad.status().as_u16(), 400);
+    }
+
+    /// `partnerstack.public_key` switches to HTTP Basic (public key : secret key), which the
+    /// vendor's reference pages show; a wrong pair is an auth error.
+    #[tokio::test]
+    async fn partnerstack_basic_auth_with_the_public_key_from_the_config() {
+        use prmsync::config::{Environment, PrmConfig, load};
+        let sim = PartnerStackSim::new(KEY).with_public_key("pk_live_1");
+        let server = SimServer::start(sim.router()).await.expect("start sim");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("prmsync.toml");
+        let toml = format!(
+            "[partnerstack]\nbase_url = \"{}\"\napi_key = {{ env = \"PS_SECRET\" }}\npublic_key = {{ env = \"PS_PUBLIC\" }}\n\n[hubspot]\naccess_token = {{ env = \"PS_SECRET\" }}\n",
+            server.url("/api/v2")
+        );
+        std::fs::write(&path, toml).expect("write config");
+        let env = |public: &str| Environment {
+            vars: [("PS_SECRET", KEY), ("PS_PUBLIC", public)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        };
+        let config = load(&path, &env("pk_live_1")).expect("public_key is a known key");
+        assert!(matches!(&config.prm, PrmConfig::PartnerStack(p) if p.public_key.is_some()));
+        let (prm, _) = prmsync::app::connectors(&config, None).expect("connectors");
+        prm.health().await.expect("Basic public:secret is accepted");
+        let config = load(&path, &env("pk_wrong")).expect("config");
+        let (prm, _) = prmsync::app::connectors(&config, None).expect("connectors");
+        assert!(matches!(prm.health().await, Err(ConnectorError::Auth(_))));
+        assert_eq!(sim.stats().unauthorized, 1);
+    }
 }
 
 mod rest {
@@ -1267,6 +1363,67 @@ mod rest {
             7,
             "the PUT updated, never created"
         );
+        daemon.shutdown().await;
+    }
+
+    /// `rest.webhook_secret` opens `/webhooks/rest` on the real listener: a signed event is parsed
+    /// by the REST connector with the profile, staged, and synced without any poll result.
+    #[tokio::test]
+    async fn rest_prm_webhook_is_signed_parsed_by_the_profile_and_synced() {
+        use prmsync::webhook::PRM_SIGNATURE_HEADER;
+        use prmsync::webhook::signature::body_hmac;
+        let world = crate::harness::World::seeded(0).await;
+        world.hs.set_search_rate(None);
+        let (_sim, server, _) = start().await;
+        let mut config = world.config();
+        config.prm = PrmConfig::Rest(prmsync::config::RestConfig {
+            profile: profile_for(&server),
+            rate_limit_per_second: None,
+            webhook_secret: Some("rest-hook".to_owned().into()),
+        });
+        config.daemon.mappings_dir = Some(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mappings-rest"),
+        );
+        let daemon = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+            .await
+            .expect("daemon starts");
+        let url = format!("http://{}/webhooks/rest", daemon.http_addr);
+        let post = |body: Vec<u8>, secret: &'static [u8]| {
+            let url = url.clone();
+            async move {
+                let r = http_client(Duration::from_secs(5))
+                    .post(url)
+                    .header(PRM_SIGNATURE_HEADER, body_hmac(secret, &body))
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("answered");
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        let event = json!({"object": "deals", "action": "upsert", "data": {
+            "id": "w1", "name": "Webhook deal", "amount": "10", "stage": "registered",
+            "updated_at": "2026-11-30T10:00:00Z"}});
+        let body = serde_json::to_vec(&event).expect("json");
+        assert_eq!(post(body.clone(), b"wrong").await.0, 401);
+        let (status, answer) = post(body, b"rest-hook").await;
+        assert_eq!((status, answer["new"].as_u64()), (200, Some(1)), "{answer}");
+        let no_time =
+            serde_json::to_vec(&json!({"object": "deals", "data": {"id": "w2"}})).expect("json");
+        let (status, answer) = post(no_time, b"rest-hook").await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("updated_at"))
+        );
+        daemon.run_until_idle().await.expect("sync");
+        let deal = world
+            .hs
+            .find("deals", "prm_deal_id", "w1")
+            .expect("created from the webhook");
+        assert_eq!(deal["dealname"], "Webhook deal");
         daemon.shutdown().await;
     }
 
@@ -1400,6 +1557,7 @@ async fn salesforce_daemon(
             client_secret: Some(SecretString::from(CLIENT_SECRET)),
             refresh_token: SecretString::from(REFRESH),
         },
+        audience: None,
     });
     prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
         .await

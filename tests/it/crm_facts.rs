@@ -36,10 +36,7 @@ fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 /// The decision prmsync wrote on a PartnerStack deal: (status, reason).
 fn decision(w: &World, key: &str) -> (Option<String>, String) {
-    let f =
-        w.ps.deal(key)
-            .and_then(|d| d.get("fields").and_then(Value::as_object).cloned())
-            .unwrap_or_default();
+    let f = w.ps.custom_fields(key);
     let s = |k: &str| f.get(k).and_then(Value::as_str).map(str::to_owned);
     (
         s("registration_status"),

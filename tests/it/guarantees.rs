@@ -445,6 +445,7 @@ async fn a_webhook_burst_beyond_capacity_gets_503_with_retry_after_not_a_queue()
         wake: Arc::new(Notify::new()),
         hubspot_secret: None,
         partnerstack_secret: Some(SecretString::from(PS_HOOK_SECRET)),
+        rest: None,
         clock: prmsync::engine::system_clock(),
         failpoints: prmsync::failpoint::FailPoints::none(),
         intake: intake.clone(),

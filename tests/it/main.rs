@@ -14,6 +14,7 @@ mod guarantees;
 mod harness;
 mod mapping;
 mod matching;
+mod ops;
 mod rules;
 mod sync;
 mod webhooks;

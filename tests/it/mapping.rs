@@ -31,7 +31,7 @@ const BROKEN: &[(&str, usize, usize, &str, &str, &str)] = &[
         "02-unknown-key.toml",
         14,
         1,
-        "(syntax)",
+        "field[0].sorce",
         "unknown field `sorce`",
         "docs/mappings.md",
     ),
@@ -247,7 +247,12 @@ fn check_prints_every_broken_fixture_and_exits_2() {
         );
         assert!(stderr.contains(&at), "missing {at} in:\n{stderr}");
     }
-    assert_eq!(stderr.lines().count(), BROKEN.len(), "{stderr}");
+    // One line per problem, then the count.
+    assert_eq!(stderr.lines().count(), BROKEN.len() + 1, "{stderr}");
+    assert!(
+        stderr.ends_with(&format!("{} problem(s)\n", BROKEN.len())),
+        "{stderr}"
+    );
     assert!(
         !dir.path().join("state.db").exists(),
         "check writes nothing"
@@ -263,8 +268,13 @@ fn check_prints_every_broken_fixture_and_exits_2() {
         .expect("run prmsync plan");
     let plan_err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{plan_err}");
+    let check_errors: String = stderr
+        .lines()
+        .take(BROKEN.len())
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert_eq!(
-        plan_err, stderr,
+        plan_err, check_errors,
         "plan reports the mapping errors as check does"
     );
     assert!(!dir.path().join("state.db").exists(), "plan writes nothing");

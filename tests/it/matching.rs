@@ -110,6 +110,12 @@ async fn an_existing_company_with_the_same_domain_is_linked_and_updated_not_dupl
     let writes = w.hs.writes("companies");
     assert_eq!(writes.get("part_7").map_or(0, |c| c.0), 0, "{writes:?}");
     assert_eq!(writes.get(&acme).map(|c| c.0), Some(0), "updated by id");
+    assert!(
+        w.hs.request_log()
+            .iter()
+            .any(|r| r.method == "POST" && r.path == "/crm/v3/objects/companies/batch/update"),
+        "linking uses the documented by-id batch/update"
+    );
     assert_eq!(writes.get("part_8").map(|c| c.0), Some(1), "newco created");
     assert_eq!(
         link_target(&w.state_path(), "part_7").as_deref(),
@@ -310,6 +316,7 @@ async fn salesforce_accounts_are_matched_by_website_domain() {
             client_secret: Some(SecretString::from("secret")),
             refresh_token: SecretString::from("5Aep.r"),
         },
+        audience: None,
     });
     let site = json!({"Name": "ACME (old)", "Website": "https://www.acme.example"});
     let acme = sim.insert("Account", site.as_object().cloned().unwrap_or_default());

@@ -28,9 +28,7 @@ fn deal(key: &str, partner: &str, email: &str) -> Map<String, Value> {
 
 /// The decision fields prmsync wrote on a PartnerStack deal.
 fn prm_decision(w: &World, key: &str) -> Map<String, Value> {
-    w.ps.deal(key)
-        .and_then(|d| d.get("fields").and_then(Value::as_object).cloned())
-        .unwrap_or_default()
+    w.ps.custom_fields(key)
 }
 
 fn crm_prop(w: &World, key: &str, prop: &str) -> Option<String> {
@@ -81,7 +79,7 @@ async fn three_partners_one_customer_one_credited_opportunity() {
         assert_eq!(f["duplicate_of"], "reg_a");
         let reason = f["registration_reason"].as_str().unwrap_or_default();
         assert!(
-            reason.contains("duplicate of reg_a from partner part_2"),
+            reason.contains("duplicate: reg_a (part_2) holds the account"),
             "{reason}"
         );
     }
@@ -232,7 +230,7 @@ fn check_reports_rules_errors_with_file_line_and_column() {
     .expect("copy mapping");
     let rules = prmsync::rules::BUILTIN
         .1
-        .replace(r#"on_expiry = "release""#, r#"on_expiry = "forget""#)
+        .replace(r#"on_expiry = "reopen""#, r#"on_expiry = "forget""#)
         .replace(
             r#"expect.d2 = { status = "duplicate""#,
             r#"expect.d2 = { status = "approved""#,
@@ -267,7 +265,7 @@ fn check_reports_rules_errors_with_file_line_and_column() {
     // Fixed file, broken example: the example fails with its line.
     std::fs::write(
         &rules_path,
-        rules.replace(r#"on_expiry = "forget""#, r#"on_expiry = "release""#),
+        rules.replace(r#"on_expiry = "forget""#, r#"on_expiry = "reopen""#),
     )
     .expect("write rules");
     let out = prmsync(&["check", config.to_str().expect("utf-8")]);
@@ -376,4 +374,68 @@ async fn completion_re_decides_and_a_rules_change_keeps_protection() {
     let statuses: Vec<&str> = history.iter().map(|h| h.after.as_str()).collect();
     assert_eq!(statuses, vec!["approved", "approved"], "{history:?}");
     daemon.shutdown().await;
+}
+
+/// A rules file and a mapping file, each with an unknown key, a wrong type and an unknown name
+/// (`tests/fixtures/three-mistakes/`): one `prmsync check` run reports all six, each located.
+#[test]
+fn three_mistakes_in_each_file_give_three_located_errors_each() {
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/three-mistakes");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "not-a-real-key").expect("write secret");
+    let config = dir.path().join("prmsync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_path = {:?}\nmappings_dir = {:?}\n\n[partnerstack]\nbase_url = \"http://127.0.0.1:9/api/v2\"\napi_key = {{ file = {:?} }}\n\n[hubspot]\nbase_url = \"http://127.0.0.1:9\"\naccess_token = {{ file = {:?} }}\n",
+            dir.path().join("state.db"),
+            fixtures,
+            secret,
+            secret
+        ),
+    )
+    .expect("write config");
+    let out = prmsync(&["check", config.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let rules = fixtures.join("rules-of-engagement.toml");
+    let mapping = fixtures.join("partnerstack-hubspot-deals.toml");
+    let want = [
+        (&mapping, "21:1: field[0].requird: unknown field `requird`"),
+        (
+            &mapping,
+            "28:12: field[1].required: invalid type: string \"yes\", expected a boolean",
+        ),
+        (
+            &mapping,
+            "34:10: field[2].target: hubspot/deals has no field \"closedat\"",
+        ),
+        (
+            &rules,
+            "33:14: qualification.min_amount: invalid type: string \"lots\", expected i64",
+        ),
+        (
+            &rules,
+            "40:95: tiers.partners.part_5: tier \"platinum\" is not in tiers.order",
+        ),
+        (
+            &rules,
+            "59:1: protection.grace_days: unknown field `grace_days`",
+        ),
+    ];
+    for (file, line) in want {
+        let located = format!("{}:{line}", file.display());
+        assert!(err.contains(&located), "missing {located:?} in:\n{err}");
+    }
+    let located = err
+        .lines()
+        .filter(|l| l.starts_with(&*fixtures.to_string_lossy()))
+        .count();
+    assert_eq!(
+        located, 6,
+        "exactly the six mistakes, nothing they cause:\n{err}"
+    );
+    assert!(!err.contains("(syntax)"), "{err}");
 }

@@ -217,7 +217,42 @@ async fn partnerstack_webhook_is_signed_and_syncs_the_deal() {
     .await;
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["new"], 1);
-    let ignored = serde_json::to_vec(&json!({"event": "partnership.created", "data": {}})).unwrap();
+    // Partnership, customer and lead events are read and staged too (the connector's parser).
+    for (event, key) in [
+        ("partnership.created", "part_1"),
+        ("customer_updated", "cust_1"),
+        ("lead.created", "lead_1"),
+    ] {
+        let body =
+            serde_json::to_vec(&json!({"event": event, "data": {"key": key, "updated_at": now()}}))
+                .unwrap();
+        let (status, json) = post(
+            &url,
+            &[(PRM_SIGNATURE_HEADER, body_hmac(b"ps-hook-secret", &body))],
+            body,
+        )
+        .await;
+        assert_eq!(
+            (status, json["new"].as_u64()),
+            (200, Some(1)),
+            "{event}: {json}"
+        );
+    }
+    let pending = d.engine.store().status(now()).await.unwrap();
+    assert!(pending.inbox_pending >= 3, "{pending:?}");
+    let bad =
+        serde_json::to_vec(&json!({"event": "partnership.updated", "data": {"key": "p"}})).unwrap();
+    let (status, _) = post(
+        &url,
+        &[(PRM_SIGNATURE_HEADER, body_hmac(b"ps-hook-secret", &bad))],
+        bad,
+    )
+    .await;
+    assert_eq!(
+        status, 400,
+        "a synced event without a time is refused, not dropped"
+    );
+    let ignored = serde_json::to_vec(&json!({"event": "agreement.accepted", "data": {}})).unwrap();
     let (status, _) = post(
         &url,
         &[(PRM_SIGNATURE_HEADER, body_hmac(b"ps-hook-secret", &ignored))],

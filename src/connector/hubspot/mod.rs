@@ -1,11 +1,12 @@
 //! HubSpot (CRM) connector: private-app token or OAuth (refreshed ahead of `expires_in`), search
-//! on `hs_lastmodifieddate` with `after` paging and window moves at the 10,000-result cap, batch
-//! upsert by `idProperty` with per-record results (200/207), associations v4, rate-limit headers,
+//! on `hs_lastmodifieddate` with opaque `after` paging and window moves at the 10,000-result cap,
+//! batch upsert by `idProperty` and by-id batch update with per-record results (200/207), associations v4, rate-limit headers,
 //! and the companies / open direct deals the rules of engagement read (`facts`).
 
 pub mod api;
 mod facts;
 pub mod limits;
+pub mod webhook;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -254,8 +255,10 @@ impl HubSpot {
     }
 
     /// One page of objects modified at or after `since_ms`, oldest first. The page token is
-    /// `{window_start_ms}:{after}`: when a window nears the search cap, the next page starts a new
-    /// window at the last modification time seen (ties are read again; staging dedupes them).
+    /// `{window_start_ms}:{read}:{after}`, where `after` is HubSpot's opaque cursor (never parsed)
+    /// and `read` counts the results this window has returned: when the next page would pass the
+    /// search cap, it starts a new window at the last modification time seen (ties are read
+    /// again; staging dedupes them).
     pub async fn read_changes(
         &self,
         object: &str,
@@ -263,34 +266,34 @@ impl HubSpot {
         fields: &[String],
         page: Option<&str>,
     ) -> Result<ChangePage, ConnectorError> {
-        let (window, after) = match page {
-            None => (since_ms, None),
+        let (window, read, after) = match page {
+            None => (since_ms, 0, None),
             Some(p) => parse_page(p)?,
         };
         let mut page = self
             .search_page(object, window, fields, after.as_deref())
             .await?;
+        let read = read.saturating_add(page.records.len());
         let last_ms = page.records.last().map(|r| r.modified_ms);
-        page.next_page = match (page.next_page.take(), last_ms) {
-            (Some(next), Some(last)) => {
-                let next_n: usize = next.parse().unwrap_or(usize::MAX);
-                if next_n.saturating_add(api::SEARCH_LIMIT as usize) > self.search_cap
-                    && last > window
-                {
-                    tracing::debug!(
-                        object,
-                        window,
-                        last,
-                        "search window near the cap; moving it"
-                    );
-                    Some(format!("{last}:"))
-                } else {
-                    Some(format!("{window}:{next}"))
-                }
-            }
-            (Some(next), None) => Some(format!("{window}:{next}")),
-            (None, _) => None,
-        };
+        page.next_page = next_page(
+            window,
+            read,
+            page.next_page.take(),
+            last_ms,
+            self.search_cap,
+        );
+        if page
+            .next_page
+            .as_deref()
+            .is_some_and(|p| p.ends_with(":0:"))
+        {
+            tracing::debug!(
+                object,
+                window,
+                ?last_ms,
+                "search window near the cap; moving it"
+            );
+        }
         Ok(page)
     }
 
@@ -393,10 +396,44 @@ impl HubSpot {
         Ok(group_matches(field, values, found))
     }
 
-    /// Batch upsert by external id. A 207 gives per-record errors; the rest succeed.
+    /// Writes a batch: records with an external id (`id_property`) by `batch/upsert`, records
+    /// that link a known object (no `id_property`: `target_id`, or the key, is the object id) by
+    /// the documented by-id `batch/update`. A 207 gives per-record errors; the rest succeed.
     pub async fn write(
         &self,
         object: &str,
+        writes: &[WriteRequest],
+    ) -> Result<Vec<Result<WriteAck, ConnectorError>>, ConnectorError> {
+        let (upserts, updates): (Vec<usize>, Vec<usize>) =
+            (0..writes.len()).partition(|&i| writes[i].id_property.is_some());
+        let mut out: Vec<Option<Result<WriteAck, ConnectorError>>> = vec![None; writes.len()];
+        for (idxs, endpoint) in [(&upserts, "upsert"), (&updates, "update")] {
+            if idxs.is_empty() {
+                continue;
+            }
+            let part: Vec<WriteRequest> = idxs.iter().map(|&i| writes[i].clone()).collect();
+            let results = match self.batch(object, endpoint, &part).await {
+                Ok(r) => r,
+                // Nothing was written yet: the whole call failed.
+                Err(e) if out.iter().all(Option::is_none) => return Err(e),
+                // The upserts were sent and their results stand; the updates failed as a whole.
+                Err(e) => idxs.iter().map(|_| Err(e.clone())).collect(),
+            };
+            for (&i, r) in idxs.iter().zip(results) {
+                out[i] = Some(r);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(ConnectorError::Transient("not sent".into()))))
+            .collect())
+    }
+
+    /// One `batch/{endpoint}` call (`upsert` or `update`), results matched to `writes`.
+    async fn batch(
+        &self,
+        object: &str,
+        endpoint: &str,
         writes: &[WriteRequest],
     ) -> Result<Vec<Result<WriteAck, ConnectorError>>, ConnectorError> {
         let inputs = writes
@@ -407,7 +444,7 @@ impl HubSpot {
                 properties: stringify(&w.fields),
             })
             .collect();
-        let url = self.url(&format!("crm/v3/objects/{object}/batch/upsert"));
+        let url = self.url(&format!("crm/v3/objects/{object}/batch/{endpoint}"));
         let (_, body) = self
             .send(self.http.post(url).json(&api::BatchUpsert { inputs }))
             .await?;
@@ -487,11 +524,39 @@ fn id_str(v: &Value) -> Option<String> {
     }
 }
 
-fn parse_page(p: &str) -> Result<(i64, Option<String>), ConnectorError> {
+/// Reads a page token `{window}:{read}:{after}` (or the older `{window}:{after}`).
+fn parse_page(p: &str) -> Result<(i64, usize, Option<String>), ConnectorError> {
     let bad = || ConnectorError::Permanent(format!("not a HubSpot page token: {p}"));
-    let (w, after) = p.split_once(':').ok_or_else(bad)?;
-    let w = w.parse::<i64>().map_err(|_| bad())?;
-    Ok((w, (!after.is_empty()).then(|| after.to_owned())))
+    let mut parts = p.splitn(3, ':');
+    let w = parts
+        .next()
+        .and_then(|w| w.parse::<i64>().ok())
+        .ok_or_else(bad)?;
+    let (read, after) = match (parts.next(), parts.next()) {
+        (Some(read), Some(after)) => (read.parse::<usize>().map_err(|_| bad())?, after),
+        (Some(after), None) => (0, after),
+        _ => return Err(bad()),
+    };
+    Ok((w, read, (!after.is_empty()).then(|| after.to_owned())))
+}
+
+/// The token of the page after one that brought the window to `read` results: HubSpot's
+/// `after` kept as it came, or, when reading on would pass `cap` and the window has moved on
+/// (`last_ms` is later than its start), a new window from `last_ms`.
+fn next_page(
+    window: i64,
+    read: usize,
+    after: Option<String>,
+    last_ms: Option<i64>,
+    cap: usize,
+) -> Option<String> {
+    let after = after?;
+    match last_ms {
+        Some(last) if read.saturating_add(api::SEARCH_LIMIT as usize) > cap && last > window => {
+            Some(format!("{last}:0:"))
+        }
+        _ => Some(format!("{window}:{read}:{after}")),
+    }
 }
 
 /// HubSpot property values are strings.
@@ -584,4 +649,41 @@ fn match_results(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// HubSpot's `after` is opaque (its example is `NTI1Cg%3D%3D`): the window logic counts the
+    /// results itself and sends the cursor back unchanged.
+    #[test]
+    fn opaque_after_cursors_are_kept_and_the_window_moves_only_near_the_cap() {
+        let opaque = Some("NTI1Cg%3D%3D".to_owned());
+        let next = next_page(1_000, 200, opaque.clone(), Some(5_000), SEARCH_CAP);
+        assert_eq!(next.as_deref(), Some("1000:200:NTI1Cg%3D%3D"));
+        assert_eq!(
+            parse_page("1000:200:NTI1Cg%3D%3D").unwrap(),
+            (1_000, 200, Some("NTI1Cg%3D%3D".to_owned()))
+        );
+        let near = next_page(
+            1_000,
+            SEARCH_CAP - 100,
+            opaque.clone(),
+            Some(5_000),
+            SEARCH_CAP,
+        );
+        assert_eq!(near.as_deref(), Some("5000:0:"));
+        assert_eq!(parse_page("5000:0:").unwrap(), (5_000, 0, None));
+        // All results in one millisecond: the window cannot move, so paging goes on.
+        let stuck = next_page(5_000, SEARCH_CAP - 100, opaque, Some(5_000), SEARCH_CAP);
+        assert_eq!(stuck.as_deref(), Some("5000:9900:NTI1Cg%3D%3D"));
+        assert_eq!(next_page(1_000, 10, None, Some(5_000), SEARCH_CAP), None);
+        // Tokens written by the older `{window}:{after}` form still read.
+        assert_eq!(
+            parse_page("1000:abc").unwrap(),
+            (1_000, 0, Some("abc".to_owned()))
+        );
+        assert!(parse_page("x:1:abc").is_err());
+    }
 }

@@ -1,6 +1,8 @@
-//! PartnerStack (PRM) connector: API-key auth, `starting_after` paging with `min_updated` over
-//! deals, partnerships, customers and leads, epoch-millisecond timestamps, and `PATCH /deals/{key}`
-//! for write-back. Amounts are integer cents on the wire; mappings scale them (`scale = -2`).
+//! PartnerStack (PRM) connector: API-key auth (bearer secret key, or Basic public:secret key),
+//! `starting_after` paging with `min_updated` over deals, partnerships, customers and leads,
+//! epoch-millisecond timestamps, and `PATCH /deals/{key}` for write-back (custom `fields` as the
+//! contract's array, merged into a fresh read). Amounts are integer cents on the wire; mappings
+//! scale them (`scale = -2`).
 
 pub mod api;
 pub mod webhook;
@@ -18,6 +20,8 @@ pub struct PartnerStack {
     http: reqwest::Client,
     base: Url,
     api_key: SecretString,
+    /// With a public key, requests use Basic auth (public key : secret key).
+    public_key: Option<SecretString>,
 }
 
 impl PartnerStack {
@@ -27,6 +31,23 @@ impl PartnerStack {
             http,
             base,
             api_key,
+            public_key: None,
+        }
+    }
+
+    /// Uses HTTP Basic auth with `public_key` as the user and the API (secret) key as the
+    /// password, as PartnerStack's reference pages show, instead of a bearer key.
+    pub fn with_basic_auth(mut self, public_key: SecretString) -> Self {
+        self.public_key = Some(public_key);
+        self
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.public_key {
+            Some(public) => {
+                req.basic_auth(public.expose_secret(), Some(self.api_key.expose_secret()))
+            }
+            None => req.bearer_auth(self.api_key.expose_secret()),
         }
     }
 
@@ -42,11 +63,7 @@ impl PartnerStack {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ConnectorError> {
-        let resp = req
-            .bearer_auth(self.api_key.expose_secret())
-            .send()
-            .await
-            .map_err(transport)?;
+        let resp = self.authorize(req).send().await.map_err(transport)?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.text().await.map_err(transport)?;
@@ -112,7 +129,10 @@ impl PartnerStack {
         })
     }
 
-    /// PATCHes each record by key; every record gets its own result.
+    /// PATCHes each record by key; every record gets its own result. A write that carries custom
+    /// `fields` (an object of the entries prmsync owns) reads the record fresh first and sends
+    /// the whole array with those entries merged in (see [`api::merge_custom_fields`]): a PATCH
+    /// replaces the array, and the copy polled earlier may be older than a partner's last edit.
     pub async fn write(
         &self,
         object: &str,
@@ -120,22 +140,31 @@ impl PartnerStack {
     ) -> Vec<Result<WriteAck, ConnectorError>> {
         let mut out = Vec::with_capacity(writes.len());
         for w in writes {
-            let url = self.url(&format!("{object}/{}", urlencode(&w.key)));
-            let body = Value::Object(w.fields.clone());
-            let r = self
-                .send(self.http.patch(url).json(&body))
-                .await
-                .map(|v| WriteAck {
-                    id: v
-                        .pointer("/data/key")
-                        .and_then(Value::as_str)
-                        .unwrap_or(&w.key)
-                        .to_owned(),
-                    created: false,
-                });
-            out.push(r);
+            out.push(self.patch(object, w).await);
         }
         out
+    }
+
+    async fn patch(&self, object: &str, w: &WriteRequest) -> Result<WriteAck, ConnectorError> {
+        let url = self.url(&format!("{object}/{}", urlencode(&w.key)));
+        let mut body = w.fields.clone();
+        if let Some(Value::Object(owned)) = w.fields.get("fields") {
+            let fresh = self.send(self.http.get(url.clone())).await?;
+            body.insert(
+                "fields".into(),
+                api::merge_custom_fields(fresh.pointer("/data/fields"), owned),
+            );
+        }
+        self.send(self.http.patch(url).json(&Value::Object(body)))
+            .await
+            .map(|v| WriteAck {
+                id: v
+                    .pointer("/data/key")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&w.key)
+                    .to_owned(),
+                created: false,
+            })
     }
 }
 

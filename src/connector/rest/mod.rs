@@ -3,6 +3,7 @@
 //! [`RestProfile`] from the config instead of code.
 
 pub mod profile;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -222,7 +223,7 @@ fn path<'a>(v: &'a Value, dotted: &str) -> Option<&'a Value> {
     dotted.split('.').try_fold(v, |cur, k| cur.get(k))
 }
 
-fn time_ms(v: &Value) -> Option<i64> {
+pub(crate) fn time_ms(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.parse::<i64>().ok().or_else(|| {

@@ -95,6 +95,30 @@ fn pem_block(pem: &str) -> Result<(String, Vec<u8>), KeyError> {
     Ok((label, der))
 }
 
+/// Salesforce's production login host, the JWT `aud` for production orgs and My Domains.
+pub const LOGIN_AUDIENCE: &str = "https://login.salesforce.com";
+/// The sandbox login host, the JWT `aud` for sandboxes.
+pub const TEST_AUDIENCE: &str = "https://test.salesforce.com";
+
+/// The JWT `aud` claim for a token request sent to `login_url`. Salesforce wants the login or
+/// test URL (or a community URL, which only `configured` can name), never a My Domain, even when
+/// the token request goes to the My Domain: `test.salesforce.com` and sandbox My Domains
+/// (`*.sandbox.my.salesforce.com`) get the test URL, everything else the login URL.
+pub fn jwt_audience(login_url: &Url, configured: Option<&str>) -> String {
+    if let Some(a) = configured {
+        return a.trim_end_matches('/').to_owned();
+    }
+    let host = login_url
+        .host_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if host == "test.salesforce.com" || host.ends_with(".sandbox.my.salesforce.com") {
+        TEST_AUDIENCE.to_owned()
+    } else {
+        LOGIN_AUDIENCE.to_owned()
+    }
+}
+
 /// Builds the RS256 JWT bearer assertion `{iss, sub, aud, exp}`.
 pub fn assertion(
     key: &RsaKeyPair,
@@ -316,6 +340,25 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jwt_audience_is_the_login_or_test_url_even_for_a_my_domain() {
+        let aud = |u: &str, c: Option<&str>| jwt_audience(&Url::parse(u).unwrap(), c);
+        assert_eq!(aud("https://login.salesforce.com", None), LOGIN_AUDIENCE);
+        assert_eq!(aud("https://test.salesforce.com/", None), TEST_AUDIENCE);
+        assert_eq!(aud("https://acme.my.salesforce.com", None), LOGIN_AUDIENCE);
+        assert_eq!(
+            aud("https://acme--uat.sandbox.my.salesforce.com", None),
+            TEST_AUDIENCE
+        );
+        assert_eq!(
+            aud(
+                "https://acme.my.salesforce.com",
+                Some("https://partners.acme.com/")
+            ),
+            "https://partners.acme.com"
+        );
+    }
 
     #[test]
     fn pem_errors_are_clear() {
