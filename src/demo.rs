@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use crate::app::Daemon;
 use crate::config::{
-    Config, CrmConfig, DaemonConfig, HttpConfig, HubSpotConfig, LogConfig, LogFormat,
-    PartnerStackConfig, PrmConfig, defaults,
+    AdminConfig, Config, CrmConfig, DaemonConfig, HttpConfig, HubSpotConfig, LogConfig, LogFormat,
+    PartnerStackConfig, PrmConfig, RetentionConfig, defaults,
 };
 use crate::engine::system_clock;
 use crate::sim::hubspot::{HubSpotSim, deliver_webhook, property_change_event};
@@ -82,6 +82,11 @@ pub fn config_for(state: PathBuf, partnerstack: reqwest::Url, hubspot: reqwest::
             listen: ([127, 0, 0, 1], 0).into(),
             max_body_bytes: defaults::MAX_BODY_BYTES,
         },
+        admin: AdminConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            allow_remote: false,
+            min_free_bytes: 0,
+        },
         prm: PrmConfig::PartnerStack(PartnerStackConfig {
             base_url: partnerstack,
             api_key: SecretString::from(PS_KEY),
@@ -94,6 +99,7 @@ pub fn config_for(state: PathBuf, partnerstack: reqwest::Url, hubspot: reqwest::
             client_secret: Some(SecretString::from(HS_SECRET)),
             oauth: None,
         }),
+        retention: RetentionConfig::default(),
     }
 }
 

@@ -1,5 +1,5 @@
-//! Prometheus metrics for `GET /metrics`, built from the state file's status on each scrape, so
-//! the numbers are the store's own (queue depths, cursor ages, dead letters, paused connections).
+//! Prometheus metrics for `GET /metrics`, built on each scrape from the store's status (counters
+//! kept as writes happen, read on a read-only connection), so the numbers are the store's own.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -55,6 +55,12 @@ pub fn render(r: &StatusReport) -> Result<String, std::fmt::Error> {
         "prmsync_links",
         "Linked record pairs across all flows",
         r.links,
+    );
+    gauge(
+        &mut registry,
+        "prmsync_state_file_bytes",
+        "Size of the state database (pages in use)",
+        r.state_file_bytes,
     );
     gauge(
         &mut registry,

@@ -22,6 +22,10 @@ pub fn render(r: &StatusReport) -> String {
                 .unwrap_or_default()
         ),
         format!("dead letters:  {}", r.dead_letters),
+        format!(
+            "state file:    {:.1} MiB",
+            r.state_file_bytes as f64 / (1024.0 * 1024.0)
+        ),
         "cursors:".to_owned(),
     ];
     if r.cursors.is_empty() {

@@ -26,9 +26,10 @@ fn write_config(
     state: &world::TempState,
     ps: &str,
     hs: &str,
-    port: u16,
+    ports: (u16, u16),
     poll: u64,
 ) -> anyhow::Result<PathBuf> {
+    let (port, admin_port) = ports;
     let dir = state.path().with_file_name("");
     let path = dir.join("prmsync.toml");
     let toml = format!(
@@ -41,6 +42,9 @@ level = "warn"
 
 [http]
 listen = "127.0.0.1:{port}"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
 
 [partnerstack]
 base_url = "{ps}"
@@ -142,12 +146,12 @@ pub async fn scenario(size: Size, exe: &Path) -> anyhow::Result<ScenarioResult> 
     ));
     let (hs, hs_server) = world::hubspot().await?;
     let state = world::TempState::new("million")?;
-    let port = free_port()?;
+    let (port, admin_port) = (free_port()?, free_port()?);
     let config = write_config(
         &state,
         ps_server.url("/api/v2").as_str(),
         hs_server.url("").as_str(),
-        port,
+        (port, admin_port),
         poll,
     )?;
 
@@ -197,7 +201,7 @@ pub async fn scenario(size: Size, exe: &Path) -> anyhow::Result<ScenarioResult> 
     for _ in 0..20 {
         let t = Instant::now();
         let ok = http
-            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .get(format!("http://127.0.0.1:{admin_port}/metrics"))
             .send()
             .await
             .is_ok_and(|resp| resp.status().is_success());

@@ -61,11 +61,13 @@ fn accepted() -> BTreeSet<String> {
         ("daemon", fields_of::<raw::RawDaemon>()),
         ("log", fields_of::<raw::RawLog>()),
         ("http", fields_of::<raw::RawHttp>()),
+        ("admin", fields_of::<raw::RawAdmin>()),
         ("partnerstack", fields_of::<raw::RawPartnerStack>()),
         ("hubspot", fields_of::<raw::RawHubSpot>()),
         ("salesforce", fields_of::<raw::RawSalesforce>()),
         ("rest", fields_of::<raw::RawRest>()),
         ("rest.objects.*", fields_of::<raw::RawRestObject>()),
+        ("retention", fields_of::<raw::RawRetention>()),
     ];
     let names: BTreeSet<&str> = sections.iter().map(|(s, _)| *s).collect();
     assert!(

@@ -13,7 +13,8 @@ use secrecy::SecretString;
 
 pub use raw::defaults;
 use raw::{
-    RawDaemon, RawHttp, RawHubSpot, RawLog, RawPartnerStack, RawRest, RawSalesforce, RawSecret,
+    RawAdmin, RawDaemon, RawHttp, RawHubSpot, RawLog, RawPartnerStack, RawRest, RawRetention,
+    RawSalesforce, RawSecret,
 };
 
 use crate::connector::rest::{Paging, RestObject, RestProfile, SinceFormat, UpsertMethod};
@@ -28,8 +29,26 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub log: LogConfig,
     pub http: HttpConfig,
+    pub admin: AdminConfig,
     pub prm: PrmConfig,
     pub crm: CrmConfig,
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]`: what the state file keeps, and how often the pruning task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionConfig {
+    pub policy: crate::store::RetentionPolicy,
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            policy: crate::store::RetentionPolicy::default(),
+            interval: Duration::from_secs(defaults::RETENTION_INTERVAL_SECS),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +84,27 @@ pub struct LogConfig {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+}
+
+/// The admin listener: `/metrics`, `/livez`, `/readyz`, apart from the webhooks.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Allows a non-loopback `listen` (metrics and health are then reachable from the network).
+    pub allow_remote: bool,
+    /// `/readyz` answers 503 when the state file's volume has less free space than this.
+    pub min_free_bytes: u64,
+}
+
+/// Refuses a non-loopback admin address unless `allow_remote` says so.
+pub fn check_admin_bind(listen: SocketAddr, allow_remote: bool) -> Result<(), String> {
+    if listen.ip().is_loopback() || allow_remote {
+        Ok(())
+    } else {
+        Err(format!(
+            "{listen} is not a loopback address; /metrics and /readyz would be reachable from the network"
+        ))
+    }
 }
 
 /// The partner system.
@@ -267,6 +307,8 @@ fn validate(
     let daemon: RawDaemon = section(cfg, &top, "daemon", &mut errs).unwrap_or_default();
     let log: RawLog = section(cfg, &top, "log", &mut errs).unwrap_or_default();
     let http: RawHttp = section(cfg, &top, "http", &mut errs).unwrap_or_default();
+    let admin: RawAdmin = section(cfg, &top, "admin", &mut errs).unwrap_or_default();
+    let retention: RawRetention = section(cfg, &top, "retention", &mut errs).unwrap_or_default();
     let partnerstack: Option<RawPartnerStack> = section(cfg, &top, "partnerstack", &mut errs);
     let hubspot: Option<RawHubSpot> = section(cfg, &top, "hubspot", &mut errs);
     let salesforce: Option<RawSalesforce> = section(cfg, &top, "salesforce", &mut errs);
@@ -275,6 +317,8 @@ fn validate(
     let daemon = validate_daemon(daemon, base_dir, &mut errs);
     let log = validate_log(log, &mut errs);
     let http = validate_http(http, &mut errs);
+    let admin = validate_admin(admin, &mut errs);
+    let retention = validate_retention(&retention, &mut errs);
 
     if partnerstack.is_some() && rest.is_some() {
         errs.push(ConfigError {
@@ -344,8 +388,10 @@ fn validate(
             daemon,
             log,
             http,
+            admin,
             prm,
             crm,
+            retention,
         }),
         _ => Err(errs),
     }
@@ -693,6 +739,36 @@ fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -
     }
 }
 
+fn validate_retention(r: &RawRetention, errs: &mut Vec<ConfigError>) -> RetentionConfig {
+    const DAY_SECS: u64 = 24 * 60 * 60;
+    if r.inbox_days == 0 {
+        errs.push(ConfigError {
+            key: "retention.inbox_days".into(),
+            message: "must be at least 1".into(),
+            hint: Some(
+                "processed changes are kept to recognise repeats (overlapping polls, webhook retries); 7 is the default"
+                    .into(),
+            ),
+        });
+    }
+    if r.interval_secs == 0 {
+        errs.push(ConfigError {
+            key: "retention.interval_secs".into(),
+            message: "must be greater than 0".into(),
+            hint: Some("3600 (hourly) is the default".into()),
+        });
+    }
+    let days = |d: u64| (d > 0).then(|| Duration::from_secs(d.saturating_mul(DAY_SECS)));
+    RetentionConfig {
+        policy: crate::store::RetentionPolicy {
+            inbox: Duration::from_secs(r.inbox_days.max(1).saturating_mul(DAY_SECS)),
+            ledger: days(r.ledger_days),
+            registration_events: days(r.registration_events_days),
+        },
+        interval: Duration::from_secs(r.interval_secs.max(1)),
+    }
+}
+
 fn validate_log(l: RawLog, errs: &mut Vec<ConfigError>) -> LogConfig {
     let format = match l.format.as_str() {
         "auto" => LogFormat::Auto,
@@ -743,6 +819,31 @@ fn validate_http(h: RawHttp, errs: &mut Vec<ConfigError>) -> HttpConfig {
     HttpConfig {
         listen,
         max_body_bytes: h.max_body_bytes,
+    }
+}
+
+fn validate_admin(a: RawAdmin, errs: &mut Vec<ConfigError>) -> AdminConfig {
+    let listen = a.listen.parse().unwrap_or_else(|_| {
+        errs.push(ConfigError {
+            key: "admin.listen".into(),
+            message: format!("{:?} is not an address:port", a.listen),
+            hint: Some(format!("for example \"{}\"", defaults::ADMIN_LISTEN)),
+        });
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    });
+    if let Err(message) = check_admin_bind(listen, a.allow_remote) {
+        errs.push(ConfigError {
+            key: "admin.listen".into(),
+            message,
+            hint: Some(
+                "use 127.0.0.1 (scrape through the host), or set admin.allow_remote = true".into(),
+            ),
+        });
+    }
+    AdminConfig {
+        listen,
+        allow_remote: a.allow_remote,
+        min_free_bytes: a.min_free_bytes,
     }
 }
 

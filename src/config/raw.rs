@@ -12,6 +12,9 @@ pub mod defaults {
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 20;
     pub const MAX_ATTEMPTS: u32 = 8;
     pub const LISTEN: &str = "127.0.0.1:8787";
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:8788";
+    /// Below this much free space on the state file's volume, `/readyz` answers 503.
+    pub const ADMIN_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
     pub const MAX_BODY_BYTES: usize = 1024 * 1024;
     pub const LOG_FORMAT: &str = "auto";
     pub const LOG_LEVEL: &str = "info";
@@ -19,6 +22,10 @@ pub mod defaults {
     pub const PARTNERSTACK_BASE_URL: &str = "https://api.partnerstack.com/api/v2";
     pub const HUBSPOT_BASE_URL: &str = "https://api.hubapi.com";
     pub const SALESFORCE_LOGIN_URL: &str = "https://login.salesforce.com";
+    pub const RETENTION_INBOX_DAYS: u64 = 7;
+    pub const RETENTION_LEDGER_DAYS: u64 = 90;
+    pub const RETENTION_REGISTRATION_EVENTS_DAYS: u64 = 90;
+    pub const RETENTION_INTERVAL_SECS: u64 = 3600;
 }
 
 /// The top-level sections. Each is read on its own so that mistakes in several sections are all
@@ -27,10 +34,12 @@ pub const SECTIONS: &[&str] = &[
     "daemon",
     "log",
     "http",
+    "admin",
     "partnerstack",
     "hubspot",
     "salesforce",
     "rest",
+    "retention",
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -55,6 +64,27 @@ impl Default for RawDaemon {
             shutdown_timeout_secs: defaults::SHUTDOWN_TIMEOUT_SECS,
             max_attempts: defaults::MAX_ATTEMPTS,
             request_timeout_secs: defaults::REQUEST_TIMEOUT_SECS,
+        }
+    }
+}
+
+/// `[retention]`: how long history is kept (0 = forever, except the inbox) and how often it is pruned.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetention {
+    pub inbox_days: u64,
+    pub ledger_days: u64,
+    pub registration_events_days: u64,
+    pub interval_secs: u64,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        RawRetention {
+            inbox_days: defaults::RETENTION_INBOX_DAYS,
+            ledger_days: defaults::RETENTION_LEDGER_DAYS,
+            registration_events_days: defaults::RETENTION_REGISTRATION_EVENTS_DAYS,
+            interval_secs: defaults::RETENTION_INTERVAL_SECS,
         }
     }
 }
@@ -89,6 +119,24 @@ impl Default for RawHttp {
         RawHttp {
             listen: defaults::LISTEN.into(),
             max_body_bytes: defaults::MAX_BODY_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub listen: String,
+    pub allow_remote: bool,
+    pub min_free_bytes: u64,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: defaults::ADMIN_LISTEN.into(),
+            allow_remote: false,
+            min_free_bytes: defaults::ADMIN_MIN_FREE_BYTES,
         }
     }
 }

@@ -176,3 +176,57 @@ fn only_returns_to_an_earlier_state_count_as_flips_not_repeats_of_the_latest() {
     // Outside the window nothing counts.
     assert_eq!(flip_flops(&history(&[&a, &b]), &a, 20_000, 10_000), 0);
 }
+
+/// Retention prunes the inbox rows that stop a record version from being staged twice, so a
+/// version offered again after that (a late webhook retry, a poll's overlap) must be dropped by
+/// the planner from the link alone: older versions are stale, the same version writes nothing.
+#[test]
+fn a_version_offered_again_after_its_inbox_row_is_pruned_writes_nothing() {
+    let m = mapping();
+    let link = Link {
+        source_modified_ms: Some(5),
+        target_modified_ms: Some(5),
+        ..linked("submitted", 100)
+    };
+    let at = |ms: i64, amount: i64| Record {
+        modified_ms: ms,
+        ..deal("submitted", amount)
+    };
+    let cases: &[(i64, i64, &str)] = &[
+        (4, 90, action::STALE),      // an older version, different content
+        (4, 100, action::STALE),     // an older version, same content
+        (5, 100, action::UNCHANGED), // the version the link holds, again
+        (6, 100, action::UNCHANGED), // a newer version that maps to the same values
+        (6, 250, action::QUEUED),    // a real change still goes through
+    ];
+    for (ms, amount, want) in cases {
+        let d = forward(&m, &at(*ms, *amount), Some(&link));
+        assert_eq!(
+            d.ledger.map(|l| l.action),
+            Some(*want),
+            "ms {ms} amount {amount}"
+        );
+        assert_eq!(
+            d.write.is_some(),
+            *want == action::QUEUED,
+            "ms {ms} amount {amount}"
+        );
+    }
+    let crm = |ms: i64, stage: &str| Record {
+        modified_ms: ms,
+        ..hubspot_deal(stage, None)
+    };
+    let cases: &[(i64, &str, &str)] = &[
+        (4, "closedwon", action::STALE),
+        (5, "appointmentscheduled", action::UNCHANGED),
+        (6, "closedwon", action::QUEUED),
+    ];
+    for (ms, stage, want) in cases {
+        let d = reverse(&m, &crm(*ms, stage), "deal_1", Some(&link));
+        assert_eq!(
+            d.ledger.map(|l| l.action),
+            Some(*want),
+            "ms {ms} stage {stage}"
+        );
+    }
+}

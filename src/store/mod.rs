@@ -4,13 +4,16 @@
 //! SQLite and two writes never interleave. Callers speak in domain verbs (`stage_changes`,
 //! `commit_plan`, `complete_writes`); no SQL leaves this module.
 
+mod counters;
 mod credentials;
 pub mod dlq;
 mod migrations;
 mod queries;
 mod registrations;
+pub mod retention;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -22,6 +25,7 @@ use crate::model::{Change, Cursor, Direction, ObjectRef, SystemKind};
 
 pub use queries::StatusReport;
 pub use registrations::{DecisionChange, KeyedEvent, RegistrationGroup, StoredRegistration};
+pub use retention::{FilePages, PruneReport, RetentionPolicy};
 
 /// How long a statement waits on a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,6 +63,8 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 #[derive(Debug, Clone)]
 pub struct Store {
     jobs: mpsc::Sender<Job>,
+    /// A read-only connection for status and metrics: they never queue behind the writer.
+    reader: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
 
@@ -249,8 +255,11 @@ impl Store {
             path: path.to_owned(),
             source,
         })?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        retention::enable_incremental_vacuum(&conn)?;
         configure(&conn)?;
         migrate(&mut conn, failpoints)?;
+        let reader = Arc::new(Mutex::new(open_read_only(path)?));
         let (jobs, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
         std::thread::Builder::new()
             .name("prmsync-store".into())
@@ -265,6 +274,7 @@ impl Store {
             })?;
         Ok(Store {
             jobs,
+            reader,
             path: path.to_owned(),
         })
     }
@@ -289,6 +299,22 @@ impl Store {
         });
         self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on the read-only connection, on a blocking-pool thread: never behind the writer.
+    async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock leaves the connection itself usable.
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer thread.
@@ -546,14 +572,29 @@ impl Store {
             .await
     }
 
-    /// Counts and ages for `prmsync status` and the demo summary.
+    /// Counts and ages for `prmsync status`, `/metrics` and the demo summary: kept counters and
+    /// indexed lookups on the read-only connection, so the cost does not grow with the links.
     pub async fn status(&self, now_ms: i64) -> Result<StatusReport, StoreError> {
-        self.call(move |conn| queries::status(conn, now_ms)).await
+        self.read(move |conn| queries::status(conn, now_ms)).await
+    }
+
+    /// The counters as kept, and the same counts from a full scan (tests compare the two).
+    pub async fn counts_kept_and_recounted(
+        &self,
+    ) -> Result<(counters::Counts, counters::Counts), StoreError> {
+        self.read(|conn| Ok((counters::read(conn)?, counters::recount(conn)?)))
+            .await
     }
 }
 
+pub use counters::Counts;
+
 /// Opens an existing state file read-only (for `prmsync status`), without migrating it.
 pub fn status_read_only(path: &Path, now_ms: i64) -> Result<StatusReport, StoreError> {
+    queries::status(&open_read_only(path)?, now_ms)
+}
+
+fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -563,7 +604,7 @@ pub fn status_read_only(path: &Path, now_ms: i64) -> Result<StatusReport, StoreE
         source,
     })?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    queries::status(&conn, now_ms)
+    Ok(conn)
 }
 
 /// Applies pending migrations one step at a time: each step commits on its own, so a crash
@@ -591,16 +632,9 @@ pub struct ReadOnlyStore {
 impl ReadOnlyStore {
     /// Opens an existing state file without migrating or writing anything.
     pub fn open(path: &Path) -> Result<ReadOnlyStore, StoreError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| StoreError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        Ok(ReadOnlyStore { conn })
+        Ok(ReadOnlyStore {
+            conn: open_read_only(path)?,
+        })
     }
 
     /// The links of `flow` for the given source ids.
@@ -614,7 +648,6 @@ impl ReadOnlyStore {
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a commit that acknowledges a webhook or advances a cursor survives power loss.
     conn.pragma_update(None, "synchronous", "FULL")?;

@@ -140,6 +140,32 @@ fn link_from_row(
 
 /// How many queued writes a link remembers for flip-flop detection.
 const WRITE_HISTORY: usize = 16;
+/// How long a queued write stays in a link's history: at least the engine's flip window
+/// (`engine::FLIP_WINDOW_MS`), so trimming never changes what the flip check sees.
+pub(super) const WRITE_HISTORY_WINDOW_MS: i64 = 60 * 60 * 1000;
+const _: () = assert!(WRITE_HISTORY_WINDOW_MS >= crate::engine::FLIP_WINDOW_MS);
+
+/// The history without what no flip check can see any more: entries older than the window,
+/// except the newest such entry per side (the state the first recent write is compared with).
+/// At most [`WRITE_HISTORY`] entries.
+fn trim_write_history(h: Vec<(i64, String)>, now_ms: i64) -> Vec<(i64, String)> {
+    let since = now_ms - WRITE_HISTORY_WINDOW_MS;
+    let side = |k: &str| k.split(':').next().unwrap_or_default().to_owned();
+    let mut last_old = std::collections::BTreeMap::new();
+    for (i, (at, k)) in h.iter().enumerate() {
+        if *at < since {
+            last_old.insert(side(k), i);
+        }
+    }
+    let kept: Vec<_> = h
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (at, k))| *at >= since || last_old.get(&side(k)) == Some(i))
+        .map(|(_, e)| e)
+        .collect();
+    let skip = kept.len().saturating_sub(WRITE_HISTORY);
+    kept.into_iter().skip(skip).collect()
+}
 
 fn record_write_history(
     tx: &Transaction<'_>,
@@ -155,8 +181,7 @@ fn record_write_history(
     };
     let mut h: Vec<(i64, String)> = serde_json::from_str(&history)?;
     h.push((now_ms, w.state_key()));
-    let skip = h.len().saturating_sub(WRITE_HISTORY);
-    let h: Vec<_> = h.into_iter().skip(skip).collect();
+    let h = trim_write_history(h, now_ms);
     tx.prepare_cached("UPDATE links SET write_history = ?3 WHERE flow = ?1 AND source_id = ?2")?
         .execute(params![w.flow, w.source_id, serde_json::to_string(&h)?])?;
     Ok(())
@@ -671,8 +696,8 @@ pub struct CursorStatus {
     pub age_secs: i64,
 }
 
-/// Counts of ledger actions per flow and direction.
-#[derive(Debug, Clone, Serialize)]
+/// Counts of ledger actions per flow and direction (totals since the state file was created).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FlowCounts {
     pub flow: String,
     pub direction: String,
@@ -699,14 +724,19 @@ pub struct StatusReport {
     pub registrations: Vec<(String, i64)>,
     /// Registrations waiting for a person (`prmsync review list`).
     pub reviews_pending: i64,
+    /// The database size in bytes (pages in use; retention and incremental vacuum shrink it).
+    pub state_file_bytes: i64,
 }
 
 pub(super) fn status(conn: &Connection, now_ms: i64) -> Result<StatusReport, StoreError> {
-    let count =
-        |sql: &str| -> Result<i64, StoreError> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
+    let counts = if super::counters::kept(conn)? {
+        super::counters::read(conn)?
+    } else {
+        super::counters::recount(conn)?
+    };
     let mut cursors = Vec::new();
     {
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT system, object, position, updated_ms FROM cursors ORDER BY system, object",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -721,41 +751,26 @@ pub(super) fn status(conn: &Connection, now_ms: i64) -> Result<StatusReport, Sto
             cursors.push(r?);
         }
     }
-    let oldest: Option<i64> =
-        conn.query_row("SELECT MIN(created_ms) FROM outbox", [], |r| r.get(0))?;
+    // Rows keep their first id when a newer plan replaces them, so the lowest id is the oldest.
+    let oldest: Option<i64> = conn
+        .prepare_cached("SELECT created_ms FROM outbox ORDER BY id LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
     let mut last_errors = Vec::new();
     {
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT flow || ' ' || source_id || ': ' || last_error FROM outbox
              WHERE last_error IS NOT NULL ORDER BY id DESC LIMIT 5",
         )?;
         for r in stmt.query_map([], |r| r.get::<_, String>(0))? {
             last_errors.push(r?);
         }
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT COALESCE(flow, '-') || ' ' || record_id || ': ' || reason FROM dead_letters
              ORDER BY id DESC LIMIT 5",
         )?;
         for r in stmt.query_map([], |r| r.get::<_, String>(0))? {
             last_errors.push(r?);
-        }
-    }
-    let mut ledger = Vec::new();
-    {
-        let mut stmt = conn.prepare(
-            "SELECT flow, direction, action, COUNT(*) FROM ledger GROUP BY flow, direction, action
-             ORDER BY flow, direction, action",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(FlowCounts {
-                flow: r.get(0)?,
-                direction: r.get(1)?,
-                action: r.get(2)?,
-                count: r.get(3)?,
-            })
-        })?;
-        for r in rows {
-            ledger.push(r?);
         }
     }
     let mut holds = Vec::new();
@@ -766,7 +781,7 @@ pub(super) fn status(conn: &Connection, now_ms: i64) -> Result<StatusReport, Sto
         |r| r.get(0),
     )?;
     if has_holds > 0 {
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT system, state, detail, since_ms FROM connection_holds ORDER BY system",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -781,38 +796,52 @@ pub(super) fn status(conn: &Connection, now_ms: i64) -> Result<StatusReport, Sto
             holds.push(r?);
         }
     }
-    let mut registrations = Vec::new();
-    let has_registrations: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'registrations'",
-        [],
-        |r| r.get(0),
-    )?;
-    if has_registrations > 0 {
-        let mut stmt = conn.prepare(
-            "SELECT COALESCE(status, 'undecided'), COUNT(*) FROM registrations
-             GROUP BY 1 ORDER BY 1",
-        )?;
-        for r in stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
-            registrations.push(r?);
-        }
-    }
-    let reviews_pending = registrations
+    let reviews_pending = counts
+        .registrations
         .iter()
         .find(|(status, _)| status == "review")
         .map_or(0, |(_, n)| *n);
     Ok(StatusReport {
-        registrations,
+        registrations: counts.registrations,
         reviews_pending,
         holds,
         schema_version: conn.query_row("PRAGMA user_version", [], |r| r.get(0))?,
         cursors,
-        inbox_pending: count("SELECT COUNT(*) FROM inbox WHERE state = 'pending'")?,
-        outbox_depth: count("SELECT COUNT(*) FROM outbox")?,
+        inbox_pending: counts.inbox_pending,
+        outbox_depth: counts.outbox_depth,
         outbox_oldest_age_secs: oldest.map(|ms| (now_ms - ms) / 1000),
-        outbox_retrying: count("SELECT COUNT(*) FROM outbox WHERE attempts > 0")?,
-        dead_letters: count("SELECT COUNT(*) FROM dead_letters")?,
-        links: count("SELECT COUNT(*) FROM links")?,
+        outbox_retrying: counts.outbox_retrying,
+        dead_letters: counts.dead_letters,
+        links: counts.links,
         last_errors,
-        ledger,
+        ledger: counts.ledger,
+        state_file_bytes: super::retention::file_pages(conn)?.bytes(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimming_keeps_recent_writes_and_the_newest_older_one_per_side() {
+        let w = WRITE_HISTORY_WINDOW_MS;
+        let e = |at: i64, k: &str| (at, k.to_owned());
+        let h = vec![
+            e(0, "to_target:a"),
+            e(1, "to_source:x"),
+            e(2, "to_target:b"),
+            e(w + 5, "to_target:a"),
+        ];
+        assert_eq!(
+            trim_write_history(h, w + 10),
+            vec![
+                e(1, "to_source:x"),
+                e(2, "to_target:b"),
+                e(w + 5, "to_target:a")
+            ]
+        );
+        let many: Vec<_> = (0..40).map(|i| e(w + i, "to_target:a")).collect();
+        assert_eq!(trim_write_history(many, w + 40).len(), WRITE_HISTORY);
+    }
 }

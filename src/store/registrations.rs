@@ -176,8 +176,9 @@ pub(super) fn set_key(
 pub(super) fn outdated(conn: &Connection, rules_version: &str) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM registrations
-             WHERE rules_version IS NULL OR rules_version != ?1)",
+            "SELECT EXISTS (SELECT 1 FROM registrations WHERE rules_version IS NULL)
+                 OR EXISTS (SELECT 1 FROM registrations WHERE rules_version < ?1)
+                 OR EXISTS (SELECT 1 FROM registrations WHERE rules_version > ?1)",
         )?
         .query_row(params![rules_version], |r| r.get(0))?)
 }
@@ -233,11 +234,17 @@ pub(super) fn keys_to_decide(
     rules_version: &str,
     as_of_ms: i64,
 ) -> Result<Vec<String>, StoreError> {
+    // One indexed part per reason (see the "hot indexes" migration), so an idle tick reads
+    // only the groups that need a decision, not every registration.
     let mut stmt = conn.prepare_cached(
-        "SELECT DISTINCT dup_key FROM registrations
-         WHERE dirty = 1 OR rules_version IS NULL OR rules_version != ?1
-            OR (status = 'approved' AND protected_until <= ?2)
-         ORDER BY dup_key",
+        "WITH k (dup_key) AS MATERIALIZED (
+             SELECT dup_key FROM registrations WHERE dirty = 1
+             UNION ALL SELECT dup_key FROM registrations WHERE rules_version IS NULL
+             UNION ALL SELECT dup_key FROM registrations WHERE rules_version < ?1
+             UNION ALL SELECT dup_key FROM registrations WHERE rules_version > ?1
+             UNION ALL SELECT dup_key FROM registrations
+                       WHERE status = 'approved' AND protected_until <= ?2)
+         SELECT DISTINCT dup_key FROM k ORDER BY dup_key",
     )?;
     let keys = stmt
         .query_map(params![rules_version, as_of_ms], |r| r.get(0))?

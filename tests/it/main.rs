@@ -1,6 +1,7 @@
 //! prmsync's integration tests: one binary, real SQLite files, real HTTP against the simulators on
 //! 127.0.0.1, and the real `prmsync` binary for CLI behaviour.
 
+mod admin;
 mod bench;
 mod cli;
 mod compat;
@@ -15,6 +16,7 @@ mod harness;
 mod mapping;
 mod matching;
 mod ops;
+mod retention;
 mod rules;
 mod sync;
 mod webhooks;
