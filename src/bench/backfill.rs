@@ -13,7 +13,7 @@ use crate::sim::hubspot::BurstLimit;
 fn deadline(size: Size) -> Duration {
     match size {
         Size::Tiny => Duration::from_secs(60),
-        Size::Full => Duration::from_secs(120),
+        Size::Full => Duration::from_secs(75),
     }
 }
 
@@ -207,7 +207,7 @@ pub async fn burst(size: Size) -> anyhow::Result<ScenarioResult> {
         world::until(|| hs.stats().created >= n as u64),
         match size {
             Size::Tiny => Duration::from_secs(60),
-            Size::Full => Duration::from_secs(150),
+            Size::Full => Duration::from_secs(75),
         },
     )
     .await;

@@ -134,7 +134,7 @@ pub async fn scenario(size: Size, exe: &Path) -> anyhow::Result<ScenarioResult> 
     };
     let deadline = match size {
         Size::Tiny => Duration::from_secs(60),
-        Size::Full => Duration::from_secs(240),
+        Size::Full => Duration::from_secs(180),
     };
     let poll = poll_secs(size);
     let seeded = Instant::now();
@@ -158,7 +158,7 @@ pub async fn scenario(size: Size, exe: &Path) -> anyhow::Result<ScenarioResult> 
     // First run: until half the deals are in HubSpot, then killed.
     let started = Instant::now();
     let mut child = spawn(exe, &config, 1)?;
-    let half = wait(|| hs.stats().created >= n as u64 / 2, deadline).await;
+    let half = wait(|| hs.stats().created >= n as u64 / 2, deadline * 2 / 3).await;
     let first_half = started.elapsed();
     let rss1 = status_kib(child.id(), "VmHWM").unwrap_or(0);
     stop(&mut child);
@@ -166,14 +166,17 @@ pub async fn scenario(size: Size, exe: &Path) -> anyhow::Result<ScenarioResult> 
 
     // Second run: to the end, then idle.
     let mut child = spawn(exe, &config, 2)?;
-    let done = wait(|| hs.stats().created >= n as u64, deadline).await;
+    let left = deadline.saturating_sub(started.elapsed());
+    let done = wait(|| hs.stats().created >= n as u64, left).await;
     let total = started.elapsed();
     let created = hs.stats().created;
     // Settle: wait until two poll intervals pass without a CRM write.
     let mut last = (hs.stats().batch_upserts, ps.stats().patches);
     let quiet_since = Instant::now();
     let mut quiet = Instant::now();
-    while quiet.elapsed() < Duration::from_secs(2 * poll) && quiet_since.elapsed() < deadline {
+    while quiet.elapsed() < Duration::from_secs(2 * poll)
+        && quiet_since.elapsed() < Duration::from_secs(10 * poll)
+    {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let now = (hs.stats().batch_upserts, ps.stats().patches);
         if now != last {

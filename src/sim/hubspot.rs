@@ -1084,12 +1084,14 @@ fn upsert_one(
     let next_id = inner.next_id;
     let table = inner.objects.entry(object.to_owned()).or_default();
     let found = match id_property {
-        Some(p) => table.find(p, id, false).first().copied(),
-        None => id.parse::<u64>().ok().filter(|n| table.contains(*n)),
+        Some(p) => table.find_first(p, id),
+        None => id
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| Some((n, table.get(n)?.props()))),
     };
     let (obj, merged, changed, new) = match found {
-        Some(oid) => {
-            let old = table.get(oid).map(Object::props).unwrap_or_default();
+        Some((oid, old)) => {
             let changed: Vec<(String, String)> = props
                 .iter()
                 .filter(|(k, v)| old.get(*k) != Some(*v))

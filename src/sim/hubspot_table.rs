@@ -127,6 +127,16 @@ impl Table {
             .collect()
     }
 
+    /// The first object (in id order) whose `prop` equals `value` exactly, with its properties
+    /// (unpacked once, for the caller to reuse).
+    pub fn find_first(&mut self, prop: &str, value: &str) -> Option<(u64, Props)> {
+        let candidates = self.index(prop).candidates(value);
+        candidates.into_iter().find_map(|id| {
+            let props = self.rows.get(&id)?.props();
+            (props.get(prop).map(String::as_str) == Some(value)).then_some((id, props))
+        })
+    }
+
     /// The index for `prop`, built from every object the first time.
     fn index(&mut self, prop: &str) -> &ValueIndex<u64> {
         if !self.indexes.contains_key(prop) {
