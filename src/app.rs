@@ -16,9 +16,11 @@ use crate::config::{Config, CrmConfig, PrmConfig, SalesforceAuthConfig, Salesfor
 use crate::connector::hubspot::{HubSpot, OAuthClient};
 use crate::connector::rest::Rest;
 use crate::connector::salesforce::{self, Salesforce};
-use crate::connector::tokens::{BoxFuture, TokenStore, TokenStoreError};
+use crate::connector::tokens::TokenStore;
 use crate::connector::{Connector, http_client, partnerstack::PartnerStack};
+use crate::credentials::StateTokens;
 use crate::engine::dryrun::{self, FlowPlan};
+use crate::engine::pipeline::Pipeline;
 use crate::engine::{Clock, Engine, EngineSettings, RetryPolicy, TickReport};
 use crate::failpoint::FailPoints;
 use crate::mapping::{Mapping, MappingErrors, MappingSet};
@@ -87,10 +89,24 @@ fn versions(mappings: &[Arc<Mapping>]) -> Vec<String> {
 }
 
 /// The configured PRM and CRM connectors (no request is made yet). `tokens` keeps rotated
-/// credentials (Salesforce refresh tokens) durable; without it they live in memory only.
+/// credentials (Salesforce refresh tokens) durable, sealed with `daemon.state_key`, and makes
+/// this process their owner; without it they live in memory only.
 pub fn connectors(
     config: &Config,
     tokens: Option<&Store>,
+) -> anyhow::Result<(Connector, Connector)> {
+    let tokens = tokens.map(|s| {
+        Arc::new(StateTokens::owner(
+            s.clone(),
+            config.daemon.state_key.as_ref(),
+        )) as Arc<dyn TokenStore>
+    });
+    connectors_with(config, tokens)
+}
+
+fn connectors_with(
+    config: &Config,
+    tokens: Option<Arc<dyn TokenStore>>,
 ) -> anyhow::Result<(Connector, Connector)> {
     let http = http_client(config.daemon.request_timeout);
     let prm = match &config.prm {
@@ -107,7 +123,11 @@ pub fn connectors(
         }
         PrmConfig::Rest(r) => {
             require(r.profile.auth_value.expose_secret(), "rest.token")?;
-            Connector::Rest(Rest::new(http.clone(), r.profile.clone()))
+            let rest = Rest::new(http.clone(), r.profile.clone());
+            Connector::Rest(match r.rate_limit_per_second {
+                Some(n) => rest.with_rate_limit(n),
+                None => rest,
+            })
         }
     };
     let crm = match &config.crm {
@@ -126,7 +146,7 @@ pub fn connectors(
                 HubSpot::new(http.clone(), h.base_url.clone(), h.access_token.clone())
             }
         }),
-        CrmConfig::Salesforce(sf) => salesforce_connector(sf, http.clone(), tokens)?,
+        CrmConfig::Salesforce(sf) => salesforce_connector(config, sf, http.clone(), tokens)?,
     };
     Ok((prm, crm))
 }
@@ -156,7 +176,8 @@ fn webhook_secrets(config: &Config) -> (Option<SecretString>, Option<SecretStrin
 }
 
 /// `prmsync plan`: a dry run of the active flows (or one, by name) against the state file and the
-/// live systems. Only reads: the state file is opened read-only and no vendor write is made.
+/// live systems. Only reads: the state file is opened read-only, no vendor write is made, and no
+/// token is refreshed (Salesforce: the session the daemon saved is used).
 pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<FlowPlan>> {
     let set = load_mappings(config)?;
     let mut mappings = active_mappings(config, &set)?;
@@ -170,14 +191,21 @@ pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<Flo
             );
         }
     }
-    // A Salesforce refresh with rotation invalidates the old token, so the new one must be kept
-    // even on a dry run: the state file is opened for credentials only in that case.
+    // The daemon owns the Salesforce refresh token (a refresh rotates it): plan reads the
+    // session the daemon saved, read-only, and never sends the refresh grant.
+    let path = &config.daemon.state_path;
     let tokens = match &config.crm {
-        CrmConfig::Salesforce(_) => Some(Store::open(&config.daemon.state_path)?),
+        CrmConfig::Salesforce(_) if path.exists() => Some(Arc::new(StateTokens::read_only(
+            ReadOnlyStore::open(path)
+                .with_context(|| format!("opening state file {} read-only", path.display()))?,
+            config.daemon.state_key.as_ref(),
+        )) as Arc<dyn TokenStore>),
+        CrmConfig::Salesforce(_) => {
+            Some(Arc::new(crate::connector::tokens::ReadOnlyNothing) as Arc<dyn TokenStore>)
+        }
         _ => None,
     };
-    let (prm, crm) = connectors(config, tokens.as_ref())?;
-    let path = &config.daemon.state_path;
+    let (prm, crm) = connectors_with(config, tokens)?;
     let state = if path.exists() {
         Some(
             ReadOnlyStore::open(path)
@@ -204,7 +232,6 @@ pub struct Daemon {
     reloads: Mutex<ReloadStatus>,
     config: Config,
     ready: Arc<AtomicBool>,
-    wake: Arc<Notify>,
     stop_http: CancellationToken,
     tasks: TaskTracker,
 }
@@ -244,6 +271,8 @@ impl Daemon {
                 ..RetryPolicy::default()
             },
             overlap: POLL_OVERLAP,
+            poll_interval: config.daemon.poll_interval,
+            ..EngineSettings::default()
         };
         let engine = Arc::new(
             Engine::new(store.clone(), prm, crm, mappings, settings, clock.clone())
@@ -268,11 +297,11 @@ impl Daemon {
             readiness: readiness.clone(),
             clock: clock.clone(),
         });
-        let wake = Arc::new(Notify::new());
         let state = WebhookState {
             store,
             ready: ready.clone(),
-            wake: wake.clone(),
+            // A webhook's change goes to the planner only; it never makes a poller read.
+            wake: engine.signals().planner.clone(),
             hubspot_secret,
             partnerstack_secret,
             rest: rest_hook(&config),
@@ -319,59 +348,30 @@ impl Daemon {
             reloads,
             config,
             ready,
-            wake,
             stop_http,
             tasks,
         })
     }
 
-    /// Runs the sync loop until `shutdown` is cancelled, reloading mappings when `reload` fires.
+    /// Runs the sync pipeline (see [`crate::engine::pipeline`]) until `shutdown` is cancelled,
+    /// reloading mappings when `reload` fires; returns once every stage task has stopped.
     pub async fn run(&self, shutdown: CancellationToken, reload: Arc<Notify>) {
         notify(&[sd_notify::NotifyState::Ready]);
-        let interval = self.config.daemon.poll_interval;
+        let pipeline = Pipeline::start(self.engine.clone(), self.ready.clone());
         loop {
-            let pass = self.engine.tick().await;
-            // A store that refuses writes (disk full, locked) makes prmsync not ready; the first
-            // pass that commits again makes it ready by itself (an idle pass proves nothing).
-            match &pass {
-                Ok(r) if !r.is_idle() => self.ready.store(true, Ordering::Relaxed),
-                Err(crate::engine::EngineError::Store(_)) => {
-                    self.ready.store(false, Ordering::Relaxed)
-                }
-                Ok(_) | Err(_) => {}
-            }
-            match pass {
-                Ok(r) if !r.is_idle() => tracing::info!(
-                    staged = r.staged,
-                    processed = r.processed,
-                    written = r.written,
-                    retried = r.retried,
-                    dead_lettered = r.dead_lettered,
-                    "sync pass"
-                ),
-                Ok(_) => tracing::debug!("sync pass: nothing to do"),
-                Err(e) => {
-                    tracing::error!(error = %e, retryable = e.is_retryable(), "sync pass failed")
-                }
-            }
-            let wait = match self.engine.next_due().await {
-                Ok(Some(due)) => {
-                    let ms = (due - jiff::Timestamp::now().as_millisecond()).max(50) as u64;
-                    interval.min(Duration::from_millis(ms))
-                }
-                _ => interval,
-            };
             tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = reload.notified() => self.reload(),
-                _ = self.wake.notified() => {},
-                _ = tokio::time::sleep(wait) => {},
+                () = shutdown.cancelled() => break,
+                () = reload.notified() => {
+                    self.reload();
+                    pipeline.sync_pollers();
+                }
             }
         }
+        pipeline.stop().await;
     }
 
-    /// Recompiles the mapping set; swaps it in only if all of it compiles (between passes: the
-    /// engine reads its mappings once at the start of each pass).
+    /// Recompiles the mapping set; swaps it in only if all of it compiles (each stage reads the
+    /// mappings once at the start of each cycle, so a cycle never mixes two sets).
     pub fn reload(&self) {
         notify(&[sd_notify::NotifyState::Reloading, monotonic()]);
         let result = load_mappings(&self.config)
@@ -410,7 +410,8 @@ impl Daemon {
             .clone()
     }
 
-    /// Runs sync passes until nothing is left to do (the demo and tests use this).
+    /// Runs every stage in turn (the same stage code the pipeline's tasks run) until none has
+    /// work: pollers caught up, inbox empty, no write due (the demo and tests use this).
     pub async fn run_until_idle(&self) -> anyhow::Result<TickReport> {
         Ok(self.engine.run_until_idle(50).await?)
     }
@@ -438,11 +439,12 @@ impl Daemon {
     }
 }
 
-/// Builds the Salesforce connector; rotated refresh tokens go to the state file.
+/// Builds the Salesforce connector; rotated refresh tokens go to the state file, sealed.
 fn salesforce_connector(
+    config: &Config,
     sf: &SalesforceConfig,
     http: reqwest::Client,
-    store: Option<&Store>,
+    tokens: Option<Arc<dyn TokenStore>>,
 ) -> anyhow::Result<Connector> {
     let grant = match &sf.auth {
         SalesforceAuthConfig::RefreshToken {
@@ -451,6 +453,12 @@ fn salesforce_connector(
             refresh_token,
         } => {
             require(refresh_token.expose_secret(), "salesforce.refresh_token")?;
+            if tokens.as_ref().is_some_and(|t| t.owns_tokens()) && config.daemon.state_key.is_none()
+            {
+                bail!(
+                    "daemon.state_key is required with salesforce auth = \"refresh_token\": rotated refresh tokens are saved encrypted with it (for example state_key = {{ credential = \"prmsync_state_key\" }})"
+                );
+            }
             salesforce::Grant::RefreshToken {
                 client_id: client_id.clone(),
                 client_secret: client_secret.clone(),
@@ -473,49 +481,12 @@ fn salesforce_connector(
             }
         }
     };
-    let tokens = store.map(|s| Arc::new(StoreTokens(s.clone())) as Arc<dyn TokenStore>);
     Ok(Connector::Salesforce(Salesforce::new(
         http,
         &sf.login_url,
         grant,
         tokens,
     )))
-}
-
-/// Connector credentials kept in the state file (a rotated refresh token is durable before use).
-#[derive(Debug)]
-struct StoreTokens(Store);
-
-impl TokenStore for StoreTokens {
-    fn load<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<secrecy::SecretString>, TokenStoreError>> {
-        Box::pin(async move {
-            self.0
-                .credential(format!("{key}.refresh_token"))
-                .await
-                .map(|v| v.map(secrecy::SecretString::from))
-                .map_err(|e| TokenStoreError(Box::new(e)))
-        })
-    }
-
-    fn save<'a>(
-        &'a self,
-        key: &'a str,
-        token: &'a secrecy::SecretString,
-    ) -> BoxFuture<'a, Result<(), TokenStoreError>> {
-        Box::pin(async move {
-            self.0
-                .save_credential(
-                    format!("{key}.refresh_token"),
-                    token.expose_secret().to_owned(),
-                    jiff::Timestamp::now().as_millisecond(),
-                )
-                .await
-                .map_err(|e| TokenStoreError(Box::new(e)))
-        })
-    }
 }
 
 fn require(secret: &str, key: &str) -> anyhow::Result<()> {
@@ -554,9 +525,9 @@ pub async fn run(
         tokio::select! {
             () = &mut sync => {}
             () = async { shutdown.cancelled().await; daemon.begin_drain(); tokio::time::sleep(deadline).await } => {
-                // Every step commits atomically, so an abandoned pass loses nothing: its changes
+                // Every step commits atomically, so an abandoned step loses nothing: its changes
                 // stay in the inbox or outbox for the next start.
-                tracing::warn!(?deadline, "the sync pass did not finish before the shutdown deadline; stopping anyway");
+                tracing::warn!(?deadline, "the sync stages did not stop before the shutdown deadline; stopping anyway");
             }
         }
     }

@@ -371,6 +371,17 @@ impl Store {
         self.call(move |conn| credentials::load(conn, &name)).await
     }
 
+    /// Deletes the saved credentials named `prefix` or `prefix.*` (`prmsync auth reset`);
+    /// returns how many were deleted.
+    pub async fn delete_credentials(&self, prefix: String) -> Result<usize, StoreError> {
+        self.write(move |tx| credentials::delete(tx, &prefix)).await
+    }
+
+    /// Every saved credential's name and save time (never the value), for `prmsync auth status`.
+    pub async fn credential_names(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.call(|c| credentials::list(c)).await
+    }
+
     /// The oldest pending inbox items, at most `limit`.
     pub async fn pending_inbox(&self, limit: usize) -> Result<Vec<InboxItem>, StoreError> {
         self.call(move |conn| queries::pending_inbox(conn, limit))
@@ -428,6 +439,12 @@ impl Store {
     /// The earliest time any outbox row becomes due, if any row is waiting.
     pub async fn next_outbox_due(&self) -> Result<Option<i64>, StoreError> {
         self.call(|conn| queries::next_outbox_due(conn)).await
+    }
+
+    /// The earliest time an outbox row for `system` becomes due, if any is waiting.
+    pub async fn next_outbox_due_for(&self, system: SystemKind) -> Result<Option<i64>, StoreError> {
+        self.call(move |conn| queries::next_outbox_due_for(conn, system))
+            .await
     }
 
     /// Caps the state file at about `max_bytes` (`None`: no cap): a write that would grow it past
@@ -637,6 +654,11 @@ impl ReadOnlyStore {
         })
     }
 
+    /// The saved credential `name`, if any (`prmsync plan` reads the daemon's session).
+    pub fn credential(&self, name: &str) -> Result<Option<String>, StoreError> {
+        credentials::load(&self.conn, name)
+    }
+
     /// The links of `flow` for the given source ids.
     pub fn links_by_source(
         &self,
@@ -706,10 +728,7 @@ mod tests {
     async fn staging_is_idempotent_and_moves_the_cursor_with_the_changes() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).unwrap();
-        let cursor = Cursor {
-            modified_ms: 2,
-            id: "b".into(),
-        };
+        let cursor = Cursor::at(2, "b");
         let n = store
             .stage_changes(
                 vec![change("a", 1), change("b", 2)],

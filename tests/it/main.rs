@@ -16,6 +16,7 @@ mod harness;
 mod mapping;
 mod matching;
 mod ops;
+mod pipeline;
 mod retention;
 mod rules;
 mod sync;
