@@ -192,13 +192,13 @@ impl PartnerStackSim {
         let mut inner = self.lock();
         let slot = format!("~raw{}", inner.deals.len() + inner.others.len());
         if collection == "deals" {
-            inner.deals.insert(slot, item);
+            inner.deals.put(&slot, &item);
         } else {
             inner
                 .others
                 .entry(collection.into())
                 .or_default()
-                .insert(slot, item);
+                .put(&slot, &item);
         }
     }
 

@@ -55,6 +55,10 @@ fn external_key(item: &Map<String, Value>) -> Option<&str> {
 }
 
 impl Table {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
     /// Inserts or replaces the item under `key` (it carries its `created_at` and `updated_at`).
     pub fn put(&mut self, key: &str, item: &Map<String, Value>) {
         let key: Box<str> = key.into();
