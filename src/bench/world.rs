@@ -175,6 +175,7 @@ pub fn salesforce_config(
     let auth = salesforce_auth();
     let mut config = demo::config_for(state.path(), ps.url("/api/v2"), sf.url(""));
     config.daemon.mappings_dir = Some(dir);
+    config.daemon.state_key = Some(SecretString::from("bench-state-key"));
     config.crm = CrmConfig::Salesforce(SalesforceConfig {
         login_url: sf.url(""),
         auth: SalesforceAuthConfig::RefreshToken {
