@@ -7,23 +7,19 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
-use super::{HubSpotSim, Inner, error, known_object, object_json, props_json};
+use super::{Call, HubSpotSim, Inner, Object, error, known_object, object_json, props_json};
 
 impl Inner {
     /// Moves an object to the archive; false when there is no such live object.
     fn archive_one(&mut self, object_type: &str, id: u64, now: i64) -> bool {
-        let Some(mut o) = self
-            .objects
-            .get_mut(object_type)
-            .and_then(|m| m.remove(&id))
-        else {
+        let Some(o) = self.objects.get_mut(object_type).and_then(|t| t.remove(id)) else {
             return false;
         };
-        o.updated_ms = now;
+        let props = o.props();
         self.archived
             .entry(object_type.to_owned())
             .or_default()
-            .insert(id, o);
+            .insert(Object::new(id, &props, o.created_ms, now), &props);
         self.queue_event(object_type, id, "deletion", None);
         true
     }
@@ -47,19 +43,19 @@ impl HubSpotSim {
             return false;
         };
         let mut inner = self.lock();
-        let Some(mut o) = inner
+        let Some(o) = inner
             .archived
             .get_mut(object_type)
-            .and_then(|m| m.remove(&id))
+            .and_then(|t| t.remove(id))
         else {
             return false;
         };
-        o.updated_ms = now;
+        let props = o.props();
         inner
             .objects
             .entry(object_type.to_owned())
             .or_default()
-            .insert(id, o);
+            .insert(Object::new(id, &props, o.created_ms, now), &props);
         inner.queue_event(object_type, id, "restore", None);
         true
     }
@@ -69,7 +65,7 @@ impl HubSpotSim {
         self.lock()
             .archived
             .get(object_type)
-            .map(|m| m.values().map(|o| props_json(o, None)).collect())
+            .map(|t| t.iter().map(|o| props_json(o, None)).collect())
             .unwrap_or_default()
     }
 }
@@ -82,7 +78,8 @@ pub(super) async fn batch_archive(
     Path(object): Path<String>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(r) = sim.gate(&headers, false) {
+    // Burst-limited like any call; the injected upsert faults are for batch/upsert only.
+    if let Err(r) = sim.gate(&headers, Call::Read) {
         return r;
     }
     if !known_object(&object) {
@@ -133,7 +130,7 @@ pub(super) fn archived_page(
     let page: Vec<_> = inner
         .archived
         .get(object)
-        .map(|m| m.range(after..).take(limit + 1).map(|(_, o)| o).collect())
+        .map(|t| t.range_from(after).take(limit + 1).collect())
         .unwrap_or_default();
     let next = page.get(limit).map(|o| o.id);
     let results = page

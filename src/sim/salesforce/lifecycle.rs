@@ -20,7 +20,7 @@ impl Inner {
         let Some(object) = self
             .objects
             .iter()
-            .find(|(_, m)| m.contains_key(id))
+            .find(|(_, m)| m.get(id).is_some())
             .map(|(o, _)| o.clone())
         else {
             return Err("INVALID_CROSS_REFERENCE_KEY");
