@@ -55,21 +55,12 @@ pub async fn hubspot(size: Size) -> anyhow::Result<ScenarioResult> {
     .await;
     let created = hs.stats().created;
     let rate = world::rate(created as f64, drive.elapsed);
-    let dead = daemon
-        .engine
-        .store()
-        .status(jiff::Timestamp::now().as_millisecond())
-        .await?
-        .dead_letters;
+    let dead = world::dead_letters(&daemon).await?;
     daemon.shutdown().await;
     let state_bytes = state.bytes();
     r.metric("daemon", rate, "records/s");
     r.metric("ceiling", ceiling, "records/s");
-    r.metric(
-        "ratio",
-        if ceiling > 0.0 { rate / ceiling } else { 0.0 },
-        "",
-    );
+    r.metric("ratio", world::ratio(rate, ceiling), "");
     r.metric(
         "first CRM write after",
         first_write.map_or(f64::NAN, |d| d.as_secs_f64()),
@@ -122,20 +113,11 @@ pub async fn salesforce(size: Size) -> anyhow::Result<ScenarioResult> {
     .await;
     let created = sf.stats().created;
     let rate = world::rate(created as f64, drive.elapsed);
-    let dead = daemon
-        .engine
-        .store()
-        .status(jiff::Timestamp::now().as_millisecond())
-        .await?
-        .dead_letters;
+    let dead = world::dead_letters(&daemon).await?;
     daemon.shutdown().await;
     r.metric("daemon", rate, "records/s");
     r.metric("ceiling", ceiling, "records/s");
-    r.metric(
-        "ratio",
-        if ceiling > 0.0 { rate / ceiling } else { 0.0 },
-        "",
-    );
+    r.metric("ratio", world::ratio(rate, ceiling), "");
     r.metric("Salesforce requests", sf.stats().api_requests as f64, "");
     r.metric("PartnerStack requests", ps.stats().requests as f64, "");
     r.metric("dead letters", dead as f64, "");
@@ -212,12 +194,7 @@ pub async fn burst(size: Size) -> anyhow::Result<ScenarioResult> {
     )
     .await;
     let s = hs.stats();
-    let dead = daemon
-        .engine
-        .store()
-        .status(jiff::Timestamp::now().as_millisecond())
-        .await?
-        .dead_letters;
+    let dead = world::dead_letters(&daemon).await?;
     daemon.shutdown().await;
     let used = used_share(&s, drive.elapsed);
     let records = s.created + s.updated + s.unchanged;

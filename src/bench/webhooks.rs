@@ -230,11 +230,7 @@ pub async fn intake(size: Size) -> anyhow::Result<ScenarioResult> {
     r.metric("p99", p99, "ms");
     r.metric("refused", (n - accepted) as f64, "");
     r.metric("ceiling", ceiling, "requests/s");
-    r.metric(
-        "ratio",
-        if ceiling > 0.0 { rate / ceiling } else { 0.0 },
-        "",
-    );
+    r.metric("ratio", world::ratio(rate, ceiling), "");
     r.metric("PartnerStack requests", ps.stats().requests as f64, "");
     r.judge(size, accepted == n && rate >= 5_000.0 && p99 <= 25.0);
     hs_server.stop().await;

@@ -134,6 +134,17 @@ pub async fn until(mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The daemon's dead letters now (from the store's kept counters).
+pub async fn dead_letters(daemon: &Daemon) -> anyhow::Result<u64> {
+    let now = jiff::Timestamp::now().as_millisecond();
+    Ok(daemon.engine.store().status(now).await?.dead_letters as u64)
+}
+
+/// `rate` as a share of `ceiling`, 0 when the ceiling is unknown.
+pub fn ratio(rate: f64, ceiling: f64) -> f64 {
+    if ceiling > 0.0 { rate / ceiling } else { 0.0 }
+}
+
 /// Records per second, 0 when no time passed.
 pub fn rate(n: f64, elapsed: Duration) -> f64 {
     let s = elapsed.as_secs_f64();
