@@ -28,6 +28,8 @@ pub fn all() -> Migrations<'static> {
         M::up(super::registrations::PARTNERS_MIGRATION),
         // "lifecycle": delete writes in the outbox, tombstones on links.
         M::up(LIFECYCLE),
+        // "resync": `prmsync resync` requests and how far each read has come.
+        M::up(super::resync::MIGRATION),
     ])
 }
 
