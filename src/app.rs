@@ -198,6 +198,9 @@ pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<Flo
 pub struct Daemon {
     pub engine: Arc<Engine>,
     pub http_addr: SocketAddr,
+    /// The admin listener (`/livez`, `/readyz`, `/metrics`).
+    pub admin_addr: SocketAddr,
+    readiness: Arc<crate::admin::Readiness>,
     reloads: Mutex<ReloadStatus>,
     config: Config,
     ready: Arc<AtomicBool>,
@@ -252,7 +255,19 @@ impl Daemon {
             .await
             .with_context(|| format!("binding the HTTP listener on {}", config.http.listen))?;
         let http_addr = listener.local_addr()?;
+        let admin_listener = crate::admin::bind(&config.admin).await?;
+        let admin_addr = admin_listener.local_addr()?;
         let ready = Arc::new(AtomicBool::new(false));
+        let readiness = Arc::new(crate::admin::Readiness::new(
+            ready.clone(),
+            &config.daemon.state_path,
+            config.admin.min_free_bytes,
+        ));
+        let admin_router = crate::admin::router(crate::admin::AdminState {
+            store: store.clone(),
+            readiness: readiness.clone(),
+            clock: clock.clone(),
+        });
         let wake = Arc::new(Notify::new());
         let state = WebhookState {
             store,
@@ -285,11 +300,22 @@ impl Daemon {
                 tracing::error!(error = %e, "HTTP listener failed");
             }
         });
+        let token = stop_http.clone();
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(admin_listener, admin_router)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        });
         ready.store(true, Ordering::Relaxed);
-        tracing::info!(addr = %http_addr, state = %config.daemon.state_path.display(), "prmsync started");
+        tracing::info!(addr = %http_addr, admin = %admin_addr, state = %config.daemon.state_path.display(), "prmsync started");
         Ok(Daemon {
             engine,
             http_addr,
+            admin_addr,
+            readiness,
             reloads,
             config,
             ready,
@@ -390,8 +416,15 @@ impl Daemon {
     }
 
     /// Stops the listener and waits for in-flight requests, at most `shutdown_timeout`.
+    /// `/readyz` answers 503 from now on: the shutdown has begun (called when the signal arrives,
+    /// before the in-flight pass finishes).
+    pub fn begin_drain(&self) {
+        self.readiness.drain();
+    }
+
     pub async fn shutdown(self) {
         notify(&[sd_notify::NotifyState::Stopping]);
+        self.begin_drain();
         self.ready.store(false, Ordering::Relaxed);
         self.stop_http.cancel();
         self.tasks.close();
@@ -520,7 +553,7 @@ pub async fn run(
         tokio::pin!(sync);
         tokio::select! {
             () = &mut sync => {}
-            () = async { shutdown.cancelled().await; tokio::time::sleep(deadline).await } => {
+            () = async { shutdown.cancelled().await; daemon.begin_drain(); tokio::time::sleep(deadline).await } => {
                 // Every step commits atomically, so an abandoned pass loses nothing: its changes
                 // stay in the inbox or outbox for the next start.
                 tracing::warn!(?deadline, "the sync pass did not finish before the shutdown deadline; stopping anyway");

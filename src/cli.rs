@@ -139,6 +139,9 @@ pub enum Command {
         /// The address the generated config gives prmsync's webhook listener.
         #[arg(long, default_value = "127.0.0.1:8787")]
         listen: std::net::SocketAddr,
+        /// The address the generated config gives prmsync's admin listener.
+        #[arg(long, default_value = "127.0.0.1:8788")]
+        admin_listen: std::net::SocketAddr,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },

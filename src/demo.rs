@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::app::Daemon;
 use crate::config::{
-    Config, CrmConfig, DaemonConfig, HttpConfig, HubSpotConfig, LogConfig, LogFormat,
+    AdminConfig, Config, CrmConfig, DaemonConfig, HttpConfig, HubSpotConfig, LogConfig, LogFormat,
     PartnerStackConfig, PrmConfig, RetentionConfig, defaults,
 };
 use crate::engine::system_clock;
@@ -81,6 +81,11 @@ pub fn config_for(state: PathBuf, partnerstack: reqwest::Url, hubspot: reqwest::
         http: HttpConfig {
             listen: ([127, 0, 0, 1], 0).into(),
             max_body_bytes: defaults::MAX_BODY_BYTES,
+        },
+        admin: AdminConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            allow_remote: false,
+            min_free_bytes: 0,
         },
         prm: PrmConfig::PartnerStack(PartnerStackConfig {
             base_url: partnerstack,

@@ -9,12 +9,14 @@
 //! - [`registrations_cli`]: operator verbs for registrations and the review queue.
 //! - [`engine`]: plan (pure) and execute: pollers, inbox processing, outbox writers.
 //! - [`connector`]: one folder per vendor system behind one closed enum.
-//! - [`webhook`]: the HTTP listener: health, readiness and webhook intake.
+//! - [`webhook`]: the internet-facing HTTP listener: webhook intake.
+//! - [`admin`]: the loopback admin listener: `/livez`, `/readyz`, `/metrics`.
 //! - [`store`]: the only module that knows SQL.
 //! - [`ops`]: operator verbs on the state file (`prmsync dlq`).
 //! - [`failpoint`]: named abort points for crash tests, armed only by `PRMSYNC_FAILPOINTS`.
 //! - [`sim`]: loopback simulators of the vendor APIs, used by `demo`, tests and benchmarks.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;

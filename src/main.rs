@@ -58,11 +58,13 @@ fn main() -> ExitCode {
             deals,
             partners,
             listen,
+            admin_listen,
         } => sim_cmd(prmsync::ops::sim::SimOptions {
             config,
             deals,
             partners,
             listen,
+            admin_listen,
         }),
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -61,6 +61,7 @@ fn accepted() -> BTreeSet<String> {
         ("daemon", fields_of::<raw::RawDaemon>()),
         ("log", fields_of::<raw::RawLog>()),
         ("http", fields_of::<raw::RawHttp>()),
+        ("admin", fields_of::<raw::RawAdmin>()),
         ("partnerstack", fields_of::<raw::RawPartnerStack>()),
         ("hubspot", fields_of::<raw::RawHubSpot>()),
         ("salesforce", fields_of::<raw::RawSalesforce>()),

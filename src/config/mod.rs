@@ -13,8 +13,8 @@ use secrecy::SecretString;
 
 pub use raw::defaults;
 use raw::{
-    RawDaemon, RawHttp, RawHubSpot, RawLog, RawPartnerStack, RawRest, RawRetention, RawSalesforce,
-    RawSecret,
+    RawAdmin, RawDaemon, RawHttp, RawHubSpot, RawLog, RawPartnerStack, RawRest, RawRetention,
+    RawSalesforce, RawSecret,
 };
 
 use crate::connector::rest::{Paging, RestObject, RestProfile, SinceFormat, UpsertMethod};
@@ -29,6 +29,7 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub log: LogConfig,
     pub http: HttpConfig,
+    pub admin: AdminConfig,
     pub prm: PrmConfig,
     pub crm: CrmConfig,
     pub retention: RetentionConfig,
@@ -83,6 +84,27 @@ pub struct LogConfig {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+}
+
+/// The admin listener: `/metrics`, `/livez`, `/readyz`, apart from the webhooks.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Allows a non-loopback `listen` (metrics and health are then reachable from the network).
+    pub allow_remote: bool,
+    /// `/readyz` answers 503 when the state file's volume has less free space than this.
+    pub min_free_bytes: u64,
+}
+
+/// Refuses a non-loopback admin address unless `allow_remote` says so.
+pub fn check_admin_bind(listen: SocketAddr, allow_remote: bool) -> Result<(), String> {
+    if listen.ip().is_loopback() || allow_remote {
+        Ok(())
+    } else {
+        Err(format!(
+            "{listen} is not a loopback address; /metrics and /readyz would be reachable from the network"
+        ))
+    }
 }
 
 /// The partner system.
@@ -285,6 +307,7 @@ fn validate(
     let daemon: RawDaemon = section(cfg, &top, "daemon", &mut errs).unwrap_or_default();
     let log: RawLog = section(cfg, &top, "log", &mut errs).unwrap_or_default();
     let http: RawHttp = section(cfg, &top, "http", &mut errs).unwrap_or_default();
+    let admin: RawAdmin = section(cfg, &top, "admin", &mut errs).unwrap_or_default();
     let retention: RawRetention = section(cfg, &top, "retention", &mut errs).unwrap_or_default();
     let partnerstack: Option<RawPartnerStack> = section(cfg, &top, "partnerstack", &mut errs);
     let hubspot: Option<RawHubSpot> = section(cfg, &top, "hubspot", &mut errs);
@@ -294,6 +317,7 @@ fn validate(
     let daemon = validate_daemon(daemon, base_dir, &mut errs);
     let log = validate_log(log, &mut errs);
     let http = validate_http(http, &mut errs);
+    let admin = validate_admin(admin, &mut errs);
     let retention = validate_retention(&retention, &mut errs);
 
     if partnerstack.is_some() && rest.is_some() {
@@ -364,6 +388,7 @@ fn validate(
             daemon,
             log,
             http,
+            admin,
             prm,
             crm,
             retention,
@@ -794,6 +819,31 @@ fn validate_http(h: RawHttp, errs: &mut Vec<ConfigError>) -> HttpConfig {
     HttpConfig {
         listen,
         max_body_bytes: h.max_body_bytes,
+    }
+}
+
+fn validate_admin(a: RawAdmin, errs: &mut Vec<ConfigError>) -> AdminConfig {
+    let listen = a.listen.parse().unwrap_or_else(|_| {
+        errs.push(ConfigError {
+            key: "admin.listen".into(),
+            message: format!("{:?} is not an address:port", a.listen),
+            hint: Some(format!("for example \"{}\"", defaults::ADMIN_LISTEN)),
+        });
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    });
+    if let Err(message) = check_admin_bind(listen, a.allow_remote) {
+        errs.push(ConfigError {
+            key: "admin.listen".into(),
+            message,
+            hint: Some(
+                "use 127.0.0.1 (scrape through the host), or set admin.allow_remote = true".into(),
+            ),
+        });
+    }
+    AdminConfig {
+        listen,
+        allow_remote: a.allow_remote,
+        min_free_bytes: a.min_free_bytes,
     }
 }
 

@@ -12,6 +12,9 @@ pub mod defaults {
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 20;
     pub const MAX_ATTEMPTS: u32 = 8;
     pub const LISTEN: &str = "127.0.0.1:8787";
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:8788";
+    /// Below this much free space on the state file's volume, `/readyz` answers 503.
+    pub const ADMIN_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
     pub const MAX_BODY_BYTES: usize = 1024 * 1024;
     pub const LOG_FORMAT: &str = "auto";
     pub const LOG_LEVEL: &str = "info";
@@ -31,6 +34,7 @@ pub const SECTIONS: &[&str] = &[
     "daemon",
     "log",
     "http",
+    "admin",
     "partnerstack",
     "hubspot",
     "salesforce",
@@ -115,6 +119,24 @@ impl Default for RawHttp {
         RawHttp {
             listen: defaults::LISTEN.into(),
             max_body_bytes: defaults::MAX_BODY_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub listen: String,
+    pub allow_remote: bool,
+    pub min_free_bytes: u64,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: defaults::ADMIN_LISTEN.into(),
+            allow_remote: false,
+            min_free_bytes: defaults::ADMIN_MIN_FREE_BYTES,
         }
     }
 }

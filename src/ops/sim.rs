@@ -23,6 +23,8 @@ pub struct SimOptions {
     pub partners: usize,
     /// The webhook listener address written into the config.
     pub listen: SocketAddr,
+    /// The admin listener address written into the config.
+    pub admin_listen: SocketAddr,
 }
 
 /// Running simulators; they stop when this is dropped or [`Running::stop`] is called.
@@ -108,6 +110,7 @@ pub async fn start(opts: &SimOptions) -> anyhow::Result<Running> {
         &hubspot_server.url(""),
         &secrets,
         opts.listen,
+        opts.admin_listen,
     );
     let tmp = dir.join(".prmsync-sim.toml.tmp");
     write_private(&tmp, &text)?;
@@ -128,6 +131,7 @@ pub fn config_text(
     hubspot: &reqwest::Url,
     secrets: &Path,
     listen: SocketAddr,
+    admin: SocketAddr,
 ) -> String {
     let secret = |name: &str| {
         format!(
@@ -143,6 +147,9 @@ pub fn config_text(
          \n\
          [http]\n\
          listen = \"{listen}\"\n\
+         \n\
+         [admin]\n\
+         listen = \"{admin}\"\n\
          \n\
          [partnerstack]\n\
          base_url = \"{partnerstack}\"\n\
@@ -185,6 +192,7 @@ mod tests {
             deals: 3,
             partners: 2,
             listen: ([127, 0, 0, 1], 0).into(),
+            admin_listen: ([127, 0, 0, 1], 0).into(),
         };
         let running = start(&opts).await.unwrap();
         let config = load(&opts.config, &Environment::default()).expect("config loads");
@@ -208,6 +216,7 @@ mod tests {
             deals: 1,
             partners: 1,
             listen: ([127, 0, 0, 1], 0).into(),
+            admin_listen: ([127, 0, 0, 1], 0).into(),
         };
         let err = start(&opts).await.unwrap_err();
         assert!(err.to_string().contains("not written by"), "{err}");

@@ -1,6 +1,7 @@
-//! The HTTP listener: `/livez`, `/readyz` and the webhook endpoints. Handlers only verify, hand
-//! the body to its connector's parser, store durably and answer: a 2xx means the events are
-//! committed to the inbox. No vendor wire format is read here.
+//! The HTTP listener for the webhook endpoints (health and metrics are on the admin listener,
+//! `crate::admin`). Handlers only verify, hand the body to its connector's parser, store durably
+//! and answer: a 2xx means the events are committed to the inbox. No vendor wire format is read
+//! here.
 
 pub mod signature;
 
@@ -11,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -81,49 +82,12 @@ impl std::fmt::Debug for WebhookState {
 /// The routes, with a body-size limit (oversized bodies get 413).
 pub fn router(state: WebhookState, max_body_bytes: usize) -> Router {
     Router::new()
-        .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/webhooks/hubspot", post(hubspot))
         .route("/webhooks/partnerstack", post(partnerstack))
         .route("/webhooks/rest", post(rest))
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(max_body_bytes))
         .with_state(state)
-}
-
-async fn readyz(State(s): State<WebhookState>) -> Response {
-    if s.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
-    }
-}
-
-/// Prometheus metrics from the state file (`crate::metrics`); 503 when the store cannot answer.
-async fn metrics(State(s): State<WebhookState>) -> Response {
-    let report = match s.store.status((s.clock)()).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "metrics: the state file did not answer");
-            return unavailable("the state file did not answer");
-        }
-    };
-    match crate::metrics::render(&report) {
-        Ok(text) => (
-            StatusCode::OK,
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "metrics: encoding failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed").into_response()
-        }
-    }
 }
 
 fn reject(status: StatusCode, message: impl Into<String>) -> Response {

@@ -127,12 +127,18 @@ async fn run_syncs_and_stops_cleanly_on_sigterm() {
         .local_addr()
         .unwrap()
         .port();
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = w.dir.path().join("prmsync.toml");
     std::fs::write(
         &config,
         format!(
             "[daemon]\nstate_path = \"state.db\"\npoll_interval_secs = 1\n\
              [http]\nlisten = \"127.0.0.1:{port}\"\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
              [partnerstack]\nbase_url = \"{ps}\"\napi_key = {{ env = \"T_PS\" }}\n\
              [hubspot]\nbase_url = \"{hs}\"\naccess_token = {{ env = \"T_HS\" }}\nclient_secret = {{ env = \"T_SECRET\" }}\n",
             ps = w.ps_server.url("/api/v2"),
@@ -150,7 +156,7 @@ async fn run_syncs_and_stops_cleanly_on_sigterm() {
         .spawn()
         .unwrap();
     let http = prmsync::connector::http_client(Duration::from_secs(2));
-    let ready = format!("http://127.0.0.1:{port}/readyz");
+    let ready = format!("http://127.0.0.1:{admin_port}/readyz");
     wait_until(Duration::from_secs(30), "readyz", || {
         let (http, ready) = (http.clone(), ready.clone());
         async move {

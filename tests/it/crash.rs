@@ -34,6 +34,9 @@ level = "warn"
 [http]
 listen = "127.0.0.1:{listen_port}"
 
+[admin]
+listen = "127.0.0.1:0"
+
 [partnerstack]
 base_url = "{ps}"
 api_key = {{ env = "PRMSYNC_TEST_PS_KEY" }}

@@ -483,7 +483,7 @@ async fn a_full_disk_stops_acks_and_cursors_then_resumes_by_itself() {
     let store = d.engine.store().clone();
     let http = prmsync::connector::http_client(Duration::from_secs(5));
     let readyz = || async {
-        http.get(format!("http://{}/readyz", d.http_addr))
+        http.get(format!("http://{}/readyz", d.admin_addr))
             .send()
             .await
             .expect("readyz")

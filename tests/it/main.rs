@@ -1,6 +1,7 @@
 //! prmsync's integration tests: one binary, real SQLite files, real HTTP against the simulators on
 //! 127.0.0.1, and the real `prmsync` binary for CLI behaviour.
 
+mod admin;
 mod cli;
 mod compat;
 mod connector_contract;

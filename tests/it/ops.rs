@@ -154,7 +154,7 @@ async fn sim_then_run(redact: &str) -> String {
     // `redact` is log.redact_personal_data for the run.
     let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_prmsync"))
         .args(["sim", "--config", config.to_str().unwrap(), "--deals", "6"])
-        .args(["--listen", &free()])
+        .args(["--listen", &free(), "--admin-listen", &free()])
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()

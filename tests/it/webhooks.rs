@@ -42,7 +42,7 @@ fn now() -> i64 {
 async fn health_endpoints_answer() {
     let w = World::seeded(0).await;
     let d = w.daemon().await;
-    let base = format!("http://{}", d.http_addr);
+    let base = format!("http://{}", d.admin_addr);
     let live = client().get(format!("{base}/livez")).send().await.unwrap();
     assert_eq!(live.status(), 200);
     let ready = client().get(format!("{base}/readyz")).send().await.unwrap();
@@ -56,7 +56,7 @@ async fn metrics_expose_queue_depths_cursors_and_decisions() {
     let d = w.daemon().await;
     d.run_until_idle().await.unwrap();
     let resp = client()
-        .get(format!("http://{}/metrics", d.http_addr))
+        .get(format!("http://{}/metrics", d.admin_addr))
         .send()
         .await
         .unwrap();

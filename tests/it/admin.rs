@@ -1,0 +1,91 @@
+//! The admin listener: health and metrics apart from the webhooks, loopback unless configured,
+//! and `/readyz` turning unready during drain and on a (nearly) full disk.
+
+use std::time::Duration;
+
+use prmsync::app::Daemon;
+use prmsync::config::{Environment, load};
+use prmsync::engine::system_clock;
+
+use crate::harness::World;
+
+fn client() -> reqwest::Client {
+    prmsync::connector::http_client(Duration::from_secs(5))
+}
+
+async fn get(url: String) -> (u16, String) {
+    let r = client().get(url).send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn health_and_metrics_answer_on_the_admin_listener_only() {
+    let w = World::seeded(3).await;
+    let d = w.daemon().await;
+    d.run_until_idle().await.unwrap();
+    let admin = format!("http://{}", d.admin_addr);
+    assert_eq!(get(format!("{admin}/livez")).await.0, 200);
+    assert_eq!(get(format!("{admin}/readyz")).await, (200, "ready".into()));
+    let (status, metrics) = get(format!("{admin}/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("prmsync_outbox_depth"), "{metrics}");
+    // The internet-facing listener serves webhooks only.
+    let hooks = format!("http://{}", d.http_addr);
+    for path in ["/metrics", "/readyz", "/livez"] {
+        assert_eq!(get(format!("{hooks}{path}")).await.0, 404, "{path}");
+    }
+    d.shutdown().await;
+}
+
+#[tokio::test]
+async fn readyz_is_unready_during_drain() {
+    let w = World::seeded(0).await;
+    let d = w.daemon().await;
+    let readyz = format!("http://{}/readyz", d.admin_addr);
+    assert_eq!(get(readyz.clone()).await.0, 200);
+    d.begin_drain();
+    let (status, body) = get(readyz).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("draining"), "{body}");
+    d.shutdown().await;
+}
+
+#[tokio::test]
+async fn readyz_is_unready_when_the_disk_is_nearly_full() {
+    let w = World::seeded(0).await;
+    let mut config = w.config();
+    // More than any volume has free: the state file's volume is "full".
+    config.admin.min_free_bytes = u64::MAX;
+    let d = Daemon::start(config, system_clock()).await.unwrap();
+    let (status, body) = get(format!("http://{}/readyz", d.admin_addr)).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("disk almost full"), "{body}");
+    d.shutdown().await;
+}
+
+#[test]
+fn a_non_loopback_admin_address_is_refused_unless_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prmsync.toml");
+    let base =
+        "[partnerstack]\napi_key = { env = \"K\" }\n[hubspot]\naccess_token = { env = \"K\" }\n";
+    let env = Environment {
+        vars: [("K".to_owned(), "x".to_owned())].into(),
+    };
+    std::fs::write(&file, format!("{base}[admin]\nlisten = \"0.0.0.0:8788\"\n")).unwrap();
+    let err = load(&file, &env).unwrap_err();
+    assert_eq!(err.errors.len(), 1, "{err}");
+    assert_eq!(err.errors[0].key, "admin.listen");
+    assert!(
+        err.errors[0].message.contains("not a loopback address"),
+        "{err}"
+    );
+    std::fs::write(
+        &file,
+        format!("{base}[admin]\nlisten = \"0.0.0.0:8788\"\nallow_remote = true\n"),
+    )
+    .unwrap();
+    let config = load(&file, &env).expect("allowed by configuration");
+    assert!(config.admin.allow_remote);
+}
