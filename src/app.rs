@@ -19,6 +19,7 @@ use crate::connector::salesforce::{self, Salesforce};
 use crate::connector::tokens::{BoxFuture, TokenStore, TokenStoreError};
 use crate::connector::{Connector, http_client, partnerstack::PartnerStack};
 use crate::engine::dryrun::{self, FlowPlan};
+use crate::engine::pipeline::Pipeline;
 use crate::engine::{Clock, Engine, EngineSettings, RetryPolicy, TickReport};
 use crate::failpoint::FailPoints;
 use crate::mapping::{Mapping, MappingErrors, MappingSet};
@@ -204,7 +205,6 @@ pub struct Daemon {
     reloads: Mutex<ReloadStatus>,
     config: Config,
     ready: Arc<AtomicBool>,
-    wake: Arc<Notify>,
     stop_http: CancellationToken,
     tasks: TaskTracker,
 }
@@ -244,6 +244,8 @@ impl Daemon {
                 ..RetryPolicy::default()
             },
             overlap: POLL_OVERLAP,
+            poll_interval: config.daemon.poll_interval,
+            ..EngineSettings::default()
         };
         let engine = Arc::new(
             Engine::new(store.clone(), prm, crm, mappings, settings, clock.clone())
@@ -268,11 +270,11 @@ impl Daemon {
             readiness: readiness.clone(),
             clock: clock.clone(),
         });
-        let wake = Arc::new(Notify::new());
         let state = WebhookState {
             store,
             ready: ready.clone(),
-            wake: wake.clone(),
+            // A webhook's change goes to the planner only; it never makes a poller read.
+            wake: engine.signals().planner.clone(),
             hubspot_secret,
             partnerstack_secret,
             rest: rest_hook(&config),
@@ -319,59 +321,30 @@ impl Daemon {
             reloads,
             config,
             ready,
-            wake,
             stop_http,
             tasks,
         })
     }
 
-    /// Runs the sync loop until `shutdown` is cancelled, reloading mappings when `reload` fires.
+    /// Runs the sync pipeline (see [`crate::engine::pipeline`]) until `shutdown` is cancelled,
+    /// reloading mappings when `reload` fires; returns once every stage task has stopped.
     pub async fn run(&self, shutdown: CancellationToken, reload: Arc<Notify>) {
         notify(&[sd_notify::NotifyState::Ready]);
-        let interval = self.config.daemon.poll_interval;
+        let pipeline = Pipeline::start(self.engine.clone(), self.ready.clone());
         loop {
-            let pass = self.engine.tick().await;
-            // A store that refuses writes (disk full, locked) makes prmsync not ready; the first
-            // pass that commits again makes it ready by itself (an idle pass proves nothing).
-            match &pass {
-                Ok(r) if !r.is_idle() => self.ready.store(true, Ordering::Relaxed),
-                Err(crate::engine::EngineError::Store(_)) => {
-                    self.ready.store(false, Ordering::Relaxed)
-                }
-                Ok(_) | Err(_) => {}
-            }
-            match pass {
-                Ok(r) if !r.is_idle() => tracing::info!(
-                    staged = r.staged,
-                    processed = r.processed,
-                    written = r.written,
-                    retried = r.retried,
-                    dead_lettered = r.dead_lettered,
-                    "sync pass"
-                ),
-                Ok(_) => tracing::debug!("sync pass: nothing to do"),
-                Err(e) => {
-                    tracing::error!(error = %e, retryable = e.is_retryable(), "sync pass failed")
-                }
-            }
-            let wait = match self.engine.next_due().await {
-                Ok(Some(due)) => {
-                    let ms = (due - jiff::Timestamp::now().as_millisecond()).max(50) as u64;
-                    interval.min(Duration::from_millis(ms))
-                }
-                _ => interval,
-            };
             tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = reload.notified() => self.reload(),
-                _ = self.wake.notified() => {},
-                _ = tokio::time::sleep(wait) => {},
+                () = shutdown.cancelled() => break,
+                () = reload.notified() => {
+                    self.reload();
+                    pipeline.sync_pollers();
+                }
             }
         }
+        pipeline.stop().await;
     }
 
-    /// Recompiles the mapping set; swaps it in only if all of it compiles (between passes: the
-    /// engine reads its mappings once at the start of each pass).
+    /// Recompiles the mapping set; swaps it in only if all of it compiles (each stage reads the
+    /// mappings once at the start of each cycle, so a cycle never mixes two sets).
     pub fn reload(&self) {
         notify(&[sd_notify::NotifyState::Reloading, monotonic()]);
         let result = load_mappings(&self.config)
@@ -410,7 +383,8 @@ impl Daemon {
             .clone()
     }
 
-    /// Runs sync passes until nothing is left to do (the demo and tests use this).
+    /// Runs every stage in turn (the same stage code the pipeline's tasks run) until none has
+    /// work: pollers caught up, inbox empty, no write due (the demo and tests use this).
     pub async fn run_until_idle(&self) -> anyhow::Result<TickReport> {
         Ok(self.engine.run_until_idle(50).await?)
     }
@@ -554,9 +528,9 @@ pub async fn run(
         tokio::select! {
             () = &mut sync => {}
             () = async { shutdown.cancelled().await; daemon.begin_drain(); tokio::time::sleep(deadline).await } => {
-                // Every step commits atomically, so an abandoned pass loses nothing: its changes
+                // Every step commits atomically, so an abandoned step loses nothing: its changes
                 // stay in the inbox or outbox for the next start.
-                tracing::warn!(?deadline, "the sync pass did not finish before the shutdown deadline; stopping anyway");
+                tracing::warn!(?deadline, "the sync stages did not stop before the shutdown deadline; stopping anyway");
             }
         }
     }

@@ -204,6 +204,17 @@ impl Connector {
         }
     }
 
+    /// Whether [`Connector::read_changes`] lists records oldest first (by modification stamp,
+    /// then id), so that everything before the newest record read is read: HubSpot's search and
+    /// Salesforce's SOQL sort so; PartnerStack lists newest created first, and a REST profile
+    /// promises no order.
+    pub fn lists_oldest_first(&self) -> bool {
+        match self {
+            Connector::HubSpot(_) | Connector::Salesforce(_) => true,
+            Connector::PartnerStack(_) | Connector::Rest(_) => false,
+        }
+    }
+
     /// Writes a batch; the outer error fails the whole batch, inner ones single records.
     pub async fn write(
         &self,

@@ -7,11 +7,14 @@ use std::sync::Arc;
 
 use super::matching::{self, Prefetched};
 use super::plan::{self, action};
-use super::{EngineError, MAX_PAGES_PER_POLL, RetryPolicy};
+use super::{EngineError, RetryPolicy};
 use crate::connector::Connector;
 use crate::mapping::{Lookups, Mapping};
 use crate::model::Record;
 use crate::store::{Link, ReadOnlyStore, StoreError};
+
+/// A dry run reads at most this many pages of each source object.
+const MAX_PAGES_PER_POLL: usize = 500;
 
 /// How many example records each outcome keeps.
 const SAMPLES: usize = 3;

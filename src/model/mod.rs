@@ -170,25 +170,77 @@ impl Change {
     }
 }
 
-/// A stable incremental-read position: the (modification time, id) of the last change staged.
-/// Ordering on the pair means two records modified in the same millisecond are never skipped.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+/// A stable incremental-read position: the (modification time, id) of the newest change staged,
+/// and, while a read is under way, where its next page starts. Ordering on the pair means two
+/// records modified in the same millisecond are never skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cursor {
     pub modified_ms: i64,
     pub id: String,
+    /// A read in progress: every page before `page` is staged. `None` once a read has finished.
+    pub resume: Option<Resume>,
+}
+
+/// Where an unfinished read continues: the lower bound it was started with and the vendor's
+/// opaque token for its next page (a HubSpot search position, a Salesforce `nextRecordsUrl`, a
+/// PartnerStack `starting_after` key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    pub since_ms: i64,
+    pub page: String,
+}
+
+/// The stored form of a cursor with a read in progress (a plain cursor keeps the `ms|id` form).
+#[derive(Serialize, Deserialize)]
+struct StoredCursor {
+    ms: i64,
+    id: String,
+    since: i64,
+    page: String,
 }
 
 impl Cursor {
+    /// A cursor at `(modified_ms, id)` with no read in progress.
+    pub fn at(modified_ms: i64, id: impl Into<String>) -> Self {
+        Cursor {
+            modified_ms,
+            id: id.into(),
+            resume: None,
+        }
+    }
+
+    /// The keyset position `(modified_ms, id)`, to compare cursors regardless of paging state.
+    pub fn key(&self) -> (i64, &str) {
+        (self.modified_ms, &self.id)
+    }
+
     pub fn encode(&self) -> String {
-        format!("{}|{}", self.modified_ms, self.id)
+        match &self.resume {
+            None => format!("{}|{}", self.modified_ms, self.id),
+            Some(r) => serde_json::to_string(&StoredCursor {
+                ms: self.modified_ms,
+                id: self.id.clone(),
+                since: r.since_ms,
+                page: r.page.clone(),
+            })
+            .unwrap_or_else(|_| format!("{}|{}", self.modified_ms, self.id)),
+        }
     }
 
     pub fn decode(s: &str) -> Option<Self> {
+        if s.starts_with('{') {
+            let c: StoredCursor = serde_json::from_str(s).ok()?;
+            return Some(Cursor {
+                modified_ms: c.ms,
+                id: c.id,
+                resume: Some(Resume {
+                    since_ms: c.since,
+                    page: c.page,
+                }),
+            });
+        }
         let (ms, id) = s.split_once('|')?;
-        Some(Cursor {
-            modified_ms: ms.parse().ok()?,
-            id: id.to_owned(),
-        })
+        Some(Cursor::at(ms.parse().ok()?, id))
     }
 }
 
@@ -206,17 +258,26 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_orders_by_time_then_id() {
+        let c = Cursor::at(10, "b|x");
+        assert_eq!(Cursor::decode(&c.encode()), Some(c.clone()));
+        let at = |ms: i64, id: &'static str| (ms, id);
+        assert!(c.key() < at(10, "c") && c.key() > at(10, "a") && c.key() < at(11, "a"));
+        assert_eq!(Cursor::decode("nope"), None);
+    }
+
+    #[test]
+    fn a_cursor_with_a_read_in_progress_round_trips_and_old_forms_still_decode() {
         let c = Cursor {
-            modified_ms: 10,
-            id: "b|x".into(),
+            modified_ms: 1_700_000_000_000,
+            id: "d|1".into(),
+            resume: Some(Resume {
+                since_ms: 1_699_000_000_000,
+                page: "/services/data/v60.0/query/01gX-2000".into(),
+            }),
         };
         assert_eq!(Cursor::decode(&c.encode()), Some(c.clone()));
-        let at = |ms: i64, id: &str| Cursor {
-            modified_ms: ms,
-            id: id.into(),
-        };
-        assert!(c < at(10, "c") && c > at(10, "a") && c < at(11, "a"));
-        assert_eq!(Cursor::decode("nope"), None);
+        assert_eq!(Cursor::decode("5|a"), Some(Cursor::at(5, "a")));
+        assert_eq!(Cursor::decode("{not json"), None);
     }
 
     #[test]

@@ -430,6 +430,12 @@ impl Store {
         self.call(|conn| queries::next_outbox_due(conn)).await
     }
 
+    /// The earliest time an outbox row for `system` becomes due, if any is waiting.
+    pub async fn next_outbox_due_for(&self, system: SystemKind) -> Result<Option<i64>, StoreError> {
+        self.call(move |conn| queries::next_outbox_due_for(conn, system))
+            .await
+    }
+
     /// Caps the state file at about `max_bytes` (`None`: no cap): a write that would grow it past
     /// the cap fails with "database or disk is full" and rolls back, exactly as on a full disk.
     /// Operators use it to keep prmsync from filling a shared volume; tests use it to fill one.
@@ -708,10 +714,7 @@ mod tests {
     async fn staging_is_idempotent_and_moves_the_cursor_with_the_changes() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).unwrap();
-        let cursor = Cursor {
-            modified_ms: 2,
-            id: "b".into(),
-        };
+        let cursor = Cursor::at(2, "b");
         let n = store
             .stage_changes(
                 vec![change("a", 1), change("b", 2)],

@@ -648,6 +648,15 @@ pub(super) fn next_outbox_due(conn: &Connection) -> Result<Option<i64>, StoreErr
         .query_row([], |r| r.get(0))?)
 }
 
+pub(super) fn next_outbox_due_for(
+    conn: &Connection,
+    system: SystemKind,
+) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT MIN(next_attempt_ms) FROM outbox WHERE system = ?1")?
+        .query_row(params![system.as_str()], |r| r.get(0))?)
+}
+
 pub(super) fn set_size_limit(conn: &Connection, max_bytes: Option<u64>) -> Result<(), StoreError> {
     /// SQLite's own ceiling on the page count.
     const NO_LIMIT: i64 = 4_294_967_294;

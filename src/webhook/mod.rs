@@ -40,7 +40,8 @@ pub struct WebhookState {
     pub store: Store,
     /// Set once config, migrations and listeners are up; cleared while the store refuses writes.
     pub ready: Arc<AtomicBool>,
-    /// Woken after each stored event so the engine picks it up at once.
+    /// The planner's signal: woken after each stored event so it is planned at once (a webhook
+    /// never makes a poller read).
     pub wake: Arc<Notify>,
     pub hubspot_secret: Option<SecretString>,
     pub partnerstack_secret: Option<SecretString>,

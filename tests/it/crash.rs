@@ -20,13 +20,24 @@ const SIGABRT: i32 = 6;
 
 /// Writes a config for the child: the simulators' URLs, secrets from the environment.
 fn write_config(w: &World, listen_port: u16) -> PathBuf {
+    write_config_polling(w, listen_port, 1, "")
+}
+
+/// [`write_config`] with another poll interval and more `[daemon]` lines.
+fn write_config_polling(
+    w: &World,
+    listen_port: u16,
+    poll_interval_secs: u64,
+    daemon_lines: &str,
+) -> PathBuf {
     let path = w.dir.path().join("prmsync.toml");
     let toml = format!(
         r#"[daemon]
 state_path = "{state}"
-poll_interval_secs = 1
+poll_interval_secs = {poll_interval_secs}
 batch_size = 50
 max_attempts = 20
+{daemon_lines}
 
 [log]
 level = "warn"
@@ -328,4 +339,80 @@ async fn abort_at_every_fail_point_then_restart_converges() {
             .map(Value::Object)
             .collect();
     assert_eq!(deals.len(), DEALS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_backfill_then_restart_rereads_at_most_one_page() {
+    const BACKFILL: usize = 1000;
+    let pages = BACKFILL.div_ceil(prmsync::connector::partnerstack::api::PAGE_LIMIT) as u64;
+    let w = World::seeded(BACKFILL).await;
+    // Slow list answers, so the kill lands inside the read; no poll but the backfill's own for an
+    // hour, so every list request is counted against the backfill.
+    w.ps.turbulence().set_latency(Duration::from_millis(100));
+    // The deal flow only: the rules' write-backs are not what this test counts.
+    let mappings = w.dir.path().join("mappings");
+    std::fs::create_dir_all(&mappings).expect("mappings folder");
+    for (name, text) in prmsync::mapping::BUILTIN {
+        let file = Path::new(name).file_name().expect("a file name");
+        std::fs::write(mappings.join(file), text).expect("write a mapping");
+    }
+    let line = format!("mappings_dir = \"{}\"", mappings.display());
+    let config = write_config_polling(&w, 0, 3600, &line);
+    let mut child = spawn(&config, 0, None);
+    wait_until(Duration::from_secs(60), "three pages read", || {
+        let exited = matches!(child.try_wait(), Ok(Some(_)));
+        let read = w.ps.stats().list_requests >= 3;
+        async move { exited || read }
+    })
+    .await;
+    child.kill().expect("SIGKILL");
+    assert_eq!(
+        child.wait().expect("reap").signal(),
+        Some(9),
+        "{}",
+        log_of(&config, 0)
+    );
+    let killed_after = w.ps.stats().list_requests;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let status = prmsync::store::status_read_only(&w.state_path(), now).expect("state file");
+    let cursor = status
+        .cursors
+        .iter()
+        .find(|c| c.system == "partnerstack" && c.object == "deals")
+        .and_then(|c| prmsync::model::Cursor::decode(&c.position))
+        .expect("a cursor after the first pages");
+    assert!(
+        cursor.resume.is_some(),
+        "killed after {killed_after} of {pages} pages, in the middle of the read"
+    );
+    w.ps.turbulence().set_latency(Duration::ZERO);
+
+    let mut child = spawn(&config, 1, None);
+    wait_until(
+        Duration::from_secs(90),
+        "the backfill after restart",
+        || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("prmsync exited with {status}:\n{}", log_of(&config, 1));
+            }
+            let done = w.hs.objects("deals").len() == BACKFILL;
+            async move { done }
+        },
+    )
+    .await;
+    child.kill().expect("stop the second run");
+    child.wait().expect("reap");
+    let read = w.ps.stats().list_requests;
+    let writes = w.hs.writes("deals");
+    assert!(
+        w.ps.deals().iter().all(|d| {
+            let key = d["key"].as_str().unwrap_or_default();
+            writes.get(key).is_some_and(|(creates, _)| *creates == 1)
+        }),
+        "every PartnerStack deal created once in HubSpot"
+    );
+    assert!(
+        read <= pages + 1,
+        "{read} list requests for {pages} pages ({killed_after} before the kill): more than one page read twice"
+    );
 }

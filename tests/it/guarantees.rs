@@ -680,6 +680,7 @@ async fn a_credential_budget_paces_requests_under_its_burst_limit() {
             batch_size: 100,
             retry: RetryPolicy::default(),
             overlap: Duration::from_secs(2),
+            ..EngineSettings::default()
         },
         prmsync::engine::system_clock(),
     )

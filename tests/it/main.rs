@@ -15,6 +15,7 @@ mod harness;
 mod mapping;
 mod matching;
 mod ops;
+mod pipeline;
 mod retention;
 mod rules;
 mod sync;

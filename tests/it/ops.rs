@@ -216,7 +216,7 @@ async fn sim_then_run(redact: &str) -> String {
 #[tokio::test]
 async fn sim_then_run_syncs_and_logs_no_secret_or_email() {
     let logs = sim_then_run("true").await;
-    assert!(logs.contains("sync pass"), "{logs}");
+    assert!(logs.contains("staged changes"), "{logs}");
     for line in logs.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
         for key in ["timestamp", "level", "message"] {

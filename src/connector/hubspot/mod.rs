@@ -256,9 +256,9 @@ impl HubSpot {
 
     /// One page of objects modified at or after `since_ms`, oldest first. The page token is
     /// `{window_start_ms}:{read}:{after}`, where `after` is HubSpot's opaque cursor (never parsed)
-    /// and `read` counts the results this window has returned: when the next page would pass the
-    /// search cap, it starts a new window at the last modification time seen (ties are read
-    /// again; staging dedupes them).
+    /// and `read` counts the results this window has returned. Each page moves the window to the
+    /// last modification time seen (ties are read again; staging dedupes them); `after` is used
+    /// only within one modification time, up to the search cap.
     pub async fn read_changes(
         &self,
         object: &str,
@@ -275,25 +275,16 @@ impl HubSpot {
             .await?;
         let read = read.saturating_add(page.records.len());
         let last_ms = page.records.last().map(|r| r.modified_ms);
-        page.next_page = next_page(
-            window,
-            read,
-            page.next_page.take(),
-            last_ms,
-            self.search_cap,
-        );
-        if page
-            .next_page
-            .as_deref()
-            .is_some_and(|p| p.ends_with(":0:"))
-        {
-            tracing::debug!(
-                object,
-                window,
-                ?last_ms,
-                "search window near the cap; moving it"
-            );
-        }
+        page.next_page = match (page.next_page.take(), last_ms) {
+            // Keyset paging: the next page starts a window at the last modification time read
+            // (ties are read again; staging dedupes them). HubSpot's `after` is a position in the
+            // results, and a record modified while the read is under way (by sales, or by
+            // prmsync's own writers running alongside) moves to the end and shifts every later
+            // result back by one: continuing at `after` would skip one. `after` is kept only
+            // inside a run of one modification time.
+            (Some(_), Some(last)) if last > window => Some(format!("{last}:0:")),
+            (after, _) => next_page(window, read, after, last_ms, self.search_cap),
+        };
         Ok(page)
     }
 

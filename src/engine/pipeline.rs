@@ -1,0 +1,293 @@
+//! The pipeline: each stage runs as its own tracked task — one poller per polled object, the
+//! planner, the rules decider, one writer per system — connected through the store (inbox,
+//! registrations, outbox) and the engine's signals, until cancelled. A stage that commits work
+//! signals the next one; every task also wakes once per poll interval as a safety net.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::writer::max_in_flight;
+use super::{Engine, EngineError, Hold, poll_targets};
+use crate::model::{ObjectRef, SystemKind};
+
+/// The running stage tasks.
+#[derive(Debug)]
+pub struct Pipeline {
+    engine: Arc<Engine>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    /// Whether the store accepts writes (the daemon's readiness): a stage's store error clears
+    /// it; the next commit with work sets it again.
+    healthy: Arc<AtomicBool>,
+    /// Objects with a running poller.
+    pollers: Arc<Mutex<BTreeSet<ObjectRef>>>,
+}
+
+impl Pipeline {
+    /// Starts every stage task. `healthy` is the daemon's readiness flag.
+    pub fn start(engine: Arc<Engine>, healthy: Arc<AtomicBool>) -> Pipeline {
+        let p = Pipeline {
+            engine,
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            healthy,
+            pollers: Arc::default(),
+        };
+        let ctx = p.context();
+        p.tasks.spawn(ctx.clone().planner());
+        p.tasks.spawn(ctx.clone().decider());
+        for system in p.engine.systems() {
+            p.tasks.spawn(ctx.clone().writer(system));
+        }
+        p.sync_pollers();
+        p
+    }
+
+    fn context(&self) -> Stage {
+        Stage {
+            engine: self.engine.clone(),
+            stop: self.stop.clone(),
+            healthy: self.healthy.clone(),
+            tasks: self.tasks.clone(),
+            pollers: self.pollers.clone(),
+        }
+    }
+
+    /// Starts a poller for each polled object that has none (after a mapping reload added one;
+    /// a poller whose object is no longer polled ends by itself).
+    pub fn sync_pollers(&self) {
+        let mut running = self.pollers.lock().unwrap_or_else(|p| p.into_inner());
+        for (object, _) in poll_targets(&self.engine.mappings()) {
+            if running.insert(object.clone()) {
+                self.tasks.spawn(self.context().poller(object));
+            }
+        }
+    }
+
+    /// Asks every task to stop after its current step (each step commits atomically) and waits
+    /// for them, batches on their way included.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// What every stage task holds.
+#[derive(Debug, Clone)]
+struct Stage {
+    engine: Arc<Engine>,
+    stop: CancellationToken,
+    healthy: Arc<AtomicBool>,
+    tasks: TaskTracker,
+    pollers: Arc<Mutex<BTreeSet<ObjectRef>>>,
+}
+
+impl Stage {
+    fn interval(&self) -> Duration {
+        self.engine.settings.poll_interval
+    }
+
+    /// Notes a stage's result for readiness and logs a failure once, here.
+    fn outcome<T>(
+        &self,
+        stage: &str,
+        result: Result<T, EngineError>,
+        did_work: impl Fn(&T) -> bool,
+    ) -> Option<T> {
+        match result {
+            Ok(r) => {
+                if did_work(&r) {
+                    self.healthy.store(true, Ordering::Relaxed);
+                }
+                Some(r)
+            }
+            Err(e) => {
+                if matches!(e, EngineError::Store(_)) {
+                    self.healthy.store(false, Ordering::Relaxed);
+                }
+                tracing::error!(stage, error = %e, retryable = e.is_retryable(), "stage failed; it runs again after a pause");
+                None
+            }
+        }
+    }
+
+    /// Sleeps `wait`, or until `wake` fires; `false` when the pipeline is stopping.
+    async fn idle(&self, wake: &tokio::sync::Notify, wait: Duration) -> bool {
+        tokio::select! {
+            () = self.stop.cancelled() => false,
+            () = wake.notified() => true,
+            () = tokio::time::sleep(wait) => true,
+        }
+    }
+
+    /// How long until a rate-limit hold on `system` ends (a re-auth hold: one interval).
+    fn hold_wait(&self, system: SystemKind) -> Option<Duration> {
+        match self.engine.hold(system)? {
+            Hold::RateLimited { until_ms } => {
+                let ms = until_ms - (self.engine.clock)();
+                Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+            }
+            Hold::NeedsReauth { .. } => Some(self.interval()),
+        }
+    }
+
+    /// Whether `object` is still polled; if not, its poller is deregistered (under the same lock
+    /// a reload takes to start pollers, so a poller is never lost between the two).
+    fn still_polled(&self, object: &ObjectRef) -> bool {
+        let mut running = self.pollers.lock().unwrap_or_else(|p| p.into_inner());
+        let polled = poll_targets(&self.engine.mappings())
+            .iter()
+            .any(|(o, _)| o == object);
+        if !polled {
+            running.remove(object);
+        }
+        polled
+    }
+
+    /// One object's poller: reads it every poll interval (sooner when a thin webhook names it),
+    /// straight on while a backfill has pages left, never while its system is on hold.
+    async fn poller(self, object: ObjectRef) {
+        let stage = self.engine.progress.start(format!("poller {object}"));
+        let wake = self.engine.signals.poller(&object);
+        while self.still_polled(&object) {
+            let wait = match self.hold_wait(object.system) {
+                Some(wait) => wait,
+                None => {
+                    let result = tokio::select! {
+                        biased;
+                        () = self.stop.cancelled() => break,
+                        r = self.engine.poll(&object) => r,
+                    };
+                    stage.cycle();
+                    match result {
+                        Ok(r) if !r.finished => {
+                            self.healthy.store(true, Ordering::Relaxed);
+                            continue;
+                        }
+                        Err(EngineError::Connector { system, error }) => {
+                            tracing::warn!(%system, object = %object, error = %error, "poll failed; will retry next interval");
+                            let noted = self.engine.note_error(system, &error).await;
+                            self.outcome("poller", noted, |_| false);
+                        }
+                        r => {
+                            self.outcome("poller", r, |r| r.staged > 0);
+                        }
+                    }
+                    self.interval()
+                }
+            };
+            if !self.idle(&wake, wait).await {
+                break;
+            }
+        }
+    }
+
+    /// The planner: plans the inbox whenever it gains rows.
+    async fn planner(self) {
+        let stage = self.engine.progress.start("planner");
+        let wake = self.engine.signals.planner.clone();
+        loop {
+            let result = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => break,
+                r = self.engine.plan_inbox() => r,
+            };
+            stage.cycle();
+            self.outcome("planner", result, |r| r.processed > 0);
+            if !self.idle(&wake, self.interval()).await {
+                break;
+            }
+        }
+    }
+
+    /// The rules decider: decides registration groups whenever registrations change.
+    async fn decider(self) {
+        let stage = self.engine.progress.start("decider");
+        let wake = self.engine.signals.decider.clone();
+        loop {
+            let result = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => break,
+                r = self.engine.decide() => r,
+            };
+            stage.cycle();
+            self.outcome("decider", result, |_| false);
+            if !self.idle(&wake, self.interval()).await {
+                break;
+            }
+        }
+    }
+
+    /// One system's writer: keeps up to [`max_in_flight`] batches on their way while rows are
+    /// due; a first row after a quiet spell waits a short batching window for companions.
+    async fn writer(self, system: SystemKind) {
+        let stage = self.engine.progress.start(format!("writer {system}"));
+        let wake = self.engine.signals.writer(system);
+        let slots = Arc::new(Semaphore::new(max_in_flight(system)));
+        let mut woken = true;
+        loop {
+            if self.stop.is_cancelled() {
+                break;
+            }
+            let probed = self.engine.probe_hold(system).await;
+            self.outcome("writer", probed, |_| false);
+            if let Some(wait) = self.hold_wait(system) {
+                stage.cycle();
+                if !self.idle(&wake, wait).await {
+                    break;
+                }
+                continue;
+            }
+            let quiet = slots.available_permits() == max_in_flight(system);
+            if woken && quiet && !self.engine.settings.batch_window.is_zero() {
+                tokio::select! {
+                    () = self.stop.cancelled() => break,
+                    () = tokio::time::sleep(self.engine.settings.batch_window) => {}
+                }
+            }
+            while let Ok(slot) = slots.clone().try_acquire_owned() {
+                let claimed = self.engine.claim_batch(system).await;
+                let Some(batch) = self.outcome("writer", claimed, |_| false).flatten() else {
+                    break;
+                };
+                let ctx = self.clone();
+                let done = wake.clone();
+                self.tasks.spawn(async move {
+                    let sent = ctx.engine.send_batch(batch).await;
+                    ctx.outcome("writer", sent, |s| s.report.written > 0);
+                    drop(slot);
+                    done.notify_one();
+                });
+            }
+            stage.cycle();
+            let wait = match self.engine.store.next_outbox_due_for(system).await {
+                Ok(Some(due)) => {
+                    let ms = due - (self.engine.clock)();
+                    // Rows already due are in a batch on its way (its end wakes this writer) or
+                    // wait for their record's batch: sleep until woken.
+                    if ms <= 0 {
+                        self.interval()
+                    } else {
+                        Duration::from_millis(u64::try_from(ms).unwrap_or(0)).min(self.interval())
+                    }
+                }
+                other => {
+                    self.outcome("writer", other.map_err(EngineError::from), |_| false);
+                    self.interval()
+                }
+            };
+            woken = tokio::select! {
+                () = self.stop.cancelled() => break,
+                () = wake.notified() => true,
+                () = tokio::time::sleep(wait) => false,
+            };
+        }
+    }
+}

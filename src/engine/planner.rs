@@ -1,0 +1,292 @@
+//! The planner stage: takes staged changes from the inbox in batches, plans each with the pure
+//! planner (`plan.rs`) against the stored links, and commits the decisions, ledger lines and
+//! outbox writes in one transaction with the inbox rows they consumed. Then it wakes the writers
+//! of the systems it queued writes for, and the decider.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::{
+    Engine, EngineError, FLIP_LIMIT, FLIP_WINDOW_MS, LIVE_WINDOW_MS, TickReport, matching, plan,
+    registrations,
+};
+use crate::mapping::{Lookups, Mapping};
+use crate::model::{ChangeKind, Direction, ObjectRef, SystemKind};
+use crate::store::{InboxItem, PlanCommit};
+
+/// What one planned batch did.
+#[derive(Debug, Default)]
+struct Batch {
+    processed: usize,
+    queued: usize,
+    /// Systems that got new outbox writes.
+    systems: BTreeSet<SystemKind>,
+    /// Objects a thin webhook asked to read.
+    hinted: BTreeSet<ObjectRef>,
+}
+
+impl Engine {
+    /// Plans the inbox batch by batch until it is empty (or a match search fails, which leaves
+    /// that batch in the inbox for the next cycle), waking the stages that have new work.
+    pub(super) async fn plan_inbox(&self) -> Result<TickReport, EngineError> {
+        let mappings = self.mappings();
+        let mut report = TickReport::default();
+        loop {
+            let batch = match self.process_inbox(&mappings).await {
+                Ok(b) => b,
+                // Match rules: a failed search leaves the batch in the inbox for the next cycle.
+                Err(EngineError::Connector { system, error }) => {
+                    tracing::warn!(%system, error = %error, "match search failed; batch stays in the inbox");
+                    self.note_error(system, &error).await?;
+                    report.poll_errors += 1;
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            report.processed += batch.processed;
+            report.queued += batch.queued;
+            for system in &batch.systems {
+                self.signals.writer(*system).notify_one();
+            }
+            for object in &batch.hinted {
+                self.signals.poller(object).notify_one();
+            }
+            if batch.processed > 0 && self.rules().is_some() {
+                self.signals.decider.notify_one();
+            }
+            if batch.processed < self.settings.batch_size {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Plans one batch of inbox items and commits the decisions with the items' processing.
+    async fn process_inbox(&self, mappings: &[Arc<Mapping>]) -> Result<Batch, EngineError> {
+        let _planning = self.planning.lock().await;
+        let items = self.store.pending_inbox(self.settings.batch_size).await?;
+        if items.is_empty() {
+            return Ok(Batch::default());
+        }
+        // Thin webhooks name a record without its content: its object's poller reads it.
+        let hinted: BTreeSet<ObjectRef> = items
+            .iter()
+            .filter(|i| i.change.kind == ChangeKind::Hint)
+            .map(|i| i.change.object.clone())
+            .collect();
+        let mut commit = PlanCommit {
+            inbox_ids: items.iter().map(|i| i.id).collect(),
+            ..PlanCommit::default()
+        };
+        // Within a batch only the newest version of each record is planned; older ones are
+        // superseded (and the planner skips versions older than one already processed).
+        // Hints (thin webhooks) carry the event time, not a record version: they never count.
+        let mut newest: BTreeMap<(&ObjectRef, &str), i64> = BTreeMap::new();
+        for i in items.iter().filter(|i| i.change.kind != ChangeKind::Hint) {
+            let e = newest
+                .entry((&i.change.object, i.change.record.id.as_str()))
+                .or_insert(i64::MIN);
+            *e = (*e).max(i.change.record.modified_ms);
+        }
+        let current = |i: &&InboxItem| {
+            newest.get(&(&i.change.object, i.change.record.id.as_str()))
+                == Some(&i.change.record.modified_ms)
+        };
+        for m in mappings {
+            let forward: Vec<_> = items
+                .iter()
+                .filter(|i| i.change.object == m.source && i.change.kind == ChangeKind::Upsert)
+                .filter(current)
+                .collect();
+            let deleted: Vec<_> = items
+                .iter()
+                .filter(|i| i.change.object == m.source && i.change.kind == ChangeKind::Delete)
+                .collect();
+            let reverse: Vec<_> = items
+                .iter()
+                .filter(|i| i.change.object == m.target && i.change.kind == ChangeKind::Upsert)
+                .filter(current)
+                .filter_map(|i| plan::source_id_of(m, &i.change.record).map(|sid| (sid, i)))
+                .collect();
+            let mut ids: Vec<String> = forward.iter().map(|i| i.change.record.id.clone()).collect();
+            ids.extend(reverse.iter().map(|(sid, _)| sid.clone()));
+            ids.extend(deleted.iter().map(|i| i.change.record.id.clone()));
+            ids.sort();
+            ids.dedup();
+            if ids.is_empty() {
+                continue;
+            }
+            let links: BTreeMap<String, _> = self
+                .store
+                .links_by_source(m.name.clone(), ids)
+                .await?
+                .into_iter()
+                .collect();
+            let mut lookups = Lookups::default();
+            for (flow, keys) in m.lookup_keys(forward.iter().map(|i| &i.change.record.fields)) {
+                for (sid, link) in self.store.links_by_source(flow.clone(), keys).await? {
+                    if let Some(tid) = link.target_id {
+                        lookups.insert(&flow, sid, tid);
+                    }
+                }
+            }
+            // Match rules: search the target for records the would-be creates already have.
+            let unlinked = forward
+                .iter()
+                .map(|i| &i.change.record)
+                .filter(|r| m.accepts(&r.fields) && plan::would_create(links.get(&r.id)));
+            let mut prefetched = matching::prefetch(
+                self.connector(m.target.system),
+                &self.settings.retry,
+                m,
+                unlinked,
+            )
+            .await
+            .map_err(|error| EngineError::Connector {
+                system: m.target.system,
+                error,
+            })?;
+            // Within a batch, later decisions see earlier ones' link observations.
+            let mut links = links;
+            for item in forward {
+                let rec = &item.change.record;
+                let found = prefetched.found(m, rec);
+                let d = plan::forward_matched(m, rec, links.get(&rec.id), &lookups, found);
+                let d = self.guard_flips(m, d, links.get_mut(&rec.id), &mut commit);
+                prefetched.note(&d);
+                mark_backfill(&mut commit, &d, rec, (self.clock)());
+                let link = links.entry(rec.id.clone()).or_default();
+                if let Some(o) = &d.observation {
+                    link.source_state = o.state.clone();
+                }
+                if link.source_modified_ms.is_none_or(|s| s < rec.modified_ms) {
+                    link.source_modified_ms = Some(rec.modified_ms);
+                    commit.versions.push((
+                        m.name.clone(),
+                        rec.id.clone(),
+                        Direction::ToSource,
+                        rec.modified_ms,
+                    ));
+                }
+                push(&mut commit, d);
+            }
+            for item in deleted {
+                let id = &item.change.record.id;
+                push(&mut commit, plan::delete(m, id, links.get(id)));
+            }
+            for (sid, item) in reverse {
+                let rec = &item.change.record;
+                let d = plan::reverse(m, rec, &sid, links.get(&sid));
+                let d = self.guard_flips(m, d, links.get_mut(&sid), &mut commit);
+                mark_backfill(&mut commit, &d, rec, (self.clock)());
+                if let Some(link) = links.get_mut(&sid)
+                    && link.target_modified_ms.is_none_or(|t| t < rec.modified_ms)
+                {
+                    link.target_modified_ms = Some(rec.modified_ms);
+                    commit.versions.push((
+                        m.name.clone(),
+                        sid.clone(),
+                        Direction::ToTarget,
+                        rec.modified_ms,
+                    ));
+                }
+                push(&mut commit, d);
+            }
+        }
+        // Rules of engagement: record registration versions before the batch is marked done.
+        if let Some(rules) = self.rules() {
+            let (prm, now) = (self.prm.kind(), (self.clock)());
+            registrations::observe(&self.store, &rules, mappings, prm, &items, now).await?;
+        }
+        let queued: BTreeSet<SystemKind> = commit.writes.iter().map(|w| w.system).collect();
+        let batch = Batch {
+            processed: commit.inbox_ids.len(),
+            queued: commit.writes.len(),
+            systems: queued,
+            hinted,
+        };
+        self.store.commit_plan(commit, (self.clock)()).await?;
+        self.failpoints.hit("plan.after_commit");
+        Ok(batch)
+    }
+
+    /// Holds back a write for a quarantined record, or quarantines one whose values keep
+    /// flipping back and forth (an echo loop the hashes cannot see), with an alert.
+    fn guard_flips(
+        &self,
+        m: &Mapping,
+        mut d: plan::Decision,
+        link: Option<&mut crate::store::Link>,
+        commit: &mut PlanCommit,
+    ) -> plan::Decision {
+        let Some(link) = link else {
+            return d;
+        };
+        let Some(w) = d.write.take() else {
+            return d;
+        };
+        let now = (self.clock)();
+        let flips = plan::flip_flops(link, &w, now, FLIP_WINDOW_MS);
+        if !link.quarantined && flips < FLIP_LIMIT {
+            link.write_history.push((now, w.state_key()));
+            d.write = Some(w);
+            return d;
+        }
+        if !link.quarantined {
+            tracing::error!(alert = "echo_quarantine", flow = %m.name, record = %w.source_id, flips, "record quarantined: its values keep flipping back and forth; see `prmsync dlq list`");
+        }
+        let key = (w.flow.clone(), w.direction, w.source_id.clone());
+        let (held, letter) = plan::quarantine(m, w, flips, link.quarantined);
+        link.quarantined = true;
+        commit.cancelled.push(key);
+        commit.quarantined.extend(letter);
+        plan::Decision {
+            observation: d.observation,
+            ..held
+        }
+    }
+}
+
+/// An update planned from a version older than [`LIVE_WINDOW_MS`] is backfill; creates (new
+/// registrations) and recent changes go first.
+fn mark_backfill(
+    commit: &mut PlanCommit,
+    d: &plan::Decision,
+    rec: &crate::model::Record,
+    now: i64,
+) {
+    if let Some(w) = &d.write
+        && w.target_id.is_some()
+        && rec.modified_ms < now - LIVE_WINDOW_MS
+    {
+        commit
+            .backfill
+            .push((w.flow.clone(), w.direction, w.source_id.clone()));
+    }
+}
+
+fn push(commit: &mut PlanCommit, d: plan::Decision) {
+    // Nothing to write means the other side already shows the latest version: a write still
+    // queued from an older version would overwrite it, so it goes. A later version's decision
+    // replaces an earlier one's for the same record within the batch.
+    if let Some(l) = d
+        .ledger
+        .as_ref()
+        .filter(|l| l.action == plan::action::UNCHANGED)
+    {
+        let key = (l.flow.clone(), l.direction, l.source_id.clone());
+        commit
+            .writes
+            .retain(|w| (&w.flow, w.direction, &w.source_id) != (&key.0, key.1, &key.2));
+        commit.cancelled.push(key);
+    }
+    if let Some(w) = &d.write {
+        commit
+            .cancelled
+            .retain(|(f, dir, s)| (f, *dir, s) != (&w.flow, w.direction, &w.source_id));
+    }
+    commit.writes.extend(d.write);
+    commit.dead_letters.extend(d.dead_letter);
+    commit.ledger.extend(d.ledger);
+    commit.observations.extend(d.observation);
+}

@@ -1,0 +1,159 @@
+//! The poller stage: reads one object's changes since its cursor, page by page, and commits each
+//! page's changes with the cursor's new position (keyset and the vendor's next-page token) in one
+//! transaction, so a restart re-reads at most the page that was in flight and no page cap can
+//! stall an object. Each committed page wakes the planner, so a backfill streams.
+
+use super::{Engine, EngineError, poll_targets};
+use crate::connector::{Connector, ConnectorError};
+use crate::model::{Change, Cursor, ObjectRef, Resume};
+
+/// What one poll cycle of an object did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollReport {
+    /// New changes staged in the inbox.
+    pub staged: usize,
+    /// Pages read.
+    pub pages: usize,
+    /// Whether the read reached its last page (`false`: the page cap ended the cycle first; the
+    /// cursor holds the next page).
+    pub finished: bool,
+}
+
+impl Engine {
+    /// One poll cycle: reads `object` from its cursor, continuing an unfinished read at its stored
+    /// page or starting one at the keyset position minus the overlap, and stops at the last page
+    /// or after `max_pages_per_cycle` pages.
+    pub async fn poll(&self, object: &ObjectRef) -> Result<PollReport, EngineError> {
+        let mut report = PollReport::default();
+        let mappings = self.mappings();
+        let (Some(conn), Some((_, fields))) = (
+            self.connector(object.system),
+            poll_targets(&mappings)
+                .into_iter()
+                .find(|(o, _)| o == object),
+        ) else {
+            report.finished = true;
+            return Ok(report);
+        };
+        let stored = self.store.cursor(object.clone()).await?;
+        let mut cursor = stored.clone().unwrap_or_default();
+        let (mut since, mut page) = match cursor.resume.take() {
+            Some(r) => (r.since_ms, Some(r.page)),
+            None => (self.keyset_since(stored.as_ref()), None),
+        };
+        let mut committed = stored;
+        let mut resumed = page.is_some();
+        while report.pages < self.settings.max_pages_per_cycle.max(1) {
+            let read = self
+                .settings
+                .retry
+                .run(|| async {
+                    self.spend(object.system).await;
+                    conn.read_changes(&object.object, since, &fields, page.as_deref())
+                        .await
+                })
+                .await;
+            let read = match read {
+                Ok(read) => read,
+                // A stored page token the system no longer honours (a Salesforce query locator
+                // expires; a PartnerStack key can be deleted): read again from a safe position.
+                Err(error) if resumed && refused_token(&error) => {
+                    since = restart_since(conn, &cursor, since, self.overlap_ms());
+                    tracing::warn!(object = %object, error = %error, since, "the stored page token was refused; reading again from the cursor");
+                    page = None;
+                    resumed = false;
+                    continue;
+                }
+                Err(error) => {
+                    return Err(EngineError::Connector {
+                        system: object.system,
+                        error,
+                    });
+                }
+            };
+            resumed = false;
+            report.pages += 1;
+            let mut changes = Vec::with_capacity(read.records.len());
+            for r in read.records {
+                // No filtering on the cursor: systems with whole-second stamps (Salesforce) can
+                // show a record at the cursor's own second after the cursor was set. Everything in
+                // the overlap window is offered again; staging dedupes on the content-addressed
+                // event id, so a version already staged is not staged twice.
+                if (r.modified_ms, r.id.as_str()) > cursor.key() {
+                    cursor.modified_ms = r.modified_ms;
+                    cursor.id.clone_from(&r.id);
+                }
+                changes.push(Change::versioned(object.clone(), r));
+            }
+            page = read.next_page;
+            cursor.resume = page.clone().map(|page| Resume {
+                since_ms: since,
+                page,
+            });
+            // Every page commits its changes with the position after it: a restart continues at
+            // the next page instead of reading the object again from the start.
+            if !changes.is_empty() || committed.as_ref() != Some(&cursor) {
+                let n = self
+                    .store
+                    .stage_changes(
+                        changes,
+                        Some((object.clone(), cursor.clone())),
+                        (self.clock)(),
+                    )
+                    .await?;
+                committed = Some(cursor.clone());
+                self.failpoints.hit("poll.after_page_commit");
+                if n > 0 {
+                    report.staged += n;
+                    self.signals.planner.notify_one();
+                }
+            }
+            if page.is_none() {
+                report.finished = true;
+                break;
+            }
+        }
+        if report.staged > 0 {
+            tracing::info!(object = %object, staged = report.staged, pages = report.pages, finished = report.finished, "staged changes");
+        }
+        Ok(report)
+    }
+
+    /// Poll cycles of `object` until its read finishes; returns the changes staged.
+    pub(super) async fn poll_to_end(&self, object: &ObjectRef) -> Result<usize, EngineError> {
+        let mut staged = 0;
+        loop {
+            let r = self.poll(object).await?;
+            staged += r.staged;
+            if r.finished {
+                return Ok(staged);
+            }
+        }
+    }
+
+    fn overlap_ms(&self) -> i64 {
+        i64::try_from(self.settings.overlap.as_millis()).unwrap_or(0)
+    }
+
+    /// Where a new read starts: the keyset position minus the overlap window.
+    fn keyset_since(&self, cursor: Option<&Cursor>) -> i64 {
+        cursor.map_or(0, |c| (c.modified_ms - self.overlap_ms()).max(0))
+    }
+}
+
+/// Whether a failed read of a stored page token means the token itself is no good (as opposed
+/// to the system being down, busy, or refusing the credential).
+fn refused_token(error: &ConnectorError) -> bool {
+    matches!(error, ConnectorError::Permanent(_))
+}
+
+/// Where to read again when an unfinished read's page token is refused: systems that list
+/// oldest first continue from the keyset position (everything before it is staged); the others
+/// start that read over.
+fn restart_since(conn: &Connector, cursor: &Cursor, read_since: i64, overlap_ms: i64) -> i64 {
+    if conn.lists_oldest_first() {
+        read_since.max(cursor.modified_ms - overlap_ms).max(0)
+    } else {
+        read_since
+    }
+}
