@@ -16,8 +16,9 @@ use crate::config::{Config, CrmConfig, PrmConfig, SalesforceAuthConfig, Salesfor
 use crate::connector::hubspot::{HubSpot, OAuthClient};
 use crate::connector::rest::Rest;
 use crate::connector::salesforce::{self, Salesforce};
-use crate::connector::tokens::{BoxFuture, TokenStore, TokenStoreError};
+use crate::connector::tokens::TokenStore;
 use crate::connector::{Connector, http_client, partnerstack::PartnerStack};
+use crate::credentials::StateTokens;
 use crate::engine::dryrun::{self, FlowPlan};
 use crate::engine::pipeline::Pipeline;
 use crate::engine::{Clock, Engine, EngineSettings, RetryPolicy, TickReport};
@@ -88,10 +89,24 @@ fn versions(mappings: &[Arc<Mapping>]) -> Vec<String> {
 }
 
 /// The configured PRM and CRM connectors (no request is made yet). `tokens` keeps rotated
-/// credentials (Salesforce refresh tokens) durable; without it they live in memory only.
+/// credentials (Salesforce refresh tokens) durable, sealed with `daemon.state_key`, and makes
+/// this process their owner; without it they live in memory only.
 pub fn connectors(
     config: &Config,
     tokens: Option<&Store>,
+) -> anyhow::Result<(Connector, Connector)> {
+    let tokens = tokens.map(|s| {
+        Arc::new(StateTokens::owner(
+            s.clone(),
+            config.daemon.state_key.as_ref(),
+        )) as Arc<dyn TokenStore>
+    });
+    connectors_with(config, tokens)
+}
+
+fn connectors_with(
+    config: &Config,
+    tokens: Option<Arc<dyn TokenStore>>,
 ) -> anyhow::Result<(Connector, Connector)> {
     let http = http_client(config.daemon.request_timeout);
     let prm = match &config.prm {
@@ -108,7 +123,11 @@ pub fn connectors(
         }
         PrmConfig::Rest(r) => {
             require(r.profile.auth_value.expose_secret(), "rest.token")?;
-            Connector::Rest(Rest::new(http.clone(), r.profile.clone()))
+            let rest = Rest::new(http.clone(), r.profile.clone());
+            Connector::Rest(match r.rate_limit_per_second {
+                Some(n) => rest.with_rate_limit(n),
+                None => rest,
+            })
         }
     };
     let crm = match &config.crm {
@@ -127,7 +146,7 @@ pub fn connectors(
                 HubSpot::new(http.clone(), h.base_url.clone(), h.access_token.clone())
             }
         }),
-        CrmConfig::Salesforce(sf) => salesforce_connector(sf, http.clone(), tokens)?,
+        CrmConfig::Salesforce(sf) => salesforce_connector(config, sf, http.clone(), tokens)?,
     };
     Ok((prm, crm))
 }
@@ -157,7 +176,8 @@ fn webhook_secrets(config: &Config) -> (Option<SecretString>, Option<SecretStrin
 }
 
 /// `prmsync plan`: a dry run of the active flows (or one, by name) against the state file and the
-/// live systems. Only reads: the state file is opened read-only and no vendor write is made.
+/// live systems. Only reads: the state file is opened read-only, no vendor write is made, and no
+/// token is refreshed (Salesforce: the session the daemon saved is used).
 pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<FlowPlan>> {
     let set = load_mappings(config)?;
     let mut mappings = active_mappings(config, &set)?;
@@ -171,14 +191,21 @@ pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<Flo
             );
         }
     }
-    // A Salesforce refresh with rotation invalidates the old token, so the new one must be kept
-    // even on a dry run: the state file is opened for credentials only in that case.
+    // The daemon owns the Salesforce refresh token (a refresh rotates it): plan reads the
+    // session the daemon saved, read-only, and never sends the refresh grant.
+    let path = &config.daemon.state_path;
     let tokens = match &config.crm {
-        CrmConfig::Salesforce(_) => Some(Store::open(&config.daemon.state_path)?),
+        CrmConfig::Salesforce(_) if path.exists() => Some(Arc::new(StateTokens::read_only(
+            ReadOnlyStore::open(path)
+                .with_context(|| format!("opening state file {} read-only", path.display()))?,
+            config.daemon.state_key.as_ref(),
+        )) as Arc<dyn TokenStore>),
+        CrmConfig::Salesforce(_) => {
+            Some(Arc::new(crate::connector::tokens::ReadOnlyNothing) as Arc<dyn TokenStore>)
+        }
         _ => None,
     };
-    let (prm, crm) = connectors(config, tokens.as_ref())?;
-    let path = &config.daemon.state_path;
+    let (prm, crm) = connectors_with(config, tokens)?;
     let state = if path.exists() {
         Some(
             ReadOnlyStore::open(path)
@@ -412,11 +439,12 @@ impl Daemon {
     }
 }
 
-/// Builds the Salesforce connector; rotated refresh tokens go to the state file.
+/// Builds the Salesforce connector; rotated refresh tokens go to the state file, sealed.
 fn salesforce_connector(
+    config: &Config,
     sf: &SalesforceConfig,
     http: reqwest::Client,
-    store: Option<&Store>,
+    tokens: Option<Arc<dyn TokenStore>>,
 ) -> anyhow::Result<Connector> {
     let grant = match &sf.auth {
         SalesforceAuthConfig::RefreshToken {
@@ -425,6 +453,12 @@ fn salesforce_connector(
             refresh_token,
         } => {
             require(refresh_token.expose_secret(), "salesforce.refresh_token")?;
+            if tokens.as_ref().is_some_and(|t| t.owns_tokens()) && config.daemon.state_key.is_none()
+            {
+                bail!(
+                    "daemon.state_key is required with salesforce auth = \"refresh_token\": rotated refresh tokens are saved encrypted with it (for example state_key = {{ credential = \"prmsync_state_key\" }})"
+                );
+            }
             salesforce::Grant::RefreshToken {
                 client_id: client_id.clone(),
                 client_secret: client_secret.clone(),
@@ -447,49 +481,12 @@ fn salesforce_connector(
             }
         }
     };
-    let tokens = store.map(|s| Arc::new(StoreTokens(s.clone())) as Arc<dyn TokenStore>);
     Ok(Connector::Salesforce(Salesforce::new(
         http,
         &sf.login_url,
         grant,
         tokens,
     )))
-}
-
-/// Connector credentials kept in the state file (a rotated refresh token is durable before use).
-#[derive(Debug)]
-struct StoreTokens(Store);
-
-impl TokenStore for StoreTokens {
-    fn load<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<secrecy::SecretString>, TokenStoreError>> {
-        Box::pin(async move {
-            self.0
-                .credential(format!("{key}.refresh_token"))
-                .await
-                .map(|v| v.map(secrecy::SecretString::from))
-                .map_err(|e| TokenStoreError(Box::new(e)))
-        })
-    }
-
-    fn save<'a>(
-        &'a self,
-        key: &'a str,
-        token: &'a secrecy::SecretString,
-    ) -> BoxFuture<'a, Result<(), TokenStoreError>> {
-        Box::pin(async move {
-            self.0
-                .save_credential(
-                    format!("{key}.refresh_token"),
-                    token.expose_secret().to_owned(),
-                    jiff::Timestamp::now().as_millisecond(),
-                )
-                .await
-                .map_err(|e| TokenStoreError(Box::new(e)))
-        })
-    }
 }
 
 fn require(secret: &str, key: &str) -> anyhow::Result<()> {

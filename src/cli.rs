@@ -114,6 +114,17 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         partners: usize,
     },
+    /// Credentials prmsync saved in the state file (rotated refresh tokens, the last session):
+    /// `status` shows each one (never its value) and whether it descends from the configured
+    /// token; `reset` deletes them so the configured credential is used again.
+    #[command(after_help = EXIT_CODES)]
+    Auth {
+        /// The config file (its daemon.state_path and daemon.state_key are used).
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: AuthAction,
+    },
     /// Copy the state file to PATH while the daemon runs (one consistent snapshot), and check the
     /// copy with PRAGMA integrity_check before it is put in place. Never overwrites.
     #[command(after_help = EXIT_CODES)]
@@ -178,6 +189,19 @@ pub enum DlqAction {
         /// Every dead letter.
         #[arg(long)]
         all: bool,
+    },
+}
+
+/// `prmsync auth` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AuthAction {
+    /// One line per saved credential: name, when saved, sealed or not, current or outdated.
+    Status,
+    /// Delete what is saved for SYSTEM (default salesforce): the next token request uses the
+    /// configured credential. Safe while the daemon runs (it re-reads before each refresh).
+    Reset {
+        #[arg(default_value = "salesforce")]
+        system: String,
     },
 }
 

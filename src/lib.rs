@@ -9,6 +9,7 @@
 //! - [`registrations_cli`]: operator verbs for registrations and the review queue.
 //! - [`engine`]: plan (pure) and execute: pollers, inbox processing, outbox writers.
 //! - [`connector`]: one folder per vendor system behind one closed enum.
+//! - [`credentials`]: rotated tokens sealed in the state file; `prmsync auth status|reset`.
 //! - [`webhook`]: the internet-facing HTTP listener: webhook intake.
 //! - [`admin`]: the loopback admin listener: `/livez`, `/readyz`, `/metrics`.
 //! - [`store`]: the only module that knows SQL.
@@ -21,6 +22,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod connector;
+pub mod credentials;
 pub mod demo;
 pub mod engine;
 pub mod failpoint;

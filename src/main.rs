@@ -53,6 +53,7 @@ fn main() -> ExitCode {
             Box::pin(registrations_cli::review(store, action, json, now))
         }),
         Command::Backup { state, path } => backup_cmd(&state, &path),
+        Command::Auth { config, action } => auth_cmd(&config, action),
         Command::Sim {
             config,
             deals,
@@ -305,6 +306,24 @@ fn state_path(config: Option<&Path>, state: Option<&Path>) -> Result<PathBuf, Ex
         return Err(ExitCode::from(EXIT_RUNTIME));
     }
     Ok(path)
+}
+
+fn auth_cmd(path: &Path, action: prmsync::cli::AuthAction) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match runtime().and_then(|rt| rt.block_on(prmsync::credentials::auth_command(&config, action)))
+    {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("auth failed: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
 }
 
 fn status_cmd(config: Option<&Path>, state: Option<&Path>, json: bool) -> ExitCode {

@@ -61,6 +61,9 @@ pub struct DaemonConfig {
     pub shutdown_timeout: Duration,
     pub max_attempts: u32,
     pub request_timeout: Duration,
+    /// `daemon.state_key`: seals saved credentials (rotated refresh tokens, the last session);
+    /// required with Salesforce `auth = "refresh_token"`.
+    pub state_key: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,7 +317,14 @@ fn validate(
     let salesforce: Option<RawSalesforce> = section(cfg, &top, "salesforce", &mut errs);
     let rest: Option<RawRest> = section(cfg, &top, "rest", &mut errs);
 
-    let daemon = validate_daemon(daemon, base_dir, &mut errs);
+    let state_key = secret(
+        daemon.state_key.as_ref(),
+        "daemon.state_key",
+        env,
+        &mut errs,
+    );
+    let mut daemon = validate_daemon(daemon, base_dir, &mut errs);
+    daemon.state_key = state_key;
     let log = validate_log(log, &mut errs);
     let http = validate_http(http, &mut errs);
     let admin = validate_admin(admin, &mut errs);
@@ -413,6 +423,13 @@ fn validate_rest(r: RawRest, env: &Environment, errs: &mut Vec<ConfigError>) -> 
             key: "rest.page_size".into(),
             message: format!("{} is out of range", r.page_size),
             hint: Some("use 1 to 1000 (what the PRM allows per page)".into()),
+        });
+    }
+    if r.rate_limit_per_second == Some(0) {
+        errs.push(ConfigError {
+            key: "rest.rate_limit_per_second".into(),
+            message: "must be greater than 0".into(),
+            hint: Some("requests per second the PRM allows; leave it out for no pacing".into()),
         });
     }
     if r.objects.is_empty() {
@@ -736,6 +753,7 @@ fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -
         shutdown_timeout: Duration::from_secs(d.shutdown_timeout_secs),
         max_attempts: d.max_attempts,
         request_timeout: Duration::from_secs(d.request_timeout_secs),
+        state_key: None,
     }
 }
 

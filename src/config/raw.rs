@@ -52,6 +52,8 @@ pub struct RawDaemon {
     pub shutdown_timeout_secs: u64,
     pub max_attempts: u32,
     pub request_timeout_secs: u64,
+    /// The key that seals saved credentials (rotated refresh tokens) in the state file.
+    pub state_key: Option<RawSecret>,
 }
 
 impl Default for RawDaemon {
@@ -64,6 +66,7 @@ impl Default for RawDaemon {
             shutdown_timeout_secs: defaults::SHUTDOWN_TIMEOUT_SECS,
             max_attempts: defaults::MAX_ATTEMPTS,
             request_timeout_secs: defaults::REQUEST_TIMEOUT_SECS,
+            state_key: None,
         }
     }
 }

@@ -59,6 +59,19 @@ pub struct ChangePage {
     pub records: Vec<Record>,
     /// Pass back to read the next page; `None` when this was the last.
     pub next_page: Option<String>,
+    /// Items of this page that cannot become records (no key, no modification time): returned
+    /// raw with the reason, for the dead letters, so one bad item stops only itself.
+    pub rejects: Vec<Reject>,
+}
+
+/// A list item the connector could not read as a record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    /// The item's key, when it has one.
+    pub id: Option<String>,
+    /// The item as the system sent it.
+    pub raw: Value,
+    pub reason: String,
 }
 
 /// A record to create or update in a system.

@@ -13,6 +13,7 @@ mod planner;
 mod poller;
 pub mod progress;
 pub mod registrations;
+pub mod rejects;
 mod retry;
 mod writer;
 

@@ -73,6 +73,8 @@ impl Engine {
             };
             resumed = false;
             report.pages += 1;
+            // Items the connector could not read stop only themselves.
+            super::rejects::dead_letter(&self.store, object, read.rejects, (self.clock)()).await?;
             let mut changes = Vec::with_capacity(read.records.len());
             for r in read.records {
                 // No filtering on the cursor: systems with whole-second stamps (Salesforce) can

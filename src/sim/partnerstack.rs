@@ -183,6 +183,22 @@ impl PartnerStackSim {
         key
     }
 
+    /// Stores `item` exactly as given (no key or times stamped), as a broken vendor record
+    /// would look; it is listed under an internal slot name.
+    pub fn insert_raw(&self, collection: &str, item: Map<String, Value>) {
+        let mut inner = self.lock();
+        let slot = format!("~raw{}", inner.deals.len() + inner.others.len());
+        if collection == "deals" {
+            inner.deals.insert(slot, item);
+        } else {
+            inner
+                .others
+                .entry(collection.into())
+                .or_default()
+                .insert(slot, item);
+        }
+    }
+
     /// Every item of `collection`, by key.
     pub fn items(&self, collection: &str) -> Vec<Map<String, Value>> {
         self.lock()

@@ -12,7 +12,8 @@ use crate::model::{Direction, SystemKind};
 pub struct DeadLetterRow {
     pub id: i64,
     /// `inbox`: the change could not be planned (mapping, rules); `outbox`: the write failed;
-    /// `quarantine`: the record's values kept flipping back and forth (replay releases it).
+    /// `quarantine`: the record's values kept flipping back and forth (replay releases it);
+    /// `poll`: a list item the connector could not read (no key or time; not replayable).
     pub origin: String,
     pub flow: Option<String>,
     pub system: String,
@@ -276,6 +277,37 @@ impl Store {
         now_ms: i64,
     ) -> Result<ReplayReport, StoreError> {
         self.write(move |tx| replay(tx, &selection, now_ms)).await
+    }
+
+    /// Dead-letters list items a poll could not read (origin `poll`), each once: an item equal
+    /// to one already dead-lettered (same system, object, record id and payload) is skipped, as
+    /// the poller meets it again on every pass. Returns how many were new.
+    pub async fn dead_letter_poll_rejects(
+        &self,
+        rejects: Vec<super::DeadLetter>,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        self.write(move |tx| {
+            let mut new = 0;
+            for d in &rejects {
+                let payload = serde_json::to_string(&d.payload)?;
+                let seen: bool = tx
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE origin = ?1 AND system = ?2
+                         AND object = ?3 AND record_id = ?4 AND payload = ?5)",
+                    )?
+                    .query_row(
+                        params![d.origin, d.system.as_str(), d.object, d.record_id, payload],
+                        |r| r.get(0),
+                    )?;
+                if !seen {
+                    super::queries::insert_dead_letter(tx, d, None, now_ms)?;
+                    new += 1;
+                }
+            }
+            Ok(new)
+        })
+        .await
     }
 
     /// Deletes dead letters for good; returns how many went and the ids that named none.

@@ -371,6 +371,17 @@ impl Store {
         self.call(move |conn| credentials::load(conn, &name)).await
     }
 
+    /// Deletes the saved credentials named `prefix` or `prefix.*` (`prmsync auth reset`);
+    /// returns how many were deleted.
+    pub async fn delete_credentials(&self, prefix: String) -> Result<usize, StoreError> {
+        self.write(move |tx| credentials::delete(tx, &prefix)).await
+    }
+
+    /// Every saved credential's name and save time (never the value), for `prmsync auth status`.
+    pub async fn credential_names(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.call(|c| credentials::list(c)).await
+    }
+
     /// The oldest pending inbox items, at most `limit`.
     pub async fn pending_inbox(&self, limit: usize) -> Result<Vec<InboxItem>, StoreError> {
         self.call(move |conn| queries::pending_inbox(conn, limit))
@@ -641,6 +652,11 @@ impl ReadOnlyStore {
         Ok(ReadOnlyStore {
             conn: open_read_only(path)?,
         })
+    }
+
+    /// The saved credential `name`, if any (`prmsync plan` reads the daemon's session).
+    pub fn credential(&self, name: &str) -> Result<Option<String>, StoreError> {
+        credentials::load(&self.conn, name)
     }
 
     /// The links of `flow` for the given source ids.

@@ -5,7 +5,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prmsync::connector::salesforce::{Grant, Salesforce, auth::parse_private_key};
-use prmsync::connector::tokens::{BoxFuture, MemoryTokens, TokenStore, TokenStoreError};
+use prmsync::connector::tokens::{
+    BoxFuture, MemoryTokens, Saved, TokenStore, TokenStoreError, fingerprint,
+};
 use prmsync::connector::{ConnectorError, WriteRequest, http_client};
 use prmsync::sim::salesforce::{SalesforceAuth, SalesforceSim};
 use prmsync::sim::{Fault, Injected, SimServer};
@@ -15,6 +17,7 @@ use serde_json::{Map, Value, json};
 const CLIENT_ID: &str = "3MVG9sim.consumer.key";
 const CLIENT_SECRET: &str = "sim-consumer-secret";
 const REFRESH: &str = "5Aep.initial";
+const STATE_KEY: &str = "test-state-key";
 const USER: &str = "integration@prmsync.example";
 
 /// A 2048-bit RSA key made once per test run (PKCS#8 PEM), for the JWT bearer flow.
@@ -105,7 +108,7 @@ async fn salesforce_rotated_refresh_token_is_saved_before_the_session_is_used() 
     assert_eq!((s.refresh_grants, s.api_requests), (1, 1));
     assert_ne!(sf.sim.current_refresh_token(), REFRESH, "rotation happened");
     assert_eq!(
-        sf.tokens.get("salesforce").as_deref(),
+        sf.tokens.get("salesforce.refresh_token").as_deref(),
         Some(sf.sim.current_refresh_token().as_str())
     );
 
@@ -121,7 +124,7 @@ async fn salesforce_rotated_refresh_token_is_saved_before_the_session_is_used() 
     let s = sf.sim.stats();
     assert_eq!(s.refresh_grants, 2, "exactly one refresh per expiry");
     assert_eq!(
-        sf.tokens.get("salesforce").as_deref(),
+        sf.tokens.get("salesforce.refresh_token").as_deref(),
         Some(sf.sim.current_refresh_token().as_str())
     );
 
@@ -163,16 +166,14 @@ where
 struct FailingTokens;
 
 impl TokenStore for FailingTokens {
-    fn load<'a>(
-        &'a self,
-        _key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<SecretString>, TokenStoreError>> {
+    fn load<'a>(&'a self, _key: &'a str) -> BoxFuture<'a, Result<Option<Saved>, TokenStoreError>> {
         Box::pin(async { Ok(None) })
     }
     fn save<'a>(
         &'a self,
         _key: &'a str,
         _token: &'a SecretString,
+        _configured: &'a str,
     ) -> BoxFuture<'a, Result<(), TokenStoreError>> {
         Box::pin(async { Err(TokenStoreError("disk full".into())) })
     }
@@ -619,14 +620,28 @@ async fn partnerstack_deals_become_salesforce_opportunities_and_stage_flows_back
     );
     assert_eq!(one["StageName"], "Prospecting");
 
-    // The rotated refresh token is in the state file.
-    let saved = daemon
+    // The rotated refresh token is in the state file, sealed (never in plain text).
+    let raw = daemon
         .engine
         .store()
         .credential("salesforce.refresh_token".into())
         .await
-        .expect("read credential");
-    assert_eq!(saved.as_deref(), Some(sim.current_refresh_token().as_str()));
+        .expect("read credential")
+        .expect("saved");
+    assert!(!raw.contains(&sim.current_refresh_token()), "{raw}");
+    let tokens = prmsync::credentials::StateTokens::owner(
+        daemon.engine.store().clone(),
+        Some(&SecretString::from(STATE_KEY)),
+    );
+    let saved = tokens
+        .load("salesforce.refresh_token")
+        .await
+        .expect("opens with the state key")
+        .expect("saved");
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&saved.value),
+        sim.current_refresh_token()
+    );
 
     // Sales closes the deal as lost in Salesforce; the partner's deal follows.
     let id = one["Id"].as_str().expect("Id").to_owned();
@@ -1427,6 +1442,38 @@ mod rest {
         daemon.shutdown().await;
     }
 
+    /// `rest.rate_limit_per_second` paces every request, writes one by one included: six
+    /// requests at 5 per second cannot take less than one second (a lower bound only).
+    #[tokio::test]
+    async fn rest_rate_limit_per_second_paces_every_request() {
+        let sim = RestPrmSim::new(KEY);
+        let server = SimServer::start(sim.router()).await.expect("start sim");
+        for i in 0..6 {
+            sim.put(
+                "deals",
+                &format!("r{i}"),
+                obj(json!({"stage": "registered"})),
+            );
+        }
+        let world = crate::harness::World::seeded(0).await;
+        let mut config = world.config();
+        config.prm = PrmConfig::Rest(prmsync::config::RestConfig {
+            profile: profile_for(&server),
+            rate_limit_per_second: Some(5),
+            webhook_secret: None,
+        });
+        let (prm, _) = prmsync::app::connectors(&config, None).expect("connectors");
+        let writes: Vec<WriteRequest> = (0..6).map(|i| write(&format!("r{i}"), "won")).collect();
+        let started = std::time::Instant::now();
+        let results = prm.write("deals", &writes).await.expect("batch");
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(950),
+            "six requests at 5/s: {:?}",
+            started.elapsed()
+        );
+    }
+
     #[tokio::test]
     async fn rest_profile_reads_with_page_tokens_and_offsets() {
         let (sim, _server, conn) = start().await;
@@ -1540,16 +1587,17 @@ mod rest {
     }
 }
 
-/// A daemon syncing the world's PartnerStack with a Salesforce simulator (refresh-token flow).
-async fn salesforce_daemon(
+/// The world's config with a Salesforce simulator as the CRM (refresh-token flow).
+fn salesforce_config(
     world: &crate::harness::World,
     sf_server: &SimServer,
-) -> prmsync::app::Daemon {
+) -> prmsync::config::Config {
     use prmsync::config::{CrmConfig, SalesforceAuthConfig, SalesforceConfig};
     let mut config = world.config();
     config.daemon.mappings_dir = Some(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mappings-salesforce"),
     );
+    config.daemon.state_key = Some(SecretString::from(STATE_KEY));
     config.crm = CrmConfig::Salesforce(SalesforceConfig {
         login_url: sf_server.url(""),
         auth: SalesforceAuthConfig::RefreshToken {
@@ -1559,9 +1607,146 @@ async fn salesforce_daemon(
         },
         audience: None,
     });
-    prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+    config
+}
+
+/// A daemon syncing the world's PartnerStack with a Salesforce simulator (refresh-token flow).
+async fn salesforce_daemon(
+    world: &crate::harness::World,
+    sf_server: &SimServer,
+) -> prmsync::app::Daemon {
+    prmsync::app::Daemon::start(
+        salesforce_config(world, sf_server),
+        prmsync::engine::system_clock(),
+    )
+    .await
+    .expect("daemon starts with Salesforce as the CRM")
+}
+
+/// One owner of the token per state file: `prmsync plan` never sends the refresh grant (which
+/// rotates the token under the daemon); it uses the session the daemon saved, and without one
+/// it says why. The daemon keeps working after plans, across session expiries.
+#[tokio::test]
+async fn plan_never_rotates_the_salesforce_token_the_daemon_owns() {
+    let world = crate::harness::World::seeded(3).await;
+    let sim = SalesforceSim::new(sf_auth(true, false));
+    let sf_server = SimServer::start(sim.router())
         .await
-        .expect("daemon starts with Salesforce as the CRM")
+        .expect("start Salesforce sim");
+    // The plan runs a flow with a Salesforce match rule, so it must search Salesforce.
+    let mut config = salesforce_config(&world, &sf_server);
+    config.daemon.mappings_dir = Some(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/mappings-match-salesforce"),
+    );
+    world.ps.upsert_item(
+        "partnerships",
+        json!({"key": "part_1", "status": "active", "group": {"name": "Gold"},
+               "company": {"name": "Acme", "website": "https://acme.example"}})
+        .as_object()
+        .cloned()
+        .unwrap_or_default(),
+    );
+    let err = prmsync::app::plan(&config, None)
+        .await
+        .expect_err("no saved session yet");
+    assert!(format!("{err:#}").contains("does not refresh"), "{err:#}");
+    assert_eq!(sim.stats().refresh_grants, 0);
+
+    let daemon = salesforce_daemon(&world, &sf_server).await;
+    daemon.run_until_idle().await.expect("first pass");
+    let grants = sim.stats().refresh_grants;
+    let token = sim.current_refresh_token();
+    let before = sim.stats().api_requests;
+    let plans = prmsync::app::plan(&config, None).await.expect("plan runs");
+    assert_eq!(plans.len(), 1);
+    assert!(
+        sim.stats().api_requests > before,
+        "plan searched Salesforce"
+    );
+    assert_eq!(sim.stats().refresh_grants, grants, "plan refreshed nothing");
+    assert_eq!(sim.current_refresh_token(), token, "nothing rotated");
+
+    sim.expire_sessions();
+    let err = prmsync::app::plan(&config, None)
+        .await
+        .expect_err("the saved session expired");
+    assert!(format!("{err:#}").contains("does not refresh"), "{err:#}");
+    world
+        .ps
+        .upsert_deal(prmsync::sim::seed::deals(4, 1).remove(3));
+    let report = daemon.run_until_idle().await.expect("the daemon refreshes");
+    assert_eq!(report.dead_lettered, 0);
+    assert_eq!(
+        sim.stats().invalid_grants,
+        0,
+        "its token was never rotated away"
+    );
+    assert_eq!(sim.records("Opportunity").len(), 4);
+    daemon.shutdown().await;
+}
+
+/// The owner re-reads the saved token before each refresh: a token rotated by another owner is
+/// picked up instead of dying on the stale in-memory copy.
+#[tokio::test]
+async fn salesforce_rereads_the_saved_token_before_each_refresh() {
+    let sf = salesforce(true).await;
+    sf.conn.health().await.expect("health");
+    let store: Arc<dyn TokenStore> = sf.tokens.clone();
+    let other = Salesforce::new(
+        http_client(Duration::from_secs(5)),
+        &sf.server.url(""),
+        refresh_grant(REFRESH),
+        Some(store),
+    );
+    other
+        .health()
+        .await
+        .expect("the other owner rotates the saved token");
+    assert_eq!(sf.sim.stats().refresh_grants, 2);
+    sf.sim.expire_sessions();
+    sf.conn
+        .read_changes("Opportunity", 0, &[], None)
+        .await
+        .expect("the first owner reads the rotated token");
+    assert_eq!(sf.sim.stats().invalid_grants, 0);
+}
+
+/// A configured token that changed since one was saved wins (the operator re-authorised);
+/// the same configured token keeps using the saved, newer one.
+#[tokio::test]
+async fn a_newly_configured_refresh_token_wins_over_the_saved_one() {
+    let sim = SalesforceSim::new(sf_auth(false, false));
+    let server = SimServer::start(sim.router()).await.expect("start sim");
+    let tokens = Arc::new(MemoryTokens::default());
+    tokens.put(
+        "salesforce.refresh_token",
+        "5Aep.revoked",
+        &fingerprint(&SecretString::from("5Aep.previously-configured")),
+    );
+    let store: Arc<dyn TokenStore> = tokens.clone();
+    let conn = Salesforce::new(
+        http_client(Duration::from_secs(5)),
+        &server.url(""),
+        refresh_grant(REFRESH),
+        Some(store.clone()),
+    );
+    conn.health().await.expect("the configured token is used");
+    assert_eq!(sim.stats().invalid_grants, 0);
+    // Saved from this configuration: the saved one is used (here a dead one, to tell them apart).
+    tokens.put(
+        "salesforce.refresh_token",
+        "5Aep.revoked",
+        &fingerprint(&SecretString::from(REFRESH)),
+    );
+    let again = Salesforce::new(
+        http_client(Duration::from_secs(5)),
+        &server.url(""),
+        refresh_grant(REFRESH),
+        Some(store),
+    );
+    assert!(matches!(again.health().await, Err(ConnectorError::Auth(_))));
+    assert_eq!(sim.stats().invalid_grants, 1);
 }
 
 #[tokio::test]
@@ -1679,4 +1864,115 @@ async fn salesforce_refreshes_once_then_reports_a_session_the_org_keeps_rejectin
         (2, 2),
         "one retry, no loop"
     );
+}
+
+/// `prmsync auth status|reset` on a state file holding a sealed Salesforce token: status names it
+/// (never its value) and whether it descends from the configured token; reset deletes it.
+#[tokio::test]
+async fn auth_status_and_reset_on_the_saved_salesforce_token() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state.db");
+    let store = prmsync::store::Store::open(&state).expect("state");
+    let tokens = prmsync::credentials::StateTokens::owner(
+        store.clone(),
+        Some(&SecretString::from(STATE_KEY)),
+    );
+    tokens
+        .save(
+            "salesforce.refresh_token",
+            &SecretString::from("5Aep.rotated-secret"),
+            &fingerprint(&SecretString::from(REFRESH)),
+        )
+        .await
+        .expect("saved");
+    drop(tokens);
+    drop(store);
+    let path = dir.path().join("prmsync.toml");
+    let toml = format!(
+        "[daemon]\nstate_path = \"{}\"\nstate_key = {{ env = \"SK\" }}\n\n[partnerstack]\napi_key = {{ env = \"PK\" }}\n\n[salesforce]\nauth = \"refresh_token\"\nclient_id = \"cid\"\nrefresh_token = {{ env = \"RT\" }}\n",
+        state.display()
+    );
+    std::fs::write(&path, toml).expect("config");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_prmsync"))
+            .args(args)
+            .env("SK", STATE_KEY)
+            .env("PK", "k")
+            .env("RT", REFRESH)
+            .output()
+            .expect("run prmsync")
+    };
+    let p = path.to_str().expect("utf-8");
+    let out = run(&["auth", "--config", p, "status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        text.contains("salesforce.refresh_token") && text.contains("sealed"),
+        "{text}"
+    );
+    assert!(text.contains("configured token: current"), "{text}");
+    assert!(!text.contains("rotated-secret"), "never the value: {text}");
+    let out = run(&["auth", "--config", p, "reset"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("deleted 1"),
+        "{out:?}"
+    );
+    let out = run(&["auth", "--config", p, "status"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no saved credentials"),
+        "{out:?}"
+    );
+}
+
+/// A deal without a key and one without a modification time are dead-lettered with their raw
+/// payload, once, and every other deal syncs: one bad item no longer fails the object's poll.
+#[tokio::test]
+async fn unreadable_list_items_are_dead_lettered_once_and_the_poll_goes_on() {
+    let world = crate::harness::World::seeded(3).await;
+    let raw = |v: Value| v.as_object().cloned().unwrap_or_default();
+    let now = jiff::Timestamp::now().as_millisecond();
+    world.ps.insert_raw(
+        "deals",
+        raw(json!({"account_name": "No Key Inc", "updated_at": now})),
+    );
+    world.ps.insert_raw(
+        "deals",
+        raw(json!({"key": "deal_untimed", "account_name": "Untimed"})),
+    );
+    let daemon = world.daemon().await;
+    daemon.run_until_idle().await.expect("first pass");
+    assert_eq!(
+        world.hs.objects("deals").len(),
+        3,
+        "the readable deals synced"
+    );
+    let letters = || async {
+        daemon
+            .engine
+            .store()
+            .dead_letters(50)
+            .await
+            .expect("dead letters")
+            .into_iter()
+            .filter(|d| d.origin == "poll")
+            .collect::<Vec<_>>()
+    };
+    let first = letters().await;
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(first.iter().any(|d| d.record_id == "deal_untimed"));
+    assert!(first.iter().any(|d| d.reason.contains("no key")));
+    let shown = daemon
+        .engine
+        .store()
+        .dead_letter(first[0].id)
+        .await
+        .expect("show")
+        .expect("row");
+    assert!(
+        shown.payload.to_string().contains("account_name"),
+        "raw payload kept"
+    );
+    daemon.run_until_idle().await.expect("second pass");
+    assert_eq!(letters().await.len(), 2, "met again, dead-lettered once");
+    daemon.shutdown().await;
 }

@@ -309,6 +309,7 @@ async fn salesforce_accounts_are_matched_by_website_domain() {
     config.daemon.mappings_dir = Some(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mappings-match-salesforce"),
     );
+    config.daemon.state_key = Some(SecretString::from("state-key"));
     config.crm = CrmConfig::Salesforce(SalesforceConfig {
         login_url: server.url(""),
         auth: SalesforceAuthConfig::RefreshToken {

@@ -16,8 +16,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
 use super::{
-    ChangePage, ConnectorError, MatchCandidate, MatchMap, WriteAck, WriteRequest, group_matches,
-    transport,
+    ChangePage, ConnectorError, MatchCandidate, MatchMap, Reject, WriteAck, WriteRequest,
+    group_matches, transport,
 };
 use crate::model::Record;
 pub use limits::RateLimits;
@@ -315,14 +315,18 @@ impl HubSpot {
             after: page.map(str::to_owned),
         };
         let resp = self.search(object, &req).await?;
-        let records = resp
-            .results
-            .into_iter()
-            .map(to_record)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut records = Vec::with_capacity(resp.results.len());
+        let mut rejects = Vec::new();
+        for o in resp.results {
+            match to_record(o) {
+                Ok(r) => records.push(r),
+                Err(r) => rejects.push(r),
+            }
+        }
         Ok(ChangePage {
             records,
             next_page: resp.paging.and_then(|p| p.next).map(|n| n.after),
+            rejects,
         })
     }
 
@@ -565,21 +569,26 @@ fn stringify(fields: &Map<String, Value>) -> Map<String, Value> {
         .collect()
 }
 
-fn to_record(o: api::SimplePublicObject) -> Result<Record, ConnectorError> {
+/// A search result as a record; one without a readable modification time is a reject.
+fn to_record(o: api::SimplePublicObject) -> Result<Record, Reject> {
     let modified = o
         .properties
         .get(api::LAST_MODIFIED)
         .and_then(Value::as_str)
         .or(o.updated_at.as_deref())
-        .and_then(parse_time)
-        .ok_or_else(|| {
-            ConnectorError::Transient(format!("HubSpot object {} has no modification time", o.id))
-        })?;
-    Ok(Record {
-        id: o.id,
-        modified_ms: modified,
-        fields: o.properties,
-    })
+        .and_then(parse_time);
+    match modified {
+        Some(modified_ms) => Ok(Record {
+            id: o.id,
+            modified_ms,
+            fields: o.properties,
+        }),
+        None => Err(Reject {
+            reason: format!("HubSpot object {} has no modification time", o.id),
+            id: Some(o.id.clone()),
+            raw: serde_json::to_value(&o).unwrap_or(Value::Null),
+        }),
+    }
 }
 
 /// HubSpot sends times as RFC 3339 text or epoch milliseconds.
@@ -676,5 +685,22 @@ mod tests {
             (1_000, 0, Some("abc".to_owned()))
         );
         assert!(parse_page("x:1:abc").is_err());
+    }
+
+    #[test]
+    fn a_result_without_a_modification_time_is_a_reject() {
+        let o = |v: serde_json::Value| -> api::SimplePublicObject {
+            serde_json::from_value(v).unwrap()
+        };
+        let good = o(
+            serde_json::json!({"id": "1", "properties": {"hs_lastmodifieddate": "2026-01-01T00:00:00Z"}}),
+        );
+        assert!(to_record(good).is_ok());
+        let bad = to_record(o(
+            serde_json::json!({"id": "2", "properties": {"dealname": "x"}}),
+        ))
+        .expect_err("no time");
+        assert_eq!(bad.id.as_deref(), Some("2"));
+        assert_eq!(bad.raw["properties"]["dealname"], "x");
     }
 }

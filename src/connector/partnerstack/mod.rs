@@ -11,7 +11,7 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use super::{ChangePage, ConnectorError, WriteAck, WriteRequest, classify, transport};
+use super::{ChangePage, ConnectorError, Reject, WriteAck, WriteRequest, classify, transport};
 use crate::model::Record;
 
 /// A PartnerStack API client.
@@ -101,31 +101,11 @@ impl PartnerStack {
         let env: api::Envelope<api::ListPage> = serde_json::from_value(body).map_err(|e| {
             ConnectorError::Transient(format!("unexpected PartnerStack list shape: {e}"))
         })?;
-        let mut records = Vec::with_capacity(env.data.items.len());
-        let mut last_key = None;
-        for item in env.data.items {
-            let key = item.get("key").and_then(Value::as_str).map(str::to_owned);
-            let Some(key) = key else {
-                return Err(ConnectorError::Permanent(
-                    "a PartnerStack item has no key".into(),
-                ));
-            };
-            let modified_ms = item
-                .get("updated_at")
-                .or_else(|| item.get("created_at"))
-                .and_then(Value::as_i64)
-                .unwrap_or_default();
-            last_key = Some(key.clone());
-            records.push(Record {
-                id: key,
-                modified_ms,
-                fields: item,
-            });
-        }
-        records.sort_by(|a, b| (a.modified_ms, &a.id).cmp(&(b.modified_ms, &b.id)));
+        let (records, rejects, last_key) = page_records(env.data.items);
         Ok(ChangePage {
             records,
             next_page: if env.data.has_more { last_key } else { None },
+            rejects,
         })
     }
 
@@ -168,6 +148,47 @@ impl PartnerStack {
     }
 }
 
+/// A list page's items as records (oldest first), the items without a key or a modification
+/// time as rejects, and the last key in the API's order (the `starting_after` cursor).
+fn page_records(
+    items: Vec<serde_json::Map<String, Value>>,
+) -> (Vec<Record>, Vec<Reject>, Option<String>) {
+    let mut records = Vec::with_capacity(items.len());
+    let mut rejects = Vec::new();
+    let mut last_key = None;
+    for item in items {
+        let key = item.get("key").and_then(Value::as_str).map(str::to_owned);
+        if let Some(k) = &key {
+            last_key = Some(k.clone());
+        }
+        let modified_ms = item
+            .get("updated_at")
+            .or_else(|| item.get("created_at"))
+            .and_then(Value::as_i64);
+        match (key, modified_ms) {
+            (Some(id), Some(modified_ms)) => records.push(Record {
+                id,
+                modified_ms,
+                fields: item,
+            }),
+            (id, _) => {
+                let reason = if id.is_none() {
+                    "a PartnerStack item has no key"
+                } else {
+                    "a PartnerStack item has no updated_at or created_at (epoch ms)"
+                };
+                rejects.push(Reject {
+                    id,
+                    raw: Value::Object(item),
+                    reason: reason.into(),
+                });
+            }
+        }
+    }
+    records.sort_by(|a, b| (a.modified_ms, &a.id).cmp(&(b.modified_ms, &b.id)));
+    (records, rejects, last_key)
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -177,4 +198,37 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// An item without a key or a time is a reject; the others are read and paging goes on.
+    #[test]
+    fn items_without_key_or_time_are_rejects_and_the_rest_are_read() {
+        let items = [
+            json!({"key": "d2", "updated_at": 20}),
+            json!({"name": "no key", "updated_at": 15}),
+            json!({"key": "d3"}),
+            json!({"key": "d1", "created_at": 10}),
+        ]
+        .into_iter()
+        .filter_map(|v| v.as_object().cloned())
+        .collect();
+        let (records, rejects, last) = page_records(items);
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["d1", "d2"]);
+        assert_eq!(rejects.len(), 2);
+        assert_eq!(rejects[0].id, None);
+        assert_eq!(rejects[0].raw["name"], "no key");
+        assert_eq!(rejects[1].id.as_deref(), Some("d3"));
+        assert!(rejects[1].reason.contains("updated_at"));
+        assert_eq!(
+            last.as_deref(),
+            Some("d1"),
+            "the cursor is the last key in API order"
+        );
+    }
 }

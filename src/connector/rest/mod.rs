@@ -11,7 +11,7 @@ use reqwest::Url;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use super::{ChangePage, ConnectorError, WriteAck, WriteRequest, classify, transport};
+use super::{ChangePage, ConnectorError, Reject, WriteAck, WriteRequest, classify, transport};
 use crate::model::Record;
 pub use profile::{Paging, RestObject, RestProfile, SinceFormat, UpsertMethod};
 
@@ -20,6 +20,8 @@ pub use profile::{Paging, RestObject, RestProfile, SinceFormat, UpsertMethod};
 pub struct Rest {
     http: reqwest::Client,
     profile: Arc<RestProfile>,
+    /// Paces every request under `rest.rate_limit_per_second`, when set.
+    pace: Option<Arc<governor::DefaultDirectRateLimiter>>,
 }
 
 impl Rest {
@@ -27,7 +29,18 @@ impl Rest {
         Rest {
             http,
             profile: Arc::new(profile),
+            pace: None,
         }
+    }
+
+    /// Sends at most `per_second` requests per second (evenly spaced, no burst), every request
+    /// of every call included: the PRM's documented limit (`rest.rate_limit_per_second`).
+    pub fn with_rate_limit(mut self, per_second: u32) -> Self {
+        let n = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
+        self.pace = Some(Arc::new(governor::RateLimiter::direct(
+            governor::Quota::per_second(n).allow_burst(std::num::NonZeroU32::MIN),
+        )));
+        self
     }
 
     fn object(&self, name: &str) -> Result<&RestObject, ConnectorError> {
@@ -50,6 +63,9 @@ impl Rest {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ConnectorError> {
+        if let Some(pace) = &self.pace {
+            pace.until_ready().await;
+        }
         let resp = req
             .header(
                 self.profile.auth_header.as_str(),
@@ -131,40 +147,8 @@ impl Rest {
                     o.items_field
                 ))
             })?;
-        let mut records = Vec::with_capacity(items.len());
-        for item in items {
-            let Value::Object(fields) = item else {
-                return Err(ConnectorError::Transient(
-                    "a list item is not an object".into(),
-                ));
-            };
-            let id = match fields.get(&o.id_field) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                _ => {
-                    return Err(ConnectorError::Permanent(format!(
-                        "a {object} item has no {:?}",
-                        o.id_field
-                    )));
-                }
-            };
-            let modified_ms = fields
-                .get(&o.cursor_field)
-                .and_then(time_ms)
-                .ok_or_else(|| {
-                    ConnectorError::Permanent(format!(
-                        "{object} {id}: {:?} is not a time",
-                        o.cursor_field
-                    ))
-                })?;
-            records.push(Record {
-                id,
-                modified_ms,
-                fields: fields.clone(),
-            });
-        }
-        let n = records.len();
-        records.sort_by(|a, b| (a.modified_ms, &a.id).cmp(&(b.modified_ms, &b.id)));
+        let n = items.len();
+        let (records, rejects) = page_records(object, o, items);
         let next_page = match &o.paging {
             Paging::PageToken { next_field, .. } => path(&body, next_field)
                 .and_then(Value::as_str)
@@ -172,7 +156,11 @@ impl Rest {
                 .map(str::to_owned),
             Paging::Offset { .. } => (n == size as usize).then(|| (offset + n).to_string()),
         };
-        Ok(ChangePage { records, next_page })
+        Ok(ChangePage {
+            records,
+            next_page,
+            rejects,
+        })
     }
 
     /// Upserts each record at the object's `upsert_path`; one result per record.
@@ -215,6 +203,47 @@ impl Rest {
     }
 }
 
+/// A list page's items as records (oldest first), and the items that are not objects or lack
+/// the id or a readable modification time as rejects.
+fn page_records(object: &str, o: &RestObject, items: &[Value]) -> (Vec<Record>, Vec<Reject>) {
+    let mut records = Vec::with_capacity(items.len());
+    let mut rejects = Vec::new();
+    for item in items {
+        let reject = |id: Option<String>, reason: String| Reject {
+            id,
+            raw: item.clone(),
+            reason,
+        };
+        let Value::Object(fields) = item else {
+            rejects.push(reject(None, format!("a {object} item is not an object")));
+            continue;
+        };
+        let id = match fields.get(&o.id_field) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => {
+                rejects.push(reject(
+                    None,
+                    format!("a {object} item has no {:?}", o.id_field),
+                ));
+                continue;
+            }
+        };
+        let Some(modified_ms) = fields.get(&o.cursor_field).and_then(time_ms) else {
+            let why = format!("{object} {id}: {:?} is not a time", o.cursor_field);
+            rejects.push(reject(Some(id), why));
+            continue;
+        };
+        records.push(Record {
+            id,
+            modified_ms,
+            fields: fields.clone(),
+        });
+    }
+    records.sort_by(|a, b| (a.modified_ms, &a.id).cmp(&(b.modified_ms, &b.id)));
+    (records, rejects)
+}
+
 /// `a.b.c` inside a JSON value; the empty path is the value itself.
 fn path<'a>(v: &'a Value, dotted: &str) -> Option<&'a Value> {
     if dotted.is_empty() {
@@ -250,6 +279,38 @@ fn encode(s: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// One bad item is a reject; the others are read, and offset paging counts every item.
+    #[test]
+    fn items_without_id_or_time_are_rejects_and_the_rest_are_read() {
+        let o = RestObject {
+            list_path: "/deals".into(),
+            upsert_path: None,
+            upsert_method: UpsertMethod::Put,
+            items_field: "items".into(),
+            id_field: "id".into(),
+            cursor_field: "updated_at".into(),
+            since_param: "since".into(),
+            since_format: SinceFormat::EpochMs,
+            limit_param: "limit".into(),
+            paging: Paging::Offset {
+                param: "offset".into(),
+            },
+        };
+        let items = [
+            json!({"id": "b", "updated_at": 2}),
+            json!({"updated_at": 3}),
+            json!({"id": "c", "updated_at": "soon"}),
+            json!(7),
+            json!({"id": 1, "updated_at": "1970-01-01T00:00:00.001Z"}),
+        ];
+        let (records, rejects) = page_records("deals", &o, &items);
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["1", "b"]);
+        assert_eq!(rejects.len(), 3);
+        assert_eq!(rejects[1].id.as_deref(), Some("c"));
+        assert_eq!(rejects[2].raw, json!(7));
+    }
 
     #[test]
     fn finds_dotted_paths_and_times() {

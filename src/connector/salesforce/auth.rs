@@ -1,5 +1,6 @@
-//! Salesforce OAuth 2.0: the refresh-token flow (with rotation persisted before use) and the JWT
-//! bearer flow (RS256), one token fetch shared by every concurrent request.
+//! Salesforce OAuth 2.0: the refresh-token flow (with rotation persisted before use, one owner
+//! per state file) and the JWT bearer flow (RS256), one token fetch shared by every concurrent
+//! request.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::api;
-use crate::connector::tokens::TokenStore;
+use crate::connector::tokens::{TokenStore, fingerprint};
 use crate::connector::{ConnectorError, transport};
 
 /// How long a JWT assertion is valid (Salesforce allows at most 3 minutes).
@@ -169,20 +170,40 @@ impl std::fmt::Debug for Session {
 #[derive(Debug, Default)]
 struct State {
     session: Option<Arc<Session>>,
-    /// The newest refresh token (rotated ones replace the configured one).
+    /// The newest refresh token when no token store is wired (tests, the demo).
     refresh_token: Option<SecretString>,
-    loaded: bool,
     generation: u64,
 }
 
+/// The saved names: the newest refresh token, and the last session (for `prmsync plan`).
+const REFRESH_NAME: &str = "salesforce.refresh_token";
+const SESSION_NAME: &str = "salesforce.session";
+
+/// Why `prmsync plan` (which must not rotate the daemon's refresh token) cannot authenticate.
+const READ_ONLY_HINT: &str = "prmsync plan does not refresh Salesforce tokens (a refresh rotates \
+the daemon's refresh token): it uses the session the daemon saved, which is missing or expired; \
+let the daemon run a pass first, or use auth = \"jwt_bearer\"";
+
+/// The session as saved for read-only users.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedSession {
+    access_token: String,
+    instance_url: String,
+}
+
 /// Fetches and shares sessions. Cheap to share behind an `Arc`.
+///
+/// With a token store that owns the tokens (the daemon), the refresh token is read from the
+/// store before every refresh (another owner may have rotated it), a configured token whose
+/// fingerprint differs from the one saved wins, a refused token is re-read once before it is
+/// declared dead, and every session is saved for read-only users. With a read-only store
+/// (`prmsync plan`), the refresh-token grant is never sent: the saved session is used.
 #[derive(Debug)]
 pub struct Authenticator {
     http: reqwest::Client,
     token_url: Url,
     grant: Grant,
     tokens: Option<Arc<dyn TokenStore>>,
-    store_key: String,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -205,9 +226,12 @@ impl Authenticator {
             token_url,
             grant,
             tokens,
-            store_key: "salesforce".into(),
             state: tokio::sync::Mutex::new(State::default()),
         }
+    }
+
+    fn owns_tokens(&self) -> bool {
+        self.tokens.as_ref().is_none_or(|t| t.owns_tokens())
     }
 
     /// The current session, fetching one if there is none. Concurrent callers wait for one fetch.
@@ -222,42 +246,114 @@ impl Authenticator {
     /// Called after `stale` was rejected as expired: refreshes unless another caller already did.
     pub async fn renew(&self, stale: u64) -> Result<Arc<Session>, ConnectorError> {
         let mut state = self.state.lock().await;
-        if let Some(s) = &state.session
-            && s.generation != stale
-        {
-            return Ok(s.clone());
-        }
+        let stale_token = match &state.session {
+            Some(s) if s.generation != stale => return Ok(s.clone()),
+            Some(s) => Some(s.access_token.expose_secret().to_owned()),
+            None => None,
+        };
         state.session = None;
-        self.fetch(&mut state).await
+        let fresh = self.fetch(&mut state).await?;
+        if !self.owns_tokens() && stale_token.as_deref() == Some(fresh.access_token.expose_secret())
+        {
+            state.session = None;
+            return Err(ConnectorError::Auth(READ_ONLY_HINT.into()));
+        }
+        Ok(fresh)
+    }
+
+    /// The refresh token to send: the saved one (re-read every time), unless the configured one
+    /// changed since it was saved.
+    async fn current_refresh(
+        &self,
+        state: &State,
+        configured: &SecretString,
+    ) -> Result<SecretString, ConnectorError> {
+        let Some(store) = &self.tokens else {
+            return Ok(state
+                .refresh_token
+                .clone()
+                .unwrap_or_else(|| configured.clone()));
+        };
+        let saved = store.load(REFRESH_NAME).await.map_err(|e| {
+            ConnectorError::Transient(format!("could not read the saved refresh token: {e}"))
+        })?;
+        let fp = fingerprint(configured);
+        Ok(match saved {
+            Some(s) if s.configured.as_deref().is_none_or(|c| c == fp) => s.value,
+            Some(_) => {
+                tracing::info!(
+                    system = "salesforce",
+                    "the configured refresh token changed since one was saved: using the configured one"
+                );
+                configured.clone()
+            }
+            None => configured.clone(),
+        })
+    }
+
+    /// The session the owner saved (read-only users).
+    async fn saved_session(&self, state: &mut State) -> Result<Arc<Session>, ConnectorError> {
+        let saved = match &self.tokens {
+            Some(store) => store.load(SESSION_NAME).await.map_err(|e| {
+                ConnectorError::Transient(format!("could not read the saved session: {e}"))
+            })?,
+            None => None,
+        };
+        let Some(saved) = saved else {
+            return Err(ConnectorError::Auth(READ_ONLY_HINT.into()));
+        };
+        let s: SavedSession = serde_json::from_str(saved.value.expose_secret())
+            .map_err(|_| ConnectorError::Auth(READ_ONLY_HINT.into()))?;
+        let instance_url =
+            Url::parse(&s.instance_url).map_err(|_| ConnectorError::Auth(READ_ONLY_HINT.into()))?;
+        state.generation += 1;
+        let session = Arc::new(Session {
+            access_token: SecretString::from(s.access_token),
+            instance_url,
+            generation: state.generation,
+        });
+        state.session = Some(session.clone());
+        Ok(session)
     }
 
     async fn fetch(&self, state: &mut State) -> Result<Arc<Session>, ConnectorError> {
-        let form: Vec<(&str, String)> = match &self.grant {
+        let token = match &self.grant {
             Grant::RefreshToken {
                 client_id,
                 client_secret,
                 refresh_token,
             } => {
-                if !state.loaded {
-                    if let Some(store) = &self.tokens {
-                        state.refresh_token = store.load(&self.store_key).await.map_err(|e| {
-                            ConnectorError::Transient(format!(
-                                "could not read the saved refresh token: {e}"
-                            ))
-                        })?;
+                if !self.owns_tokens() {
+                    return self.saved_session(state).await;
+                }
+                let form = |current: &SecretString| {
+                    let mut form = vec![
+                        ("grant_type", "refresh_token".to_owned()),
+                        ("refresh_token", current.expose_secret().to_owned()),
+                        ("client_id", client_id.clone()),
+                    ];
+                    if let Some(s) = client_secret {
+                        form.push(("client_secret", s.expose_secret().to_owned()));
                     }
-                    state.loaded = true;
+                    form
+                };
+                let current = self.current_refresh(state, refresh_token).await?;
+                match self.request(&form(&current)).await {
+                    // Another owner may have rotated it, or an operator configured a new one:
+                    // read it again before declaring it dead.
+                    Err(ConnectorError::Auth(detail)) => {
+                        let again = self.current_refresh(state, refresh_token).await?;
+                        if again.expose_secret() == current.expose_secret() {
+                            return Err(ConnectorError::Auth(detail));
+                        }
+                        tracing::info!(
+                            system = "salesforce",
+                            "the saved refresh token changed meanwhile; trying it"
+                        );
+                        self.request(&form(&again)).await?
+                    }
+                    other => other?,
                 }
-                let current = state.refresh_token.as_ref().unwrap_or(refresh_token);
-                let mut form = vec![
-                    ("grant_type", "refresh_token".to_owned()),
-                    ("refresh_token", current.expose_secret().to_owned()),
-                    ("client_id", client_id.clone()),
-                ];
-                if let Some(s) = client_secret {
-                    form.push(("client_secret", s.expose_secret().to_owned()));
-                }
-                form
             }
             Grant::JwtBearer {
                 client_id,
@@ -266,19 +362,74 @@ impl Authenticator {
                 key,
             } => {
                 let now = jiff::Timestamp::now().as_second();
-                vec![
+                let form = vec![
                     ("grant_type", api::JWT_BEARER_GRANT.to_owned()),
                     (
                         "assertion",
                         assertion(key, client_id, username, audience, now)?,
                     ),
-                ]
+                ];
+                self.request(&form).await?
             }
         };
+        let instance_url = Url::parse(&token.instance_url).map_err(|e| {
+            ConnectorError::Permanent(format!("Salesforce sent a bad instance_url: {e}"))
+        })?;
+        // Rotation: the old refresh token is now dead. Keep the new one in memory and make it
+        // durable before the access token that came with it is used.
+        if let (Some(new), Grant::RefreshToken { refresh_token, .. }) =
+            (token.refresh_token, &self.grant)
+        {
+            let new = SecretString::from(new);
+            state.refresh_token = Some(new.clone());
+            if let Some(store) = &self.tokens {
+                store
+                    .save(REFRESH_NAME, &new, &fingerprint(refresh_token))
+                    .await
+                    .map_err(|e| {
+                        ConnectorError::Transient(format!(
+                            "rotated refresh token not persisted, access token withheld: {e}"
+                        ))
+                    })?;
+            }
+        }
+        if let (Some(store), Grant::RefreshToken { refresh_token, .. }) =
+            (&self.tokens, &self.grant)
+        {
+            let saved = serde_json::to_string(&SavedSession {
+                access_token: token.access_token.clone(),
+                instance_url: token.instance_url.clone(),
+            })
+            .map(SecretString::from);
+            if let Ok(saved) = saved
+                && let Err(e) = store
+                    .save(SESSION_NAME, &saved, &fingerprint(refresh_token))
+                    .await
+            {
+                tracing::warn!(system = "salesforce", error = %e, "could not save the session for prmsync plan");
+            }
+        }
+        state.generation += 1;
+        let session = Arc::new(Session {
+            access_token: SecretString::from(token.access_token),
+            instance_url,
+            generation: state.generation,
+        });
+        state.session = Some(session.clone());
+        tracing::info!(
+            system = "salesforce",
+            generation = state.generation,
+            "obtained an access token"
+        );
+        Ok(session)
+    }
+
+    /// One token request; a refusal is `Auth`, a server failure `Transient`.
+    async fn request(&self, form: &[(&str, String)]) -> Result<api::TokenResponse, ConnectorError> {
         let resp = self
             .http
             .post(self.token_url.clone())
-            .form(&form)
+            .form(form)
             .send()
             .await
             .map_err(transport)?;
@@ -302,38 +453,9 @@ impl Authenticator {
                 ))
             });
         }
-        let token: api::TokenResponse = serde_json::from_str(&body).map_err(|e| {
+        serde_json::from_str(&body).map_err(|e| {
             ConnectorError::Transient(format!("unreadable Salesforce token response: {e}"))
-        })?;
-        let instance_url = Url::parse(&token.instance_url).map_err(|e| {
-            ConnectorError::Permanent(format!("Salesforce sent a bad instance_url: {e}"))
-        })?;
-        // Rotation: the old refresh token is now dead. Keep the new one in memory and make it
-        // durable before the access token that came with it is used.
-        if let (Some(new), Grant::RefreshToken { .. }) = (token.refresh_token, &self.grant) {
-            let new = SecretString::from(new);
-            state.refresh_token = Some(new.clone());
-            if let Some(store) = &self.tokens {
-                store.save(&self.store_key, &new).await.map_err(|e| {
-                    ConnectorError::Transient(format!(
-                        "rotated refresh token not persisted, access token withheld: {e}"
-                    ))
-                })?;
-            }
-        }
-        state.generation += 1;
-        let session = Arc::new(Session {
-            access_token: SecretString::from(token.access_token),
-            instance_url,
-            generation: state.generation,
-        });
-        state.session = Some(session.clone());
-        tracing::info!(
-            system = "salesforce",
-            generation = state.generation,
-            "obtained an access token"
-        );
-        Ok(session)
+        })
     }
 }
 

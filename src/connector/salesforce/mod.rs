@@ -150,11 +150,13 @@ impl Salesforce {
         let resp: api::QueryResponse = serde_json::from_str(&body).map_err(|e| {
             ConnectorError::Transient(format!("unexpected Salesforce query shape: {e}"))
         })?;
-        let records = resp
-            .records
-            .into_iter()
-            .map(to_record)
-            .collect::<Result<Vec<_>, _>>()?;
+        let (mut records, mut rejects) = (Vec::new(), Vec::new());
+        for r in resp.records {
+            match to_record(r) {
+                Ok(r) => records.push(r),
+                Err(r) => rejects.push(r),
+            }
+        }
         Ok(ChangePage {
             records,
             next_page: if resp.done {
@@ -162,6 +164,7 @@ impl Salesforce {
             } else {
                 resp.next_records_url
             },
+            rejects,
         })
     }
 
@@ -453,25 +456,29 @@ fn soql_string(v: &str) -> String {
     out
 }
 
-fn to_record(mut fields: Map<String, Value>) -> Result<Record, ConnectorError> {
+/// A query row as a record; one without an Id or a readable `SystemModstamp` is a reject.
+fn to_record(mut fields: Map<String, Value>) -> Result<Record, super::Reject> {
     fields.remove("attributes");
-    let id = fields
-        .get("Id")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| ConnectorError::Transient("a Salesforce record has no Id".into()))?;
+    let id = fields.get("Id").and_then(Value::as_str).map(str::to_owned);
     let modified_ms = fields
         .get(api::MODSTAMP)
         .and_then(Value::as_str)
-        .and_then(api::parse_datetime)
-        .ok_or_else(|| {
-            ConnectorError::Transient(format!("Salesforce record {id} has no SystemModstamp"))
-        })?;
-    Ok(Record {
-        id,
-        modified_ms,
-        fields,
-    })
+        .and_then(api::parse_datetime);
+    match (id, modified_ms) {
+        (Some(id), Some(modified_ms)) => Ok(Record {
+            id,
+            modified_ms,
+            fields,
+        }),
+        (id, _) => Err(super::Reject {
+            reason: match &id {
+                None => "a Salesforce record has no Id".to_owned(),
+                Some(id) => format!("Salesforce record {id} has no SystemModstamp"),
+            },
+            id,
+            raw: Value::Object(fields),
+        }),
+    }
 }
 
 fn upsert_record(object: &str, field: &str, w: &WriteRequest) -> Map<String, Value> {
