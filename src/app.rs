@@ -221,6 +221,70 @@ pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<Flo
     Ok(dryrun::plan_flows(&[&prm, &crm], &mappings, state.as_ref(), &retry).await?)
 }
 
+/// What the rules file on disk would change: its version, the version the stored decisions were
+/// made under (the newest), and the registrations it would move. `None` without a rules file.
+pub async fn plan_registrations(
+    config: &Config,
+) -> anyhow::Result<Option<(String, Vec<crate::engine::registrations::Move>)>> {
+    let Some(rules) = Rules::load(config.daemon.mappings_dir.as_deref())
+        .map_err(|e| anyhow::anyhow!("rules of engagement errors:\n{e}"))?
+    else {
+        return Ok(None);
+    };
+    let path = &config.daemon.state_path;
+    if !path.exists() {
+        return Ok(Some((rules.version.clone(), Vec::new())));
+    }
+    let state = ReadOnlyStore::open(path)
+        .with_context(|| format!("opening state file {} read-only", path.display()))?;
+    let set = load_mappings(config)?;
+    let mappings = active_mappings(config, &set)?;
+    let tokens = match &config.crm {
+        CrmConfig::Salesforce(_) => Some(Store::open(path)?),
+        _ => None,
+    };
+    let (prm, crm) = connectors(config, tokens.as_ref())?;
+    let retry = RetryPolicy {
+        max_attempts: config.daemon.max_attempts,
+        ..RetryPolicy::default()
+    };
+    let failed = Mutex::new(None);
+    // A one-shot command: a rate limit (the flows' reads just spent the CRM's allowance) is
+    // waited out a few times rather than failing the plan.
+    let mut attempt = 0;
+    loop {
+        let source = crate::engine::registrations::CrmSource {
+            connector: &crm,
+            retry: &retry,
+            held: None,
+            budget: None,
+            failed: &failed,
+        };
+        match crate::engine::registrations::preview(
+            &state,
+            &rules,
+            &mappings,
+            prm.kind(),
+            Some(source),
+        )
+        .await
+        {
+            Ok(moves) => return Ok(Some((rules.version.clone(), moves))),
+            Err(crate::engine::registrations::PreviewError::Crm(e))
+                if attempt < 3 && e.retry_after().is_some() =>
+            {
+                attempt += 1;
+                let wait = e
+                    .retry_after()
+                    .unwrap_or_default()
+                    .min(Duration::from_secs(30));
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// A started daemon: listener bound, store migrated, engine ready.
 #[derive(Debug)]
 pub struct Daemon {

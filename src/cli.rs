@@ -228,9 +228,16 @@ pub enum RegistrationsAction {
         status: Option<String>,
     },
     /// One registration: its decision and the history of decision changes.
-    Show { id: String },
-    /// The full trace of the rules evaluated for a registration.
-    Explain { id: String },
+    Show {
+        /// The registration's id: the PRM deal's key, as `registrations list` shows it.
+        id: String,
+    },
+    /// The full trace of the rules evaluated for a registration (`--json`: the decision and the
+    /// trace as one object).
+    Explain {
+        /// The registration's id: the PRM deal's key, as `registrations list` shows it.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,12 +246,14 @@ pub enum ReviewAction {
     List,
     /// Approve a registration; the daemon applies it and writes it back on its next pass.
     Approve {
+        /// The registration's id: the PRM deal's key, as `review list` shows it.
         id: String,
         #[arg(long, default_value = "approved by an operator")]
         reason: String,
     },
     /// Reject a registration with a reason the partner will see.
     Reject {
+        /// The registration's id: the PRM deal's key, as `review list` shows it.
         id: String,
         #[arg(long)]
         reason: String,

@@ -256,6 +256,39 @@ fn check(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The part of `prmsync plan` about the rules of engagement: which registrations the rules file
+/// on disk would move, before the daemon applies it.
+fn plan_registrations(config: &prmsync::config::Config) -> ExitCode {
+    match runtime().and_then(|rt| rt.block_on(app::plan_registrations(config))) {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some((version, moves))) => {
+            println!();
+            if moves.is_empty() {
+                println!("rules of engagement (version {version}): no registration would change");
+            } else {
+                println!(
+                    "rules of engagement (version {version}): {} registration(s) would change",
+                    moves.len()
+                );
+            }
+            for m in moves {
+                println!(
+                    "  {:<14} {:<10} -> {:<10} {}",
+                    m.registration_id,
+                    m.before.as_deref().unwrap_or("undecided"),
+                    m.after.as_str(),
+                    m.reason
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("plan failed: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
 fn plan_cmd(path: &Path, flow: Option<&str>, json: bool) -> ExitCode {
     quiet_logs();
     let config = match load(path) {
@@ -275,7 +308,7 @@ fn plan_cmd(path: &Path, flow: Option<&str>, json: bool) -> ExitCode {
         },
         Ok(plans) => {
             print!("{}", prmsync::engine::dryrun::render(&plans));
-            ExitCode::SUCCESS
+            plan_registrations(&config)
         }
         Err(e) => match e.downcast_ref::<MappingErrors>() {
             Some(errors) => {

@@ -15,19 +15,27 @@ fn when(ms: Option<i64>) -> String {
         )
 }
 
+/// A partner as a person knows it: its name in the PRM, with the key.
+fn partner(r: &StoredRegistration) -> String {
+    match &r.partner_name {
+        Some(name) => format!("{name} ({})", r.partner),
+        None => r.partner.clone(),
+    }
+}
+
 fn table(regs: &[StoredRegistration]) -> String {
     if regs.is_empty() {
         return "no registrations\n".into();
     }
     let mut out = format!(
-        "{:<14} {:<10} {:<10} {:<28} {}\n",
+        "{:<14} {:<28} {:<10} {:<28} {}\n",
         "ID", "PARTNER", "STATUS", "KEY", "REASON"
     );
     for r in regs {
         out.push_str(&format!(
-            "{:<14} {:<10} {:<10} {:<28} {}\n",
+            "{:<14} {:<28} {:<10} {:<28} {}\n",
             r.id,
-            r.partner,
+            partner(r),
             r.status.as_deref().unwrap_or("undecided"),
             r.key,
             r.reason
@@ -42,7 +50,7 @@ fn show(r: &StoredRegistration, history: &[DecisionChange]) -> String {
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<16} {v}\n"));
     line("registration", r.id.clone());
-    line("partner", r.partner.clone());
+    line("partner", partner(r));
     line("duplicate key", r.key.clone());
     line(
         "status",
@@ -82,8 +90,10 @@ fn show(r: &StoredRegistration, history: &[DecisionChange]) -> String {
 
 fn explain(r: &StoredRegistration) -> String {
     let mut out = format!(
-        "{}: {}\n",
+        "{} ({}, partner {}): {}\n",
         r.id,
+        r.status.as_deref().unwrap_or("undecided"),
+        partner(r),
         r.reason.as_deref().unwrap_or("not decided yet")
     );
     for (i, t) in r.trace.iter().enumerate() {
@@ -142,7 +152,19 @@ pub async fn registrations(
         RegistrationsAction::Explain { id } => {
             let (r, _) = one(store, &id).await?;
             if as_json {
-                json(&r.trace)
+                json(&serde_json::json!({
+                    "registration": r.id,
+                    "partner": r.partner,
+                    "partner_name": r.partner_name,
+                    "status": r.status,
+                    "rule": r.rule,
+                    "line": r.line,
+                    "reason": r.reason,
+                    "protected_until": r.protected_until,
+                    "duplicate_of": r.duplicate_of,
+                    "rules_version": r.rules_version,
+                    "trace": r.trace,
+                }))
             } else {
                 Ok(explain(&r))
             }

@@ -209,9 +209,28 @@ impl Connector {
         fields: &[String],
         page: Option<&str>,
     ) -> Result<ChangePage, ConnectorError> {
+        self.read_managed_changes(object, since_ms, fields, page, None)
+            .await
+    }
+
+    /// [`Connector::read_changes`], asking only for records that have a value in `managed_by`
+    /// (the external-id field prmsync writes) where the system can filter on it: HubSpot's
+    /// search (`HAS_PROPERTY`). Other systems return every record; the planner ignores
+    /// records without the field either way.
+    pub async fn read_managed_changes(
+        &self,
+        object: &str,
+        since_ms: i64,
+        fields: &[String],
+        page: Option<&str>,
+        managed_by: Option<&str>,
+    ) -> Result<ChangePage, ConnectorError> {
         match self {
             Connector::PartnerStack(c) => c.read_changes(object, since_ms, page).await,
-            Connector::HubSpot(c) => c.read_changes(object, since_ms, fields, page).await,
+            Connector::HubSpot(c) => {
+                c.read_changes_with(object, since_ms, fields, page, managed_by)
+                    .await
+            }
             Connector::Salesforce(c) => c.read_changes(object, since_ms, fields, page).await,
             Connector::Rest(c) => c.read_changes(object, since_ms, page).await,
         }

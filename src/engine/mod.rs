@@ -438,3 +438,18 @@ pub fn poll_targets(mappings: &[Arc<Mapping>]) -> Vec<(ObjectRef, Vec<String>)> 
         .map(|(o, f)| (o, f.into_iter().collect()))
         .collect()
 }
+
+/// The external-id field every record of `object` that prmsync manages has, when `object` is
+/// polled only as the target of flows that all write the same one (reverse flows ignore records
+/// without it), so a poll can ask for those records only. `None` when it is some flow's source.
+pub fn managed_by(mappings: &[Arc<Mapping>], object: &ObjectRef) -> Option<String> {
+    if mappings.iter().any(|m| m.source == *object) {
+        return None;
+    }
+    let mut ids = mappings
+        .iter()
+        .filter(|m| m.target == *object)
+        .map(|m| m.external_id.as_str());
+    let first = ids.next()?;
+    (!first.is_empty() && ids.all(|id| id == first)).then(|| first.to_owned())
+}

@@ -3,7 +3,7 @@
 //! transaction, so a restart re-reads at most the page that was in flight and no page cap can
 //! stall an object. Each committed page wakes the planner, so a backfill streams.
 
-use super::{Engine, EngineError, poll_targets};
+use super::{Engine, EngineError, managed_by, poll_targets};
 use crate::connector::{Connector, ConnectorError};
 use crate::model::{Change, Cursor, ObjectRef, Resume};
 
@@ -35,6 +35,8 @@ impl Engine {
             report.finished = true;
             return Ok(report);
         };
+        // Reverse polls ask only for the records prmsync manages, where the system can filter.
+        let managed = managed_by(&mappings, object);
         let stored = self.store.cursor(object.clone()).await?;
         let mut cursor = stored.clone().unwrap_or_default();
         let (mut since, mut page) = match cursor.resume.take() {
@@ -49,8 +51,14 @@ impl Engine {
                 .retry
                 .run(|| async {
                     self.spend(object.system).await;
-                    conn.read_changes(&object.object, since, &fields, page.as_deref())
-                        .await
+                    conn.read_managed_changes(
+                        &object.object,
+                        since,
+                        &fields,
+                        page.as_deref(),
+                        managed.as_deref(),
+                    )
+                    .await
                 })
                 .await;
             let read = match read {

@@ -22,14 +22,16 @@ use crate::rules::{
     Step,
 };
 use crate::store::{
-    DecisionCommit, InboxItem, KeyedEvent, LedgerEntry, Link, PlanCommit, PlannedWrite, Store,
-    StoreError,
+    DecisionCommit, InboxItem, KeyedEvent, LedgerEntry, Link, PlanCommit, PlannedWrite,
+    ReadOnlyStore, Store, StoreError,
 };
 
 /// The flow name on outbox rows, links and ledger lines written for registration decisions.
 pub const FLOW: &str = "rules-of-engagement";
 /// The PRM object that holds deal registrations.
 pub const OBJECT: &str = "deals";
+/// The PRM object whose records name the partners (key = record id; see [`partner_name`]).
+pub const PARTNERS: &str = "partnerships";
 /// Groups decided per store round trip (and per CRM facts read).
 const GROUPS_PER_COMMIT: usize = 50;
 /// The deal property marking a CRM deal made from a registration, when no deal flow names one.
@@ -201,7 +203,8 @@ fn keyed(rules: &Rules, event: RegistrationEvent) -> KeyedEvent {
     }
 }
 
-/// Records the PRM deal registrations among `items`, and notes registrations whose CRM deal
+/// Records the PRM deal registrations among `items` (and partners' names from the PRM's
+/// partnerships), and notes registrations whose CRM deal
 /// changed (so a deal created by the deal flow gets its decision written). Runs before the inbox
 /// batch is committed; repeats are ignored, so a crash in between loses nothing.
 pub async fn observe(
@@ -227,10 +230,41 @@ pub async fn observe(
                 .collect()
         })
         .unwrap_or_default();
+    let partners = ObjectRef {
+        system: prm,
+        object: PARTNERS.into(),
+    };
+    let names: Vec<(String, String)> = items
+        .iter()
+        .filter(|i| i.change.object == partners && i.change.kind == ChangeKind::Upsert)
+        .filter_map(|i| {
+            let r = &i.change.record;
+            let name = partner_name(&r.fields)?;
+            Some((r.id.clone(), name))
+        })
+        .collect();
+    if !names.is_empty() {
+        store.record_partner_names(names, now_ms).await?;
+    }
     if events.is_empty() && touched.is_empty() {
         return Ok(0);
     }
     store.record_registrations(events, touched, now_ms).await
+}
+
+/// A partnership's name as channel managers know it: the partner organisation's `company.name`,
+/// else a top-level `name`.
+fn partner_name(fields: &Map<String, Value>) -> Option<String> {
+    [
+        fields.get("company").and_then(|c| c.get("name")),
+        fields.get("name"),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(Value::as_str)
+    .map(str::trim)
+    .find(|n| !n.is_empty())
+    .map(str::to_owned)
 }
 
 fn registrations_object(prm: SystemKind) -> ObjectRef {
@@ -308,7 +342,7 @@ pub async fn decide(
                 crm: cache.facts(&domains),
                 reviews: group.reviews,
                 prior: group.prior,
-                partner_names: BTreeMap::new(),
+                partner_names: group.partner_names,
                 as_of_ms: as_of,
             };
             commit.decisions.extend(rules::evaluate(rules, &input));
@@ -413,6 +447,73 @@ pub async fn decide(
         tracing::info!(changed, "registration decisions changed");
     }
     Ok(changed)
+}
+
+/// A registration whose decision a rules file would change.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Move {
+    pub registration_id: String,
+    pub partner: String,
+    /// The stored status (`None`: not decided yet).
+    pub before: Option<String>,
+    pub after: Status,
+    pub reason: String,
+}
+
+/// What `rules` would decide for every stored registration, compared with what is stored: the
+/// registrations that would move. Reads the state (never writes) and the CRM facts the rules
+/// name, as a pass would; a failed facts read fails the preview rather than guess.
+pub async fn preview(
+    state: &ReadOnlyStore,
+    rules: &Rules,
+    mappings: &[Arc<Mapping>],
+    prm: SystemKind,
+    crm: Option<CrmSource<'_>>,
+) -> Result<Vec<Move>, PreviewError> {
+    let (all, as_of) = state.all_registrations()?;
+    let Some(as_of) = as_of else {
+        return Ok(Vec::new());
+    };
+    let stored: BTreeMap<String, Option<String>> = state
+        .registrations()?
+        .into_iter()
+        .map(|r| (r.id, r.status))
+        .collect();
+    let prm_id_property =
+        deal_flow(mappings, prm).map_or(DEFAULT_PRM_ID_PROPERTY, |m| m.external_id.as_str());
+    let mut cache = FactsCache::new(rules, crm, prm_id_property);
+    let domains = domains_of(rules, &all.events);
+    cache.load(&domains).await?;
+    let input = Input {
+        crm: cache.facts(&domains),
+        events: all.events,
+        reviews: all.reviews,
+        prior: all.prior,
+        partner_names: all.partner_names,
+        as_of_ms: as_of,
+    };
+    Ok(rules::evaluate(rules, &input)
+        .into_iter()
+        .filter_map(|d| {
+            let before = stored.get(&d.registration_id).cloned().flatten();
+            (before.as_deref() != Some(d.status.as_str())).then_some(Move {
+                registration_id: d.registration_id,
+                partner: d.partner,
+                before,
+                after: d.status,
+                reason: d.reason,
+            })
+        })
+        .collect())
+}
+
+/// Why a preview could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PreviewError {
+    #[error("reading the state file: {0}")]
+    Store(#[from] StoreError),
+    #[error("reading CRM facts: {0}")]
+    Crm(#[from] ConnectorError),
 }
 
 fn protected_text(ms: Option<i64>) -> Value {

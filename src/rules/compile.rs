@@ -177,6 +177,11 @@ impl Errs<'_> {
     fn line(&self, span: Range<usize>) -> usize {
         line_col(self.text, span.start).0
     }
+
+    /// The line a section is written on: its `[name]` header, else where its value starts.
+    fn section_line(&self, name: &str, span: Range<usize>) -> usize {
+        header_line(self.text, name).unwrap_or_else(|| self.line(span))
+    }
 }
 
 /// The line a table header `[name]` is written on, for tables given as sections.
@@ -214,14 +219,49 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
     let Some(raw) = parse(text, &mut errs) else {
         return Err(errs.list);
     };
-    let section_line = |name: &str, span: Range<usize>| {
-        header_line(text, name).unwrap_or_else(|| line_col(text, span.start).0)
-    };
     if raw.name.get_ref().trim().is_empty() {
         errs.at(raw.name.span(), "name", "must not be empty", None);
     }
-    let rf = raw.registration.as_ref();
-    let fields = RegistrationFields {
+    let fields = registration_fields(raw.registration.as_ref());
+    let key = duplicate_key(&raw, &mut errs);
+    let has_domain = key.iter().any(|k| k.normalize == Normalize::Domain);
+    let qualification = qualification(&raw, has_domain, &mut errs);
+    let tiers = tiers(&raw, &mut errs);
+    let reserved = reserved(&raw, has_domain, &mut errs);
+    let open_direct = open_direct(&raw, &mut errs);
+    let review = review(&raw, &mut errs);
+    let protection = protection(&raw, &mut errs);
+    let order = decision_order(&raw, &mut errs);
+    let (tie_breakers, tie_line) = tie_breakers(&raw, &mut errs);
+    let examples = examples(&raw, &mut errs);
+    if !errs.list.is_empty() {
+        return Err(errs.list);
+    }
+    let mut rules = Rules {
+        file: file.to_owned(),
+        version: String::new(),
+        name: raw.name.into_inner(),
+        description: raw.description,
+        fields,
+        key,
+        qualification,
+        tiers,
+        reserved,
+        open_direct,
+        review,
+        protection,
+        order,
+        tie_breakers,
+        tie_line,
+        examples,
+    };
+    rules.version = fingerprint(&rules);
+    Ok(rules)
+}
+
+/// Which registration fields the rules read (defaults for those not named).
+fn registration_fields(rf: Option<&RawFields>) -> RegistrationFields {
+    RegistrationFields {
         partner: rf
             .and_then(|r| r.partner.clone())
             .unwrap_or_else(|| "partner_key".into()),
@@ -232,9 +272,11 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
             .and_then(|r| r.close_date.clone())
             .unwrap_or_else(|| "close_date".into()),
         extensions: rf.and_then(|r| r.extensions.clone()),
-    };
+    }
+}
 
-    // Duplicate key.
+/// `[[duplicate_key]]`: at least one part, each with a known normalisation.
+fn duplicate_key(raw: &Raw, errs: &mut Errs<'_>) -> Vec<KeyPart> {
     let mut key = Vec::new();
     if raw.duplicate_key.get_ref().is_empty() {
         errs.at(
@@ -272,9 +314,11 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
             line: errs.line(p.span()),
         });
     }
-    let has_domain = key.iter().any(|k| k.normalize == Normalize::Domain);
+    key
+}
 
-    // Qualification.
+/// `[qualification]`: the evidence a registration must carry.
+fn qualification(raw: &Raw, has_domain: bool, errs: &mut Errs<'_>) -> Qualification {
     let qualification = match &raw.qualification {
         None => Qualification {
             line: 0,
@@ -284,7 +328,7 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
             close_within_days: None,
         },
         Some(q) => {
-            let line = section_line("qualification", q.span());
+            let line = errs.section_line("qualification", q.span());
             let r = q.get_ref();
             for (name, v) in [
                 ("min_amount", &r.min_amount),
@@ -324,8 +368,12 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
         );
     }
 
-    // Tiers.
-    let tiers = match &raw.tiers {
+    qualification
+}
+
+/// `[tiers]`: best first; every partner's tier must be listed.
+fn tiers(raw: &Raw, errs: &mut Errs<'_>) -> Tiers {
+    match &raw.tiers {
         None => Tiers::default(),
         Some(t) => {
             let r = t.get_ref();
@@ -358,13 +406,15 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
                 order,
                 field: r.field.clone(),
                 partners,
-                line: section_line("tiers", t.span()),
+                line: errs.section_line("tiers", t.span()),
             }
         }
-    };
+    }
+}
 
-    // Reserved accounts.
-    let reserved = match &raw.reserved_accounts {
+/// `[reserved_accounts]`: domains (normalised), CRM account ids and CRM criteria.
+fn reserved(raw: &Raw, has_domain: bool, errs: &mut Errs<'_>) -> Reserved {
+    match &raw.reserved_accounts {
         None => Reserved::default(),
         Some(rs) => {
             let r = rs.get_ref();
@@ -389,7 +439,7 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
                 );
             }
             Reserved {
-                line: section_line("reserved_accounts", rs.span()),
+                line: errs.section_line("reserved_accounts", rs.span()),
                 domains,
                 account_ids: r
                     .account_ids
@@ -407,9 +457,12 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
                     .collect(),
             }
         }
-    };
+    }
+}
 
-    let open_direct = match &raw.open_direct_opportunity {
+/// `[open_direct_opportunity]`: what an open direct deal does to a registration.
+fn open_direct(raw: &Raw, errs: &mut Errs<'_>) -> OpenDirect {
+    match &raw.open_direct_opportunity {
         None => OpenDirect {
             action: OpenDirectAction::Reject,
             line: 0,
@@ -430,19 +483,22 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
             };
             OpenDirect {
                 action,
-                line: section_line("open_direct_opportunity", o.span()),
+                line: errs.section_line("open_direct_opportunity", o.span()),
             }
         }
-    };
+    }
+}
 
-    let review = match &raw.review {
+/// `[review]`: when the head of the line goes to a person.
+fn review(raw: &Raw, errs: &mut Errs<'_>) -> ReviewRule {
+    match &raw.review {
         None => ReviewRule::default(),
         Some(rv) => {
             let r = rv.get_ref();
             let mut tiers = Vec::new();
             for t in &r.tiers {
                 let tl = t.get_ref().to_lowercase();
-                if !tiers_contains(&raw, &tl) {
+                if !tiers_contains(raw, &tl) {
                     errs.at(
                         t.span(),
                         "review.tiers",
@@ -463,13 +519,16 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
                 );
             }
             ReviewRule {
-                line: section_line("review", rv.span()),
+                line: errs.section_line("review", rv.span()),
                 qualified_within_ms: r.qualified_within_secs.as_ref().map(|w| w.get_ref() * 1000),
                 tiers,
             }
         }
-    };
+    }
+}
 
+/// `[protection]`: how long a winner is protected, and what happens when that ends.
+fn protection(raw: &Raw, errs: &mut Errs<'_>) -> Protection {
     let p = raw.protection.get_ref();
     if *p.days.get_ref() <= 0 {
         errs.at(p.days.span(), "protection.days", "must be at least 1", None);
@@ -494,16 +553,19 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
             OnExpiry::Reopen
         }),
     };
-    let protection = Protection {
-        line: section_line("protection", raw.protection.span()),
+    Protection {
+        line: errs.section_line("protection", raw.protection.span()),
         days: *p.days.get_ref(),
         extensions: p.extensions,
         extension_days: p.extension_days,
         on_expiry,
         rules_change_may_revoke: p.rules_change_may_revoke,
-    };
+    }
+}
 
-    // Decision order.
+/// `decision_order`: known rules, each once, per-registration rules first, `first_qualified`
+/// last, and a section for every rule listed.
+fn decision_order(raw: &Raw, errs: &mut Errs<'_>) -> Vec<(Step, usize)> {
     let mut order = Vec::new();
     for s in raw.decision_order.get_ref() {
         match Step::ALL.into_iter().find(|x| x.as_str() == s.get_ref()) {
@@ -526,7 +588,7 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
             group_seen = true;
         } else if group_seen {
             errs.list.push(RulesError {
-                file: file.to_owned(),
+                file: errs.file.to_owned(),
                 line: *line,
                 column: 1,
                 key: "decision_order".into(),
@@ -565,6 +627,11 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
             );
         }
     }
+    order
+}
+
+/// `tie_breakers` (default tier, submitted, id) and the line they are written on.
+fn tie_breakers(raw: &Raw, errs: &mut Errs<'_>) -> (Vec<TieBreaker>, usize) {
     let mut tie_breakers = Vec::new();
     let tie_line = match &raw.tie_breakers {
         None => {
@@ -609,34 +676,48 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
         }
     };
 
+    (tie_breakers, tie_line)
+}
+
+/// The `[[example]]`s that compile.
+fn examples(raw: &Raw, errs: &mut Errs<'_>) -> Vec<Example> {
     let mut examples = Vec::new();
     for (i, ex) in raw.example.iter().enumerate() {
-        if let Some(e) = example(ex, &format!("example[{i}]"), &mut errs) {
+        if let Some(e) = example(ex, &format!("example[{i}]"), errs) {
             examples.push(e);
         }
     }
-    if !errs.list.is_empty() {
-        return Err(errs.list);
+    examples
+}
+
+/// The rules' version: a short hash of what decides registrations, the compiled rules without
+/// their file name, name, description, line numbers and examples, and with listed accounts in a
+/// fixed order. A comment, a moved line or a new example changes nothing; a changed rule does.
+fn fingerprint(r: &Rules) -> String {
+    let mut c = r.clone();
+    c.file.clear();
+    c.name.clear();
+    c.description = None;
+    c.examples.clear();
+    c.tie_line = 0;
+    c.key.iter_mut().for_each(|k| k.line = 0);
+    c.qualification.line = 0;
+    c.tiers.line = 0;
+    c.reserved.line = 0;
+    for list in [&mut c.reserved.domains, &mut c.reserved.account_ids] {
+        list.iter_mut().for_each(|(_, line)| *line = 0);
+        list.sort();
+        list.dedup();
     }
-    let version = hex::encode(&Sha256::digest(text.as_bytes())[..6]);
-    Ok(Rules {
-        file: file.to_owned(),
-        version,
-        name: raw.name.into_inner(),
-        description: raw.description,
-        fields,
-        key,
-        qualification,
-        tiers,
-        reserved,
-        open_direct,
-        review,
-        protection,
-        order,
-        tie_breakers,
-        tie_line,
-        examples,
-    })
+    c.reserved.crm.iter_mut().for_each(|k| k.line = 0);
+    c.reserved
+        .crm
+        .sort_by(|a, b| (&a.field, &a.equals).cmp(&(&b.field, &b.equals)));
+    c.open_direct.line = 0;
+    c.review.line = 0;
+    c.protection.line = 0;
+    c.order.iter_mut().for_each(|(_, line)| *line = 0);
+    hex::encode(&Sha256::digest(format!("{c:?}").as_bytes())[..6])
 }
 
 fn tiers_contains(raw: &Raw, tier: &str) -> bool {

@@ -33,7 +33,8 @@ const DAY_MS: i64 = 86_400_000;
 #[derive(Debug, Clone)]
 pub struct Rules {
     pub file: String,
-    /// A short hash of the file's text; stored with each decision.
+    /// A short hash of the compiled rules (not the text: comments, line numbers and examples do
+    /// not count); stored with each decision, and a change re-decides every registration.
     pub version: String,
     pub name: String,
     pub description: Option<String>,

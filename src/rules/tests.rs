@@ -782,6 +782,46 @@ fn rules_file_errors_name_file_line_column_and_key() {
 }
 
 #[test]
+fn the_version_follows_the_compiled_rules_not_the_text() {
+    let base = rules().version;
+    let same = [
+        BUILTIN.1.replace("# best first", "# the best tier first"),
+        BUILTIN.1.replace(
+            "name = \"rules-of-engagement\"",
+            "# a new comment\nname = \"roe\"",
+        ),
+        BUILTIN.1.replace(
+            r#""bigbank.example",
+  "cyberdynesystems.example","#,
+            r#""cyberdynesystems.example",
+  "bigbank.example","#,
+        ),
+        BUILTIN.1.replace(
+            r#"expect.d8 = { status = "approved" }"#,
+            r#"expect.d8 = { status = "approved", reason = "approved" }"#,
+        ),
+    ];
+    for text in same {
+        assert_ne!(text, BUILTIN.1, "the edit applies");
+        let r = Rules::compile("t.toml", &text).expect("compiles");
+        assert_eq!(
+            r.version, base,
+            "an edit that decides nothing keeps the version"
+        );
+    }
+    for (from, to) in [
+        ("days = 90", "days = 60"),
+        (r#"action = "reject" "#, r#"action = "influenced" "#),
+        (
+            r#"order = ["gold", "silver", "bronze"]"#,
+            r#"order = ["silver", "gold", "bronze"]"#,
+        ),
+    ] {
+        assert_ne!(rules_with(from, to).version, base, "{from} -> {to}");
+    }
+}
+
+#[test]
 fn a_failing_example_is_reported_with_its_line() {
     let text = BUILTIN.1.replace(
         r#"expect.d2 = { status = "duplicate", duplicate_of = "d1" }"#,

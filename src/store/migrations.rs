@@ -24,6 +24,8 @@ pub fn all() -> Migrations<'static> {
         M::up(super::counters::MIGRATION),
         // "hot indexes": what hot queries and retention filter on.
         M::up(HOT_INDEXES),
+        // "partner names": partners' names from the PRM, for registration reasons.
+        M::up(super::registrations::PARTNERS_MIGRATION),
         // "state digests": links keep field digests instead of values.
         M::up(STATE_DIGESTS),
     ])

@@ -497,6 +497,16 @@ impl Store {
         .await
     }
 
+    /// Stores partners' names as the PRM sent them (key, name).
+    pub async fn record_partner_names(
+        &self,
+        names: Vec<(String, String)>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| registrations::record_partners(tx, &names, now_ms))
+            .await
+    }
+
     /// Whether any registration was last decided under rules other than `rules_version`.
     pub async fn registrations_outdated(&self, rules_version: String) -> Result<bool, StoreError> {
         self.call(move |conn| registrations::outdated(conn, &rules_version))
@@ -544,7 +554,7 @@ impl Store {
 
     /// The registrations, review outcomes and prior decisions of one group.
     pub async fn registration_group(&self, key: String) -> Result<RegistrationGroup, StoreError> {
-        self.call(move |conn| registrations::group(conn, &key))
+        self.call(move |conn| registrations::group(conn, Some(&key)))
             .await
     }
 
@@ -666,6 +676,20 @@ impl ReadOnlyStore {
         source_ids: &[String],
     ) -> Result<Vec<(String, Link)>, StoreError> {
         queries::links_by_source(&self.conn, flow, source_ids)
+    }
+
+    /// Every registration's versions, reviews, prior decisions and partner names, and the
+    /// rules' "now" (`prmsync plan` decides them again under the rules on disk).
+    pub fn all_registrations(&self) -> Result<(RegistrationGroup, Option<i64>), StoreError> {
+        Ok((
+            registrations::group(&self.conn, None)?,
+            registrations::as_of(&self.conn)?,
+        ))
+    }
+
+    /// Every registration's stored decision.
+    pub fn registrations(&self) -> Result<Vec<StoredRegistration>, StoreError> {
+        registrations::list(&self.conn, None)
     }
 }
 

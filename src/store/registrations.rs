@@ -60,12 +60,47 @@ CREATE TABLE registration_reviews (
 ) STRICT;
 "#;
 
+/// Migration step "partner names": each partner's name as the PRM last sent it, so reasons and
+/// the CLI name partners the way channel managers know them.
+pub(super) const PARTNERS_MIGRATION: &str = r#"
+CREATE TABLE registration_partners (
+    partner    TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+) STRICT;
+"#;
+
+/// Stores partners' names (key, name); a new or changed name marks the partner's registrations
+/// for deciding again, so their reasons name the partner as the PRM now does.
+pub(super) fn record_partners(
+    tx: &Transaction<'_>,
+    names: &[(String, String)],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    for (partner, name) in names {
+        let changed = tx
+            .prepare_cached(
+                "INSERT INTO registration_partners (partner, name, updated_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (partner) DO UPDATE SET name = excluded.name, updated_ms = excluded.updated_ms
+                 WHERE registration_partners.name <> excluded.name",
+            )?
+            .execute(params![partner, name, now_ms])?;
+        if changed > 0 {
+            tx.prepare_cached("UPDATE registrations SET dirty = 1 WHERE partner = ?1")?
+                .execute(params![partner])?;
+        }
+    }
+    Ok(())
+}
+
 /// A registration's stored state, for the CLI.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoredRegistration {
     pub id: String,
     pub key: String,
     pub partner: String,
+    /// The partner's name in the PRM, when prmsync has seen it.
+    pub partner_name: Option<String>,
     pub status: Option<String>,
     pub rule: Option<String>,
     pub line: Option<i64>,
@@ -94,6 +129,8 @@ pub struct RegistrationGroup {
     pub events: Vec<RegistrationEvent>,
     pub reviews: Vec<ReviewOutcome>,
     pub prior: Vec<PriorDecision>,
+    /// Partner key -> name in the PRM, for the group's partners whose names are known.
+    pub partner_names: std::collections::BTreeMap<String, String>,
 }
 
 /// A registration version with the key and partner the engine computed for it.
@@ -253,17 +290,20 @@ pub(super) fn keys_to_decide(
 }
 
 /// Everything the rules need to decide one group.
-pub(super) fn group(conn: &Connection, key: &str) -> Result<RegistrationGroup, StoreError> {
+/// One group's registrations, reviews, prior decisions and partner names; every group's with
+/// `None`.
+pub(super) fn group(conn: &Connection, key: Option<&str>) -> Result<RegistrationGroup, StoreError> {
     let events = events(
         conn,
-        "WHERE e.registration_id IN (SELECT id FROM registrations WHERE dup_key = ?1)",
+        "WHERE e.registration_id IN (SELECT id FROM registrations WHERE ?1 IS NULL OR dup_key = ?1)",
         params![key],
     )?;
     let mut reviews = Vec::new();
     {
         let mut stmt = conn.prepare_cached(
             "SELECT v.registration_id, v.approve, v.reason, v.at_ms FROM registration_reviews v
-             JOIN registrations g ON g.id = v.registration_id WHERE g.dup_key = ?1 ORDER BY v.id",
+             JOIN registrations g ON g.id = v.registration_id WHERE ?1 IS NULL OR g.dup_key = ?1
+             ORDER BY v.id",
         )?;
         let rows = stmt.query_map(params![key], |r| {
             Ok(ReviewOutcome {
@@ -281,7 +321,7 @@ pub(super) fn group(conn: &Connection, key: &str) -> Result<RegistrationGroup, S
     {
         let mut stmt = conn.prepare_cached(
             "SELECT id, status, protected_until, COALESCE(protected_under, rules_version)
-             FROM registrations WHERE dup_key = ?1 AND status IS NOT NULL",
+             FROM registrations WHERE (?1 IS NULL OR dup_key = ?1) AND status IS NOT NULL",
         )?;
         let rows = stmt.query_map(params![key], |r| {
             Ok((
@@ -303,10 +343,23 @@ pub(super) fn group(conn: &Connection, key: &str) -> Result<RegistrationGroup, S
             }
         }
     }
+    let mut partner_names = std::collections::BTreeMap::new();
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT DISTINCT p.partner, p.name FROM registration_partners p
+             JOIN registrations g ON g.partner = p.partner WHERE ?1 IS NULL OR g.dup_key = ?1",
+        )?;
+        let rows = stmt.query_map(params![key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        for row in rows {
+            let (partner, name): (String, String) = row?;
+            partner_names.insert(partner, name);
+        }
+    }
     Ok(RegistrationGroup {
         events,
         reviews,
         prior,
+        partner_names,
     })
 }
 
@@ -387,6 +440,7 @@ fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredRegistration, Option
             id: r.get(0)?,
             key: r.get(1)?,
             partner: r.get(2)?,
+            partner_name: r.get(12)?,
             status: r.get(3)?,
             rule: r.get(4)?,
             line: r.get(5)?,
@@ -401,9 +455,10 @@ fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredRegistration, Option
     ))
 }
 
-const COLUMNS: &str =
-    "id, dup_key, partner, status, rule, line, reason, protected_until, duplicate_of,
-                       rules_version, decided_ms, trace";
+/// A registration's columns and its partner's name (`r` and `p` are bound by [`FROM`]).
+const COLUMNS: &str = "r.id, r.dup_key, r.partner, r.status, r.rule, r.line, r.reason,
+    r.protected_until, r.duplicate_of, r.rules_version, r.decided_ms, r.trace, p.name";
+const FROM: &str = "registrations r LEFT JOIN registration_partners p ON p.partner = r.partner";
 
 /// Registrations, optionally only those with `status`, by id.
 pub(super) fn list(
@@ -411,7 +466,7 @@ pub(super) fn list(
     status: Option<&str>,
 ) -> Result<Vec<StoredRegistration>, StoreError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM registrations WHERE ?1 IS NULL OR status = ?1 ORDER BY dup_key, id"
+        "SELECT {COLUMNS} FROM {FROM} WHERE ?1 IS NULL OR r.status = ?1 ORDER BY r.dup_key, r.id"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params![status], stored)?;
@@ -436,7 +491,7 @@ pub(super) fn get(
     conn: &Connection,
     id: &str,
 ) -> Result<Option<(StoredRegistration, Vec<DecisionChange>)>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM registrations WHERE id = ?1");
+    let sql = format!("SELECT {COLUMNS} FROM {FROM} WHERE r.id = ?1");
     let Some(row) = conn
         .prepare_cached(&sql)?
         .query_row(params![id], stored)

@@ -203,3 +203,30 @@ async fn a_webhook_reaches_the_crm_through_the_pipeline_without_any_poll() {
     );
     d.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_reverse_poll_asks_hubspot_only_for_the_deals_prmsync_manages() {
+    let w = World::seeded(3).await;
+    let direct = w.hs.create(
+        "deals",
+        [("dealname".to_owned(), "Sales' own deal".to_owned())].into(),
+    );
+    let d = w.daemon().await;
+    d.run_until_idle().await.expect("sync");
+    let conn = rusqlite::Connection::open(w.state_path()).expect("state file");
+    let staged = |id: &str| -> i64 {
+        conn.query_row(
+            "SELECT COUNT(*) FROM inbox WHERE system = 'hubspot' AND record_id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .expect("count")
+    };
+    assert_eq!(staged(&direct), 0, "a deal without prm_deal_id is not read");
+    let managed =
+        w.hs.find("deals", "prm_deal_id", "deal_1")
+            .expect("synced deal");
+    let id = managed["hs_object_id"].as_str().expect("an id").to_owned();
+    assert!(staged(&id) > 0, "the deals prmsync wrote are read back");
+    d.shutdown().await;
+}

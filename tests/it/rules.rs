@@ -439,3 +439,180 @@ fn three_mistakes_in_each_file_give_three_located_errors_each() {
     );
     assert!(!err.contains("(syntax)"), "{err}");
 }
+
+/// Partners' names come from the PRM's partnerships (read by the companies flow): reasons, `show`
+/// and `explain --json` name them, and a loser's reason states the comparison that decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reasons_name_partners_from_the_prm_and_explain_speaks_json() {
+    let w = World::seeded(0).await;
+    let mut config = w.config();
+    let maps = mappings_dir(&w, prmsync::rules::BUILTIN.1);
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/mappings/partnerstack-hubspot-companies.toml"
+        ),
+        maps.join("partnerstack-hubspot-companies.toml"),
+    )
+    .expect("copy companies mapping");
+    config.daemon.mappings_dir = Some(maps);
+    for (key, name, site) in [
+        ("part_1", "Northwind Partners", "northwind.example"),
+        ("part_2", "Blue Harbor", "blueharbor.example"),
+    ] {
+        let partnership =
+            json!({"key": key, "status": "active", "company": {"name": name, "website": site}});
+        if let Value::Object(p) = partnership {
+            w.ps.upsert_item("partnerships", p);
+        }
+    }
+    w.ps.upsert_deal(deal("reg_a", "part_2", "peter@initech.example"));
+    w.ps.upsert_deal(deal("reg_b", "part_1", "pg@initech.example"));
+    let daemon = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+        .await
+        .expect("daemon starts");
+    daemon.run_until_idle().await.expect("sync");
+    daemon.shutdown().await;
+
+    assert_eq!(status_of(&w, "reg_a").as_deref(), Some("approved"));
+    let reason = prm_decision(&w, "reg_b")["registration_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.starts_with("duplicate: reg_a (Blue Harbor) holds the account, protected until ")
+            && reason.contains("reg_a qualified first, at ")
+            && reason.contains("(silver tier); this one qualified at "),
+        "{reason}"
+    );
+    let state = w.state_path();
+    let state = state.to_str().expect("utf-8");
+    let out = prmsync(&[
+        "registrations",
+        "explain",
+        "reg_b",
+        "--json",
+        "--state",
+        state,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let explained: Value = serde_json::from_slice(&out.stdout).expect("explain --json is JSON");
+    assert_eq!(explained["status"], "duplicate");
+    assert_eq!(explained["partner_name"], "Northwind Partners");
+    assert_eq!(explained["duplicate_of"], "reg_a");
+    assert_eq!(explained["reason"], reason.as_str());
+    assert!(
+        explained["trace"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|s| s["outcome"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("behind reg_a: reg_a qualified first")))),
+        "{explained}"
+    );
+    let out = prmsync(&["registrations", "show", "reg_a", "--state", state]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Blue Harbor (part_2)"), "{text}");
+    let out = prmsync(&["registrations", "explain", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("the PRM deal's key"), "{help}");
+}
+
+/// `prmsync plan` shows which registrations a rules file on disk would move, before the daemon
+/// applies it; a comment-only edit keeps the version and moves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_the_registrations_a_rules_change_would_move() {
+    let w = World::seeded(0).await;
+    let mut config = w.config();
+    let maps = mappings_dir(&w, prmsync::rules::BUILTIN.1);
+    config.daemon.mappings_dir = Some(maps.clone());
+    w.ps.upsert_deal(deal("reg_a", "part_2", "peter@initech.example"));
+    w.ps.upsert_deal(deal("reg_b", "part_1", "pg@initech.example"));
+    let daemon = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+        .await
+        .expect("daemon starts");
+    daemon.run_until_idle().await.expect("sync");
+    daemon.shutdown().await;
+    assert_eq!(status_of(&w, "reg_a").as_deref(), Some("approved"));
+
+    let config = w.dir.path().join("prmsync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_path = {:?}\nmappings_dir = {:?}\n\n\
+             [partnerstack]\nbase_url = {:?}\napi_key = {{ env = \"IT_PS_KEY\" }}\n\n\
+             [hubspot]\nbase_url = {:?}\naccess_token = {{ env = \"IT_HS_TOKEN\" }}\n",
+            w.state_path(),
+            maps,
+            w.ps_server.url("/api/v2").as_str(),
+            w.hs_server.url("").as_str(),
+        ),
+    )
+    .expect("write config");
+    let plan = |config: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_prmsync"))
+                .args(["plan", "--config"])
+                .arg(&config)
+                .env("IT_PS_KEY", crate::harness::PS_KEY)
+                .env("IT_HS_TOKEN", crate::harness::HS_TOKEN)
+                .output()
+                .expect("run prmsync plan")
+        })
+    };
+    // A comment changes nothing.
+    let commented = prmsync::rules::BUILTIN
+        .1
+        .replace("# best first", "# best tier first, always");
+    std::fs::write(maps.join(prmsync::rules::RULES_FILE), &commented).expect("write rules");
+    let out = plan(config.clone()).await.expect("join");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version = prmsync::rules::Rules::builtin().expect("builtin").version;
+    assert!(
+        text.contains(&format!(
+            "rules of engagement (version {version}): no registration would change"
+        )),
+        "{text}"
+    );
+    // Reserving the customer for the direct team, allowed to revoke: both would move.
+    let reserving = prmsync::rules::BUILTIN
+        .1
+        .replace(
+            r#""bigbank.example","#,
+            r#""bigbank.example", "initech.example","#,
+        )
+        .replace(
+            "rules_change_may_revoke = false",
+            "rules_change_may_revoke = true",
+        );
+    std::fs::write(maps.join(prmsync::rules::RULES_FILE), &reserving).expect("write rules");
+    let out = plan(config).await.expect("join");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("2 registration(s) would change"), "{text}");
+    for (id, before) in [("reg_a", "approved"), ("reg_b", "duplicate")] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(id))
+            .unwrap_or_default();
+        assert!(
+            line.contains(&format!("{before:<10} -> rejected"))
+                && line.contains("initech.example is reserved for direct sales"),
+            "{id}: {line:?} in\n{text}"
+        );
+    }
+    // Nothing was applied.
+    assert_eq!(status_of(&w, "reg_a").as_deref(), Some("approved"));
+}

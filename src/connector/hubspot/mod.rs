@@ -266,12 +266,26 @@ impl HubSpot {
         fields: &[String],
         page: Option<&str>,
     ) -> Result<ChangePage, ConnectorError> {
+        self.read_changes_with(object, since_ms, fields, page, None)
+            .await
+    }
+
+    /// [`HubSpot::read_changes`] of only the objects that have a value in `managed_by`
+    /// (a `HAS_PROPERTY` filter), when set.
+    pub async fn read_changes_with(
+        &self,
+        object: &str,
+        since_ms: i64,
+        fields: &[String],
+        page: Option<&str>,
+        managed_by: Option<&str>,
+    ) -> Result<ChangePage, ConnectorError> {
         let (window, read, after) = match page {
             None => (since_ms, 0, None),
             Some(p) => parse_page(p)?,
         };
         let mut page = self
-            .search_page(object, window, fields, after.as_deref())
+            .search_page(object, window, fields, after.as_deref(), managed_by)
             .await?;
         let read = read.saturating_add(page.records.len());
         let last_ms = page.records.last().map(|r| r.modified_ms);
@@ -294,19 +308,25 @@ impl HubSpot {
         since_ms: i64,
         fields: &[String],
         page: Option<&str>,
+        managed_by: Option<&str>,
     ) -> Result<ChangePage, ConnectorError> {
         let mut properties: Vec<String> = fields.to_vec();
         properties.push(api::LAST_MODIFIED.into());
         properties.sort();
         properties.dedup();
+        let mut filters = vec![api::Filter::one(
+            api::LAST_MODIFIED,
+            "GTE",
+            since_ms.to_string(),
+        )];
+        filters.extend(managed_by.map(|p| api::Filter {
+            property_name: p.to_owned(),
+            operator: "HAS_PROPERTY".into(),
+            value: None,
+            values: None,
+        }));
         let req = api::SearchRequest {
-            filter_groups: vec![api::FilterGroup {
-                filters: vec![api::Filter::one(
-                    api::LAST_MODIFIED,
-                    "GTE",
-                    since_ms.to_string(),
-                )],
-            }],
+            filter_groups: vec![api::FilterGroup { filters }],
             sorts: vec![
                 serde_json::json!({"propertyName": api::LAST_MODIFIED, "direction": "ASCENDING"}),
             ],
