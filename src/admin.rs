@@ -97,6 +97,8 @@ pub struct AdminState {
     pub store: Store,
     pub readiness: Arc<Readiness>,
     pub clock: Clock,
+    /// Mapping and rules reloads so far (kept by the daemon).
+    pub reloads: Arc<std::sync::Mutex<crate::app::ReloadStatus>>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -145,7 +147,14 @@ async fn metrics(State(s): State<AdminState>) -> Response {
                 .into_response();
         }
     };
-    match crate::metrics::render(&report) {
+    let process = {
+        let r = s.reloads.lock().unwrap_or_else(|p| p.into_inner());
+        crate::metrics::ProcessInfo {
+            reloads_ok: r.succeeded,
+            reloads_refused: r.failed,
+        }
+    };
+    match crate::metrics::render(&report, process) {
         Ok(text) => (
             StatusCode::OK,
             [(

@@ -293,7 +293,7 @@ pub struct Daemon {
     /// The admin listener (`/livez`, `/readyz`, `/metrics`).
     pub admin_addr: SocketAddr,
     readiness: Arc<crate::admin::Readiness>,
-    reloads: Mutex<ReloadStatus>,
+    reloads: Arc<Mutex<ReloadStatus>>,
     config: Config,
     ready: Arc<AtomicBool>,
     stop_http: CancellationToken,
@@ -322,10 +322,10 @@ impl Daemon {
             })?;
         let set = load_mappings(&config).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
         let mappings = active_mappings(&config, &set)?;
-        let reloads = Mutex::new(ReloadStatus {
+        let reloads = Arc::new(Mutex::new(ReloadStatus {
             versions: versions(&mappings),
             ..ReloadStatus::default()
-        });
+        }));
         let (prm, crm) = connectors(&config, Some(&store))?;
         let (hubspot_secret, partnerstack_secret) = webhook_secrets(&config);
         let settings = EngineSettings {
@@ -360,6 +360,7 @@ impl Daemon {
             store: store.clone(),
             readiness: readiness.clone(),
             clock: clock.clone(),
+            reloads: reloads.clone(),
         });
         let state = WebhookState {
             store,
@@ -420,7 +421,15 @@ impl Daemon {
     /// Runs the sync pipeline (see [`crate::engine::pipeline`]) until `shutdown` is cancelled,
     /// reloading mappings when `reload` fires; returns once every stage task has stopped.
     pub async fn run(&self, shutdown: CancellationToken, reload: Arc<Notify>) {
-        notify(&[sd_notify::NotifyState::Ready]);
+        let now = jiff::Timestamp::now().as_millisecond();
+        let summary = match self.engine.store().status(now).await {
+            Ok(r) => format!("running: {}", crate::status::one_line(&r)),
+            Err(e) => format!("running; the state file did not answer: {e}"),
+        };
+        notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&summary),
+        ]);
         let pipeline = Pipeline::start(self.engine.clone(), self.ready.clone());
         loop {
             tokio::select! {
@@ -438,32 +447,47 @@ impl Daemon {
     /// mappings once at the start of each cycle, so a cycle never mixes two sets).
     pub fn reload(&self) {
         notify(&[sd_notify::NotifyState::Reloading, monotonic()]);
-        let result = load_mappings(&self.config)
+        // Mappings and rules are compiled first and swapped together, or neither is: new
+        // mappings never run with old rules.
+        let mappings = load_mappings(&self.config)
             .map_err(|e| anyhow::anyhow!("{e}"))
             .and_then(|set| active_mappings(&self.config, &set));
+        let rules = load_rules(&self.config);
         let mut status = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
-        match result {
-            Ok(m) => {
+        let reload_summary;
+        match (mappings, rules) {
+            (Ok(m), Ok(r)) => {
                 status.succeeded += 1;
                 status.versions = versions(&m);
                 self.engine.set_mappings(m);
-                tracing::info!(mappings = ?status.versions, reloads_ok = status.succeeded, "mappings reloaded");
+                self.engine.set_rules(r);
+                reload_summary = format!(
+                    "reloaded mappings and rules ({} reload(s) ok, {} refused)",
+                    status.succeeded, status.failed
+                );
+                tracing::info!(mappings = ?status.versions, reloads_ok = status.succeeded, "mappings and rules reloaded");
             }
-            Err(e) => {
+            (m, r) => {
                 status.failed += 1;
-                let why = format!("{e:#}").trim_end().to_owned();
-                tracing::error!(error = %why, reloads_failed = status.failed, running = ?status.versions, "reload refused: the running mappings stay in force");
+                let why = [m.err(), r.err()]
+                    .into_iter()
+                    .flatten()
+                    .map(|e| format!("{e:#}").trim_end().to_owned())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                tracing::error!(error = %why, reloads_failed = status.failed, running = ?status.versions, "reload refused: the running mappings and rules stay in force");
                 status.last_error = Some(why);
+                reload_summary = format!(
+                    "reload refused; the running mappings and rules stay ({} refused)",
+                    status.failed
+                );
             }
         }
         drop(status);
-        match load_rules(&self.config) {
-            Ok(r) => self.engine.set_rules(r),
-            Err(e) => {
-                tracing::error!(error = %e, "reload refused: the running rules stay in force")
-            }
-        }
-        notify(&[sd_notify::NotifyState::Ready]);
+        notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&reload_summary),
+        ]);
     }
 
     /// Counts and last error of mapping reloads, and the versions in force.
@@ -480,20 +504,29 @@ impl Daemon {
         Ok(self.engine.run_until_idle(50).await?)
     }
 
-    /// Stops the listener and waits for in-flight requests, at most `shutdown_timeout`.
     /// `/readyz` answers 503 from now on: the shutdown has begun (called when the signal arrives,
     /// before the in-flight pass finishes).
     pub fn begin_drain(&self) {
         self.readiness.drain();
     }
 
+    /// Stops the listeners and waits for in-flight requests, at most `shutdown_timeout`.
     pub async fn shutdown(self) {
-        notify(&[sd_notify::NotifyState::Stopping]);
+        let limit = self.config.daemon.shutdown_timeout;
+        self.shutdown_within(limit).await;
+    }
+
+    /// [`Daemon::shutdown`] waiting at most `limit` (what is left of the shutdown budget).
+    pub async fn shutdown_within(self, limit: Duration) {
+        notify(&[
+            sd_notify::NotifyState::Stopping,
+            sd_notify::NotifyState::Status("stopping: finishing in-flight work"),
+        ]);
         self.begin_drain();
         self.ready.store(false, Ordering::Relaxed);
         self.stop_http.cancel();
         self.tasks.close();
-        if tokio::time::timeout(self.config.daemon.shutdown_timeout, self.tasks.wait())
+        if tokio::time::timeout(limit, self.tasks.wait())
             .await
             .is_err()
         {
@@ -581,20 +614,31 @@ pub async fn run(
     reload: Arc<Notify>,
     failpoints: FailPoints,
 ) -> anyhow::Result<()> {
+    // One budget for the whole shutdown (the pass in flight, then open requests), so the worst
+    // case is `shutdown_timeout`, inside the unit's TimeoutStopSec.
     let deadline = config.daemon.shutdown_timeout;
     let daemon = Daemon::start_with(config, crate::engine::system_clock(), failpoints).await?;
+    let drain_started = std::sync::OnceLock::new();
     {
         let sync = daemon.run(shutdown.clone(), reload);
         tokio::pin!(sync);
         tokio::select! {
             () = &mut sync => {}
-            () = async { shutdown.cancelled().await; daemon.begin_drain(); tokio::time::sleep(deadline).await } => {
+            () = async {
+                shutdown.cancelled().await;
+                let _ = drain_started.set(tokio::time::Instant::now());
+                daemon.begin_drain();
+                tokio::time::sleep(deadline).await
+            } => {
                 // Every step commits atomically, so an abandoned step loses nothing: its changes
                 // stay in the inbox or outbox for the next start.
                 tracing::warn!(?deadline, "the sync stages did not stop before the shutdown deadline; stopping anyway");
             }
         }
     }
-    daemon.shutdown().await;
+    let left = drain_started
+        .get()
+        .map_or(deadline, |t| deadline.saturating_sub(t.elapsed()));
+    daemon.shutdown_within(left).await;
     Ok(())
 }

@@ -17,9 +17,42 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
     registry.register(name, help, g);
 }
 
+/// What the running process knows that the state file does not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub reloads_ok: u64,
+    pub reloads_refused: u64,
+}
+
 /// Renders the report in the Prometheus text exposition format.
-pub fn render(r: &StatusReport) -> Result<String, std::fmt::Error> {
+pub fn render(r: &StatusReport, process: ProcessInfo) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
+    let build = Family::<Labels, Gauge>::default();
+    build
+        .get_or_create(&vec![(
+            "version".into(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        )])
+        .set(1);
+    registry.register(
+        "prmsync_build_info",
+        "Always 1; the version label names the running release",
+        build,
+    );
+    let reloads = Family::<Labels, Counter>::default();
+    for (result, n) in [
+        ("ok", process.reloads_ok),
+        ("refused", process.reloads_refused),
+    ] {
+        reloads
+            .get_or_create(&vec![("result".into(), result.into())])
+            .inc_by(n);
+    }
+    registry.register(
+        "prmsync_config_reloads",
+        "Mapping and rules reloads (SIGHUP), by result; a refused one keeps the running set",
+        reloads,
+    );
     gauge(
         &mut registry,
         "prmsync_inbox_pending",

@@ -79,3 +79,26 @@ pub fn render(r: &StatusReport) -> String {
     lines.push(String::new());
     lines.join("\n")
 }
+
+/// One line for systemd's `STATUS=` (`systemctl status prmsync` shows it).
+pub fn one_line(r: &StatusReport) -> String {
+    let synced: i64 = r
+        .ledger
+        .iter()
+        .filter(|l| matches!(l.action.as_str(), "created" | "updated"))
+        .map(|l| l.count)
+        .sum();
+    let oldest = r
+        .outbox_oldest_age_secs
+        .map(|a| format!(", oldest {a} s"))
+        .unwrap_or_default();
+    let paused = if r.holds.is_empty() {
+        String::new()
+    } else {
+        format!("; {} connection(s) paused", r.holds.len())
+    };
+    format!(
+        "synced {synced} records; inbox {}; outbox {}{oldest}; {} dead letters{paused}",
+        r.inbox_pending, r.outbox_depth, r.dead_letters
+    )
+}

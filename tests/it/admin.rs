@@ -89,3 +89,92 @@ fn a_non_loopback_admin_address_is_refused_unless_configured() {
     let config = load(&file, &env).expect("allowed by configuration");
     assert!(config.admin.allow_remote);
 }
+
+/// The sample names `/metrics` exports (from its `# TYPE` lines: counters end in `_total`).
+fn exported(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| match kind {
+            "counter" => format!("{name}_total"),
+            _ => name.to_owned(),
+        })
+        .collect()
+}
+
+/// Metric names in a PromQL expression: `prmsync_*`, and Prometheus's own `up`.
+fn named(expr: &str) -> Vec<String> {
+    let re = regex::Regex::new(r"\b(prmsync_[a-z0-9_]+|up)\b").unwrap();
+    re.find_iter(expr).map(|m| m.as_str().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn metrics_after_a_sync_and_every_dashboard_and_alert_query_names_an_exported_metric() {
+    let w = World::seeded(4).await;
+    let d = w.daemon().await;
+    d.run_until_idle().await.unwrap();
+    d.reload();
+    // A paused connection, so that family has a sample too (empty families are not exported).
+    d.engine
+        .store()
+        .set_connection_hold(
+            prmsync::model::SystemKind::HubSpot,
+            "needs_reauth",
+            "test".into(),
+            0,
+        )
+        .await
+        .unwrap();
+    let (status, text) = get(format!("http://{}/metrics", d.admin_addr)).await;
+    assert_eq!(status, 200);
+    for line in [
+        format!(
+            "prmsync_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "prmsync_config_reloads_total{result=\"ok\"} 1".to_owned(),
+        "prmsync_config_reloads_total{result=\"refused\"} 0".to_owned(),
+        "prmsync_ledger_actions_total{flow=\"deal-registration\",direction=\"to_target\",action=\"created\"} 4".to_owned(),
+        "prmsync_outbox_depth 0".to_owned(),
+        "prmsync_dead_letters 0".to_owned(),
+        "prmsync_connection_paused{system=\"hubspot\",state=\"needs_reauth\"} 1".to_owned(),
+    ] {
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
+    let mut exported = exported(&text);
+    // Prometheus's own series for a scrape target.
+    exported.insert("up".into());
+
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/deploy/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().expect("expr").to_owned())
+        .collect();
+    let panels = exprs.len();
+    let alerts = std::fs::read_to_string(format!("{root}/deploy/prometheus-alerts.yml")).unwrap();
+    exprs.extend(
+        alerts
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("expr:"))
+            .map(|e| e.trim().to_owned()),
+    );
+    assert!(
+        panels >= 10 && exprs.len() > panels,
+        "queries found: {exprs:?}"
+    );
+    for expr in &exprs {
+        let names = named(expr);
+        assert!(!names.is_empty(), "{expr} names no metric");
+        for n in names {
+            assert!(exported.contains(&n), "{expr}: {n} is not exported");
+        }
+    }
+    d.shutdown().await;
+}
