@@ -12,3 +12,7 @@ demo:
 
 ci:
     bash .ci/run
+
+# The benchmark suite (README "Performance"); `just bench --size tiny` for a smoke run.
+bench *ARGS:
+    cargo run --release -- bench {{ARGS}}

@@ -162,6 +162,25 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Run the benchmark suite on the built-in simulators: print a table, optionally write JSON.
+    #[command(after_help = EXIT_CODES)]
+    Bench {
+        /// Scenarios to run (all when none is named).
+        scenarios: Vec<String>,
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// tiny: seconds in total (smoke run); full: the sizes of the README's targets.
+        #[arg(long, value_enum, default_value_t = BenchSize::Full)]
+        size: BenchSize,
+    },
+}
+
+/// How much data `prmsync bench` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchSize {
+    Tiny,
+    Full,
 }
 
 /// What `prmsync dlq` does.

@@ -16,9 +16,11 @@
 //! - [`ops`]: operator verbs on the state file (`prmsync dlq`).
 //! - [`failpoint`]: named abort points for crash tests, armed only by `PRMSYNC_FAILPOINTS`.
 //! - [`sim`]: loopback simulators of the vendor APIs, used by `demo`, tests and benchmarks.
+//! - [`bench`]: `prmsync bench`: the benchmark suite (real daemon vs. a minimal client) on the simulators.
 
 pub mod admin;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod connector;

@@ -8,14 +8,14 @@ use clap::{CommandFactory as _, Parser};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use prmsync::cli::{Cli, Command, DlqAction, StateArgs};
+use prmsync::cli::{BenchSize, Cli, Command, DlqAction, StateArgs};
 use prmsync::config::{self, Config, Environment, LogFormat};
 use prmsync::failpoint::{self, FailPoints};
 use prmsync::mapping::{MappingErrors, run_examples};
 use prmsync::rules::Rules;
 use prmsync::store::Store;
 use prmsync::telemetry::redact::Redactor;
-use prmsync::{app, demo, registrations_cli, shutdown, status, telemetry};
+use prmsync::{app, bench, demo, registrations_cli, shutdown, status, telemetry};
 
 /// Exit code for runtime failures.
 const EXIT_RUNTIME: u8 = 1;
@@ -52,6 +52,11 @@ fn main() -> ExitCode {
             let now = jiff::Timestamp::now().as_millisecond();
             Box::pin(registrations_cli::review(store, action, json, now))
         }),
+        Command::Bench {
+            scenarios,
+            json,
+            size,
+        } => bench_cmd(&scenarios, json.as_deref(), size),
         Command::Backup { state, path } => backup_cmd(&state, &path),
         Command::Auth { config, action } => auth_cmd(&config, action),
         Command::Sim {
@@ -108,6 +113,45 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `prmsync bench`: runs the scenarios, prints the table, writes the JSON if asked.
+fn bench_cmd(scenarios: &[String], json: Option<&Path>, size: BenchSize) -> ExitCode {
+    telemetry::init(LogFormat::Human, "error", Redactor::new(Vec::new(), true));
+    if let Err(e) = bench::check_names(scenarios) {
+        eprintln!("{e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let size = match size {
+        BenchSize::Tiny => bench::Size::Tiny,
+        BenchSize::Full => bench::Size::Full,
+    };
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("bench failed: cannot find the prmsync executable: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let opts = bench::Options { size, exe };
+    let report = match runtime().and_then(|rt| rt.block_on(bench::run(scenarios, &opts))) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bench failed: {e:#}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    print!("{}", bench::render_table(&report));
+    if let Some(path) = json {
+        let written = serde_json::to_vec_pretty(&report)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| Ok(std::fs::write(path, b)?));
+        if let Err(e) = written {
+            eprintln!("could not write {}: {e:#}", path.display());
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// Warnings and errors only, as text (operator verbs); personal data redacted.

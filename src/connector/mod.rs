@@ -304,8 +304,37 @@ impl Connector {
         }
     }
 
-    /// Records of `object` deleted in `[start_ms, end_ms]`, for systems that report deletes by
-    /// polling; `None` when the system tells deletes only by webhook.
+    /// Deletes (Salesforce) or archives (HubSpot) records of `object` by their ids, in the
+    /// vendor's batches; one result per id. The outer error fails the whole call. The PRM
+    /// connectors have no documented delete call and refuse every id.
+    pub async fn delete(
+        &self,
+        object: &str,
+        ids: &[String],
+    ) -> Result<Vec<Result<(), ConnectorError>>, ConnectorError> {
+        match self {
+            Connector::HubSpot(c) => c.archive(object, ids).await,
+            Connector::Salesforce(c) => c.delete(ids).await,
+            Connector::PartnerStack(_) | Connector::Rest(_) => Ok(ids
+                .iter()
+                .map(|id| {
+                    Err(ConnectorError::Permanent(format!(
+                        "{object} {id}: the {} connector cannot delete records",
+                        self.kind()
+                    )))
+                })
+                .collect()),
+        }
+    }
+
+    /// Whether [`Connector::delete`] can delete records in this system.
+    pub fn deletes(&self) -> bool {
+        matches!(self, Connector::HubSpot(_) | Connector::Salesforce(_))
+    }
+
+    /// Records of `object` deleted in `[start_ms, end_ms]` (Salesforce getDeleted; HubSpot's
+    /// archived listing, from `start_ms` on), for systems that report deletes by polling; `None`
+    /// when the system tells deletes only by webhook.
     pub async fn read_deletes(
         &self,
         object: &str,
@@ -314,7 +343,8 @@ impl Connector {
     ) -> Option<Result<Vec<Deletion>, ConnectorError>> {
         match self {
             Connector::Salesforce(c) => Some(c.read_deletes(object, start_ms, end_ms).await),
-            Connector::PartnerStack(_) | Connector::HubSpot(_) | Connector::Rest(_) => None,
+            Connector::HubSpot(c) => Some(c.read_archived(object, start_ms).await),
+            Connector::PartnerStack(_) | Connector::Rest(_) => None,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod budget;
 mod decider;
+pub mod deletes;
 pub mod dryrun;
 mod holds;
 mod matching;

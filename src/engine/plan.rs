@@ -6,9 +6,15 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 
 use crate::connector::MatchCandidate;
-use crate::mapping::{DeletePolicy, Lookups, Mapping, OnMany, OnNone, Op};
+use crate::mapping::{Lookups, Mapping, OnMany, OnNone, Op};
 use crate::model::{Direction, Record, content_hash};
-use crate::store::{DeadLetter, LedgerEntry, Link, LinkObservation, PlannedWrite, StateDigest};
+use crate::store::{
+    DeadLetter, LedgerEntry, Link, LinkMark, LinkObservation, PlannedWrite, StateDigest,
+};
+
+#[path = "plan_lifecycle.rs"]
+mod lifecycle;
+pub use lifecycle::{delete, target_deleted};
 
 /// What the planner decided for one change in one flow.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -17,6 +23,8 @@ pub struct Decision {
     pub dead_letter: Option<DeadLetter>,
     pub ledger: Option<LedgerEntry>,
     pub observation: Option<LinkObservation>,
+    /// A tombstone set or cleared, or a target forgotten (record lifecycle).
+    pub mark: Option<LinkMark>,
 }
 
 /// Ledger actions the planner records (writes add `created` / `updated` when they land).
@@ -31,6 +39,9 @@ pub mod action {
     pub const FILTERED: &str = "skip_filtered";
     pub const DELETE_IGNORED: &str = "skip_delete";
     pub const DELETE_FAILED: &str = "delete_failed";
+    pub const TOMBSTONED: &str = "skip_tombstoned";
+    pub const TARGET_DELETED: &str = "target_deleted";
+    pub const RELINKED: &str = "relinked";
     pub const NO_MATCH: &str = "skip_no_match";
     pub const AMBIGUOUS_SKIPPED: &str = "skip_ambiguous_match";
     pub const AMBIGUOUS: &str = "match_ambiguous";
@@ -303,6 +314,9 @@ fn forward_core(
             ..Decision::default()
         };
     }
+    if let Some(d) = link.and_then(|l| lifecycle::tombstoned(m, &rec.id, l)) {
+        return d;
+    }
     let empty = Link::default();
     let link = link.unwrap_or(&empty);
     if let Some(seen) = link
@@ -357,6 +371,7 @@ fn forward_core(
                 ledger: Some(l),
                 observation,
                 write: None,
+                mark: None,
             };
         }
     };
@@ -405,92 +420,12 @@ fn forward_core(
             payload,
             content_hash: hash,
             mapping_version: m.version.clone(),
+            op: crate::store::WriteOp::Upsert,
         }),
         ledger: Some(l),
         observation,
         dead_letter: None,
-    }
-}
-
-/// A source record was deleted: apply the flow's delete policy to its linked target record.
-pub fn delete(m: &Mapping, source_id: &str, link: Option<&Link>) -> Decision {
-    let target_id = link.and_then(|l| l.target_id.as_deref());
-    let skip = |detail: &str| {
-        let mut l = ledger(
-            m,
-            Direction::ToTarget,
-            source_id,
-            target_id,
-            action::DELETE_IGNORED,
-        );
-        l.detail = Some(detail.to_owned());
-        Decision {
-            ledger: Some(l),
-            ..Decision::default()
-        }
-    };
-    let (Some(link), Some(tid)) = (link, target_id) else {
-        return skip("no linked target record");
-    };
-    match &m.on_delete {
-        DeletePolicy::Ignore => skip("delete policy: ignore"),
-        DeletePolicy::Flag { field, value } => {
-            let mut payload = Map::new();
-            payload.insert(field.clone(), value.clone());
-            if link.target_state.holds(field, value) {
-                return skip("already flagged");
-            }
-            let hash = content_hash(&payload);
-            let mut l = ledger(m, Direction::ToTarget, source_id, target_id, action::QUEUED);
-            l.content_hash = Some(hash.clone());
-            l.detail = Some(format!("source deleted; flag {field}"));
-            Decision {
-                write: Some(PlannedWrite {
-                    flow: m.name.clone(),
-                    direction: Direction::ToTarget,
-                    source_id: source_id.to_owned(),
-                    target_id: Some(tid.to_owned()),
-                    system: m.target.system,
-                    object: m.target.object.clone(),
-                    id_property: Some(m.external_id.clone()),
-                    state_after: link.target_state.with(&payload),
-                    payload,
-                    content_hash: hash,
-                    mapping_version: m.version.clone(),
-                }),
-                ledger: Some(l),
-                ..Decision::default()
-            }
-        }
-        DeletePolicy::Propagate => {
-            // No connector deletes yet: park it where an operator sees it, and lose nothing.
-            let reason = format!(
-                "source record deleted; deleting {} record {tid} is not supported by the {} connector yet",
-                m.target.object, m.target.system
-            );
-            let mut l = ledger(
-                m,
-                Direction::ToTarget,
-                source_id,
-                target_id,
-                action::DELETE_FAILED,
-            );
-            l.detail = Some(reason.clone());
-            Decision {
-                dead_letter: Some(DeadLetter {
-                    origin: "inbox",
-                    flow: Some(m.name.clone()),
-                    system: m.target.system,
-                    object: m.target.object.clone(),
-                    record_id: tid.to_owned(),
-                    payload: Value::Null,
-                    reason,
-                    attempts: 0,
-                }),
-                ledger: Some(l),
-                ..Decision::default()
-            }
-        }
+        mark: None,
     }
 }
 
@@ -517,6 +452,37 @@ pub fn reverse(m: &Mapping, rec: &Record, source_id: &str, link: Option<&Link>) 
             ..Decision::default()
         };
     };
+    // A target record that was deleted and is back (restored, undeleted) relinks.
+    let relinked;
+    let (link, mark) = match lifecycle::restored(m, rec, source_id, link) {
+        Some((l, mark)) => {
+            relinked = l;
+            (&relinked, Some(mark))
+        }
+        None if link.tombstone.is_some() => {
+            return lifecycle::tombstoned(m, source_id, link).unwrap_or_default();
+        }
+        None => (link, None),
+    };
+    let mut d = reverse_live(m, rec, source_id, link);
+    if mark.is_some()
+        && let Some(l) = &mut d.ledger
+    {
+        let was = l
+            .detail
+            .take()
+            .map_or_else(String::new, |d| format!("; {d}"));
+        l.detail = Some(format!(
+            "{} {} is back in {}: relinked{was}",
+            m.target.object, rec.id, m.target.system
+        ));
+    }
+    d.mark = mark;
+    d
+}
+
+/// [`reverse`] over a live link.
+fn reverse_live(m: &Mapping, rec: &Record, source_id: &str, link: &Link) -> Decision {
     if let Some(seen) = link
         .target_modified_ms
         .filter(|seen| rec.modified_ms < *seen)
@@ -597,6 +563,7 @@ pub fn reverse(m: &Mapping, rec: &Record, source_id: &str, link: Option<&Link>) 
             payload,
             content_hash: hash,
             mapping_version: m.version.clone(),
+            op: crate::store::WriteOp::Upsert,
         }),
         ledger: Some(l),
         ..Decision::default()

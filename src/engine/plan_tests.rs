@@ -230,3 +230,80 @@ fn a_version_offered_again_after_its_inbox_row_is_pruned_writes_nothing() {
         );
     }
 }
+
+#[test]
+fn a_deleted_target_follows_on_target_delete_and_a_restore_relinks() {
+    use crate::mapping::TargetDeletePolicy;
+    use crate::store::{LinkMark, WriteOp};
+    let live = linked("submitted", 100);
+    let with = |p: TargetDeletePolicy| {
+        let mut m = (*mapping()).clone();
+        m.on_target_delete = p;
+        m
+    };
+    // Default: tombstone, nothing written.
+    let m = with(TargetDeletePolicy::Unlink { flag: None });
+    let d = target_deleted(&m, "deal_1", "9001", &live);
+    assert!(matches!(d.mark, Some(LinkMark::Tombstone { .. })) && d.write.is_none());
+    // With a flag: the source gets it.
+    let m = with(TargetDeletePolicy::Unlink {
+        flag: Some(("crm_deleted".into(), json!("true"))),
+    });
+    let w = target_deleted(&m, "deal_1", "9001", &live)
+        .write
+        .expect("flag");
+    assert_eq!((w.direction, w.op), (Direction::ToSource, WriteOp::Upsert));
+    assert_eq!(Value::Object(w.payload), json!({"crm_deleted": "true"}));
+    // recreate forgets the target; delete_source deletes the source record.
+    let m = with(TargetDeletePolicy::Recreate);
+    let d = target_deleted(&m, "deal_1", "9001", &live);
+    assert!(matches!(d.mark, Some(LinkMark::ForgetTarget { .. })));
+    let m = with(TargetDeletePolicy::DeleteSource);
+    let w = target_deleted(&m, "deal_1", "9001", &live)
+        .write
+        .expect("delete");
+    assert_eq!((w.direction, w.op), (Direction::ToSource, WriteOp::Delete));
+    // A delete of another record than the linked one changes nothing.
+    let d = target_deleted(&m, "deal_1", "9002", &live);
+    assert!(d.mark.is_none() && d.write.is_none());
+
+    // A tombstoned link is not written through, not even a create.
+    let gone = Link {
+        tombstone: Some("target record deals 9001 deleted in hubspot".into()),
+        ..live.clone()
+    };
+    let d = forward(&mapping(), &deal("approved", 200), Some(&gone));
+    assert_eq!(d.ledger.map(|l| l.action), Some(action::TOMBSTONED));
+    assert!(d.write.is_none());
+    // The same target record back: relinked, and its change flows back.
+    let d = reverse(
+        &mapping(),
+        &hubspot_deal("closedwon", None),
+        "deal_1",
+        Some(&gone),
+    );
+    assert!(matches!(d.mark, Some(LinkMark::Relink { .. })));
+    assert!(d.write.is_some());
+    let l = d.ledger.expect("ledger");
+    assert!(l.detail.expect("detail").contains("relinked"));
+}
+
+#[test]
+fn a_propagated_source_delete_deletes_the_target_once() {
+    use crate::store::{LinkMark, WriteOp};
+    let mut m = (*mapping()).clone();
+    m.on_delete = crate::mapping::DeletePolicy::Propagate;
+    let live = linked("submitted", 100);
+    let d = delete(&m, "deal_1", Some(&live));
+    let w = d.write.expect("delete write");
+    assert_eq!(
+        (w.op, w.target_id.as_deref()),
+        (WriteOp::Delete, Some("9001"))
+    );
+    assert!(matches!(d.mark, Some(LinkMark::Tombstone { .. })));
+    let gone = Link {
+        tombstone: Some("source record deal_1 deleted".into()),
+        ..live
+    };
+    assert!(delete(&m, "deal_1", Some(&gone)).write.is_none());
+}

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::{
-    Engine, EngineError, FLIP_LIMIT, FLIP_WINDOW_MS, LIVE_WINDOW_MS, TickReport, matching, plan,
-    registrations,
+    Engine, EngineError, FLIP_LIMIT, FLIP_WINDOW_MS, LIVE_WINDOW_MS, TickReport, deletes, matching,
+    plan, registrations,
 };
 use crate::mapping::{Lookups, Mapping};
 use crate::model::{ChangeKind, Direction, ObjectRef, SystemKind};
@@ -102,6 +102,28 @@ impl Engine {
                 .iter()
                 .filter(|i| i.change.object == m.source && i.change.kind == ChangeKind::Delete)
                 .collect();
+            // Target records deleted in the target system: planned first, so a source change in
+            // the same batch sees the tombstone instead of re-creating the record.
+            let target_deleted: Vec<_> = items
+                .iter()
+                .filter(|i| i.change.object == m.target && i.change.kind == ChangeKind::Delete)
+                .collect();
+            if !target_deleted.is_empty() {
+                let tids = target_deleted
+                    .iter()
+                    .map(|i| i.change.record.id.clone())
+                    .collect();
+                let by_target: BTreeMap<String, (String, crate::store::Link)> = self
+                    .store
+                    .links_by_target(m.name.clone(), tids)
+                    .await?
+                    .into_iter()
+                    .map(|(tid, sid, link)| (tid, (sid, link)))
+                    .collect();
+                for d in deletes::plan_target_deletes(m, &target_deleted, &by_target) {
+                    push(&mut commit, d);
+                }
+            }
             let reverse: Vec<_> = items
                 .iter()
                 .filter(|i| i.change.object == m.target && i.change.kind == ChangeKind::Upsert)
@@ -116,12 +138,16 @@ impl Engine {
             if ids.is_empty() {
                 continue;
             }
-            let links: BTreeMap<String, _> = self
+            let mut links: BTreeMap<String, _> = self
                 .store
                 .links_by_source(m.name.clone(), ids)
                 .await?
                 .into_iter()
                 .collect();
+            // Tombstones and forgotten targets set just above count for this batch's changes.
+            for mark in &commit.marks {
+                apply_mark(&mut links, m, mark);
+            }
             let mut lookups = Lookups::default();
             for (flow, keys) in m.lookup_keys(forward.iter().map(|i| &i.change.record.fields)) {
                 for (sid, link) in self.store.links_by_source(flow.clone(), keys).await? {
@@ -147,7 +173,6 @@ impl Engine {
                 error,
             })?;
             // Within a batch, later decisions see earlier ones' link observations.
-            let mut links = links;
             for item in forward {
                 let rec = &item.change.record;
                 let found = prefetched.found(m, rec);
@@ -247,6 +272,35 @@ impl Engine {
     }
 }
 
+/// Applies a mark committed in this batch to the links loaded for later decisions.
+fn apply_mark(
+    links: &mut BTreeMap<String, crate::store::Link>,
+    m: &Mapping,
+    mark: &crate::store::LinkMark,
+) {
+    use crate::store::LinkMark;
+    match mark {
+        LinkMark::Tombstone {
+            flow,
+            source_id,
+            reason,
+        } if *flow == m.name => {
+            if let Some(l) = links.get_mut(source_id) {
+                l.tombstone = Some(reason.clone());
+            }
+        }
+        LinkMark::ForgetTarget { flow, source_id } if *flow == m.name => {
+            if let Some(l) = links.get_mut(source_id) {
+                l.target_id = None;
+                l.target_state = crate::store::StateDigest::default();
+                l.target_modified_ms = None;
+                l.tombstone = None;
+            }
+        }
+        _ => {}
+    }
+}
+
 /// An update planned from a version older than [`LIVE_WINDOW_MS`] is backfill; creates (new
 /// registrations) and recent changes go first.
 fn mark_backfill(
@@ -285,6 +339,22 @@ fn push(commit: &mut PlanCommit, d: plan::Decision) {
             .cancelled
             .retain(|(f, dir, s)| (f, *dir, s) != (&w.flow, w.direction, &w.source_id));
     }
+    // A link tombstoned because its target record is gone: a write still queued toward that
+    // record would re-create it.
+    if let Some(crate::store::LinkMark::Tombstone {
+        flow, source_id, ..
+    }) = &d.mark
+        && d.write
+            .as_ref()
+            .is_none_or(|w| w.direction != Direction::ToTarget)
+    {
+        let key = (flow.clone(), Direction::ToTarget, source_id.clone());
+        commit
+            .writes
+            .retain(|w| (&w.flow, w.direction, &w.source_id) != (&key.0, key.1, &key.2));
+        commit.cancelled.push(key);
+    }
+    commit.marks.extend(d.mark);
     commit.writes.extend(d.write);
     commit.dead_letters.extend(d.dead_letter);
     commit.ledger.extend(d.ledger);

@@ -126,6 +126,11 @@ impl Engine {
         if report.staged > 0 {
             tracing::info!(object = %object, staged = report.staged, pages = report.pages, finished = report.finished, "staged changes");
         }
+        // Systems that keep deletes (Salesforce getDeleted, HubSpot's archive) are asked for
+        // them once a read is complete.
+        if report.finished {
+            report.staged += self.poll_deletes(object).await?;
+        }
         Ok(report)
     }
 

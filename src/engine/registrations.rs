@@ -576,5 +576,6 @@ fn write(
         payload,
         state_after,
         mapping_version: rules.version.clone(),
+        op: crate::store::WriteOp::Upsert,
     })
 }

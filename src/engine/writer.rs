@@ -5,10 +5,10 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use super::{Engine, EngineError, TickReport, holds};
+use super::{Engine, EngineError, TickReport, deletes, holds};
 use crate::connector::{ConnectorError, WriteRequest};
 use crate::model::SystemKind;
-use crate::store::{OutboxItem, WriteOutcome};
+use crate::store::{OutboxItem, WriteOp, WriteOutcome};
 
 /// Batches one [`Engine::drain`] sends before it returns, so a tick stays bounded.
 const MAX_BATCHES_PER_DRAIN: usize = 10;
@@ -63,6 +63,7 @@ pub(super) struct Batch {
     claims: Arc<Claims>,
     system: SystemKind,
     object: String,
+    op: WriteOp,
     items: Vec<OutboxItem>,
 }
 
@@ -102,6 +103,7 @@ impl Engine {
             .await?;
         let mut claimed = self.claims.lock();
         let mut object: Option<String> = None;
+        let mut op: Option<WriteOp> = None;
         let mut items = Vec::new();
         // Two writes to one record (e.g. the deal flow's and the rules' decision write-back)
         // never share a batch, nor go out in two batches at once: vendors refuse duplicate ids
@@ -112,11 +114,13 @@ impl Engine {
             if claimed.rows.contains(&item.id)
                 || claimed.records.contains(&key)
                 || object.as_ref().is_some_and(|o| *o != item.write.object)
+                || op.is_some_and(|o| o != item.write.op)
                 || !records.insert(key)
             {
                 continue;
             }
             object.get_or_insert_with(|| item.write.object.clone());
+            op.get_or_insert(item.write.op);
             items.push(item);
             if items.len() == max {
                 break;
@@ -133,6 +137,7 @@ impl Engine {
             claims: self.claims.clone(),
             system,
             object,
+            op: op.unwrap_or_default(),
             items,
         }))
     }
@@ -155,7 +160,11 @@ impl Engine {
             .collect();
         self.failpoints.hit("drain.before_send");
         self.spend(system).await;
-        let results = match conn.write(&batch.object, &requests).await {
+        let sent = match batch.op {
+            WriteOp::Upsert => conn.write(&batch.object, &requests).await,
+            WriteOp::Delete => deletes::send(conn, &batch.object, items).await,
+        };
+        let results = match sent {
             Ok(r) => r,
             Err(e) => vec![Err(e); items.len()],
         };

@@ -6,6 +6,8 @@ use std::ops::Range;
 
 use crate::file_error::{collect, line_col};
 
+mod lifecycle;
+
 use jiff::tz::TimeZone;
 use serde::Deserialize;
 use toml::Spanned;
@@ -29,6 +31,7 @@ struct RawMapping {
     #[serde(default)]
     filter: Vec<Spanned<RawCondition>>,
     delete: Option<Spanned<RawDelete>>,
+    on_target_delete: Option<Spanned<lifecycle::RawTargetDelete>>,
     #[serde(rename = "match")]
     matching: Option<Spanned<RawMatch>>,
     #[serde(default)]
@@ -251,6 +254,8 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Mapping, Vec<MappingErro
         Some(d) => delete_policy(d, target_schema, &mut errs),
         None => DeletePolicy::Ignore,
     };
+    let on_target_delete =
+        lifecycle::target_delete_policy(raw.on_target_delete.as_ref(), source.as_ref(), &mut errs);
     let matching = raw
         .matching
         .as_ref()
@@ -279,6 +284,7 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Mapping, Vec<MappingErro
         fields,
         filter,
         on_delete,
+        on_target_delete,
         matching,
         lookup_refs,
         examples,
@@ -377,7 +383,7 @@ fn delete_policy(
 ) -> DeletePolicy {
     let d = raw.get_ref();
     match d.policy.get_ref().as_str() {
-        "ignore" | "propagate" if d.field.is_some() || d.value.is_some() => {
+        "ignore" | "propagate" | "archive" if d.field.is_some() || d.value.is_some() => {
             errs.at(
                 d.policy.span(),
                 "delete.policy",
@@ -387,7 +393,8 @@ fn delete_policy(
             DeletePolicy::Ignore
         }
         "ignore" => DeletePolicy::Ignore,
-        "propagate" => DeletePolicy::Propagate,
+        // HubSpot calls its delete "archive"; both names delete the target record.
+        "propagate" | "archive" => DeletePolicy::Propagate,
         "flag" => match (&d.field, &d.value) {
             (Some(field), Some(value)) => {
                 check_target_field(schema, field, "delete.field", errs);
@@ -411,7 +418,7 @@ fn delete_policy(
                 d.policy.span(),
                 "delete.policy",
                 format!("unknown delete policy {other:?}"),
-                Some("use ignore, flag or propagate"),
+                Some("use ignore, flag, archive or propagate"),
             );
             DeletePolicy::Ignore
         }

@@ -47,6 +47,8 @@ pub struct Mapping {
     pub filter: Vec<Condition>,
     /// What a deleted source record does to its target.
     pub on_delete: DeletePolicy,
+    /// What a deleted target record does to the link and the source.
+    pub on_target_delete: TargetDeletePolicy,
     /// How to find a target record that existed before the first sync.
     pub matching: Option<MatchRules>,
     /// Where the file's `lookup` transforms name other flows (checked across the set).
@@ -74,6 +76,20 @@ pub enum DeletePolicy {
     },
     /// Delete the target record too.
     Propagate,
+}
+
+/// What a flow does when its target record is deleted (`[on_target_delete]`). Every policy but
+/// `recreate` leaves a tombstone on the link, so the next source change does not re-create it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetDeletePolicy {
+    /// Unlink (tombstone) and, with a flag, write `value` to `field` on the source record.
+    Unlink {
+        flag: Option<(String, serde_json::Value)>,
+    },
+    /// Forget the target record: the next source change creates a new one.
+    Recreate,
+    /// Delete the source record too (sources with a delete call: HubSpot, Salesforce).
+    DeleteSource,
 }
 
 /// Match rules for records that exist on both sides before the first sync.

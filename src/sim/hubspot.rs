@@ -13,7 +13,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
+use super::hubspot_table::{Object, Props, Table};
 use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
+
+mod lifecycle;
 
 /// Deal stages of HubSpot's default sales pipeline.
 pub const DEAL_STAGES: &[&str] = &[
@@ -64,7 +67,27 @@ pub struct Stats {
     pub token_refreshes: u64,
     pub search_rate_limited: u64,
     pub daily_rate_limited: u64,
+    /// Requests refused with 429 by the burst limit (see [`HubSpotSim::set_burst_limit`]).
+    pub burst_rate_limited: u64,
     pub associations_created: u64,
+}
+
+/// HubSpot's burst limit: at most `max` requests in any rolling `window` per token ("100 requests
+/// every 10 seconds" for OAuth apps; 100 to 200 per 10 s by tier). Benchmarks scale the window
+/// down (e.g. 10 per second) so a run of seconds sees many windows. Search is exempt (it has its
+/// own four per second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BurstLimit {
+    pub max: u64,
+    pub window: std::time::Duration,
+}
+
+/// Which limits a request counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Read,
+    Upsert,
+    Search,
 }
 
 /// An OAuth app installation the simulator accepts.
@@ -77,17 +100,11 @@ pub struct HubSpotOAuth {
     pub expires_in: u64,
 }
 
-#[derive(Debug, Clone)]
-struct Object {
-    id: u64,
-    properties: BTreeMap<String, String>,
-    created_ms: i64,
-    updated_ms: i64,
-}
-
 #[derive(Debug, Default)]
 struct Inner {
-    objects: BTreeMap<String, BTreeMap<u64, Object>>,
+    objects: BTreeMap<String, Table>,
+    /// Archived (deleted, restorable) objects, by type.
+    archived: BTreeMap<String, Table>,
     next_id: u64,
     stats: Stats,
     faults: VecDeque<Injected>,
@@ -96,10 +113,13 @@ struct Inner {
     /// Faults for the next batch upserts only (reads pass).
     upsert_faults: VecDeque<Injected>,
     /// Writes per (object type, external id): how many creates and updates each got.
-    writes: BTreeMap<(String, String), (u32, u32)>,
+    writes: BTreeMap<String, std::collections::HashMap<Box<str>, (u32, u32)>>,
     search_cap: usize,
     search_rate: Option<usize>,
     search_times: VecDeque<i64>,
+    burst: Option<BurstLimit>,
+    /// Arrival times (epoch ms) of the requests inside the current burst window.
+    burst_times: VecDeque<i64>,
     daily_limit: u64,
     oauth: Option<HubSpotOAuth>,
     /// OAuth access token -> expiry (epoch ms).
@@ -118,6 +138,22 @@ struct Inner {
 }
 
 impl Inner {
+    /// Counts a request against the burst limit; false if the window is full.
+    fn within_burst(&mut self, now: i64) -> bool {
+        let Some(b) = self.burst else {
+            return true;
+        };
+        let window = i64::try_from(b.window.as_millis()).unwrap_or(i64::MAX);
+        while self.burst_times.front().is_some_and(|t| now - *t >= window) {
+            self.burst_times.pop_front();
+        }
+        if self.burst_times.len() as u64 >= b.max {
+            return false;
+        }
+        self.burst_times.push_back(now);
+        true
+    }
+
     /// Queues a webhook event for a change, when webhooks are on.
     fn queue_event(
         &mut self,
@@ -244,6 +280,13 @@ impl HubSpotSim {
         self.lock().search_rate = per_second;
     }
 
+    /// Non-search requests allowed per rolling window before 429 (`None`: no burst limit).
+    pub fn set_burst_limit(&self, limit: Option<BurstLimit>) {
+        let mut inner = self.lock();
+        inner.burst = limit;
+        inner.burst_times.clear();
+    }
+
     /// Requests per day before 429 with `policyName: DAILY`.
     pub fn set_daily_limit(&self, n: u64) {
         self.lock().daily_limit = n;
@@ -286,15 +329,11 @@ impl HubSpotSim {
         let id = inner.next_id;
         inner.next_id += 1;
         inner.queue_event(object_type, id, "creation", None);
-        inner.objects.entry(object_type.into()).or_default().insert(
-            id,
-            Object {
-                id,
-                properties,
-                created_ms: now,
-                updated_ms: now,
-            },
-        );
+        inner
+            .objects
+            .entry(object_type.into())
+            .or_default()
+            .insert(Object::new(id, &properties, now, now), &properties);
         id.to_string()
     }
 
@@ -308,6 +347,10 @@ impl HubSpotSim {
             .route("/crm/v3/objects/{object}", get(list_objects))
             .route("/crm/v3/objects/{object}/batch/upsert", post(batch_upsert))
             .route("/crm/v3/objects/{object}/batch/update", post(batch_update))
+            .route(
+                "/crm/v3/objects/{object}/batch/archive",
+                post(lifecycle::batch_archive),
+            )
             .route("/crm/v3/objects/{object}/search", post(search))
             .route(
                 "/crm/v4/associations/{from}/{to}/batch/associate/default",
@@ -328,7 +371,7 @@ impl HubSpotSim {
         self.lock()
             .objects
             .get(object_type)
-            .map(|m| m.values().map(|o| props_json(o, None)).collect())
+            .map(|m| m.iter().map(|o| props_json(o, None)).collect())
             .unwrap_or_default()
     }
 
@@ -339,26 +382,39 @@ impl HubSpotSim {
         property: &str,
         value: &str,
     ) -> Option<Map<String, Value>> {
-        self.objects(object_type)
-            .into_iter()
-            .find(|o| o.get(property).and_then(Value::as_str) == Some(value))
+        let mut inner = self.lock();
+        let table = inner.objects.get_mut(object_type)?;
+        let id = match property {
+            "hs_object_id" => value.parse().ok().filter(|id| table.contains(*id))?,
+            // Stamps HubSpot derives (not stored as properties): compare their rendered form.
+            "createdate" | "hs_lastmodifieddate" => {
+                table
+                    .iter()
+                    .find(|o| {
+                        props_json(o, None).get(property).and_then(Value::as_str) == Some(value)
+                    })?
+                    .id
+            }
+            _ => *table.find(property, value, false).first()?,
+        };
+        table.get(id).map(|o| props_json(o, None))
     }
 
     /// Changes a property as a CRM user would (bumps the modification time).
     pub fn set_property(&self, object_type: &str, id: &str, property: &str, value: &str) -> bool {
         let now = self.clock.tick();
         let mut inner = self.lock();
-        let Some(o) = id
-            .parse::<u64>()
-            .ok()
-            .and_then(|id| inner.objects.get_mut(object_type)?.get_mut(&id))
-        else {
+        let Some((table, id)) = id.parse::<u64>().ok().and_then(|id| {
+            let table = inner.objects.get_mut(object_type)?;
+            table.contains(id).then_some((table, id))
+        }) else {
             return false;
         };
-        o.properties.insert(property.into(), value.into());
-        o.updated_ms = now;
-        let oid = o.id;
-        inner.queue_event(object_type, oid, "propertyChange", Some((property, value)));
+        let old = table.get(id).map(Object::props).unwrap_or_default();
+        let mut new = old.clone();
+        new.insert(property.into(), value.into());
+        table.update(id, &old, &new, Some(now));
+        inner.queue_event(object_type, id, "propertyChange", Some((property, value)));
         true
     }
 
@@ -370,10 +426,9 @@ impl HubSpotSim {
     pub fn writes(&self, object_type: &str) -> BTreeMap<String, (u32, u32)> {
         self.lock()
             .writes
-            .iter()
-            .filter(|((t, _), _)| t == object_type)
-            .map(|((_, k), v)| (k.clone(), *v))
-            .collect()
+            .get(object_type)
+            .map(|m| m.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+            .unwrap_or_default()
     }
 
     /// The next `n` searches of `object_type` fail with a 500 (other requests are unaffected).
@@ -428,7 +483,7 @@ impl HubSpotSim {
     }
 
     #[allow(clippy::result_large_err)] // axum responses are the natural error here
-    fn gate(&self, headers: &HeaderMap, upsert: bool) -> Result<(), Response> {
+    fn gate(&self, headers: &HeaderMap, call: Call) -> Result<(), Response> {
         let now = jiff::Timestamp::now().as_millisecond();
         let mut inner = self.lock();
         inner.stats.requests += 1;
@@ -452,7 +507,14 @@ impl HubSpotSim {
             inner.stats.daily_rate_limited += 1;
             return Err(rate_limited("DAILY", "You have reached your daily limit."));
         }
-        let fault = if upsert && !inner.upsert_faults.is_empty() {
+        if call != Call::Search && !inner.within_burst(now) {
+            inner.stats.burst_rate_limited += 1;
+            return Err(rate_limited(
+                "SECONDLY",
+                "You have reached your secondly limit.",
+            ));
+        }
+        let fault = if call == Call::Upsert && !inner.upsert_faults.is_empty() {
             inner.upsert_faults.pop_front()
         } else {
             inner.faults.pop_front()
@@ -504,10 +566,16 @@ impl HubSpotSim {
 
     /// Both families of rate-limit headers; clients must treat all of them as optional.
     fn limit_headers(&self, mut resp: Response) -> Response {
-        let (used, daily) = {
+        let (used, daily, burst) = {
             let inner = self.lock();
-            (inner.stats.requests, inner.daily_limit)
+            let burst = inner.burst.map(|b| {
+                let window = u64::try_from(b.window.as_millis()).unwrap_or(u64::MAX);
+                let left = b.max.saturating_sub(inner.burst_times.len() as u64);
+                (b.max, left, window)
+            });
+            (inner.stats.requests, inner.daily_limit, burst)
         };
+        let (max, remaining, interval) = burst.unwrap_or((190, 189, 10_000));
         let h = resp.headers_mut();
         let mut put = |k: &'static str, v: u64| {
             h.insert(k, HeaderValue::from(v));
@@ -519,9 +587,9 @@ impl HubSpotSim {
         );
         put("x-hubspot-ratelimit-secondly", SECONDLY_LIMIT);
         put("x-hubspot-ratelimit-secondly-remaining", SECONDLY_LIMIT - 1);
-        put("x-hubspot-ratelimit-max", 190);
-        put("x-hubspot-ratelimit-remaining", 189);
-        put("x-hubspot-ratelimit-interval-milliseconds", 10_000);
+        put("x-hubspot-ratelimit-max", max);
+        put("x-hubspot-ratelimit-remaining", remaining);
+        put("x-hubspot-ratelimit-interval-milliseconds", interval);
         resp
     }
 }
@@ -603,7 +671,7 @@ async fn associate_default(
     Path((from, to)): Path<(String, String)>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(r) = sim.gate(&headers, false) {
+    if let Err(r) = sim.gate(&headers, Call::Read) {
         return r;
     }
     if !known_object(&from) || !known_object(&to) {
@@ -628,7 +696,7 @@ async fn associate_default(
     let exists = |inner: &Inner, t: &str, id: &str| {
         id.parse::<u64>()
             .ok()
-            .is_some_and(|n| inner.objects.get(t).is_some_and(|m| m.contains_key(&n)))
+            .is_some_and(|n| inner.objects.get(t).is_some_and(|m| m.contains(n)))
     };
     let (mut results, mut errors) = (Vec::new(), Vec::new());
     for i in inputs {
@@ -671,7 +739,7 @@ async fn associations_read(
     Path((from, to)): Path<(String, String)>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(r) = sim.gate(&headers, false) {
+    if let Err(r) = sim.gate(&headers, Call::Read) {
         return r;
     }
     if !known_object(&from) || !known_object(&to) {
@@ -775,11 +843,14 @@ fn iso(ms: i64) -> String {
 }
 
 fn props_json(o: &Object, only: Option<&[String]>) -> Map<String, Value> {
-    let mut m: Map<String, Value> = o
-        .properties
-        .iter()
-        .filter(|(k, _)| only.is_none_or(|only| only.iter().any(|x| x == *k)))
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+    props_json_from(o, o.props(), only)
+}
+
+fn props_json_from(o: &Object, props: Props, only: Option<&[String]>) -> Map<String, Value> {
+    let mut m: Map<String, Value> = props
+        .into_iter()
+        .filter(|(k, _)| only.is_none_or(|only| only.iter().any(|x| x == k)))
+        .map(|(k, v)| (k, Value::String(v)))
         .collect();
     m.insert("hs_object_id".into(), json!(o.id.to_string()));
     m.insert("createdate".into(), json!(iso(o.created_ms)));
@@ -788,9 +859,13 @@ fn props_json(o: &Object, only: Option<&[String]>) -> Map<String, Value> {
 }
 
 fn object_json(o: &Object, only: Option<&[String]>) -> Value {
+    object_json_from(o, &o.props(), only)
+}
+
+fn object_json_from(o: &Object, props: &Props, only: Option<&[String]>) -> Value {
     json!({
         "id": o.id.to_string(),
-        "properties": props_json(o, only),
+        "properties": props_json_from(o, props.clone(), only),
         "createdAt": iso(o.created_ms),
         "updatedAt": iso(o.updated_ms),
         "archived": false,
@@ -807,7 +882,7 @@ async fn list_objects(
     Path(object): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
-    if let Err(r) = sim.gate(&headers, false) {
+    if let Err(r) = sim.gate(&headers, Call::Read) {
         return r;
     }
     if !known_object(&object) {
@@ -823,10 +898,19 @@ async fn list_objects(
         .unwrap_or(10)
         .clamp(1, 100);
     let after: u64 = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    if q.get("archived").map(String::as_str) == Some("true") {
+        let (results, next) = lifecycle::archived_page(&sim, &object, after, limit);
+        let mut body = json!({"results": results});
+        if let Some(n) = next {
+            body["paging"] =
+                json!({"next": {"after": n.to_string(), "link": format!("?after={n}")}});
+        }
+        return sim.limit_headers(Json(body).into_response());
+    }
     let inner = sim.lock();
     let all = inner.objects.get(&object);
     let page: Vec<&Object> = all
-        .map(|m| m.range(after..).take(limit + 1).map(|(_, o)| o).collect())
+        .map(|m| m.range_from(after).take(limit + 1).collect())
         .unwrap_or_default();
     let next = page.get(limit).map(|o| o.id);
     let results: Vec<Value> = page
@@ -870,7 +954,7 @@ async fn batch_write(
     body: Option<Json<Value>>,
     update_only: bool,
 ) -> Response {
-    if let Err(r) = sim.gate(&headers, true) {
+    if let Err(r) = sim.gate(&headers, Call::Upsert) {
         return r;
     }
     if !known_object(&object) {
@@ -937,7 +1021,7 @@ async fn batch_write(
     let mut results = Vec::new();
     let mut errors = Vec::new();
     let mut seen = HashSet::new();
-    for (id, id_property, mut props) in parsed {
+    for (id, id_property, props) in parsed {
         if !seen.insert(id.clone()) {
             errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
                 "message": format!("Duplicate id {id} in batch"), "context": {"ids": [id]}}));
@@ -956,72 +1040,23 @@ async fn batch_write(
         }
         let now = sim.clock.tick();
         let mut inner = sim.lock();
-        let next_id = inner.next_id;
-        let objects = inner.objects.entry(object.clone()).or_default();
-        let found = match &id_property {
-            Some(p) => objects
-                .values_mut()
-                .find(|o| o.properties.get(p) == Some(&id)),
-            None => id.parse::<u64>().ok().and_then(|n| objects.get_mut(&n)),
-        };
-        let mut changed_props: Vec<(String, String)> = Vec::new();
-        let (obj, new) = match found {
-            Some(o) => {
-                changed_props = props
-                    .iter()
-                    .filter(|(k, v)| o.properties.get(*k) != Some(*v))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                o.properties.extend(std::mem::take(&mut props));
-                if !changed_props.is_empty() {
-                    o.updated_ms = now;
-                }
-                (o.clone(), false)
-            }
-            None if id_property.is_none() || update_only => {
+        match upsert_one(
+            &mut inner,
+            &object,
+            &id,
+            id_property.as_deref(),
+            props,
+            now,
+            update_only,
+        ) {
+            Ok((obj, props, new)) => {
                 drop(inner);
-                errors.push(json!({"status": "error", "category": "OBJECT_NOT_FOUND",
-                    "message": format!("No {object} with id {id}"), "context": {"ids": [id]}}));
-                continue;
+                let mut r = object_json_from(&obj, &props, None);
+                r["new"] = json!(new);
+                results.push(r);
             }
-            None => {
-                if let Some(p) = &id_property {
-                    props.insert(p.clone(), id.clone());
-                }
-                let o = Object {
-                    id: next_id,
-                    properties: props,
-                    created_ms: now,
-                    updated_ms: now,
-                };
-                objects.insert(next_id, o.clone());
-                inner.next_id += 1;
-                (o, true)
-            }
-        };
-        let counts = inner
-            .writes
-            .entry((object.clone(), id.clone()))
-            .or_default();
-        if new {
-            counts.0 += 1;
-            inner.stats.created += 1;
-            inner.queue_event(&object, obj.id, "creation", None);
-        } else {
-            counts.1 += 1;
-            if obj.updated_ms == now {
-                inner.stats.updated += 1;
-            } else {
-                inner.stats.unchanged += 1;
-            }
-            for (k, v) in &changed_props {
-                inner.queue_event(&object, obj.id, "propertyChange", Some((k, v)));
-            }
+            Err(e) => errors.push(e),
         }
-        drop(inner);
-        let mut r = object_json(&obj, None);
-        r["new"] = json!(new);
-        results.push(r);
     }
     {
         let mut inner = sim.lock();
@@ -1051,6 +1086,77 @@ async fn batch_write(
     sim.limit_headers((status, Json(body)).into_response())
 }
 
+/// Upserts one input: finds the object by `id_property` (or by id), merges the properties and
+/// stamps it if anything changed, or creates it (unless `update_only`). Returns the object, its properties and whether
+/// it is new, or the input's error.
+fn upsert_one(
+    inner: &mut Inner,
+    object: &str,
+    id: &str,
+    id_property: Option<&str>,
+    mut props: Props,
+    now: i64,
+    update_only: bool,
+) -> Result<(Object, Props, bool), Value> {
+    let next_id = inner.next_id;
+    let table = inner.objects.entry(object.to_owned()).or_default();
+    let found = match id_property {
+        Some(p) => table.find_first(p, id),
+        None => id
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| Some((n, table.get(n)?.props()))),
+    };
+    let (obj, merged, changed, new) = match found {
+        Some((oid, old)) => {
+            let changed: Vec<(String, String)> = props
+                .iter()
+                .filter(|(k, v)| old.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let mut merged = old.clone();
+            merged.extend(props);
+            let stamp = (!changed.is_empty()).then_some(now);
+            table.update(oid, &old, &merged, stamp);
+            let obj = table.get(oid).cloned().expect("found above");
+            (obj, merged, changed, false)
+        }
+        None => {
+            let Some(p) = id_property.filter(|_| !update_only) else {
+                return Err(json!({"status": "error", "category": "OBJECT_NOT_FOUND",
+                    "message": format!("No {object} with id {id}"), "context": {"ids": [id]}}));
+            };
+            props.insert(p.to_owned(), id.to_owned());
+            let obj = Object::new(next_id, &props, now, now);
+            table.insert(obj.clone(), &props);
+            inner.next_id += 1;
+            (obj, props, Vec::new(), true)
+        }
+    };
+    let counts = inner
+        .writes
+        .entry(object.to_owned())
+        .or_default()
+        .entry(id.into())
+        .or_default();
+    if new {
+        counts.0 += 1;
+        inner.stats.created += 1;
+        inner.queue_event(object, obj.id, "creation", None);
+    } else {
+        counts.1 += 1;
+        if changed.is_empty() {
+            inner.stats.unchanged += 1;
+        } else {
+            inner.stats.updated += 1;
+        }
+        for (k, v) in &changed {
+            inner.queue_event(object, obj.id, "propertyChange", Some((k, v)));
+        }
+    }
+    Ok((obj, merged, new))
+}
+
 fn invalid_property(object: &str, props: &BTreeMap<String, String>) -> Option<String> {
     if object != "deals" && object != "0-3" {
         return None;
@@ -1077,7 +1183,7 @@ async fn search(
     Path(object): Path<String>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(r) = sim.gate(&headers, false) {
+    if let Err(r) = sim.gate(&headers, Call::Search) {
         return r;
     }
     if let Err(r) = sim.search_gate() {
@@ -1149,27 +1255,16 @@ async fn search(
             "injected search fault",
         );
     }
-    let inner = sim.lock();
-    let mut hits: Vec<&Object> = inner
-        .objects
-        .get(&object)
-        .map(|m| {
-            m.values()
-                .filter(|o| {
-                    groups.is_empty() || groups.iter().any(|g| g.iter().all(|f| matches(o, f)))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    hits.sort_by_key(|o| (o.updated_ms, o.id));
-    let total = hits.len();
-    let results: Vec<Value> = hits
-        .iter()
-        .skip(after)
-        .take(limit)
-        .map(|o| object_json(o, properties.as_deref()))
-        .collect();
+    let mut inner = sim.lock();
+    let (total, page) = match inner.objects.get_mut(&object) {
+        Some(table) => run_search(table, &groups, after, limit),
+        None => (0, Vec::new()),
+    };
     drop(inner);
+    let results: Vec<Value> = page
+        .iter()
+        .map(|(o, props)| object_json_from(o, props, properties.as_deref()))
+        .collect();
     let mut body = json!({"total": total, "results": results});
     if after + limit < total {
         let next = (after + limit).to_string();
@@ -1203,15 +1298,111 @@ impl SimFilter {
     }
 }
 
-fn matches(o: &Object, f: &SimFilter) -> bool {
+/// Where a filter group's hits can be found without reading every object.
+enum Source {
+    /// Objects modified at or after this stamp.
+    From(i64),
+    /// These objects (found by id or through a property index).
+    Ids(Vec<u64>),
+}
+
+fn group_source(table: &mut Table, group: &[SimFilter]) -> Source {
+    let mut from = i64::MIN;
+    for f in group {
+        match (f.prop.as_str(), f.op.as_str()) {
+            ("hs_object_id", "EQ") => return Source::Ids(f.value.parse().into_iter().collect()),
+            ("hs_object_id", "IN") => {
+                return Source::Ids(f.values.iter().filter_map(|v| v.parse().ok()).collect());
+            }
+            ("hs_lastmodifieddate", "GTE" | "GT" | "EQ") => {
+                from = from.max(stamp(&f.value).unwrap_or(i64::MAX));
+            }
+            (_, "EQ") => return Source::Ids(table.find(&f.prop, &f.value, true)),
+            (_, "IN") => {
+                let mut ids: Vec<u64> = f
+                    .values
+                    .iter()
+                    .flat_map(|v| table.find(&f.prop, v, true))
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                return Source::Ids(ids);
+            }
+            _ => {}
+        }
+    }
+    Source::From(from)
+}
+
+/// Runs a search over `table`: the number of hits, and the hits `[after, after + limit)` in
+/// (modification, id) order with their properties. Indexes narrow the candidates; every
+/// candidate is then checked against the filters.
+fn run_search(
+    table: &mut Table,
+    groups: &[Vec<SimFilter>],
+    after: usize,
+    limit: usize,
+) -> (usize, Vec<(Object, Props)>) {
+    let sources: Vec<Source> = groups.iter().map(|g| group_source(table, g)).collect();
+    let lowest = sources.iter().try_fold(i64::MAX, |lo, s| match s {
+        Source::From(t) => Some(lo.min(*t)),
+        Source::Ids(_) => None,
+    });
+    let candidates: Box<dyn Iterator<Item = (i64, u64)> + '_> = match lowest {
+        // Only modification bounds (or no filter at all): walk the stamp index from the lowest.
+        Some(from) => {
+            Box::new(table.modified_from(if groups.is_empty() { i64::MIN } else { from }))
+        }
+        None => {
+            let mut set = BTreeSet::new();
+            for s in &sources {
+                match s {
+                    Source::From(t) => set.extend(table.modified_from(*t)),
+                    Source::Ids(ids) => set.extend(
+                        ids.iter()
+                            .filter_map(|id| table.get(*id).map(|o| (o.updated_ms, o.id))),
+                    ),
+                }
+            }
+            Box::new(set.into_iter())
+        }
+    };
+    let mut total = 0;
+    let mut page = Vec::new();
+    for (_, id) in candidates {
+        let Some(o) = table.get(id) else { continue };
+        let mut props = None;
+        let hit = groups.is_empty()
+            || groups
+                .iter()
+                .any(|g| g.iter().all(|f| matches(o, &mut props, f)));
+        if !hit {
+            continue;
+        }
+        if total >= after && page.len() < limit {
+            let props = props.unwrap_or_else(|| o.props());
+            page.push((o.clone(), props));
+        }
+        total += 1;
+    }
+    (total, page)
+}
+
+/// Epoch milliseconds from a filter value (a number or an RFC 3339 time).
+fn stamp(value: &str) -> Option<i64> {
+    value.parse::<i64>().ok().or_else(|| {
+        value
+            .parse::<jiff::Timestamp>()
+            .ok()
+            .map(|t| t.as_millisecond())
+    })
+}
+
+/// Whether `o` passes filter `f`; `props` is filled the first time a property is needed.
+fn matches(o: &Object, props: &mut Option<Props>, f: &SimFilter) -> bool {
     let (prop, op, value) = (&f.prop, &f.op, &f.value);
     if prop == "hs_lastmodifieddate" {
-        let Some(v) = value.parse::<i64>().ok().or_else(|| {
-            value
-                .parse::<jiff::Timestamp>()
-                .ok()
-                .map(|t| t.as_millisecond())
-        }) else {
+        let Some(v) = stamp(value) else {
             return false;
         };
         return match op.as_str() {
@@ -1228,7 +1419,10 @@ fn matches(o: &Object, f: &SimFilter) -> bool {
     let have = if prop == "hs_object_id" {
         Some(&id)
     } else {
-        o.properties.get(prop).filter(|v| !v.is_empty())
+        props
+            .get_or_insert_with(|| o.props())
+            .get(prop)
+            .filter(|v| !v.is_empty())
     };
     match op.as_str() {
         "EQ" => have == Some(value),

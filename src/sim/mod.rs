@@ -2,9 +2,14 @@
 //! follows the published contract (paths, shapes, paging, errors, headers) in ../shared/specs.
 
 pub mod hubspot;
+mod hubspot_table;
+mod index;
 pub mod partnerstack;
+mod partnerstack_table;
+pub mod rereads;
 pub mod rest;
 pub mod salesforce;
+mod salesforce_table;
 pub mod seed;
 
 use std::net::SocketAddr;

@@ -13,7 +13,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
+use super::partnerstack_table::{Filter, Table};
 use super::{Injected, SimClock, Turbulence, http_date};
+
+mod lifecycle;
 
 /// The list endpoints this simulator serves.
 pub const COLLECTIONS: &[&str] = &["deals", "partnerships", "customers", "leads"];
@@ -47,15 +50,17 @@ pub struct Stats {
 
 #[derive(Debug, Default)]
 struct Inner {
-    deals: BTreeMap<String, Map<String, Value>>,
-    /// Partnerships, customers and leads, by collection then key.
-    others: BTreeMap<String, BTreeMap<String, Map<String, Value>>>,
+    deals: Table,
+    /// Partnerships, customers and leads, by collection.
+    others: BTreeMap<String, Table>,
     stats: Stats,
     faults: std::collections::VecDeque<Injected>,
+    /// Deals served by list requests, when a benchmark counts re-reads.
+    rereads: Option<super::rereads::Rereads>,
 }
 
 impl Inner {
-    fn collection(&self, name: &str) -> Option<&BTreeMap<String, Map<String, Value>>> {
+    fn collection(&self, name: &str) -> Option<&Table> {
         if name == "deals" {
             Some(&self.deals)
         } else {
@@ -156,7 +161,7 @@ impl PartnerStackSim {
         deal.insert("key".into(), json!(key));
         deal.insert("created_at".into(), created);
         deal.insert("updated_at".into(), json!(now));
-        inner.deals.insert(key.clone(), deal);
+        inner.deals.put(&key, &deal);
         key
     }
 
@@ -179,7 +184,7 @@ impl PartnerStackSim {
         item.insert("key".into(), json!(key));
         item.insert("created_at".into(), created);
         item.insert("updated_at".into(), json!(now));
-        items.insert(key.clone(), item);
+        items.put(&key, &item);
         key
     }
 
@@ -189,13 +194,13 @@ impl PartnerStackSim {
         let mut inner = self.lock();
         let slot = format!("~raw{}", inner.deals.len() + inner.others.len());
         if collection == "deals" {
-            inner.deals.insert(slot, item);
+            inner.deals.put(&slot, &item);
         } else {
             inner
                 .others
                 .entry(collection.into())
                 .or_default()
-                .insert(slot, item);
+                .put(&slot, &item);
         }
     }
 
@@ -203,13 +208,13 @@ impl PartnerStackSim {
     pub fn items(&self, collection: &str) -> Vec<Map<String, Value>> {
         self.lock()
             .collection(collection)
-            .map(|m| m.values().cloned().collect())
+            .map(Table::all)
             .unwrap_or_default()
     }
 
     /// A deal's current fields.
     pub fn deal(&self, key: &str) -> Option<Map<String, Value>> {
-        self.lock().deals.get(key).cloned()
+        self.lock().deals.get(key)
     }
 
     /// A deal's custom `fields` array as a map from key to value (for assertions).
@@ -224,7 +229,26 @@ impl PartnerStackSim {
 
     /// All deals, by key.
     pub fn deals(&self) -> Vec<Map<String, Value>> {
-        self.lock().deals.values().cloned().collect()
+        self.lock().deals.all()
+    }
+
+    /// Starts counting deals listed again unchanged after a client restart (see
+    /// [`PartnerStackSim::client_restarted`]).
+    pub fn track_rereads(&self) {
+        self.lock().rereads = Some(super::rereads::Rereads::default());
+    }
+
+    /// The client restarts now (when re-reads are tracked).
+    pub fn client_restarted(&self) {
+        let now = jiff::Timestamp::now().as_millisecond();
+        if let Some(r) = &mut self.lock().rereads {
+            r.restart(now);
+        }
+    }
+
+    /// Deals listed again after the restart although unchanged since they were first listed.
+    pub fn rereads(&self) -> u64 {
+        self.lock().rereads.as_ref().map_or(0, |r| r.rereads())
     }
 
     /// Latency and lost answers (see [`Turbulence`]).
@@ -328,50 +352,38 @@ async fn list_items(
             }
         }
     }
+    let filter = Filter {
+        min_updated: bounds[0],
+        max_updated: bounds[1],
+        min_created: bounds[2],
+        max_created: bounds[3],
+        partner_key: q.get("partner_key").cloned(),
+    };
     let mut inner = sim.lock();
     inner.stats.list_requests += 1;
-    let field = |d: &Map<String, Value>, k: &str| d.get(k).and_then(Value::as_i64).unwrap_or(0);
-    let empty = BTreeMap::new();
-    let mut matching: Vec<&Map<String, Value>> = inner
-        .collection(&collection)
-        .unwrap_or(&empty)
-        .values()
-        .filter(|d| {
-            let (u, c) = (field(d, "updated_at"), field(d, "created_at"));
-            u >= bounds[0] && u <= bounds[1] && c >= bounds[2] && c <= bounds[3]
-        })
-        .filter(|d| {
-            q.get("partner_key")
-                .is_none_or(|p| d.get("partner_key").and_then(Value::as_str) == Some(p))
-        })
-        .collect();
-    // Newest first, like the API; the cursor is an item key.
-    matching.sort_by(|a, b| {
-        (field(b, "created_at"), b.get("key").and_then(Value::as_str))
-            .cmp(&(field(a, "created_at"), a.get("key").and_then(Value::as_str)))
-    });
-    let start = match q.get("starting_after") {
-        None => 0,
-        Some(after) => match matching
-            .iter()
-            .position(|d| d.get("key").and_then(Value::as_str) == Some(after))
-        {
-            Some(i) => i + 1,
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "starting_after does not name an item in this list",
-                );
-            }
-        },
+    let empty = Table::default();
+    let listed = inner.collection(&collection).unwrap_or(&empty).page(
+        &filter,
+        q.get("starting_after").map(String::as_str),
+        limit,
+    );
+    let Ok((page, has_more)) = listed else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "starting_after does not name an item in this list",
+        );
     };
-    let page: Vec<Value> = matching
-        .iter()
-        .skip(start)
-        .take(limit)
-        .map(|d| Value::Object((*d).clone()))
-        .collect();
-    let has_more = start + page.len() < matching.len();
+    if collection == "deals"
+        && let Some(r) = &mut inner.rereads
+    {
+        for d in &page {
+            let key = d.get("key").and_then(Value::as_str).unwrap_or_default();
+            r.served(
+                key,
+                d.get("updated_at").and_then(Value::as_i64).unwrap_or(0),
+            );
+        }
+    }
     drop(inner);
     ok(
         json!({"has_more": has_more, "items": page}),
@@ -387,8 +399,8 @@ async fn get_deal(
     if let Err(r) = sim.gate(&headers) {
         return r;
     }
-    match find(&sim.lock().deals, &key) {
-        Some(d) => ok(Value::Object(d.clone()), "Deal returned successfully"),
+    match sim.lock().deals.find(&key) {
+        Some(d) => ok(Value::Object(d), "Deal returned successfully"),
         None => error(StatusCode::NOT_FOUND, "Deal not found"),
     }
 }
@@ -399,17 +411,6 @@ fn custom_fields_valid(v: &Value) -> bool {
         items
             .iter()
             .all(|e| e.get("key").and_then(Value::as_str).is_some())
-    })
-}
-
-fn find<'a>(
-    deals: &'a BTreeMap<String, Map<String, Value>>,
-    key: &str,
-) -> Option<&'a Map<String, Value>> {
-    deals.get(key).or_else(|| {
-        deals
-            .values()
-            .find(|d| d.get("external_key").and_then(Value::as_str) == Some(key))
     })
 }
 
@@ -454,18 +455,19 @@ async fn patch_deal(
     }
     let now = sim.clock.tick();
     let mut inner = sim.lock();
-    let Some(real_key) = find(&inner.deals, &key)
-        .and_then(|d| d.get("key"))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-    else {
+    let Some(mut deal) = inner.deals.find(&key) else {
         return error(StatusCode::NOT_FOUND, "Deal not found");
     };
+    let real_key = deal
+        .get("key")
+        .and_then(Value::as_str)
+        .unwrap_or(&key)
+        .to_owned();
     inner.stats.patches += 1;
-    let deal = inner.deals.get_mut(&real_key).expect("found above");
     deal.extend(patch);
     deal.insert("updated_at".into(), json!(now));
-    let out = Value::Object(deal.clone());
+    inner.deals.put(&real_key, &deal);
+    let out = Value::Object(deal);
     drop(inner);
     ok(out, "Deal updated successfully")
 }

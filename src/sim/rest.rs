@@ -33,6 +33,8 @@ type Item = (i64, Map<String, Value>);
 #[derive(Debug, Default)]
 struct Inner {
     objects: BTreeMap<String, BTreeMap<String, Item>>,
+    /// Per object, (modification, id) of every item: lists walk this instead of sorting.
+    by_modified: BTreeMap<String, std::collections::BTreeSet<(i64, String)>>,
     stats: Stats,
     faults: VecDeque<Injected>,
 }
@@ -143,6 +145,11 @@ fn store(inner: &mut Inner, object: &str, id: &str, mut fields: Map<String, Valu
         .to_string();
     fields.insert("id".into(), json!(id));
     fields.insert("updated_at".into(), json!(ts));
+    let order = inner.by_modified.entry(object.into()).or_default();
+    if let Some((old, _)) = inner.objects.get(object).and_then(|m| m.get(id)) {
+        order.remove(&(*old, id.to_owned()));
+    }
+    order.insert((now, id.to_owned()));
     inner
         .objects
         .entry(object.into())
@@ -192,28 +199,27 @@ async fn list(
     };
     let mut inner = sim.lock();
     inner.stats.lists += 1;
-    let mut hits: Vec<&Item> = inner
-        .objects
-        .get(&object)
-        .map(|m| m.values().filter(|(t, _)| *t >= since).collect())
-        .unwrap_or_default();
-    hits.sort_by(|a, b| {
-        (a.0, a.1.get("id").and_then(Value::as_str))
-            .cmp(&(b.0, b.1.get("id").and_then(Value::as_str)))
-    });
-    let page: Vec<Value> = hits
-        .iter()
+    let (objects, order) = (&inner.objects, &inner.by_modified);
+    let hits = || {
+        order
+            .get(&object)
+            .into_iter()
+            .flat_map(|o| o.range((since, String::new())..))
+            .filter_map(|(_, id)| objects.get(&object)?.get(id))
+    };
+    let total = hits().count();
+    let page: Vec<Value> = hits()
         .skip(offset)
         .take(limit)
         .map(|(_, f)| Value::Object(f.clone()))
         .collect();
-    let more = offset + page.len() < hits.len();
+    let more = offset + page.len() < total;
     let next = if more {
         json!(format!("pt-{}", offset + page.len()))
     } else {
         Value::Null
     };
-    Json(json!({"success": true, "data": {"count": hits.len(), "results": page, "next_page_token": next}}))
+    Json(json!({"success": true, "data": {"count": total, "results": page, "next_page_token": next}}))
         .into_response()
 }
 

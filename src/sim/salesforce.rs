@@ -10,12 +10,15 @@ use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
+use super::salesforce_table::{Rec, Table};
 use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
+
+mod lifecycle;
 
 const V: &str = "v62.0";
 
@@ -140,20 +143,16 @@ pub struct Stats {
     pub updated: u64,
 }
 
-#[derive(Debug, Clone)]
-struct Rec {
-    fields: Map<String, Value>,
-    modstamp_ms: i64,
-}
-
 #[derive(Debug, Default)]
 struct Inner {
-    objects: BTreeMap<String, BTreeMap<String, Rec>>,
+    objects: BTreeMap<String, Table>,
     deleted: BTreeMap<String, Vec<(String, i64)>>,
     next_id: u64,
     refresh_token: String,
     sessions: BTreeMap<String, i64>,
-    locators: BTreeMap<String, Vec<Map<String, Value>>>,
+    /// Open query cursors: the result rows, shared with the pages being answered.
+    locators: BTreeMap<String, Arc<Vec<Map<String, Value>>>>,
+    locators_opened: u64,
     page_cap: Option<usize>,
     api_max: u64,
     stats: Stats,
@@ -215,6 +214,10 @@ impl SalesforceSim {
                 &format!("{data}/composite/sobjects/{{object}}/{{field}}"),
                 patch(upsert_collection),
             )
+            .route(
+                &format!("{data}/composite/sobjects"),
+                delete(lifecycle::delete_collection),
+            )
             .layer(middleware::from_fn_with_state(self.clone(), log_and_limit))
             .route("/_sim/requests", get(inspect_requests))
             .route("/_sim/records/{object}", get(inspect_records))
@@ -232,11 +235,15 @@ impl SalesforceSim {
     pub fn set_field(&self, object: &str, id: &str, field: &str, value: Value) -> bool {
         let now = self.clock.tick();
         let mut inner = self.lock();
-        let Some(r) = inner.objects.get_mut(object).and_then(|m| m.get_mut(id)) else {
+        let Some(table) = inner.objects.get_mut(object) else {
+            return false;
+        };
+        let Some(mut r) = table.get(id).cloned() else {
             return false;
         };
         r.fields.insert(field.into(), value);
         r.modstamp_ms = now;
+        table.put(id, r);
         true
     }
 
@@ -264,15 +271,19 @@ impl SalesforceSim {
         self.lock()
             .objects
             .get(object)
-            .map(|m| m.values().map(|r| r.fields.clone()).collect())
+            .map(|m| m.iter().map(|r| r.fields.clone()).collect())
             .unwrap_or_default()
     }
 
     /// Records of `object` whose `field` equals `value`.
     pub fn find(&self, object: &str, field: &str, value: &str) -> Vec<Map<String, Value>> {
-        self.records(object)
-            .into_iter()
-            .filter(|r| r.get(field).and_then(Value::as_str) == Some(value))
+        let mut inner = self.lock();
+        let Some(table) = inner.objects.get_mut(object) else {
+            return Vec::new();
+        };
+        let ids = table.find(field, value, false);
+        ids.iter()
+            .filter_map(|id| table.get(id).map(|r| r.fields.clone()))
             .collect()
     }
 
@@ -434,8 +445,8 @@ fn insert_rec(inner: &mut Inner, object: &str, mut fields: Map<String, Value>, n
     fields.insert("Id".into(), json!(id));
     fields.insert("CreatedDate".into(), json!(sf_time(now)));
     fields.insert("IsDeleted".into(), json!(false));
-    inner.objects.entry(object.into()).or_default().insert(
-        id.clone(),
+    inner.objects.entry(object.into()).or_default().put(
+        &id,
         Rec {
             fields,
             modstamp_ms: now,
@@ -723,38 +734,33 @@ async fn query(
     };
     let mut inner = sim.lock();
     inner.stats.queries += 1;
-    let mut hits: Vec<&Rec> = inner
-        .objects
-        .get(&soql.object)
-        .map(|m| {
-            m.values()
-                .filter(|r| match soql.since {
-                    None => true,
-                    Some((true, t)) => r.modstamp_ms >= t,
-                    Some((false, t)) => r.modstamp_ms > t,
-                })
-                .filter(|r| match &soql.within {
-                    None => true,
-                    Some((f, values)) => r
-                        .fields
-                        .get(f)
-                        .and_then(Value::as_str)
-                        .is_some_and(|h| values.iter().any(|v| v.eq_ignore_ascii_case(h))),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    hits.sort_by(|a, b| {
-        (a.modstamp_ms, a.fields.get("Id").and_then(Value::as_str))
-            .cmp(&(b.modstamp_ms, b.fields.get("Id").and_then(Value::as_str)))
-    });
+    let hits: Vec<&Rec> = match inner.objects.get_mut(&soql.object) {
+        None => Vec::new(),
+        Some(table) => match (&soql.within, soql.since) {
+            (Some((f, values)), _) => {
+                let mut ids: Vec<String> =
+                    values.iter().flat_map(|v| table.find(f, v, true)).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let mut hits: Vec<&Rec> = ids.iter().filter_map(|id| table.get(id)).collect();
+                hits.sort_by(|a, b| {
+                    (a.modstamp_ms, a.fields.get("Id").and_then(Value::as_str))
+                        .cmp(&(b.modstamp_ms, b.fields.get("Id").and_then(Value::as_str)))
+                });
+                hits
+            }
+            (None, Some((inclusive, t))) => table.modified_since(t, inclusive).collect(),
+            (None, None) => table.modified_since(i64::MIN, true).collect(),
+        },
+    };
     let rows: Vec<Map<String, Value>> = hits
         .iter()
         .map(|r| record_json(&soql.object, r, &soql.cols))
         .collect();
-    let locator = format!("01gSIM{:08}", inner.locators.len() + 1);
+    inner.locators_opened += 1;
+    let locator = format!("01gSIM{:08}", inner.locators_opened);
     let size = inner.page_cap.map_or(batch, |c| c.min(batch));
-    let body = page(&mut inner, locator, rows, 0, size);
+    let body = page(&mut inner, locator, Arc::new(rows), 0, size);
     Json(body).into_response()
 }
 
@@ -780,11 +786,12 @@ fn batch_size(headers: &HeaderMap) -> Result<usize, Response> {
     }
 }
 
-/// One page from a result set; keeps the rest under `locator` for `nextRecordsUrl`.
+/// One page from a result set; keeps the rows under `locator` for `nextRecordsUrl` until the
+/// last page is served.
 fn page(
     inner: &mut Inner,
     locator: String,
-    rows: Vec<Map<String, Value>>,
+    rows: Arc<Vec<Map<String, Value>>>,
     offset: usize,
     size: usize,
 ) -> Value {
@@ -800,6 +807,8 @@ fn page(
     if !done {
         body["nextRecordsUrl"] = json!(format!("/services/data/{V}/query/{locator}-{end}"));
         inner.locators.insert(locator, rows);
+    } else {
+        inner.locators.remove(&locator);
     }
     body
 }
@@ -958,18 +967,18 @@ fn upsert_rec(
     value: &str,
     mut fields: Map<String, Value>,
     now: i64,
+    undo: &mut Vec<(String, Option<Rec>)>,
 ) -> Upserted {
     fields.remove("attributes");
-    let matches: Vec<String> = inner
-        .objects
-        .get(d.name)
-        .map(|m| {
-            m.values()
-                .filter(|r| r.fields.get(field).and_then(Value::as_str) == Some(value))
-                .filter_map(|r| r.fields.get("Id")?.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let table = inner.objects.entry(d.name.to_owned()).or_default();
+    let matches: Vec<String> = if field == "Id" {
+        table
+            .get(value)
+            .map(|_| vec![value.to_owned()])
+            .unwrap_or_default()
+    } else {
+        table.find(field, value, false)
+    };
     match matches.as_slice() {
         [] => {
             if field == "Id" {
@@ -982,6 +991,7 @@ fn upsert_rec(
                 return Upserted::Failed(e);
             }
             let id = insert_rec(inner, d.name, fields, now);
+            undo.push((id.clone(), None));
             inner.stats.created += 1;
             Upserted::Done(id, true)
         }
@@ -990,13 +1000,16 @@ fn upsert_rec(
             if let Err(e) = check_fields(d, &fields, false) {
                 return Upserted::Failed(e);
             }
-            let r = inner
-                .objects
-                .get_mut(d.name)
-                .and_then(|m| m.get_mut(id))
-                .expect("matched above");
+            let Some(before) = table.get(id).cloned() else {
+                return Upserted::Failed(
+                    json!({"statusCode": "NOT_FOUND", "message": format!("no record with Id {id}"), "fields": []}),
+                );
+            };
+            let mut r = before.clone();
             r.fields.extend(fields);
             r.modstamp_ms = now;
+            table.put(id, r);
+            undo.push((id.clone(), Some(before)));
             inner.stats.updated += 1;
             Upserted::Done(id.clone(), false)
         }
@@ -1068,8 +1081,8 @@ async fn upsert_collection(
     let now = sim.clock.tick();
     let mut inner = sim.lock();
     inner.stats.collection_upserts += 1;
-    let (objects_before, next_before, stats_before) =
-        (inner.objects.clone(), inner.next_id, inner.stats.clone());
+    let (next_before, stats_before) = (inner.next_id, inner.stats.clone());
+    let mut undo = Vec::new();
     let mut results = Vec::with_capacity(records.len());
     let mut failed = false;
     for r in records {
@@ -1090,7 +1103,7 @@ async fn upsert_collection(
             );
             continue;
         };
-        match upsert_rec(&mut inner, d, &field, &value, fields, now) {
+        match upsert_rec(&mut inner, d, &field, &value, fields, now, &mut undo) {
             Upserted::Done(id, created) => {
                 results.push(json!({"id": id, "success": true, "errors": [], "created": created}))
             }
@@ -1107,7 +1120,15 @@ async fn upsert_collection(
         }
     }
     if all_or_none && failed {
-        inner.objects = objects_before;
+        let table = inner.objects.entry(d.name.to_owned()).or_default();
+        for (id, before) in undo.into_iter().rev() {
+            match before {
+                Some(r) => table.put(&id, r),
+                None => {
+                    table.remove(&id);
+                }
+            }
+        }
         inner.next_id = next_before;
         let upserts = inner.stats.collection_upserts;
         inner.stats = Stats {
@@ -1163,7 +1184,7 @@ async fn upsert_one(
     }
     let now = sim.clock.tick();
     let mut inner = sim.lock();
-    match upsert_rec(&mut inner, d, &field, &value, fields, now) {
+    match upsert_rec(&mut inner, d, &field, &value, fields, now, &mut Vec::new()) {
         Upserted::Done(id, true) => (
             StatusCode::CREATED,
             Json(json!({"id": id, "success": true, "errors": [], "created": true})),

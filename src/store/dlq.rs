@@ -4,7 +4,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{PlannedWrite, Store, StoreError};
+use super::{PlannedWrite, Store, StoreError, WriteOp};
 use crate::model::{Direction, SystemKind};
 
 /// One dead letter, as `prmsync dlq list|show` prints it.
@@ -62,6 +62,7 @@ pub(super) fn write_to_json(w: &PlannedWrite) -> Result<String, StoreError> {
         "state_after": w.state_after.to_text(),
         "content_hash": w.content_hash,
         "mapping_version": w.mapping_version,
+        "op": w.op.as_str(),
     }))?)
 }
 
@@ -92,6 +93,11 @@ fn parse_write(v: &Value) -> Option<PlannedWrite> {
         },
         content_hash: text("content_hash")?,
         mapping_version: text("mapping_version")?,
+        // Letters from before deletes existed have no op: they were upserts.
+        op: match text("op") {
+            Some(op) => WriteOp::parse(&op)?,
+            None => WriteOp::Upsert,
+        },
     })
 }
 

@@ -26,6 +26,8 @@ pub fn all() -> Migrations<'static> {
         M::up(HOT_INDEXES),
         // "partner names": partners' names from the PRM, for registration reasons.
         M::up(super::registrations::PARTNERS_MIGRATION),
+        // "lifecycle": delete writes in the outbox, tombstones on links.
+        M::up(LIFECYCLE),
         // "state digests": links keep field digests instead of values.
         M::up(STATE_DIGESTS),
     ])
@@ -180,6 +182,13 @@ CREATE INDEX registrations_protected ON registrations (status, protected_until);
 CREATE INDEX outbox_errors ON outbox (id) WHERE last_error IS NOT NULL;
 "#;
 
+/// Step "lifecycle" (issue 11): an outbox row either upserts or deletes its record; a link whose
+/// record was deleted on one side keeps a tombstone (the reason) so it is not silently re-created.
+const LIFECYCLE: &str = r#"
+ALTER TABLE outbox ADD COLUMN op TEXT NOT NULL DEFAULT 'upsert';
+ALTER TABLE links ADD COLUMN tombstone TEXT;
+"#;
+
 /// Step "state digests" (scale): a link keeps 12 bytes per field of each side (see
 /// `store/digest.rs`) instead of the values and a whole-state hash. Rows written before keep their
 /// values in the text columns and are read from them until the side is next written.
@@ -198,12 +207,13 @@ CREATE TABLE links_by_key (
     write_history      TEXT NOT NULL DEFAULT '[]',
     target_state       TEXT NOT NULL DEFAULT '{}',
     source_state       TEXT NOT NULL DEFAULT '{}',
+    tombstone          TEXT,
     PRIMARY KEY (flow, source_id)
 ) STRICT, WITHOUT ROWID;
 INSERT INTO links_by_key (flow, source_id, target_id, source_modified_ms, target_modified_ms,
-                          updated_ms, write_history, target_state, source_state)
+                          updated_ms, write_history, target_state, source_state, tombstone)
     SELECT flow, source_id, target_id, source_modified_ms, target_modified_ms, updated_ms,
-           write_history, target_state, source_state
+           write_history, target_state, source_state, tombstone
     FROM links;
 DROP TABLE links;
 ALTER TABLE links_by_key RENAME TO links;

@@ -95,6 +95,52 @@ pub struct Link {
     pub write_history: Vec<(i64, String)>,
     /// Whether the record is quarantined (a `quarantine` dead letter holds it).
     pub quarantined: bool,
+    /// Why the link is no longer live (a side's record was deleted); a tombstoned link is never
+    /// written through until a restore relinks it.
+    pub tombstone: Option<String>,
+}
+
+/// What an outbox row does to its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteOp {
+    /// Create or update (by external id, or by the known record id).
+    #[default]
+    Upsert,
+    /// Delete (archive) the record with the write's `target_id`, or the source record for a
+    /// `to_source` write.
+    Delete,
+}
+
+impl WriteOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteOp::Upsert => "upsert",
+            WriteOp::Delete => "delete",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "upsert" => Some(WriteOp::Upsert),
+            "delete" => Some(WriteOp::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// A change to a link's liveness, committed with a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkMark {
+    /// A side's record was deleted: keep the link, tombstoned with the reason.
+    Tombstone {
+        flow: String,
+        source_id: String,
+        reason: String,
+    },
+    /// The deleted record is back (restored, undeleted): the link is live again.
+    Relink { flow: String, source_id: String },
+    /// Forget the target record (`recreate`): the next source change creates a new one.
+    ForgetTarget { flow: String, source_id: String },
 }
 
 /// A write the planner decided on, to commit durably to the outbox.
@@ -114,6 +160,7 @@ pub struct PlannedWrite {
     pub state_after: StateDigest,
     pub content_hash: String,
     pub mapping_version: String,
+    pub op: WriteOp,
 }
 
 impl PlannedWrite {
@@ -187,6 +234,8 @@ pub struct PlanCommit {
     pub quarantined: Vec<(DeadLetter, PlannedWrite)>,
     /// (flow, direction, source id) of writes that are backfill: drained after live ones.
     pub backfill: Vec<(String, Direction, String)>,
+    /// Tombstones set or cleared, targets forgotten (record lifecycle).
+    pub marks: Vec<LinkMark>,
 }
 
 /// Decisions for some duplicate-key groups, with their write-backs, committed in one transaction.
@@ -747,6 +796,7 @@ mod tests {
             ),
             content_hash: format!("{hash:0>16}"),
             mapping_version: "v1".into(),
+            op: crate::store::WriteOp::Upsert,
         }
     }
 

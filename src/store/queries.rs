@@ -5,7 +5,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{
-    InboxItem, Link, OutboxItem, PlanCommit, PlannedWrite, StateDigest, StoreError, WriteOutcome,
+    InboxItem, Link, LinkMark, OutboxItem, PlanCommit, PlannedWrite, StateDigest, StoreError,
+    WriteOp, WriteOutcome,
 };
 use crate::model::{Change, ChangeKind, Cursor, Direction, ObjectRef, Record, SystemKind};
 
@@ -105,8 +106,9 @@ pub(super) fn pending_inbox(conn: &Connection, limit: usize) -> Result<Vec<Inbox
     Ok(items)
 }
 
-/// The link columns after the states: modification times, write history, quarantine flag.
-type LinkExtra = (Option<i64>, Option<i64>, String, bool);
+/// The link columns after the states: modification times, write history, quarantine flag,
+/// tombstone.
+type LinkExtra = (Option<i64>, Option<i64>, String, bool, Option<String>);
 
 /// A side's state columns: the digest (blob), or the values earlier versions stored (text).
 type StateColumns = (Option<Vec<u8>>, String);
@@ -115,7 +117,7 @@ const LINK_STATES: &str = "target_digest, target_state, source_digest, source_st
 
 const LINK_EXTRA: &str = "source_modified_ms, target_modified_ms, write_history,
     EXISTS (SELECT 1 FROM dead_letters d WHERE d.origin = 'quarantine' AND d.flow = links.flow
-            AND d.record_id = links.source_id)";
+            AND d.record_id = links.source_id), tombstone";
 
 fn link_states(
     r: &rusqlite::Row<'_>,
@@ -133,6 +135,7 @@ fn link_extra(r: &rusqlite::Row<'_>, from: usize) -> rusqlite::Result<LinkExtra>
         r.get(from + 1)?,
         r.get(from + 2)?,
         r.get(from + 3)?,
+        r.get(from + 4)?,
     ))
 }
 
@@ -147,7 +150,7 @@ fn state_from_columns((digest, values): StateColumns) -> Result<StateDigest, Sto
 fn link_from_row(
     target_id: Option<String>,
     (target, source): (StateColumns, StateColumns),
-    (source_modified_ms, target_modified_ms, history, quarantined): LinkExtra,
+    (source_modified_ms, target_modified_ms, history, quarantined, tombstone): LinkExtra,
 ) -> Result<Link, StoreError> {
     Ok(Link {
         target_id,
@@ -157,6 +160,7 @@ fn link_from_row(
         target_modified_ms,
         write_history: serde_json::from_str(&history)?,
         quarantined,
+        tombstone,
     })
 }
 
@@ -310,15 +314,15 @@ pub(super) fn commit_plan(
         let mut stmt = tx.prepare_cached(
             "INSERT INTO outbox (idempotency_key, flow, direction, source_id, target_id, system, object,
                                  id_property, payload, state_after, content_hash, mapping_version,
-                                 next_attempt_ms, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)
+                                 next_attempt_ms, created_ms, op)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14)
              ON CONFLICT (flow, direction, source_id) DO UPDATE SET
                 idempotency_key = excluded.idempotency_key,
                 target_id = COALESCE(excluded.target_id, outbox.target_id),
                 payload = excluded.payload, state_after = excluded.state_after,
                 content_hash = excluded.content_hash, mapping_version = excluded.mapping_version,
                 attempts = 0, next_attempt_ms = excluded.next_attempt_ms, last_error = NULL,
-                priority = 0",
+                priority = 0, op = excluded.op",
         )?;
         for w in &plan.writes {
             stmt.execute(params![
@@ -335,6 +339,7 @@ pub(super) fn commit_plan(
                 w.content_hash,
                 w.mapping_version,
                 now_ms,
+                w.op.as_str(),
             ])?;
         }
     }
@@ -372,6 +377,9 @@ pub(super) fn commit_plan(
     for o in &plan.observations {
         upsert_link_state(tx, &o.flow, &o.source_id, o.side, &o.state, None, now_ms)?;
     }
+    for mark in &plan.marks {
+        mark_link(tx, mark, now_ms)?;
+    }
     {
         let mut version = tx.prepare_cached(
             "INSERT INTO links (flow, source_id, updated_ms, source_modified_ms, target_modified_ms)
@@ -404,6 +412,36 @@ pub(super) fn commit_plan(
     for id in &plan.inbox_ids {
         done.execute(params![id, now_ms])?;
     }
+    Ok(())
+}
+
+/// Sets or clears a link's tombstone, or forgets its target record.
+fn mark_link(tx: &Transaction<'_>, mark: &LinkMark, now_ms: i64) -> Result<(), StoreError> {
+    match mark {
+        LinkMark::Tombstone {
+            flow,
+            source_id,
+            reason,
+        } => tx
+            .prepare_cached(
+                "INSERT INTO links (flow, source_id, updated_ms, tombstone) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (flow, source_id) DO UPDATE SET
+                    tombstone = excluded.tombstone, updated_ms = excluded.updated_ms",
+            )?
+            .execute(params![flow, source_id, now_ms, reason])?,
+        LinkMark::Relink { flow, source_id } => tx
+            .prepare_cached(
+                "UPDATE links SET tombstone = NULL, updated_ms = ?3 WHERE flow = ?1 AND source_id = ?2",
+            )?
+            .execute(params![flow, source_id, now_ms])?,
+        LinkMark::ForgetTarget { flow, source_id } => tx
+            .prepare_cached(
+                "UPDATE links SET target_id = NULL, target_state = '{}', target_digest = NULL,
+                    target_modified_ms = NULL, tombstone = NULL, updated_ms = ?3
+                 WHERE flow = ?1 AND source_id = ?2",
+            )?
+            .execute(params![flow, source_id, now_ms])?,
+    };
     Ok(())
 }
 
@@ -489,7 +527,7 @@ fn query_outbox(
 ) -> Result<Vec<OutboxItem>, StoreError> {
     let sql = format!(
         "SELECT id, attempts, flow, direction, source_id, target_id, system, object, id_property,
-                payload, state_after, content_hash, mapping_version
+                payload, state_after, content_hash, mapping_version, op
          FROM outbox {filter}"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -499,9 +537,13 @@ fn query_outbox(
         let id: i64 = r.get(0)?;
         let dir: String = r.get(3)?;
         let system: String = r.get(6)?;
-        let (Some(direction), Some(system)) = (Direction::parse(&dir), SystemKind::parse(&system))
-        else {
-            tracing::warn!(outbox_id = id, direction = %dir, %system, "skipping outbox row written by a newer prmsync");
+        let op: String = r.get(13)?;
+        let (Some(direction), Some(system), Some(op)) = (
+            Direction::parse(&dir),
+            SystemKind::parse(&system),
+            WriteOp::parse(&op),
+        ) else {
+            tracing::warn!(outbox_id = id, direction = %dir, %system, %op, "skipping outbox row written by a newer prmsync");
             continue;
         };
         out.push(OutboxItem {
@@ -520,6 +562,7 @@ fn query_outbox(
                     .ok_or(StoreError::Corrupt("outbox state"))?,
                 content_hash: r.get(11)?,
                 mapping_version: r.get(12)?,
+                op,
             },
         });
     }
@@ -541,7 +584,8 @@ pub(super) fn complete_writes(
             } => {
                 let Some(w) = take_outbox(tx, *outbox_id, idempotency_key)? else {
                     // A newer plan replaced the row while this write was in flight: keep it
-                    // queued, and remember where the record lives.
+                    // queued, and remember where the record lives (a delete's target id is the
+                    // one it already had).
                     tx.prepare_cached(
                         "UPDATE links SET target_id = ?2
                          WHERE (flow, source_id) IN
@@ -550,6 +594,34 @@ pub(super) fn complete_writes(
                     .execute(params![outbox_id, target_id])?;
                     continue;
                 };
+                if w.write.op == WriteOp::Delete {
+                    let side = match w.write.direction {
+                        Direction::ToTarget => "target",
+                        Direction::ToSource => "source",
+                    };
+                    mark_link(
+                        tx,
+                        &LinkMark::Tombstone {
+                            flow: w.write.flow.clone(),
+                            source_id: w.write.source_id.clone(),
+                            reason: format!("{side} record deleted by prmsync"),
+                        },
+                        now_ms,
+                    )?;
+                    insert_ledger(
+                        tx,
+                        &w.write.flow,
+                        w.write.direction,
+                        &w.write.source_id,
+                        Some(target_id),
+                        "deleted",
+                        Some(&w.write.content_hash),
+                        Some(&w.write.mapping_version),
+                        None,
+                        now_ms,
+                    )?;
+                    continue;
+                }
                 upsert_link_state(
                     tx,
                     &w.write.flow,

@@ -416,3 +416,96 @@ async fn kill_9_mid_backfill_then_restart_rereads_at_most_one_page() {
         "{read} list requests for {pages} pages ({killed_after} before the kill): more than one page read twice"
     );
 }
+
+/// A partner's delete aborted after HubSpot archived the deal but before the outcome was
+/// committed: the restart sends the delete again (archiving an archived deal is a no-op), records
+/// it once, and re-creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_mid_delete_then_restart_deletes_once_and_recreates_nothing() {
+    use prmsync::webhook::signature::body_hmac;
+    const HOOK_SECRET: &str = "crash-hook-secret";
+    let w = World::seeded(4).await;
+    let port = free_port();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mappings = w.dir.path().join("mappings");
+    std::fs::create_dir_all(&mappings).expect("mappings dir");
+    let flow = std::fs::read_to_string(root.join("mappings/partnerstack-hubspot-deals.toml"))
+        .expect("deal flow");
+    std::fs::write(
+        mappings.join("deals.toml"),
+        format!("{flow}\n[delete]\npolicy = \"archive\"\n"),
+    )
+    .expect("write flow");
+    std::fs::copy(
+        root.join("mappings/rules-of-engagement.toml"),
+        mappings.join("rules-of-engagement.toml"),
+    )
+    .expect("rules file");
+    let secret = w.dir.path().join("hook-secret");
+    std::fs::write(&secret, HOOK_SECRET).expect("secret file");
+    let config = write_config_polling(
+        &w,
+        port,
+        1,
+        &format!("mappings_dir = \"{}\"", mappings.display()),
+    );
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace(
+        "api_key = { env = \"PRMSYNC_TEST_PS_KEY\" }",
+        &format!(
+            "api_key = {{ env = \"PRMSYNC_TEST_PS_KEY\" }}\nwebhook_secret = {{ file = \"{}\" }}",
+            secret.display()
+        ),
+    );
+    std::fs::write(&config, text).expect("config with the webhook secret");
+
+    // Run 0 syncs everything and settles.
+    converge(&w, &config, 0).await;
+    // Run 1 aborts right after the archive call answered.
+    let mut child = spawn(&config, 1, Some("drain.after_send=1"));
+    let event = w.ps.delete_deal("deal_1").expect("deal_1");
+    let body = serde_json::to_vec(&event).expect("json");
+    let http = prmsync::connector::http_client(Duration::from_secs(5));
+    wait_until(
+        Duration::from_secs(60),
+        "the delete to abort mid-send",
+        || {
+            let exited = matches!(child.try_wait(), Ok(Some(_)));
+            let (http, body) = (http.clone(), body.clone());
+            async move {
+                if !exited {
+                    // The daemon may not listen yet: delivered again until it aborts (an event
+                    // delivered twice is staged once).
+                    let _ = http
+                        .post(format!("http://127.0.0.1:{port}/webhooks/partnerstack"))
+                        .header(
+                            prmsync::webhook::PRM_SIGNATURE_HEADER,
+                            body_hmac(HOOK_SECRET.as_bytes(), &body),
+                        )
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await;
+                }
+                exited
+            }
+        },
+    )
+    .await;
+    let status = child.wait().expect("reap");
+    assert_eq!(status.signal(), Some(SIGABRT), "{}", log_of(&config, 1));
+    assert_eq!(w.hs.archived("deals").len(), 1, "archived before the abort");
+    converge(&w, &config, 2).await;
+    assert_quiescent(&w).await;
+    assert_eq!(w.hs.objects("deals").len(), 3, "deal_1 is not re-created");
+    assert_eq!(w.hs.archived("deals").len(), 1);
+    let conn = rusqlite::Connection::open(w.state_path()).expect("state");
+    let deleted: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM ledger WHERE source_id = 'deal_1' AND action = 'deleted'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(deleted, 1, "the delete is recorded once");
+}

@@ -772,6 +772,7 @@ async fn live_changes_and_new_registrations_drain_before_backfill_updates() {
         state_after: prmsync::store::StateDigest::default(),
         content_hash: format!("hash-{id}"),
         mapping_version: "v".into(),
+        op: prmsync::store::WriteOp::Upsert,
     };
     let backfill: Vec<_> = (0..5)
         .map(|i| write(&format!("old_{i}"), Some("1")))

@@ -2,6 +2,7 @@
 //! 127.0.0.1, and the real `prmsync` binary for CLI behaviour.
 
 mod admin;
+mod bench;
 mod cli;
 mod compat;
 mod connector_contract;
@@ -12,6 +13,7 @@ mod guarantees;
 // Helpers are shared by every test module; not each branch uses all of them.
 #[allow(dead_code, unused_imports)]
 mod harness;
+mod lifecycle;
 mod mapping;
 mod matching;
 mod notify;

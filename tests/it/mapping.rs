@@ -623,9 +623,9 @@ fn the_planner_applies_filters_and_delete_policies() {
         (
             "[delete]\npolicy = \"propagate\"",
             true,
-            action::DELETE_FAILED,
-            None,
-            true,
+            action::QUEUED,
+            Some(json!({})),
+            false,
         ),
     ];
     for (section, is_linked, want_action, want_payload, want_dead) in cases {

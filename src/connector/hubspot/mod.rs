@@ -4,6 +4,7 @@
 //! and the companies / open direct deals the rules of engagement read (`facts`).
 
 pub mod api;
+mod archive;
 mod facts;
 pub mod limits;
 pub mod webhook;

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+mod delete;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,0 +1,110 @@
+//! Salesforce deletes: `DELETE /composite/sobjects?ids=…&allOrNone=false` (sObject Collections,
+//! 200 ids per call), one result per id; a record already deleted counts as done.
+
+use super::api::{MAX_COLLECTION, UpsertResult};
+use super::{Salesforce, check_name, data_url};
+use crate::connector::ConnectorError;
+
+impl Salesforce {
+    /// Deletes records by id (they go to the recycle bin and show in getDeleted).
+    pub async fn delete(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Result<(), ConnectorError>>, ConnectorError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_COLLECTION) {
+            for id in chunk {
+                check_name(id)?;
+            }
+            let joined = chunk.join(",");
+            let sent = self
+                .call(|http, base| {
+                    http.delete(data_url(base, "composite/sobjects"))
+                        .query(&[("ids", joined.as_str()), ("allOrNone", "false")])
+                })
+                .await;
+            let text = match sent {
+                Ok((_, text)) => text,
+                Err(e) if out.is_empty() => return Err(e),
+                Err(e) => {
+                    out.extend(chunk.iter().map(|_| Err(e.clone())));
+                    continue;
+                }
+            };
+            let results: Vec<UpsertResult> = serde_json::from_str(&text).map_err(|e| {
+                ConnectorError::Transient(format!("unexpected Salesforce delete shape: {e}"))
+            })?;
+            for (n, id) in chunk.iter().enumerate() {
+                out.push(match results.get(n) {
+                    Some(r) => outcome(id, r),
+                    None => Err(ConnectorError::Transient(format!(
+                        "Salesforce returned no result for {id}"
+                    ))),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn outcome(id: &str, r: &UpsertResult) -> Result<(), ConnectorError> {
+    let code = r.errors.first().map(|e| e.status_code.as_str());
+    if r.success
+        || matches!(
+            code,
+            Some("ENTITY_IS_DELETED") | Some("INVALID_CROSS_REFERENCE_KEY")
+        )
+    {
+        return Ok(());
+    }
+    let detail = r
+        .errors
+        .iter()
+        .map(|e| format!("{}: {}", e.status_code, e.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(match code {
+        Some("UNABLE_TO_LOCK_ROW") | Some("SERVER_UNAVAILABLE") => {
+            ConnectorError::Transient(format!("{id}: {detail}"))
+        }
+        _ => ConnectorError::Permanent(format!("{id}: {detail}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::salesforce::api::SaveError;
+
+    fn result(success: bool, code: &str) -> UpsertResult {
+        UpsertResult {
+            id: None,
+            success,
+            created: None,
+            errors: (!code.is_empty())
+                .then(|| SaveError {
+                    status_code: code.into(),
+                    message: "m".into(),
+                    fields: vec![],
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn already_deleted_is_done_and_a_lock_is_retried() {
+        assert!(outcome("x", &result(true, "")).is_ok());
+        assert!(outcome("x", &result(false, "ENTITY_IS_DELETED")).is_ok());
+        assert!(
+            outcome("x", &result(false, "UNABLE_TO_LOCK_ROW"))
+                .unwrap_err()
+                .is_retryable()
+        );
+        assert!(
+            !outcome("x", &result(false, "DELETE_FAILED"))
+                .unwrap_err()
+                .is_retryable()
+        );
+    }
+}

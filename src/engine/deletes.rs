@@ -1,0 +1,148 @@
+//! Record deletes in the engine: reading deletes from systems that report them by polling
+//! (Salesforce getDeleted, HubSpot's archived listing) into the inbox, planning deletes of flows'
+//! target records, and sending delete writes through the connector's delete call.
+
+use std::collections::BTreeMap;
+
+use serde_json::Map;
+
+use super::{Engine, EngineError, plan};
+use crate::connector::{Connector, ConnectorError, Deletion, WriteAck};
+use crate::mapping::Mapping;
+use crate::model::{Change, ChangeKind, Cursor, Direction, ObjectRef, Record, SystemKind};
+use crate::store::{InboxItem, Link, OutboxItem};
+
+/// How far back Salesforce keeps deletes (getDeleted refuses a start before it): 30 days, less
+/// a day of margin.
+const DELETES_KEPT_MS: i64 = 29 * 24 * 60 * 60 * 1000;
+/// getDeleted wants its window at least a minute wide.
+const MIN_WINDOW_MS: i64 = 60 * 1000;
+
+/// The cursor key under which an object's delete reads keep their position.
+fn deletes_key(object: &ObjectRef) -> ObjectRef {
+    ObjectRef {
+        system: object.system,
+        object: format!("{}#deleted", object.object),
+    }
+}
+
+/// A reported delete as a staged change; its event id is the delete itself, so overlapping
+/// reads stage it once.
+pub fn deletion_change(object: &ObjectRef, d: Deletion) -> Change {
+    Change {
+        event_id: format!("{object}:{}:deleted:{}", d.id, d.deleted_ms),
+        object: object.clone(),
+        kind: ChangeKind::Delete,
+        record: Record {
+            id: d.id,
+            modified_ms: d.deleted_ms,
+            fields: Map::new(),
+        },
+    }
+}
+
+impl Engine {
+    /// Reads the deletes of `object` since the last read (minus the overlap) and stages them with
+    /// the read's end as the new position, in one transaction. Systems that report deletes only
+    /// by webhook (PartnerStack, REST) are skipped. Returns the deletes staged.
+    pub async fn poll_deletes(&self, object: &ObjectRef) -> Result<usize, EngineError> {
+        let Some(conn) = self.connector(object.system) else {
+            return Ok(0);
+        };
+        if !matches!(object.system, SystemKind::Salesforce | SystemKind::HubSpot) {
+            return Ok(0);
+        }
+        let key = deletes_key(object);
+        let now = (self.clock)();
+        let overlap = i64::try_from(self.settings.overlap.as_millis()).unwrap_or(0);
+        let start = match self.store.cursor(key.clone()).await? {
+            Some(c) => c.modified_ms - overlap,
+            None => now - DELETES_KEPT_MS,
+        }
+        .max(now - DELETES_KEPT_MS)
+        .min(now - MIN_WINDOW_MS);
+        let deleted = self
+            .settings
+            .retry
+            .run(|| async {
+                self.spend(object.system).await;
+                conn.read_deletes(&object.object, start, now)
+                    .await
+                    .unwrap_or(Ok(Vec::new()))
+            })
+            .await
+            .map_err(|error| EngineError::Connector {
+                system: object.system,
+                error,
+            })?;
+        let changes: Vec<Change> = deleted
+            .into_iter()
+            .map(|d| deletion_change(object, d))
+            .collect();
+        let cursor = Cursor {
+            modified_ms: now,
+            ..Cursor::default()
+        };
+        let n = self
+            .store
+            .stage_changes(changes, Some((key, cursor)), now)
+            .await?;
+        if n > 0 {
+            tracing::info!(object = %object, staged = n, "staged deletes");
+            self.signals.planner.notify_one();
+        }
+        Ok(n)
+    }
+}
+
+/// The deletes of `m`'s target records among `items`, with the links they touch: each planned
+/// by the flow's `on_target_delete`. `links` maps target ids to (source id, link).
+pub fn plan_target_deletes(
+    m: &Mapping,
+    items: &[&InboxItem],
+    links: &BTreeMap<String, (String, Link)>,
+) -> Vec<plan::Decision> {
+    items
+        .iter()
+        .filter_map(|i| {
+            let tid = &i.change.record.id;
+            let (sid, link) = links.get(tid)?;
+            Some(plan::target_deleted(m, sid, tid, link))
+        })
+        .collect()
+}
+
+/// Sends a batch of delete writes with the connector's delete call; one result per item, in
+/// order. A `to_target` delete names the target record, a `to_source` one the source record.
+pub async fn send(
+    conn: &Connector,
+    object: &str,
+    items: &[OutboxItem],
+) -> Result<Vec<Result<WriteAck, ConnectorError>>, ConnectorError> {
+    let ids: Vec<Option<String>> = items
+        .iter()
+        .map(|i| match i.write.direction {
+            Direction::ToTarget => i.write.target_id.clone(),
+            Direction::ToSource => Some(i.write.source_id.clone()),
+        })
+        .collect();
+    let known: Vec<String> = ids.iter().flatten().cloned().collect();
+    let mut results = conn.delete(object, &known).await?.into_iter();
+    Ok(ids
+        .into_iter()
+        .zip(items)
+        .map(|(id, item)| match id {
+            // The ledger names the target record either way.
+            Some(id) => results
+                .next()
+                .unwrap_or_else(|| Err(ConnectorError::Transient("not sent".into())))
+                .map(|()| WriteAck {
+                    id: item.write.target_id.clone().unwrap_or(id),
+                    created: false,
+                }),
+            None => Err(ConnectorError::Permanent(
+                "a delete without the target record's id".into(),
+            )),
+        })
+        .collect())
+}

@@ -1,0 +1,262 @@
+//! The planner's record-lifecycle decisions (pure): a deleted source record under the flow's
+//! delete policy, a deleted target record under `on_target_delete`, tombstoned links, restores.
+
+use serde_json::{Map, Value, json};
+
+use super::{Decision, action, ledger};
+use crate::mapping::{DeletePolicy, Mapping, TargetDeletePolicy};
+use crate::model::{Direction, Record, content_hash};
+use crate::store::{Link, LinkMark, PlannedWrite, WriteOp};
+
+/// A tombstone reason starts with the side whose record was deleted.
+const TARGET_GONE: &str = "target record";
+
+/// A source record was deleted: apply the flow's delete policy to its linked target record.
+pub fn delete(m: &Mapping, source_id: &str, link: Option<&Link>) -> Decision {
+    let target_id = link.and_then(|l| l.target_id.as_deref());
+    let skip = |detail: &str| {
+        let mut l = ledger(
+            m,
+            Direction::ToTarget,
+            source_id,
+            target_id,
+            action::DELETE_IGNORED,
+        );
+        l.detail = Some(detail.to_owned());
+        Decision {
+            ledger: Some(l),
+            ..Decision::default()
+        }
+    };
+    let (Some(link), Some(tid)) = (link, target_id) else {
+        return skip("no linked target record");
+    };
+    if let Some(why) = &link.tombstone {
+        return skip(&format!("the link is already tombstoned: {why}"));
+    }
+    match &m.on_delete {
+        DeletePolicy::Ignore => skip("delete policy: ignore"),
+        DeletePolicy::Flag { field, value } => {
+            let mut payload = Map::new();
+            payload.insert(field.clone(), value.clone());
+            if link.target_state.holds(field, value) {
+                return skip("already flagged");
+            }
+            let hash = content_hash(&payload);
+            let mut l = ledger(m, Direction::ToTarget, source_id, target_id, action::QUEUED);
+            l.content_hash = Some(hash.clone());
+            l.detail = Some(format!("source deleted; flag {field}"));
+            Decision {
+                write: Some(PlannedWrite {
+                    flow: m.name.clone(),
+                    direction: Direction::ToTarget,
+                    source_id: source_id.to_owned(),
+                    target_id: Some(tid.to_owned()),
+                    system: m.target.system,
+                    object: m.target.object.clone(),
+                    id_property: Some(m.external_id.clone()),
+                    state_after: link.target_state.with(&payload),
+                    payload,
+                    content_hash: hash,
+                    mapping_version: m.version.clone(),
+                    op: WriteOp::Upsert,
+                }),
+                ledger: Some(l),
+                ..Decision::default()
+            }
+        }
+        DeletePolicy::Propagate => {
+            let hash = content_hash(&deleted(tid));
+            let mut l = ledger(m, Direction::ToTarget, source_id, target_id, action::QUEUED);
+            l.content_hash = Some(hash.clone());
+            l.detail = Some(format!(
+                "source deleted; delete {} {tid} in {}",
+                m.target.object, m.target.system
+            ));
+            Decision {
+                write: Some(PlannedWrite {
+                    flow: m.name.clone(),
+                    direction: Direction::ToTarget,
+                    source_id: source_id.to_owned(),
+                    target_id: Some(tid.to_owned()),
+                    system: m.target.system,
+                    object: m.target.object.clone(),
+                    id_property: None,
+                    payload: Map::new(),
+                    state_after: link.target_state.clone(),
+                    content_hash: hash,
+                    mapping_version: m.version.clone(),
+                    op: WriteOp::Delete,
+                }),
+                ledger: Some(l),
+                // Tombstoned now, so the target's deletion event (our own echo) changes nothing.
+                mark: Some(LinkMark::Tombstone {
+                    flow: m.name.clone(),
+                    source_id: source_id.to_owned(),
+                    reason: format!("source record {source_id} deleted"),
+                }),
+                ..Decision::default()
+            }
+        }
+    }
+}
+
+/// The content a delete write is keyed by.
+fn deleted(id: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("deleted".into(), json!(id));
+    m
+}
+
+/// The target record `target_id` linked to `source_id` was deleted in the target system: apply
+/// the flow's `on_target_delete`.
+pub fn target_deleted(m: &Mapping, source_id: &str, target_id: &str, link: &Link) -> Decision {
+    let note = |action: &'static str, detail: String| {
+        let mut l = ledger(m, Direction::ToSource, source_id, Some(target_id), action);
+        l.detail = Some(detail);
+        l
+    };
+    if link.target_id.as_deref() != Some(target_id) {
+        return Decision {
+            ledger: Some(note(
+                action::DELETE_IGNORED,
+                "the link points at another target record".into(),
+            )),
+            ..Decision::default()
+        };
+    }
+    if let Some(why) = &link.tombstone {
+        return Decision {
+            ledger: Some(note(
+                action::DELETE_IGNORED,
+                format!("the link is already tombstoned: {why}"),
+            )),
+            ..Decision::default()
+        };
+    }
+    let (system, object) = (m.target.system, &m.target.object);
+    let tombstone = LinkMark::Tombstone {
+        flow: m.name.clone(),
+        source_id: source_id.to_owned(),
+        reason: format!("{TARGET_GONE} {object} {target_id} deleted in {system}"),
+    };
+    match &m.on_target_delete {
+        TargetDeletePolicy::Unlink { flag } => {
+            let mut d = Decision {
+                ledger: Some(note(
+                    action::TARGET_DELETED,
+                    format!(
+                        "{object} {target_id} deleted in {system}: unlinked; the source is not re-created there"
+                    ),
+                )),
+                mark: Some(tombstone),
+                ..Decision::default()
+            };
+            if let Some((field, value)) = flag {
+                let mut payload = Map::new();
+                payload.insert(field.clone(), value.clone());
+                let hash = content_hash(&payload);
+                d.write = Some(PlannedWrite {
+                    flow: m.name.clone(),
+                    direction: Direction::ToSource,
+                    source_id: source_id.to_owned(),
+                    target_id: Some(target_id.to_owned()),
+                    system: m.source.system,
+                    object: m.source.object.clone(),
+                    id_property: None,
+                    state_after: link.source_state.with(&payload),
+                    payload,
+                    content_hash: hash,
+                    mapping_version: m.version.clone(),
+                    op: WriteOp::Upsert,
+                });
+            }
+            d
+        }
+        TargetDeletePolicy::Recreate => Decision {
+            ledger: Some(note(
+                action::TARGET_DELETED,
+                format!(
+                    "{object} {target_id} deleted in {system}: forgotten; the next source change creates it again"
+                ),
+            )),
+            mark: Some(LinkMark::ForgetTarget {
+                flow: m.name.clone(),
+                source_id: source_id.to_owned(),
+            }),
+            ..Decision::default()
+        },
+        TargetDeletePolicy::DeleteSource => {
+            let hash = content_hash(&deleted(source_id));
+            let mut l = note(
+                action::QUEUED,
+                format!(
+                    "{object} {target_id} deleted in {system}: delete source {} {source_id}",
+                    m.source.object
+                ),
+            );
+            l.content_hash = Some(hash.clone());
+            Decision {
+                write: Some(PlannedWrite {
+                    flow: m.name.clone(),
+                    direction: Direction::ToSource,
+                    source_id: source_id.to_owned(),
+                    target_id: Some(target_id.to_owned()),
+                    system: m.source.system,
+                    object: m.source.object.clone(),
+                    id_property: None,
+                    payload: Map::new(),
+                    state_after: link.source_state.clone(),
+                    content_hash: hash,
+                    mapping_version: m.version.clone(),
+                    op: WriteOp::Delete,
+                }),
+                ledger: Some(l),
+                mark: Some(tombstone),
+                ..Decision::default()
+            }
+        }
+    }
+}
+
+/// A change over a tombstoned link is not written through: the ledger says why.
+pub(super) fn tombstoned(m: &Mapping, source_id: &str, link: &Link) -> Option<Decision> {
+    let why = link.tombstone.as_ref()?;
+    let mut l = ledger(
+        m,
+        Direction::ToTarget,
+        source_id,
+        link.target_id.as_deref(),
+        action::TOMBSTONED,
+    );
+    l.detail = Some(format!("tombstoned: {why}"));
+    Some(Decision {
+        ledger: Some(l),
+        ..Decision::default()
+    })
+}
+
+/// A target record whose deletion tombstoned the link shows up again (restored from HubSpot's
+/// archive, undeleted from Salesforce's recycle bin): the live link and the mark that relinks it.
+pub(super) fn restored(
+    m: &Mapping,
+    rec: &Record,
+    source_id: &str,
+    link: &Link,
+) -> Option<(Link, LinkMark)> {
+    let why = link.tombstone.as_deref()?;
+    if !why.starts_with(TARGET_GONE) || link.target_id.as_deref() != Some(rec.id.as_str()) {
+        return None;
+    }
+    let live = Link {
+        tombstone: None,
+        ..link.clone()
+    };
+    Some((
+        live,
+        LinkMark::Relink {
+            flow: m.name.clone(),
+            source_id: source_id.to_owned(),
+        },
+    ))
+}
