@@ -9,6 +9,7 @@ mod connector_contract;
 mod connectors;
 mod crash;
 mod crm_facts;
+mod erase;
 mod guarantees;
 // Helpers are shared by every test module; not each branch uses all of them.
 #[allow(dead_code, unused_imports)]

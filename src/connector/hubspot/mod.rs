@@ -7,6 +7,7 @@ pub mod api;
 mod archive;
 mod facts;
 pub mod limits;
+mod privacy;
 pub mod webhook;
 
 use std::sync::{Arc, Mutex};
