@@ -22,5 +22,6 @@ mod pipeline;
 mod reload;
 mod retention;
 mod rules;
+mod rules_salesforce;
 mod sync;
 mod webhooks;
