@@ -30,6 +30,8 @@ pub fn all() -> Migrations<'static> {
         M::up(LIFECYCLE),
         // "state digests": links keep field digests instead of values.
         M::up(STATE_DIGESTS),
+        // "resync": `prmsync resync` requests and how far each read has come.
+        M::up(super::resync::MIGRATION),
     ])
 }
 

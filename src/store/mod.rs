@@ -11,6 +11,7 @@ pub mod dlq;
 mod migrations;
 mod queries;
 mod registrations;
+mod resync;
 pub mod retention;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use crate::model::{Change, Cursor, Direction, ObjectRef, SystemKind};
 pub use digest::StateDigest;
 pub use queries::StatusReport;
 pub use registrations::{DecisionChange, KeyedEvent, RegistrationGroup, StoredRegistration};
+pub use resync::Resync;
 pub use retention::{FilePages, PruneReport, RetentionPolicy};
 
 /// How long a statement waits on a lock held by another connection before failing.
@@ -397,6 +399,49 @@ impl Store {
             Ok(n)
         })
         .await
+    }
+
+    /// Records a resync of `flow` (its source `object`, from `since_ms`, only `ids` when given)
+    /// for the poller of that object to carry out; returns its id.
+    pub async fn request_resync(
+        &self,
+        flow: String,
+        object: ObjectRef,
+        since_ms: i64,
+        ids: Option<Vec<String>>,
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
+        self.write(move |tx| resync::request(tx, &flow, &object, since_ms, ids.as_deref(), now_ms))
+            .await
+    }
+
+    /// The oldest unfinished resync of `object`.
+    pub async fn open_resync(&self, object: ObjectRef) -> Result<Option<Resync>, StoreError> {
+        self.call(move |conn| resync::next_open(conn, &object))
+            .await
+    }
+
+    /// Resyncs, newest first (at most `limit`).
+    pub async fn resyncs(&self, limit: usize) -> Result<Vec<Resync>, StoreError> {
+        self.read(move |conn| resync::list(conn, limit)).await
+    }
+
+    /// Stages one page of resync `id` with its next position (`None`: finished), in one
+    /// transaction; returns how many changes were new.
+    pub async fn stage_resync_page(
+        &self,
+        id: i64,
+        changes: Vec<Change>,
+        next_page: Option<String>,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        self.write(move |tx| resync::stage_page(tx, id, &changes, next_page.as_deref(), now_ms))
+            .await
+    }
+
+    /// Starts resync `id`'s read over from its first page.
+    pub async fn restart_resync(&self, id: i64) -> Result<(), StoreError> {
+        self.write(move |tx| resync::restart(tx, id)).await
     }
 
     /// The stored incremental-read position for an object.

@@ -20,6 +20,7 @@ mod notify;
 mod ops;
 mod pipeline;
 mod reload;
+mod resync;
 mod retention;
 mod rules;
 mod rules_salesforce;
