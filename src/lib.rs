@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod registrations_cli;
+pub mod resync_cli;
 pub mod rules;
 pub mod shutdown;
 pub mod sim;

@@ -16,6 +16,7 @@ mod poller;
 pub mod progress;
 pub mod registrations;
 pub mod rejects;
+pub mod resync;
 mod retry;
 mod writer;
 
@@ -57,6 +58,8 @@ pub enum EngineError {
         system: SystemKind,
         error: ConnectorError,
     },
+    #[error(transparent)]
+    Resync(#[from] resync::ResyncError),
 }
 
 impl EngineError {
@@ -64,6 +67,7 @@ impl EngineError {
         match self {
             EngineError::Store(e) => e.is_retryable(),
             EngineError::Connector { error, .. } => error.is_retryable(),
+            EngineError::Resync(_) => false,
         }
     }
 }

@@ -557,18 +557,13 @@ fn write(
     id_property: Option<String>,
     target_id: Option<String>,
     desired: Map<String, Value>,
-    known: &Map<String, Value>,
+    known: &crate::store::StateDigest,
 ) -> Option<PlannedWrite> {
-    let payload: Map<String, Value> = desired
-        .iter()
-        .filter(|(k, v)| known.get(*k) != Some(*v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let payload = plan::diff(&desired, known);
     if payload.is_empty() {
         return None;
     }
-    let mut state_after = known.clone();
-    state_after.extend(desired);
+    let state_after = known.with(&desired);
     Some(PlannedWrite {
         flow: FLOW.into(),
         direction,

@@ -21,6 +21,7 @@ mod notify;
 mod ops;
 mod pipeline;
 mod reload;
+mod resync;
 mod retention;
 mod rules;
 mod sync;
