@@ -24,5 +24,6 @@ mod reload;
 mod resync;
 mod retention;
 mod rules;
+mod rules_salesforce;
 mod sync;
 mod webhooks;
