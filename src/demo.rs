@@ -58,6 +58,9 @@ pub struct DemoSummary {
     pub crm_deals_linked: usize,
     pub prm_stages_in_step: usize,
     pub dead_letters: i64,
+    /// Record lifecycle: a deal deleted in HubSpot, and an erased person, one line each.
+    pub deletion: String,
+    pub erasure: String,
     pub state_path: PathBuf,
 }
 
@@ -232,6 +235,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         .status(jiff::Timestamp::now().as_millisecond())
         .await?
         .dead_letters;
+    summary.deletion = deletion(&daemon, &hs, &ps).await?;
+    summary.erasure = erasure(&daemon, &hs, &ps).await?;
     daemon.shutdown().await;
     ps_server.stop().await;
     hs_server.stop().await;
@@ -255,6 +260,93 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
     Ok(summary)
 }
 
+/// Sales deletes the HubSpot deal of `deal_1`; the next pass reads the deletion (HubSpot's
+/// archived listing), and the partner's next edit of the deal is not written: no re-create.
+async fn deletion(
+    daemon: &Daemon,
+    hs: &HubSpotSim,
+    ps: &PartnerStackSim,
+) -> anyhow::Result<String> {
+    let key = "deal_1";
+    let deal = hs
+        .find("deals", "prm_deal_id", key)
+        .context("the demo's first deal is in HubSpot")?;
+    let id = deal
+        .get("hs_object_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        hs.archive("deals", &id),
+        "archiving deal {id} in the simulator"
+    );
+    daemon.run_until_idle().await?;
+    let mut edited = ps.deal(key).context("the partner's deal")?;
+    let amount = edited.get("amount").and_then(Value::as_i64).unwrap_or(0) + 100;
+    edited.insert("amount".into(), amount.into());
+    ps.upsert_deal(edited);
+    daemon.run_until_idle().await?;
+    ensure!(
+        hs.find("deals", "prm_deal_id", key).is_none(),
+        "the deleted deal {id} was re-created"
+    );
+    Ok(format!(
+        "sales deleted HubSpot deal {id} ({key}): link tombstoned, the partner's next edit was not written (no re-create)"
+    ))
+}
+
+/// A person asks to be erased: HubSpot holds them as a contact (sales added them), the deal of
+/// `deal_2` carries their address both sides. `erase --email` as the CLI runs it.
+async fn erasure(daemon: &Daemon, hs: &HubSpotSim, ps: &PartnerStackSim) -> anyhow::Result<String> {
+    use crate::engine::erase::Subject;
+    let key = "deal_2";
+    let email = ps
+        .deal(key)
+        .and_then(|d| {
+            d.get("contact_email")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .context("the seeded deal's contact")?;
+    hs.create(
+        "contacts",
+        [("email".to_owned(), email.clone())].into_iter().collect(),
+    );
+    let outcome = daemon
+        .engine
+        .erase(&Subject::email(&email)?, "demo", false)
+        .await?;
+    let left = daemon.engine.store().records_holding(email.clone()).await?;
+    ensure!(left.is_empty(), "the state file still holds the address");
+    ensure!(
+        hs.find("contacts", "email", &email).is_none(),
+        "the HubSpot contact is still there"
+    );
+    let calls: Vec<String> = outcome
+        .plan
+        .actions
+        .iter()
+        .map(|a| match a {
+            crate::engine::erase::Action::GdprDelete { .. } => {
+                "HubSpot contact gdpr-deleted".to_owned()
+            }
+            crate::engine::erase::Action::Delete { system, object, .. } => {
+                format!("{system} {object} deleted")
+            }
+            crate::engine::erase::Action::Scrub { system, object, .. } => {
+                format!("{system} {object} scrubbed")
+            }
+        })
+        .collect();
+    Ok(format!(
+        "the contact of {key} erased: {}; {} state rows purged, {} values rewritten; {} left in PartnerStack (not writable there)",
+        calls.join(", "),
+        outcome.counts.0,
+        outcome.counts.1,
+        outcome.plan.left.len()
+    ))
+}
+
 /// The summary as the demo prints it.
 pub fn render(s: &DemoSummary) -> String {
     format!(
@@ -266,7 +358,9 @@ pub fn render(s: &DemoSummary) -> String {
          3. CRM changes  sales moved {sales} deals; HubSpot told prmsync by {hooks} signed v3 webhooks\n\
          4. CRM -> PRM   {prm} PartnerStack deals updated with the CRM's stage and lost reason\n\
          5. Second pass  {second} writes (nothing changed, nothing written)\n\
-         \nEnd state: {linked}/{deals} deals in HubSpot, {in_step}/{deals} with the same stage on both sides, {dead} dead letters.\n\
+         6. Deletion     {deletion}\n\
+         7. Erasure      {erasure}\n\
+         \nAfter step 5: {linked}/{deals} deals in HubSpot, {in_step}/{deals} with the same stage on both sides, {dead} dead letters.\n\
          State file: {state}\n  inspect it with: prmsync status --state {state}\n",
         ps = s.partnerstack_url,
         hs = s.hubspot_url,
@@ -289,6 +383,8 @@ pub fn render(s: &DemoSummary) -> String {
         linked = s.crm_deals_linked,
         in_step = s.prm_stages_in_step,
         dead = s.dead_letters,
+        deletion = s.deletion,
+        erasure = s.erasure,
         state = s.state_path.display(),
     )
 }

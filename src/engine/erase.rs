@@ -564,6 +564,27 @@ impl Eraser<'_> {
 }
 
 impl super::Engine {
+    /// Erases a person with this engine's connectors, flows and `[erasure]` policy (the demo;
+    /// `prmsync erase` builds its own connectors, the daemon may not be running).
+    pub async fn erase(
+        &self,
+        subject: &Subject,
+        origin: &str,
+        dry_run: bool,
+    ) -> Result<Outcome, EraseError> {
+        let mappings = self.mappings();
+        let policy = self.erasure_policy();
+        let eraser = Eraser {
+            store: &self.store,
+            connectors: vec![&self.prm, &self.crm],
+            mappings: &mappings,
+            policy: &policy,
+            retry: &self.settings.retry,
+        };
+        let _planning = self.planning.lock().await;
+        eraser.run(subject, origin, dry_run, (self.clock)()).await
+    }
+
     /// HubSpot deleted a contact for a privacy request (`contact.privacyDeletion`): erase the
     /// person everywhere else and purge them from the state file. A failure is alerted and
     /// dead-lettered (the event only, no personal data), so `prmsync dlq replay` runs it again.

@@ -186,7 +186,14 @@ impl Engine {
                     outcomes.push(WriteOutcome::Done {
                         outbox_id: item.id,
                         idempotency_key: item.write.idempotency_key(),
-                        target_id: ack.id,
+                        // The link names the target record either way: a write back to the
+                        // source answers with the source's key, which must not replace it.
+                        target_id: match item.write.direction {
+                            crate::model::Direction::ToTarget => ack.id,
+                            crate::model::Direction::ToSource => {
+                                item.write.target_id.clone().unwrap_or(ack.id)
+                            }
+                        },
                         created: ack.created,
                     });
                 }

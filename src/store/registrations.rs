@@ -158,8 +158,12 @@ pub(super) fn record_events(
         let e = &k.event;
         n += tx
             .prepare_cached(
+                // A registration an erasure left holding a person (its PRM deal is in
+                // `erased_records`) is not recorded again from a batch read before the erasure.
                 "INSERT INTO registration_events (registration_id, at_ms, submitted_ms, fields, fields_hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                 SELECT ?1, ?2, ?3, ?4, ?5
+                 WHERE NOT EXISTS (SELECT 1 FROM erased_records WHERE record_id = ?1)
+                 ON CONFLICT DO NOTHING",
             )?
             .execute(params![
                 e.id,

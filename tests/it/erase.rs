@@ -138,6 +138,41 @@ fn state_holds(state: &Path, needle: &str) -> bool {
     bytes_hold(state, needle) || bytes_hold(&wal, needle)
 }
 
+/// Where the state file's rows still hold `needle` (table.column), for a failure's message.
+fn held_in(state: &Path, needle: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(state).expect("state");
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .expect("tables")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("names");
+    let mut out = Vec::new();
+    for t in tables {
+        let cols: Vec<String> = conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{t}')"))
+            .expect("columns")
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("names");
+        for c in cols {
+            let n: i64 = conn
+                .query_row(
+                    &format!("SELECT COUNT(*) FROM \"{t}\" WHERE instr(lower(CAST(\"{c}\" AS TEXT)), ?1) > 0"),
+                    [needle.to_lowercase()],
+                    |r| r.get(0),
+                )
+                .expect("count");
+            if n > 0 {
+                out.push(format!("{t}.{c}: {n}"));
+            }
+        }
+    }
+    out
+}
+
 fn text<'a>(o: &'a serde_json::Map<String, Value>, k: &str) -> &'a str {
     o.get(k).and_then(Value::as_str).unwrap_or_default()
 }
@@ -226,7 +261,8 @@ async fn erase_by_email_leaves_the_address_nowhere_and_a_dry_run_changes_nothing
     stop(daemon).await;
     assert!(
         !state_holds(&state, &email),
-        "the address is gone from the state file"
+        "the address is gone from the state file; rows holding it: {:?}",
+        held_in(&state, &email)
     );
     let logs = std::fs::read_to_string(&log).expect("log");
     assert!(
