@@ -61,6 +61,9 @@ pub struct DaemonConfig {
     pub shutdown_timeout: Duration,
     pub max_attempts: u32,
     pub request_timeout: Duration,
+    /// A stage task (poller, planner, decider, writer) that has not finished a cycle for this
+    /// long stops the systemd watchdog pings, so systemd restarts the service.
+    pub stall_timeout: Duration,
     /// `daemon.state_key`: seals saved credentials (rotated refresh tokens, the last session);
     /// required with Salesforce `auth = "refresh_token"`.
     pub state_key: Option<SecretString>,
@@ -724,6 +727,18 @@ fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -
         d.request_timeout_secs,
         "30 is the default",
     );
+    if d.stall_timeout_secs <= d.poll_interval_secs {
+        errs.push(ConfigError {
+            key: "daemon.stall_timeout_secs".into(),
+            message: format!(
+                "{} is not more than poll_interval_secs ({}): every stage is quiet for up to a poll interval",
+                d.stall_timeout_secs, d.poll_interval_secs
+            ),
+            hint: Some(
+                "300 is the default; allow a poll interval plus a slow read (3 attempts of request_timeout_secs)".into(),
+            ),
+        });
+    }
     if !(1..=200).contains(&d.batch_size) {
         errs.push(ConfigError {
             key: "daemon.batch_size".into(),
@@ -753,6 +768,7 @@ fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -
         shutdown_timeout: Duration::from_secs(d.shutdown_timeout_secs),
         max_attempts: d.max_attempts,
         request_timeout: Duration::from_secs(d.request_timeout_secs),
+        stall_timeout: Duration::from_secs(d.stall_timeout_secs),
         state_key: None,
     }
 }

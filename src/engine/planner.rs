@@ -45,6 +45,7 @@ impl Engine {
             };
             report.processed += batch.processed;
             report.queued += batch.queued;
+            self.progress.step("planner");
             for system in &batch.systems {
                 self.signals.writer(*system).notify_one();
             }
@@ -231,7 +232,7 @@ impl Engine {
             hinted,
         };
         self.store.commit_plan(commit, (self.clock)()).await?;
-        self.failpoints.hit("plan.after_commit");
+        self.failpoints.reached("plan.after_commit").await;
         Ok(batch)
     }
 
