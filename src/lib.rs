@@ -36,6 +36,7 @@ pub mod model;
 pub mod notify;
 pub mod ops;
 pub mod registrations_cli;
+pub mod resync_cli;
 pub mod rules;
 pub mod shutdown;
 pub mod sim;

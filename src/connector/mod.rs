@@ -111,6 +111,9 @@ pub struct FactsQuery {
     pub open_deals: bool,
     /// The deal property that marks a deal created from a PRM registration (partner-sourced).
     pub prm_id_property: String,
+    /// The company (account) field holding its domain or website (HubSpot `domain`,
+    /// Salesforce `Website`); empty means the CRM's usual one.
+    pub domain_field: String,
 }
 
 /// A CRM company (account) with one of the asked domains.
@@ -279,7 +282,8 @@ impl Connector {
     ) -> Option<Result<CrmFactsRead, ConnectorError>> {
         match self {
             Connector::HubSpot(c) => Some(c.crm_facts(query).await),
-            Connector::PartnerStack(_) | Connector::Salesforce(_) | Connector::Rest(_) => None,
+            Connector::Salesforce(c) => Some(c.crm_facts(query).await),
+            Connector::PartnerStack(_) | Connector::Rest(_) => None,
         }
     }
 

@@ -15,6 +15,7 @@ mod poller;
 pub mod progress;
 pub mod registrations;
 pub mod rejects;
+pub mod resync;
 mod retry;
 mod writer;
 
@@ -56,6 +57,8 @@ pub enum EngineError {
         system: SystemKind,
         error: ConnectorError,
     },
+    #[error(transparent)]
+    Resync(#[from] resync::ResyncError),
 }
 
 impl EngineError {
@@ -71,6 +74,7 @@ impl EngineError {
         match self {
             EngineError::Store(e) => e.is_retryable(),
             EngineError::Connector { error, .. } => error.is_retryable(),
+            EngineError::Resync(_) => false,
         }
     }
 }

@@ -8,7 +8,9 @@ use serde_json::{Map, Value};
 use crate::connector::MatchCandidate;
 use crate::mapping::{Lookups, Mapping, OnMany, OnNone, Op};
 use crate::model::{Direction, Record, content_hash};
-use crate::store::{DeadLetter, LedgerEntry, Link, LinkMark, LinkObservation, PlannedWrite};
+use crate::store::{
+    DeadLetter, LedgerEntry, Link, LinkMark, LinkObservation, PlannedWrite, StateDigest,
+};
 
 #[path = "plan_lifecycle.rs"]
 mod lifecycle;
@@ -141,19 +143,13 @@ fn stale(
     }
 }
 
-/// The entries of `desired` that differ from `known`.
-fn diff(desired: &Map<String, Value>, known: &Map<String, Value>) -> Map<String, Value> {
+/// The entries of `desired` that `known` does not hold.
+pub fn diff(desired: &Map<String, Value>, known: &StateDigest) -> Map<String, Value> {
     desired
         .iter()
-        .filter(|(k, v)| known.get(*k) != Some(*v))
+        .filter(|(k, v)| !known.holds(k, v))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
-}
-
-fn merged(known: &Map<String, Value>, desired: &Map<String, Value>) -> Map<String, Value> {
-    let mut m = known.clone();
-    m.extend(desired.iter().map(|(k, v)| (k.clone(), v.clone())));
-    m
 }
 
 fn ledger(
@@ -290,7 +286,7 @@ pub fn forward_matched(
     };
     let linked = Link {
         target_id: Some(chosen.id.clone()),
-        target_state: Map::new(),
+        target_state: StateDigest::default(),
         ..link.cloned().unwrap_or_default()
     };
     forward_core(m, rec, Some(&linked), lookups, Some((chosen, field)))
@@ -343,11 +339,11 @@ fn forward_core(
         Op::Update
     };
     let source_state = m.source_state(&rec.fields);
-    let observation = (source_state != link.source_state).then(|| LinkObservation {
+    let observation = (!link.source_state.matches(&source_state)).then(|| LinkObservation {
         flow: m.name.clone(),
         source_id: rec.id.clone(),
         side: Direction::ToSource,
-        state: source_state,
+        state: StateDigest::of(&source_state),
     });
     let target_id = link.target_id.as_deref();
     let desired = match m.to_target_with(&rec.fields, op, lookups) {
@@ -420,7 +416,7 @@ fn forward_core(
             object: m.target.object.clone(),
             // A matched record lacks the external id until this write: address it by its id.
             id_property: matched.is_none().then(|| m.external_id.clone()),
-            state_after: merged(&link.target_state, &desired),
+            state_after: link.target_state.with(&desired),
             payload,
             content_hash: hash,
             mapping_version: m.version.clone(),
@@ -563,7 +559,7 @@ fn reverse_live(m: &Mapping, rec: &Record, source_id: &str, link: &Link) -> Deci
             system: m.source.system,
             object: m.source.object.clone(),
             id_property: None,
-            state_after: merged(&link.source_state, &desired),
+            state_after: link.source_state.with(&desired),
             payload,
             content_hash: hash,
             mapping_version: m.version.clone(),

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Decision, action, ledger, merged};
+use super::{Decision, action, ledger};
 use crate::mapping::{DeletePolicy, Mapping, TargetDeletePolicy};
 use crate::model::{Direction, Record, content_hash};
 use crate::store::{Link, LinkMark, PlannedWrite, WriteOp};
@@ -39,7 +39,7 @@ pub fn delete(m: &Mapping, source_id: &str, link: Option<&Link>) -> Decision {
         DeletePolicy::Flag { field, value } => {
             let mut payload = Map::new();
             payload.insert(field.clone(), value.clone());
-            if link.target_state.get(field) == Some(value) {
+            if link.target_state.holds(field, value) {
                 return skip("already flagged");
             }
             let hash = content_hash(&payload);
@@ -55,7 +55,7 @@ pub fn delete(m: &Mapping, source_id: &str, link: Option<&Link>) -> Decision {
                     system: m.target.system,
                     object: m.target.object.clone(),
                     id_property: Some(m.external_id.clone()),
-                    state_after: merged(&link.target_state, &payload),
+                    state_after: link.target_state.with(&payload),
                     payload,
                     content_hash: hash,
                     mapping_version: m.version.clone(),
@@ -164,7 +164,7 @@ pub fn target_deleted(m: &Mapping, source_id: &str, target_id: &str, link: &Link
                     system: m.source.system,
                     object: m.source.object.clone(),
                     id_property: None,
-                    state_after: merged(&link.source_state, &payload),
+                    state_after: link.source_state.with(&payload),
                     payload,
                     content_hash: hash,
                     mapping_version: m.version.clone(),

@@ -293,7 +293,7 @@ fn apply_mark(
         LinkMark::ForgetTarget { flow, source_id } if *flow == m.name => {
             if let Some(l) = links.get_mut(source_id) {
                 l.target_id = None;
-                l.target_state.clear();
+                l.target_state = crate::store::StateDigest::default();
                 l.target_modified_ms = None;
                 l.tombstone = None;
             }

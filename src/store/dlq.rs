@@ -59,7 +59,7 @@ pub(super) fn write_to_json(w: &PlannedWrite) -> Result<String, StoreError> {
         "object": w.object,
         "id_property": w.id_property,
         "payload": w.payload,
-        "state_after": w.state_after,
+        "state_after": w.state_after.to_text(),
         "content_hash": w.content_hash,
         "mapping_version": w.mapping_version,
         "op": w.op.as_str(),
@@ -85,7 +85,12 @@ fn parse_write(v: &Value) -> Option<PlannedWrite> {
         object: text("object")?,
         id_property: text("id_property"),
         payload: object("payload")?,
-        state_after: object("state_after")?,
+        // A digest's text, or (written by earlier versions) the values themselves.
+        state_after: match v.get("state_after")? {
+            Value::String(s) => super::StateDigest::from_text(s)?,
+            Value::Object(values) => super::StateDigest::of(values),
+            _ => return None,
+        },
         content_hash: text("content_hash")?,
         mapping_version: text("mapping_version")?,
         // Letters from before deletes existed have no op: they were upserts.
@@ -215,7 +220,7 @@ fn replay(tx: &Transaction<'_>, sel: &Selection, now_ms: i64) -> Result<ReplayRe
                     w.object,
                     w.id_property,
                     serde_json::to_string(&w.payload)?,
-                    serde_json::to_string(&w.state_after)?,
+                    w.state_after.to_text(),
                     w.content_hash,
                     w.mapping_version,
                     now_ms,

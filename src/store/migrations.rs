@@ -28,6 +28,10 @@ pub fn all() -> Migrations<'static> {
         M::up(super::registrations::PARTNERS_MIGRATION),
         // "lifecycle": delete writes in the outbox, tombstones on links.
         M::up(LIFECYCLE),
+        // "state digests": links keep field digests instead of values.
+        M::up(STATE_DIGESTS),
+        // "resync": `prmsync resync` requests and how far each read has come.
+        M::up(super::resync::MIGRATION),
     ])
 }
 
@@ -185,6 +189,43 @@ CREATE INDEX outbox_errors ON outbox (id) WHERE last_error IS NOT NULL;
 const LIFECYCLE: &str = r#"
 ALTER TABLE outbox ADD COLUMN op TEXT NOT NULL DEFAULT 'upsert';
 ALTER TABLE links ADD COLUMN tombstone TEXT;
+"#;
+
+/// Step "state digests" (scale): a link keeps 12 bytes per field of each side (see
+/// `store/digest.rs`) instead of the values and a whole-state hash. Rows written before keep their
+/// values in the text columns and are read from them until the side is next written.
+/// The table is rebuilt keyed by (flow, source id) without a rowid (one b-tree instead of a
+/// table and its key index), without the unused whole-state hashes.
+const STATE_DIGESTS: &str = r#"
+CREATE TABLE links_by_key (
+    flow               TEXT NOT NULL,
+    source_id          TEXT NOT NULL,
+    target_id          TEXT,
+    target_digest      BLOB,
+    source_digest      BLOB,
+    source_modified_ms INTEGER,
+    target_modified_ms INTEGER,
+    updated_ms         INTEGER NOT NULL,
+    write_history      TEXT NOT NULL DEFAULT '[]',
+    target_state       TEXT NOT NULL DEFAULT '{}',
+    source_state       TEXT NOT NULL DEFAULT '{}',
+    tombstone          TEXT,
+    PRIMARY KEY (flow, source_id)
+) STRICT, WITHOUT ROWID;
+INSERT INTO links_by_key (flow, source_id, target_id, source_modified_ms, target_modified_ms,
+                          updated_ms, write_history, target_state, source_state, tombstone)
+    SELECT flow, source_id, target_id, source_modified_ms, target_modified_ms, updated_ms,
+           write_history, target_state, source_state, tombstone
+    FROM links;
+DROP TABLE links;
+ALTER TABLE links_by_key RENAME TO links;
+CREATE INDEX links_by_target ON links (flow, target_id);
+CREATE TRIGGER links_count_insert AFTER INSERT ON links BEGIN
+    UPDATE gauges SET value = value + 1 WHERE name = 'links';
+END;
+CREATE TRIGGER links_count_delete AFTER DELETE ON links BEGIN
+    UPDATE gauges SET value = value - 1 WHERE name = 'links';
+END;
 "#;
 
 #[cfg(test)]

@@ -6,10 +6,12 @@
 
 mod counters;
 mod credentials;
+mod digest;
 pub mod dlq;
 mod migrations;
 mod queries;
 mod registrations;
+mod resync;
 pub mod retention;
 
 use std::path::{Path, PathBuf};
@@ -23,8 +25,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::failpoint::FailPoints;
 use crate::model::{Change, Cursor, Direction, ObjectRef, SystemKind};
 
+pub use digest::StateDigest;
 pub use queries::StatusReport;
 pub use registrations::{DecisionChange, KeyedEvent, RegistrationGroup, StoredRegistration};
+pub use resync::Resync;
 pub use retention::{FilePages, PruneReport, RetentionPolicy};
 
 /// How long a statement waits on a lock held by another connection before failing.
@@ -46,6 +50,8 @@ pub enum StoreError {
     },
     #[error("corrupt JSON in the state database: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("corrupt {0} in the state database")]
+    Corrupt(&'static str),
     #[error("the store's writer thread has stopped")]
     Closed,
 }
@@ -79,10 +85,10 @@ pub struct InboxItem {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Link {
     pub target_id: Option<String>,
-    /// The mapped values prmsync last wrote to (or saw on) the target.
-    pub target_state: Map<String, Value>,
-    /// The reverse-mapped values prmsync last wrote to (or saw on) the source.
-    pub source_state: Map<String, Value>,
+    /// The mapped values prmsync last wrote to (or saw on) the target, as field digests.
+    pub target_state: StateDigest,
+    /// The reverse-mapped values prmsync last wrote to (or saw on) the source, as field digests.
+    pub source_state: StateDigest,
     /// Vendor modification time of the newest source version processed (older ones are stale).
     pub source_modified_ms: Option<i64>,
     /// Vendor modification time of the newest target version processed.
@@ -153,7 +159,7 @@ pub struct PlannedWrite {
     /// Only the values to send.
     pub payload: Map<String, Value>,
     /// The full state of that side after the write succeeds (stored in the link).
-    pub state_after: Map<String, Value>,
+    pub state_after: StateDigest,
     pub content_hash: String,
     pub mapping_version: String,
     pub op: WriteOp,
@@ -162,11 +168,7 @@ pub struct PlannedWrite {
 impl PlannedWrite {
     /// What the written side looks like after this write, for flip-flop detection.
     pub fn state_key(&self) -> String {
-        format!(
-            "{}:{}",
-            self.direction.as_str(),
-            crate::model::content_hash(&self.state_after)
-        )
+        format!("{}:{}", self.direction.as_str(), self.state_after.key())
     }
 
     /// The same plan for the same record and content always has the same key.
@@ -213,7 +215,7 @@ pub struct LinkObservation {
     pub flow: String,
     pub source_id: String,
     pub side: Direction,
-    pub state: Map<String, Value>,
+    pub state: StateDigest,
 }
 
 /// Everything the planner decided for a batch of inbox items, committed in one transaction.
@@ -397,6 +399,49 @@ impl Store {
             Ok(n)
         })
         .await
+    }
+
+    /// Records a resync of `flow` (its source `object`, from `since_ms`, only `ids` when given)
+    /// for the poller of that object to carry out; returns its id.
+    pub async fn request_resync(
+        &self,
+        flow: String,
+        object: ObjectRef,
+        since_ms: i64,
+        ids: Option<Vec<String>>,
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
+        self.write(move |tx| resync::request(tx, &flow, &object, since_ms, ids.as_deref(), now_ms))
+            .await
+    }
+
+    /// The oldest unfinished resync of `object`.
+    pub async fn open_resync(&self, object: ObjectRef) -> Result<Option<Resync>, StoreError> {
+        self.call(move |conn| resync::next_open(conn, &object))
+            .await
+    }
+
+    /// Resyncs, newest first (at most `limit`).
+    pub async fn resyncs(&self, limit: usize) -> Result<Vec<Resync>, StoreError> {
+        self.read(move |conn| resync::list(conn, limit)).await
+    }
+
+    /// Stages one page of resync `id` with its next position (`None`: finished), in one
+    /// transaction; returns how many changes were new.
+    pub async fn stage_resync_page(
+        &self,
+        id: i64,
+        changes: Vec<Change>,
+        next_page: Option<String>,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        self.write(move |tx| resync::stage_page(tx, id, &changes, next_page.as_deref(), now_ms))
+            .await
+    }
+
+    /// Starts resync `id`'s read over from its first page.
+    pub async fn restart_resync(&self, id: i64) -> Result<(), StoreError> {
+        self.write(move |tx| resync::restart(tx, id)).await
     }
 
     /// The stored incremental-read position for an object.
@@ -788,10 +833,12 @@ mod tests {
                 .as_object()
                 .cloned()
                 .unwrap_or_default(),
-            state_after: json!({"amount": hash})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
+            state_after: StateDigest::of(
+                &json!({"amount": hash})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
             content_hash: format!("{hash:0>16}"),
             mapping_version: "v1".into(),
             op: crate::store::WriteOp::Upsert,
@@ -886,7 +933,7 @@ mod tests {
             .links_by_source("f".into(), vec!["d1".into()])
             .await
             .unwrap();
-        assert_eq!(links[0].1.target_state.get("amount"), Some(&json!("2")));
+        assert!(links[0].1.target_state.holds("amount", &json!("2")));
         assert_eq!(links[0].1.target_id.as_deref(), Some("9001"));
         assert_eq!(store.status(0).await.unwrap().outbox_depth, 0);
     }

@@ -2,15 +2,13 @@
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{
-    InboxItem, Link, LinkMark, OutboxItem, PlanCommit, PlannedWrite, StoreError, WriteOp,
-    WriteOutcome,
+    InboxItem, Link, LinkMark, OutboxItem, PlanCommit, PlannedWrite, StateDigest, StoreError,
+    WriteOp, WriteOutcome,
 };
-use crate::model::{
-    Change, ChangeKind, Cursor, Direction, ObjectRef, Record, SystemKind, content_hash,
-};
+use crate::model::{Change, ChangeKind, Cursor, Direction, ObjectRef, Record, SystemKind};
 
 pub(super) fn insert_changes(
     tx: &Transaction<'_>,
@@ -112,9 +110,24 @@ pub(super) fn pending_inbox(conn: &Connection, limit: usize) -> Result<Vec<Inbox
 /// tombstone.
 type LinkExtra = (Option<i64>, Option<i64>, String, bool, Option<String>);
 
+/// A side's state columns: the digest (blob), or the values earlier versions stored (text).
+type StateColumns = (Option<Vec<u8>>, String);
+
+const LINK_STATES: &str = "target_digest, target_state, source_digest, source_state";
+
 const LINK_EXTRA: &str = "source_modified_ms, target_modified_ms, write_history,
     EXISTS (SELECT 1 FROM dead_letters d WHERE d.origin = 'quarantine' AND d.flow = links.flow
             AND d.record_id = links.source_id), tombstone";
+
+fn link_states(
+    r: &rusqlite::Row<'_>,
+    from: usize,
+) -> rusqlite::Result<(StateColumns, StateColumns)> {
+    Ok((
+        (r.get(from)?, r.get(from + 1)?),
+        (r.get(from + 2)?, r.get(from + 3)?),
+    ))
+}
 
 fn link_extra(r: &rusqlite::Row<'_>, from: usize) -> rusqlite::Result<LinkExtra> {
     Ok((
@@ -126,16 +139,23 @@ fn link_extra(r: &rusqlite::Row<'_>, from: usize) -> rusqlite::Result<LinkExtra>
     ))
 }
 
+fn state_from_columns((digest, values): StateColumns) -> Result<StateDigest, StoreError> {
+    match digest {
+        Some(bytes) => StateDigest::from_bytes(&bytes),
+        None => StateDigest::from_text(&values),
+    }
+    .ok_or(StoreError::Corrupt("link state"))
+}
+
 fn link_from_row(
     target_id: Option<String>,
-    target_state: String,
-    source_state: String,
+    (target, source): (StateColumns, StateColumns),
     (source_modified_ms, target_modified_ms, history, quarantined, tombstone): LinkExtra,
 ) -> Result<Link, StoreError> {
     Ok(Link {
         target_id,
-        target_state: serde_json::from_str(&target_state)?,
-        source_state: serde_json::from_str(&source_state)?,
+        target_state: state_from_columns(target)?,
+        source_state: state_from_columns(source)?,
         source_modified_ms,
         target_modified_ms,
         write_history: serde_json::from_str(&history)?,
@@ -199,23 +219,18 @@ pub(super) fn links_by_source(
     source_ids: &[String],
 ) -> Result<Vec<(String, Link)>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT target_id, target_state, source_state, {LINK_EXTRA}
+        "SELECT target_id, {LINK_STATES}, {LINK_EXTRA}
              FROM links WHERE flow = ?1 AND source_id = ?2"
     ))?;
     let mut out = Vec::new();
     for sid in source_ids {
         let row = stmt
             .query_row(params![flow, sid], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    link_extra(r, 3)?,
-                ))
+                Ok((r.get(0)?, link_states(r, 1)?, link_extra(r, 5)?))
             })
             .optional()?;
-        if let Some((tid, ts, ss, mods)) = row {
-            out.push((sid.clone(), link_from_row(tid, ts, ss, mods)?));
+        if let Some((tid, states, extra)) = row {
+            out.push((sid.clone(), link_from_row(tid, states, extra)?));
         }
     }
     Ok(out)
@@ -227,7 +242,7 @@ pub(super) fn links_by_target(
     target_ids: &[String],
 ) -> Result<Vec<(String, String, Link)>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT source_id, target_state, source_state, {LINK_EXTRA}
+        "SELECT source_id, {LINK_STATES}, {LINK_EXTRA}
              FROM links WHERE flow = ?1 AND target_id = ?2"
     ))?;
     let mut out = Vec::new();
@@ -236,17 +251,16 @@ pub(super) fn links_by_target(
             .query_row(params![flow, tid], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    link_extra(r, 3)?,
+                    link_states(r, 1)?,
+                    link_extra(r, 5)?,
                 ))
             })
             .optional()?;
-        if let Some((sid, ts, ss, mods)) = row {
+        if let Some((sid, states, extra)) = row {
             out.push((
                 tid.clone(),
                 sid,
-                link_from_row(Some(tid.clone()), ts, ss, mods)?,
+                link_from_row(Some(tid.clone()), states, extra)?,
             ));
         }
     }
@@ -258,32 +272,36 @@ fn upsert_link_state(
     flow: &str,
     source_id: &str,
     side: Direction,
-    state: &Map<String, Value>,
+    state: &StateDigest,
     target_id: Option<&str>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let json = serde_json::to_string(state)?;
-    let hash = content_hash(state);
+    // The digest replaces the values earlier versions stored.
     let sql = match side {
         Direction::ToTarget => {
-            "INSERT INTO links (flow, source_id, target_id, target_state, target_hash, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO links (flow, source_id, target_id, target_digest, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (flow, source_id) DO UPDATE SET
                 target_id = COALESCE(excluded.target_id, links.target_id),
-                target_state = excluded.target_state, target_hash = excluded.target_hash,
+                target_digest = excluded.target_digest, target_state = '{}',
                 updated_ms = excluded.updated_ms"
         }
         Direction::ToSource => {
-            "INSERT INTO links (flow, source_id, target_id, source_state, source_hash, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO links (flow, source_id, target_id, source_digest, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (flow, source_id) DO UPDATE SET
                 target_id = COALESCE(excluded.target_id, links.target_id),
-                source_state = excluded.source_state, source_hash = excluded.source_hash,
+                source_digest = excluded.source_digest, source_state = '{}',
                 updated_ms = excluded.updated_ms"
         }
     };
-    tx.prepare_cached(sql)?
-        .execute(params![flow, source_id, target_id, json, hash, now_ms])?;
+    tx.prepare_cached(sql)?.execute(params![
+        flow,
+        source_id,
+        target_id,
+        state.to_bytes(),
+        now_ms
+    ])?;
     Ok(())
 }
 
@@ -317,7 +335,7 @@ pub(super) fn commit_plan(
                 w.object,
                 w.id_property,
                 serde_json::to_string(&w.payload)?,
-                serde_json::to_string(&w.state_after)?,
+                w.state_after.to_text(),
                 w.content_hash,
                 w.mapping_version,
                 now_ms,
@@ -418,7 +436,7 @@ fn mark_link(tx: &Transaction<'_>, mark: &LinkMark, now_ms: i64) -> Result<(), S
             .execute(params![flow, source_id, now_ms])?,
         LinkMark::ForgetTarget { flow, source_id } => tx
             .prepare_cached(
-                "UPDATE links SET target_id = NULL, target_state = '{}', target_hash = NULL,
+                "UPDATE links SET target_id = NULL, target_state = '{}', target_digest = NULL,
                     target_modified_ms = NULL, tombstone = NULL, updated_ms = ?3
                  WHERE flow = ?1 AND source_id = ?2",
             )?
@@ -540,7 +558,8 @@ fn query_outbox(
                 object: r.get(7)?,
                 id_property: r.get(8)?,
                 payload: serde_json::from_str(&r.get::<_, String>(9)?)?,
-                state_after: serde_json::from_str(&r.get::<_, String>(10)?)?,
+                state_after: StateDigest::from_text(&r.get::<_, String>(10)?)
+                    .ok_or(StoreError::Corrupt("outbox state"))?,
                 content_hash: r.get(11)?,
                 mapping_version: r.get(12)?,
                 op,

@@ -769,7 +769,7 @@ async fn live_changes_and_new_registrations_drain_before_backfill_updates() {
         object: "deals".into(),
         id_property: Some("prm_deal_id".into()),
         payload: serde_json::Map::new(),
-        state_after: serde_json::Map::new(),
+        state_after: prmsync::store::StateDigest::default(),
         content_hash: format!("hash-{id}"),
         mapping_version: "v".into(),
         op: prmsync::store::WriteOp::Upsert,

@@ -220,3 +220,34 @@ async fn kept_counters_equal_a_full_recount_through_retries_dead_letters_and_rep
     counters_match_a_recount(&store, "after the replayed writes").await;
     d.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_retention_a_synced_link_costs_under_300_bytes_of_state_file() {
+    const DEALS: usize = 1_000;
+    let w = World::seeded(DEALS).await;
+    let (at, clock) = test_clock(now());
+    let d = prmsync::app::Daemon::start(config(&w), clock)
+        .await
+        .expect("daemon");
+    let store = d.engine.store().clone();
+    // Every table and index of an empty file takes its first page.
+    let empty = store.file_pages().await.expect("pages");
+    d.run_until_idle().await.expect("sync");
+    w.converged().expect("converged");
+    at.fetch_add(200 * DAY.as_millis() as i64, Ordering::SeqCst);
+    store
+        .prune(RetentionPolicy::default(), at.load(Ordering::SeqCst))
+        .await
+        .expect("prune");
+    let after = store.file_pages().await.expect("pages");
+    let links = store.status(now()).await.expect("status").links;
+    assert_eq!(links, DEALS as i64);
+    let per_link = (after.bytes() - empty.bytes()) / links;
+    eprintln!(
+        "state file: {} bytes empty, {} bytes for {links} links after retention: {per_link} bytes per link",
+        empty.bytes(),
+        after.bytes()
+    );
+    assert!(per_link <= 300, "{per_link} bytes per link");
+    d.shutdown().await;
+}
