@@ -67,6 +67,7 @@ impl EngineError {
         match self {
             EngineError::Store(_) => "store",
             EngineError::Connector { error, .. } => crate::telemetry::meters::error_kind(error),
+            EngineError::Resync(_) => "resync",
         }
     }
 

@@ -27,6 +27,7 @@ pub const ERROR_KINDS: &[&str] = &[
     "permanent",
     "conflict",
     "store",
+    "resync",
 ];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -257,7 +258,7 @@ impl Meters {
     pub fn register(&self, registry: &mut Registry, now_ms: i64) {
         registry.register(
             "prmsync_errors",
-            "Errors the engine met, by kind (rate_limited, transient, auth, permanent, conflict, store)",
+            "Errors the engine met, by kind (rate_limited, transient, auth, permanent, conflict, store, resync)",
             self.errors.clone(),
         );
         registry.register(
