@@ -697,6 +697,15 @@ fn section<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// `daemon.stall_timeout_secs` when not set: 300, or more when one poll interval plus a slow read
+/// (three attempts of the request timeout, with backoff) could take longer.
+pub fn stall_timeout_default(poll_interval_secs: u64, request_timeout_secs: u64) -> u64 {
+    let slow_cycle = poll_interval_secs
+        .saturating_add(request_timeout_secs.saturating_mul(3))
+        .saturating_add(30);
+    defaults::STALL_TIMEOUT_SECS.max(slow_cycle)
+}
+
 fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -> DaemonConfig {
     let mut positive = |key: &str, v: u64, hint: &str| {
         if v == 0 {
@@ -727,12 +736,15 @@ fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -
         d.request_timeout_secs,
         "30 is the default",
     );
-    if d.stall_timeout_secs <= d.poll_interval_secs {
+    let stall_timeout_secs = d
+        .stall_timeout_secs
+        .unwrap_or_else(|| stall_timeout_default(d.poll_interval_secs, d.request_timeout_secs));
+    if stall_timeout_secs <= d.poll_interval_secs {
         errs.push(ConfigError {
             key: "daemon.stall_timeout_secs".into(),
             message: format!(
-                "{} is not more than poll_interval_secs ({}): every stage is quiet for up to a poll interval",
-                d.stall_timeout_secs, d.poll_interval_secs
+                "{stall_timeout_secs} is not more than poll_interval_secs ({}): every stage is quiet for up to a poll interval",
+                d.poll_interval_secs
             ),
             hint: Some(
                 "300 is the default; allow a poll interval plus a slow read (3 attempts of request_timeout_secs)".into(),
@@ -768,7 +780,7 @@ fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -
         shutdown_timeout: Duration::from_secs(d.shutdown_timeout_secs),
         max_attempts: d.max_attempts,
         request_timeout: Duration::from_secs(d.request_timeout_secs),
-        stall_timeout: Duration::from_secs(d.stall_timeout_secs),
+        stall_timeout: Duration::from_secs(stall_timeout_secs),
         state_key: None,
     }
 }

@@ -173,6 +173,13 @@ fn a_stall_timeout_within_one_poll_interval_is_refused() {
         c.daemon.stall_timeout,
         Duration::from_secs(defaults::STALL_TIMEOUT_SECS)
     );
+    // A long poll interval raises the default with it.
+    let text = format!("[daemon]\npoll_interval_secs = 3600\n{MINIMAL}");
+    let c = load(&write(&dir, &text), &vars).unwrap();
+    assert_eq!(
+        c.daemon.stall_timeout,
+        Duration::from_secs(3600 + 3 * defaults::REQUEST_TIMEOUT_SECS + 30)
+    );
     let text = format!("[daemon]\npoll_interval_secs = 60\nstall_timeout_secs = 60\n{MINIMAL}");
     let errs = load(&write(&dir, &text), &vars).unwrap_err();
     let e = errs
