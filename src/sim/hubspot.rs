@@ -18,6 +18,7 @@ use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
 
 mod associations;
 mod lifecycle;
+mod merge;
 
 /// Deal stages of HubSpot's default sales pipeline.
 pub const DEAL_STAGES: &[&str] = &[
@@ -357,6 +358,7 @@ impl HubSpotSim {
                 post(lifecycle::batch_archive),
             )
             .route("/crm/v3/objects/{object}/search", post(search))
+            .route("/crm/v3/objects/{object}/merge", post(merge::merge))
             .route(
                 "/crm/v4/associations/{from}/{to}/batch/associate/default",
                 post(associate_default),

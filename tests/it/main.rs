@@ -17,6 +17,7 @@ mod harness;
 mod lifecycle;
 mod mapping;
 mod matching;
+mod merges;
 mod notify;
 mod ops;
 mod pipeline;
