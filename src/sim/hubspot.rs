@@ -19,6 +19,8 @@ use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
 mod associations;
 mod lifecycle;
 mod merge;
+mod privacy;
+pub use privacy::privacy_deletion_event;
 
 /// Deal stages of HubSpot's default sales pipeline.
 pub const DEAL_STAGES: &[&str] = &[
@@ -359,6 +361,10 @@ impl HubSpotSim {
             )
             .route("/crm/v3/objects/{object}/search", post(search))
             .route("/crm/v3/objects/{object}/merge", post(merge::merge))
+            .route(
+                "/crm/v3/objects/contacts/gdpr-delete",
+                post(privacy::gdpr_delete),
+            )
             .route(
                 "/crm/v4/associations/{from}/{to}/batch/associate/default",
                 post(associate_default),
