@@ -8,6 +8,7 @@ mod counters;
 mod credentials;
 mod digest;
 pub mod dlq;
+mod group;
 mod migrations;
 mod queries;
 mod registrations;
@@ -52,16 +53,18 @@ pub enum StoreError {
     Corrupt(&'static str),
     #[error("the store's writer thread has stopped")]
     Closed,
+    #[error("state database error (group commit): {0}")]
+    GroupCommit(String),
 }
 
 impl StoreError {
     /// Whether trying the same operation again later can succeed (locked, disk full, I/O).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Sqlite(_))
+        matches!(self, StoreError::Sqlite(_) | StoreError::GroupCommit(_))
     }
 }
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+use group::Job;
 
 /// A handle to the state store. Cheap to clone; the writer thread stops when the last handle drops.
 #[derive(Debug, Clone)]
@@ -313,9 +316,7 @@ impl Store {
         std::thread::Builder::new()
             .name("prmsync-store".into())
             .spawn(move || {
-                while let Some(job) = rx.blocking_recv() {
-                    job(&mut conn);
-                }
+                group::run(&mut conn, &mut rx);
             })
             .map_err(|e| StoreError::Open {
                 path: path.to_owned(),
@@ -340,12 +341,12 @@ impl Store {
         F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
+        let job = Job::Run(Box::new(move |conn| {
             // The receiver is gone only if the caller was cancelled; the result is then unwanted.
             if tx.send(f(conn)).is_err() {
                 tracing::debug!("store caller went away before its result was ready");
             }
-        });
+        }));
         self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -382,24 +383,36 @@ impl Store {
     }
 
     /// Stages changes in the inbox (a repeated event id is ignored) and, in the same transaction,
-    /// moves the object's cursor. Returns how many changes were new.
+    /// moves the object's cursor. Returns how many changes were new. Without a cursor (webhooks),
+    /// stagings queued together commit together (`group.rs`); each still answers only once its
+    /// changes are durable.
     pub async fn stage_changes(
         &self,
         changes: Vec<Change>,
         cursor: Option<(ObjectRef, Cursor)>,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
+        let Some((object, cursor)) = cursor else {
+            let (reply, rx) = oneshot::channel();
+            let staging = group::Staging {
+                changes,
+                now_ms,
+                reply,
+            };
+            self.jobs
+                .send(Job::Stage(staging))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            return rx.await.map_err(|_| StoreError::Closed)?;
+        };
         self.write(move |tx| {
             let n = queries::insert_changes(tx, &changes, now_ms)?;
-            if let Some((object, cursor)) = &cursor {
-                queries::set_cursor(tx, object, cursor, now_ms)?;
-            }
+            queries::set_cursor(tx, &object, &cursor, now_ms)?;
             Ok(n)
         })
         .await
     }
 
-    /// The stored incremental-read position for an object.
     pub async fn cursor(&self, object: ObjectRef) -> Result<Option<Cursor>, StoreError> {
         self.call(move |conn| queries::cursor(conn, &object)).await
     }
