@@ -382,6 +382,30 @@ impl Store {
         .await
     }
 
+    /// [`Store::write`] for the engine's own hot commits (poll pages, plans, write outcomes,
+    /// decisions), without waiting for the disk: in WAL mode a crash keeps them, and the next
+    /// synced commit (a webhook's, a credential's) makes them durable with it. A power loss can
+    /// undo the last few, which the engine redoes from what is durable: a page is re-read, a
+    /// plan re-planned from its inbox rows, a write re-sent as the idempotent upsert it is.
+    async fn write_relaxed<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.call(move |conn| {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            let r = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let r = f(&tx)?;
+                tx.commit()?;
+                Ok(r)
+            })();
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            r
+        })
+        .await
+    }
+
     /// Stages changes in the inbox (a repeated event id is ignored) and, in the same transaction,
     /// moves the object's cursor. Returns how many changes were new. Without a cursor (webhooks),
     /// stagings queued together commit together (`group.rs`); each still answers only once its
@@ -405,7 +429,7 @@ impl Store {
                 .map_err(|_| StoreError::Closed)?;
             return rx.await.map_err(|_| StoreError::Closed)?;
         };
-        self.write(move |tx| {
+        self.write_relaxed(move |tx| {
             let n = queries::insert_changes(tx, &changes, now_ms)?;
             queries::set_cursor(tx, &object, &cursor, now_ms)?;
             Ok(n)
@@ -473,7 +497,7 @@ impl Store {
     /// Commits a batch of planning decisions: outbox rows, dead letters, ledger lines, link
     /// observations, and marks the inbox items processed, all in one transaction.
     pub async fn commit_plan(&self, plan: PlanCommit, now_ms: i64) -> Result<(), StoreError> {
-        self.write(move |tx| queries::commit_plan(tx, &plan, now_ms))
+        self.write_relaxed(move |tx| queries::commit_plan(tx, &plan, now_ms))
             .await
     }
 
@@ -494,7 +518,7 @@ impl Store {
         outcomes: Vec<WriteOutcome>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.write(move |tx| queries::complete_writes(tx, &outcomes, now_ms))
+        self.write_relaxed(move |tx| queries::complete_writes(tx, &outcomes, now_ms))
             .await
     }
 
@@ -551,7 +575,7 @@ impl Store {
         touched: Vec<String>,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        self.write(move |tx| {
+        self.write_relaxed(move |tx| {
             let n = registrations::record_events(tx, &events, now_ms)?;
             registrations::touch(tx, &touched)?;
             Ok(n)
@@ -565,7 +589,7 @@ impl Store {
         names: Vec<(String, String)>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.write(move |tx| registrations::record_partners(tx, &names, now_ms))
+        self.write_relaxed(move |tx| registrations::record_partners(tx, &names, now_ms))
             .await
     }
 
@@ -627,7 +651,7 @@ impl Store {
         commit: DecisionCommit,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        self.write(move |tx| registrations::commit_decisions(tx, &commit, now_ms))
+        self.write_relaxed(move |tx| registrations::commit_decisions(tx, &commit, now_ms))
             .await
     }
 
