@@ -101,6 +101,46 @@ pub enum Command {
         #[command(subcommand)]
         action: ReviewAction,
     },
+    /// Read a flow's source again and plan every record (or the named ones) with the mapping in
+    /// force: after a mapping change, existing records get the new values. Records the request in
+    /// the state file; the daemon (`prmsync run`) carries it out through its normal pipeline,
+    /// resuming after a restart. `prmsync plan` shows first what it would write.
+    #[command(after_help = EXIT_CODES)]
+    Resync {
+        /// The config file (its mappings and daemon.state_path are used).
+        #[arg(long, short, env = "PRMSYNC_CONFIG")]
+        config: PathBuf,
+        /// The flow (a mapping's name).
+        #[arg(long, required_unless_present = "list")]
+        flow: Option<String>,
+        /// Only records modified at or after this date (YYYY-MM-DD, UTC) or RFC 3339 instant.
+        #[arg(long, conflicts_with = "ids")]
+        since: Option<String>,
+        /// Only these source record ids.
+        #[arg(long, num_args = 1..)]
+        ids: Vec<String>,
+        /// List the resyncs recorded in the state file and how far each has come, instead.
+        #[arg(long, conflicts_with_all = ["since", "ids"])]
+        list: bool,
+    },
+    /// Erase a person (GDPR Art. 17 / CCPA): their records in both systems per `[erasure]`
+    /// (HubSpot gdpr-delete, a delete or field scrub elsewhere) and their data in the state file,
+    /// keeping an audit row without personal data. Without a person: list the audit.
+    #[command(after_help = EXIT_CODES)]
+    Erase {
+        /// The config file (its systems, mappings, [erasure] and daemon.state_path are used).
+        #[arg(long, short, env = "PRMSYNC_CONFIG")]
+        config: PathBuf,
+        /// Everyone's records holding this address (any case).
+        #[arg(long, conflicts_with = "record")]
+        email: Option<String>,
+        /// One record, SYSTEM/OBJECT/ID (e.g. hubspot/contacts/101), and the person it holds.
+        #[arg(long)]
+        record: Option<String>,
+        /// Show what would be erased and purged; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Start the built-in simulators, sync seeded data through the real daemon, print a summary.
     #[command(after_help = EXIT_CODES)]
     Demo {

@@ -52,6 +52,34 @@ fn main() -> ExitCode {
             let now = jiff::Timestamp::now().as_millisecond();
             Box::pin(registrations_cli::review(store, action, json, now))
         }),
+        Command::Resync {
+            config,
+            flow,
+            since,
+            ids,
+            list,
+        } => resync_cmd(
+            &config,
+            prmsync::resync_cli::ResyncArgs {
+                flow,
+                since,
+                ids,
+                list,
+            },
+        ),
+        Command::Erase {
+            config,
+            email,
+            record,
+            dry_run,
+        } => erase_cmd(
+            &config,
+            prmsync::erase_cli::EraseArgs {
+                email,
+                record,
+                dry_run,
+            },
+        ),
         Command::Bench {
             scenarios,
             json,
@@ -475,6 +503,60 @@ fn operator(args: &StateArgs, verb: impl for<'a> FnOnce(&'a Store, bool) -> Verb
         Err(e) => {
             eprintln!("prmsync: {e:#}");
             ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// `prmsync resync`: records a resync for the daemon, or lists them.
+fn resync_cmd(path: &Path, args: prmsync::resync_cli::ResyncArgs) -> ExitCode {
+    quiet_logs();
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let now = jiff::Timestamp::now().as_millisecond();
+    match runtime().and_then(|rt| rt.block_on(prmsync::resync_cli::run(&config, args, now))) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e)
+            if e.downcast_ref::<prmsync::engine::EngineError>()
+                .is_some_and(|e| matches!(e, prmsync::engine::EngineError::Resync(_)))
+                || e.downcast_ref::<prmsync::engine::resync::ResyncError>()
+                    .is_some() =>
+        {
+            eprintln!("prmsync resync: {e:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("prmsync resync: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// `prmsync erase`: erases a person, or lists the audit.
+fn erase_cmd(path: &Path, args: prmsync::erase_cli::EraseArgs) -> ExitCode {
+    quiet_logs();
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let now = jiff::Timestamp::now().as_millisecond();
+    match runtime().and_then(|rt| rt.block_on(prmsync::erase_cli::run(&config, args, now))) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            use prmsync::engine::erase::EraseError;
+            let usage = matches!(
+                e.downcast_ref::<EraseError>(),
+                Some(EraseError::BadEmail | EraseError::BadRecord(_))
+            );
+            eprintln!("prmsync erase: {e:#}");
+            ExitCode::from(if usage { EXIT_CONFIG } else { EXIT_RUNTIME })
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::model::{Record, SystemKind};
+use crate::model::{ObjectRef, Record, SystemKind};
 
 /// What went wrong talking to a system, and whether trying again can help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,6 +111,9 @@ pub struct FactsQuery {
     pub open_deals: bool,
     /// The deal property that marks a deal created from a PRM registration (partner-sourced).
     pub prm_id_property: String,
+    /// The company (account) field holding its domain or website (HubSpot `domain`,
+    /// Salesforce `Website`); empty means the CRM's usual one.
+    pub domain_field: String,
 }
 
 /// A CRM company (account) with one of the asked domains.
@@ -279,7 +282,8 @@ impl Connector {
     ) -> Option<Result<CrmFactsRead, ConnectorError>> {
         match self {
             Connector::HubSpot(c) => Some(c.crm_facts(query).await),
-            Connector::PartnerStack(_) | Connector::Salesforce(_) | Connector::Rest(_) => None,
+            Connector::Salesforce(c) => Some(c.crm_facts(query).await),
+            Connector::PartnerStack(_) | Connector::Rest(_) => None,
         }
     }
 
@@ -327,6 +331,30 @@ impl Connector {
         }
     }
 
+    /// Associates pairs (from id, to id) of `from_type` and `to_type` records with `kind`
+    /// (HubSpot associations v4); one result per pair. Other systems relate records by lookup
+    /// fields and refuse every pair.
+    pub async fn associate(
+        &self,
+        from_type: &str,
+        to_type: &str,
+        kind: &crate::model::AssociationType,
+        pairs: &[(String, String)],
+    ) -> Result<Vec<Result<(), ConnectorError>>, ConnectorError> {
+        match self {
+            Connector::HubSpot(c) => c.associate_as(from_type, to_type, kind, pairs).await,
+            _ => Ok(pairs
+                .iter()
+                .map(|_| {
+                    Err(ConnectorError::Permanent(format!(
+                        "{} has no associations; relate records with a lookup field",
+                        self.kind()
+                    )))
+                })
+                .collect()),
+        }
+    }
+
     /// Whether [`Connector::delete`] can delete records in this system.
     pub fn deletes(&self) -> bool {
         matches!(self, Connector::HubSpot(_) | Connector::Salesforce(_))
@@ -346,6 +374,15 @@ impl Connector {
             Connector::HubSpot(c) => Some(c.read_archived(object, start_ms).await),
             Connector::PartnerStack(_) | Connector::Rest(_) => None,
         }
+    }
+}
+
+/// Whether the system's API can change `field` of a record of `object` (PartnerStack deals take
+/// only the PATCH body parameters; other systems are not known to refuse a field).
+pub fn field_writable(object: &ObjectRef, field: &str) -> bool {
+    match (object.system, object.object.as_str()) {
+        (SystemKind::PartnerStack, "deals") => partnerstack::api::DEAL_PATCHABLE.contains(&field),
+        _ => true,
     }
 }
 

@@ -2,10 +2,12 @@
 //! the signals that wake a stage when another left it work) and `tick`, which runs every stage
 //! once in order. The stages live in their own files; `pipeline` runs each as its own task.
 
+mod associations;
 pub mod budget;
 mod decider;
 pub mod deletes;
 pub mod dryrun;
+pub mod erase;
 mod holds;
 mod matching;
 pub mod pipeline;
@@ -15,6 +17,7 @@ mod poller;
 pub mod progress;
 pub mod registrations;
 pub mod rejects;
+pub mod resync;
 mod retry;
 mod writer;
 
@@ -56,6 +59,8 @@ pub enum EngineError {
         system: SystemKind,
         error: ConnectorError,
     },
+    #[error(transparent)]
+    Resync(#[from] resync::ResyncError),
 }
 
 impl EngineError {
@@ -63,6 +68,7 @@ impl EngineError {
         match self {
             EngineError::Store(e) => e.is_retryable(),
             EngineError::Connector { error, .. } => error.is_retryable(),
+            EngineError::Resync(_) => false,
         }
     }
 }
@@ -187,6 +193,8 @@ pub struct Engine {
     /// Outbox rows (and records) in a batch on its way, so no two batches send the same row.
     claims: Arc<writer::Claims>,
     progress: Arc<Progress>,
+    /// What an erasure does in the systems (`[erasure]`).
+    erasure: RwLock<crate::config::ErasureConfig>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -227,7 +235,22 @@ impl Engine {
             planning: tokio::sync::Mutex::new(()),
             claims: Arc::default(),
             progress: Arc::default(),
+            erasure: RwLock::default(),
         }
+    }
+
+    /// Sets the erasure policy (`[erasure]`).
+    pub fn with_erasure(self, policy: crate::config::ErasureConfig) -> Self {
+        *self.erasure.write().unwrap_or_else(|p| p.into_inner()) = policy;
+        self
+    }
+
+    /// The erasure policy in force.
+    pub fn erasure_policy(&self) -> crate::config::ErasureConfig {
+        self.erasure
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Replaces a credential's API budget (a vendor tier with other limits).

@@ -130,6 +130,13 @@ impl Engine {
         // them once a read is complete.
         if report.finished {
             report.staged += self.poll_deletes(object).await?;
+            // A requested resync of this object reads on after the live changes, under the
+            // same page cap; while it has pages left the poller goes straight on.
+            let (staged, done) = self
+                .resync_pages(object, self.settings.max_pages_per_cycle)
+                .await?;
+            report.staged += staged;
+            report.finished = done;
         }
         Ok(report)
     }

@@ -61,6 +61,10 @@ struct FactsCache<'a> {
 
 impl<'a> FactsCache<'a> {
     fn new(rules: &Rules, source: Option<CrmSource<'a>>, prm_id_property: &str) -> Self {
+        let domain_field = source
+            .as_ref()
+            .and_then(|s| rules.crm_names(s.connector.kind()))
+            .map_or_else(String::new, |n| n.account_domain.clone());
         let uses = |step: Step| rules.order.iter().any(|(s, _)| *s == step);
         let accounts = uses(Step::Reserved)
             && (!rules.reserved.account_ids.is_empty() || !rules.reserved.crm.is_empty());
@@ -70,6 +74,7 @@ impl<'a> FactsCache<'a> {
             company_fields: rules.reserved.crm.iter().map(|c| c.field.clone()).collect(),
             open_deals,
             prm_id_property: prm_id_property.to_owned(),
+            domain_field,
         });
         FactsCache {
             source,
@@ -414,17 +419,19 @@ pub async fn decide(
                     .get(&d.registration_id)
                     .and_then(|l| l.target_id.clone())
                     .map(|t| (m, t))
-            }) && let Some(w) = write(
-                rules,
-                d,
-                Direction::ToTarget,
-                m.target.system,
-                &m.target.object,
-                Some(m.external_id.clone()),
-                Some(target_id),
-                crm_fields(d),
-                &link.target_state,
-            ) {
+            }) && let Some(names) = rules.crm_names(m.target.system)
+                && let Some(w) = write(
+                    rules,
+                    d,
+                    Direction::ToTarget,
+                    m.target.system,
+                    &m.target.object,
+                    Some(m.external_id.clone()),
+                    Some(target_id),
+                    crm_fields(d, names),
+                    &link.target_state,
+                )
+            {
                 plan.writes.push(w);
             }
         }
@@ -535,15 +542,15 @@ fn prm_fields(d: &Decision) -> Map<String, Value> {
     out
 }
 
-/// The CRM deal's attribution properties.
-fn crm_fields(d: &Decision) -> Map<String, Value> {
+/// The CRM deal's decision fields, under the names the rules file gives for that CRM.
+fn crm_fields(d: &Decision, names: &rules::CrmNames) -> Map<String, Value> {
     let mut out = Map::new();
-    out.insert("prm_registration_status".into(), json!(d.status.as_str()));
+    out.insert(names.status.clone(), json!(d.status.as_str()));
     out.insert(
-        "prm_protected_until".into(),
+        names.protected_until.clone(),
         protected_text(d.protected_until),
     );
-    out.insert("prm_attribution".into(), json!(d.status.attribution()));
+    out.insert(names.attribution.clone(), json!(d.status.attribution()));
     out
 }
 

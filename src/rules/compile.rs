@@ -6,6 +6,8 @@ use std::ops::Range;
 
 use crate::file_error::{collect, line_col};
 
+mod crm;
+
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
@@ -33,6 +35,7 @@ struct Raw {
     open_direct_opportunity: Option<Spanned<RawOpenDirect>>,
     review: Option<Spanned<RawReview>>,
     protection: Spanned<RawProtection>,
+    crm: Option<crm::RawCrm>,
     #[serde(default)]
     example: Vec<Spanned<RawExample>>,
 }
@@ -233,6 +236,7 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
     let protection = protection(&raw, &mut errs);
     let order = decision_order(&raw, &mut errs);
     let (tie_breakers, tie_line) = tie_breakers(&raw, &mut errs);
+    let crm = crm::crm_names(raw.crm.as_ref(), &mut errs);
     let examples = examples(&raw, &mut errs);
     if !errs.list.is_empty() {
         return Err(errs.list);
@@ -253,6 +257,7 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
         order,
         tie_breakers,
         tie_line,
+        crm,
         examples,
     };
     rules.version = fingerprint(&rules);

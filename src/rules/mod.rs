@@ -49,7 +49,60 @@ pub struct Rules {
     pub order: Vec<(Step, usize)>,
     pub tie_breakers: Vec<TieBreaker>,
     pub tie_line: usize,
+    /// The CRM fields decisions are written to and facts read from, per CRM (`[crm.*]`).
+    pub crm: CrmNamesByCrm,
     pub examples: Vec<Example>,
+}
+
+/// The CRM fields the rules write a decision to and read facts from, in one CRM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmNames {
+    /// The deal's registration status (`approved`, `duplicate`, ...).
+    pub status: String,
+    /// The deal's protection end (RFC 3339, UTC), empty when unprotected.
+    pub protected_until: String,
+    /// The deal's attribution (`partner_sourced`, `partner_influenced`, `none`).
+    pub attribution: String,
+    /// The account (company) field holding the customer's domain or website, for CRM facts.
+    pub account_domain: String,
+}
+
+impl CrmNames {
+    /// HubSpot: the deal properties prmsync's install creates, and the company `domain`.
+    pub fn hubspot_default() -> CrmNames {
+        CrmNames {
+            status: "prm_registration_status".into(),
+            protected_until: "prm_protected_until".into(),
+            attribution: "prm_attribution".into(),
+            account_domain: "domain".into(),
+        }
+    }
+
+    /// Salesforce: custom Opportunity fields, and the Account's standard `Website`.
+    pub fn salesforce_default() -> CrmNames {
+        CrmNames {
+            status: "PRM_Registration_Status__c".into(),
+            protected_until: "PRM_Protected_Until__c".into(),
+            attribution: "PRM_Attribution__c".into(),
+            account_domain: "Website".into(),
+        }
+    }
+}
+
+/// [`CrmNames`] for each CRM prmsync writes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmNamesByCrm {
+    pub hubspot: CrmNames,
+    pub salesforce: CrmNames,
+}
+
+impl Default for CrmNamesByCrm {
+    fn default() -> Self {
+        CrmNamesByCrm {
+            hubspot: CrmNames::hubspot_default(),
+            salesforce: CrmNames::salesforce_default(),
+        }
+    }
 }
 
 /// Which registration fields the rules read.
@@ -491,6 +544,15 @@ impl Rules {
                     .find(|(p, _)| p == partner)
                     .map(|(_, t)| t.clone())
             })
+    }
+
+    /// The CRM field names for `crm` (`None` for a system that is not a CRM).
+    pub fn crm_names(&self, crm: crate::model::SystemKind) -> Option<&CrmNames> {
+        match crm {
+            crate::model::SystemKind::HubSpot => Some(&self.crm.hubspot),
+            crate::model::SystemKind::Salesforce => Some(&self.crm.salesforce),
+            crate::model::SystemKind::PartnerStack | crate::model::SystemKind::Rest => None,
+        }
     }
 
     /// Rank of a tier (0 = best); unknown tiers rank after every listed one.

@@ -830,9 +830,9 @@ fn a_failing_example_is_reported_with_its_line() {
     let r = Rules::compile("r.toml", &text).expect("compiles");
     let f = run_examples(&r);
     assert_eq!(f.len(), 1, "{f:?}");
-    assert_eq!(f[0].line, 62);
+    assert_eq!(f[0].line, 76);
     assert!(
-        f[0].to_string().starts_with("r.toml:62: example"),
+        f[0].to_string().starts_with("r.toml:76: example"),
         "{}",
         f[0]
     );
@@ -935,4 +935,63 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn crm_field_names_come_from_the_file_with_per_crm_defaults() {
+    let r = rules();
+    assert_eq!(r.crm, crate::rules::CrmNamesByCrm::default());
+    let sf = r
+        .crm_names(crate::model::SystemKind::Salesforce)
+        .expect("a CRM");
+    assert_eq!(sf.status, "PRM_Registration_Status__c");
+    assert_eq!(sf.account_domain, "Website");
+    assert!(
+        r.crm_names(crate::model::SystemKind::PartnerStack)
+            .is_none()
+    );
+    // Without the sections, the same defaults; a renamed field is a changed rule.
+    let start = BUILTIN.1.find("[crm.hubspot]").expect("shipped section");
+    let end = BUILTIN.1.find("[[example]]").expect("examples");
+    let bare = format!("{}{}", &BUILTIN.1[..start], &BUILTIN.1[end..]);
+    let without = Rules::compile("r.toml", &bare).expect("compiles");
+    assert_eq!(without.crm, r.crm);
+    assert_eq!(
+        without.version, r.version,
+        "defaults written out change nothing"
+    );
+    let renamed = rules_with(
+        r#"status = "PRM_Registration_Status__c""#,
+        r#"status = "Deal_Registration__c""#,
+    );
+    assert_eq!(renamed.crm.salesforce.status, "Deal_Registration__c");
+    assert_ne!(renamed.version, r.version);
+}
+
+#[test]
+fn bad_crm_field_names_are_located_errors() {
+    let bad = BUILTIN
+        .1
+        .replace(
+            r#"attribution = "PRM_Attribution__c""#,
+            r#"attribution = "PRM Attribution""#,
+        )
+        .replace(
+            r#"account_domain = "domain""#,
+            r#"acount_domain = "domain""#,
+        );
+    let errs = Rules::compile("r.toml", &bad).expect_err("bad file").0;
+    let joined = errs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        joined.contains(
+            r#"crm.salesforce.attribution: "PRM Attribution" is not a salesforce field name"#
+        ),
+        "{joined}"
+    );
+    assert!(joined.contains("crm.hubspot.acount_domain"), "{joined}");
+    assert_eq!(errs.len(), 2, "{joined}");
 }

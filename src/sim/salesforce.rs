@@ -1,5 +1,6 @@
 //! Salesforce REST simulator: OAuth token endpoint (refresh with rotation, JWT bearer RS256),
-//! expiring sessions, SOQL on `SystemModstamp` with `nextRecordsUrl` paging, sObject Collections
+//! expiring sessions, SOQL (`salesforce/soql.rs`: conditions, `LIKE`, computed `IsClosed`) with
+//! `nextRecordsUrl` paging, sObject Collections
 //! upsert by external id, single upsert (300 on several matches), getDeleted, `Sforce-Limit-Info`,
 //! `REQUEST_LIMIT_EXCEEDED`, and errors as JSON arrays.
 
@@ -19,6 +20,7 @@ use super::salesforce_table::{Rec, Table};
 use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
 
 mod lifecycle;
+pub mod soql;
 
 const V: &str = "v62.0";
 
@@ -70,6 +72,8 @@ const OBJECTS: &[Describe] = &[
             "Type",
             "PRM_Partner_Key__c",
             "PRM_Tier__c",
+            // A checkbox some orgs keep for accounts the direct team reserves.
+            "PRM_Direct_Reserved__c",
             "Phone",
             "BillingCountry",
             "OwnerId",
@@ -97,6 +101,9 @@ const OBJECTS: &[Describe] = &[
         required: &["LastName", "Company"],
     },
 ];
+
+/// Fields Salesforce computes: readable and filterable, never written.
+const COMPUTED: &[(&str, &str)] = &[("Opportunity", "IsClosed"), ("Opportunity", "IsWon")];
 
 /// Opportunity stages of the default sales process.
 pub const STAGES: &[&str] = &[
@@ -158,6 +165,8 @@ struct Inner {
     stats: Stats,
     faults: VecDeque<Injected>,
     log: Vec<LoggedRequest>,
+    /// Every SOQL statement answered (or refused), in order.
+    soql: Vec<String>,
 }
 
 /// A Salesforce org in memory.
@@ -301,6 +310,11 @@ impl SalesforceSim {
         self.lock().log.clone()
     }
 
+    /// The SOQL statements the simulator was sent, oldest first.
+    pub fn soql_log(&self) -> Vec<String> {
+        self.lock().soql.clone()
+    }
+
     /// The refresh token that is valid now (changes with every rotation).
     pub fn current_refresh_token(&self) -> String {
         self.lock().refresh_token.clone()
@@ -431,6 +445,11 @@ fn describe(object: &str) -> Option<&'static Describe> {
 }
 
 fn has_field(d: &Describe, f: &str) -> bool {
+    has_stored_field(d, f) || COMPUTED.iter().any(|(o, x)| *o == d.name && *x == f)
+}
+
+/// A field kept on the record (not computed), so it can be indexed.
+fn has_stored_field(d: &Describe, f: &str) -> bool {
     SYSTEM_FIELDS.iter().chain(d.fields).any(|x| *x == f)
 }
 
@@ -463,11 +482,7 @@ fn record_json(object: &str, r: &Rec, cols: &[String]) -> Map<String, Value> {
         json!({"type": object, "url": format!("/services/data/{V}/sobjects/{object}/{id}")}),
     );
     for c in cols {
-        let v = match c.as_str() {
-            "SystemModstamp" | "LastModifiedDate" => json!(sf_time(r.modstamp_ms)),
-            _ => r.fields.get(c).cloned().unwrap_or(Value::Null),
-        };
-        m.insert(c.clone(), v);
+        m.insert(c.clone(), field_value(object, r, c));
     }
     m
 }
@@ -612,91 +627,35 @@ async fn limits(State(sim): State<SalesforceSim>, headers: HeaderMap) -> Respons
     .into_response()
 }
 
-/// The SOQL this simulator understands: `SELECT f, … FROM Obj [WHERE SystemModstamp >=|> t |
-/// WHERE field IN ('v', …)] [ORDER BY …]`.
-struct Soql {
-    cols: Vec<String>,
-    object: String,
-    since: Option<(bool, i64)>,
-    /// `field IN (...)`: text compared without case, as Salesforce does.
-    within: Option<(String, Vec<String>)>,
-}
-
-/// Parses `('a', 'b\'c')` into its string literals.
-fn parse_in_list(list: &str) -> Option<Vec<String>> {
-    let inner = list.trim().strip_prefix('(')?.strip_suffix(')')?;
-    let mut out = Vec::new();
-    let mut chars = inner.chars();
-    loop {
-        match chars.by_ref().find(|c| !c.is_whitespace() && *c != ',') {
-            None => return Some(out),
-            Some('\'') => {}
-            Some(_) => return None,
+/// A field's value as SOQL sees it: stored fields, the system stamps, and the fields Salesforce
+/// computes (`Opportunity.IsClosed` and `IsWon` from the stage).
+fn field_value(object: &str, r: &Rec, field: &str) -> Value {
+    match (object, field) {
+        (_, "SystemModstamp" | "LastModifiedDate") => json!(sf_time(r.modstamp_ms)),
+        ("Opportunity", "IsClosed" | "IsWon") => {
+            let stage = r.fields.get("StageName").and_then(Value::as_str);
+            json!(match field {
+                "IsClosed" => matches!(stage, Some("Closed Won" | "Closed Lost")),
+                _ => stage == Some("Closed Won"),
+            })
         }
-        let mut v = String::new();
-        loop {
-            match chars.next()? {
-                '\\' => v.push(match chars.next()? {
-                    'n' => '\n',
-                    'r' => '\r',
-                    't' => '\t',
-                    c => c,
-                }),
-                '\'' => break,
-                c => v.push(c),
-            }
-        }
-        out.push(v);
+        _ => r.fields.get(field).cloned().unwrap_or(Value::Null),
     }
 }
 
-#[allow(clippy::result_large_err)] // axum responses are the natural error here
-fn parse_soql(q: &str) -> Result<Soql, Response> {
-    let malformed = |m: &str| errors(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", m);
-    let q = q.trim();
-    let rest = q
-        .strip_prefix("SELECT ")
-        .ok_or_else(|| malformed("unexpected token: expected SELECT"))?;
-    let (cols, rest) = rest
-        .split_once(" FROM ")
-        .ok_or_else(|| malformed("unexpected token: expected FROM"))?;
-    let rest = rest.split(" ORDER BY ").next().unwrap_or("");
-    let (object, cond) = match rest.split_once(" WHERE ") {
-        Some((o, c)) => (o.trim(), Some(c.trim())),
-        None => (rest.trim(), None),
-    };
-    let cols: Vec<String> = cols.split(',').map(|c| c.trim().to_owned()).collect();
-    if let Some((field, list)) = cond.and_then(|c| c.split_once(" IN ")) {
-        let values =
-            parse_in_list(list).ok_or_else(|| malformed(&format!("unexpected IN list: {list}")))?;
-        return Ok(Soql {
-            cols,
-            object: object.to_owned(),
-            since: None,
-            within: Some((field.trim().to_owned(), values)),
-        });
-    }
-    let since = match cond {
-        None => None,
-        Some(c) => {
-            let parts: Vec<&str> = c.split_whitespace().collect();
-            let [field, op, value] = parts.as_slice() else {
-                return Err(malformed(&format!("unexpected condition: {c}")));
-            };
-            if *field != "SystemModstamp" || !matches!(*op, ">=" | ">") {
-                return Err(malformed(&format!("unsupported condition: {c}")));
-            }
-            let ms = crate::connector::salesforce::api::parse_datetime(value)
-                .ok_or_else(|| malformed(&format!("invalid datetime: {value}")))?;
-            Some((*op == ">=", ms))
+/// What a field holds, for SOQL's type checks.
+fn field_kind(field: &str) -> soql::Kind {
+    match field {
+        "IsDeleted" | "IsClosed" | "IsWon" | "IsPrimary" | "PRM_Direct_Reserved__c" => {
+            soql::Kind::Bool
         }
-    };
-    Ok(Soql {
-        cols,
-        object: object.to_owned(),
-        since,
-        within: None,
-    })
+        "SystemModstamp" | "LastModifiedDate" | "CreatedDate" | "PRM_Protected_Until__c" => {
+            soql::Kind::DateTime
+        }
+        "CloseDate" => soql::Kind::Date,
+        "Amount" => soql::Kind::Number,
+        _ => soql::Kind::Text,
+    }
 }
 
 async fn query(
@@ -710,9 +669,14 @@ async fn query(
     let Some(q) = params.get("q") else {
         return errors(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", "q is required");
     };
-    let soql = match parse_soql(q) {
+    sim.lock().soql.push(q.clone());
+    let refused = |e: soql::SoqlError| match e {
+        soql::SoqlError::Malformed(m) => errors(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", &m),
+        soql::SoqlError::InvalidField(m) => errors(StatusCode::BAD_REQUEST, "INVALID_FIELD", &m),
+    };
+    let soql = match soql::parse(q) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return refused(e),
     };
     let Some(d) = describe(&soql.object) else {
         return errors(
@@ -721,12 +685,23 @@ async fn query(
             &format!("sObject type '{}' is not supported.", soql.object),
         );
     };
-    if let Some(bad) = soql.cols.iter().find(|c| !has_field(d, c)) {
-        return errors(
-            StatusCode::BAD_REQUEST,
-            "INVALID_FIELD",
-            &format!("No such column '{bad}' on entity '{}'.", d.name),
-        );
+    let named = soql
+        .cols
+        .iter()
+        .map(String::as_str)
+        .chain(soql.filter.iter().flat_map(soql::Expr::fields))
+        .chain(soql.order.iter().map(|(f, _)| f.as_str()));
+    for f in named {
+        if !has_field(d, f) {
+            return errors(
+                StatusCode::BAD_REQUEST,
+                "INVALID_FIELD",
+                &format!("No such column '{f}' on entity '{}'.", d.name),
+            );
+        }
+    }
+    if let Some(Err(e)) = soql.filter.as_ref().map(|f| f.check(&field_kind)) {
+        return refused(e);
     }
     let batch = match batch_size(&headers) {
         Ok(b) => b,
@@ -734,34 +709,87 @@ async fn query(
     };
     let mut inner = sim.lock();
     inner.stats.queries += 1;
-    let hits: Vec<&Rec> = match inner.objects.get_mut(&soql.object) {
+    let object = soql.object.as_str();
+    let mut hits: Vec<&Rec> = match inner.objects.get_mut(object) {
         None => Vec::new(),
-        Some(table) => match (&soql.within, soql.since) {
-            (Some((f, values)), _) => {
-                let mut ids: Vec<String> =
-                    values.iter().flat_map(|v| table.find(f, v, true)).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                let mut hits: Vec<&Rec> = ids.iter().filter_map(|id| table.get(id)).collect();
-                hits.sort_by(|a, b| {
-                    (a.modstamp_ms, a.fields.get("Id").and_then(Value::as_str))
-                        .cmp(&(b.modstamp_ms, b.fields.get("Id").and_then(Value::as_str)))
-                });
-                hits
+        Some(table) => {
+            let filter = soql.filter.as_ref();
+            let indexed = filter.and_then(soql::Expr::indexed_in);
+            let candidates: Vec<&Rec> = match (indexed, filter.and_then(soql::Expr::since)) {
+                (Some((f, values)), _) if has_stored_field(d, f) => {
+                    let mut ids: Vec<String> =
+                        values.iter().flat_map(|v| table.find(f, v, true)).collect();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    let mut hits: Vec<&Rec> = ids.iter().filter_map(|id| table.get(id)).collect();
+                    hits.sort_by(|a, b| {
+                        (a.modstamp_ms, a.fields.get("Id").and_then(Value::as_str))
+                            .cmp(&(b.modstamp_ms, b.fields.get("Id").and_then(Value::as_str)))
+                    });
+                    hits
+                }
+                (_, Some((inclusive, t))) => table.modified_since(t, inclusive).collect(),
+                _ => table.modified_since(i64::MIN, true).collect(),
+            };
+            match filter {
+                None => candidates,
+                Some(f) => candidates
+                    .into_iter()
+                    .filter(|r| f.matches(&|field| field_value(object, r, field)))
+                    .collect(),
             }
-            (None, Some((inclusive, t))) => table.modified_since(t, inclusive).collect(),
-            (None, None) => table.modified_since(i64::MIN, true).collect(),
-        },
+        }
     };
+    // Rows come in (SystemModstamp, Id) order; any other ORDER BY sorts them.
+    let natural = [("SystemModstamp", true), ("Id", true)];
+    let ordered = soql.order.len() <= 2
+        && soql
+            .order
+            .iter()
+            .zip(natural)
+            .all(|((f, asc), (n, a))| f == n && *asc == a);
+    if !ordered {
+        hits.sort_by(|a, b| {
+            for (f, asc) in &soql.order {
+                let (x, y) = (field_value(object, a, f), field_value(object, b, f));
+                let c = soql_order(&x, &y);
+                let c = if *asc { c } else { c.reverse() };
+                if c != std::cmp::Ordering::Equal {
+                    return c;
+                }
+            }
+            std::cmp::Ordering::Equal
+        });
+    }
+    if let Some(n) = soql.limit {
+        hits.truncate(n);
+    }
     let rows: Vec<Map<String, Value>> = hits
         .iter()
-        .map(|r| record_json(&soql.object, r, &soql.cols))
+        .map(|r| record_json(object, r, &soql.cols))
         .collect();
     inner.locators_opened += 1;
     let locator = format!("01gSIM{:08}", inner.locators_opened);
     let size = inner.page_cap.map_or(batch, |c| c.min(batch));
     let body = page(&mut inner, locator, Arc::new(rows), 0, size);
     Json(body).into_response()
+}
+
+/// ORDER BY: nulls first, numbers by value, text without case.
+fn soql_order(x: &Value, y: &Value) -> std::cmp::Ordering {
+    match (x, y) {
+        (Value::Null, Value::Null) => std::cmp::Ordering::Equal,
+        (Value::Null, _) => std::cmp::Ordering::Less,
+        (_, Value::Null) => std::cmp::Ordering::Greater,
+        (Value::Number(a), Value::Number(b)) => a
+            .as_f64()
+            .partial_cmp(&b.as_f64())
+            .unwrap_or(std::cmp::Ordering::Equal),
+        _ => x
+            .to_string()
+            .to_lowercase()
+            .cmp(&y.to_string().to_lowercase()),
+    }
 }
 
 #[allow(clippy::result_large_err)] // axum responses are the natural error here
@@ -907,6 +935,15 @@ fn check_fields(d: &Describe, fields: &Map<String, Value>, creating: bool) -> Re
     for (k, v) in fields {
         if k == "attributes" {
             continue;
+        }
+        if COMPUTED.iter().any(|(o, f)| *o == d.name && f == k) {
+            return Err(err(
+                "INVALID_FIELD_FOR_INSERT_UPDATE",
+                format!(
+                    "Unable to create/update fields: {k}. Please check the security settings of this field and verify that it is read/write for your profile or permission set."
+                ),
+                k,
+            ));
         }
         if !d.fields.contains(&k.as_str()) {
             return Err(err(

@@ -4,14 +4,17 @@
 //! SQLite and two writes never interleave. Callers speak in domain verbs (`stage_changes`,
 //! `commit_plan`, `complete_writes`); no SQL leaves this module.
 
+mod associations;
 mod counters;
 mod credentials;
 mod digest;
 pub mod dlq;
+pub mod erasure;
 mod group;
 mod migrations;
 mod queries;
 mod registrations;
+mod resync;
 pub mod retention;
 
 use std::path::{Path, PathBuf};
@@ -25,9 +28,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::failpoint::FailPoints;
 use crate::model::{Change, Cursor, Direction, ObjectRef, SystemKind};
 
+pub use associations::{AssociationIntent, AssociationOutcome, ReadyAssociation};
 pub use digest::StateDigest;
 pub use queries::StatusReport;
 pub use registrations::{DecisionChange, KeyedEvent, RegistrationGroup, StoredRegistration};
+pub use resync::Resync;
 pub use retention::{FilePages, PruneReport, RetentionPolicy};
 
 /// How long a statement waits on a lock held by another connection before failing.
@@ -239,6 +244,8 @@ pub struct PlanCommit {
     pub backfill: Vec<(String, Direction, String)>,
     /// Tombstones set or cleared, targets forgotten (record lifecycle).
     pub marks: Vec<LinkMark>,
+    /// Associations the planned records ask for (kept until both records exist).
+    pub associations: Vec<AssociationIntent>,
 }
 
 /// Decisions for some duplicate-key groups, with their write-backs, committed in one transaction.
@@ -437,6 +444,93 @@ impl Store {
         .await
     }
 
+    /// Records a resync of `flow` (its source `object`, from `since_ms`, only `ids` when given)
+    /// for the poller of that object to carry out; returns its id.
+    pub async fn request_resync(
+        &self,
+        flow: String,
+        object: ObjectRef,
+        since_ms: i64,
+        ids: Option<Vec<String>>,
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
+        self.write(move |tx| resync::request(tx, &flow, &object, since_ms, ids.as_deref(), now_ms))
+            .await
+    }
+
+    /// The oldest unfinished resync of `object`.
+    pub async fn open_resync(&self, object: ObjectRef) -> Result<Option<Resync>, StoreError> {
+        self.call(move |conn| resync::next_open(conn, &object))
+            .await
+    }
+
+    /// Resyncs, newest first (at most `limit`).
+    pub async fn resyncs(&self, limit: usize) -> Result<Vec<Resync>, StoreError> {
+        self.read(move |conn| resync::list(conn, limit)).await
+    }
+
+    /// Stages one page of resync `id` with its next position (`None`: finished), in one
+    /// transaction; returns how many changes were new.
+    pub async fn stage_resync_page(
+        &self,
+        id: i64,
+        changes: Vec<Change>,
+        next_page: Option<String>,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        self.write(move |tx| resync::stage_page(tx, id, &changes, next_page.as_deref(), now_ms))
+            .await
+    }
+
+    /// Starts resync `id`'s read over from its first page.
+    pub async fn restart_resync(&self, id: i64) -> Result<(), StoreError> {
+        self.write(move |tx| resync::restart(tx, id)).await
+    }
+
+    /// The records whose staged changes or dead letters contain `email` (lower case).
+    pub async fn records_holding(
+        &self,
+        email: String,
+    ) -> Result<std::collections::BTreeSet<erasure::RecordKey>, StoreError> {
+        self.call(move |conn| erasure::records_holding(conn, &email))
+            .await
+    }
+
+    /// The newest staged payload of a record.
+    pub async fn latest_payload(
+        &self,
+        record: erasure::RecordKey,
+    ) -> Result<Option<Map<String, Value>>, StoreError> {
+        self.call(move |conn| erasure::latest_payload(conn, &record))
+            .await
+    }
+
+    /// How many rows a purge would delete and how many values it would rewrite (dry run).
+    pub async fn erasure_counts(
+        &self,
+        purge: erasure::Purge,
+    ) -> Result<(usize, usize), StoreError> {
+        self.call(move |conn| erasure::count(conn, &purge)).await
+    }
+
+    /// Purges a person's data with its audit row, overwriting what is deleted, then checkpoints
+    /// the WAL (see [`erasure`]).
+    pub async fn purge_erasure(
+        &self,
+        purge: erasure::Purge,
+        audit: erasure::Audit,
+        now_ms: i64,
+    ) -> Result<erasure::PurgeReport, StoreError> {
+        self.call(move |conn| erasure::purge_securely(conn, &purge, &audit, now_ms))
+            .await
+    }
+
+    /// The erasure audit rows, newest first.
+    pub async fn erasures(&self, limit: usize) -> Result<Vec<erasure::AuditRow>, StoreError> {
+        self.read(move |conn| erasure::audits(conn, limit)).await
+    }
+
+    /// The stored incremental-read position for an object.
     pub async fn cursor(&self, object: ObjectRef) -> Result<Option<Cursor>, StoreError> {
         self.call(move |conn| queries::cursor(conn, &object)).await
     }
@@ -498,6 +592,26 @@ impl Store {
     /// observations, and marks the inbox items processed, all in one transaction.
     pub async fn commit_plan(&self, plan: PlanCommit, now_ms: i64) -> Result<(), StoreError> {
         self.write_relaxed(move |tx| queries::commit_plan(tx, &plan, now_ms))
+            .await
+    }
+
+    /// Pending associations of `flows` whose two records both exist and are live, at most `limit`.
+    pub async fn ready_associations(
+        &self,
+        flows: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<ReadyAssociation>, StoreError> {
+        self.call(move |conn| associations::ready(conn, &flows, limit))
+            .await
+    }
+
+    /// Records what became of sent associations, with a ledger line for each done or refused.
+    pub async fn complete_associations(
+        &self,
+        outcomes: Vec<(ReadyAssociation, AssociationOutcome)>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| associations::complete(tx, &outcomes, now_ms))
             .await
     }
 
@@ -784,6 +898,9 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     // FULL: a commit that acknowledges a webhook or advances a cursor survives power loss.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Freed space inside a page is zeroed (no extra I/O), so a deleted or rewritten row's old
+    // bytes do not linger in the file (an erasure relies on it; see erasure.rs).
+    conn.pragma_update(None, "secure_delete", "FAST")?;
     Ok(())
 }
 

@@ -16,8 +16,11 @@ pub(super) fn insert_changes(
     now_ms: i64,
 ) -> Result<usize, StoreError> {
     let mut stmt = tx.prepare_cached(
+        // Records an erasure left holding a person in their system are not taken in again.
         "INSERT INTO inbox (event_id, system, object, record_id, kind, modified_ms, payload, received_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+         WHERE NOT EXISTS (SELECT 1 FROM erased_records
+                           WHERE system = ?2 AND object = ?3 AND record_id = ?4)
          ON CONFLICT (event_id) DO NOTHING",
     )?;
     let mut n = 0;
@@ -380,6 +383,7 @@ pub(super) fn commit_plan(
     for mark in &plan.marks {
         mark_link(tx, mark, now_ms)?;
     }
+    super::associations::record(tx, &plan.associations, now_ms)?;
     {
         let mut version = tx.prepare_cached(
             "INSERT INTO links (flow, source_id, updated_ms, source_modified_ms, target_modified_ms)
@@ -477,7 +481,7 @@ pub(super) fn insert_dead_letter(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn insert_ledger(
+pub(super) fn insert_ledger(
     tx: &Transaction<'_>,
     flow: &str,
     direction: Direction,

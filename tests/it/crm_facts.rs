@@ -268,6 +268,7 @@ async fn the_hubspot_facts_read_is_batched_typed_and_filters_closed_and_partner_
         domains: (0..150).map(|i| format!("c{i}.example")).collect(),
         company_fields: vec!["prm_direct_reserved".into()],
         open_deals: true,
+        domain_field: String::new(),
         prm_id_property: "prm_deal_id".into(),
     };
     let facts = conn.crm_facts(&query).await.expect("facts");

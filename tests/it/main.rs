@@ -2,6 +2,7 @@
 //! 127.0.0.1, and the real `prmsync` binary for CLI behaviour.
 
 mod admin;
+mod associations;
 mod bench;
 mod cli;
 mod compat;
@@ -9,6 +10,8 @@ mod connector_contract;
 mod connectors;
 mod crash;
 mod crm_facts;
+mod deletion_webhook;
+mod erase;
 mod guarantees;
 // Helpers are shared by every test module; not each branch uses all of them.
 #[allow(dead_code, unused_imports)]
@@ -20,7 +23,9 @@ mod notify;
 mod ops;
 mod pipeline;
 mod reload;
+mod resync;
 mod retention;
 mod rules;
+mod rules_salesforce;
 mod sync;
 mod webhooks;

@@ -20,7 +20,11 @@ impl HubSpot {
     /// never decides on half the facts.
     pub async fn crm_facts(&self, query: &FactsQuery) -> Result<CrmFactsRead, ConnectorError> {
         let mut out = CrmFactsRead::default();
-        let mut properties = vec!["domain".to_owned()];
+        let domain_field = match query.domain_field.as_str() {
+            "" => "domain",
+            f => f,
+        };
+        let mut properties = vec![domain_field.to_owned()];
         properties.extend(query.company_fields.iter().cloned());
         properties.sort();
         properties.dedup();
@@ -33,11 +37,11 @@ impl HubSpot {
                 .iter()
                 .flat_map(|d| [d.clone(), format!("www.{d}")])
                 .collect();
-            let filters = vec![api::Filter::many("domain", "IN", values)];
+            let filters = vec![api::Filter::many(domain_field, "IN", values)];
             for o in self.search_all("companies", filters, &properties).await? {
                 let domain = o
                     .properties
-                    .get("domain")
+                    .get(domain_field)
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned();

@@ -5,8 +5,10 @@
 
 pub mod api;
 mod archive;
+mod associations;
 mod facts;
 pub mod limits;
+mod privacy;
 pub mod webhook;
 
 use std::sync::{Arc, Mutex};

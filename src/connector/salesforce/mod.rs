@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 mod delete;
+mod facts;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
