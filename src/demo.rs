@@ -60,6 +60,7 @@ pub struct DemoSummary {
     pub dead_letters: i64,
     /// Record lifecycle: a deal deleted in HubSpot, and an erased person, one line each.
     pub deletion: String,
+    pub merge: String,
     pub erasure: String,
     pub state_path: PathBuf,
 }
@@ -237,6 +238,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         .await?
         .dead_letters;
     summary.deletion = deletion(&daemon, &hs, &ps).await?;
+    summary.merge = merge(&daemon, &hs, &ps, &http, &webhook_url).await?;
     summary.erasure = erasure(&daemon, &hs, &ps).await?;
     daemon.shutdown().await;
     ps_server.stop().await;
@@ -293,6 +295,63 @@ async fn deletion(
     );
     Ok(format!(
         "sales deleted HubSpot deal {id} ({key}): link tombstoned, the partner's next edit was not written (no re-create)"
+    ))
+}
+
+/// Sales had `deal_3` in HubSpot already and merges prmsync's deal into theirs (theirs
+/// survives); HubSpot tells prmsync by a signed merge webhook. The link moves to the survivor and
+/// the partner's next edit updates it: nothing is created twice.
+async fn merge(
+    daemon: &Daemon,
+    hs: &HubSpotSim,
+    ps: &PartnerStackSim,
+    http: &reqwest::Client,
+    webhook_url: &reqwest::Url,
+) -> anyhow::Result<String> {
+    let key = "deal_3";
+    let ours = hs
+        .find("deals", "prm_deal_id", key)
+        .and_then(|d| {
+            d.get("hs_object_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .context("the demo's third deal is in HubSpot")?;
+    let theirs = hs.create(
+        "deals",
+        [(
+            "dealname".to_owned(),
+            "the same deal, entered by sales".to_owned(),
+        )]
+        .into(),
+    );
+    hs.enable_webhooks();
+    ensure!(
+        hs.merge("deals", &theirs, &ours),
+        "merging in the simulator"
+    );
+    hs.deliver_pending(http, webhook_url, HS_SECRET).await?;
+    daemon.run_until_idle().await?;
+    let mut edited = ps.deal(key).context("the partner's deal")?;
+    let amount = edited.get("amount").and_then(Value::as_i64).unwrap_or(0) + 100;
+    edited.insert("amount".into(), amount.into());
+    ps.upsert_deal(edited);
+    daemon.run_until_idle().await?;
+    let survivor = hs.find("deals", "prm_deal_id", key).and_then(|d| {
+        d.get("hs_object_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
+    ensure!(
+        survivor.as_deref() == Some(theirs.as_str()),
+        "the merged deal's link did not move to the survivor {theirs}"
+    );
+    ensure!(
+        hs.writes("deals").get(key).map(|w| w.0) == Some(1),
+        "{key} was created twice"
+    );
+    Ok(format!(
+        "sales merged HubSpot deal {ours} ({key}) into their {theirs}: link moved to the survivor, the partner's next edit updated it, nothing created twice"
     ))
 }
 
@@ -360,7 +419,8 @@ pub fn render(s: &DemoSummary) -> String {
          4. CRM -> PRM   {prm} PartnerStack deals updated with the CRM's stage and lost reason\n\
          5. Second pass  {second} writes (nothing changed, nothing written)\n\
          6. Deletion     {deletion}\n\
-         7. Erasure      {erasure}\n\
+         7. Merge        {merge}\n\
+         8. Erasure      {erasure}\n\
          \nAfter step 5: {linked}/{deals} deals in HubSpot, {in_step}/{deals} with the same stage on both sides, {dead} dead letters.\n\
          State file: {state}\n  inspect it with: prmsync status --state {state}\n",
         ps = s.partnerstack_url,
@@ -385,6 +445,7 @@ pub fn render(s: &DemoSummary) -> String {
         in_step = s.prm_stages_in_step,
         dead = s.dead_letters,
         deletion = s.deletion,
+        merge = s.merge,
         erasure = s.erasure,
         state = s.state_path.display(),
     )
