@@ -34,6 +34,8 @@ pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod registrations_cli;
+pub mod report;
+pub mod report_cli;
 pub mod resync_cli;
 pub mod rules;
 pub mod shutdown;

@@ -32,6 +32,8 @@ pub fn all() -> Migrations<'static> {
         M::up(STATE_DIGESTS),
         // "resync": `prmsync resync` requests and how far each read has come.
         M::up(super::resync::MIGRATION),
+        // "mdf requests": the PRM's MDF requests, for the attribution report.
+        M::up(super::attribution::MIGRATION),
     ])
 }
 
