@@ -331,6 +331,30 @@ impl Connector {
         }
     }
 
+    /// Associates pairs (from id, to id) of `from_type` and `to_type` records with `kind`
+    /// (HubSpot associations v4); one result per pair. Other systems relate records by lookup
+    /// fields and refuse every pair.
+    pub async fn associate(
+        &self,
+        from_type: &str,
+        to_type: &str,
+        kind: &crate::model::AssociationType,
+        pairs: &[(String, String)],
+    ) -> Result<Vec<Result<(), ConnectorError>>, ConnectorError> {
+        match self {
+            Connector::HubSpot(c) => c.associate_as(from_type, to_type, kind, pairs).await,
+            _ => Ok(pairs
+                .iter()
+                .map(|_| {
+                    Err(ConnectorError::Permanent(format!(
+                        "{} has no associations; relate records with a lookup field",
+                        self.kind()
+                    )))
+                })
+                .collect()),
+        }
+    }
+
     /// Whether [`Connector::delete`] can delete records in this system.
     pub fn deletes(&self) -> bool {
         matches!(self, Connector::HubSpot(_) | Connector::Salesforce(_))

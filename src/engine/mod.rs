@@ -2,6 +2,7 @@
 //! the signals that wake a stage when another left it work) and `tick`, which runs every stage
 //! once in order. The stages live in their own files; `pipeline` runs each as its own task.
 
+mod associations;
 pub mod budget;
 mod decider;
 pub mod deletes;

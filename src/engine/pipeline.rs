@@ -266,6 +266,9 @@ impl Stage {
                     done.notify_one();
                 });
             }
+            // Associations whose two records now both exist (HubSpot), after the batches.
+            let associated = self.engine.associate_ready(system).await;
+            self.outcome("writer", associated, |r| r.written > 0);
             stage.cycle();
             let wait = match self.engine.store.next_outbox_due_for(system).await {
                 Ok(Some(due)) => {

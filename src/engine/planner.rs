@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::{
-    Engine, EngineError, FLIP_LIMIT, FLIP_WINDOW_MS, LIVE_WINDOW_MS, TickReport, deletes, matching,
-    plan, registrations,
+    Engine, EngineError, FLIP_LIMIT, FLIP_WINDOW_MS, LIVE_WINDOW_MS, TickReport, associations,
+    deletes, matching, plan, registrations,
 };
 use crate::mapping::{Lookups, Mapping};
 use crate::model::{ChangeKind, Direction, ObjectRef, SystemKind};
@@ -178,6 +178,11 @@ impl Engine {
                 let found = prefetched.found(m, rec);
                 let d = plan::forward_matched(m, rec, links.get(&rec.id), &lookups, found);
                 let d = self.guard_flips(m, d, links.get_mut(&rec.id), &mut commit);
+                if d.dead_letter.is_none() && m.accepts(&rec.fields) {
+                    commit
+                        .associations
+                        .extend(associations::intents(m, &rec.id, &rec.fields));
+                }
                 prefetched.note(&d);
                 mark_backfill(&mut commit, &d, rec, (self.clock)());
                 let link = links.entry(rec.id.clone()).or_default();

@@ -252,6 +252,9 @@ impl Engine {
                 break;
             }
         }
+        if self.hold(system).is_none() {
+            report.add(&self.associate_ready(system).await?);
+        }
         Ok(report)
     }
 }

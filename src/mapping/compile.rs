@@ -6,6 +6,7 @@ use std::ops::Range;
 
 use crate::file_error::{collect, line_col};
 
+mod associations;
 mod lifecycle;
 
 use jiff::tz::TimeZone;
@@ -32,6 +33,8 @@ struct RawMapping {
     filter: Vec<Spanned<RawCondition>>,
     delete: Option<Spanned<RawDelete>>,
     on_target_delete: Option<Spanned<lifecycle::RawTargetDelete>>,
+    #[serde(default)]
+    association: Vec<Spanned<associations::RawAssociation>>,
     #[serde(rename = "match")]
     matching: Option<Spanned<RawMatch>>,
     #[serde(default)]
@@ -256,6 +259,7 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Mapping, Vec<MappingErro
     };
     let on_target_delete =
         lifecycle::target_delete_policy(raw.on_target_delete.as_ref(), source.as_ref(), &mut errs);
+    let associations = associations::associations(&raw.association, target.as_ref(), &mut errs);
     let matching = raw
         .matching
         .as_ref()
@@ -287,6 +291,7 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Mapping, Vec<MappingErro
         on_target_delete,
         matching,
         lookup_refs,
+        associations,
         examples,
     })
 }
@@ -507,6 +512,12 @@ fn match_rules(
 /// Checks that every `lookup` names a flow in the set, and that the flow's target is where the
 /// looked-up ids live. Runs across files, after each compiled on its own.
 pub(super) fn check_lookups(mappings: &[std::sync::Arc<Mapping>]) -> Vec<MappingError> {
+    let mut out = lookups_exist(mappings);
+    out.extend(associations::check(mappings));
+    out
+}
+
+fn lookups_exist(mappings: &[std::sync::Arc<Mapping>]) -> Vec<MappingError> {
     let names: Vec<&str> = mappings.iter().map(|m| m.name.as_str()).collect();
     mappings
         .iter()

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use jiff::tz::TimeZone;
 
 use crate::model::ObjectRef;
-pub use apply::{MapError, Op};
+pub use apply::{MapError, Op, get_path};
 pub use examples::{ExampleFailure, run_examples};
 pub use filter::{Condition, Test};
 use value::{FieldType, Val};
@@ -53,6 +53,8 @@ pub struct Mapping {
     pub matching: Option<MatchRules>,
     /// Where the file's `lookup` transforms name other flows (checked across the set).
     pub lookup_refs: Vec<LookupRef>,
+    /// HubSpot associations of the target record with other flows' target records.
+    pub associations: Vec<Association>,
     pub examples: Vec<Example>,
 }
 
@@ -61,6 +63,19 @@ pub struct Mapping {
 pub struct LookupRef {
     pub flow: String,
     /// The position (file, line, column, key) to report it at.
+    pub at: MappingError,
+}
+
+/// An `[[association]]`: the target record is associated (HubSpot v4) with the record another
+/// flow linked to the source id found at `source`, once both exist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Association {
+    /// The flow whose links hold the other record; its target object is the other side.
+    pub flow: String,
+    /// Dotted path in the source record holding the other flow's source id.
+    pub source: String,
+    pub kind: crate::model::AssociationType,
+    /// Where it is written, to report a cross-file problem at.
     pub at: MappingError,
 }
 

@@ -1,9 +1,13 @@
 //! Domain types shared by every module: systems, records, changes and cursors. No vendor wire formats.
 
+mod association;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub use association::{AssociationType, CATEGORIES as ASSOCIATION_CATEGORIES};
 
 /// The vendor systems prmsync knows. Adding one touches this enum and one connector folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

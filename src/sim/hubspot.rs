@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use super::hubspot_table::{Object, Props, Table};
 use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
 
+mod associations;
 mod lifecycle;
 
 /// Deal stages of HubSpot's default sales pipeline.
@@ -128,6 +129,10 @@ struct Inner {
     search_faults: BTreeMap<String, u32>,
     /// (from type, from id, to type, to id).
     associations: BTreeSet<(String, String, String, String)>,
+    /// The type ids of each association (see `hubspot/associations.rs`).
+    association_types: BTreeMap<(String, String, String, String), BTreeSet<u32>>,
+    /// The portal's own association labels: (from type, to type, type id, label).
+    labels: Vec<(String, String, u32, String)>,
     log: Vec<LoggedRequest>,
     /// Whether changes queue webhook events (as a subscribed app would get them).
     webhooks_on: bool,
@@ -359,6 +364,14 @@ impl HubSpotSim {
             .route(
                 "/crm/v4/associations/{from}/{to}/batch/read",
                 post(associations_read),
+            )
+            .route(
+                "/crm/v4/associations/{from}/{to}/batch/create",
+                post(associations::batch_create),
+            )
+            .route(
+                "/crm/v4/associations/{from}/{to}/labels",
+                get(associations::labels),
             )
             .layer(middleware::from_fn_with_state(self.clone(), log_requests))
             .route("/_sim/requests", get(inspect_requests))
@@ -702,13 +715,15 @@ async fn associate_default(
     for i in inputs {
         let f = i.pointer("/from/id").and_then(Value::as_str).unwrap_or("");
         let t = i.pointer("/to/id").and_then(Value::as_str).unwrap_or("");
-        if exists(&inner, &from, f) && exists(&inner, &to, t) {
-            let new = inner
-                .associations
-                .insert((from.clone(), f.into(), to.clone(), t.into()));
-            inner.stats.associations_created += u64::from(new);
+        let default = associations::hubspot_defined(&from, &to)
+            .first()
+            .map(|(id, _)| *id);
+        if let Some(type_id) =
+            default.filter(|_| exists(&inner, &from, f) && exists(&inner, &to, t))
+        {
+            inner.add_association(&from, f, &to, t, type_id);
             results.push(json!({"from": {"id": f}, "to": {"id": t},
-                "associationSpec": {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 5}}));
+                "associationSpec": {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}}));
         } else {
             errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
                 "message": format!("No {from} {f} or {to} {t}"),
@@ -873,7 +888,10 @@ fn object_json_from(o: &Object, props: &Props, only: Option<&[String]>) -> Value
 }
 
 fn known_object(object: &str) -> bool {
-    matches!(object, "deals" | "0-3" | "companies" | "contacts")
+    matches!(
+        object,
+        "deals" | "0-3" | "companies" | "contacts" | "tasks" | "0-27"
+    )
 }
 
 async fn list_objects(

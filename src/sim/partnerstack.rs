@@ -1,4 +1,4 @@
-//! PartnerStack REST v2 simulator: deals, partnerships, customers and leads lists with
+//! PartnerStack REST v2 simulator: deals, partnerships, customers, leads and actions lists with
 //! `min_updated` filters, `starting_after` paging (limit 1-250), epoch-millisecond times, amounts
 //! in cents, `PATCH /api/v2/deals/{key}` (key or external key), bearer-key or Basic
 //! (public:secret key) auth, faults.
@@ -19,7 +19,7 @@ use super::{Injected, SimClock, Turbulence, http_date};
 mod lifecycle;
 
 /// The list endpoints this simulator serves.
-pub const COLLECTIONS: &[&str] = &["deals", "partnerships", "customers", "leads"];
+pub const COLLECTIONS: &[&str] = &["deals", "partnerships", "customers", "leads", "actions"];
 
 /// Fields a PATCH may change (per the deals reference).
 const PATCHABLE: &[&str] = &[

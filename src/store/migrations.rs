@@ -32,6 +32,8 @@ pub fn all() -> Migrations<'static> {
         M::up(STATE_DIGESTS),
         // "resync": `prmsync resync` requests and how far each read has come.
         M::up(super::resync::MIGRATION),
+        // "associations": HubSpot associations flows asked for, until confirmed.
+        M::up(super::associations::MIGRATION),
         // "mdf requests": the PRM's MDF requests, for the attribution report.
         M::up(super::attribution::MIGRATION),
     ])
@@ -265,6 +267,11 @@ mod tests {
              SELECT DISTINCT dup_key FROM k ORDER BY dup_key",
             "SELECT flow FROM outbox WHERE last_error IS NOT NULL ORDER BY id DESC LIMIT 5",
             "SELECT name, value FROM gauges",
+            "SELECT a.flow, f.target_id, t.target_id FROM associations a
+             JOIN links f ON f.flow = a.flow AND f.source_id = a.source_id
+             JOIN links t ON t.flow = a.with_flow AND t.source_id = a.with_key
+             WHERE a.state = 'pending' AND a.flow = ?1 AND f.target_id IS NOT NULL
+             ORDER BY a.updated_ms LIMIT ?2",
             "SELECT at_ms, rowid FROM registration_events
              WHERE at_ms < ?1 AND (at_ms, rowid) > (?2, ?3) ORDER BY at_ms, rowid LIMIT ?4",
         ];

@@ -5,6 +5,7 @@
 //! `commit_plan`, `complete_writes`); no SQL leaves this module.
 
 pub mod attribution;
+mod associations;
 mod counters;
 mod credentials;
 mod digest;
@@ -26,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::failpoint::FailPoints;
 use crate::model::{Change, Cursor, Direction, ObjectRef, SystemKind};
 
+pub use associations::{AssociationIntent, AssociationOutcome, ReadyAssociation};
 pub use digest::StateDigest;
 pub use queries::StatusReport;
 pub use registrations::{DecisionChange, KeyedEvent, RegistrationGroup, StoredRegistration};
@@ -239,6 +241,8 @@ pub struct PlanCommit {
     pub backfill: Vec<(String, Direction, String)>,
     /// Tombstones set or cleared, targets forgotten (record lifecycle).
     pub marks: Vec<LinkMark>,
+    /// Associations the planned records ask for (kept until both records exist).
+    pub associations: Vec<AssociationIntent>,
 }
 
 /// Decisions for some duplicate-key groups, with their write-backs, committed in one transaction.
@@ -507,6 +511,26 @@ impl Store {
     /// observations, and marks the inbox items processed, all in one transaction.
     pub async fn commit_plan(&self, plan: PlanCommit, now_ms: i64) -> Result<(), StoreError> {
         self.write(move |tx| queries::commit_plan(tx, &plan, now_ms))
+            .await
+    }
+
+    /// Pending associations of `flows` whose two records both exist and are live, at most `limit`.
+    pub async fn ready_associations(
+        &self,
+        flows: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<ReadyAssociation>, StoreError> {
+        self.call(move |conn| associations::ready(conn, &flows, limit))
+            .await
+    }
+
+    /// Records what became of sent associations, with a ledger line for each done or refused.
+    pub async fn complete_associations(
+        &self,
+        outcomes: Vec<(ReadyAssociation, AssociationOutcome)>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| associations::complete(tx, &outcomes, now_ms))
             .await
     }
 

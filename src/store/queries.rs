@@ -380,6 +380,7 @@ pub(super) fn commit_plan(
     for mark in &plan.marks {
         mark_link(tx, mark, now_ms)?;
     }
+    super::associations::record(tx, &plan.associations, now_ms)?;
     {
         let mut version = tx.prepare_cached(
             "INSERT INTO links (flow, source_id, updated_ms, source_modified_ms, target_modified_ms)
@@ -477,7 +478,7 @@ pub(super) fn insert_dead_letter(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn insert_ledger(
+pub(super) fn insert_ledger(
     tx: &Transaction<'_>,
     flow: &str,
     direction: Direction,

@@ -2,6 +2,7 @@
 //! 127.0.0.1, and the real `prmsync` binary for CLI behaviour.
 
 mod admin;
+mod associations;
 mod bench;
 mod cli;
 mod compat;

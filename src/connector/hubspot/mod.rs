@@ -5,6 +5,7 @@
 
 pub mod api;
 mod archive;
+mod associations;
 mod facts;
 pub mod limits;
 pub mod webhook;
