@@ -4,8 +4,8 @@
 //! SQLite and two writes never interleave. Callers speak in domain verbs (`stage_changes`,
 //! `commit_plan`, `complete_writes`); no SQL leaves this module.
 
-pub mod attribution;
 mod associations;
+pub mod attribution;
 mod counters;
 mod credentials;
 mod digest;
