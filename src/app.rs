@@ -340,7 +340,8 @@ impl Daemon {
         };
         let engine = Arc::new(
             Engine::new(store.clone(), prm, crm, mappings, settings, clock.clone())
-                .with_failpoints(failpoints.clone()),
+                .with_failpoints(failpoints.clone())
+                .with_erasure(config.erasure.clone()),
         );
         engine.set_rules(load_rules(&config)?);
 

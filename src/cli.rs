@@ -123,6 +123,24 @@ pub enum Command {
         #[arg(long, conflicts_with_all = ["since", "ids"])]
         list: bool,
     },
+    /// Erase a person (GDPR Art. 17 / CCPA): their records in both systems per `[erasure]`
+    /// (HubSpot gdpr-delete, a delete or field scrub elsewhere) and their data in the state file,
+    /// keeping an audit row without personal data. Without a person: list the audit.
+    #[command(after_help = EXIT_CODES)]
+    Erase {
+        /// The config file (its systems, mappings, [erasure] and daemon.state_path are used).
+        #[arg(long, short, env = "PRMSYNC_CONFIG")]
+        config: PathBuf,
+        /// Everyone's records holding this address (any case).
+        #[arg(long, conflicts_with = "record")]
+        email: Option<String>,
+        /// One record, SYSTEM/OBJECT/ID (e.g. hubspot/contacts/101), and the person it holds.
+        #[arg(long)]
+        record: Option<String>,
+        /// Show what would be erased and purged; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Start the built-in simulators, sync seeded data through the real daemon, print a summary.
     #[command(after_help = EXIT_CODES)]
     Demo {

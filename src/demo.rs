@@ -101,6 +101,7 @@ pub fn config_for(state: PathBuf, partnerstack: reqwest::Url, hubspot: reqwest::
             oauth: None,
         }),
         retention: RetentionConfig::default(),
+        erasure: crate::config::ErasureConfig::default(),
     }
 }
 

@@ -27,6 +27,7 @@ pub mod connector;
 pub mod credentials;
 pub mod demo;
 pub mod engine;
+pub mod erase_cli;
 pub mod failpoint;
 pub mod file_error;
 pub mod mapping;

@@ -70,6 +70,19 @@ fn main() -> ExitCode {
         Command::Report {
             report: prmsync::cli::ReportKind::Attribution(args),
         } => report_cmd(&args),
+        Command::Erase {
+            config,
+            email,
+            record,
+            dry_run,
+        } => erase_cmd(
+            &config,
+            prmsync::erase_cli::EraseArgs {
+                email,
+                record,
+                dry_run,
+            },
+        ),
         Command::Bench {
             scenarios,
             json,
@@ -549,6 +562,31 @@ fn resync_cmd(path: &Path, args: prmsync::resync_cli::ResyncArgs) -> ExitCode {
         Err(e) => {
             eprintln!("prmsync resync: {e:#}");
             ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// `prmsync erase`: erases a person, or lists the audit.
+fn erase_cmd(path: &Path, args: prmsync::erase_cli::EraseArgs) -> ExitCode {
+    quiet_logs();
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let now = jiff::Timestamp::now().as_millisecond();
+    match runtime().and_then(|rt| rt.block_on(prmsync::erase_cli::run(&config, args, now))) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            use prmsync::engine::erase::EraseError;
+            let usage = matches!(
+                e.downcast_ref::<EraseError>(),
+                Some(EraseError::BadEmail | EraseError::BadRecord(_))
+            );
+            eprintln!("prmsync erase: {e:#}");
+            ExitCode::from(if usage { EXIT_CONFIG } else { EXIT_RUNTIME })
         }
     }
 }

@@ -68,6 +68,7 @@ fn accepted() -> BTreeSet<String> {
         ("rest", fields_of::<raw::RawRest>()),
         ("rest.objects.*", fields_of::<raw::RawRestObject>()),
         ("retention", fields_of::<raw::RawRetention>()),
+        ("erasure", fields_of::<raw::RawErasure>()),
     ];
     let names: BTreeSet<&str> = sections.iter().map(|(s, _)| *s).collect();
     assert!(

@@ -13,8 +13,8 @@ use secrecy::SecretString;
 
 pub use raw::defaults;
 use raw::{
-    RawAdmin, RawDaemon, RawHttp, RawHubSpot, RawLog, RawPartnerStack, RawRest, RawRetention,
-    RawSalesforce, RawSecret,
+    RawAdmin, RawDaemon, RawErasure, RawHttp, RawHubSpot, RawLog, RawPartnerStack, RawRest,
+    RawRetention, RawSalesforce, RawSecret,
 };
 
 use crate::connector::rest::{Paging, RestObject, RestProfile, SinceFormat, UpsertMethod};
@@ -33,6 +33,32 @@ pub struct Config {
     pub prm: PrmConfig,
     pub crm: CrmConfig,
     pub retention: RetentionConfig,
+    pub erasure: ErasureConfig,
+}
+
+/// `[erasure]`: what an erasure does to the person's records in the systems.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasureConfig {
+    /// Delete the person's own CRM record (HubSpot gdpr-delete, Salesforce delete); `false`:
+    /// blank its personal fields.
+    pub delete_crm_person: bool,
+    /// Blank the personal fields of the PRM records that hold the person; `false`: leave them.
+    pub scrub_prm: bool,
+    /// The personal fields blanked on records that keep existing.
+    pub fields: Vec<String>,
+}
+
+impl Default for ErasureConfig {
+    fn default() -> Self {
+        ErasureConfig {
+            delete_crm_person: true,
+            scrub_prm: true,
+            fields: defaults::ERASURE_FIELDS
+                .iter()
+                .map(|f| (*f).to_owned())
+                .collect(),
+        }
+    }
 }
 
 /// `[retention]`: what the state file keeps, and how often the pruning task runs.
@@ -312,6 +338,7 @@ fn validate(
     let http: RawHttp = section(cfg, &top, "http", &mut errs).unwrap_or_default();
     let admin: RawAdmin = section(cfg, &top, "admin", &mut errs).unwrap_or_default();
     let retention: RawRetention = section(cfg, &top, "retention", &mut errs).unwrap_or_default();
+    let erasure: RawErasure = section(cfg, &top, "erasure", &mut errs).unwrap_or_default();
     let partnerstack: Option<RawPartnerStack> = section(cfg, &top, "partnerstack", &mut errs);
     let hubspot: Option<RawHubSpot> = section(cfg, &top, "hubspot", &mut errs);
     let salesforce: Option<RawSalesforce> = section(cfg, &top, "salesforce", &mut errs);
@@ -329,6 +356,7 @@ fn validate(
     let http = validate_http(http, &mut errs);
     let admin = validate_admin(admin, &mut errs);
     let retention = validate_retention(&retention, &mut errs);
+    let erasure = validate_erasure(erasure, &mut errs);
 
     if partnerstack.is_some() && rest.is_some() {
         errs.push(ConfigError {
@@ -402,6 +430,7 @@ fn validate(
             prm,
             crm,
             retention,
+            erasure,
         }),
         _ => Err(errs),
     }
@@ -754,6 +783,38 @@ fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -
         max_attempts: d.max_attempts,
         request_timeout: Duration::from_secs(d.request_timeout_secs),
         state_key: None,
+    }
+}
+
+fn validate_erasure(r: RawErasure, errs: &mut Vec<ConfigError>) -> ErasureConfig {
+    let delete_crm_person = match r.crm_person.as_str() {
+        "delete" => true,
+        "scrub" => false,
+        other => {
+            errs.push(ConfigError {
+                key: "erasure.crm_person".into(),
+                message: format!("unknown policy {other:?}"),
+                hint: Some("use delete or scrub".into()),
+            });
+            true
+        }
+    };
+    let scrub_prm = match r.prm.as_str() {
+        "scrub" => true,
+        "keep" => false,
+        other => {
+            errs.push(ConfigError {
+                key: "erasure.prm".into(),
+                message: format!("unknown policy {other:?}"),
+                hint: Some("use scrub or keep".into()),
+            });
+            true
+        }
+    };
+    ErasureConfig {
+        delete_crm_person,
+        scrub_prm,
+        fields: r.fields,
     }
 }
 

@@ -26,6 +26,25 @@ pub mod defaults {
     pub const RETENTION_LEDGER_DAYS: u64 = 90;
     pub const RETENTION_REGISTRATION_EVENTS_DAYS: u64 = 90;
     pub const RETENTION_INTERVAL_SECS: u64 = 3600;
+    /// Personal fields `prmsync erase` blanks on records that keep existing: the PRM's deal
+    /// contact, HubSpot and Salesforce person fields, and the deal flow's copy of the email.
+    pub const ERASURE_FIELDS: &[&str] = &[
+        "contact_email",
+        "contact_first_name",
+        "contact_last_name",
+        "contact_phone",
+        "email",
+        "firstname",
+        "lastname",
+        "phone",
+        "mobilephone",
+        "prm_contact_email",
+        "Email",
+        "FirstName",
+        "LastName",
+        "Phone",
+        "MobilePhone",
+    ];
 }
 
 /// The top-level sections. Each is read on its own so that mistakes in several sections are all
@@ -40,6 +59,7 @@ pub const SECTIONS: &[&str] = &[
     "salesforce",
     "rest",
     "retention",
+    "erasure",
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -88,6 +108,33 @@ impl Default for RawRetention {
             ledger_days: defaults::RETENTION_LEDGER_DAYS,
             registration_events_days: defaults::RETENTION_REGISTRATION_EVENTS_DAYS,
             interval_secs: defaults::RETENTION_INTERVAL_SECS,
+        }
+    }
+}
+
+/// `[erasure]`: what `prmsync erase` and HubSpot's `contact.privacyDeletion` do to a person's
+/// records in the systems (see `docs/mappings.md`, "Erasure").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawErasure {
+    /// The person's own CRM record (HubSpot contact, Salesforce Contact or Lead): "delete"
+    /// (HubSpot gdpr-delete, Salesforce delete) or "scrub" (blank the personal fields).
+    pub crm_person: String,
+    /// The PRM records that hold the person: "scrub" or "keep".
+    pub prm: String,
+    /// The personal fields blanked on records that keep existing (both systems).
+    pub fields: Vec<String>,
+}
+
+impl Default for RawErasure {
+    fn default() -> Self {
+        RawErasure {
+            crm_person: "delete".into(),
+            prm: "scrub".into(),
+            fields: defaults::ERASURE_FIELDS
+                .iter()
+                .map(|f| (*f).to_owned())
+                .collect(),
         }
     }
 }

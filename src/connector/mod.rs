@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::model::{Record, SystemKind};
+use crate::model::{ObjectRef, Record, SystemKind};
 
 /// What went wrong talking to a system, and whether trying again can help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -374,6 +374,15 @@ impl Connector {
             Connector::HubSpot(c) => Some(c.read_archived(object, start_ms).await),
             Connector::PartnerStack(_) | Connector::Rest(_) => None,
         }
+    }
+}
+
+/// Whether the system's API can change `field` of a record of `object` (PartnerStack deals take
+/// only the PATCH body parameters; other systems are not known to refuse a field).
+pub fn field_writable(object: &ObjectRef, field: &str) -> bool {
+    match (object.system, object.object.as_str()) {
+        (SystemKind::PartnerStack, "deals") => partnerstack::api::DEAL_PATCHABLE.contains(&field),
+        _ => true,
     }
 }
 

@@ -7,6 +7,7 @@ pub mod budget;
 mod decider;
 pub mod deletes;
 pub mod dryrun;
+pub mod erase;
 mod holds;
 mod matching;
 pub mod pipeline;
@@ -192,6 +193,8 @@ pub struct Engine {
     /// Outbox rows (and records) in a batch on its way, so no two batches send the same row.
     claims: Arc<writer::Claims>,
     progress: Arc<Progress>,
+    /// What an erasure does in the systems (`[erasure]`).
+    erasure: RwLock<crate::config::ErasureConfig>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -232,7 +235,22 @@ impl Engine {
             planning: tokio::sync::Mutex::new(()),
             claims: Arc::default(),
             progress: Arc::default(),
+            erasure: RwLock::default(),
         }
+    }
+
+    /// Sets the erasure policy (`[erasure]`).
+    pub fn with_erasure(self, policy: crate::config::ErasureConfig) -> Self {
+        *self.erasure.write().unwrap_or_else(|p| p.into_inner()) = policy;
+        self
+    }
+
+    /// The erasure policy in force.
+    pub fn erasure_policy(&self) -> crate::config::ErasureConfig {
+        self.erasure
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Replaces a credential's API budget (a vendor tier with other limits).

@@ -237,6 +237,14 @@ impl Engine {
         };
         self.store.commit_plan(commit, (self.clock)()).await?;
         self.failpoints.hit("plan.after_commit");
+        // GDPR deletions in HubSpot: erase the person elsewhere, after the batch's own decisions
+        // (the contact's delete) are committed, so nothing planned from them comes back.
+        for item in items
+            .iter()
+            .filter(|i| crate::connector::hubspot::webhook::is_privacy_deletion(&i.change))
+        {
+            self.erase_privacy_deletion(&item.change).await?;
+        }
         Ok(batch)
     }
 

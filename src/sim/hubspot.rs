@@ -18,6 +18,8 @@ use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
 
 mod associations;
 mod lifecycle;
+mod privacy;
+pub use privacy::privacy_deletion_event;
 
 /// Deal stages of HubSpot's default sales pipeline.
 pub const DEAL_STAGES: &[&str] = &[
@@ -357,6 +359,10 @@ impl HubSpotSim {
                 post(lifecycle::batch_archive),
             )
             .route("/crm/v3/objects/{object}/search", post(search))
+            .route(
+                "/crm/v3/objects/contacts/gdpr-delete",
+                post(privacy::gdpr_delete),
+            )
             .route(
                 "/crm/v4/associations/{from}/{to}/batch/associate/default",
                 post(associate_default),

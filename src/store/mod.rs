@@ -10,6 +10,7 @@ mod counters;
 mod credentials;
 mod digest;
 pub mod dlq;
+pub mod erasure;
 mod migrations;
 mod queries;
 mod registrations;
@@ -449,6 +450,49 @@ impl Store {
         self.write(move |tx| resync::restart(tx, id)).await
     }
 
+    /// The records whose staged changes or dead letters contain `email` (lower case).
+    pub async fn records_holding(
+        &self,
+        email: String,
+    ) -> Result<std::collections::BTreeSet<erasure::RecordKey>, StoreError> {
+        self.call(move |conn| erasure::records_holding(conn, &email))
+            .await
+    }
+
+    /// The newest staged payload of a record.
+    pub async fn latest_payload(
+        &self,
+        record: erasure::RecordKey,
+    ) -> Result<Option<Map<String, Value>>, StoreError> {
+        self.call(move |conn| erasure::latest_payload(conn, &record))
+            .await
+    }
+
+    /// How many rows a purge would delete and how many values it would rewrite (dry run).
+    pub async fn erasure_counts(
+        &self,
+        purge: erasure::Purge,
+    ) -> Result<(usize, usize), StoreError> {
+        self.call(move |conn| erasure::count(conn, &purge)).await
+    }
+
+    /// Purges a person's data with its audit row, overwriting what is deleted, then checkpoints
+    /// the WAL (see [`erasure`]).
+    pub async fn purge_erasure(
+        &self,
+        purge: erasure::Purge,
+        audit: erasure::Audit,
+        now_ms: i64,
+    ) -> Result<erasure::PurgeReport, StoreError> {
+        self.call(move |conn| erasure::purge_securely(conn, &purge, &audit, now_ms))
+            .await
+    }
+
+    /// The erasure audit rows, newest first.
+    pub async fn erasures(&self, limit: usize) -> Result<Vec<erasure::AuditRow>, StoreError> {
+        self.read(move |conn| erasure::audits(conn, limit)).await
+    }
+
     /// The stored incremental-read position for an object.
     pub async fn cursor(&self, object: ObjectRef) -> Result<Option<Cursor>, StoreError> {
         self.call(move |conn| queries::cursor(conn, &object)).await
@@ -832,6 +876,9 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     // FULL: a commit that acknowledges a webhook or advances a cursor survives power loss.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Freed space inside a page is zeroed (no extra I/O), so a deleted or rewritten row's old
+    // bytes do not linger in the file (an erasure relies on it; see erasure.rs).
+    conn.pragma_update(None, "secure_delete", "FAST")?;
     Ok(())
 }
 

@@ -16,8 +16,11 @@ pub(super) fn insert_changes(
     now_ms: i64,
 ) -> Result<usize, StoreError> {
     let mut stmt = tx.prepare_cached(
+        // Records an erasure left holding a person in their system are not taken in again.
         "INSERT INTO inbox (event_id, system, object, record_id, kind, modified_ms, payload, received_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+         WHERE NOT EXISTS (SELECT 1 FROM erased_records
+                           WHERE system = ?2 AND object = ?3 AND record_id = ?4)
          ON CONFLICT (event_id) DO NOTHING",
     )?;
     let mut n = 0;

@@ -10,6 +10,8 @@ mod connector_contract;
 mod connectors;
 mod crash;
 mod crm_facts;
+mod deletion_webhook;
+mod erase;
 mod guarantees;
 // Helpers are shared by every test module; not each branch uses all of them.
 #[allow(dead_code, unused_imports)]

@@ -5,6 +5,21 @@ use serde_json::Value;
 
 use crate::model::{Change, ChangeKind, ObjectRef, Record, SystemKind};
 
+/// The subscription action of HubSpot's GDPR deletion event (`contact.privacyDeletion`).
+pub const PRIVACY_DELETION: &str = "privacyDeletion";
+
+/// Whether a staged change is HubSpot's `contact.privacyDeletion` event.
+pub fn is_privacy_deletion(change: &Change) -> bool {
+    change.kind == ChangeKind::Delete
+        && change.object.system == SystemKind::HubSpot
+        && change
+            .record
+            .fields
+            .get("subscriptionType")
+            .and_then(Value::as_str)
+            == Some("contact.privacyDeletion")
+}
+
 /// Parses a HubSpot webhook body (a JSON array of events) into changes; subscriptions prmsync
 /// does not sync are dropped. Pure, for the handler and the fuzz target.
 pub fn parse_events(body: &[u8]) -> Result<Vec<Change>, String> {
@@ -43,7 +58,9 @@ fn hubspot_change(ev: Value) -> Result<Option<Change>, String> {
         // Subscriptions prmsync does not sync are acknowledged and ignored.
         _ => return Ok(None),
     };
-    let kind = if action == "deletion" {
+    // A GDPR deletion (`contact.privacyDeletion`) deletes the contact too; the engine also
+    // erases the person (it keeps `subscriptionType` in the change's fields).
+    let kind = if action == "deletion" || action == PRIVACY_DELETION {
         ChangeKind::Delete
     } else {
         ChangeKind::Hint

@@ -21,6 +21,25 @@ pub struct ListPage {
     pub items: Vec<Map<String, Value>>,
 }
 
+/// The deal fields `PATCH /v2/deals/{key}` accepts (the reference's body parameters); others,
+/// such as `contact_email`, cannot be changed through the API.
+pub const DEAL_PATCHABLE: &[&str] = &[
+    "account_name",
+    "amount",
+    "close_date",
+    "contact_first_name",
+    "contact_last_name",
+    "customer_key",
+    "external_key",
+    "lost_reason",
+    "partner_key",
+    "source",
+    "stage",
+    "team",
+    "team_member",
+    "fields",
+];
+
 /// Cursor paging page size (the API allows 1 to 250).
 pub const PAGE_LIMIT: usize = 250;
 
