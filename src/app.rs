@@ -25,6 +25,7 @@ use crate::engine::{Clock, Engine, EngineSettings, RetryPolicy, TickReport};
 use crate::failpoint::FailPoints;
 use crate::mapping::{Mapping, MappingErrors, MappingSet};
 use crate::model::SystemKind;
+use crate::notify::{monotonic, notify};
 use crate::rules::Rules;
 use crate::store::{ReadOnlyStore, Store};
 use crate::webhook::{self, WebhookState};
@@ -432,6 +433,21 @@ impl Daemon {
             sd_notify::NotifyState::Status(&summary),
         ]);
         let pipeline = Pipeline::start(self.engine.clone(), self.ready.clone());
+        // The watchdog pings and STATUS= refreshes stop before the stages do (or when this
+        // future is dropped at the shutdown deadline).
+        let stop_watch = CancellationToken::new();
+        let watch = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(crate::notify::watch(
+            crate::notify::Watch {
+                engine: self.engine.clone(),
+                stall_timeout: self.config.daemon.stall_timeout,
+                status_every: self
+                    .config
+                    .daemon
+                    .poll_interval
+                    .clamp(Duration::from_secs(1), Duration::from_secs(30)),
+            },
+            stop_watch.clone(),
+        )));
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -441,6 +457,8 @@ impl Daemon {
                 }
             }
         }
+        stop_watch.cancel();
+        let _ = watch.await;
         pipeline.stop().await;
     }
 
@@ -594,18 +612,6 @@ fn require(secret: &str, key: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn monotonic() -> sd_notify::NotifyState<'static> {
-    sd_notify::NotifyState::monotonic_usec_now()
-        .unwrap_or(sd_notify::NotifyState::Status("reloading"))
-}
-
-/// Tells systemd about a state change; a no-op outside systemd.
-fn notify(states: &[sd_notify::NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(states) {
-        tracing::debug!(error = %e, "sd_notify failed");
-    }
 }
 
 /// `prmsync run`: start, serve until a signal, drain within the deadline.

@@ -72,6 +72,7 @@ pub fn config_for(state: PathBuf, partnerstack: reqwest::Url, hubspot: reqwest::
             shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
             max_attempts: defaults::MAX_ATTEMPTS,
             request_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(defaults::STALL_TIMEOUT_SECS),
             state_key: None,
         },
         log: LogConfig {

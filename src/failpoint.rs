@@ -4,6 +4,9 @@
 //! The value is a comma-separated list of `name` or `name=N` (abort on the Nth time the point is
 //! reached; default 1), e.g. `PRMSYNC_FAILPOINTS=drain.after_send=3`. The abort is
 //! `std::process::abort`: no destructors, no flush, as close to `kill -9` as a process gets.
+//! `stall:name[=N]` instead makes the stage task that reaches the point the Nth time hang there
+//! (until the pipeline stops), as a wedged stage would: watchdog tests. Only the points in
+//! [`STALL_POINTS`] can stall.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +33,16 @@ pub const POINTS: &[&str] = &[
     "webhook.after_commit",
 ];
 
+/// The points a stage task reaches in async code, where `stall:` can hang it.
+pub const STALL_POINTS: &[&str] = &["plan.after_commit"];
+
+/// What an armed point does when its hit comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Abort,
+    Stall,
+}
+
 /// A fail-point spec that names an unknown point or a bad count.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{ENV_VAR}: {0} (known points: {points})", points = POINTS.join(", "))]
@@ -38,8 +51,8 @@ pub struct FailPointError(String);
 /// The armed fail points. Cheap to clone; the default arms none.
 #[derive(Debug, Clone, Default)]
 pub struct FailPoints {
-    /// Remaining hits before the abort, per armed point.
-    armed: Arc<BTreeMap<&'static str, AtomicU64>>,
+    /// Remaining hits before the action, per armed point.
+    armed: Arc<BTreeMap<&'static str, (Action, AtomicU64)>>,
 }
 
 impl FailPoints {
@@ -48,11 +61,15 @@ impl FailPoints {
         FailPoints::default()
     }
 
-    /// Parses `name[=N],...`; an empty spec arms nothing.
+    /// Parses `[stall:]name[=N],...`; an empty spec arms nothing.
     pub fn parse(spec: &str) -> Result<Self, FailPointError> {
         let mut armed = BTreeMap::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, count) = match part.split_once('=') {
+            let (action, point) = match part.strip_prefix("stall:") {
+                Some(rest) => (Action::Stall, rest.trim()),
+                None => (Action::Abort, part),
+            };
+            let (name, count) = match point.split_once('=') {
                 Some((n, c)) => {
                     let c: u64 =
                         c.trim().parse().ok().filter(|c| *c > 0).ok_or_else(|| {
@@ -60,12 +77,18 @@ impl FailPoints {
                         })?;
                     (n.trim(), c)
                 }
-                None => (part, 1),
+                None => (point, 1),
             };
             let Some(point) = POINTS.iter().find(|p| **p == name) else {
                 return Err(FailPointError(format!("unknown fail point {name:?}")));
             };
-            armed.insert(*point, AtomicU64::new(count));
+            if action == Action::Stall && !STALL_POINTS.contains(point) {
+                return Err(FailPointError(format!(
+                    "{name} cannot stall (stall: works at {})",
+                    STALL_POINTS.join(", ")
+                )));
+            }
+            armed.insert(*point, (action, AtomicU64::new(count)));
         }
         Ok(FailPoints {
             armed: Arc::new(armed),
@@ -79,14 +102,37 @@ impl FailPoints {
 
     /// Marks that `point` was reached; aborts the process if this is the armed hit.
     pub fn hit(&self, point: &'static str) {
-        debug_assert!(POINTS.contains(&point), "undeclared fail point {point}");
-        let Some(left) = self.armed.get(point) else {
-            return;
-        };
-        if left.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if self.fires(point) == Some(Action::Abort) {
             eprintln!("prmsync: fail point {point} reached; aborting");
             std::process::abort();
         }
+    }
+
+    /// [`FailPoints::hit`] for a point in [`STALL_POINTS`]: on its armed hit a `stall:` point
+    /// never returns (the task hangs until its future is dropped, when the pipeline stops).
+    pub async fn reached(&self, point: &'static str) {
+        debug_assert!(
+            STALL_POINTS.contains(&point),
+            "{point} is not a stall point"
+        );
+        match self.fires(point) {
+            Some(Action::Abort) => {
+                eprintln!("prmsync: fail point {point} reached; aborting");
+                std::process::abort();
+            }
+            Some(Action::Stall) => {
+                eprintln!("prmsync: fail point {point} reached; this task stalls here");
+                std::future::pending::<()>().await;
+            }
+            None => {}
+        }
+    }
+
+    /// Counts a hit of `point`; its action when this is the armed hit.
+    fn fires(&self, point: &'static str) -> Option<Action> {
+        debug_assert!(POINTS.contains(&point), "undeclared fail point {point}");
+        let (action, left) = self.armed.get(point)?;
+        (left.fetch_sub(1, Ordering::SeqCst) == 1).then_some(*action)
     }
 }
 
@@ -98,8 +144,12 @@ mod tests {
     fn parses_names_and_counts_and_refuses_unknown_points() {
         let fp = FailPoints::parse("drain.after_send=3, plan.after_commit").unwrap();
         assert!(fp.is_armed());
-        assert_eq!(fp.armed["drain.after_send"].load(Ordering::SeqCst), 3);
-        assert_eq!(fp.armed["plan.after_commit"].load(Ordering::SeqCst), 1);
+        assert_eq!(fp.armed["drain.after_send"].1.load(Ordering::SeqCst), 3);
+        assert_eq!(fp.armed["plan.after_commit"].1.load(Ordering::SeqCst), 1);
+        let stall = FailPoints::parse("stall:plan.after_commit=2").unwrap();
+        assert_eq!(stall.armed["plan.after_commit"].0, Action::Stall);
+        let e = FailPoints::parse("stall:drain.after_send").unwrap_err();
+        assert!(e.to_string().contains("cannot stall"), "{e}");
         assert!(!FailPoints::parse("").unwrap().is_armed());
         let e = FailPoints::parse("drain.nowhere").unwrap_err();
         assert!(e.to_string().contains("unknown fail point"), "{e}");
@@ -114,6 +164,30 @@ mod tests {
             fp.hit("drain.after_send");
             fp.hit("plan.after_commit");
         }
-        assert_eq!(fp.armed["drain.after_send"].load(Ordering::SeqCst), 990);
+        assert_eq!(fp.armed["drain.after_send"].1.load(Ordering::SeqCst), 990);
+    }
+
+    #[tokio::test]
+    async fn a_stall_point_hangs_only_its_armed_hit() {
+        let fp = FailPoints::parse("stall:plan.after_commit=2").unwrap();
+        // The first hit passes.
+        fp.reached("plan.after_commit").await;
+        let second = fp.reached("plan.after_commit");
+        tokio::pin!(second);
+        // The second never completes: polled once, it is still pending.
+        assert!(futures_poll_once(second.as_mut()).await.is_none());
+        // Later hits pass again (the count wrapped past zero: only the armed hit fires).
+        fp.reached("plan.after_commit").await;
+    }
+
+    /// Polls `f` once: `Some` if it completed.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(mut f: F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 }

@@ -12,6 +12,7 @@
 //! - [`credentials`]: rotated tokens sealed in the state file; `prmsync auth status|reset`.
 //! - [`webhook`]: the internet-facing HTTP listener: webhook intake.
 //! - [`admin`]: the loopback admin listener: `/livez`, `/readyz`, `/metrics`.
+//! - [`notify`]: the systemd notify protocol: state changes, `STATUS=`, the progress watchdog.
 //! - [`store`]: the only module that knows SQL.
 //! - [`ops`]: operator verbs on the state file (`prmsync dlq`).
 //! - [`failpoint`]: named abort points for crash tests, armed only by `PRMSYNC_FAILPOINTS`.
@@ -33,6 +34,7 @@ pub mod file_error;
 pub mod mapping;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod ops;
 pub mod registrations_cli;
 pub mod report;

@@ -87,6 +87,9 @@ pub struct DaemonConfig {
     pub shutdown_timeout: Duration,
     pub max_attempts: u32,
     pub request_timeout: Duration,
+    /// A stage task (poller, planner, decider, writer) that has not finished a cycle for this
+    /// long stops the systemd watchdog pings, so systemd restarts the service.
+    pub stall_timeout: Duration,
     /// `daemon.state_key`: seals saved credentials (rotated refresh tokens, the last session);
     /// required with Salesforce `auth = "refresh_token"`.
     pub state_key: Option<SecretString>,
@@ -723,6 +726,15 @@ fn section<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// `daemon.stall_timeout_secs` when not set: 300, or more when one poll interval plus a slow read
+/// (three attempts of the request timeout, with backoff) could take longer.
+pub fn stall_timeout_default(poll_interval_secs: u64, request_timeout_secs: u64) -> u64 {
+    let slow_cycle = poll_interval_secs
+        .saturating_add(request_timeout_secs.saturating_mul(3))
+        .saturating_add(30);
+    defaults::STALL_TIMEOUT_SECS.max(slow_cycle)
+}
+
 fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -> DaemonConfig {
     let mut positive = |key: &str, v: u64, hint: &str| {
         if v == 0 {
@@ -753,6 +765,21 @@ fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -
         d.request_timeout_secs,
         "30 is the default",
     );
+    let stall_timeout_secs = d
+        .stall_timeout_secs
+        .unwrap_or_else(|| stall_timeout_default(d.poll_interval_secs, d.request_timeout_secs));
+    if stall_timeout_secs <= d.poll_interval_secs {
+        errs.push(ConfigError {
+            key: "daemon.stall_timeout_secs".into(),
+            message: format!(
+                "{stall_timeout_secs} is not more than poll_interval_secs ({}): every stage is quiet for up to a poll interval",
+                d.poll_interval_secs
+            ),
+            hint: Some(
+                "300 is the default; allow a poll interval plus a slow read (3 attempts of request_timeout_secs)".into(),
+            ),
+        });
+    }
     if !(1..=200).contains(&d.batch_size) {
         errs.push(ConfigError {
             key: "daemon.batch_size".into(),
@@ -782,6 +809,7 @@ fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -
         shutdown_timeout: Duration::from_secs(d.shutdown_timeout_secs),
         max_attempts: d.max_attempts,
         request_timeout: Duration::from_secs(d.request_timeout_secs),
+        stall_timeout: Duration::from_secs(stall_timeout_secs),
         state_key: None,
     }
 }

@@ -19,6 +19,9 @@ pub mod defaults {
     pub const LOG_FORMAT: &str = "auto";
     pub const LOG_LEVEL: &str = "info";
     pub const REQUEST_TIMEOUT_SECS: u64 = 30;
+    /// A stage task quiet this long stops the systemd watchdog pings (at least; see
+    /// `config::stall_timeout_default`).
+    pub const STALL_TIMEOUT_SECS: u64 = 300;
     pub const PARTNERSTACK_BASE_URL: &str = "https://api.partnerstack.com/api/v2";
     pub const HUBSPOT_BASE_URL: &str = "https://api.hubapi.com";
     pub const SALESFORCE_LOGIN_URL: &str = "https://login.salesforce.com";
@@ -72,6 +75,8 @@ pub struct RawDaemon {
     pub shutdown_timeout_secs: u64,
     pub max_attempts: u32,
     pub request_timeout_secs: u64,
+    /// `None`: derived from the poll interval and request timeout.
+    pub stall_timeout_secs: Option<u64>,
     /// The key that seals saved credentials (rotated refresh tokens) in the state file.
     pub state_key: Option<RawSecret>,
 }
@@ -86,6 +91,7 @@ impl Default for RawDaemon {
             shutdown_timeout_secs: defaults::SHUTDOWN_TIMEOUT_SECS,
             max_attempts: defaults::MAX_ATTEMPTS,
             request_timeout_secs: defaults::REQUEST_TIMEOUT_SECS,
+            stall_timeout_secs: None,
             state_key: None,
         }
     }

@@ -163,3 +163,33 @@ fn secret_references_must_name_one_source() {
     assert!(keys.contains(&"partnerstack.api_key"), "{keys:?}");
     assert!(keys.contains(&"hubspot.access_token"), "{keys:?}");
 }
+
+#[test]
+fn a_stall_timeout_within_one_poll_interval_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = env(&[("PS_KEY", "k"), ("HS_TOKEN", "t")]);
+    let c = load(&write(&dir, MINIMAL), &vars).unwrap();
+    assert_eq!(
+        c.daemon.stall_timeout,
+        Duration::from_secs(defaults::STALL_TIMEOUT_SECS)
+    );
+    // A long poll interval raises the default with it.
+    let text = format!("[daemon]\npoll_interval_secs = 3600\n{MINIMAL}");
+    let c = load(&write(&dir, &text), &vars).unwrap();
+    assert_eq!(
+        c.daemon.stall_timeout,
+        Duration::from_secs(3600 + 3 * defaults::REQUEST_TIMEOUT_SECS + 30)
+    );
+    let text = format!("[daemon]\npoll_interval_secs = 60\nstall_timeout_secs = 60\n{MINIMAL}");
+    let errs = load(&write(&dir, &text), &vars).unwrap_err();
+    let e = errs
+        .errors
+        .iter()
+        .find(|e| e.key == "daemon.stall_timeout_secs")
+        .unwrap_or_else(|| panic!("{errs}"));
+    assert!(
+        e.message.contains("poll_interval_secs (60)"),
+        "{}",
+        e.message
+    );
+}

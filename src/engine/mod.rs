@@ -64,6 +64,15 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// The `kind` label of `prmsync_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EngineError::Store(_) => "store",
+            EngineError::Connector { error, .. } => crate::telemetry::meters::error_kind(error),
+            EngineError::Resync(_) => "resync",
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
         match self {
             EngineError::Store(e) => e.is_retryable(),
@@ -274,6 +283,11 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The engine's clock (epoch milliseconds).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The signals that wake the stages (webhook handlers wake the planner).

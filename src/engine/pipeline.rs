@@ -79,6 +79,11 @@ impl Pipeline {
     }
 }
 
+/// The progress name of `object`'s poller (`poller partnerstack/deals`).
+pub(super) fn poller_stage(object: &ObjectRef) -> String {
+    format!("poller {object}")
+}
+
 /// What every stage task holds.
 #[derive(Debug, Clone)]
 struct Stage {
@@ -154,11 +159,20 @@ impl Stage {
     /// One object's poller: reads it every poll interval (sooner when a thin webhook names it),
     /// straight on while a backfill has pages left, never while its system is on hold.
     async fn poller(self, object: ObjectRef) {
-        let stage = self.engine.progress.start(format!("poller {object}"));
+        let stage = self.engine.progress.start(poller_stage(&object));
         let wake = self.engine.signals.poller(&object);
-        while self.still_polled(&object) {
+        loop {
+            if !self.still_polled(&object) {
+                stage.retire();
+                return;
+            }
             let wait = match self.hold_wait(object.system) {
-                Some(wait) => wait,
+                // Waiting out a hold is progress too: the watchdog still vouches for a poller
+                // that waits on purpose, one interval at a time.
+                Some(wait) => {
+                    stage.cycle();
+                    wait.min(self.interval())
+                }
                 None => {
                     let result = tokio::select! {
                         biased;
@@ -240,7 +254,7 @@ impl Stage {
             self.outcome("writer", probed, |_| false);
             if let Some(wait) = self.hold_wait(system) {
                 stage.cycle();
-                if !self.idle(&wake, wait).await {
+                if !self.idle(&wake, wait.min(self.interval())).await {
                     break;
                 }
                 continue;

@@ -45,6 +45,7 @@ impl Engine {
             };
             report.processed += batch.processed;
             report.queued += batch.queued;
+            self.progress.step("planner");
             for system in &batch.systems {
                 self.signals.writer(*system).notify_one();
             }
@@ -236,7 +237,7 @@ impl Engine {
             hinted,
         };
         self.store.commit_plan(commit, (self.clock)()).await?;
-        self.failpoints.hit("plan.after_commit");
+        self.failpoints.reached("plan.after_commit").await;
         // GDPR deletions in HubSpot: erase the person elsewhere, after the batch's own decisions
         // (the contact's delete) are committed, so nothing planned from them comes back.
         for item in items

@@ -6,6 +6,7 @@
 use super::{Engine, EngineError, managed_by, poll_targets};
 use crate::connector::{Connector, ConnectorError};
 use crate::model::{Change, Cursor, ObjectRef, Resume};
+use crate::telemetry::meters::meters;
 
 /// What one poll cycle of an object did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,6 +25,20 @@ impl Engine {
     /// page or starting one at the keyset position minus the overlap, and stops at the last page
     /// or after `max_pages_per_cycle` pages.
     pub async fn poll(&self, object: &ObjectRef) -> Result<PollReport, EngineError> {
+        let result = self.poll_cycle(object).await;
+        let m = meters();
+        m.poll_ended(
+            object.system,
+            &object.object,
+            result.as_ref().map(|r| r.finished).map_err(|_| ()),
+        );
+        if let Err(e) = &result {
+            m.error(e.kind());
+        }
+        result
+    }
+
+    async fn poll_cycle(&self, object: &ObjectRef) -> Result<PollReport, EngineError> {
         let mut report = PollReport::default();
         let mappings = self.mappings();
         let (Some(conn), Some((_, fields))) = (
@@ -43,6 +58,12 @@ impl Engine {
             Some(r) => (r.since_ms, Some(r.page)),
             None => (self.keyset_since(stored.as_ref()), None),
         };
+        meters().poll_started(
+            object.system,
+            &object.object,
+            page.is_none(),
+            (self.clock)(),
+        );
         let mut committed = stored;
         let mut resumed = page.is_some();
         while report.pages < self.settings.max_pages_per_cycle.max(1) {
@@ -81,6 +102,7 @@ impl Engine {
             };
             resumed = false;
             report.pages += 1;
+            self.progress.step(&super::pipeline::poller_stage(object));
             // Items the connector could not read stop only themselves.
             super::rejects::dead_letter(&self.store, object, read.rejects, (self.clock)()).await?;
             let mut changes = Vec::with_capacity(read.records.len());

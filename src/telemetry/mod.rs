@@ -1,4 +1,4 @@
-//! Logging setup: human-readable text on a terminal, JSON lines, or journald fields under systemd;
+//! Logging setup (and, in [`meters`], the process's event counters for `/metrics`): human-readable text on a terminal, JSON lines, or journald fields under systemd;
 //! every line passes the [`redact::Redactor`] (secrets always, personal data unless turned off).
 //!
 //! Stable field names, in every format: `message`, `level`, `timestamp` (text and JSON; journald
@@ -7,6 +7,7 @@
 //! `PRIORITY` and `SYSLOG_IDENTIFIER=prmsync`.
 
 pub mod journald;
+pub mod meters;
 pub mod redact;
 
 use std::io::{IsTerminal as _, Write};
