@@ -197,6 +197,7 @@ impl Salesforce {
                 Ok(Deletion {
                     id: d.id,
                     deleted_ms,
+                    merged_into: None,
                 })
             })
             .collect()
