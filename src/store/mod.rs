@@ -5,6 +5,7 @@
 //! `commit_plan`, `complete_writes`); no SQL leaves this module.
 
 mod associations;
+mod busy;
 mod counters;
 mod credentials;
 mod digest;
@@ -311,7 +312,7 @@ impl Store {
             path: path.to_owned(),
             source,
         })?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        busy::install(&conn)?;
         retention::enable_incremental_vacuum(&conn)?;
         configure(&conn)?;
         migrate(&mut conn, failpoints)?;
@@ -792,7 +793,7 @@ fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
         path: path.to_owned(),
         source,
     })?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    busy::install(&conn)?;
     Ok(conn)
 }
 
