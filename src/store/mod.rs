@@ -11,6 +11,7 @@ mod credentials;
 mod digest;
 pub mod dlq;
 pub mod erasure;
+mod group;
 mod migrations;
 mod queries;
 mod registrations;
@@ -58,16 +59,18 @@ pub enum StoreError {
     Corrupt(&'static str),
     #[error("the store's writer thread has stopped")]
     Closed,
+    #[error("state database error (group commit): {0}")]
+    GroupCommit(String),
 }
 
 impl StoreError {
     /// Whether trying the same operation again later can succeed (locked, disk full, I/O).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Sqlite(_))
+        matches!(self, StoreError::Sqlite(_) | StoreError::GroupCommit(_))
     }
 }
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+use group::Job;
 
 /// A handle to the state store. Cheap to clone; the writer thread stops when the last handle drops.
 #[derive(Debug, Clone)]
@@ -321,9 +324,7 @@ impl Store {
         std::thread::Builder::new()
             .name("prmsync-store".into())
             .spawn(move || {
-                while let Some(job) = rx.blocking_recv() {
-                    job(&mut conn);
-                }
+                group::run(&mut conn, &mut rx);
             })
             .map_err(|e| StoreError::Open {
                 path: path.to_owned(),
@@ -348,12 +349,12 @@ impl Store {
         F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
+        let job = Job::Run(Box::new(move |conn| {
             // The receiver is gone only if the caller was cancelled; the result is then unwanted.
             if tx.send(f(conn)).is_err() {
                 tracing::debug!("store caller went away before its result was ready");
             }
-        });
+        }));
         self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -389,19 +390,56 @@ impl Store {
         .await
     }
 
+    /// [`Store::write`] for the engine's own hot commits (poll pages, plans, write outcomes,
+    /// decisions), without waiting for the disk: in WAL mode a crash keeps them, and the next
+    /// synced commit (a webhook's, a credential's) makes them durable with it. A power loss can
+    /// undo the last few, which the engine redoes from what is durable: a page is re-read, a
+    /// plan re-planned from its inbox rows, a write re-sent as the idempotent upsert it is.
+    async fn write_relaxed<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.call(move |conn| {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            let r = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let r = f(&tx)?;
+                tx.commit()?;
+                Ok(r)
+            })();
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            r
+        })
+        .await
+    }
+
     /// Stages changes in the inbox (a repeated event id is ignored) and, in the same transaction,
-    /// moves the object's cursor. Returns how many changes were new.
+    /// moves the object's cursor. Returns how many changes were new. Without a cursor (webhooks),
+    /// stagings queued together commit together (`group.rs`); each still answers only once its
+    /// changes are durable.
     pub async fn stage_changes(
         &self,
         changes: Vec<Change>,
         cursor: Option<(ObjectRef, Cursor)>,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        self.write(move |tx| {
+        let Some((object, cursor)) = cursor else {
+            let (reply, rx) = oneshot::channel();
+            let staging = group::Staging {
+                changes,
+                now_ms,
+                reply,
+            };
+            self.jobs
+                .send(Job::Stage(staging))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            return rx.await.map_err(|_| StoreError::Closed)?;
+        };
+        self.write_relaxed(move |tx| {
             let n = queries::insert_changes(tx, &changes, now_ms)?;
-            if let Some((object, cursor)) = &cursor {
-                queries::set_cursor(tx, object, cursor, now_ms)?;
-            }
+            queries::set_cursor(tx, &object, &cursor, now_ms)?;
             Ok(n)
         })
         .await
@@ -554,7 +592,7 @@ impl Store {
     /// Commits a batch of planning decisions: outbox rows, dead letters, ledger lines, link
     /// observations, and marks the inbox items processed, all in one transaction.
     pub async fn commit_plan(&self, plan: PlanCommit, now_ms: i64) -> Result<(), StoreError> {
-        self.write(move |tx| queries::commit_plan(tx, &plan, now_ms))
+        self.write_relaxed(move |tx| queries::commit_plan(tx, &plan, now_ms))
             .await
     }
 
@@ -595,7 +633,7 @@ impl Store {
         outcomes: Vec<WriteOutcome>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.write(move |tx| queries::complete_writes(tx, &outcomes, now_ms))
+        self.write_relaxed(move |tx| queries::complete_writes(tx, &outcomes, now_ms))
             .await
     }
 
@@ -652,7 +690,7 @@ impl Store {
         touched: Vec<String>,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        self.write(move |tx| {
+        self.write_relaxed(move |tx| {
             let n = registrations::record_events(tx, &events, now_ms)?;
             registrations::touch(tx, &touched)?;
             Ok(n)
@@ -666,7 +704,7 @@ impl Store {
         names: Vec<(String, String)>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.write(move |tx| registrations::record_partners(tx, &names, now_ms))
+        self.write_relaxed(move |tx| registrations::record_partners(tx, &names, now_ms))
             .await
     }
 
@@ -728,7 +766,7 @@ impl Store {
         commit: DecisionCommit,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        self.write(move |tx| registrations::commit_decisions(tx, &commit, now_ms))
+        self.write_relaxed(move |tx| registrations::commit_decisions(tx, &commit, now_ms))
             .await
     }
 

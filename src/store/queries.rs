@@ -11,7 +11,7 @@ use super::{
 use crate::model::{Change, ChangeKind, Cursor, Direction, ObjectRef, Record, SystemKind};
 
 pub(super) fn insert_changes(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     changes: &[Change],
     now_ms: i64,
 ) -> Result<usize, StoreError> {

@@ -142,7 +142,8 @@ pub struct KeyedEvent {
 }
 
 fn mark_group_dirty(tx: &Transaction<'_>, key: &str) -> Result<(), StoreError> {
-    tx.prepare_cached("UPDATE registrations SET dirty = 1 WHERE dup_key = ?1")?
+    // Rows already dirty are left alone: a busy group costs a read, not a rewrite of every row.
+    tx.prepare_cached("UPDATE registrations SET dirty = 1 WHERE dup_key = ?1 AND dirty = 0")?
         .execute(params![key])?;
     Ok(())
 }
@@ -177,7 +178,7 @@ pub(super) fn record_events(
 pub(super) fn touch(tx: &Transaction<'_>, ids: &[String]) -> Result<(), StoreError> {
     let mut stmt = tx.prepare_cached(
         "UPDATE registrations SET dirty = 1
-         WHERE dup_key = (SELECT dup_key FROM registrations WHERE id = ?1)",
+         WHERE dup_key = (SELECT dup_key FROM registrations WHERE id = ?1) AND dirty = 0",
     )?;
     for id in ids {
         stmt.execute(params![id])?;
