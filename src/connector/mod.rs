@@ -86,11 +86,17 @@ pub struct WriteRequest {
     pub fields: Map<String, Value>,
 }
 
+/// The field of a delete change that names the record the deleted one was merged into (HubSpot
+/// merge events, Salesforce `MasterRecordId`).
+pub const MERGED_INTO: &str = "merged_into";
+
 /// A record the system reports as deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deletion {
     pub id: String,
     pub deleted_ms: i64,
+    /// The surviving record, when the delete is the losing side of a merge.
+    pub merged_into: Option<String>,
 }
 
 /// A successful write.

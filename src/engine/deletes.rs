@@ -4,10 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Map;
-
 use super::{Engine, EngineError, plan};
-use crate::connector::{Connector, ConnectorError, Deletion, WriteAck};
+use crate::connector::{Connector, ConnectorError, Deletion, MERGED_INTO, WriteAck};
 use crate::mapping::Mapping;
 use crate::model::{Change, ChangeKind, Cursor, Direction, ObjectRef, Record, SystemKind};
 use crate::store::{InboxItem, Link, OutboxItem};
@@ -36,7 +34,11 @@ pub fn deletion_change(object: &ObjectRef, d: Deletion) -> Change {
         record: Record {
             id: d.id,
             modified_ms: d.deleted_ms,
-            fields: Map::new(),
+            fields: d
+                .merged_into
+                .into_iter()
+                .map(|s| (MERGED_INTO.to_owned(), serde_json::Value::String(s)))
+                .collect(),
         },
     }
 }
@@ -95,8 +97,19 @@ impl Engine {
     }
 }
 
-/// The deletes of `m`'s target records among `items`, with the links they touch: each planned
-/// by the flow's `on_target_delete`. `links` maps target ids to (source id, link).
+/// The record a deleted record was merged into, when its delete says so.
+pub fn merged_into(change: &Change) -> Option<&str> {
+    change
+        .record
+        .fields
+        .get(MERGED_INTO)
+        .and_then(serde_json::Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// The deletes of `m`'s target records among `items`, with the links they touch: a merged
+/// record's link moves to the survivor; other deletes follow the flow's `on_target_delete`.
+/// `links` maps target ids (deleted records and survivors) to (source id, link).
 pub fn plan_target_deletes(
     m: &Mapping,
     items: &[&InboxItem],
@@ -107,7 +120,14 @@ pub fn plan_target_deletes(
         .filter_map(|i| {
             let tid = &i.change.record.id;
             let (sid, link) = links.get(tid)?;
-            Some(plan::target_deleted(m, sid, tid, link))
+            Some(match merged_into(&i.change) {
+                Some(survivor) => {
+                    let owner = links.get(survivor).map(|(s, _)| s.as_str());
+                    let why = format!("{} merge", m.target.system);
+                    plan::target_merged(m, sid, tid, survivor, owner, link, &why)
+                }
+                None => plan::target_deleted(m, sid, tid, link),
+            })
         })
         .collect()
 }

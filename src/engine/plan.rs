@@ -14,7 +14,7 @@ use crate::store::{
 
 #[path = "plan_lifecycle.rs"]
 mod lifecycle;
-pub use lifecycle::{delete, target_deleted};
+pub use lifecycle::{delete, target_deleted, target_merged};
 
 /// What the planner decided for one change in one flow.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -42,6 +42,7 @@ pub mod action {
     pub const TOMBSTONED: &str = "skip_tombstoned";
     pub const TARGET_DELETED: &str = "target_deleted";
     pub const RELINKED: &str = "relinked";
+    pub const MERGED: &str = "merged";
     pub const NO_MATCH: &str = "skip_no_match";
     pub const AMBIGUOUS_SKIPPED: &str = "skip_ambiguous_match";
     pub const AMBIGUOUS: &str = "match_ambiguous";
@@ -379,7 +380,10 @@ fn forward_core(
         Op::Create => desired.clone(),
         Op::Update => diff(&desired, &link.target_state),
     };
-    if matched.is_some() {
+    // A record the link moved to (a match, a merge's survivor) may lack the external id until
+    // a write by its id lands: until then the link knows no state of it.
+    let by_id = matched.is_some() || (link.target_id.is_some() && link.target_state.is_empty());
+    if by_id {
         payload.insert(m.external_id.clone(), Value::String(rec.id.clone()));
     }
     if payload.is_empty() {
@@ -415,7 +419,7 @@ fn forward_core(
             system: m.target.system,
             object: m.target.object.clone(),
             // A matched record lacks the external id until this write: address it by its id.
-            id_property: matched.is_none().then(|| m.external_id.clone()),
+            id_property: (!by_id).then(|| m.external_id.clone()),
             state_after: link.target_state.with(&desired),
             payload,
             content_hash: hash,

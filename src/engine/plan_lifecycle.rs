@@ -1,12 +1,13 @@
 //! The planner's record-lifecycle decisions (pure): a deleted source record under the flow's
-//! delete policy, a deleted target record under `on_target_delete`, tombstoned links, restores.
+//! delete policy, a deleted target record under `on_target_delete`, a target record merged into
+//! another (or a lead converted), tombstoned links, restores.
 
 use serde_json::{Map, Value, json};
 
 use super::{Decision, action, ledger};
 use crate::mapping::{DeletePolicy, Mapping, TargetDeletePolicy};
 use crate::model::{Direction, Record, content_hash};
-use crate::store::{Link, LinkMark, PlannedWrite, WriteOp};
+use crate::store::{Link, LinkMark, PlannedWrite, StateDigest, WriteOp};
 
 /// A tombstone reason starts with the side whose record was deleted.
 const TARGET_GONE: &str = "target record";
@@ -216,6 +217,96 @@ pub fn target_deleted(m: &Mapping, source_id: &str, target_id: &str, link: &Link
                 ..Decision::default()
             }
         }
+    }
+}
+
+/// The target record `loser` linked to `source_id` was merged into `survivor` (HubSpot merge,
+/// Salesforce merge, a converted lead's new record): the link moves to the survivor and the
+/// survivor is written by its id with the known values and the external id, so later upserts by
+/// the external id find it and nothing is created twice. `owner`: the source record the
+/// survivor is already linked to in this flow, if another one; then the link is tombstoned
+/// instead (one record cannot carry two external ids). `why` names the event for the ledger.
+pub fn target_merged(
+    m: &Mapping,
+    source_id: &str,
+    loser: &str,
+    survivor: &str,
+    owner: Option<&str>,
+    link: &Link,
+    why: &str,
+) -> Decision {
+    let note = |action: &'static str, target: &str, detail: String| {
+        let mut l = ledger(m, Direction::ToTarget, source_id, Some(target), action);
+        l.detail = Some(detail);
+        l
+    };
+    if link.target_id.as_deref() != Some(loser) || loser == survivor {
+        return Decision {
+            ledger: Some(note(
+                action::DELETE_IGNORED,
+                loser,
+                format!("{why}: the link points at another target record"),
+            )),
+            ..Decision::default()
+        };
+    }
+    let (system, object) = (m.target.system, &m.target.object);
+    if let Some(other) = owner.filter(|o| *o != source_id) {
+        return Decision {
+            ledger: Some(note(
+                action::MERGED,
+                survivor,
+                format!(
+                    "{why}: {object} {loser} merged into {survivor}, which is linked to {other}; this link is tombstoned"
+                ),
+            )),
+            mark: Some(LinkMark::Tombstone {
+                flow: m.name.clone(),
+                source_id: source_id.to_owned(),
+                reason: format!(
+                    "{TARGET_GONE} {object} {loser} merged into {survivor} in {system}, linked to {other}"
+                ),
+            }),
+            ..Decision::default()
+        };
+    }
+    // The link keeps digests, not values: the survivor gets the external id now, and the next
+    // change of the source record writes every mapped field (the link knows no state of it).
+    let mut payload = Map::new();
+    payload.insert(m.external_id.clone(), Value::String(source_id.to_owned()));
+    let hash = content_hash(&payload);
+    let mut l = note(
+        action::MERGED,
+        survivor,
+        format!(
+            "{why}: {object} {loser} merged into {survivor} in {system}; the link moves to {survivor}, which gets {}",
+            m.external_id
+        ),
+    );
+    l.content_hash = Some(hash.clone());
+    Decision {
+        write: Some(PlannedWrite {
+            flow: m.name.clone(),
+            direction: Direction::ToTarget,
+            source_id: source_id.to_owned(),
+            target_id: Some(survivor.to_owned()),
+            system,
+            object: object.clone(),
+            // By id: the survivor may not carry the external id yet.
+            id_property: None,
+            state_after: StateDigest::of(&payload),
+            payload,
+            content_hash: hash,
+            mapping_version: m.version.clone(),
+            op: WriteOp::Upsert,
+        }),
+        ledger: Some(l),
+        mark: Some(LinkMark::Retarget {
+            flow: m.name.clone(),
+            source_id: source_id.to_owned(),
+            target_id: survivor.to_owned(),
+        }),
+        ..Decision::default()
     }
 }
 

@@ -159,8 +159,11 @@ fn no_search_or_an_existing_link_plans_as_before() {
     let m = mapping("skip", "fail");
     let d = forward_matched(&m, &partner(), None, &Lookups::NONE, None);
     assert_eq!(outcome(&d), Outcome::Create, "no rule gave a key");
+    // A link that knows its record's state (a write landed); one that knows none goes by id.
+    let known = serde_json::json!({"name": "Old name"});
     let linked = Link {
         target_id: Some("555".into()),
+        target_state: crate::store::StateDigest::of(known.as_object().expect("object")),
         ..Link::default()
     };
     let cands = [candidate("101", 1), candidate("102", 2)];

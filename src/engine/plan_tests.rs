@@ -307,3 +307,48 @@ fn a_propagated_source_delete_deletes_the_target_once() {
     };
     assert!(delete(&m, "deal_1", Some(&gone)).write.is_none());
 }
+
+#[test]
+fn a_merged_target_moves_the_link_and_the_next_change_writes_the_survivor_by_id() {
+    use crate::store::{LinkMark, StateDigest};
+    let m = mapping();
+    let live = linked("submitted", 100);
+    // 9001 merged into 9002: the survivor gets the external id, by its id.
+    let d = target_merged(&m, "deal_1", "9001", "9002", None, &live, "hubspot merge");
+    let w = d.write.expect("survivor write");
+    assert_eq!(
+        (w.target_id.as_deref(), w.id_property),
+        (Some("9002"), None)
+    );
+    assert_eq!(Value::Object(w.payload), json!({"prm_deal_id": "deal_1"}));
+    assert!(
+        matches!(d.mark, Some(LinkMark::Retarget { ref target_id, .. }) if target_id == "9002")
+    );
+    assert_eq!(d.ledger.expect("ledger").action, action::MERGED);
+    // Until a write lands, the next change goes by id with every field and the external id.
+    let moved = Link {
+        target_id: Some("9002".into()),
+        target_state: StateDigest::default(),
+        ..live.clone()
+    };
+    let next = forward(&m, &deal("submitted", 200), Some(&moved))
+        .write
+        .expect("write");
+    assert_eq!(next.id_property, None);
+    assert_eq!(next.payload.get("prm_deal_id"), Some(&json!("deal_1")));
+    assert!(next.payload.contains_key("dealname"));
+    // A survivor already linked to another registration: tombstoned, nothing written.
+    let d = target_merged(
+        &m,
+        "deal_1",
+        "9001",
+        "9002",
+        Some("deal_9"),
+        &live,
+        "hubspot merge",
+    );
+    assert!(d.write.is_none() && matches!(d.mark, Some(LinkMark::Tombstone { .. })));
+    // A merge of a record the link no longer points at changes nothing.
+    let d = target_merged(&m, "deal_1", "7777", "9002", None, &live, "hubspot merge");
+    assert!(d.write.is_none() && d.mark.is_none());
+}

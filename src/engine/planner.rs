@@ -110,10 +110,16 @@ impl Engine {
                 .filter(|i| i.change.object == m.target && i.change.kind == ChangeKind::Delete)
                 .collect();
             if !target_deleted.is_empty() {
-                let tids = target_deleted
+                let tids: Vec<String> = target_deleted
                     .iter()
                     .map(|i| i.change.record.id.clone())
                     .collect();
+                // Merged records' survivors too: one already linked keeps its source record.
+                let survivors = target_deleted
+                    .iter()
+                    .filter_map(|i| deletes::merged_into(&i.change))
+                    .map(str::to_owned);
+                let tids: Vec<String> = tids.into_iter().chain(survivors).collect();
                 let by_target: BTreeMap<String, (String, crate::store::Link)> = self
                     .store
                     .links_by_target(m.name.clone(), tids)
@@ -301,6 +307,17 @@ fn apply_mark(
         } if *flow == m.name => {
             if let Some(l) = links.get_mut(source_id) {
                 l.tombstone = Some(reason.clone());
+            }
+        }
+        LinkMark::Retarget {
+            flow,
+            source_id,
+            target_id,
+        } if *flow == m.name => {
+            if let Some(l) = links.get_mut(source_id) {
+                l.target_id = Some(target_id.clone());
+                l.target_state = crate::store::StateDigest::default();
+                l.tombstone = None;
             }
         }
         LinkMark::ForgetTarget { flow, source_id } if *flow == m.name => {

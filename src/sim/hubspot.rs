@@ -18,6 +18,7 @@ use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
 
 mod associations;
 mod lifecycle;
+mod merge;
 mod privacy;
 pub use privacy::privacy_deletion_event;
 
@@ -359,6 +360,7 @@ impl HubSpotSim {
                 post(lifecycle::batch_archive),
             )
             .route("/crm/v3/objects/{object}/search", post(search))
+            .route("/crm/v3/objects/{object}/merge", post(merge::merge))
             .route(
                 "/crm/v3/objects/contacts/gdpr-delete",
                 post(privacy::gdpr_delete),

@@ -150,6 +150,13 @@ pub enum LinkMark {
     Relink { flow: String, source_id: String },
     /// Forget the target record (`recreate`): the next source change creates a new one.
     ForgetTarget { flow: String, source_id: String },
+    /// The target record was merged into (or converted to) `target_id`: the link points there,
+    /// live, with no known state of it until a write lands.
+    Retarget {
+        flow: String,
+        source_id: String,
+        target_id: String,
+    },
 }
 
 /// A write the planner decided on, to commit durably to the outbox.

@@ -445,6 +445,17 @@ fn mark_link(tx: &Transaction<'_>, mark: &LinkMark, now_ms: i64) -> Result<(), S
                  WHERE flow = ?1 AND source_id = ?2",
             )?
             .execute(params![flow, source_id, now_ms])?,
+        LinkMark::Retarget {
+            flow,
+            source_id,
+            target_id,
+        } => tx
+            .prepare_cached(
+                "UPDATE links SET target_id = ?3, target_state = '{}', target_digest = NULL,
+                    tombstone = NULL, updated_ms = ?4
+                 WHERE flow = ?1 AND source_id = ?2",
+            )?
+            .execute(params![flow, source_id, target_id, now_ms])?,
     };
     Ok(())
 }

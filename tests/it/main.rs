@@ -19,6 +19,7 @@ mod harness;
 mod lifecycle;
 mod mapping;
 mod matching;
+mod merges;
 mod notify;
 mod ops;
 mod pipeline;

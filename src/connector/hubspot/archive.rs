@@ -70,6 +70,7 @@ impl HubSpot {
                     out.push(Deletion {
                         id: id.to_owned(),
                         deleted_ms: at,
+                        merged_into: None,
                     });
                 }
             }

@@ -198,6 +198,7 @@ impl Salesforce {
                 Ok(Deletion {
                     id: d.id,
                     deleted_ms,
+                    merged_into: None,
                 })
             })
             .collect()

@@ -1,0 +1,80 @@
+//! Merges through the daemon, checked at the simulators: a HubSpot deal prmsync created is merged
+//! into a deal sales already had; the link moves to the survivor (which gets the external id),
+//! the partner's next edit lands there, and no deal is created twice.
+
+use std::time::Duration;
+
+use prmsync::connector::http_client;
+use serde_json::{Value, json};
+
+use crate::harness::{HS_SECRET, World};
+
+fn text<'a>(o: &'a serde_json::Map<String, Value>, k: &str) -> &'a str {
+    o.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The ledger's (action, detail) lines for one source record.
+fn ledger(w: &World, source_id: &str) -> Vec<(String, String)> {
+    let conn = rusqlite::Connection::open(w.state_path()).expect("state file");
+    let mut stmt = conn
+        .prepare("SELECT action, COALESCE(detail, '') FROM ledger WHERE source_id = ?1 ORDER BY id")
+        .expect("query");
+    stmt.query_map([source_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("ledger")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hubspot_merge_moves_the_link_to_the_survivor_and_creates_nothing_twice() {
+    let w = World::seeded(2).await;
+    w.hs.enable_webhooks();
+    let d = w.daemon().await;
+    d.run_until_idle().await.expect("first pass");
+    let ours = w.hs.find("deals", "prm_deal_id", "deal_1").expect("deal");
+    let ours = text(&ours, "hs_object_id").to_owned();
+    // Sales had the same deal already and merges prmsync's into it (theirs survives).
+    let theirs = w.hs.create(
+        "deals",
+        [("dealname".to_owned(), "Initech (sales)".to_owned())].into(),
+    );
+    assert!(w.hs.merge("deals", &theirs, &ours));
+    let url = reqwest::Url::parse(&format!("http://{}/webhooks/hubspot", d.http_addr))
+        .expect("webhook URL");
+    w.hs.deliver_pending(&http_client(Duration::from_secs(5)), &url, HS_SECRET)
+        .await
+        .expect("events delivered");
+    d.run_until_idle().await.expect("the merge is planned");
+    let survivor =
+        w.hs.find("deals", "prm_deal_id", "deal_1")
+            .expect("survivor");
+    assert_eq!(
+        text(&survivor, "hs_object_id"),
+        theirs,
+        "the survivor carries deal_1"
+    );
+    assert_eq!(text(&survivor, "hs_merged_object_ids"), ours);
+    let lines = ledger(&w, "deal_1");
+    assert!(
+        lines
+            .iter()
+            .any(|(a, detail)| a == "merged"
+                && detail.contains(&format!("{ours} merged into {theirs}"))),
+        "{lines:?}"
+    );
+
+    // The partner edits the deal: the survivor is updated, nothing is created.
+    let mut deal = w.ps.deal("deal_1").expect("deal");
+    deal.insert("amount".into(), json!(313_300));
+    w.ps.upsert_deal(deal);
+    d.run_until_idle().await.expect("the partner's edit");
+    let deals = w.hs.objects("deals");
+    assert_eq!(deals.len(), 2, "deal_2 and the survivor: {deals:?}");
+    let survivor =
+        w.hs.find("deals", "prm_deal_id", "deal_1")
+            .expect("survivor");
+    assert_eq!(text(&survivor, "hs_object_id"), theirs);
+    assert_eq!(text(&survivor, "amount"), "3133");
+    assert_eq!(w.hs.writes("deals")["deal_1"].0, 1, "created once");
+    d.shutdown().await;
+}
