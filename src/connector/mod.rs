@@ -224,8 +224,8 @@ impl Connector {
 
     /// [`Connector::read_changes`], asking only for records that have a value in `managed_by`
     /// (the external-id field prmsync writes) where the system can filter on it: HubSpot's
-    /// search (`HAS_PROPERTY`). Other systems return every record; the planner ignores
-    /// records without the field either way.
+    /// search (`HAS_PROPERTY`), Salesforce's SOQL (`field != null`). Other systems return every
+    /// record; the planner ignores records without the field either way.
     pub async fn read_managed_changes(
         &self,
         object: &str,
@@ -240,7 +240,10 @@ impl Connector {
                 c.read_changes_with(object, since_ms, fields, page, managed_by)
                     .await
             }
-            Connector::Salesforce(c) => c.read_changes(object, since_ms, fields, page).await,
+            Connector::Salesforce(c) => {
+                c.read_changes_with(object, since_ms, fields, page, managed_by)
+                    .await
+            }
             Connector::Rest(c) => c.read_changes(object, since_ms, page).await,
         }
     }

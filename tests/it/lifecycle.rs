@@ -16,11 +16,11 @@ use crate::harness::World;
 
 const PS_HOOK_SECRET: &str = "ps-hook-secret";
 const HS_DEALS: &str = "mappings/partnerstack-hubspot-deals.toml";
-const SF_OPPORTUNITIES: &str =
+pub(crate) const SF_OPPORTUNITIES: &str =
     "tests/fixtures/mappings-salesforce/partnerstack-salesforce-opportunities.toml";
 
 /// A mappings folder holding one shipped flow file with `extra` TOML appended.
-fn mappings_with(dir: &Path, flow: &str, extra: &str) -> PathBuf {
+pub(crate) fn mappings_with(dir: &Path, flow: &str, extra: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(root.join(flow)).expect("flow file");
     let out = dir.join("mappings");
@@ -32,7 +32,7 @@ fn mappings_with(dir: &Path, flow: &str, extra: &str) -> PathBuf {
 
 /// A daemon for `world` with the given mappings, PartnerStack webhooks signed with
 /// [`PS_HOOK_SECRET`], and Salesforce as the CRM when `sf` is given.
-async fn daemon(world: &World, mappings: PathBuf, sf: Option<&SimServer>) -> Daemon {
+pub(crate) async fn daemon(world: &World, mappings: PathBuf, sf: Option<&SimServer>) -> Daemon {
     let mut config = world.config();
     config.daemon.mappings_dir = Some(mappings);
     let PrmConfig::PartnerStack(ps) = &mut config.prm else {
@@ -57,7 +57,7 @@ async fn daemon(world: &World, mappings: PathBuf, sf: Option<&SimServer>) -> Dae
         .expect("daemon starts")
 }
 
-async fn salesforce() -> (SalesforceSim, SimServer) {
+pub(crate) async fn salesforce() -> (SalesforceSim, SimServer) {
     let sim = SalesforceSim::new(SalesforceAuth {
         client_id: "3MVG9sim.consumer.key".into(),
         client_secret: "sim-consumer-secret".into(),

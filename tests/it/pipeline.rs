@@ -230,3 +230,53 @@ async fn the_reverse_poll_asks_hubspot_only_for_the_deals_prmsync_manages() {
     assert!(staged(&id) > 0, "the deals prmsync wrote are read back");
     d.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_reverse_poll_asks_salesforce_only_for_the_opportunities_prmsync_manages() {
+    use crate::lifecycle::{SF_OPPORTUNITIES, daemon, mappings_with, salesforce};
+    let w = World::seeded(3).await;
+    let (sf, sf_server) = salesforce().await;
+    let direct = sf.insert(
+        "Opportunity",
+        serde_json::json!({"Name": "Sales' own opportunity", "StageName": "Prospecting"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    );
+    let mappings = mappings_with(w.dir.path(), SF_OPPORTUNITIES, "");
+    let d = daemon(&w, mappings, Some(&sf_server)).await;
+    d.run_until_idle().await.expect("sync");
+    let polls: Vec<String> = sf
+        .soql_log()
+        .into_iter()
+        .filter(|q| q.contains("SystemModstamp >="))
+        .collect();
+    assert!(!polls.is_empty(), "Opportunities are polled back");
+    assert!(
+        polls
+            .iter()
+            .all(|q| q.contains("AND PRM_Deal_Id__c != null")),
+        "{polls:?}"
+    );
+    let conn = rusqlite::Connection::open(w.state_path()).expect("state file");
+    let staged = |id: &str| -> i64 {
+        conn.query_row(
+            "SELECT COUNT(*) FROM inbox WHERE system = 'salesforce' AND record_id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .expect("count")
+    };
+    assert_eq!(
+        staged(&direct),
+        0,
+        "an opportunity without PRM_Deal_Id__c is not read"
+    );
+    let managed = sf.find("Opportunity", "PRM_Deal_Id__c", "deal_1").remove(0);
+    let id = managed["Id"].as_str().expect("an id").to_owned();
+    assert!(
+        staged(&id) > 0,
+        "the opportunities prmsync wrote are read back"
+    );
+    d.shutdown().await;
+}

@@ -127,6 +127,20 @@ impl Salesforce {
         fields: &[String],
         page: Option<&str>,
     ) -> Result<ChangePage, ConnectorError> {
+        self.read_changes_with(object, since_ms, fields, page, None)
+            .await
+    }
+
+    /// [`Salesforce::read_changes`] of only the records with a value in `managed_by` (`AND
+    /// field != null`), when set. A `nextRecordsUrl` carries the query it continues.
+    pub async fn read_changes_with(
+        &self,
+        object: &str,
+        since_ms: i64,
+        fields: &[String],
+        page: Option<&str>,
+        managed_by: Option<&str>,
+    ) -> Result<ChangePage, ConnectorError> {
         let (_, body) = match page {
             Some(next) => {
                 if !next.starts_with("/services/data/") {
@@ -141,7 +155,7 @@ impl Salesforce {
                 .await?
             }
             None => {
-                let soql = soql(object, since_ms, fields)?;
+                let soql = soql(object, since_ms, fields, managed_by)?;
                 self.call(|http, base| {
                     http.get(data_url(base, "query"))
                         .query(&[("q", soql.as_str())])
@@ -395,8 +409,14 @@ fn check_name(name: &str) -> Result<(), ConnectorError> {
     }
 }
 
-/// `SELECT Id, SystemModstamp, … FROM object WHERE SystemModstamp >= t ORDER BY SystemModstamp, Id`.
-pub fn soql(object: &str, since_ms: i64, fields: &[String]) -> Result<String, ConnectorError> {
+/// `SELECT Id, SystemModstamp, … FROM object WHERE SystemModstamp >= t [AND managed != null]
+/// ORDER BY SystemModstamp, Id`.
+pub fn soql(
+    object: &str,
+    since_ms: i64,
+    fields: &[String],
+    managed_by: Option<&str>,
+) -> Result<String, ConnectorError> {
     check_name(object)?;
     let mut cols = vec!["Id".to_owned(), api::MODSTAMP.to_owned()];
     for f in fields {
@@ -405,8 +425,15 @@ pub fn soql(object: &str, since_ms: i64, fields: &[String]) -> Result<String, Co
             cols.push(f.clone());
         }
     }
+    let managed = match managed_by {
+        Some(f) => {
+            check_name(f)?;
+            format!(" AND {f} != null")
+        }
+        None => String::new(),
+    };
     Ok(format!(
-        "SELECT {} FROM {object} WHERE {} >= {} ORDER BY {} ASC, Id ASC",
+        "SELECT {} FROM {object} WHERE {} >= {}{managed} ORDER BY {} ASC, Id ASC",
         cols.join(", "),
         api::MODSTAMP,
         api::soql_datetime(since_ms),
@@ -619,12 +646,18 @@ mod tests {
 
     #[test]
     fn builds_soql_and_refuses_injection() {
-        let q = soql("Opportunity", 0, &["Name".into(), "Id".into()]).unwrap();
+        let q = soql("Opportunity", 0, &["Name".into(), "Id".into()], None).unwrap();
         assert_eq!(
             q,
             "SELECT Id, SystemModstamp, Name FROM Opportunity WHERE SystemModstamp >= 1970-01-01T00:00:00Z ORDER BY SystemModstamp ASC, Id ASC"
         );
-        assert!(soql("Opportunity", 0, &["Name FROM User--".into()]).is_err());
+        let managed = soql("Opportunity", 0, &[], Some("PRM_Deal_Id__c")).unwrap();
+        assert_eq!(
+            managed,
+            "SELECT Id, SystemModstamp FROM Opportunity WHERE SystemModstamp >= 1970-01-01T00:00:00Z AND PRM_Deal_Id__c != null ORDER BY SystemModstamp ASC, Id ASC"
+        );
+        assert!(soql("Opportunity", 0, &["Name FROM User--".into()], None).is_err());
+        assert!(soql("Opportunity", 0, &[], Some("x != null OR Id")).is_err());
     }
 
     #[test]
