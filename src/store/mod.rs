@@ -254,6 +254,9 @@ pub struct PlanCommit {
     pub marks: Vec<LinkMark>,
     /// Associations the planned records ask for (kept until both records exist).
     pub associations: Vec<AssociationIntent>,
+    /// (flow, source object, source id) to read again and plan anew: a record whose target was
+    /// merged away, so the survivor gets every mapped value (a link keeps digests, not values).
+    pub rereads: Vec<(String, ObjectRef, String)>,
 }
 
 /// Decisions for some duplicate-key groups, with their write-backs, committed in one transaction.
