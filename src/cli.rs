@@ -202,6 +202,12 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Reports computed from the state file (`report attribution`).
+    #[command(after_help = EXIT_CODES)]
+    Report {
+        #[command(subcommand)]
+        report: ReportKind,
+    },
     /// Run the benchmark suite on the built-in simulators: print a table, optionally write JSON.
     #[command(after_help = EXIT_CODES)]
     Bench {
@@ -276,6 +282,40 @@ pub struct StateArgs {
     /// Print JSON.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportKind {
+    /// Partner-sourced and partner-influenced pipeline and won revenue, win rate and cycle time
+    /// against deals without partner credit, registrations by decision and deciding rule,
+    /// protection expiries, and MDF spend against sourced revenue by tier.
+    Attribution(AttributionArgs),
+}
+
+/// `prmsync report attribution`'s options.
+#[derive(Debug, clap::Args)]
+pub struct AttributionArgs {
+    /// The config file (its daemon.state_path and rules file are read).
+    #[arg(long, short, conflicts_with = "state")]
+    pub config: Option<PathBuf>,
+    /// A state file, directly (the built-in rules give the tiers).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Deals submitted on or after this day (YYYY-MM-DD, UTC).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Deals submitted on or before this day (YYYY-MM-DD, UTC).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// How partner credit is grouped: partner, tier or month.
+    #[arg(long, default_value = "partner", value_parser = ["partner", "tier", "month"])]
+    pub by: String,
+    /// table, csv, json or html.
+    #[arg(long, default_value = "table", value_parser = ["table", "csv", "json", "html"])]
+    pub format: String,
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -37,6 +37,8 @@ pub mod model;
 pub mod notify;
 pub mod ops;
 pub mod registrations_cli;
+pub mod report;
+pub mod report_cli;
 pub mod resync_cli;
 pub mod rules;
 pub mod shutdown;

@@ -67,6 +67,9 @@ fn main() -> ExitCode {
                 list,
             },
         ),
+        Command::Report {
+            report: prmsync::cli::ReportKind::Attribution(args),
+        } => report_cmd(&args),
         Command::Erase {
             config,
             email,
@@ -411,6 +414,33 @@ fn state_path(config: Option<&Path>, state: Option<&Path>) -> Result<PathBuf, Ex
         return Err(ExitCode::from(EXIT_RUNTIME));
     }
     Ok(path)
+}
+
+/// `prmsync report attribution`: reads the state file read-only and prints or writes the report.
+fn report_cmd(args: &prmsync::cli::AttributionArgs) -> ExitCode {
+    quiet_logs();
+    let path = match state_path(args.config.as_deref(), args.state.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let mappings_dir = match args.config.as_deref().map(load).transpose() {
+        Ok(c) => c.and_then(|c| c.daemon.mappings_dir),
+        Err(code) => return code,
+    };
+    match prmsync::report_cli::attribution(&path, mappings_dir.as_deref(), args) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(prmsync::report_cli::ReportError::Usage(m)) => {
+            eprintln!("prmsync report attribution: {m}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("prmsync report attribution: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
 }
 
 fn auth_cmd(path: &Path, action: prmsync::cli::AuthAction) -> ExitCode {

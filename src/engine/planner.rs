@@ -93,6 +93,7 @@ impl Engine {
             newest.get(&(&i.change.object, i.change.record.id.as_str()))
                 == Some(&i.change.record.modified_ms)
         };
+        let mut batch_rereads: BTreeSet<ObjectRef> = BTreeSet::new();
         for m in mappings {
             let forward: Vec<_> = items
                 .iter()
@@ -128,6 +129,14 @@ impl Engine {
                     .map(|(tid, sid, link)| (tid, (sid, link)))
                     .collect();
                 for d in deletes::plan_target_deletes(m, &target_deleted, &by_target) {
+                    // A survivor gets the external id now and every mapped value from a fresh
+                    // read of the source record (a resync of that one record).
+                    if let Some(crate::store::LinkMark::Retarget { source_id, .. }) = &d.mark {
+                        commit
+                            .rereads
+                            .push((m.name.clone(), m.source.clone(), source_id.clone()));
+                        batch_rereads.insert(m.source.clone());
+                    }
                     push(&mut commit, d);
                 }
             }
@@ -236,6 +245,8 @@ impl Engine {
             registrations::observe(&self.store, &rules, mappings, prm, &items, now).await?;
         }
         let queued: BTreeSet<SystemKind> = commit.writes.iter().map(|w| w.system).collect();
+        let mut hinted = hinted;
+        hinted.extend(batch_rereads);
         let batch = Batch {
             processed: commit.inbox_ids.len(),
             queued: commit.writes.len(),

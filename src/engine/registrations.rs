@@ -32,6 +32,8 @@ pub const FLOW: &str = "rules-of-engagement";
 pub const OBJECT: &str = "deals";
 /// The PRM object whose records name the partners (key = record id; see [`partner_name`]).
 pub const PARTNERS: &str = "partnerships";
+/// The PRM object of MDF requests, kept for the attribution report when a flow reads them.
+pub const MDF_REQUESTS: &str = "mdf_requests";
 /// Groups decided per store round trip (and per CRM facts read).
 const GROUPS_PER_COMMIT: usize = 50;
 /// The deal property marking a CRM deal made from a registration, when no deal flow names one.
@@ -209,7 +211,7 @@ fn keyed(rules: &Rules, event: RegistrationEvent) -> KeyedEvent {
 }
 
 /// Records the PRM deal registrations among `items` (and partners' names from the PRM's
-/// partnerships), and notes registrations whose CRM deal
+/// partnerships, and MDF requests for the attribution report), and notes registrations whose CRM deal
 /// changed (so a deal created by the deal flow gets its decision written). Runs before the inbox
 /// batch is committed; repeats are ignored, so a crash in between loses nothing.
 pub async fn observe(
@@ -250,6 +252,18 @@ pub async fn observe(
         .collect();
     if !names.is_empty() {
         store.record_partner_names(names, now_ms).await?;
+    }
+    let mdf = ObjectRef {
+        system: prm,
+        object: MDF_REQUESTS.into(),
+    };
+    let requests: Vec<(String, Map<String, Value>)> = items
+        .iter()
+        .filter(|i| i.change.object == mdf && i.change.kind == ChangeKind::Upsert)
+        .map(|i| (i.change.record.id.clone(), i.change.record.fields.clone()))
+        .collect();
+    if !requests.is_empty() {
+        store.record_mdf_requests(requests, now_ms).await?;
     }
     if events.is_empty() && touched.is_empty() {
         return Ok(0);

@@ -36,6 +36,8 @@ pub fn all() -> Migrations<'static> {
         M::up(super::associations::MIGRATION),
         // "erasure": the audit of erasures (no personal data).
         M::up(super::erasure::MIGRATION),
+        // "mdf requests": the PRM's MDF requests, for the attribution report.
+        M::up(super::attribution::MIGRATION),
     ])
 }
 

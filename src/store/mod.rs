@@ -5,6 +5,7 @@
 //! `commit_plan`, `complete_writes`); no SQL leaves this module.
 
 mod associations;
+pub mod attribution;
 mod counters;
 mod credentials;
 mod digest;
@@ -253,6 +254,9 @@ pub struct PlanCommit {
     pub marks: Vec<LinkMark>,
     /// Associations the planned records ask for (kept until both records exist).
     pub associations: Vec<AssociationIntent>,
+    /// (flow, source object, source id) to read again and plan anew: a record whose target was
+    /// merged away, so the survivor gets every mapped value (a link keeps digests, not values).
+    pub rereads: Vec<(String, ObjectRef, String)>,
 }
 
 /// Decisions for some duplicate-key groups, with their write-backs, committed in one transaction.
@@ -714,6 +718,16 @@ impl Store {
             .await
     }
 
+    /// Stores the PRM's MDF requests (id, fields) for the attribution report.
+    pub async fn record_mdf_requests(
+        &self,
+        rows: Vec<(String, Map<String, Value>)>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| attribution::record_mdf(tx, &rows, now_ms))
+            .await
+    }
+
     /// Whether any registration was last decided under rules other than `rules_version`.
     pub async fn registrations_outdated(&self, rules_version: String) -> Result<bool, StoreError> {
         self.call(move |conn| registrations::outdated(conn, &rules_version))
@@ -897,6 +911,11 @@ impl ReadOnlyStore {
     /// Every registration's stored decision.
     pub fn registrations(&self) -> Result<Vec<StoredRegistration>, StoreError> {
         registrations::list(&self.conn, None)
+    }
+
+    /// What the attribution report computes from (`prmsync report attribution`).
+    pub fn attribution(&self) -> Result<attribution::AttributionState, StoreError> {
+        attribution::load(&self.conn)
     }
 }
 

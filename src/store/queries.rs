@@ -384,6 +384,16 @@ pub(super) fn commit_plan(
         mark_link(tx, mark, now_ms)?;
     }
     super::associations::record(tx, &plan.associations, now_ms)?;
+    for (flow, object, source_id) in &plan.rereads {
+        super::resync::request(
+            tx,
+            flow,
+            object,
+            0,
+            Some(std::slice::from_ref(source_id)),
+            now_ms,
+        )?;
+    }
     {
         let mut version = tx.prepare_cached(
             "INSERT INTO links (flow, source_id, updated_ms, source_modified_ms, target_modified_ms)

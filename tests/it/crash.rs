@@ -509,3 +509,76 @@ async fn abort_mid_delete_then_restart_deletes_once_and_recreates_nothing() {
         .expect("count");
     assert_eq!(deleted, 1, "the delete is recorded once");
 }
+
+/// Sales merges prmsync's HubSpot deal into its own; the daemon is aborted right after the
+/// survivor's write by id answered, before the outcome was committed. The restart sends it again,
+/// the link ends on the survivor, and nothing is created twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_mid_merge_then_restart_converges_on_the_survivor() {
+    let w = World::seeded(4).await;
+    let port = free_port();
+    let config = write_config(&w, port);
+    converge(&w, &config, 0).await;
+    let ours = w.hs.find("deals", "prm_deal_id", "deal_1").expect("deal_1");
+    let ours = ours["hs_object_id"].as_str().expect("id").to_owned();
+    let theirs = w.hs.create(
+        "deals",
+        [
+            ("dealname".to_owned(), "Sales' own deal".to_owned()),
+            ("prm_registration_status".to_owned(), "approved".to_owned()),
+        ]
+        .into(),
+    );
+    assert!(w.hs.merge("deals", &theirs, &ours));
+    let event = json!([{
+        "eventId": 990_001, "portalId": 62515, "occurredAt": jiff::Timestamp::now().as_millisecond(),
+        "subscriptionType": "deal.merge", "objectId": theirs.parse::<u64>().expect("id"),
+        "primaryObjectId": theirs.parse::<u64>().expect("id"),
+        "mergedObjectIds": [ours.parse::<u64>().expect("id")],
+    }]);
+    let events: Vec<Value> = event.as_array().cloned().unwrap_or_default();
+    let url =
+        reqwest::Url::parse(&format!("http://127.0.0.1:{port}/webhooks/hubspot")).expect("url");
+    let http = prmsync::connector::http_client(Duration::from_secs(5));
+    let mut child = spawn(&config, 1, Some("drain.after_send=1"));
+    wait_until(
+        Duration::from_secs(60),
+        "the merge write to abort mid-send",
+        || {
+            let exited = matches!(child.try_wait(), Ok(Some(_)));
+            let (http, url, events) = (http.clone(), url.clone(), events.clone());
+            async move {
+                if !exited {
+                    // Delivered again until the daemon listens and aborts (staged once).
+                    let _ = deliver_webhook(&http, &url, HS_SECRET, &events).await;
+                }
+                exited
+            }
+        },
+    )
+    .await;
+    let status = child.wait().expect("reap");
+    assert_eq!(status.signal(), Some(SIGABRT), "{}", log_of(&config, 1));
+    converge(&w, &config, 2).await;
+    assert_quiescent(&w).await;
+    let survivor =
+        w.hs.find("deals", "prm_deal_id", "deal_1")
+            .expect("survivor");
+    assert_eq!(survivor["hs_object_id"], json!(theirs));
+    assert_eq!(
+        w.hs.objects("deals").len(),
+        4,
+        "three deals and the survivor"
+    );
+    assert_eq!(w.hs.writes("deals")["deal_1"].0, 1, "deal_1 created once");
+    let conn = rusqlite::Connection::open(w.state_path()).expect("state");
+    let (merged, target): (i64, String) = conn
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM ledger WHERE source_id = 'deal_1' AND action = 'merged'),
+                    (SELECT target_id FROM links WHERE flow = 'deal-registration' AND source_id = 'deal_1')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("ledger and link");
+    assert_eq!((merged, target), (1, theirs), "the merge is recorded once");
+}

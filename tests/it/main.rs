@@ -24,6 +24,7 @@ mod notify;
 mod ops;
 mod pipeline;
 mod reload;
+mod report;
 mod resync;
 mod retention;
 mod rules;

@@ -1,6 +1,7 @@
 //! Merges through the daemon, checked at the simulators: a HubSpot deal prmsync created is merged
-//! into a deal sales already had; the link moves to the survivor (which gets the external id),
-//! the partner's next edit lands there, and no deal is created twice.
+//! into a deal sales already had; the link moves to the survivor (which gets the external id and,
+//! from a fresh read of the registration, every mapped value), the partner's next edit lands
+//! there, and no deal is created twice.
 
 use std::time::Duration;
 
@@ -54,6 +55,15 @@ async fn a_hubspot_merge_moves_the_link_to_the_survivor_and_creates_nothing_twic
         "the survivor carries deal_1"
     );
     assert_eq!(text(&survivor, "hs_merged_object_ids"), ours);
+    // The registration is read again, so the survivor gets every mapped value at once.
+    let registration = w.ps.deal("deal_1").expect("deal");
+    assert_eq!(
+        text(&survivor, "dealname"),
+        format!(
+            "{} (partner registration)",
+            text(&registration, "account_name")
+        )
+    );
     let lines = ledger(&w, "deal_1");
     assert!(
         lines
