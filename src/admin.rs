@@ -152,6 +152,7 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         crate::metrics::ProcessInfo {
             reloads_ok: r.succeeded,
             reloads_refused: r.failed,
+            now_ms: (s.clock)(),
         }
     };
     match crate::metrics::render(&report, process) {

@@ -328,6 +328,9 @@ impl Daemon {
             ..ReloadStatus::default()
         }));
         let (prm, crm) = connectors(&config, Some(&store))?;
+        for system in [prm.kind(), crm.kind()] {
+            crate::telemetry::meters::meters().known_system(system);
+        }
         let (hubspot_secret, partnerstack_secret) = webhook_secrets(&config);
         let settings = EngineSettings {
             batch_size: config.daemon.batch_size,

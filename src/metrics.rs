@@ -1,5 +1,6 @@
 //! Prometheus metrics for `GET /metrics`, built on each scrape from the store's status (counters
-//! kept as writes happen, read on a read-only connection), so the numbers are the store's own.
+//! kept as writes happen, read on a read-only connection), so the numbers are the store's own,
+//! plus the process's event counters (`telemetry::meters`).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -22,6 +23,8 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
 pub struct ProcessInfo {
     pub reloads_ok: u64,
     pub reloads_refused: u64,
+    /// The scrape's time (epoch ms), for the cursor lag.
+    pub now_ms: i64,
 }
 
 /// Renders the report in the Prometheus text exposition format.
@@ -159,6 +162,9 @@ pub fn render(r: &StatusReport, process: ProcessInfo) -> Result<String, std::fmt
         "What the engine decided and did, per flow, direction and action",
         ledger,
     );
+
+    // What this process saw: errors, polls, webhooks, HTTP calls, waits, refreshes, busy events.
+    crate::telemetry::meters::meters().register(&mut registry, process.now_ms);
 
     let mut out = String::new();
     encode(&mut out, &registry)?;

@@ -416,6 +416,32 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
         .expect("the HTTP client's fixed settings are valid")
 }
 
+/// Sends one request to `system`, counting it in `prmsync_http_client_requests_total` and its
+/// time to the response headers in `prmsync_http_client_request_duration_seconds` (by status
+/// class; `error` without an answer). Every connector sends through here.
+pub async fn send(
+    system: SystemKind,
+    req: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, ConnectorError> {
+    let started = std::time::Instant::now();
+    let result = req.send().await;
+    let status = result.as_ref().ok().map(|r| r.status().as_u16());
+    crate::telemetry::meters::meters().http_request(system, status, started.elapsed());
+    result.map_err(transport)
+}
+
+/// [`send`] for an access-token request (OAuth refresh, JWT bearer grant), also counted in
+/// `prmsync_token_refreshes_total` by result.
+pub async fn send_token_request(
+    system: SystemKind,
+    req: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, ConnectorError> {
+    let result = send(system, req).await;
+    let ok = result.as_ref().is_ok_and(|r| r.status().is_success());
+    crate::telemetry::meters::meters().token_refresh(system, ok);
+    result
+}
+
 /// Turns an error HTTP status and body into a typed error. `body` is cut to keep logs short.
 pub fn classify(
     status: reqwest::StatusCode,

@@ -96,10 +96,19 @@ impl Budget {
         self.limits
     }
 
-    /// Waits until one more request fits both quotas, then takes it.
-    pub async fn acquire(&self) {
-        self.daily.until_ready().await;
-        self.burst.until_ready().await;
+    /// Waits until one more request fits both quotas, then takes it; `true` if it had to wait.
+    pub async fn acquire(&self) -> bool {
+        // A `check` that passes takes its token; one that fails takes none, and the wait does.
+        let mut waited = false;
+        if self.daily.check().is_err() {
+            waited = true;
+            self.daily.until_ready().await;
+        }
+        if self.burst.check().is_err() {
+            waited = true;
+            self.burst.until_ready().await;
+        }
+        waited
     }
 }
 
@@ -121,14 +130,14 @@ mod tests {
         });
         let start = std::time::Instant::now();
         for _ in 0..5 {
-            b.acquire().await;
+            let _ = b.acquire().await;
         }
         assert!(
             start.elapsed() < Duration::from_millis(50),
             "the burst is free"
         );
         for _ in 0..5 {
-            b.acquire().await;
+            let _ = b.acquire().await;
         }
         assert!(
             start.elapsed() >= Duration::from_millis(450),

@@ -270,8 +270,10 @@ impl Engine {
 
     /// Waits until the budget of `system`'s credential allows one more request.
     async fn spend(&self, system: SystemKind) {
-        if let Some(b) = self.budgets.get(&system) {
-            b.acquire().await;
+        if let Some(b) = self.budgets.get(&system)
+            && b.acquire().await
+        {
+            crate::telemetry::meters::meters().rate_limit_wait(system, "budget");
         }
     }
 
@@ -373,6 +375,7 @@ impl Engine {
                     .await?;
             }
             Some(Hold::RateLimited { until_ms }) => {
+                crate::telemetry::meters::meters().rate_limit_wait(system, "retry_after");
                 tracing::warn!(%system, wait_ms = until_ms - now, "rate limited; no request to this system before the wait ends");
             }
             _ => {}

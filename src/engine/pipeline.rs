@@ -114,6 +114,10 @@ impl Stage {
                 Some(r)
             }
             Err(e) => {
+                // Poll errors are counted by `Engine::poll` itself.
+                if stage != "poller" {
+                    crate::telemetry::meters::meters().error(e.kind());
+                }
                 if matches!(e, EngineError::Store(_)) {
                     self.healthy.store(false, Ordering::Relaxed);
                 }

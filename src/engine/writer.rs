@@ -191,6 +191,8 @@ impl Engine {
                     });
                 }
                 Err(e) => {
+                    crate::telemetry::meters::meters()
+                        .error(crate::telemetry::meters::error_kind(&e));
                     sent.pushed_back |= matches!(
                         e,
                         ConnectorError::RateLimited { .. } | ConnectorError::Auth(_)

@@ -347,7 +347,7 @@ pub fn report(rules: &Rules, input: &Input<'_>, opts: &Options) -> Report {
             Credit::None | Credit::Undecided => {}
         }
     }
-    let groups = grouped
+    let mut groups: Vec<GroupRow> = grouped
         .into_iter()
         .filter(|(_, (s, i))| !s.is_empty() || !i.is_empty())
         .map(|(group, (s, i))| GroupRow {
@@ -356,6 +356,10 @@ pub fn report(rules: &Rules, input: &Input<'_>, opts: &Options) -> Report {
             influenced: Figures::of(i),
         })
         .collect();
+    if opts.by == GroupBy::Tier {
+        // Best tier first, as the rules file orders them.
+        groups.sort_by_key(|g| rules.tier_rank(Some(g.group.as_str())));
+    }
 
     let mut decisions: BTreeMap<(String, String), usize> = BTreeMap::new();
     for d in &in_window {

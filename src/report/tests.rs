@@ -373,6 +373,13 @@ fn the_window_selects_deals_expiries_and_mdf_by_their_dates() {
     let by_month = report(&rules, &input(&d), &all_time(GroupBy::Month));
     let months: Vec<&str> = by_month.groups.iter().map(|g| g.group.as_str()).collect();
     assert_eq!(months, ["2025-09", "2026-01"]);
+
+    // Tiers come best first (the rules' order), not alphabetically.
+    let mut d = data();
+    d.regs[4].status = Some("approved".into());
+    let by_tier = report(&rules, &input(&d), &all_time(GroupBy::Tier));
+    let tiers: Vec<&str> = by_tier.groups.iter().map(|g| g.group.as_str()).collect();
+    assert_eq!(tiers, ["gold", "silver", "bronze"]);
 }
 
 #[test]

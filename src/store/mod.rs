@@ -6,6 +6,7 @@
 
 mod associations;
 pub mod attribution;
+mod busy;
 mod counters;
 mod credentials;
 mod digest;
@@ -325,7 +326,7 @@ impl Store {
             path: path.to_owned(),
             source,
         })?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        busy::install(&conn)?;
         retention::enable_incremental_vacuum(&conn)?;
         configure(&conn)?;
         migrate(&mut conn, failpoints)?;
@@ -851,7 +852,7 @@ fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
         path: path.to_owned(),
         source,
     })?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    busy::install(&conn)?;
     Ok(conn)
 }
 

@@ -204,8 +204,8 @@ impl Meters {
             .collect()
     }
 
-    /// A webhook answered: `result` is `accepted`, `duplicate`, `rejected` (signature),
-    /// `malformed`, `too_large` or `unavailable`.
+    /// A webhook answered: `result` is `accepted` (2xx, repeats included), `rejected` (signature),
+    /// `malformed`, `too_large`, `unavailable` (503), `not_configured` or `error`.
     pub fn webhook(&self, system: &str, result: &'static str) {
         self.webhooks
             .get_or_create(&SystemResult {
@@ -248,9 +248,35 @@ impl Meters {
             .inc();
     }
 
+    /// Exports `system`'s rate-limit waits and token refreshes at 0 until they happen, so
+    /// dashboards and alerts see the series from the start.
+    pub fn known_system(&self, system: SystemKind) {
+        for reason in ["budget", "retry_after"] {
+            self.rate_limit_waits
+                .get_or_create(&WaitLabels {
+                    system: system.to_string(),
+                    reason: reason.to_owned(),
+                })
+                .inc_by(0);
+        }
+        for result in ["ok", "failed"] {
+            self.token_refreshes
+                .get_or_create(&SystemResult {
+                    system: system.to_string(),
+                    result: result.to_owned(),
+                })
+                .inc_by(0);
+        }
+    }
+
     /// SQLite answered "busy" (another connection held the lock) and the statement waited.
     pub fn sqlite_busy(&self) {
         self.sqlite_busy.inc();
+    }
+
+    /// Busy events so far.
+    pub fn sqlite_busy_events(&self) -> u64 {
+        self.sqlite_busy.get()
     }
 
     /// Registers every family (they share state with the process's counters) in `registry`,

@@ -88,7 +88,34 @@ pub fn router(state: WebhookState, max_body_bytes: usize) -> Router {
         .route("/webhooks/rest", post(rest))
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(max_body_bytes))
+        .layer(axum::middleware::from_fn(count_result))
         .with_state(state)
+}
+
+/// Counts every webhook answer in `prmsync_webhooks_total{system, result}`.
+async fn count_result(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let system = match req.uri().path() {
+        "/webhooks/hubspot" => "hubspot",
+        "/webhooks/partnerstack" => "partnerstack",
+        "/webhooks/rest" => "rest",
+        _ => "other",
+    };
+    let resp = next.run(req).await;
+    crate::telemetry::meters::meters().webhook(system, webhook_result(resp.status()));
+    resp
+}
+
+/// The `result` label of a webhook answer.
+fn webhook_result(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=299 => "accepted",
+        401 => "rejected",
+        400 | 422 => "malformed",
+        413 => "too_large",
+        503 => "unavailable",
+        404 | 405 => "not_configured",
+        _ => "error",
+    }
 }
 
 fn reject(status: StatusCode, message: impl Into<String>) -> Response {

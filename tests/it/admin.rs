@@ -90,16 +90,28 @@ fn a_non_loopback_admin_address_is_refused_unless_configured() {
     assert!(config.admin.allow_remote);
 }
 
-/// The sample names `/metrics` exports (from its `# TYPE` lines: counters end in `_total`).
+/// The sample names `/metrics` exports (from its `# TYPE` lines: counters end in `_total`,
+/// histograms have `_bucket`, `_sum` and `_count`).
 fn exported(text: &str) -> std::collections::BTreeSet<String> {
     text.lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split_once(' '))
-        .map(|(name, kind)| match kind {
-            "counter" => format!("{name}_total"),
-            _ => name.to_owned(),
+        .flat_map(|(name, kind)| match kind {
+            "counter" => vec![format!("{name}_total")],
+            "histogram" => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|s| format!("{name}{s}"))
+                .collect(),
+            _ => vec![name.to_owned()],
         })
         .collect()
+}
+
+/// The value of one sample (`name{labels}` exactly as exported).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// Metric names in a PromQL expression: `prmsync_*`, and Prometheus's own `up`.
@@ -125,8 +137,67 @@ async fn metrics_after_a_sync_and_every_dashboard_and_alert_query_names_an_expor
         )
         .await
         .unwrap();
+    // A webhook with no signature: refused, and counted.
+    let refused = client()
+        .post(format!("http://{}/webhooks/hubspot", d.http_addr))
+        .body("[]")
+        .send()
+        .await
+        .expect("webhook sent");
+    assert_eq!(refused.status(), 401);
     let (status, text) = get(format!("http://{}/metrics", d.admin_addr)).await;
     assert_eq!(status, 200);
+    // The process's event counters (process-wide: other tests in this binary add to them, so
+    // these are lower bounds; this test's own sync made each of them move).
+    for (series, at_least) in [
+        (
+            "prmsync_http_client_requests_total{system=\"hubspot\",status_class=\"2xx\"}",
+            1.0,
+        ),
+        (
+            "prmsync_http_client_requests_total{system=\"partnerstack\",status_class=\"2xx\"}",
+            1.0,
+        ),
+        (
+            "prmsync_http_client_request_duration_seconds_count{system=\"hubspot\",status_class=\"2xx\"}",
+            1.0,
+        ),
+        (
+            "prmsync_polls_total{system=\"partnerstack\",object=\"deals\",result=\"ok\"}",
+            1.0,
+        ),
+        (
+            "prmsync_webhooks_total{system=\"hubspot\",result=\"rejected\"}",
+            1.0,
+        ),
+        ("prmsync_errors_total{kind=\"store\"}", 0.0),
+        ("prmsync_errors_total{kind=\"rate_limited\"}", 0.0),
+        (
+            "prmsync_rate_limit_waits_total{system=\"hubspot\",reason=\"retry_after\"}",
+            0.0,
+        ),
+        (
+            "prmsync_token_refreshes_total{system=\"hubspot\",result=\"ok\"}",
+            0.0,
+        ),
+        ("prmsync_sqlite_busy_events_total", 0.0),
+        (
+            "prmsync_cursor_lag_seconds{system=\"partnerstack\",object=\"deals\"}",
+            0.0,
+        ),
+    ] {
+        let value = sample(&text, series).unwrap_or_else(|| panic!("{series} in\n{text}"));
+        assert!(
+            value >= at_least,
+            "{series} = {value}, want at least {at_least}"
+        );
+    }
+    // A lag is how long ago the last complete read started: well under an hour here.
+    let lag = sample(
+        &text,
+        "prmsync_cursor_lag_seconds{system=\"partnerstack\",object=\"deals\"}",
+    );
+    assert!(lag.is_some_and(|l| l < 3600.0), "{lag:?}");
     for line in [
         format!(
             "prmsync_build_info{{version=\"{}\"}} 1",

@@ -180,13 +180,11 @@ impl HubSpot {
             ("client_secret", client.client_secret.expose_secret()),
             ("refresh_token", client.refresh_token.expose_secret()),
         ];
-        let resp = self
-            .http
-            .post(self.url("oauth/v1/token"))
-            .form(&form)
-            .send()
-            .await
-            .map_err(transport)?;
+        let resp = crate::connector::send_token_request(
+            crate::model::SystemKind::HubSpot,
+            self.http.post(self.url("oauth/v1/token")).form(&form),
+        )
+        .await?;
         let status = resp.status();
         let body = resp.text().await.map_err(transport)?;
         if !status.is_success() {
@@ -224,11 +222,11 @@ impl HubSpot {
         req: reqwest::RequestBuilder,
     ) -> Result<(reqwest::StatusCode, String), ConnectorError> {
         let token = self.bearer().await?;
-        let resp = req
-            .bearer_auth(token.expose_secret())
-            .send()
-            .await
-            .map_err(transport)?;
+        let resp = crate::connector::send(
+            crate::model::SystemKind::HubSpot,
+            req.bearer_auth(token.expose_secret()),
+        )
+        .await?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let seen = RateLimits::from_headers(&headers);

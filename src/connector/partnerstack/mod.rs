@@ -63,7 +63,9 @@ impl PartnerStack {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ConnectorError> {
-        let resp = self.authorize(req).send().await.map_err(transport)?;
+        let resp =
+            crate::connector::send(crate::model::SystemKind::PartnerStack, self.authorize(req))
+                .await?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.text().await.map_err(transport)?;

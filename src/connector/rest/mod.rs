@@ -66,14 +66,14 @@ impl Rest {
         if let Some(pace) = &self.pace {
             pace.until_ready().await;
         }
-        let resp = req
-            .header(
+        let resp = crate::connector::send(
+            crate::model::SystemKind::Rest,
+            req.header(
                 self.profile.auth_header.as_str(),
                 self.profile.auth_value.expose_secret(),
-            )
-            .send()
-            .await
-            .map_err(transport)?;
+            ),
+        )
+        .await?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.text().await.map_err(transport)?;

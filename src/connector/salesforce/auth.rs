@@ -426,13 +426,11 @@ impl Authenticator {
 
     /// One token request; a refusal is `Auth`, a server failure `Transient`.
     async fn request(&self, form: &[(&str, String)]) -> Result<api::TokenResponse, ConnectorError> {
-        let resp = self
-            .http
-            .post(self.token_url.clone())
-            .form(form)
-            .send()
-            .await
-            .map_err(transport)?;
+        let resp = crate::connector::send_token_request(
+            crate::model::SystemKind::Salesforce,
+            self.http.post(self.token_url.clone()).form(form),
+        )
+        .await?;
         let status = resp.status();
         let body = resp.text().await.map_err(transport)?;
         if !status.is_success() {

@@ -74,11 +74,12 @@ impl Salesforce {
         let mut session = self.inner.auth.session().await?;
         let mut renewed = false;
         loop {
-            let resp = build(&self.inner.http, &session.instance_url)
-                .bearer_auth(session.access_token.expose_secret())
-                .send()
-                .await
-                .map_err(transport)?;
+            let resp = crate::connector::send(
+                crate::model::SystemKind::Salesforce,
+                build(&self.inner.http, &session.instance_url)
+                    .bearer_auth(session.access_token.expose_secret()),
+            )
+            .await?;
             let status = resp.status();
             let headers = resp.headers().clone();
             if let Some(l) = headers
