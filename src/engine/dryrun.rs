@@ -1,6 +1,7 @@
 //! The dry run behind `prmsync plan`: read every source record of each flow (read-only calls),
-//! plan it against the stored links with the real planner, and count what would happen. Nothing
-//! is written anywhere: no vendor writes, no state file changes.
+//! page by page, plan each page against the stored links with the real planner, and count what
+//! would happen. Memory holds one page, whatever the object's size. Nothing is written anywhere:
+//! no vendor writes, no state file changes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,9 +13,6 @@ use crate::connector::Connector;
 use crate::mapping::{Lookups, Mapping};
 use crate::model::Record;
 use crate::store::{Link, ReadOnlyStore, StoreError};
-
-/// A dry run reads at most this many pages of each source object.
-const MAX_PAGES_PER_POLL: usize = 500;
 
 /// How many example records each outcome keeps.
 const SAMPLES: usize = 3;
@@ -61,31 +59,6 @@ fn links(
     }
 }
 
-/// Every record of `object` in the source system (bounded by the poller's page cap).
-async fn read_all(
-    conn: &Connector,
-    object: &str,
-    retry: &RetryPolicy,
-) -> Result<Vec<Record>, EngineError> {
-    let mut out = Vec::new();
-    let mut page: Option<String> = None;
-    for _ in 0..MAX_PAGES_PER_POLL {
-        let read = retry
-            .run(|| conn.read_changes(object, 0, &[], page.as_deref()))
-            .await
-            .map_err(|error| EngineError::Connector {
-                system: conn.kind(),
-                error,
-            })?;
-        out.extend(read.records);
-        page = read.next_page;
-        if page.is_none() {
-            break;
-        }
-    }
-    Ok(out)
-}
-
 /// Plans every record of each flow's source against the current state, writing nothing.
 pub async fn plan_flows(
     connectors: &[&Connector],
@@ -98,51 +71,100 @@ pub async fn plan_flows(
         let Some(conn) = connectors.iter().find(|c| c.kind() == m.source.system) else {
             continue;
         };
-        let records = read_all(conn, &m.source.object, retry).await?;
-        let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-        let known = links(state, &m.name, &ids)?;
-        let mut lookups = Lookups::default();
-        for (flow, keys) in m.lookup_keys(records.iter().map(|r| &r.fields)) {
-            for (sid, link) in links(state, &flow, &keys)? {
-                if let Some(tid) = link.target_id {
-                    lookups.insert(&flow, sid, tid);
-                }
-            }
-        }
-        // Match rules: the same read-only search the engine makes before a create.
-        let unlinked = records
-            .iter()
-            .filter(|r| m.accepts(&r.fields) && plan::would_create(known.get(&r.id)));
         let target = connectors
             .iter()
             .find(|c| c.kind() == m.target.system)
             .copied();
-        let found = matching::prefetch(target, retry, m, unlinked)
-            .await
-            .map_err(|error| EngineError::Connector {
-                system: m.target.system,
-                error,
-            })?;
-        out.push(plan_records(m, &records, &known, &lookups, found));
+        let mut tally = Tally::new(m);
+        let mut page: Option<String> = None;
+        loop {
+            let read = retry
+                .run(|| conn.read_changes(&m.source.object, 0, &[], page.as_deref()))
+                .await
+                .map_err(|error| EngineError::Connector {
+                    system: conn.kind(),
+                    error,
+                })?;
+            plan_page(&mut tally, m, &read.records, target, state, retry).await?;
+            page = read.next_page;
+            if page.is_none() {
+                break;
+            }
+        }
+        out.push(tally.plan);
     }
     Ok(out)
 }
 
-/// Counts the planner's decisions for `records`. Pure.
+/// Plans one page of `m`'s source records into `tally`, with their links, lookups and match
+/// searches.
+async fn plan_page(
+    tally: &mut Tally,
+    m: &Mapping,
+    records: &[Record],
+    target: Option<&Connector>,
+    state: Option<&ReadOnlyStore>,
+    retry: &RetryPolicy,
+) -> Result<(), EngineError> {
+    let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    let known = links(state, &m.name, &ids)?;
+    let mut lookups = Lookups::default();
+    for (flow, keys) in m.lookup_keys(records.iter().map(|r| &r.fields)) {
+        for (sid, link) in links(state, &flow, &keys)? {
+            if let Some(tid) = link.target_id {
+                lookups.insert(&flow, sid, tid);
+            }
+        }
+    }
+    // Match rules: the same read-only search the engine makes before a create.
+    let unlinked = records
+        .iter()
+        .filter(|r| m.accepts(&r.fields) && plan::would_create(known.get(&r.id)));
+    let found = matching::prefetch(target, retry, m, unlinked)
+        .await
+        .map_err(|error| EngineError::Connector {
+            system: m.target.system,
+            error,
+        })?;
+    plan_records(tally, m, records, &known, &lookups, found);
+    Ok(())
+}
+
+/// A flow's plan as pages are added to it, with how many records each outcome has had (for the
+/// samples).
+#[derive(Debug)]
+pub struct Tally {
+    pub plan: FlowPlan,
+    seen: BTreeMap<&'static str, usize>,
+}
+
+impl Tally {
+    pub fn new(m: &Mapping) -> Tally {
+        Tally {
+            plan: FlowPlan {
+                flow: m.name.clone(),
+                version: m.version.clone(),
+                ..FlowPlan::default()
+            },
+            seen: BTreeMap::new(),
+        }
+    }
+}
+
+/// Adds the planner's decisions for `records` to `tally`. Pure.
 pub fn plan_records(
+    tally: &mut Tally,
     m: &Mapping,
     records: &[Record],
     links: &BTreeMap<String, Link>,
     lookups: &Lookups,
     mut found: Prefetched,
-) -> FlowPlan {
-    let mut p = FlowPlan {
-        flow: m.name.clone(),
-        version: m.version.clone(),
-        read: records.len(),
-        ..FlowPlan::default()
-    };
-    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+) {
+    let Tally {
+        plan: p,
+        seen: counts,
+    } = tally;
+    p.read += records.len();
     for rec in records {
         let link = links.get(&rec.id);
         let d = plan::forward_matched(m, rec, link, lookups, found.found(m, rec));
@@ -209,7 +231,6 @@ pub fn plan_records(
             });
         }
     }
-    p
 }
 
 fn fields_of(payload: &serde_json::Map<String, serde_json::Value>) -> String {

@@ -620,6 +620,50 @@ fn field(
     let f = raw.get_ref();
     let before = errs.list.len();
     check_target_field(schema, &f.target, &format!("{key}.target"), errs);
+    let (ty, source_ty, tz) = field_types(f, key, errs);
+    let direction = field_direction(f, key, errs);
+    let when = field_when(f, key, errs);
+    let reverse = !matches!(direction, FieldDirection::ToTarget);
+    let mut steps = field_transforms(f, key, reverse, errs);
+    if let Some(values) = &f.values {
+        steps.push(value_map(f, values, key, schema, reverse, errs));
+    } else if let Some(u) = &f.unmapped {
+        errs.at(
+            u.span(),
+            &format!("{key}.unmapped"),
+            "unmapped needs a values map",
+            None,
+        );
+    }
+    field_consistency(raw, key, ty, reverse, &steps, errs);
+    let ty = ty?;
+    let source_ty = source_ty?;
+    let (default, constant) = field_values(f, key, ty, source_ty, &tz, errs);
+    if errs.list.len() > before {
+        return None;
+    }
+    Some(Field {
+        source: f.source.as_ref().map(|s| s.get_ref().clone()),
+        target: f.target.get_ref().clone(),
+        ty,
+        source_ty,
+        tz,
+        direction,
+        when,
+        steps,
+        required: f.required,
+        allow_blank: f.allow_blank,
+        default,
+        constant,
+    })
+}
+
+/// `type`, `source_type` (defaults to `type`) and `timezone` (defaults to UTC).
+fn field_types(
+    f: &RawField,
+    key: &str,
+    errs: &mut Errs<'_>,
+) -> (Option<FieldType>, Option<FieldType>, TimeZone) {
     let ty = field_type(f.ty.as_ref(), &format!("{key}.type"), errs);
     let source_ty = match &f.source_type {
         Some(_) => field_type(f.source_type.as_ref(), &format!("{key}.source_type"), errs),
@@ -637,6 +681,11 @@ fn field(
             TimeZone::UTC
         }),
     };
+    (ty, source_ty, tz)
+}
+
+/// `direction` and `owner`: both ways needs an owner; an owner only applies to both ways.
+fn field_direction(f: &RawField, key: &str, errs: &mut Errs<'_>) -> FieldDirection {
     let owner = f.owner.as_ref().and_then(|o| match o.get_ref().as_str() {
         "source" | "prm" => Some(Owner::Source),
         "target" | "crm" => Some(Owner::Target),
@@ -690,7 +739,12 @@ fn field(
             None,
         );
     }
-    let when = match f.on.as_ref().map(|o| (o.get_ref().as_str(), o.span())) {
+    direction
+}
+
+/// `on`: create_and_update (default), create_only, update_only.
+fn field_when(f: &RawField, key: &str, errs: &mut Errs<'_>) -> When {
+    match f.on.as_ref().map(|o| (o.get_ref().as_str(), o.span())) {
         None | Some(("create_and_update", _)) => When::Always,
         Some(("create_only", _)) => When::CreateOnly,
         Some(("update_only", _)) => When::UpdateOnly,
@@ -703,8 +757,11 @@ fn field(
             );
             When::Always
         }
-    };
-    let reverse = !matches!(direction, FieldDirection::ToTarget);
+    }
+}
+
+/// `transforms`, in order; a field that flows back may use only reversible ones.
+fn field_transforms(f: &RawField, key: &str, reverse: bool, errs: &mut Errs<'_>) -> Vec<Step> {
     let mut steps = Vec::new();
     for (j, s) in f.transforms.iter().enumerate() {
         let skey = format!("{key}.transforms[{j}]");
@@ -720,133 +777,151 @@ fn field(
             steps.push(step);
         }
     }
-    if let Some(values) = &f.values {
-        let mut map = Vec::new();
-        for (k, v) in values.get_ref() {
-            match v {
-                toml::Value::String(s) => map.push((k.clone(), s.clone())),
-                toml::Value::Integer(i) => map.push((k.clone(), i.to_string())),
-                toml::Value::Boolean(b) => map.push((k.clone(), b.to_string())),
-                _ => errs.at(
-                    values.span(),
-                    &format!("{key}.values.{k}"),
-                    "value map entries must be text, numbers or booleans",
-                    None,
-                ),
-            }
+    steps
+}
+
+/// `values`, `unmapped` and `values_back` → the value-map step, checked against the target's
+/// picklist where it is known, and one-to-one (or covered by `values_back`) for fields that
+/// flow back.
+fn value_map(
+    f: &RawField,
+    values: &Spanned<BTreeMap<String, toml::Value>>,
+    key: &str,
+    schema: Option<&ObjectSchema>,
+    reverse: bool,
+    errs: &mut Errs<'_>,
+) -> Step {
+    let mut map = Vec::new();
+    for (k, v) in values.get_ref() {
+        match v {
+            toml::Value::String(s) => map.push((k.clone(), s.clone())),
+            toml::Value::Integer(i) => map.push((k.clone(), i.to_string())),
+            toml::Value::Boolean(b) => map.push((k.clone(), b.to_string())),
+            _ => errs.at(
+                values.span(),
+                &format!("{key}.values.{k}"),
+                "value map entries must be text, numbers or booleans",
+                None,
+            ),
         }
-        let unmapped = match f
-            .unmapped
-            .as_ref()
-            .map(|u| (u.get_ref().as_str(), u.span()))
-        {
-            None | Some(("error", _)) => Unmapped::Error,
-            Some(("pass", _)) => Unmapped::Pass,
-            Some((other, span)) => match other.strip_prefix("default:") {
-                Some(d) => Unmapped::Default(d.to_owned()),
-                None => {
-                    errs.at(
-                        span,
-                        &format!("{key}.unmapped"),
-                        format!("unknown value {other:?}"),
-                        Some("use \"error\", \"pass\" or \"default:VALUE\""),
-                    );
-                    Unmapped::Error
-                }
-            },
-        };
-        if let Some(options) = schema.and_then(|s| schema::options(s, f.target.get_ref())) {
-            for (from, to) in &map {
-                if !options.contains(&to.as_str()) {
-                    let hint = match schema::closest(to, options) {
-                        Some(c) => format!("did you mean {c:?}?"),
-                        None => format!("options: {}", options.join(", ")),
-                    };
-                    errs.at(
-                        values.span(),
-                        &format!("{key}.values.{from}"),
-                        format!("{to:?} is not an option of {}", f.target.get_ref()),
-                        Some(&hint),
-                    );
-                }
-            }
-            if reverse && unmapped == Unmapped::Error {
-                let back_keys: Vec<&String> = match &f.values_back {
-                    Some(b) => b.get_ref().keys().collect(),
-                    None => map.iter().map(|(_, to)| to).collect(),
-                };
-                let missing: Vec<&str> = options
-                    .iter()
-                    .filter(|o| !back_keys.iter().any(|to| to == *o))
-                    .copied()
-                    .collect();
-                if !missing.is_empty() {
-                    errs.at(
-                        values.span(),
-                        &format!("{key}.values"),
-                        format!(
-                            "the value map does not cover the {} options {}",
-                            f.target.get_ref(),
-                            missing.join(", ")
-                        ),
-                        Some("map every option, or set unmapped = \"pass\" to send others back unchanged"),
-                    );
-                }
-            }
-        }
-        if let Some(b) = &f.values_back {
-            if !reverse {
+    }
+    let unmapped = match f
+        .unmapped
+        .as_ref()
+        .map(|u| (u.get_ref().as_str(), u.span()))
+    {
+        None | Some(("error", _)) => Unmapped::Error,
+        Some(("pass", _)) => Unmapped::Pass,
+        Some((other, span)) => match other.strip_prefix("default:") {
+            Some(d) => Unmapped::Default(d.to_owned()),
+            None => {
                 errs.at(
-                    b.span(),
-                    &format!("{key}.values_back"),
-                    "values_back only applies to fields that flow to the source",
-                    None,
+                    span,
+                    &format!("{key}.unmapped"),
+                    format!("unknown value {other:?}"),
+                    Some("use \"error\", \"pass\" or \"default:VALUE\""),
+                );
+                Unmapped::Error
+            }
+        },
+    };
+    if let Some(options) = schema.and_then(|s| schema::options(s, f.target.get_ref())) {
+        for (from, to) in &map {
+            if !options.contains(&to.as_str()) {
+                let hint = match schema::closest(to, options) {
+                    Some(c) => format!("did you mean {c:?}?"),
+                    None => format!("options: {}", options.join(", ")),
+                };
+                errs.at(
+                    values.span(),
+                    &format!("{key}.values.{from}"),
+                    format!("{to:?} is not an option of {}", f.target.get_ref()),
+                    Some(&hint),
                 );
             }
-            for (to, from) in b.get_ref() {
-                if !map.iter().any(|(f, _)| f == from) {
-                    errs.at(
-                        b.span(),
-                        &format!("{key}.values_back.{to}"),
-                        format!("{from:?} is not a source value of the values map"),
-                        Some("values_back maps target values to source values listed in values"),
-                    );
-                }
-            }
-        } else if reverse {
-            let mut seen = HashSet::new();
-            for (_, v) in &map {
-                if !seen.insert(v) {
-                    errs.at(
-                        values.span(),
-                        &format!("{key}.values"),
-                        format!("two source values map to {v:?}, so the way back is ambiguous"),
-                        Some("a field that flows to the source needs a one-to-one value map"),
-                    );
-                }
+        }
+        if reverse && unmapped == Unmapped::Error {
+            let back_keys: Vec<&String> = match &f.values_back {
+                Some(b) => b.get_ref().keys().collect(),
+                None => map.iter().map(|(_, to)| to).collect(),
+            };
+            let missing: Vec<&str> = options
+                .iter()
+                .filter(|o| !back_keys.iter().any(|to| to == *o))
+                .copied()
+                .collect();
+            if !missing.is_empty() {
+                errs.at(
+                    values.span(),
+                    &format!("{key}.values"),
+                    format!(
+                        "the value map does not cover the {} options {}",
+                        f.target.get_ref(),
+                        missing.join(", ")
+                    ),
+                    Some("map every option, or set unmapped = \"pass\" to send others back unchanged"),
+                );
             }
         }
-        let back = match &f.values_back {
-            Some(b) => b
-                .get_ref()
-                .iter()
-                .map(|(t, s)| (t.clone(), s.clone()))
-                .collect(),
-            None => map.iter().map(|(s, t)| (t.clone(), s.clone())).collect(),
-        };
-        steps.push(Step::Values {
-            map,
-            unmapped,
-            back,
-        });
-    } else if let Some(u) = &f.unmapped {
-        errs.at(
-            u.span(),
-            &format!("{key}.unmapped"),
-            "unmapped needs a values map",
-            None,
-        );
     }
+    if let Some(b) = &f.values_back {
+        if !reverse {
+            errs.at(
+                b.span(),
+                &format!("{key}.values_back"),
+                "values_back only applies to fields that flow to the source",
+                None,
+            );
+        }
+        for (to, from) in b.get_ref() {
+            if !map.iter().any(|(f, _)| f == from) {
+                errs.at(
+                    b.span(),
+                    &format!("{key}.values_back.{to}"),
+                    format!("{from:?} is not a source value of the values map"),
+                    Some("values_back maps target values to source values listed in values"),
+                );
+            }
+        }
+    } else if reverse {
+        let mut seen = HashSet::new();
+        for (_, v) in &map {
+            if !seen.insert(v) {
+                errs.at(
+                    values.span(),
+                    &format!("{key}.values"),
+                    format!("two source values map to {v:?}, so the way back is ambiguous"),
+                    Some("a field that flows to the source needs a one-to-one value map"),
+                );
+            }
+        }
+    }
+    let back = match &f.values_back {
+        Some(b) => b
+            .get_ref()
+            .iter()
+            .map(|(t, s)| (t.clone(), s.clone()))
+            .collect(),
+        None => map.iter().map(|(s, t)| (t.clone(), s.clone())).collect(),
+    };
+    Step::Values {
+        map,
+        unmapped,
+        back,
+    }
+}
+
+/// What a field needs as a whole: an enum its value map; a field that flows back no constant
+/// and a top-level source; every field a source, a constant or a template.
+fn field_consistency(
+    raw: &Spanned<RawField>,
+    key: &str,
+    ty: Option<FieldType>,
+    reverse: bool,
+    steps: &[Step],
+    errs: &mut Errs<'_>,
+) {
+    let f = raw.get_ref();
     if ty == Some(FieldType::Enum) && f.values.is_none() {
         errs.at(
             f.ty.as_ref().map_or(raw.span(), Spanned::span),
@@ -884,10 +959,19 @@ fn field(
             None,
         );
     }
-    let ty = ty?;
-    let source_ty = source_ty?;
+}
+
+/// `default` (of the source type) and `const` (of the field's type), parsed at compile time.
+fn field_values(
+    f: &RawField,
+    key: &str,
+    ty: FieldType,
+    source_ty: FieldType,
+    tz: &TimeZone,
+    errs: &mut Errs<'_>,
+) -> (Option<Val>, Option<Val>) {
     let parse_val = |v: &Spanned<toml::Value>, which: &str, t: FieldType, errs: &mut Errs<'_>| {
-        Val::from_json(&toml_to_json(v.get_ref()), t, &tz)
+        Val::from_json(&toml_to_json(v.get_ref()), t, tz)
             .map_err(|e| {
                 errs.at(
                     v.span(),
@@ -906,23 +990,7 @@ fn field(
         .constant
         .as_ref()
         .and_then(|c| parse_val(c, "const", ty, errs));
-    if errs.list.len() > before {
-        return None;
-    }
-    Some(Field {
-        source: f.source.as_ref().map(|s| s.get_ref().clone()),
-        target: f.target.get_ref().clone(),
-        ty,
-        source_ty,
-        tz,
-        direction,
-        when,
-        steps,
-        required: f.required,
-        allow_blank: f.allow_blank,
-        default,
-        constant,
-    })
+    (default, constant)
 }
 
 const STEP_NAMES: &str = "trim, lower, upper, domain, { scale = N }, { round = N }, { decimals = N }, \

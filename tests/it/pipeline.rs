@@ -280,3 +280,29 @@ async fn the_reverse_poll_asks_salesforce_only_for_the_opportunities_prmsync_man
     );
     d.shutdown().await;
 }
+
+#[tokio::test]
+async fn plan_reads_an_object_page_by_page_to_its_end() {
+    let w = World::seeded(600).await;
+    let before = w.ps.stats().list_requests;
+    let plans = prmsync::app::plan(&w.config(), Some("deal-registration"))
+        .await
+        .expect("plan");
+    let p = &plans[0];
+    assert_eq!(
+        (p.read, p.would_create),
+        (600, 600),
+        "every deal of three pages is planned: {p:?}"
+    );
+    assert_eq!(
+        w.ps.stats().list_requests - before,
+        3,
+        "250 deals a page, each read once"
+    );
+    let samples = p
+        .samples
+        .iter()
+        .filter(|s| s.outcome == "would_create")
+        .count();
+    assert_eq!(samples, 3, "samples stay a few per outcome across pages");
+}
