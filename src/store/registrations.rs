@@ -432,7 +432,7 @@ pub(super) fn commit_decisions(
         }
     }
     for key in &c.keys {
-        tx.prepare_cached("UPDATE registrations SET dirty = 0 WHERE dup_key = ?1")?
+        tx.prepare_cached("UPDATE registrations SET dirty = 0 WHERE dup_key = ?1 AND dirty = 1")?
             .execute(params![key])?;
     }
     queries::commit_plan(tx, &c.plan, now_ms)?;
