@@ -122,8 +122,10 @@ async fn a_lost_response_is_retried_as_an_update_never_a_second_create() {
     assert!(
         writes
             .values()
-            .all(|(creates, updates)| *creates == 1 && *updates == 1),
-        "every deal created once and updated once by the retry: {writes:?}"
+            .all(|(creates, updates)| *creates == 1 && (1..=2).contains(updates)),
+        // A retry can itself be one of the two lost batches when the first retry is sent
+        // before the second batch (the writers' timing): its deals are updated twice.
+        "every deal created once and updated by the retry: {writes:?}"
     );
     assert_eq!(w.hs.stats().created, 150);
     assert_eq!(status(&d).await.dead_letters, 0);

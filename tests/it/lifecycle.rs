@@ -75,7 +75,7 @@ pub(crate) async fn salesforce() -> (SalesforceSim, SimServer) {
 async fn partner_deletes(world: &World, d: &Daemon, key: &str) {
     let event = world.ps.delete_deal(key).expect("the deal exists");
     let body = serde_json::to_vec(&event).expect("json");
-    let status = prmsync::connector::http_client(std::time::Duration::from_secs(5))
+    let status = prmsync::connector::http_client(std::time::Duration::from_secs(30))
         .post(format!("http://{}/webhooks/partnerstack", d.http_addr))
         .header(
             prmsync::webhook::PRM_SIGNATURE_HEADER,

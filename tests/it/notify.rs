@@ -167,7 +167,11 @@ async fn watchdog_pings_stop_when_a_stage_stalls_and_status_summarises() {
     let s = sock.clone();
     let (after_stall, summary) = tokio::task::spawn_blocking(move || {
         let mut seen = Vec::new();
-        let stalled = until(&s, &mut seen, |m| m.contains("STATUS=STALLED: "));
+        // On a loaded machine another stage can be slow for a moment first; the planner's stall
+        // is the one that lasts.
+        let stalled = until(&s, &mut seen, |m| {
+            m.contains("STATUS=STALLED: ") && m.contains("planner (no progress for")
+        });
         // Three more refreshes of the stalled line (its age grows), and no ping among them.
         let mut after = next_n(&s, &mut seen, 3, &|m| m.contains("STATUS=STALLED: "));
         after.insert(0, stalled.clone());
