@@ -313,15 +313,13 @@ pub fn deals(rules: &Rules, input: &Input<'_>) -> Vec<Deal> {
 }
 
 /// Each sourced deal's partners, computed per customer (duplicate key) as the engine does.
-fn attach_credits(
-    rule: &credit::CreditRule,
-    rules: &Rules,
-    input: &Input<'_>,
-    deals: &mut [Deal],
-) {
+fn attach_credits(rule: &credit::CreditRule, rules: &Rules, input: &Input<'_>, deals: &mut [Deal]) {
     let mut by_key: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for r in input.registrations {
-        by_key.entry(r.key.as_str()).or_default().push(r.id.as_str());
+        by_key
+            .entry(r.key.as_str())
+            .or_default()
+            .push(r.id.as_str());
     }
     let status: BTreeMap<&str, Option<Status>> = input
         .registrations

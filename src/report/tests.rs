@@ -442,7 +442,11 @@ fn an_influencing_partner_counts_the_sourced_deal_in_its_influenced_figures() {
     d.regs[4].key = d.regs[0].key.clone();
     let r = report(&rules, &input(&d), &all_time(GroupBy::Partner));
     assert_eq!(
-        (r.co_influenced.deals, r.co_influenced.won, r.co_influenced.won_cents),
+        (
+            r.co_influenced.deals,
+            r.co_influenced.won,
+            r.co_influenced.won_cents
+        ),
         (1, 1, 1_000_000)
     );
     let part_3 = r
@@ -451,7 +455,11 @@ fn an_influencing_partner_counts_the_sourced_deal_in_its_influenced_figures() {
         .find(|g| g.group == "part_3")
         .expect("part_3 is credited now");
     assert_eq!(
-        (part_3.sourced.deals, part_3.influenced.deals, part_3.influenced.won_cents),
+        (
+            part_3.sourced.deals,
+            part_3.influenced.deals,
+            part_3.influenced.won_cents
+        ),
         (0, 1, 1_000_000)
     );
     // The deal stays one deal in the totals: sourced by part_1.
@@ -465,7 +473,10 @@ fn an_influencing_partner_counts_the_sourced_deal_in_its_influenced_figures() {
         .expect("bronze influenced");
     assert_eq!(bronze.influenced.won_cents, 1_000_000);
     let csv = render::csv(&r);
-    assert!(csv.contains("totals,co-influenced,won_cents,1000000\n"), "{csv}");
+    assert!(
+        csv.contains("totals,co-influenced,won_cents,1000000\n"),
+        "{csv}"
+    );
     assert!(render::text(&r).contains("sourced, another partner influencing"));
     // Without the shared customer, no one is co-credited.
     let plain = report(&rules, &input(&data()), &all_time(GroupBy::Partner));

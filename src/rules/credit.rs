@@ -29,7 +29,12 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Sourced, Role::Influenced, Role::Referral, Role::Reseller];
+    pub const ALL: [Role; 4] = [
+        Role::Sourced,
+        Role::Influenced,
+        Role::Referral,
+        Role::Reseller,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -186,8 +191,7 @@ pub fn credits(rule: &CreditRule, claims: &[Claim<'_>]) -> Vec<DealCredit> {
                     continue;
                 }
                 let slot = others.entry(c.partner).or_insert(c);
-                if (c.submitted_ms, c.registration_id) < (slot.submitted_ms, slot.registration_id)
-                {
+                if (c.submitted_ms, c.registration_id) < (slot.submitted_ms, slot.registration_id) {
                     *slot = c;
                 }
             }
@@ -248,7 +252,13 @@ mod tests {
     }
 
     /// (id, partner, status, submitted day, declared role)
-    type Row = (&'static str, &'static str, Option<Status>, i64, Option<&'static str>);
+    type Row = (
+        &'static str,
+        &'static str,
+        Option<Status>,
+        i64,
+        Option<&'static str>,
+    );
 
     fn run(rule: &CreditRule, rows: &[Row]) -> Vec<DealCredit> {
         let f: Vec<Map<String, Value>> = rows.iter().map(|r| fields(r.4)).collect();
@@ -353,10 +363,7 @@ mod tests {
                 ],
                 vec![
                     vec![("p1", Role::Sourced, true)],
-                    vec![
-                        ("p2", Role::Sourced, true),
-                        ("p3", Role::Influenced, false),
-                    ],
+                    vec![("p2", Role::Sourced, true), ("p3", Role::Influenced, false)],
                 ],
             ),
             (

@@ -999,7 +999,10 @@ fn bad_crm_field_names_are_located_errors() {
 #[test]
 fn credit_compiles_with_defaults_and_three_mistakes_give_three_located_errors() {
     let r = rules();
-    let c = r.credit.as_ref().expect("the shipped file credits partners");
+    let c = r
+        .credit
+        .as_ref()
+        .expect("the shipped file credits partners");
     assert_eq!(c.influence_within_days, 90);
     assert_eq!(c.role_field.as_deref(), Some("partner_role"));
     assert_eq!(c.influence_from, [credit::Evidence::Registration]);
@@ -1011,11 +1014,11 @@ fn credit_compiles_with_defaults_and_three_mistakes_give_three_located_errors() 
         r.crm.hubspot.role_name(credit::Role::Sourced),
         "Sourcing partner"
     );
-    let widened = rules_with(
-        "influence_within_days = 90",
-        "influence_within_days = 30",
+    let widened = rules_with("influence_within_days = 90", "influence_within_days = 30");
+    assert_ne!(
+        widened.version, r.version,
+        "a credit change is a rules change"
     );
-    assert_ne!(widened.version, r.version, "a credit change is a rules change");
 
     let bad = BUILTIN
         .1
@@ -1027,7 +1030,10 @@ fn credit_compiles_with_defaults_and_three_mistakes_give_three_located_errors() 
             "influence_within_days = 90",
             r#"influence_within_days = "ninety""#,
         )
-        .replace(r#"influence_from = ["registration"]"#, r#"influence_from = ["lead"]"#)
+        .replace(
+            r#"influence_from = ["registration"]"#,
+            r#"influence_from = ["lead"]"#,
+        )
         .replace(r#"referral = "Referral","#, r#"referall = "Referral","#);
     let errs = Rules::compile("r.toml", &bad).expect_err("bad file").0;
     let joined = errs
@@ -1052,5 +1058,10 @@ fn credit_compiles_with_defaults_and_three_mistakes_give_three_located_errors() 
     let start = BUILTIN.1.find("[credit]").expect("section");
     let end = BUILTIN.1.find("# The CRM deal fields").expect("next");
     let bare = format!("{}{}", &BUILTIN.1[..start], &BUILTIN.1[end..]);
-    assert!(Rules::compile("r.toml", &bare).expect("compiles").credit.is_none());
+    assert!(
+        Rules::compile("r.toml", &bare)
+            .expect("compiles")
+            .credit
+            .is_none()
+    );
 }

@@ -20,10 +20,7 @@ pub(super) struct RawCredit {
 }
 
 /// The compiled `[credit]`, or `None` when the file has none (no partner credit is written).
-pub(super) fn credit(
-    raw: Option<&Spanned<RawCredit>>,
-    errs: &mut Errs<'_>,
-) -> Option<CreditRule> {
+pub(super) fn credit(raw: Option<&Spanned<RawCredit>>, errs: &mut Errs<'_>) -> Option<CreditRule> {
     let raw = raw?;
     let c = raw.get_ref();
     let days = *c.influence_within_days.get_ref();
