@@ -38,6 +38,9 @@ mod tests {
         assert_eq!(position(Some(&token(10_000))), Ok(10_000));
         assert_eq!(position(Some("NTI1Cg==")), Ok(525));
         assert_eq!(position(None), Ok(0));
-        assert!(position(Some("200")).is_err(), "a bare offset is not a token");
+        assert!(
+            position(Some("200")).is_err(),
+            "a bare offset is not a token"
+        );
     }
 }
