@@ -29,5 +29,6 @@ mod resync;
 mod retention;
 mod rules;
 mod rules_salesforce;
+mod shipped;
 mod sync;
 mod webhooks;
