@@ -4,6 +4,7 @@
 
 mod associations;
 pub mod budget;
+pub mod credits;
 mod decider;
 pub mod deletes;
 pub mod dryrun;

@@ -10,6 +10,7 @@ mod connector_contract;
 mod connectors;
 mod crash;
 mod credentials;
+mod credits;
 mod crm_facts;
 mod deletion_webhook;
 mod erase;

@@ -8,6 +8,7 @@ mod archive;
 mod associations;
 mod facts;
 pub mod limits;
+mod partners;
 mod privacy;
 pub mod webhook;
 

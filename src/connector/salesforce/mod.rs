@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 mod delete;
 mod facts;
+mod partners;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
