@@ -470,7 +470,10 @@ pub fn poll_targets(mappings: &[Arc<Mapping>]) -> Vec<(ObjectRef, Vec<String>)> 
     let mut out: BTreeMap<ObjectRef, BTreeSet<String>> = BTreeMap::new();
     for m in mappings {
         out.entry(m.source.clone()).or_default();
-        if matches!(m.target.system, SystemKind::Salesforce | SystemKind::HubSpot) {
+        if matches!(
+            m.target.system,
+            SystemKind::Salesforce | SystemKind::HubSpot
+        ) {
             out.entry(m.target.clone()).or_default();
         }
         if m.fields.iter().any(|f| f.applies_reverse()) {
@@ -488,8 +491,7 @@ pub fn poll_targets(mappings: &[Arc<Mapping>]) -> Vec<(ObjectRef, Vec<String>)> 
 /// fields flowing back from it.
 pub fn deletes_only(mappings: &[Arc<Mapping>], object: &ObjectRef) -> bool {
     !mappings.iter().any(|m| {
-        m.source == *object
-            || (m.target == *object && m.fields.iter().any(|f| f.applies_reverse()))
+        m.source == *object || (m.target == *object && m.fields.iter().any(|f| f.applies_reverse()))
     })
 }
 

@@ -295,7 +295,10 @@ impl SalesforceSim {
     pub fn delete(&self, object: &str, id: &str) -> bool {
         let now = self.clock.tick();
         let mut inner = self.lock();
-        inner.objects.get(object).is_some_and(|t| t.get(id).is_some())
+        inner
+            .objects
+            .get(object)
+            .is_some_and(|t| t.get(id).is_some())
             && inner.delete_id(id, now).is_ok()
     }
 
@@ -670,14 +673,17 @@ fn field_value(object: &str, r: &Rec, field: &str) -> Value {
 /// What a field holds, for SOQL's type checks.
 fn field_kind(field: &str) -> soql::Kind {
     match field {
-        "IsDeleted" | "IsClosed" | "IsWon" | "IsPrimary" | "IsConverted"
-        | "PRM_Direct_Reserved__c" => {
-            soql::Kind::Bool
-        }
-        "SystemModstamp" | "LastModifiedDate" | "CreatedDate" | "PRM_Protected_Until__c"
-        | "ConvertedDate" => {
-            soql::Kind::DateTime
-        }
+        "IsDeleted"
+        | "IsClosed"
+        | "IsWon"
+        | "IsPrimary"
+        | "IsConverted"
+        | "PRM_Direct_Reserved__c" => soql::Kind::Bool,
+        "SystemModstamp"
+        | "LastModifiedDate"
+        | "CreatedDate"
+        | "PRM_Protected_Until__c"
+        | "ConvertedDate" => soql::Kind::DateTime,
         "CloseDate" => soql::Kind::Date,
         "Amount" => soql::Kind::Number,
         _ => soql::Kind::Text,
@@ -789,8 +795,9 @@ fn run_query(
     if all && let Some(bin) = inner.bin.get(object) {
         let filter = soql.filter.as_ref();
         hits.extend(
-            bin.values()
-                .filter(|r| filter.is_none_or(|f| f.matches(&|field| field_value(object, r, field)))),
+            bin.values().filter(|r| {
+                filter.is_none_or(|f| f.matches(&|field| field_value(object, r, field)))
+            }),
         );
         hits.sort_by(|a, b| {
             (a.modstamp_ms, a.fields.get("Id").and_then(Value::as_str))

@@ -122,7 +122,9 @@ async fn a_salesforce_merge_moves_the_link_to_the_master_and_creates_nothing_twi
             .unwrap_or_default(),
     );
     assert!(sf.merge("Account", &theirs, &[&ours]));
-    d.run_until_idle().await.expect("the merge is read and planned");
+    d.run_until_idle()
+        .await
+        .expect("the merge is read and planned");
     let master = sf.find("Account", "PRM_Partner_Key__c", "part_7");
     assert_eq!(master.len(), 1, "{master:?}");
     assert_eq!(text(&master[0], "Id"), theirs, "the master carries part_7");
@@ -136,8 +138,10 @@ async fn a_salesforce_merge_moves_the_link_to_the_master_and_creates_nothing_twi
     );
     let lines = ledger(&w, "part_7");
     assert!(
-        lines.iter().any(|(a, detail)| a == "merged"
-            && detail.contains(&format!("{ours} merged into {theirs}"))),
+        lines
+            .iter()
+            .any(|(a, detail)| a == "merged"
+                && detail.contains(&format!("{ours} merged into {theirs}"))),
         "{lines:?}"
     );
 
