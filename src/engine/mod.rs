@@ -8,6 +8,7 @@ mod decider;
 pub mod deletes;
 pub mod dryrun;
 pub mod erase;
+pub mod erase_requests;
 mod holds;
 mod matching;
 pub mod pipeline;
