@@ -48,12 +48,8 @@ pub async fn run(config: &Config, args: EraseArgs, now_ms: i64) -> anyhow::Resul
     let held = if args.dry_run {
         None
     } else {
-        let lock = crate::state_lock::try_hold(path).with_context(|| {
-            format!(
-                "locking {}",
-                crate::state_lock::lock_path(path).display()
-            )
-        })?;
+        let lock = crate::state_lock::try_hold(path)
+            .with_context(|| format!("locking {}", crate::state_lock::lock_path(path).display()))?;
         if lock.is_none() {
             return hand_to_daemon(config, &store, &subject, now_ms).await;
         }

@@ -3,7 +3,7 @@
 //! read before the purge is committed after it (which could bring the address back). A failed
 //! request is tried again on later cycles, up to [`ERASE_ATTEMPTS`] times.
 
-use super::erase::{Eraser, Outcome, render, Subject};
+use super::erase::{Eraser, Outcome, Subject, render};
 use super::{Engine, EngineError};
 
 /// Planner cycles that try one request before it is left failed (each vendor call inside is

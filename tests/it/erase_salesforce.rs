@@ -74,25 +74,37 @@ async fn erasure_by_record_on_salesforce_with_and_without_a_running_daemon() {
     let cli = tokio::spawn({
         let config = config.clone();
         async move {
-            erase_cli::run(&config, by_record("partnerstack/deals/deal_1".into()), now()).await
+            erase_cli::run(
+                &config,
+                by_record("partnerstack/deals/deal_1".into()),
+                now(),
+            )
+            .await
         }
     });
     let store = d.engine.store().clone();
-    wait_until(Duration::from_secs(60), "the daemon carried out the request", || {
-        let (d, store) = (&d, store.clone());
-        async move {
-            d.run_until_idle().await.expect("a pass");
-            let done = store.erase_requests(5).await.expect("requests");
-            done.first().is_some_and(|r| r.report.is_some())
-        }
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the daemon carried out the request",
+        || {
+            let (d, store) = (&d, store.clone());
+            async move {
+                d.run_until_idle().await.expect("a pass");
+                let done = store.erase_requests(5).await.expect("requests");
+                done.first().is_some_and(|r| r.report.is_some())
+            }
+        },
+    )
     .await;
     let out = cli.await.expect("joined").expect("erased");
     assert!(out.contains("carried out by the running daemon"), "{out}");
     assert!(out.contains("salesforce: delete Lead"), "{out}");
     assert!(!out.to_lowercase().contains(&first), "{out}");
     assert_eq!(text(&opp("deal_1"), "PRM_Contact_Email__c"), "");
-    assert!(sf.find("Lead", "Id", &lead).is_empty(), "the Lead is deleted");
+    assert!(
+        sf.find("Lead", "Id", &lead).is_empty(),
+        "the Lead is deleted"
+    );
     let deal = w.ps.deal("deal_1").expect("deal stays");
     assert_eq!(text(&deal, "contact_first_name"), "");
     // The other deal keeps its contact.
@@ -106,9 +118,13 @@ async fn erasure_by_record_on_salesforce_with_and_without_a_running_daemon() {
 
     // No daemon: the command carries the erasure out itself, named by the Salesforce record.
     let id = text(&opp("deal_2"), "Id").to_owned();
-    let out = erase_cli::run(&config, by_record(format!("salesforce/Opportunity/{id}")), now())
-        .await
-        .expect("erased");
+    let out = erase_cli::run(
+        &config,
+        by_record(format!("salesforce/Opportunity/{id}")),
+        now(),
+    )
+    .await
+    .expect("erased");
     assert!(out.starts_with("erased:"), "{out}");
     assert!(!out.contains("running daemon"), "{out}");
     assert_eq!(text(&opp("deal_2"), "PRM_Contact_Email__c"), "");
