@@ -358,6 +358,22 @@ impl Engine {
         Ok(())
     }
 
+    /// A reload built `fresh` from the config: when it names another credential than the one in
+    /// use for its system, the running connector takes it over and the connection resumes
+    /// ([`Engine::credential_loaded`]). Returns whether the credential changed.
+    pub async fn load_credential(&self, fresh: &Connector) -> Result<bool, EngineError> {
+        let system = fresh.kind();
+        let Some(conn) = self.connector(system) else {
+            return Ok(false);
+        };
+        if !conn.adopt_credentials(fresh).await {
+            return Ok(false);
+        }
+        tracing::info!(%system, "a new credential was loaded");
+        self.credential_loaded(system).await?;
+        Ok(true)
+    }
+
     /// Puts `system` on hold when `error` calls for it; a dead credential is recorded for status.
     async fn note_error(
         &self,

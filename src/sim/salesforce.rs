@@ -347,6 +347,14 @@ impl SalesforceSim {
         self.lock().refresh_token.clone()
     }
 
+    /// An admin re-authorises the connected app: every refresh token and session so far is
+    /// revoked, and `token` is the one valid refresh token.
+    pub fn reauthorise(&self, token: &str) {
+        let mut inner = self.lock();
+        inner.refresh_token = token.to_owned();
+        inner.sessions.clear();
+    }
+
     /// The next API requests get these instead of their answers.
     pub fn inject<I: Into<Injected>>(&self, faults: impl IntoIterator<Item = I>) {
         self.lock()

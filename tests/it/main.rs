@@ -9,6 +9,7 @@ mod compat;
 mod connector_contract;
 mod connectors;
 mod crash;
+mod credentials;
 mod crm_facts;
 mod deletion_webhook;
 mod erase;

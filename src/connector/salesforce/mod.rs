@@ -60,6 +60,20 @@ impl Salesforce {
         }
     }
 
+    /// A digest of the configured credential, to tell whether a reload brings a new one.
+    pub fn credential_fingerprint(&self) -> String {
+        self.inner.auth.credential_fingerprint()
+    }
+
+    /// Uses `fresh`'s credential from now on (every clone of this client); the current session
+    /// is dropped.
+    pub async fn adopt_credentials(&self, fresh: &Salesforce) {
+        self.inner
+            .auth
+            .replace_grant(fresh.inner.auth.grant())
+            .await;
+    }
+
     /// The API usage Salesforce reported on the last response (`Sforce-Limit-Info`).
     pub fn limits(&self) -> Option<api::LimitInfo> {
         *self.inner.limits.lock().unwrap_or_else(|p| p.into_inner())
