@@ -20,6 +20,8 @@ mod associations;
 mod lifecycle;
 mod merge;
 mod privacy;
+mod properties;
+mod search_rules;
 pub use privacy::privacy_deletion_event;
 
 /// Deal stages of HubSpot's default sales pipeline.
@@ -360,6 +362,7 @@ impl HubSpotSim {
                 post(lifecycle::batch_archive),
             )
             .route("/crm/v3/objects/{object}/search", post(search))
+            .route("/crm/v3/properties/{object}", get(properties::list))
             .route("/crm/v3/objects/{object}/merge", post(merge::merge))
             .route(
                 "/crm/v3/objects/contacts/gdpr-delete",
@@ -1184,23 +1187,7 @@ fn upsert_one(
 }
 
 fn invalid_property(object: &str, props: &BTreeMap<String, String>) -> Option<String> {
-    if object != "deals" && object != "0-3" {
-        return None;
-    }
-    for (k, v) in props {
-        if !DEAL_PROPERTIES.contains(&k.as_str()) {
-            return Some(format!("Property \"{k}\" does not exist"));
-        }
-        if k == "dealstage" && !DEAL_STAGES.contains(&v.as_str()) {
-            return Some(format!(
-                "{v} was not one of the allowed options for dealstage"
-            ));
-        }
-        if k == "amount" && !v.is_empty() && v.parse::<f64>().is_err() {
-            return Some(format!("{v} is not a valid number for amount"));
-        }
-    }
-    None
+    properties::first_invalid(object, props)
 }
 
 async fn search(
@@ -1223,6 +1210,9 @@ async fn search(
             "Invalid input JSON",
         );
     };
+    if let Some(why) = search_rules::refused(&body) {
+        return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &why);
+    }
     let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
     if !(1..=200).contains(&limit) {
         return error(

@@ -21,6 +21,7 @@ use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
 
 mod lifecycle;
 mod merge;
+mod objects;
 pub mod soql;
 
 pub use merge::Conversion;
@@ -62,6 +63,10 @@ const OBJECTS: &[Describe] = &[
             "PRM_Contact_Email__c",
             "PRM_Registration_Status__c",
             "PRM_Protected_Until__c",
+            // Further fields the shipped opportunity mapping writes (created at install).
+            "LeadSource",
+            "Partner_Account__c",
+            "Registration_Withdrawn__c",
         ],
         external_ids: &["PRM_Deal_Id__c"],
         required: &["Name", "StageName", "CloseDate"],
@@ -99,25 +104,14 @@ const OBJECTS: &[Describe] = &[
             "Status",
             "PRM_Lead_Id__c",
             "PRM_Partner_Key__c",
+            // Further fields the shipped lead mapping writes (created at install).
+            "LeadSource",
+            "Sourcing_Partner__c",
+            "Campaign_Name__c",
+            "Event_Date__c",
         ],
         external_ids: &["PRM_Lead_Id__c"],
         required: &["LastName", "Company"],
-    },
-    Describe {
-        name: "Contact",
-        prefix: "003",
-        fields: &[
-            "FirstName",
-            "LastName",
-            "Email",
-            "Title",
-            "Phone",
-            "AccountId",
-            "LeadSource",
-            "PRM_User_Key__c",
-        ],
-        external_ids: &["PRM_User_Key__c"],
-        required: &["LastName"],
     },
 ];
 
@@ -476,7 +470,10 @@ fn errors(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 fn describe(object: &str) -> Option<&'static Describe> {
-    OBJECTS.iter().find(|d| d.name == object)
+    OBJECTS
+        .iter()
+        .chain(objects::MORE)
+        .find(|d| d.name == object)
 }
 
 fn has_field(d: &Describe, f: &str) -> bool {

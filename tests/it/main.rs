@@ -31,5 +31,6 @@ mod resync;
 mod retention;
 mod rules;
 mod rules_salesforce;
+mod shipped;
 mod sync;
 mod webhooks;
