@@ -14,6 +14,7 @@ mod credits;
 mod crm_facts;
 mod deletion_webhook;
 mod erase;
+mod erase_salesforce;
 mod guarantees;
 // Helpers are shared by every test module; not each branch uses all of them.
 #[allow(dead_code, unused_imports)]
