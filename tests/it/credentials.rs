@@ -300,3 +300,36 @@ async fn a_reload_reads_the_config_files_new_token_and_the_running_pipeline_resu
     assert!(s.holds.is_empty() && s.dead_letters == 0, "{s:?}");
     d.shutdown().await;
 }
+
+/// `prmsync plan` with rules of engagement on Salesforce: the registrations part reads the CRM
+/// facts with the daemon's saved session too, so neither part sends the refresh grant, rotates
+/// the token, or opens the state file for writing; the daemon goes on with its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_with_rules_on_salesforce_never_refreshes_the_daemons_token() {
+    let w = World::seeded(2).await;
+    let sim = SalesforceSim::new(sf_auth(true, false));
+    let server = SimServer::start(sim.router()).await.expect("sim");
+    let mut config = salesforce_config(&w, &server);
+    config.daemon.mappings_dir = Some(crate::rules_salesforce::salesforce_mappings(w.dir.path()));
+    let d = Daemon::start(config.clone(), system_clock())
+        .await
+        .expect("daemon");
+    d.run_until_idle().await.expect("first pass");
+    let (grants, token) = (sim.stats().refresh_grants, sim.current_refresh_token());
+
+    prmsync::app::plan(&config, None).await.expect("flows plan");
+    let (version, _) = prmsync::app::plan_registrations(&config)
+        .await
+        .expect("registrations plan")
+        .expect("a rules file");
+    assert!(!version.is_empty());
+    assert_eq!(sim.stats().refresh_grants, grants, "plan refreshed nothing");
+    assert_eq!(sim.current_refresh_token(), token, "nothing rotated");
+
+    sim.expire_sessions();
+    w.ps.upsert_deal(prmsync::sim::seed::deals(3, 1).remove(2));
+    let report = d.run_until_idle().await.expect("the daemon refreshes");
+    assert_eq!(report.dead_lettered, 0);
+    assert_eq!(sim.stats().invalid_grants, 0);
+    d.shutdown().await;
+}
