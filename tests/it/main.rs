@@ -8,6 +8,7 @@ mod cli;
 mod compat;
 mod connector_contract;
 mod connectors;
+mod conversion;
 mod crash;
 mod credentials;
 mod crm_facts;
