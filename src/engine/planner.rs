@@ -108,9 +108,13 @@ impl Engine {
                 .collect();
             // Target records deleted in the target system: planned first, so a source change in
             // the same batch sees the tombstone instead of re-creating the record.
+            // One delete per record: a merge can arrive by webhook and by a poll of the
+            // survivor (`hs_merged_object_ids`) in the same batch.
+            let mut seen_deleted = BTreeSet::new();
             let target_deleted: Vec<_> = items
                 .iter()
                 .filter(|i| i.change.object == m.target && i.change.kind == ChangeKind::Delete)
+                .filter(|i| seen_deleted.insert(i.change.record.id.as_str()))
                 .collect();
             if !target_deleted.is_empty() {
                 let tids: Vec<String> = target_deleted

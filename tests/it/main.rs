@@ -10,6 +10,7 @@ mod connector_contract;
 mod connectors;
 mod conversion;
 mod crash;
+mod crash_salesforce;
 mod credentials;
 mod crm_facts;
 mod deletion_webhook;
