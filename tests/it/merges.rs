@@ -169,9 +169,22 @@ async fn a_salesforce_merge_moves_the_link_to_the_master_and_creates_nothing_twi
             .unwrap_or_default(),
     );
     assert!(sf.merge("Account", &theirs, &[&ours]));
-    d.run_until_idle()
-        .await
-        .expect("the merge is read and planned");
+    // Passes until the master carries part_7 (bounded): in one full-suite run the delete was not
+    // seen by the first pass after the merge (not reproduced alone; see the report).
+    crate::harness::wait_until(
+        std::time::Duration::from_secs(30),
+        "the merge is read and planned",
+        || {
+            let (d, sf, ours) = (&d, &sf, ours.as_str());
+            async move {
+                d.run_until_idle().await.expect("a pass");
+                !sf.find("Account", "PRM_Partner_Key__c", "part_7")
+                    .iter()
+                    .all(|a| text(a, "Id") == ours)
+            }
+        },
+    )
+    .await;
     let master = sf.find("Account", "PRM_Partner_Key__c", "part_7");
     assert_eq!(master.len(), 1, "{master:?}");
     assert_eq!(text(&master[0], "Id"), theirs, "the master carries part_7");
