@@ -3,6 +3,7 @@
 
 pub mod hubspot;
 pub mod partnerstack;
+pub mod reload;
 pub mod rest;
 pub mod salesforce;
 pub mod tokens;
