@@ -14,7 +14,7 @@ use crate::store::{
 
 #[path = "plan_lifecycle.rs"]
 mod lifecycle;
-pub use lifecycle::{delete, target_deleted, target_merged};
+pub use lifecycle::{Follow, delete, target_converted, target_deleted, target_merged};
 
 /// What the planner decided for one change in one flow.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -43,6 +43,7 @@ pub mod action {
     pub const TARGET_DELETED: &str = "target_deleted";
     pub const RELINKED: &str = "relinked";
     pub const MERGED: &str = "merged";
+    pub const CONVERTED: &str = "converted";
     pub const NO_MATCH: &str = "skip_no_match";
     pub const AMBIGUOUS_SKIPPED: &str = "skip_ambiguous_match";
     pub const AMBIGUOUS: &str = "match_ambiguous";
@@ -377,9 +378,12 @@ fn forward_core(
         }
     };
     let mut payload = match op {
-        Op::Create => desired.clone(),
+        Op::Create => desired,
         Op::Update => diff(&desired, &link.target_state),
     };
+    // The fields left out of an update's payload already hold their desired values, so writing
+    // the payload leaves the target in the desired state.
+    let state_after = link.target_state.with(&payload);
     // A record the link moved to (a match, a merge's survivor) may lack the external id until
     // a write by its id lands: until then the link knows no state of it.
     let by_id = matched.is_some() || (link.target_id.is_some() && link.target_state.is_empty());
@@ -420,7 +424,7 @@ fn forward_core(
             object: m.target.object.clone(),
             // A matched record lacks the external id until this write: address it by its id.
             id_property: (!by_id).then(|| m.external_id.clone()),
-            state_after: link.target_state.with(&desired),
+            state_after,
             payload,
             content_hash: hash,
             mapping_version: m.version.clone(),
