@@ -9,6 +9,7 @@ pub mod deletes;
 pub mod dryrun;
 pub mod erase;
 mod holds;
+mod lookup_wait;
 mod matching;
 pub mod pipeline;
 pub mod plan;
