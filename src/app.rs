@@ -329,6 +329,14 @@ impl Daemon {
             versions: versions(&mappings),
             ..ReloadStatus::default()
         }));
+        // Tokens an older prmsync saved in plain text are sealed before anything else runs.
+        let sealed = StateTokens::owner(store.clone(), config.daemon.state_key.as_ref())
+            .seal_plain_text()
+            .await
+            .context("sealing saved credentials")?;
+        if sealed > 0 {
+            tracing::info!(sealed, "saved credentials in plain text are now sealed");
+        }
         let (prm, crm) = connectors(&config, Some(&store))?;
         for system in [prm.kind(), crm.kind()] {
             crate::telemetry::meters::meters().known_system(system);

@@ -71,8 +71,30 @@ impl StateTokens {
             .map_err(|e| TokenStoreError(Box::new(e)))?;
         Ok(Saved {
             value,
-            configured: Some(stored.configured_sha256),
+            configured: Some(stored.configured_sha256).filter(|c| !c.is_empty()),
         })
+    }
+
+    /// Seals every row an older prmsync saved in plain text (the daemon calls this at start, so
+    /// no refresh token stays readable until its next rotation); returns how many it sealed. Its
+    /// configured token is unknown, so it is saved with an empty fingerprint (read as unknown).
+    pub async fn seal_plain_text(&self) -> Result<usize, TokenStoreError> {
+        let (Backend::Owner(store), Some(_)) = (&self.backend, &self.sealer) else {
+            return Ok(0);
+        };
+        let err = |e: crate::store::StoreError| TokenStoreError(Box::new(e));
+        let mut sealed = 0;
+        for (name, _) in store.credential_names().await.map_err(err)? {
+            let Some(raw) = store.credential(name.clone()).await.map_err(err)? else {
+                continue;
+            };
+            if serde_json::from_str::<Stored>(&raw).is_ok() {
+                continue;
+            }
+            self.save(&name, &SecretString::from(raw), "").await?;
+            sealed += 1;
+        }
+        Ok(sealed)
     }
 }
 

@@ -19,6 +19,7 @@ use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
 mod associations;
 mod lifecycle;
 mod merge;
+mod paging;
 mod privacy;
 mod properties;
 mod search_rules;
@@ -926,13 +927,16 @@ async fn list_objects(
         .and_then(|l| l.parse().ok())
         .unwrap_or(10)
         .clamp(1, 100);
-    let after: u64 = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let after = match paging::position(q.get("after").map(String::as_str)) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &e),
+    };
     if q.get("archived").map(String::as_str) == Some("true") {
         let (results, next) = lifecycle::archived_page(&sim, &object, after, limit);
         let mut body = json!({"results": results});
         if let Some(n) = next {
-            body["paging"] =
-                json!({"next": {"after": n.to_string(), "link": format!("?after={n}")}});
+            let after = paging::token(n);
+            body["paging"] = json!({"next": {"after": after, "link": format!("?after={after}")}});
         }
         return sim.limit_headers(Json(body).into_response());
     }
@@ -950,7 +954,8 @@ async fn list_objects(
     drop(inner);
     let mut body = json!({"results": results});
     if let Some(n) = next {
-        body["paging"] = json!({"next": {"after": n.to_string(), "link": format!("?after={n}")}});
+        let after = paging::token(n);
+        body["paging"] = json!({"next": {"after": after, "link": format!("?after={after}")}});
     }
     sim.limit_headers(Json(body).into_response())
 }
@@ -1221,13 +1226,12 @@ async fn search(
             "limit must be between 1 and 200",
         );
     }
-    let after: usize = body
-        .get("after")
-        .and_then(Value::as_str)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(0);
+    let after = match paging::position(body.get("after").and_then(Value::as_str)) {
+        Ok(a) => usize::try_from(a).unwrap_or(usize::MAX),
+        Err(e) => return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &e),
+    };
     let cap = sim.lock().search_cap;
-    if after + limit > cap {
+    if after.saturating_add(limit) > cap {
         return error(
             StatusCode::BAD_REQUEST,
             "VALIDATION_ERROR",
@@ -1283,7 +1287,7 @@ async fn search(
         .collect();
     let mut body = json!({"total": total, "results": results});
     if after + limit < total {
-        let next = (after + limit).to_string();
+        let next = paging::token((after + limit) as u64);
         body["paging"] = json!({"next": {"after": next, "link": ""}});
     }
     // Search responses carry no rate-limit headers (community report in CONTRACTS.md).

@@ -193,3 +193,41 @@ async fn a_restart_clears_the_pause_recorded_before_it() {
     w.converged().expect("converged");
     d.shutdown().await;
 }
+
+/// A refresh token an older prmsync saved in plain text is sealed when the daemon starts (not
+/// only at its next rotation, which a connected app without rotation never makes), and it is
+/// still the token used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_text_token_from_an_older_prmsync_is_sealed_at_start_and_still_used() {
+    let w = World::seeded(1).await;
+    let sim = SalesforceSim::new(sf_auth(false, false));
+    let server = SimServer::start(sim.router()).await.expect("sim");
+    let config = salesforce_config(&w, &server);
+    let store = prmsync::store::Store::open(&config.daemon.state_path).expect("state file");
+    store
+        .save_credential(
+            "salesforce.refresh_token".into(),
+            crate::connectors::REFRESH.into(),
+            0,
+        )
+        .await
+        .expect("saved as an older prmsync did");
+    drop(store);
+
+    let d = Daemon::start(config.clone(), system_clock())
+        .await
+        .expect("daemon");
+    let raw = d
+        .engine
+        .store()
+        .credential("salesforce.refresh_token".into())
+        .await
+        .expect("read")
+        .expect("still saved");
+    assert!(!raw.contains(crate::connectors::REFRESH), "{raw}");
+    let report = d.run_until_idle().await.expect("sync");
+    assert_eq!(report.dead_lettered, 0);
+    assert_eq!(sim.records("Opportunity").len(), 1);
+    assert_eq!(sim.stats().invalid_grants, 0);
+    d.shutdown().await;
+}
