@@ -227,7 +227,7 @@ async fn shipped_rest_flows_sync_every_seeded_record() {
         assert_eq!(c.len(), 1, "campaign {k}");
         assert_eq!(c[0]["Status"], "Planned");
     }
-    // The channel team approves one: the status comes back to the PRM by PUT.
+    // The channel team approves one: the status comes back to the PRM by PATCH.
     let id = sf.find("Campaign", "PRM_MDF_Key__c", "mdf_2")[0]["Id"]
         .as_str()
         .expect("id")
@@ -242,7 +242,7 @@ async fn shipped_rest_flows_sync_every_seeded_record() {
     assert_eq!(back["status"], "approved");
     assert_eq!(
         back["title"], "Roadshow 2",
-        "the PUT kept the partner's fields"
+        "the PATCH kept the partner's fields"
     );
     d.shutdown().await;
 }

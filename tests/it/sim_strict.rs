@@ -252,3 +252,42 @@ async fn expired_locators_and_shared_seconds_lose_no_salesforce_change() {
     assert_eq!(dead, 0);
     d.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_rest_prm_put_replaces_the_record_and_patch_changes_only_what_it_sends() {
+    let sim = prmsync::sim::rest::RestPrmSim::new("k");
+    let server = SimServer::start(sim.router()).await.expect("start sim");
+    let send = |method: reqwest::Method, body: Value| {
+        let req = http()
+            .request(method, server.url("/api/deals/d1"))
+            .header("authorization", "prm-key k")
+            .json(&body);
+        async move { req.send().await.expect("request").status().as_u16() }
+    };
+    let d1 = |sim: &prmsync::sim::rest::RestPrmSim| {
+        sim.items("deals")
+            .into_iter()
+            .find(|d| d["id"] == "d1")
+            .expect("d1")
+    };
+    assert_eq!(
+        send(reqwest::Method::PUT, json!({"name": "Acme", "amount": "5"})).await,
+        200
+    );
+    assert_eq!(
+        send(reqwest::Method::PATCH, json!({"stage": "won"})).await,
+        200
+    );
+    let d = d1(&sim);
+    assert_eq!(
+        (d["name"].as_str(), d["stage"].as_str()),
+        (Some("Acme"), Some("won"))
+    );
+    assert_eq!(
+        send(reqwest::Method::PUT, json!({"stage": "lost"})).await,
+        200
+    );
+    let d = d1(&sim);
+    assert_eq!(d["stage"], "lost");
+    assert!(d.get("name").is_none(), "PUT replaced the record: {d:?}");
+}
