@@ -301,6 +301,8 @@ pub struct Daemon {
     ready: Arc<AtomicBool>,
     stop_http: CancellationToken,
     tasks: TaskTracker,
+    /// This daemon's hold on the state file (`prmsync erase` hands its work to it).
+    _state_lock: crate::state_lock::StateLock,
 }
 
 impl Daemon {
@@ -319,6 +321,19 @@ impl Daemon {
         if failpoints.is_armed() {
             tracing::warn!("fail points are armed: this process will abort on purpose");
         }
+        let state_lock = crate::state_lock::try_hold(&config.daemon.state_path)
+            .with_context(|| {
+                format!(
+                    "locking {}",
+                    crate::state_lock::lock_path(&config.daemon.state_path).display()
+                )
+            })?
+            .with_context(|| {
+                format!(
+                    "another prmsync daemon (or `prmsync erase`) is using the state file {}",
+                    config.daemon.state_path.display()
+                )
+            })?;
         let store =
             Store::open_with(&config.daemon.state_path, &failpoints).with_context(|| {
                 format!("opening state file {}", config.daemon.state_path.display())
@@ -436,6 +451,7 @@ impl Daemon {
             ready,
             stop_http,
             tasks,
+            _state_lock: state_lock,
         })
     }
 

@@ -44,6 +44,7 @@ pub mod resync_cli;
 pub mod rules;
 pub mod shutdown;
 pub mod sim;
+pub mod state_lock;
 pub mod status;
 pub mod store;
 pub mod telemetry;

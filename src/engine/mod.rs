@@ -8,6 +8,7 @@ mod decider;
 pub mod deletes;
 pub mod dryrun;
 pub mod erase;
+pub mod erase_requests;
 mod holds;
 mod lookup_wait;
 mod matching;
@@ -481,11 +482,18 @@ impl Engine {
 }
 
 /// Which objects to poll, with the fields each needs: every flow's source, and its target when
-/// fields flow back.
+/// fields flow back or its system reports deletes by polling (Salesforce, HubSpot: a target
+/// nothing flows back from is polled for deletes and merges only, see [`deletes_only`]).
 pub fn poll_targets(mappings: &[Arc<Mapping>]) -> Vec<(ObjectRef, Vec<String>)> {
     let mut out: BTreeMap<ObjectRef, BTreeSet<String>> = BTreeMap::new();
     for m in mappings {
         out.entry(m.source.clone()).or_default();
+        if matches!(
+            m.target.system,
+            SystemKind::Salesforce | SystemKind::HubSpot
+        ) {
+            out.entry(m.target.clone()).or_default();
+        }
         if m.fields.iter().any(|f| f.applies_reverse()) {
             out.entry(m.target.clone())
                 .or_default()
@@ -495,6 +503,14 @@ pub fn poll_targets(mappings: &[Arc<Mapping>]) -> Vec<(ObjectRef, Vec<String>)> 
     out.into_iter()
         .map(|(o, f)| (o, f.into_iter().collect()))
         .collect()
+}
+
+/// Whether `object` is polled only for its deletes: no flow reads it as a source and none has
+/// fields flowing back from it.
+pub fn deletes_only(mappings: &[Arc<Mapping>], object: &ObjectRef) -> bool {
+    !mappings.iter().any(|m| {
+        m.source == *object || (m.target == *object && m.fields.iter().any(|f| f.applies_reverse()))
+    })
 }
 
 /// The external-id field every record of `object` that prmsync manages has, when `object` is

@@ -226,7 +226,8 @@ impl Salesforce {
         let resp: api::DeletedResponse = serde_json::from_str(&body).map_err(|e| {
             ConnectorError::Transient(format!("unexpected Salesforce getDeleted shape: {e}"))
         })?;
-        resp.deleted_records
+        let mut deletions = resp
+            .deleted_records
             .into_iter()
             .map(|d| {
                 let deleted_ms = api::parse_datetime(&d.deleted_date).ok_or_else(|| {
@@ -238,7 +239,16 @@ impl Salesforce {
                     merged_into: None,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, ConnectorError>>()?;
+        // Merges: the losers of an Account, Contact or Lead merge name their master.
+        if delete::MERGEABLE.contains(&object) && !deletions.is_empty() {
+            let ids: Vec<String> = deletions.iter().map(|d| d.id.clone()).collect();
+            let masters = self.merge_masters(object, &ids).await?;
+            for d in &mut deletions {
+                d.merged_into = masters.get(&d.id).cloned();
+            }
+        }
+        Ok(deletions)
     }
 
     /// Match-rule lookup: `SELECT Id, CreatedDate, field FROM object WHERE field IN (...)` per
