@@ -148,6 +148,9 @@ impl Engine {
                     cursor.id.clone_from(&r.id);
                 }
                 read_pos = Some((r.modified_ms, r.id.clone()));
+                for d in conn.merged_into(&object.object, &r) {
+                    changes.push(super::deletes::merge_change(object, d));
+                }
                 changes.push(Change::versioned(object.clone(), r));
             }
             page = read.next_page;
