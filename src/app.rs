@@ -258,7 +258,6 @@ pub async fn plan_registrations(
             connector: &crm,
             retry: &retry,
             held: None,
-            budget: None,
             failed: &failed,
         };
         match crate::engine::registrations::preview(

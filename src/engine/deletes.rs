@@ -67,7 +67,6 @@ impl Engine {
             .settings
             .retry
             .run(|| async {
-                self.spend(object.system).await;
                 conn.read_deletes(&object.object, start, now)
                     .await
                     .unwrap_or(Ok(Vec::new()))

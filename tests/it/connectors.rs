@@ -521,7 +521,16 @@ async fn salesforce_faults_are_typed_and_lose_nothing() {
     let results = loop {
         match sf.conn.write("Opportunity", &writes).await {
             Ok(r) => break r,
-            Err(e) => errors.push(e),
+            Err(e) => {
+                if e.retry_after().is_some() {
+                    let sent = sf.sim.request_log().len();
+                    let held = sf.conn.write("Opportunity", &writes).await;
+                    assert!(matches!(held, Err(ConnectorError::RateLimited { .. })));
+                    assert_eq!(sf.sim.request_log().len(), sent, "nothing sent in the hold");
+                    sf.conn.pacer().release();
+                }
+                errors.push(e);
+            }
         }
         assert!(errors.len() < 10, "faults never cleared: {errors:?}");
     };
@@ -749,7 +758,20 @@ mod hubspot {
         let r = loop {
             match conn.write("deals", &writes).await {
                 Ok(r) => break r,
-                Err(e) => errors.push(e),
+                Err(e) => {
+                    if e.retry_after().is_some() {
+                        // The 429 holds the portal: the next call is refused unsent.
+                        let sent = sim.request_log().len();
+                        let held = conn.write("deals", &writes).await.expect_err("held");
+                        assert!(
+                            matches!(&held, ConnectorError::RateLimited { detail, .. } if detail.contains("not sent")),
+                            "{held:?}"
+                        );
+                        assert_eq!(sim.request_log().len(), sent, "nothing sent in the hold");
+                        conn.pacer().release();
+                    }
+                    errors.push(e);
+                }
             }
             assert!(errors.len() < 10, "{errors:?}");
         };
@@ -830,8 +852,8 @@ mod hubspot {
             0,
             "the simulator's 4/s limit was never hit"
         );
-        // The request log shows the pacing: no two searches closer than the 300 ms slot allows
-        // (a lower bound, so a slow machine cannot make it flaky).
+        // The request log shows the pacing: no five searches inside one second (a lower bound,
+        // so a slow machine cannot make it flaky).
         let mut at: Vec<i64> = sim
             .request_log()
             .iter()
@@ -840,7 +862,7 @@ mod hubspot {
             .collect();
         at.sort_unstable();
         assert_eq!(at.len(), 8);
-        assert!(at.windows(2).all(|w| w[1] - w[0] >= 250), "{at:?}");
+        assert!(at.windows(5).all(|w| w[4] - w[0] >= 1000), "{at:?}");
     }
 
     #[tokio::test]
@@ -1147,6 +1169,7 @@ mod partnerstack {
             let mut v = Vec::new();
             for _ in 0..4 {
                 v.push(conn.write("deals", &w).await.remove(0).expect_err("fault"));
+                conn.pacer().release();
             }
             v
         };
@@ -1181,6 +1204,37 @@ mod partnerstack {
         );
         assert!(matches!(wrong.health().await, Err(ConnectorError::Auth(_))));
         assert_eq!(sim.stats().unauthorized, 1);
+    }
+
+    /// The first 429 stops the PATCH loop: the deals after it are not sent (each gets the
+    /// rate limit as its error), and nothing goes to PartnerStack until the wait ends.
+    #[tokio::test]
+    async fn partnerstack_write_loop_stops_at_the_first_429() {
+        let (sim, _server, conn) = start().await;
+        for d in seed::deals(4, 2) {
+            sim.upsert_deal(d);
+        }
+        let writes: Vec<WriteRequest> = (1..=4).map(|i| stage(&format!("deal_{i}"), "won")).collect();
+        sim.inject([Injected::Fault(Fault {
+            status: 429,
+            retry_after: Some(30),
+        })]);
+        let before = sim.stats().requests;
+        let r = conn.write("deals", &writes).await;
+        assert_eq!(r.len(), 4);
+        assert!(
+            r.iter()
+                .all(|x| matches!(x, Err(ConnectorError::RateLimited { .. }))),
+            "{r:?}"
+        );
+        assert_eq!(sim.stats().requests - before, 1, "one request, then none");
+        assert_eq!(sim.stats().patches, 0);
+        let again = conn.write("deals", &writes).await;
+        assert!(again.iter().all(Result::is_err), "still inside the wait");
+        assert_eq!(sim.stats().requests - before, 1, "nothing sent inside the wait");
+        conn.pacer().release();
+        assert!(conn.write("deals", &writes).await.iter().all(Result::is_ok));
+        assert_eq!(sim.stats().patches, 4);
     }
 
     /// Custom `fields` go out as the contract's array, merged into the deal as it is at write
@@ -1511,6 +1565,31 @@ mod rest {
     }
 
     #[tokio::test]
+    async fn rest_write_loop_stops_at_the_first_429() {
+        let (sim, _server, conn) = start().await;
+        let writes: Vec<WriteRequest> = (1..=3)
+            .map(|i| write(&format!("d{i}"), "registered"))
+            .collect();
+        sim.inject([Injected::Fault(Fault {
+            status: 429,
+            retry_after: Some(30),
+        })]);
+        let before = sim.stats().requests;
+        let r = conn.write("deals", &writes).await.expect("answered");
+        assert!(
+            r.iter()
+                .all(|x| matches!(x, Err(ConnectorError::RateLimited { .. }))),
+            "{r:?}"
+        );
+        assert_eq!(sim.stats().requests - before, 1, "one request, then none");
+        assert_eq!(sim.items("deals").len(), 0);
+        conn.pacer().release();
+        let r = conn.write("deals", &writes).await.expect("answered");
+        assert!(r.iter().all(Result::is_ok), "{r:?}");
+        assert_eq!(sim.items("deals").len(), 3);
+    }
+
+    #[tokio::test]
     async fn rest_profile_upserts_per_record_and_faults_lose_nothing() {
         let (sim, server, conn) = start().await;
         sim.put("deals", "d1", obj(json!({"stage": "registered"})));
@@ -1550,6 +1629,7 @@ mod rest {
         for _ in 0..4 {
             let mut r = conn.write("deals", &w).await.expect("answered");
             errs.push(r.remove(0).expect_err("fault"));
+            conn.pacer().release();
         }
         assert_eq!(errs[0].retry_after(), Some(Duration::from_secs(2)));
         assert!(

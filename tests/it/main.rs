@@ -17,6 +17,7 @@ mod guarantees;
 #[allow(dead_code, unused_imports)]
 mod harness;
 mod lifecycle;
+mod limits;
 mod mapping;
 mod matching;
 mod merges;
