@@ -301,7 +301,13 @@ mod tests {
 
     #[test]
     fn the_sustained_rate_is_at_least_nine_tenths_of_the_limit() {
-        for (n, per) in [(10, 1_000), (100, 10_000), (190, 10_000), (4, 1_000), (25, 1_000)] {
+        for (n, per) in [
+            (10, 1_000),
+            (100, 10_000),
+            (190, 10_000),
+            (4, 1_000),
+            (25, 1_000),
+        ] {
             let r = Rate {
                 n,
                 per: Duration::from_millis(per),

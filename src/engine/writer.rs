@@ -221,7 +221,9 @@ impl Engine {
                         let wait = self.settings.retry.delay(0, e.retry_after());
                         tracing::debug!(%system, %flow, record = %item.write.source_id, error = %e, ?wait, "write pushed back; will go when the wait ends");
                         outcomes.push(retry(after(wait), false));
-                    } else if e.is_retryable() && item.attempts + 1 < self.settings.retry.max_attempts {
+                    } else if e.is_retryable()
+                        && item.attempts + 1 < self.settings.retry.max_attempts
+                    {
                         report.retried += 1;
                         let wait = self.settings.retry.delay(item.attempts, e.retry_after());
                         tracing::warn!(%system, %flow, record = %item.write.source_id, attempt = item.attempts + 1, error = %e, ?wait, "write failed; will retry");

@@ -819,9 +819,10 @@ mod hubspot {
         let l = conn.rate_limits();
         assert_eq!(
             (l.daily, l.secondly, l.max),
-            (Some(500_000), Some(19), Some(190))
+            (Some(500_000), Some(10), Some(100))
         );
         assert!(l.daily_remaining.is_some() && l.interval_ms == Some(10_000));
+        assert_eq!((l.remaining, l.secondly_remaining), (Some(99), Some(9)));
         sim.set_daily_limit(1);
         let err = conn.health().await.expect_err("daily limit");
         let wait = err.retry_after().expect("rate limited");
@@ -831,6 +832,77 @@ mod hubspot {
         );
         assert!(err.to_string().contains("DAILY"));
         assert_eq!(sim.stats().daily_rate_limited, 1);
+    }
+
+    /// The simulator's limits as HubSpot documents them: live `X-HubSpot-RateLimit-*` headers
+    /// from the rolling window, a 429 past the burst with `category: RATE_LIMITS` and
+    /// `policyName`, and search at four per second (the fifth gets a 429 `SECONDLY`).
+    #[tokio::test]
+    async fn hubspot_simulator_limits_are_a_rolling_window_with_live_headers() {
+        let (sim, server, _conn) = start().await;
+        sim.set_burst_limit(Some(prmsync::sim::hubspot::BurstLimit {
+            max: 3,
+            window: Duration::from_secs(60),
+        }));
+        let http = http_client(Duration::from_secs(5));
+        let get = || {
+            http.get(server.url("/crm/v3/objects/deals"))
+                .bearer_auth(TOKEN)
+                .send()
+        };
+        let header = |r: &reqwest::Response, k: &str| {
+            r.headers()
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let mut remaining = Vec::new();
+        for _ in 0..3 {
+            let r = get().await.expect("answered");
+            assert_eq!(r.status(), 200);
+            remaining.push(header(&r, "x-hubspot-ratelimit-remaining"));
+            assert_eq!(header(&r, "x-hubspot-ratelimit-max"), Some(3));
+            assert_eq!(
+                header(&r, "x-hubspot-ratelimit-interval-milliseconds"),
+                Some(60_000)
+            );
+        }
+        assert_eq!(remaining, vec![Some(2), Some(1), Some(0)]);
+        let r = get().await.expect("answered");
+        assert_eq!(r.status(), 429);
+        assert_eq!(header(&r, "x-hubspot-ratelimit-remaining"), Some(0));
+        let body: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(body["category"], "RATE_LIMITS");
+        assert_eq!(body["errorType"], "RATE_LIMIT");
+        assert_eq!(body["policyName"], "TEN_SECONDLY_ROLLING");
+        assert_eq!(sim.stats().burst_rate_limited, 1);
+
+        // Search has its own limit: four per second, not counted in the burst window.
+        let search = || {
+            http.post(server.url("/crm/v3/objects/deals/search"))
+                .bearer_auth(TOKEN)
+                .json(&json!({}))
+                .send()
+        };
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            statuses.push(search().await.expect("answered").status().as_u16());
+        }
+        // Five searches sent back to back usually land within one second, and the fifth is
+        // refused; either way no more than four pass inside any second.
+        let refused = statuses.iter().filter(|s| **s == 429).count();
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 429),
+            "{statuses:?}"
+        );
+        assert_eq!(refused, sim.stats().search_rate_limited as usize);
+        let log = sim.request_log();
+        let passed: Vec<i64> = log
+            .iter()
+            .filter(|r| r.path.ends_with("/search") && r.status == 200)
+            .map(|r| r.at_ms)
+            .collect();
+        assert!(passed.windows(5).all(|w| w[4] - w[0] >= 1000), "{passed:?}");
     }
 
     #[tokio::test]
@@ -1214,7 +1286,9 @@ mod partnerstack {
         for d in seed::deals(4, 2) {
             sim.upsert_deal(d);
         }
-        let writes: Vec<WriteRequest> = (1..=4).map(|i| stage(&format!("deal_{i}"), "won")).collect();
+        let writes: Vec<WriteRequest> = (1..=4)
+            .map(|i| stage(&format!("deal_{i}"), "won"))
+            .collect();
         sim.inject([Injected::Fault(Fault {
             status: 429,
             retry_after: Some(30),
@@ -1231,7 +1305,11 @@ mod partnerstack {
         assert_eq!(sim.stats().patches, 0);
         let again = conn.write("deals", &writes).await;
         assert!(again.iter().all(Result::is_err), "still inside the wait");
-        assert_eq!(sim.stats().requests - before, 1, "nothing sent inside the wait");
+        assert_eq!(
+            sim.stats().requests - before,
+            1,
+            "nothing sent inside the wait"
+        );
         conn.pacer().release();
         assert!(conn.write("deals", &writes).await.iter().all(Result::is_ok));
         assert_eq!(sim.stats().patches, 4);

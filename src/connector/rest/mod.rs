@@ -12,8 +12,8 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::{
-    ChangePage, ConnectorError, Lane, Limits, Pacer, Rate, Reject, WriteAck, WriteRequest, classify,
-    transport,
+    ChangePage, ConnectorError, Lane, Limits, Pacer, Rate, Reject, WriteAck, WriteRequest,
+    classify, transport,
 };
 use crate::model::Record;
 pub use profile::{Paging, RestObject, RestProfile, SinceFormat, UpsertMethod};
