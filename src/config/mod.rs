@@ -464,7 +464,7 @@ fn validate_rest(r: RawRest, env: &Environment, errs: &mut Vec<ConfigError>) -> 
             key: "rest.rate_limit_per_second".into(),
             message: "must be greater than 0".into(),
             hint: Some(
-                "requests per second the PRM allows; leave it out for the default 10".into(),
+                "requests per second the PRM allows; leave it out for the default 25".into(),
             ),
         });
     }

@@ -51,10 +51,12 @@ impl Limits {
                     per: Duration::from_secs(1),
                 }),
             },
-            // No published number (a generic REST PRM neither); stay polite.
+            // No published number (a generic REST PRM neither; `rest.rate_limit_per_second`
+            // sets its own). PartnerStack writes are one PATCH per deal (and a read before one
+            // that carries custom fields), so this is also how fast write-backs go.
             SystemKind::PartnerStack | SystemKind::Rest => Limits {
                 burst: Rate {
-                    n: 10,
+                    n: 25,
                     per: Duration::from_secs(1),
                 },
                 daily: Rate {

@@ -25,6 +25,32 @@ pub fn max_in_flight(system: SystemKind) -> usize {
     }
 }
 
+/// Sends `writes` as one call. When the system refuses the whole call for good (a batch-level
+/// 400: one bad record fails a HubSpot batch), the batch is split in halves and each half is sent
+/// again, down to single records: the bad records are isolated with their own error and the good
+/// ones are written. A retryable refusal is not split (it is the batch's to retry).
+async fn write_bisecting(
+    conn: &crate::connector::Connector,
+    object: &str,
+    writes: &[WriteRequest],
+) -> Result<Vec<Result<crate::connector::WriteAck, ConnectorError>>, ConnectorError> {
+    match conn.write(object, writes).await {
+        Err(ConnectorError::Permanent(why)) if writes.len() > 1 => {
+            tracing::info!(object, records = writes.len(), error = %why, "batch refused as a whole; sending it in halves to isolate the bad records");
+            let (left, right) = writes.split_at(writes.len() / 2);
+            let mut out = Vec::with_capacity(writes.len());
+            for half in [left, right] {
+                match Box::pin(write_bisecting(conn, object, half)).await {
+                    Ok(results) => out.extend(results),
+                    Err(e) => out.extend(std::iter::repeat_n(Err(e), half.len())),
+                }
+            }
+            Ok(out)
+        }
+        other => other,
+    }
+}
+
 /// Outbox rows, and the records they write, that are in a batch on its way.
 #[derive(Debug, Default)]
 pub(super) struct Claims {
@@ -160,7 +186,7 @@ impl Engine {
             .collect();
         self.failpoints.hit("drain.before_send");
         let sent = match batch.op {
-            WriteOp::Upsert => conn.write(&batch.object, &requests).await,
+            WriteOp::Upsert => write_bisecting(conn, &batch.object, &requests).await,
             WriteOp::Delete => deletes::send(conn, &batch.object, items).await,
         };
         let results = match sent {

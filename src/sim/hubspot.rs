@@ -161,6 +161,11 @@ struct Inner {
     event_seq: u64,
     /// Searches with an `IN` filter (match-rule lookups) still to answer with a 500.
     failing_match_searches: u32,
+    /// Ids whose presence makes a whole batch upsert fail with a 400 (see
+    /// [`HubSpotSim::refuse_batches_with`]).
+    poison_ids: HashSet<String>,
+    /// Searches for these values answer 400, as HubSpot refuses a malformed filter value.
+    poison_search_values: HashSet<String>,
 }
 
 impl Inner {
@@ -556,6 +561,18 @@ impl HubSpotSim {
     /// 401) until a client presents the new one, as after an app re-authorisation.
     pub fn set_token(&self, token: &str) {
         *self.token.lock().unwrap_or_else(|p| p.into_inner()) = token.to_owned();
+    }
+
+    /// Any batch upsert that carries `id` is refused as a whole with a 400 `VALIDATION_ERROR`,
+    /// as HubSpot refuses a batch for one bad input (e.g. a property it does not have).
+    pub fn refuse_batches_with(&self, id: &str) {
+        self.lock().poison_ids.insert(id.to_owned());
+    }
+
+    /// A search whose filters name `value` is refused with a 400 `VALIDATION_ERROR` (a value the
+    /// search cannot take), every time.
+    pub fn refuse_searches_for(&self, value: &str) {
+        self.lock().poison_search_values.insert(value.to_owned());
     }
 
     /// Like [`HubSpotSim::inject`], but only batch upserts get them.
@@ -1096,6 +1113,19 @@ async fn batch_write(
             .map(str::to_owned);
         parsed.push((id.to_owned(), id_property, strings));
     }
+    if let Some((bad, _, _)) = {
+        let inner = sim.lock();
+        parsed
+            .iter()
+            .find(|(id, _, _)| inner.poison_ids.contains(id))
+            .cloned()
+    } {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            &format!("Property values were not valid for input {bad}"),
+        );
+    }
     let mut results = Vec::new();
     let mut errors = Vec::new();
     let mut seen = HashSet::new();
@@ -1255,6 +1285,31 @@ fn invalid_property(object: &str, props: &BTreeMap<String, String>) -> Option<St
     None
 }
 
+/// A filter value of `body` the simulator was told to refuse ([`HubSpotSim::refuse_searches_for`]).
+fn poisoned_filter_value(sim: &HubSpotSim, body: &Value) -> Option<String> {
+    let inner = sim.lock();
+    if inner.poison_search_values.is_empty() {
+        return None;
+    }
+    let groups = body.get("filterGroups").and_then(Value::as_array)?;
+    groups
+        .iter()
+        .filter_map(|g| g.get("filters").and_then(Value::as_array))
+        .flatten()
+        .flat_map(|f| {
+            let one = f.get("value").into_iter();
+            let many = f
+                .get("values")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten();
+            one.chain(many)
+        })
+        .filter_map(Value::as_str)
+        .find(|v| inner.poison_search_values.contains(*v))
+        .map(str::to_owned)
+}
+
 async fn search(
     State(sim): State<HubSpotSim>,
     headers: HeaderMap,
@@ -1275,6 +1330,13 @@ async fn search(
             "Invalid input JSON",
         );
     };
+    if let Some(bad) = poisoned_filter_value(&sim, &body) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            &format!("There was a problem with the request: invalid filter value {bad}"),
+        );
+    }
     let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
     if !(1..=200).contains(&limit) {
         return error(

@@ -24,6 +24,7 @@ mod merges;
 mod notify;
 mod ops;
 mod pipeline;
+mod poison;
 mod reload;
 mod report;
 mod resync;
