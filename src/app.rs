@@ -305,9 +305,13 @@ pub struct Daemon {
     readiness: Arc<crate::admin::Readiness>,
     reloads: Arc<Mutex<ReloadStatus>>,
     config: Config,
+    /// The config file a reload reads credentials from again (`prmsync run`).
+    config_file: Option<std::path::PathBuf>,
     ready: Arc<AtomicBool>,
     stop_http: CancellationToken,
     tasks: TaskTracker,
+    /// This daemon's hold on the state file (`prmsync erase` hands its work to it).
+    _state_lock: crate::state_lock::StateLock,
 }
 
 impl Daemon {
@@ -326,6 +330,19 @@ impl Daemon {
         if failpoints.is_armed() {
             tracing::warn!("fail points are armed: this process will abort on purpose");
         }
+        let state_lock = crate::state_lock::try_hold(&config.daemon.state_path)
+            .with_context(|| {
+                format!(
+                    "locking {}",
+                    crate::state_lock::lock_path(&config.daemon.state_path).display()
+                )
+            })?
+            .with_context(|| {
+                format!(
+                    "another prmsync daemon (or `prmsync erase`) is using the state file {}",
+                    config.daemon.state_path.display()
+                )
+            })?;
         let store =
             Store::open_with(&config.daemon.state_path, &failpoints).with_context(|| {
                 format!("opening state file {}", config.daemon.state_path.display())
@@ -336,6 +353,14 @@ impl Daemon {
             versions: versions(&mappings),
             ..ReloadStatus::default()
         }));
+        // Tokens an older prmsync saved in plain text are sealed before anything else runs.
+        let sealed = StateTokens::owner(store.clone(), config.daemon.state_key.as_ref())
+            .seal_plain_text()
+            .await
+            .context("sealing saved credentials")?;
+        if sealed > 0 {
+            tracing::info!(sealed, "saved credentials in plain text are now sealed");
+        }
         let (prm, crm) = connectors(&config, Some(&store))?;
         for system in [prm.kind(), crm.kind()] {
             crate::telemetry::meters::meters().known_system(system);
@@ -357,6 +382,11 @@ impl Daemon {
                 .with_erasure(config.erasure.clone()),
         );
         engine.set_rules(load_rules(&config)?);
+        // A pause recorded by an earlier process ends here: this one starts with the credentials
+        // configured now, and pauses again at the first refusal.
+        for system in engine.systems() {
+            engine.store().clear_connection_hold(system).await?;
+        }
 
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
@@ -426,9 +456,11 @@ impl Daemon {
             readiness,
             reloads,
             config,
+            config_file: None,
             ready,
             stop_http,
             tasks,
+            _state_lock: state_lock,
         })
     }
 
@@ -465,6 +497,7 @@ impl Daemon {
                 () = shutdown.cancelled() => break,
                 () = reload.notified() => {
                     self.reload();
+                    self.reload_credentials_from_file().await;
                     pipeline.sync_pollers();
                 }
             }
@@ -519,6 +552,57 @@ impl Daemon {
             sd_notify::NotifyState::Ready,
             sd_notify::NotifyState::Status(&reload_summary),
         ]);
+    }
+
+    /// Reads credentials from `path` again at every reload (`prmsync run`).
+    pub fn with_config_file(mut self, path: std::path::PathBuf) -> Self {
+        self.config_file = Some(path);
+        self
+    }
+
+    /// Loads the credentials `config` names for the PRM and the CRM: a system whose credential
+    /// changed uses the new one from its next request, and resumes if it was paused on a refused
+    /// one. Returns the systems whose credential changed. Only credentials are taken: URLs,
+    /// webhook secrets and other settings need a restart.
+    pub async fn reload_credentials(&self, config: &Config) -> anyhow::Result<Vec<SystemKind>> {
+        let (prm, crm) = connectors_with(config, None)?;
+        let mut changed = Vec::new();
+        for fresh in [prm, crm] {
+            if self.engine.load_credential(&fresh).await? {
+                changed.push(fresh.kind());
+            }
+        }
+        Ok(changed)
+    }
+
+    /// [`Daemon::reload_credentials`] from the config file, if the daemon has one; a file that
+    /// does not load is logged and the credentials in use stay.
+    async fn reload_credentials_from_file(&self) {
+        let Some(path) = &self.config_file else {
+            return;
+        };
+        let loaded = crate::config::load(path, &crate::config::Environment::from_process())
+            .map_err(|e| anyhow::anyhow!("{e}"));
+        match loaded {
+            Ok(config) => match self.reload_credentials(&config).await {
+                Ok(changed) if changed.is_empty() => {
+                    tracing::info!("credentials unchanged");
+                }
+                Ok(changed) => tracing::info!(systems = ?changed, "new credentials loaded"),
+                Err(e) => {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "credentials not reloaded: the ones in use stay"
+                    );
+                }
+            },
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "config not reloaded: the credentials in use stay"
+                );
+            }
+        }
     }
 
     /// Counts and last error of mapping reloads, and the versions in force.
@@ -629,6 +713,7 @@ fn require(secret: &str, key: &str) -> anyhow::Result<()> {
 /// `prmsync run`: start, serve until a signal, drain within the deadline.
 pub async fn run(
     config: Config,
+    config_file: &std::path::Path,
     shutdown: CancellationToken,
     reload: Arc<Notify>,
     failpoints: FailPoints,
@@ -636,7 +721,9 @@ pub async fn run(
     // One budget for the whole shutdown (the pass in flight, then open requests), so the worst
     // case is `shutdown_timeout`, inside the unit's TimeoutStopSec.
     let deadline = config.daemon.shutdown_timeout;
-    let daemon = Daemon::start_with(config, crate::engine::system_clock(), failpoints).await?;
+    let daemon = Daemon::start_with(config, crate::engine::system_clock(), failpoints)
+        .await?
+        .with_config_file(config_file.to_owned());
     let drain_started = std::sync::OnceLock::new();
     {
         let sync = daemon.run(shutdown.clone(), reload);

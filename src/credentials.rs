@@ -1,6 +1,7 @@
 //! The state file as the connectors' token store: rotated refresh tokens and the last session are
 //! saved sealed with the state key (`daemon.state_key`), next to the fingerprint of the configured
-//! token they descend from; and `prmsync auth status|reset` over those rows.
+//! token they descend from; and the status and reset of those rows (`prmsync auth`, in
+//! `auth_cli.rs`).
 
 use std::sync::{Arc, Mutex};
 
@@ -70,8 +71,30 @@ impl StateTokens {
             .map_err(|e| TokenStoreError(Box::new(e)))?;
         Ok(Saved {
             value,
-            configured: Some(stored.configured_sha256),
+            configured: Some(stored.configured_sha256).filter(|c| !c.is_empty()),
         })
+    }
+
+    /// Seals every row an older prmsync saved in plain text (the daemon calls this at start, so
+    /// no refresh token stays readable until its next rotation); returns how many it sealed. Its
+    /// configured token is unknown, so it is saved with an empty fingerprint (read as unknown).
+    pub async fn seal_plain_text(&self) -> Result<usize, TokenStoreError> {
+        let (Backend::Owner(store), Some(_)) = (&self.backend, &self.sealer) else {
+            return Ok(0);
+        };
+        let err = |e: crate::store::StoreError| TokenStoreError(Box::new(e));
+        let mut sealed = 0;
+        for (name, _) in store.credential_names().await.map_err(err)? {
+            let Some(raw) = store.credential(name.clone()).await.map_err(err)? else {
+                continue;
+            };
+            if serde_json::from_str::<Stored>(&raw).is_ok() {
+                continue;
+            }
+            self.save(&name, &SecretString::from(raw), "").await?;
+            sealed += 1;
+        }
+        Ok(sealed)
     }
 }
 
@@ -181,57 +204,6 @@ pub async fn status(
 /// credential. Returns how many rows were deleted.
 pub async fn reset(store: &Store, system: &str) -> anyhow::Result<usize> {
     Ok(store.delete_credentials(system.to_owned()).await?)
-}
-
-/// One line of `prmsync auth status`.
-pub fn describe(s: &CredentialStatus) -> String {
-    let when = jiff::Timestamp::from_millisecond(s.saved_ms)
-        .map(|t| t.to_string())
-        .unwrap_or_default();
-    format!(
-        "{:<28} saved {when}  {}  configured token: {}",
-        s.name, s.storage, s.configured
-    )
-}
-
-/// `prmsync auth status|reset` for `config`; the text to print.
-pub async fn auth_command(
-    config: &crate::config::Config,
-    action: crate::cli::AuthAction,
-) -> anyhow::Result<String> {
-    let path = &config.daemon.state_path;
-    if !path.exists() {
-        return Ok(format!(
-            "no state file at {}: nothing is saved\n",
-            path.display()
-        ));
-    }
-    let store = Store::open(path)?;
-    let key = config.daemon.state_key.as_ref();
-    match action {
-        crate::cli::AuthAction::Status => {
-            let configured = match &config.crm {
-                crate::config::CrmConfig::Salesforce(sf) => match &sf.auth {
-                    crate::config::SalesforceAuthConfig::RefreshToken { refresh_token, .. } => {
-                        Some(refresh_token)
-                    }
-                    crate::config::SalesforceAuthConfig::JwtBearer { .. } => None,
-                },
-                crate::config::CrmConfig::HubSpot(_) => None,
-            };
-            let rows = status(&store, key, configured).await?;
-            if rows.is_empty() {
-                return Ok("no saved credentials: the configured ones are used\n".into());
-            }
-            Ok(rows.iter().map(|r| describe(r) + "\n").collect())
-        }
-        crate::cli::AuthAction::Reset { system } => {
-            let n = reset(&store, &system).await?;
-            Ok(format!(
-                "deleted {n} saved credential(s) for {system}; the configured credential is used at the next token request\n"
-            ))
-        }
-    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! - [`registrations_cli`]: operator verbs for registrations and the review queue.
 //! - [`engine`]: plan (pure) and execute: pollers, inbox processing, outbox writers.
 //! - [`connector`]: one folder per vendor system behind one closed enum.
-//! - [`credentials`]: rotated tokens sealed in the state file; `prmsync auth status|reset`.
+//! - [`credentials`]: rotated tokens sealed in the state file; [`auth_cli`] is `prmsync auth status|reset`.
 //! - [`webhook`]: the internet-facing HTTP listener: webhook intake.
 //! - [`admin`]: the loopback admin listener: `/livez`, `/readyz`, `/metrics`.
 //! - [`notify`]: the systemd notify protocol: state changes, `STATUS=`, the progress watchdog.
@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth_cli;
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -43,6 +44,7 @@ pub mod resync_cli;
 pub mod rules;
 pub mod shutdown;
 pub mod sim;
+pub mod state_lock;
 pub mod status;
 pub mod store;
 pub mod telemetry;

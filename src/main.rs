@@ -239,7 +239,7 @@ fn run(path: &Path, log_json: bool) -> ExitCode {
                 reload.clone(),
                 done.clone(),
             ));
-            let result = app::run(config, shutdown_token, reload, failpoints).await;
+            let result = app::run(config, path, shutdown_token, reload, failpoints).await;
             done.cancel();
             match signals.await {
                 Ok(Ok(())) => {}
@@ -448,8 +448,7 @@ fn auth_cmd(path: &Path, action: prmsync::cli::AuthAction) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match runtime().and_then(|rt| rt.block_on(prmsync::credentials::auth_command(&config, action)))
-    {
+    match runtime().and_then(|rt| rt.block_on(prmsync::auth_cli::auth_command(&config, action))) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

@@ -4,6 +4,7 @@
 pub mod hubspot;
 pub mod pacer;
 pub mod partnerstack;
+pub mod reload;
 pub mod rest;
 pub mod salesforce;
 pub mod tokens;

@@ -62,6 +62,17 @@ pub fn fingerprint(configured: &SecretString) -> String {
     hex::encode(Sha256::digest(configured.expose_secret().as_bytes()))
 }
 
+/// A digest of several secrets together (a connector's whole credential): hex SHA-256 of the
+/// parts, each ended by a NUL byte so that no two lists digest alike.
+pub fn fingerprint_of(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(h.finalize())
+}
+
 /// An in-memory store, for the demo and tests that do not need durability.
 #[derive(Debug, Default)]
 pub struct MemoryTokens {

@@ -59,6 +59,23 @@ impl Subject {
         Ok(Subject::Email(e))
     }
 
+    /// The subject as an erasure request stores it (`email:ADDR`, `record:SYSTEM/OBJECT/ID`).
+    pub fn to_request(&self) -> String {
+        match self {
+            Subject::Email(e) => format!("email:{e}"),
+            Subject::Record(o, id) => format!("record:{}/{}/{id}", o.system, o.object),
+        }
+    }
+
+    /// A stored request's subject.
+    pub fn from_request(text: &str) -> Result<Subject, EraseError> {
+        match text.split_once(':') {
+            Some(("email", e)) => Subject::email(e),
+            Some(("record", r)) => Subject::record(r),
+            _ => Err(EraseError::BadRecord(String::new())),
+        }
+    }
+
     /// `--record SYSTEM/OBJECT/ID`.
     pub fn record(text: &str) -> Result<Subject, EraseError> {
         let bad = || EraseError::BadRecord(text.to_owned());
@@ -163,7 +180,7 @@ pub struct Plan {
     /// Personal data a system keeps (policy `keep`, or a field its API cannot change): the
     /// records' links are tombstoned so prmsync copies nothing of them again.
     pub left: Vec<String>,
-    purge: Purge,
+    pub(super) purge: Purge,
 }
 
 /// What an erasure did.
@@ -347,6 +364,7 @@ impl Eraser<'_> {
                 })
                 .collect(),
             emails: emails.into_iter().collect(),
+            request: None,
         };
         plan.records = records.into_iter().collect();
         Ok(plan)

@@ -7,6 +7,7 @@ mod decider;
 pub mod deletes;
 pub mod dryrun;
 pub mod erase;
+pub mod erase_requests;
 mod holds;
 mod matching;
 pub mod pipeline;
@@ -346,6 +347,22 @@ impl Engine {
         Ok(())
     }
 
+    /// A reload built `fresh` from the config: when it names another credential than the one in
+    /// use for its system, the running connector takes it over and the connection resumes
+    /// ([`Engine::credential_loaded`]). Returns whether the credential changed.
+    pub async fn load_credential(&self, fresh: &Connector) -> Result<bool, EngineError> {
+        let system = fresh.kind();
+        let Some(conn) = self.connector(system) else {
+            return Ok(false);
+        };
+        if !conn.adopt_credentials(fresh).await {
+            return Ok(false);
+        }
+        tracing::info!(%system, "a new credential was loaded");
+        self.credential_loaded(system).await?;
+        Ok(true)
+    }
+
     /// Puts `system` on hold when `error` calls for it; a dead credential is recorded for status.
     async fn note_error(
         &self,
@@ -452,11 +469,18 @@ impl Engine {
 }
 
 /// Which objects to poll, with the fields each needs: every flow's source, and its target when
-/// fields flow back.
+/// fields flow back or its system reports deletes by polling (Salesforce, HubSpot: a target
+/// nothing flows back from is polled for deletes and merges only, see [`deletes_only`]).
 pub fn poll_targets(mappings: &[Arc<Mapping>]) -> Vec<(ObjectRef, Vec<String>)> {
     let mut out: BTreeMap<ObjectRef, BTreeSet<String>> = BTreeMap::new();
     for m in mappings {
         out.entry(m.source.clone()).or_default();
+        if matches!(
+            m.target.system,
+            SystemKind::Salesforce | SystemKind::HubSpot
+        ) {
+            out.entry(m.target.clone()).or_default();
+        }
         if m.fields.iter().any(|f| f.applies_reverse()) {
             out.entry(m.target.clone())
                 .or_default()
@@ -466,6 +490,14 @@ pub fn poll_targets(mappings: &[Arc<Mapping>]) -> Vec<(ObjectRef, Vec<String>)> 
     out.into_iter()
         .map(|(o, f)| (o, f.into_iter().collect()))
         .collect()
+}
+
+/// Whether `object` is polled only for its deletes: no flow reads it as a source and none has
+/// fields flowing back from it.
+pub fn deletes_only(mappings: &[Arc<Mapping>], object: &ObjectRef) -> bool {
+    !mappings.iter().any(|m| {
+        m.source == *object || (m.target == *object && m.fields.iter().any(|f| f.applies_reverse()))
+    })
 }
 
 /// The external-id field every record of `object` that prmsync manages has, when `object` is

@@ -31,6 +31,8 @@ impl Engine {
     pub(super) async fn plan_inbox(&self) -> Result<TickReport, EngineError> {
         let mappings = self.mappings();
         let mut report = TickReport::default();
+        // Erasures `prmsync erase` recorded: carried out before planning, under the same lock.
+        self.carry_out_erasures().await?;
         loop {
             let batch = match self.process_inbox(&mappings).await {
                 Ok(b) => b,

@@ -3,7 +3,7 @@
 //! transaction, so a restart re-reads at most the page that was in flight and no page cap can
 //! stall an object. Each committed page wakes the planner, so a backfill streams.
 
-use super::{Engine, EngineError, managed_by, poll_targets};
+use super::{Engine, EngineError, deletes_only, managed_by, poll_targets};
 use crate::connector::{Connector, ConnectorError};
 use crate::model::{Change, Cursor, ObjectRef, Resume};
 use crate::telemetry::meters::meters;
@@ -64,6 +64,12 @@ impl Engine {
             page.is_none(),
             (self.clock)(),
         );
+        // A target nothing flows back from: only its deletes (and merges) matter.
+        if deletes_only(&mappings, object) {
+            report.staged = self.poll_deletes(object).await?;
+            report.finished = true;
+            return Ok(report);
+        }
         let mut committed = stored;
         let mut resumed = page.is_some();
         while report.pages < self.settings.max_pages_per_cycle.max(1) {

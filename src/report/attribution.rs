@@ -2,14 +2,17 @@
 //! versions of each registration with the stage, amount and close date the CRM syncs back, and
 //! MDF requests): partner-sourced and partner-influenced pipeline and won revenue, win rate and
 //! cycle time against deals without partner credit, registrations by decision and conflict
-//! reason, protection expiries, and MDF spend against sourced revenue by tier. Pure: no I/O, no
-//! clock ("now" is the newest registration version time).
+//! reason, protection expiries, and MDF spend against sourced revenue by tier. Multi-partner
+//! credit (`[credit]` of the rules, `rules::credit`) is recomputed from the same state: a partner
+//! influencing another's sourced deal counts that deal in its influenced figures. Pure: no I/O,
+//! no clock ("now" is the newest registration version time).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::rules::credit::{self, PartnerCredit};
 use crate::rules::{RegistrationEvent, Rules, Status};
 use crate::store::StoredRegistration;
 use crate::store::attribution::StoredMdf;
@@ -119,6 +122,8 @@ pub struct Deal {
     pub status: Option<String>,
     pub rule: Option<String>,
     pub protected_until: Option<i64>,
+    /// A sourced deal's partners with their roles (the primary first), from `[credit]`.
+    pub partners: Vec<PartnerCredit>,
 }
 
 /// Pipeline figures for a set of deals.
@@ -218,6 +223,8 @@ pub struct Report {
     pub by: GroupBy,
     /// Figures per credit, in [`Credit::ALL`] order.
     pub totals: Vec<TotalRow>,
+    /// Partner-sourced deals on which another partner is credited too (multi-partner credit).
+    pub co_influenced: Figures,
     pub groups: Vec<GroupRow>,
     pub decisions: Vec<DecisionCount>,
     pub expiries: Vec<Expiry>,
@@ -296,9 +303,62 @@ pub fn deals(rules: &Rules, input: &Input<'_>) -> Vec<Deal> {
             status: r.status.clone(),
             rule: r.rule.clone(),
             protected_until: r.protected_until,
+            partners: Vec::new(),
         });
     }
+    if let Some(rule) = &rules.credit {
+        attach_credits(rule, rules, input, &mut out);
+    }
     out
+}
+
+/// Each sourced deal's partners, computed per customer (duplicate key) as the engine does.
+fn attach_credits(rule: &credit::CreditRule, rules: &Rules, input: &Input<'_>, deals: &mut [Deal]) {
+    let mut by_key: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for r in input.registrations {
+        by_key
+            .entry(r.key.as_str())
+            .or_default()
+            .push(r.id.as_str());
+    }
+    let status: BTreeMap<&str, Option<Status>> = input
+        .registrations
+        .iter()
+        .map(|r| (r.id.as_str(), r.status.as_deref().and_then(Status::parse)))
+        .collect();
+    let mut versions: BTreeMap<&str, Vec<&RegistrationEvent>> = BTreeMap::new();
+    for v in input.versions {
+        versions.entry(v.id.as_str()).or_default().push(v);
+    }
+    let mut found: BTreeMap<String, Vec<PartnerCredit>> = BTreeMap::new();
+    for ids in by_key.values() {
+        let claims: Vec<credit::Claim<'_>> = ids
+            .iter()
+            .filter_map(|id| {
+                let vs = versions.get(id)?;
+                let latest = vs.iter().max_by_key(|v| v.at_ms)?;
+                Some(credit::Claim {
+                    registration_id: id,
+                    partner: latest
+                        .fields
+                        .get(&rules.fields.partner)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                    status: status.get(id).copied().flatten(),
+                    submitted_ms: vs.iter().map(|v| v.submitted_ms).min()?,
+                    fields: &latest.fields,
+                })
+            })
+            .collect();
+        for dc in credit::credits(rule, &claims) {
+            found.insert(dc.registration_id, dc.partners);
+        }
+    }
+    for d in deals {
+        if let Some(p) = found.remove(&d.id) {
+            d.partners = p;
+        }
+    }
 }
 
 fn within(opts: &Options, ms: i64) -> bool {
@@ -333,18 +393,37 @@ pub fn report(rules: &Rules, input: &Input<'_>, opts: &Options) -> Report {
         })
         .collect();
 
+    let co_influenced = Figures::of(
+        in_window
+            .iter()
+            .copied()
+            .filter(|d| d.partners.iter().any(|p| !p.primary)),
+    );
+    let by_id: BTreeMap<&str, &Deal> = all.iter().map(|d| (d.id.as_str(), d)).collect();
+    let key_of = |d: &Deal| match opts.by {
+        GroupBy::Partner => partner_label(d),
+        GroupBy::Tier => d.tier.clone().unwrap_or_else(|| "(no tier)".into()),
+        GroupBy::Month => month(d.submitted_ms),
+    };
     let mut grouped: BTreeMap<String, (Vec<&Deal>, Vec<&Deal>)> = BTreeMap::new();
     for d in &in_window {
-        let key = match opts.by {
-            GroupBy::Partner => partner_label(d),
-            GroupBy::Tier => d.tier.clone().unwrap_or_else(|| "(no tier)".into()),
-            GroupBy::Month => month(d.submitted_ms),
-        };
-        let slot = grouped.entry(key).or_default();
+        let slot = grouped.entry(key_of(d)).or_default();
         match d.credit {
             Credit::Sourced => slot.0.push(d),
             Credit::Influenced => slot.1.push(d),
             Credit::None | Credit::Undecided => {}
+        }
+        // Each partner credited alongside the primary counts the deal as influenced, under
+        // its own partner and tier (the registration that earned the credit gives both).
+        for p in d.partners.iter().filter(|p| !p.primary) {
+            let key = match (opts.by, by_id.get(p.registration_id.as_str())) {
+                (GroupBy::Month, _) | (_, None) => key_of(d),
+                (_, Some(earner)) => key_of(earner),
+            };
+            let slot = grouped.entry(key).or_default();
+            if !slot.1.iter().any(|x| x.id == d.id) {
+                slot.1.push(d);
+            }
         }
     }
     let mut groups: Vec<GroupRow> = grouped
@@ -399,6 +478,7 @@ pub fn report(rules: &Rules, input: &Input<'_>, opts: &Options) -> Report {
         as_of_ms: input.as_of_ms,
         by: opts.by,
         totals,
+        co_influenced,
         groups,
         decisions,
         expiries,

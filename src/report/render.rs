@@ -88,6 +88,11 @@ pub fn text(r: &Report) -> String {
             row.extend(figures_cells(&t.figures));
             row
         })
+        .chain(std::iter::once({
+            let mut row = vec!["  sourced, another partner influencing".to_owned()];
+            row.extend(figures_cells(&r.co_influenced));
+            row
+        }))
         .collect();
     table(
         &mut out,
@@ -248,6 +253,7 @@ pub fn csv(r: &Report) -> String {
     for t in &r.totals {
         figures("totals", t.credit.label(), &t.figures);
     }
+    figures("totals", "co-influenced", &r.co_influenced);
     for g in &r.groups {
         figures("sourced_by_group", &g.group, &g.sourced);
         figures("influenced_by_group", &g.group, &g.influenced);

@@ -432,3 +432,53 @@ fn a_state_without_mdf_says_so() {
     assert!(render::text(&r).contains("no MDF requests in the state"));
     assert!(html::page(&r).contains("No MDF requests"));
 }
+
+#[test]
+fn an_influencing_partner_counts_the_sourced_deal_in_its_influenced_figures() {
+    let rules = Rules::builtin().expect("rules");
+    let mut d = data();
+    // r5 (part_3, bronze, a duplicate submitted 4 days after r1) becomes a registration of r1's
+    // customer: part_3 influenced r1, which part_1 (gold) sourced and won for 10,000.00.
+    d.regs[4].key = d.regs[0].key.clone();
+    let r = report(&rules, &input(&d), &all_time(GroupBy::Partner));
+    assert_eq!(
+        (
+            r.co_influenced.deals,
+            r.co_influenced.won,
+            r.co_influenced.won_cents
+        ),
+        (1, 1, 1_000_000)
+    );
+    let part_3 = r
+        .groups
+        .iter()
+        .find(|g| g.group == "part_3")
+        .expect("part_3 is credited now");
+    assert_eq!(
+        (
+            part_3.sourced.deals,
+            part_3.influenced.deals,
+            part_3.influenced.won_cents
+        ),
+        (0, 1, 1_000_000)
+    );
+    // The deal stays one deal in the totals: sourced by part_1.
+    let sourced = &r.totals[0].figures;
+    assert_eq!((sourced.deals, sourced.won_cents), (4, 1_600_000));
+    let by_tier = report(&rules, &input(&d), &all_time(GroupBy::Tier));
+    let bronze = by_tier
+        .groups
+        .iter()
+        .find(|g| g.group == "bronze")
+        .expect("bronze influenced");
+    assert_eq!(bronze.influenced.won_cents, 1_000_000);
+    let csv = render::csv(&r);
+    assert!(
+        csv.contains("totals,co-influenced,won_cents,1000000\n"),
+        "{csv}"
+    );
+    assert!(render::text(&r).contains("sourced, another partner influencing"));
+    // Without the shared customer, no one is co-credited.
+    let plain = report(&rules, &input(&data()), &all_time(GroupBy::Partner));
+    assert_eq!(plain.co_influenced.deals, 0);
+}

@@ -6,6 +6,7 @@ use std::ops::Range;
 
 use crate::file_error::{collect, line_col};
 
+mod credit;
 mod crm;
 
 use serde::Deserialize;
@@ -36,6 +37,7 @@ struct Raw {
     review: Option<Spanned<RawReview>>,
     protection: Spanned<RawProtection>,
     crm: Option<crm::RawCrm>,
+    credit: Option<Spanned<credit::RawCredit>>,
     #[serde(default)]
     example: Vec<Spanned<RawExample>>,
 }
@@ -237,6 +239,7 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
     let order = decision_order(&raw, &mut errs);
     let (tie_breakers, tie_line) = tie_breakers(&raw, &mut errs);
     let crm = crm::crm_names(raw.crm.as_ref(), &mut errs);
+    let credit = credit::credit(raw.credit.as_ref(), &mut errs);
     let examples = examples(&raw, &mut errs);
     if !errs.list.is_empty() {
         return Err(errs.list);
@@ -258,6 +261,7 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Rules, Vec<RulesError>> 
         tie_breakers,
         tie_line,
         crm,
+        credit,
         examples,
     };
     rules.version = fingerprint(&rules);
@@ -722,6 +726,9 @@ fn fingerprint(r: &Rules) -> String {
     c.review.line = 0;
     c.protection.line = 0;
     c.order.iter_mut().for_each(|(_, line)| *line = 0);
+    if let Some(credit) = &mut c.credit {
+        credit.line = 0;
+    }
     hex::encode(&Sha256::digest(format!("{c:?}").as_bytes())[..6])
 }
 

@@ -5,6 +5,7 @@
 //! events), never from the clock, so the same inputs always give the same decisions.
 
 mod compile;
+pub mod credit;
 mod evaluate;
 mod examples;
 pub mod normalize;
@@ -51,6 +52,8 @@ pub struct Rules {
     pub tie_line: usize,
     /// The CRM fields decisions are written to and facts read from, per CRM (`[crm.*]`).
     pub crm: CrmNamesByCrm,
+    /// Multi-partner credit (`[credit]`); `None`: no partner credit is written.
+    pub credit: Option<credit::CreditRule>,
     pub examples: Vec<Example>,
 }
 
@@ -65,6 +68,9 @@ pub struct CrmNames {
     pub attribution: String,
     /// The account (company) field holding the customer's domain or website, for CRM facts.
     pub account_domain: String,
+    /// Each partner role's name in this CRM (`[credit]`): a HubSpot deal-to-company association
+    /// label, a Salesforce `Partner.Role` value. Both must exist in the portal or org.
+    pub partner_roles: BTreeMap<credit::Role, String>,
 }
 
 impl CrmNames {
@@ -75,6 +81,12 @@ impl CrmNames {
             protected_until: "prm_protected_until".into(),
             attribution: "prm_attribution".into(),
             account_domain: "domain".into(),
+            partner_roles: roles([
+                "Sourcing partner",
+                "Influencing partner",
+                "Referral partner",
+                "Reseller partner",
+            ]),
         }
     }
 
@@ -85,8 +97,23 @@ impl CrmNames {
             protected_until: "PRM_Protected_Until__c".into(),
             attribution: "PRM_Attribution__c".into(),
             account_domain: "Website".into(),
+            partner_roles: roles(["Sourcing Partner", "Influencer", "Referral", "Reseller"]),
         }
     }
+
+    /// This CRM's name for `role`.
+    pub fn role_name(&self, role: credit::Role) -> &str {
+        self.partner_roles.get(&role).map_or("", String::as_str)
+    }
+}
+
+/// Role names in [`credit::Role::ALL`] order.
+fn roles(names: [&str; 4]) -> BTreeMap<credit::Role, String> {
+    credit::Role::ALL
+        .into_iter()
+        .zip(names)
+        .map(|(r, n)| (r, n.to_owned()))
+        .collect()
 }
 
 /// [`CrmNames`] for each CRM prmsync writes to.

@@ -830,9 +830,9 @@ fn a_failing_example_is_reported_with_its_line() {
     let r = Rules::compile("r.toml", &text).expect("compiles");
     let f = run_examples(&r);
     assert_eq!(f.len(), 1, "{f:?}");
-    assert_eq!(f[0].line, 76);
+    assert_eq!(f[0].line, 89);
     assert!(
-        f[0].to_string().starts_with("r.toml:76: example"),
+        f[0].to_string().starts_with("r.toml:89: example"),
         "{}",
         f[0]
     );
@@ -994,4 +994,74 @@ fn bad_crm_field_names_are_located_errors() {
     );
     assert!(joined.contains("crm.hubspot.acount_domain"), "{joined}");
     assert_eq!(errs.len(), 2, "{joined}");
+}
+
+#[test]
+fn credit_compiles_with_defaults_and_three_mistakes_give_three_located_errors() {
+    let r = rules();
+    let c = r
+        .credit
+        .as_ref()
+        .expect("the shipped file credits partners");
+    assert_eq!(c.influence_within_days, 90);
+    assert_eq!(c.role_field.as_deref(), Some("partner_role"));
+    assert_eq!(c.influence_from, [credit::Evidence::Registration]);
+    assert_eq!(
+        r.crm.salesforce.role_name(credit::Role::Influenced),
+        "Influencer"
+    );
+    assert_eq!(
+        r.crm.hubspot.role_name(credit::Role::Sourced),
+        "Sourcing partner"
+    );
+    let widened = rules_with("influence_within_days = 90", "influence_within_days = 30");
+    assert_ne!(
+        widened.version, r.version,
+        "a credit change is a rules change"
+    );
+
+    let bad = BUILTIN
+        .1
+        .replace(
+            r#"role_field = "partner_role""#,
+            r#"role_feild = "partner_role""#,
+        )
+        .replace(
+            "influence_within_days = 90",
+            r#"influence_within_days = "ninety""#,
+        )
+        .replace(
+            r#"influence_from = ["registration"]"#,
+            r#"influence_from = ["lead"]"#,
+        )
+        .replace(r#"referral = "Referral","#, r#"referall = "Referral","#);
+    let errs = Rules::compile("r.toml", &bad).expect_err("bad file").0;
+    let joined = errs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(joined.contains("credit.role_feild"), "{joined}");
+    assert!(joined.contains("credit.influence_within_days"), "{joined}");
+    assert!(
+        joined.contains(r#""lead" evidence is not read by prmsync yet"#),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("crm.salesforce.partner_roles.referall"),
+        "{joined}"
+    );
+    assert_eq!(errs.len(), 4, "{joined}");
+    assert!(errs.iter().all(|e| e.line > 1), "{joined}");
+
+    // Without [credit], no partner credit.
+    let start = BUILTIN.1.find("[credit]").expect("section");
+    let end = BUILTIN.1.find("# The CRM deal fields").expect("next");
+    let bare = format!("{}{}", &BUILTIN.1[..start], &BUILTIN.1[end..]);
+    assert!(
+        Rules::compile("r.toml", &bare)
+            .expect("compiles")
+            .credit
+            .is_none()
+    );
 }

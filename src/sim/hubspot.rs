@@ -19,7 +19,10 @@ use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
 mod associations;
 mod lifecycle;
 mod merge;
+mod paging;
 mod privacy;
+mod properties;
+mod search_rules;
 pub use privacy::privacy_deletion_event;
 
 /// Deal stages of HubSpot's default sales pipeline.
@@ -427,6 +430,7 @@ impl HubSpotSim {
                 post(lifecycle::batch_archive),
             )
             .route("/crm/v3/objects/{object}/search", post(search))
+            .route("/crm/v3/properties/{object}", get(properties::list))
             .route("/crm/v3/objects/{object}/merge", post(merge::merge))
             .route(
                 "/crm/v3/objects/contacts/gdpr-delete",
@@ -992,13 +996,16 @@ async fn list_objects(
         .and_then(|l| l.parse().ok())
         .unwrap_or(10)
         .clamp(1, 100);
-    let after: u64 = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let after = match paging::position(q.get("after").map(String::as_str)) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &e),
+    };
     if q.get("archived").map(String::as_str) == Some("true") {
         let (results, next) = lifecycle::archived_page(&sim, &object, after, limit);
         let mut body = json!({"results": results});
         if let Some(n) = next {
-            body["paging"] =
-                json!({"next": {"after": n.to_string(), "link": format!("?after={n}")}});
+            let after = paging::token(n);
+            body["paging"] = json!({"next": {"after": after, "link": format!("?after={after}")}});
         }
         return sim.limit_headers(Json(body).into_response());
     }
@@ -1016,7 +1023,8 @@ async fn list_objects(
     drop(inner);
     let mut body = json!({"results": results});
     if let Some(n) = next {
-        body["paging"] = json!({"next": {"after": n.to_string(), "link": format!("?after={n}")}});
+        let after = paging::token(n);
+        body["paging"] = json!({"next": {"after": after, "link": format!("?after={after}")}});
     }
     sim.limit_headers(Json(body).into_response())
 }
@@ -1266,23 +1274,7 @@ fn upsert_one(
 }
 
 fn invalid_property(object: &str, props: &BTreeMap<String, String>) -> Option<String> {
-    if object != "deals" && object != "0-3" {
-        return None;
-    }
-    for (k, v) in props {
-        if !DEAL_PROPERTIES.contains(&k.as_str()) {
-            return Some(format!("Property \"{k}\" does not exist"));
-        }
-        if k == "dealstage" && !DEAL_STAGES.contains(&v.as_str()) {
-            return Some(format!(
-                "{v} was not one of the allowed options for dealstage"
-            ));
-        }
-        if k == "amount" && !v.is_empty() && v.parse::<f64>().is_err() {
-            return Some(format!("{v} is not a valid number for amount"));
-        }
-    }
-    None
+    properties::first_invalid(object, props)
 }
 
 /// A filter value of `body` the simulator was told to refuse ([`HubSpotSim::refuse_searches_for`]).
@@ -1330,6 +1322,9 @@ async fn search(
             "Invalid input JSON",
         );
     };
+    if let Some(why) = search_rules::refused(&body) {
+        return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &why);
+    }
     if let Some(bad) = poisoned_filter_value(&sim, &body) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -1345,13 +1340,12 @@ async fn search(
             "limit must be between 1 and 200",
         );
     }
-    let after: usize = body
-        .get("after")
-        .and_then(Value::as_str)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(0);
+    let after = match paging::position(body.get("after").and_then(Value::as_str)) {
+        Ok(a) => usize::try_from(a).unwrap_or(usize::MAX),
+        Err(e) => return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &e),
+    };
     let cap = sim.lock().search_cap;
-    if after + limit > cap {
+    if after.saturating_add(limit) > cap {
         return error(
             StatusCode::BAD_REQUEST,
             "VALIDATION_ERROR",
@@ -1407,7 +1401,7 @@ async fn search(
         .collect();
     let mut body = json!({"total": total, "results": results});
     if after + limit < total {
-        let next = (after + limit).to_string();
+        let next = paging::token((after + limit) as u64);
         body["paging"] = json!({"next": {"after": next, "link": ""}});
     }
     // Search responses carry no rate-limit headers (community report in CONTRACTS.md).

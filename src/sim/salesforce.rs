@@ -20,7 +20,11 @@ use super::salesforce_table::{Rec, Table};
 use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
 
 mod lifecycle;
+mod merge;
+mod objects;
 pub mod soql;
+
+pub use merge::Conversion;
 
 const V: &str = "v62.0";
 
@@ -59,6 +63,10 @@ const OBJECTS: &[Describe] = &[
             "PRM_Contact_Email__c",
             "PRM_Registration_Status__c",
             "PRM_Protected_Until__c",
+            // Further fields the shipped opportunity mapping writes (created at install).
+            "LeadSource",
+            "Partner_Account__c",
+            "Registration_Withdrawn__c",
         ],
         external_ids: &["PRM_Deal_Id__c"],
         required: &["Name", "StageName", "CloseDate"],
@@ -96,6 +104,11 @@ const OBJECTS: &[Describe] = &[
             "Status",
             "PRM_Lead_Id__c",
             "PRM_Partner_Key__c",
+            // Further fields the shipped lead mapping writes (created at install).
+            "LeadSource",
+            "Sourcing_Partner__c",
+            "Campaign_Name__c",
+            "Event_Date__c",
         ],
         external_ids: &["PRM_Lead_Id__c"],
         required: &["LastName", "Company"],
@@ -103,7 +116,20 @@ const OBJECTS: &[Describe] = &[
 ];
 
 /// Fields Salesforce computes: readable and filterable, never written.
-const COMPUTED: &[(&str, &str)] = &[("Opportunity", "IsClosed"), ("Opportunity", "IsWon")];
+/// `MasterRecordId` (set on a merge's deleted losers) and the lead-conversion fields are set by
+/// Salesforce itself too.
+const COMPUTED: &[(&str, &str)] = &[
+    ("Opportunity", "IsClosed"),
+    ("Opportunity", "IsWon"),
+    ("Account", "MasterRecordId"),
+    ("Contact", "MasterRecordId"),
+    ("Lead", "MasterRecordId"),
+    ("Lead", "IsConverted"),
+    ("Lead", "ConvertedDate"),
+    ("Lead", "ConvertedAccountId"),
+    ("Lead", "ConvertedContactId"),
+    ("Lead", "ConvertedOpportunityId"),
+];
 
 /// Opportunity stages of the default sales process.
 pub const STAGES: &[&str] = &[
@@ -154,6 +180,8 @@ pub struct Stats {
 struct Inner {
     objects: BTreeMap<String, Table>,
     deleted: BTreeMap<String, Vec<(String, i64)>>,
+    /// The recycle bin: deleted records by object and id (`IsDeleted` true), for `queryAll`.
+    bin: BTreeMap<String, BTreeMap<String, Rec>>,
     next_id: u64,
     refresh_token: String,
     sessions: BTreeMap<String, i64>,
@@ -206,6 +234,7 @@ impl SalesforceSim {
             .route("/services/oauth2/token", post(token))
             .route(&format!("{data}/limits"), get(limits))
             .route(&format!("{data}/query"), get(query))
+            .route(&format!("{data}/queryAll"), get(query_all))
             .route(&format!("{data}/query/{{locator}}"), get(query_more))
             .route(
                 &format!("{data}/sobjects/{{object}}/deleted/"),
@@ -260,19 +289,11 @@ impl SalesforceSim {
     pub fn delete(&self, object: &str, id: &str) -> bool {
         let now = self.clock.tick();
         let mut inner = self.lock();
-        let gone = inner
+        inner
             .objects
-            .get_mut(object)
-            .and_then(|m| m.remove(id))
-            .is_some();
-        if gone {
-            inner
-                .deleted
-                .entry(object.into())
-                .or_default()
-                .push((id.into(), now));
-        }
-        gone
+            .get(object)
+            .is_some_and(|t| t.get(id).is_some())
+            && inner.delete_id(id, now).is_ok()
     }
 
     /// Every record of `object`, with `Id`.
@@ -318,6 +339,14 @@ impl SalesforceSim {
     /// The refresh token that is valid now (changes with every rotation).
     pub fn current_refresh_token(&self) -> String {
         self.lock().refresh_token.clone()
+    }
+
+    /// An admin re-authorises the connected app: every refresh token and session so far is
+    /// revoked, and `token` is the one valid refresh token.
+    pub fn reauthorise(&self, token: &str) {
+        let mut inner = self.lock();
+        inner.refresh_token = token.to_owned();
+        inner.sessions.clear();
     }
 
     /// The next API requests get these instead of their answers.
@@ -441,7 +470,10 @@ fn errors(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 fn describe(object: &str) -> Option<&'static Describe> {
-    OBJECTS.iter().find(|d| d.name == object)
+    OBJECTS
+        .iter()
+        .chain(objects::MORE)
+        .find(|d| d.name == object)
 }
 
 fn has_field(d: &Describe, f: &str) -> bool {
@@ -646,12 +678,17 @@ fn field_value(object: &str, r: &Rec, field: &str) -> Value {
 /// What a field holds, for SOQL's type checks.
 fn field_kind(field: &str) -> soql::Kind {
     match field {
-        "IsDeleted" | "IsClosed" | "IsWon" | "IsPrimary" | "PRM_Direct_Reserved__c" => {
-            soql::Kind::Bool
-        }
-        "SystemModstamp" | "LastModifiedDate" | "CreatedDate" | "PRM_Protected_Until__c" => {
-            soql::Kind::DateTime
-        }
+        "IsDeleted"
+        | "IsClosed"
+        | "IsWon"
+        | "IsPrimary"
+        | "IsConverted"
+        | "PRM_Direct_Reserved__c" => soql::Kind::Bool,
+        "SystemModstamp"
+        | "LastModifiedDate"
+        | "CreatedDate"
+        | "PRM_Protected_Until__c"
+        | "ConvertedDate" => soql::Kind::DateTime,
         "CloseDate" => soql::Kind::Date,
         "Amount" => soql::Kind::Number,
         _ => soql::Kind::Text,
@@ -662,6 +699,25 @@ async fn query(
     State(sim): State<SalesforceSim>,
     headers: HeaderMap,
     Query(params): Query<BTreeMap<String, String>>,
+) -> Response {
+    run_query(sim, headers, params, false)
+}
+
+/// `queryAll`: like `query`, with the recycle bin's deleted records (`IsDeleted = true`,
+/// a merge's losers with `MasterRecordId`).
+async fn query_all(
+    State(sim): State<SalesforceSim>,
+    headers: HeaderMap,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Response {
+    run_query(sim, headers, params, true)
+}
+
+fn run_query(
+    sim: SalesforceSim,
+    headers: HeaderMap,
+    params: BTreeMap<String, String>,
+    all: bool,
 ) -> Response {
     if let Err(r) = sim.gate(&headers) {
         return r;
@@ -710,6 +766,7 @@ async fn query(
     let mut inner = sim.lock();
     inner.stats.queries += 1;
     let object = soql.object.as_str();
+    let inner = &mut *inner;
     let mut hits: Vec<&Rec> = match inner.objects.get_mut(object) {
         None => Vec::new(),
         Some(table) => {
@@ -740,6 +797,18 @@ async fn query(
             }
         }
     };
+    if all && let Some(bin) = inner.bin.get(object) {
+        let filter = soql.filter.as_ref();
+        hits.extend(
+            bin.values().filter(|r| {
+                filter.is_none_or(|f| f.matches(&|field| field_value(object, r, field)))
+            }),
+        );
+        hits.sort_by(|a, b| {
+            (a.modstamp_ms, a.fields.get("Id").and_then(Value::as_str))
+                .cmp(&(b.modstamp_ms, b.fields.get("Id").and_then(Value::as_str)))
+        });
+    }
     // Rows come in (SystemModstamp, Id) order; any other ORDER BY sorts them.
     let natural = [("SystemModstamp", true), ("Id", true)];
     let ordered = soql.order.len() <= 2
@@ -771,7 +840,7 @@ async fn query(
     inner.locators_opened += 1;
     let locator = format!("01gSIM{:08}", inner.locators_opened);
     let size = inner.page_cap.map_or(batch, |c| c.min(batch));
-    let body = page(&mut inner, locator, Arc::new(rows), 0, size);
+    let body = page(inner, locator, Arc::new(rows), 0, size);
     Json(body).into_response()
 }
 
@@ -1036,6 +1105,9 @@ fn upsert_rec(
             fields.remove(field);
             if let Err(e) = check_fields(d, &fields, false) {
                 return Upserted::Failed(e);
+            }
+            if merge::is_converted(table.get(id)) {
+                return Upserted::Failed(merge::converted_lead_error(id));
             }
             let Some(before) = table.get(id).cloned() else {
                 return Upserted::Failed(

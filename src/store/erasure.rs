@@ -51,6 +51,8 @@ pub struct Purge {
     /// Records that keep the person in their system (a field its API cannot change, or policy
     /// `keep`): their changes are not staged again (`erased_records`).
     pub suppress: Vec<RecordKey>,
+    /// The erasure request this purge carries out (marked done in the same transaction).
+    pub request: Option<i64>,
 }
 
 /// The audit row.
@@ -292,6 +294,9 @@ pub(super) fn purge(
         ],
     )?;
     report.audit_id = tx.last_insert_rowid();
+    if let Some(id) = p.request {
+        super::erase_requests::done(tx, id, report.audit_id, now_ms)?;
+    }
     Ok(report)
 }
 

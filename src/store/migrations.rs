@@ -40,6 +40,8 @@ pub fn all() -> Migrations<'static> {
         M::up(super::attribution::MIGRATION),
         // "dirty marks": marking a registration group finds only its rows not yet marked.
         M::up(DIRTY_MARKS),
+        // "erase requests": `prmsync erase` requests the running daemon carries out.
+        M::up(super::erase_requests::MIGRATION),
     ])
 }
 

@@ -11,6 +11,7 @@ mod counters;
 mod credentials;
 mod digest;
 pub mod dlq;
+pub mod erase_requests;
 pub mod erasure;
 mod group;
 mod migrations;
@@ -537,6 +538,50 @@ impl Store {
         now_ms: i64,
     ) -> Result<erasure::PurgeReport, StoreError> {
         self.call(move |conn| erasure::purge_securely(conn, &purge, &audit, now_ms))
+            .await
+    }
+
+    /// Records an erasure request for the running daemon; returns its id.
+    pub async fn request_erasure(&self, subject: String, now_ms: i64) -> Result<i64, StoreError> {
+        self.call(move |conn| erase_requests::request(conn, &subject, now_ms))
+            .await
+    }
+
+    /// Open erasure requests with attempts left, oldest first.
+    pub async fn open_erase_requests(
+        &self,
+        max_attempts: u32,
+    ) -> Result<Vec<erase_requests::EraseRequest>, StoreError> {
+        self.read(move |conn| erase_requests::open(conn, max_attempts))
+            .await
+    }
+
+    /// One erasure request (read from the written state).
+    pub async fn erase_request(
+        &self,
+        id: i64,
+    ) -> Result<Option<erase_requests::EraseRequest>, StoreError> {
+        self.read(move |conn| erase_requests::get(conn, id)).await
+    }
+
+    /// The erasure requests, newest first.
+    pub async fn erase_requests(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<erase_requests::EraseRequest>, StoreError> {
+        self.read(move |conn| erase_requests::list(conn, limit))
+            .await
+    }
+
+    /// Keeps what a carried-out erasure request did, for the waiting `prmsync erase`.
+    pub async fn erase_request_report(&self, id: i64, text: String) -> Result<(), StoreError> {
+        self.call(move |conn| erase_requests::report(conn, id, &text))
+            .await
+    }
+
+    /// Counts a failed attempt of an erasure request.
+    pub async fn erase_request_failed(&self, id: i64, error: String) -> Result<(), StoreError> {
+        self.call(move |conn| erase_requests::failed(conn, id, &error))
             .await
     }
 

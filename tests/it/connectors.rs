@@ -14,11 +14,11 @@ use prmsync::sim::{Fault, Injected, SimServer};
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
 
-const CLIENT_ID: &str = "3MVG9sim.consumer.key";
-const CLIENT_SECRET: &str = "sim-consumer-secret";
-const REFRESH: &str = "5Aep.initial";
-const STATE_KEY: &str = "test-state-key";
-const USER: &str = "integration@prmsync.example";
+pub(crate) const CLIENT_ID: &str = "3MVG9sim.consumer.key";
+pub(crate) const CLIENT_SECRET: &str = "sim-consumer-secret";
+pub(crate) const REFRESH: &str = "5Aep.initial";
+pub(crate) const STATE_KEY: &str = "test-state-key";
+pub(crate) const USER: &str = "integration@prmsync.example";
 
 /// A 2048-bit RSA key made once per test run (PKCS#8 PEM), for the JWT bearer flow.
 fn test_key_pem() -> &'static str {
@@ -32,7 +32,7 @@ fn test_key_pem() -> &'static str {
     })
 }
 
-fn sf_auth(rotate: bool, jwt: bool) -> SalesforceAuth {
+pub(crate) fn sf_auth(rotate: bool, jwt: bool) -> SalesforceAuth {
     SalesforceAuth {
         client_id: CLIENT_ID.into(),
         client_secret: CLIENT_SECRET.into(),
@@ -1746,7 +1746,7 @@ mod rest {
 }
 
 /// The world's config with a Salesforce simulator as the CRM (refresh-token flow).
-fn salesforce_config(
+pub(crate) fn salesforce_config(
     world: &crate::harness::World,
     sf_server: &SimServer,
 ) -> prmsync::config::Config {

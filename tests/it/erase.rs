@@ -235,6 +235,10 @@ async fn erase_by_email_leaves_the_address_nowhere_and_a_dry_run_changes_nothing
     let (code, out) = cli(&config, &["erase", "--email", &email.to_uppercase()]).await;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("erased:"), "{out}");
+    assert!(
+        out.contains("carried out by the running daemon"),
+        "the daemon holds the state file, so it carries the erasure out: {out}"
+    );
     assert!(out.contains("contact_email cannot be changed"), "{out}");
     assert!(
         w.hs.objects("contacts").is_empty(),

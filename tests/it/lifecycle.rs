@@ -33,6 +33,17 @@ pub(crate) fn mappings_with(dir: &Path, flow: &str, extra: &str) -> PathBuf {
 /// A daemon for `world` with the given mappings, PartnerStack webhooks signed with
 /// [`PS_HOOK_SECRET`], and Salesforce as the CRM when `sf` is given.
 pub(crate) async fn daemon(world: &World, mappings: PathBuf, sf: Option<&SimServer>) -> Daemon {
+    Daemon::start(config(world, mappings, sf), prmsync::engine::system_clock())
+        .await
+        .expect("daemon starts")
+}
+
+/// The config [`daemon`] starts with.
+pub(crate) fn config(
+    world: &World,
+    mappings: PathBuf,
+    sf: Option<&SimServer>,
+) -> prmsync::config::Config {
     let mut config = world.config();
     config.daemon.mappings_dir = Some(mappings);
     let PrmConfig::PartnerStack(ps) = &mut config.prm else {
@@ -52,9 +63,7 @@ pub(crate) async fn daemon(world: &World, mappings: PathBuf, sf: Option<&SimServ
             audience: None,
         });
     }
-    Daemon::start(config, prmsync::engine::system_clock())
-        .await
-        .expect("daemon starts")
+    config
 }
 
 pub(crate) async fn salesforce() -> (SalesforceSim, SimServer) {

@@ -9,9 +9,11 @@ mod compat;
 mod connector_contract;
 mod connectors;
 mod crash;
+mod credentials;
 mod crm_facts;
 mod deletion_webhook;
 mod erase;
+mod erase_salesforce;
 mod guarantees;
 // Helpers are shared by every test module; not each branch uses all of them.
 #[allow(dead_code, unused_imports)]
@@ -31,5 +33,6 @@ mod resync;
 mod retention;
 mod rules;
 mod rules_salesforce;
+mod shipped;
 mod sync;
 mod webhooks;

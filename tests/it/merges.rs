@@ -1,7 +1,7 @@
-//! Merges through the daemon, checked at the simulators: a HubSpot deal prmsync created is merged
-//! into a deal sales already had; the link moves to the survivor (which gets the external id and,
-//! from a fresh read of the registration, every mapped value), the partner's next edit lands
-//! there, and no deal is created twice.
+//! Merges through the daemon, checked at the simulators: a HubSpot deal (or a Salesforce Account)
+//! prmsync created is merged into one sales already had; the link moves to the survivor (which
+//! gets the external id and, from a fresh read of the source record, every mapped value), the
+//! partner's next edit lands there, and no record is created twice.
 
 use std::time::Duration;
 
@@ -9,6 +9,8 @@ use prmsync::connector::http_client;
 use serde_json::{Value, json};
 
 use crate::harness::{HS_SECRET, World};
+
+const SF_ACCOUNTS: &str = "tests/fixtures/mappings-match-salesforce/partner-accounts.toml";
 
 fn text<'a>(o: &'a serde_json::Map<String, Value>, k: &str) -> &'a str {
     o.get(k).and_then(Value::as_str).unwrap_or_default()
@@ -86,5 +88,69 @@ async fn a_hubspot_merge_moves_the_link_to_the_survivor_and_creates_nothing_twic
     assert_eq!(text(&survivor, "hs_object_id"), theirs);
     assert_eq!(text(&survivor, "amount"), "3133");
     assert_eq!(w.hs.writes("deals")["deal_1"].0, 1, "created once");
+    d.shutdown().await;
+}
+
+/// A partner organisation in PartnerStack.
+fn partnership(key: &str, name: &str) -> serde_json::Map<String, Value> {
+    json!({
+        "key": key, "status": "active",
+        "company": {"name": name, "website": "https://acme.example"}, "group": {"name": "Gold"},
+    })
+    .as_object()
+    .cloned()
+    .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_salesforce_merge_moves_the_link_to_the_master_and_creates_nothing_twice() {
+    let w = World::seeded(0).await;
+    let (sf, sf_server) = crate::lifecycle::salesforce().await;
+    let mappings = crate::lifecycle::mappings_with(w.dir.path(), SF_ACCOUNTS, "");
+    w.ps.upsert_item("partnerships", partnership("part_7", "Acme Partners"));
+    let d = crate::lifecycle::daemon(&w, mappings, Some(&sf_server)).await;
+    d.run_until_idle().await.expect("first pass");
+    let ours = sf.find("Account", "PRM_Partner_Key__c", "part_7").remove(0);
+    let ours = text(&ours, "Id").to_owned();
+    // Sales had the account already and merges prmsync's into it: theirs is the master, ours
+    // goes to the recycle bin with MasterRecordId set (getDeleted, then queryAll).
+    let theirs = sf.insert(
+        "Account",
+        json!({"Name": "Acme Inc (sales)"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    );
+    assert!(sf.merge("Account", &theirs, &[&ours]));
+    d.run_until_idle()
+        .await
+        .expect("the merge is read and planned");
+    let master = sf.find("Account", "PRM_Partner_Key__c", "part_7");
+    assert_eq!(master.len(), 1, "{master:?}");
+    assert_eq!(text(&master[0], "Id"), theirs, "the master carries part_7");
+    // The partnership is read again, so the master gets every mapped value at once.
+    assert_eq!(text(&master[0], "Name"), "Acme Partners");
+    assert!(
+        sf.soql_log()
+            .iter()
+            .any(|q| q.contains("MasterRecordId") && q.contains(&ours)),
+        "the losers' masters are read with queryAll"
+    );
+    let lines = ledger(&w, "part_7");
+    assert!(
+        lines
+            .iter()
+            .any(|(a, detail)| a == "merged"
+                && detail.contains(&format!("{ours} merged into {theirs}"))),
+        "{lines:?}"
+    );
+
+    // The partner renames the organisation: the master is updated, nothing is created.
+    w.ps.upsert_item("partnerships", partnership("part_7", "Acme Partners Intl"));
+    d.run_until_idle().await.expect("the partner's edit");
+    let accounts = sf.records("Account");
+    assert_eq!(accounts.len(), 1, "only the master: {accounts:?}");
+    assert_eq!(text(&accounts[0], "Id"), theirs);
+    assert_eq!(text(&accounts[0], "Name"), "Acme Partners Intl");
     d.shutdown().await;
 }

@@ -272,7 +272,7 @@ fn check_reports_rules_errors_with_file_line_and_column() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains(":76: example") && err.contains("d2: expected approved, got duplicate"),
+        err.contains(":89: example") && err.contains("d2: expected approved, got duplicate"),
         "{err}"
     );
 

@@ -66,7 +66,8 @@ enum Auth {
 pub struct HubSpot {
     http: reqwest::Client,
     base: Url,
-    auth: Arc<Auth>,
+    /// Replaced when a reload loads a new credential (shared by every clone).
+    auth: Arc<std::sync::RwLock<Arc<Auth>>>,
     limits: Arc<Mutex<RateLimits>>,
     search_cap: usize,
     /// Every request spends from this token's budget (searches in their own lane: four per
@@ -97,7 +98,7 @@ impl HubSpot {
         HubSpot {
             http,
             base,
-            auth: Arc::new(auth),
+            auth: Arc::new(std::sync::RwLock::new(Arc::new(auth))),
             limits: Arc::default(),
             search_cap: SEARCH_CAP,
             pacer: crate::connector::Pacer::documented(crate::model::SystemKind::HubSpot),
@@ -147,9 +148,40 @@ impl HubSpot {
             .clone()
     }
 
+    fn auth(&self) -> Arc<Auth> {
+        self.auth.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A digest of the configured credential (private-app token, or OAuth client and refresh
+    /// token), to tell whether a reload brings a new one.
+    pub fn credential_fingerprint(&self) -> String {
+        match &*self.auth() {
+            Auth::PrivateApp(t) => crate::connector::tokens::fingerprint_of(&[t.expose_secret()]),
+            Auth::OAuth { client, .. } => crate::connector::tokens::fingerprint_of(&[
+                &client.client_id,
+                client.client_secret.expose_secret(),
+                client.refresh_token.expose_secret(),
+            ]),
+        }
+    }
+
+    /// Uses `fresh`'s credential from now on (every clone of this client); an OAuth access
+    /// token of the old one is dropped.
+    pub fn adopt_credentials(&self, fresh: &HubSpot) {
+        let new = match &*fresh.auth() {
+            Auth::PrivateApp(t) => Auth::PrivateApp(t.clone()),
+            Auth::OAuth { client, .. } => Auth::OAuth {
+                client: client.clone(),
+                current: tokio::sync::Mutex::new(None),
+                refreshes: std::sync::atomic::AtomicU64::new(self.token_refreshes()),
+            },
+        };
+        *self.auth.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+    }
+
     /// How many OAuth token refreshes this client made.
     pub fn token_refreshes(&self) -> u64 {
-        match &*self.auth {
+        match &*self.auth() {
             Auth::PrivateApp(_) => 0,
             Auth::OAuth { refreshes, .. } => refreshes.load(std::sync::atomic::Ordering::Relaxed),
         }
@@ -158,7 +190,8 @@ impl HubSpot {
     /// The bearer token to send: the private-app token, or an OAuth access token refreshed
     /// `REFRESH_MARGIN` before it expires (HubSpot says a 401 is no signal to refresh).
     async fn bearer(&self) -> Result<SecretString, ConnectorError> {
-        let (client, current, refreshes) = match &*self.auth {
+        let auth = self.auth();
+        let (client, current, refreshes) = match &*auth {
             Auth::PrivateApp(t) => return Ok(t.clone()),
             Auth::OAuth {
                 client,

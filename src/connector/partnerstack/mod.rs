@@ -7,6 +7,8 @@
 pub mod api;
 pub mod webhook;
 
+use std::sync::{Arc, RwLock};
+
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -21,11 +23,17 @@ use crate::model::Record;
 pub struct PartnerStack {
     http: reqwest::Client,
     base: Url,
-    api_key: SecretString,
-    /// With a public key, requests use Basic auth (public key : secret key).
-    public_key: Option<SecretString>,
+    /// Replaced when a reload loads a new key (shared by every clone).
+    keys: Arc<RwLock<Keys>>,
     /// Every request spends from this credential's budget and respects its holds.
     pacer: Pacer,
+}
+
+/// The API (secret) key, and with a public key, Basic auth (public key : secret key).
+#[derive(Debug, Clone)]
+struct Keys {
+    api_key: SecretString,
+    public_key: Option<SecretString>,
 }
 
 impl PartnerStack {
@@ -34,8 +42,10 @@ impl PartnerStack {
         PartnerStack {
             http,
             base,
-            api_key,
-            public_key: None,
+            keys: Arc::new(RwLock::new(Keys {
+                api_key,
+                public_key: None,
+            })),
             pacer: Pacer::documented(crate::model::SystemKind::PartnerStack),
         }
     }
@@ -53,17 +63,38 @@ impl PartnerStack {
 
     /// Uses HTTP Basic auth with `public_key` as the user and the API (secret) key as the
     /// password, as PartnerStack's reference pages show, instead of a bearer key.
-    pub fn with_basic_auth(mut self, public_key: SecretString) -> Self {
-        self.public_key = Some(public_key);
+    pub fn with_basic_auth(self, public_key: SecretString) -> Self {
+        self.keys_mut().public_key = Some(public_key);
         self
     }
 
+    fn keys(&self) -> Keys {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn keys_mut(&self) -> std::sync::RwLockWriteGuard<'_, Keys> {
+        self.keys.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A digest of the keys in use, to tell whether a reload brings new ones.
+    pub fn credential_fingerprint(&self) -> String {
+        let k = self.keys();
+        crate::connector::tokens::fingerprint_of(&[
+            k.api_key.expose_secret(),
+            k.public_key.as_ref().map_or("", |p| p.expose_secret()),
+        ])
+    }
+
+    /// Uses `fresh`'s keys from now on (every clone of this client).
+    pub fn adopt_credentials(&self, fresh: &PartnerStack) {
+        *self.keys_mut() = fresh.keys();
+    }
+
     fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.public_key {
-            Some(public) => {
-                req.basic_auth(public.expose_secret(), Some(self.api_key.expose_secret()))
-            }
-            None => req.bearer_auth(self.api_key.expose_secret()),
+        let k = self.keys();
+        match &k.public_key {
+            Some(public) => req.basic_auth(public.expose_secret(), Some(k.api_key.expose_secret())),
+            None => req.bearer_auth(k.api_key.expose_secret()),
         }
     }
 

@@ -8,7 +8,7 @@ pub mod webhook;
 use std::sync::Arc;
 
 use reqwest::Url;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use super::{
@@ -23,6 +23,9 @@ pub use profile::{Paging, RestObject, RestProfile, SinceFormat, UpsertMethod};
 pub struct Rest {
     http: reqwest::Client,
     profile: Arc<RestProfile>,
+    /// The profile's `auth_value`, replaced when a reload loads a new one (shared by every
+    /// clone).
+    auth_value: Arc<std::sync::RwLock<SecretString>>,
     /// Every request spends from this budget (`rest.rate_limit_per_second`, when set) and
     /// respects its holds.
     pacer: Pacer,
@@ -32,6 +35,7 @@ impl Rest {
     pub fn new(http: reqwest::Client, profile: RestProfile) -> Self {
         Rest {
             http,
+            auth_value: Arc::new(std::sync::RwLock::new(profile.auth_value.clone())),
             profile: Arc::new(profile),
             pacer: Pacer::documented(crate::model::SystemKind::Rest),
         }
@@ -59,6 +63,26 @@ impl Rest {
         self
     }
 
+    fn auth_value(&self) -> SecretString {
+        self.auth_value
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A digest of the credential in use, to tell whether a reload brings a new one.
+    pub fn credential_fingerprint(&self) -> String {
+        crate::connector::tokens::fingerprint_of(&[
+            &self.profile.auth_header,
+            self.auth_value().expose_secret(),
+        ])
+    }
+
+    /// Sends `fresh`'s credential from now on (every clone of this client).
+    pub fn adopt_credentials(&self, fresh: &Rest) {
+        *self.auth_value.write().unwrap_or_else(|p| p.into_inner()) = fresh.auth_value();
+    }
+
     fn object(&self, name: &str) -> Result<&RestObject, ConnectorError> {
         self.profile.objects.get(name).ok_or_else(|| {
             ConnectorError::Permanent(format!(
@@ -84,7 +108,7 @@ impl Rest {
             Lane::Call,
             req.header(
                 self.profile.auth_header.as_str(),
-                self.profile.auth_value.expose_secret(),
+                self.auth_value().expose_secret(),
             ),
         )
         .await?;

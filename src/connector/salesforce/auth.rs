@@ -202,7 +202,8 @@ struct SavedSession {
 pub struct Authenticator {
     http: reqwest::Client,
     token_url: Url,
-    grant: Grant,
+    /// Replaced when a reload loads a new credential ([`Authenticator::replace_grant`]).
+    grant: std::sync::RwLock<Grant>,
     tokens: Option<Arc<dyn TokenStore>>,
     state: tokio::sync::Mutex<State>,
 }
@@ -224,10 +225,53 @@ impl Authenticator {
         Authenticator {
             http,
             token_url,
-            grant,
+            grant: std::sync::RwLock::new(grant),
             tokens,
             state: tokio::sync::Mutex::new(State::default()),
         }
+    }
+
+    pub(super) fn grant(&self) -> Grant {
+        self.grant.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A digest of the configured credential (refresh token and client, or JWT client, user,
+    /// audience and public key), to tell whether a reload brings a new one.
+    pub fn credential_fingerprint(&self) -> String {
+        match self.grant() {
+            Grant::RefreshToken {
+                client_id,
+                client_secret,
+                refresh_token,
+            } => crate::connector::tokens::fingerprint_of(&[
+                "refresh_token",
+                &client_id,
+                client_secret.as_ref().map_or("", |s| s.expose_secret()),
+                refresh_token.expose_secret(),
+            ]),
+            Grant::JwtBearer {
+                client_id,
+                username,
+                audience,
+                key,
+            } => crate::connector::tokens::fingerprint_of(&[
+                "jwt_bearer",
+                &client_id,
+                &username,
+                &audience,
+                &hex::encode(key.public().as_ref()),
+            ]),
+        }
+    }
+
+    /// Uses `grant` from now on: the session and any rotated token kept in memory are dropped,
+    /// so the next request fetches a session with it. A changed configured refresh token wins
+    /// over the saved one (its fingerprint differs), as at start.
+    pub async fn replace_grant(&self, grant: Grant) {
+        let mut state = self.state.lock().await;
+        *self.grant.write().unwrap_or_else(|p| p.into_inner()) = grant;
+        state.session = None;
+        state.refresh_token = None;
     }
 
     fn owns_tokens(&self) -> bool {
@@ -317,7 +361,8 @@ impl Authenticator {
     }
 
     async fn fetch(&self, state: &mut State) -> Result<Arc<Session>, ConnectorError> {
-        let token = match &self.grant {
+        let grant = self.grant();
+        let token = match &grant {
             Grant::RefreshToken {
                 client_id,
                 client_secret,
@@ -378,7 +423,7 @@ impl Authenticator {
         // Rotation: the old refresh token is now dead. Keep the new one in memory and make it
         // durable before the access token that came with it is used.
         if let (Some(new), Grant::RefreshToken { refresh_token, .. }) =
-            (token.refresh_token, &self.grant)
+            (token.refresh_token, &grant)
         {
             let new = SecretString::from(new);
             state.refresh_token = Some(new.clone());
@@ -393,9 +438,7 @@ impl Authenticator {
                     })?;
             }
         }
-        if let (Some(store), Grant::RefreshToken { refresh_token, .. }) =
-            (&self.tokens, &self.grant)
-        {
+        if let (Some(store), Grant::RefreshToken { refresh_token, .. }) = (&self.tokens, &grant) {
             let saved = serde_json::to_string(&SavedSession {
                 access_token: token.access_token.clone(),
                 instance_url: token.instance_url.clone(),

@@ -1,11 +1,64 @@
 //! Salesforce deletes: `DELETE /composite/sobjects?ids=…&allOrNone=false` (sObject Collections,
-//! 200 ids per call), one result per id; a record already deleted counts as done.
+//! 200 ids per call), one result per id; a record already deleted counts as done. Merges: the
+//! deleted losers' `MasterRecordId`, read with `queryAll`.
 
-use super::api::{MAX_COLLECTION, UpsertResult};
-use super::{Salesforce, check_name, data_url};
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::api::{MAX_COLLECTION, QueryResponse, UpsertResult};
+use super::{Salesforce, check_name, data_url, soql_string};
 use crate::connector::ConnectorError;
 
+/// Objects whose merges delete the losers with `MasterRecordId` set (CONTRACTS.md §5).
+pub const MERGEABLE: &[&str] = &["Account", "Contact", "Lead"];
+/// Ids per `queryAll` of merge masters (keeps the URL short).
+const MASTER_IDS: usize = 100;
+
+/// The `queryAll` statement reading which of `ids` (deleted) were merged, and into what.
+fn masters_soql(object: &str, ids: &[String]) -> Result<String, ConnectorError> {
+    check_name(object)?;
+    let list = ids
+        .iter()
+        .map(|v| soql_string(v))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(format!(
+        "SELECT Id, MasterRecordId FROM {object} WHERE Id IN ({list}) AND IsDeleted = true"
+    ))
+}
+
 impl Salesforce {
+    /// For deleted records of a mergeable object: loser id -> master id, for those a merge
+    /// deleted (`queryAll`, which includes the recycle bin; at most `MASTER_IDS` per call).
+    pub async fn merge_masters(
+        &self,
+        object: &str,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, String>, ConnectorError> {
+        let mut out = BTreeMap::new();
+        for chunk in ids.chunks(MASTER_IDS) {
+            let q = masters_soql(object, chunk)?;
+            let (_, body) = self
+                .call(|http, base| {
+                    http.get(data_url(base, "queryAll"))
+                        .query(&[("q", q.as_str())])
+                })
+                .await?;
+            let resp: QueryResponse = serde_json::from_str(&body).map_err(|e| {
+                ConnectorError::Transient(format!("unexpected Salesforce queryAll shape: {e}"))
+            })?;
+            // At most MASTER_IDS rows: one page (a page holds at least 200).
+            for r in resp.records {
+                let text = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_owned);
+                if let (Some(id), Some(master)) = (text("Id"), text("MasterRecordId")) {
+                    out.insert(id, master);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes records by id (they go to the recycle bin and show in getDeleted).
     pub async fn delete(
         &self,
@@ -90,6 +143,16 @@ mod tests {
                 .into_iter()
                 .collect(),
         }
+    }
+
+    #[test]
+    fn masters_soql_reads_the_recycle_bin_with_escaped_ids() {
+        let q = masters_soql("Account", &["001A".into(), "x'y".into()]).expect("soql");
+        assert_eq!(
+            q,
+            "SELECT Id, MasterRecordId FROM Account WHERE Id IN ('001A', 'x\\'y') AND IsDeleted = true"
+        );
+        assert!(masters_soql("Account; DROP", &[]).is_err());
     }
 
     #[test]

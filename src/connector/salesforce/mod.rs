@@ -74,6 +74,20 @@ impl Salesforce {
         self
     }
 
+    /// A digest of the configured credential, to tell whether a reload brings a new one.
+    pub fn credential_fingerprint(&self) -> String {
+        self.inner.auth.credential_fingerprint()
+    }
+
+    /// Uses `fresh`'s credential from now on (every clone of this client); the current session
+    /// is dropped.
+    pub async fn adopt_credentials(&self, fresh: &Salesforce) {
+        self.inner
+            .auth
+            .replace_grant(fresh.inner.auth.grant())
+            .await;
+    }
+
     /// The API usage Salesforce reported on the last response (`Sforce-Limit-Info`).
     pub fn limits(&self) -> Option<api::LimitInfo> {
         *self.inner.limits.lock().unwrap_or_else(|p| p.into_inner())
@@ -218,7 +232,8 @@ impl Salesforce {
         let resp: api::DeletedResponse = serde_json::from_str(&body).map_err(|e| {
             ConnectorError::Transient(format!("unexpected Salesforce getDeleted shape: {e}"))
         })?;
-        resp.deleted_records
+        let mut deletions = resp
+            .deleted_records
             .into_iter()
             .map(|d| {
                 let deleted_ms = api::parse_datetime(&d.deleted_date).ok_or_else(|| {
@@ -230,7 +245,16 @@ impl Salesforce {
                     merged_into: None,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, ConnectorError>>()?;
+        // Merges: the losers of an Account, Contact or Lead merge name their master.
+        if delete::MERGEABLE.contains(&object) && !deletions.is_empty() {
+            let ids: Vec<String> = deletions.iter().map(|d| d.id.clone()).collect();
+            let masters = self.merge_masters(object, &ids).await?;
+            for d in &mut deletions {
+                d.merged_into = masters.get(&d.id).cloned();
+            }
+        }
+        Ok(deletions)
     }
 
     /// Match-rule lookup: `SELECT Id, CreatedDate, field FROM object WHERE field IN (...)` per

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Errs;
+use crate::rules::credit::Role;
 use crate::rules::{CrmNames, CrmNamesByCrm};
 
 /// `[crm]`: one optional table per CRM.
@@ -23,6 +24,17 @@ struct RawNames {
     protected_until: Option<Spanned<String>>,
     attribution: Option<Spanned<String>>,
     account_domain: Option<Spanned<String>>,
+    partner_roles: Option<RawRoles>,
+}
+
+/// `partner_roles`: each role's name in the CRM; a role left out keeps its default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoles {
+    sourced: Option<Spanned<String>>,
+    influenced: Option<Spanned<String>>,
+    referral: Option<Spanned<String>>,
+    reseller: Option<Spanned<String>>,
 }
 
 /// The names for both CRMs: what the file says over each CRM's defaults. A name must be a field
@@ -76,6 +88,27 @@ fn names(crm: &str, raw: Option<&RawNames>, mut out: CrmNames, errs: &mut Errs<'
                 format!("{:?} is not a {crm} field name", v.get_ref()),
                 Some("use the field's API name: letters, digits and _"),
             );
+        }
+    }
+    if let Some(r) = &raw.partner_roles {
+        for (role, value) in [
+            (Role::Sourced, &r.sourced),
+            (Role::Influenced, &r.influenced),
+            (Role::Referral, &r.referral),
+            (Role::Reseller, &r.reseller),
+        ] {
+            let Some(v) = value else { continue };
+            let name = v.get_ref().trim();
+            if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+                errs.at(
+                    v.span(),
+                    &format!("crm.{crm}.partner_roles.{}", role.as_str()),
+                    format!("{:?} is not a role name", v.get_ref()),
+                    Some("use the label or role value as the CRM shows it (1 to 255 characters)"),
+                );
+            } else {
+                out.partner_roles.insert(role, name.to_owned());
+            }
         }
     }
     out

@@ -1,5 +1,6 @@
 //! Salesforce simulator record lifecycle: `DELETE /composite/sobjects?ids=` (sObject
-//! Collections delete: one result per id, deleted rows go to the recycle bin and getDeleted).
+//! Collections delete: one result per id, deleted rows go to the recycle bin, which getDeleted
+//! and queryAll read).
 
 use std::collections::BTreeMap;
 
@@ -12,9 +13,10 @@ use serde_json::{Value, json};
 use super::{Inner, SalesforceSim, errors};
 
 impl Inner {
-    /// Removes the record with `id` from whichever object holds it, into the recycle bin.
-    fn delete_id(&mut self, id: &str, now: i64) -> Result<(), &'static str> {
-        if self.deleted.values().flatten().any(|(d, _)| d == id) {
+    /// Removes the record with `id` from whichever object holds it, into the recycle bin
+    /// (`IsDeleted` true, stamped `now`). Returns its object.
+    pub(super) fn delete_id(&mut self, id: &str, now: i64) -> Result<String, &'static str> {
+        if self.bin.values().any(|b| b.contains_key(id)) {
             return Err("ENTITY_IS_DELETED");
         }
         let Some(object) = self
@@ -25,12 +27,20 @@ impl Inner {
         else {
             return Err("INVALID_CROSS_REFERENCE_KEY");
         };
-        self.objects.get_mut(&object).map(|m| m.remove(id));
+        let Some(mut rec) = self.objects.get_mut(&object).and_then(|m| m.remove(id)) else {
+            return Err("INVALID_CROSS_REFERENCE_KEY");
+        };
+        rec.fields.insert("IsDeleted".into(), Value::Bool(true));
+        rec.modstamp_ms = now;
+        self.bin
+            .entry(object.clone())
+            .or_default()
+            .insert(id.to_owned(), rec);
         self.deleted
-            .entry(object)
+            .entry(object.clone())
             .or_default()
             .push((id.to_owned(), now));
-        Ok(())
+        Ok(object)
     }
 }
 
@@ -66,7 +76,7 @@ pub(super) async fn delete_collection(
     let results: Vec<Value> = ids
         .iter()
         .map(|id| match inner.delete_id(id, now) {
-            Ok(()) => json!({"id": id, "success": true, "errors": []}),
+            Ok(_) => json!({"id": id, "success": true, "errors": []}),
             Err(code) => json!({
                 "id": id,
                 "success": false,
