@@ -178,11 +178,12 @@ async fn permanent_errors_dead_letter_at_once_and_replay_puts_them_back() {
     let mut bad = prmsync::sim::seed::deals(21, 1).pop().unwrap();
     bad.insert("stage".into(), json!("pending_legal"));
     w.ps.upsert_deal(bad.clone());
-    // A validation error from HubSpot for the first batch: not retried.
-    w.hs.inject_upsert_faults([Fault {
+    // A validation error from HubSpot for the batch of 20, and again for each half it is split
+    // into down to single deals (2 * 20 - 1 calls): each deal is refused once, not retried.
+    w.hs.inject_upsert_faults((0..39).map(|_| Fault {
         status: 400,
         retry_after: None,
-    }]);
+    }));
     let d = daemon_without_rules(&w).await;
     d.run_until_idle().await.expect("sync");
     let s = status(&d).await;
@@ -192,7 +193,7 @@ async fn permanent_errors_dead_letter_at_once_and_replay_puts_them_back() {
             .iter()
             .filter(|r| r.status == 400)
             .count();
-    assert_eq!(refused, 1, "a permanent error is not retried");
+    assert_eq!(refused, 39, "a permanent error is bisected, not retried");
     assert!(w.hs.objects("deals").is_empty());
     let letters = d.engine.store().dead_letters(100).await.unwrap();
     let unmapped = letters
@@ -611,10 +612,11 @@ fn prmsync_cli(args: &[&str]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_cli_lists_shows_replays_and_drops() {
     let w = World::seeded(2).await;
-    w.hs.inject_upsert_faults([Fault {
+    // The batch of two and each half it is split into are refused.
+    w.hs.inject_upsert_faults((0..3).map(|_| Fault {
         status: 400,
         retry_after: None,
-    }]);
+    }));
     let d = daemon_without_rules(&w).await;
     d.run_until_idle().await.expect("sync");
     d.shutdown().await;
