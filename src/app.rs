@@ -202,21 +202,8 @@ pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<Flo
             );
         }
     }
-    // The daemon owns the Salesforce refresh token (a refresh rotates it): plan reads the
-    // session the daemon saved, read-only, and never sends the refresh grant.
     let path = &config.daemon.state_path;
-    let tokens = match &config.crm {
-        CrmConfig::Salesforce(_) if path.exists() => Some(Arc::new(StateTokens::read_only(
-            ReadOnlyStore::open(path)
-                .with_context(|| format!("opening state file {} read-only", path.display()))?,
-            config.daemon.state_key.as_ref(),
-        )) as Arc<dyn TokenStore>),
-        CrmConfig::Salesforce(_) => {
-            Some(Arc::new(crate::connector::tokens::ReadOnlyNothing) as Arc<dyn TokenStore>)
-        }
-        _ => None,
-    };
-    let (prm, crm) = connectors_with(config, tokens)?;
+    let (prm, crm) = connectors_with(config, read_only_tokens(config)?)?;
     let state = if path.exists() {
         Some(
             ReadOnlyStore::open(path)
@@ -230,6 +217,22 @@ pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<Flo
         ..RetryPolicy::default()
     };
     Ok(dryrun::plan_flows(&[&prm, &crm], &mappings, state.as_ref(), &retry).await?)
+}
+
+/// The token store of a command that must not own the tokens (`prmsync plan`): the daemon owns
+/// the Salesforce refresh token (a refresh rotates it), so these read the session the daemon
+/// saved, read-only, and never send the refresh grant.
+fn read_only_tokens(config: &Config) -> anyhow::Result<Option<Arc<dyn TokenStore>>> {
+    let path = &config.daemon.state_path;
+    Ok(match &config.crm {
+        CrmConfig::Salesforce(_) if path.exists() => Some(Arc::new(StateTokens::read_only(
+            ReadOnlyStore::open(path)
+                .with_context(|| format!("opening state file {} read-only", path.display()))?,
+            config.daemon.state_key.as_ref(),
+        ))),
+        CrmConfig::Salesforce(_) => Some(Arc::new(crate::connector::tokens::ReadOnlyNothing)),
+        _ => None,
+    })
 }
 
 /// What the rules file on disk would change: its version, the version the stored decisions were
@@ -250,11 +253,8 @@ pub async fn plan_registrations(
         .with_context(|| format!("opening state file {} read-only", path.display()))?;
     let set = load_mappings(config)?;
     let mappings = active_mappings(config, &set)?;
-    let tokens = match &config.crm {
-        CrmConfig::Salesforce(_) => Some(Store::open(path)?),
-        _ => None,
-    };
-    let (prm, crm) = connectors(config, tokens.as_ref())?;
+    // Read-only like the flows' plan: the CRM facts use the daemon's saved session.
+    let (prm, crm) = connectors_with(config, read_only_tokens(config)?)?;
     let retry = RetryPolicy {
         max_attempts: config.daemon.max_attempts,
         ..RetryPolicy::default()

@@ -231,3 +231,105 @@ async fn a_plain_text_token_from_an_older_prmsync_is_sealed_at_start_and_still_u
     assert_eq!(sim.stats().invalid_grants, 0);
     d.shutdown().await;
 }
+
+/// The real reload path: the daemon runs from a config file whose HubSpot token is a
+/// `{ file = … }` secret; HubSpot revokes the token and the running pipeline pauses the
+/// connection; the operator writes the new token to the file and reloads (SIGHUP's notify): the
+/// file is read again, the connection resumes and the queued change is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_the_config_files_new_token_and_the_running_pipeline_resumes() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let w = World::seeded(2).await;
+    let secrets = w.dir.path().join("secrets");
+    std::fs::create_dir(&secrets).expect("secrets dir");
+    for (name, value) in [
+        ("partnerstack_api_key", prmsync::demo::PS_KEY),
+        ("hubspot_access_token", HS_TOKEN),
+        ("hubspot_client_secret", prmsync::demo::HS_SECRET),
+    ] {
+        std::fs::write(secrets.join(name), value).expect("secret file");
+    }
+    let loopback = "127.0.0.1:0".parse().expect("addr");
+    let text = prmsync::ops::sim::config_text(
+        &w.ps_server.url("/api/v2"),
+        &w.hs_server.url(""),
+        &secrets,
+        loopback,
+        loopback,
+    )
+    .replace("poll_interval_secs = 5", "poll_interval_secs = 1");
+    let path = w.dir.path().join("prmsync.toml");
+    std::fs::write(&path, text).expect("config file");
+    let env = prmsync::config::Environment::default();
+    let config = prmsync::config::load(&path, &env).expect("config loads");
+    let d = Daemon::start(config, system_clock())
+        .await
+        .expect("daemon")
+        .with_config_file(path.clone());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let reload = Arc::new(tokio::sync::Notify::new());
+    let steps = async {
+        crate::harness::wait_until(Duration::from_secs(60), "first sync", || async {
+            w.converged().is_ok()
+        })
+        .await;
+        w.hs.set_token("hs-rotated-by-admin");
+        let mut deal = w.ps.deals().remove(0);
+        deal.insert("amount".into(), json!(123_400));
+        w.ps.upsert_deal(deal);
+        crate::harness::wait_until(Duration::from_secs(60), "the pause", || async {
+            matches!(
+                d.engine.hold(SystemKind::HubSpot),
+                Some(Hold::NeedsReauth { .. })
+            )
+        })
+        .await;
+        std::fs::write(secrets.join("hubspot_access_token"), "hs-rotated-by-admin")
+            .expect("new token");
+        reload.notify_one();
+        crate::harness::wait_until(Duration::from_secs(60), "resumed and delivered", || async {
+            d.engine.hold(SystemKind::HubSpot).is_none() && w.converged().is_ok()
+        })
+        .await;
+        shutdown.cancel();
+    };
+    tokio::join!(d.run(shutdown.clone(), reload.clone()), steps);
+    let s = d.engine.store().status(0).await.expect("status");
+    assert!(s.holds.is_empty() && s.dead_letters == 0, "{s:?}");
+    d.shutdown().await;
+}
+
+/// `prmsync plan` with rules of engagement on Salesforce: the registrations part reads the CRM
+/// facts with the daemon's saved session too, so neither part sends the refresh grant, rotates
+/// the token, or opens the state file for writing; the daemon goes on with its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_with_rules_on_salesforce_never_refreshes_the_daemons_token() {
+    let w = World::seeded(2).await;
+    let sim = SalesforceSim::new(sf_auth(true, false));
+    let server = SimServer::start(sim.router()).await.expect("sim");
+    let mut config = salesforce_config(&w, &server);
+    config.daemon.mappings_dir = Some(crate::rules_salesforce::salesforce_mappings(w.dir.path()));
+    let d = Daemon::start(config.clone(), system_clock())
+        .await
+        .expect("daemon");
+    d.run_until_idle().await.expect("first pass");
+    let (grants, token) = (sim.stats().refresh_grants, sim.current_refresh_token());
+
+    prmsync::app::plan(&config, None).await.expect("flows plan");
+    let (version, _) = prmsync::app::plan_registrations(&config)
+        .await
+        .expect("registrations plan")
+        .expect("a rules file");
+    assert!(!version.is_empty());
+    assert_eq!(sim.stats().refresh_grants, grants, "plan refreshed nothing");
+    assert_eq!(sim.current_refresh_token(), token, "nothing rotated");
+
+    sim.expire_sessions();
+    w.ps.upsert_deal(prmsync::sim::seed::deals(3, 1).remove(2));
+    let report = d.run_until_idle().await.expect("the daemon refreshes");
+    assert_eq!(report.dead_lettered, 0);
+    assert_eq!(sim.stats().invalid_grants, 0);
+    d.shutdown().await;
+}

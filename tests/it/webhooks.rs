@@ -240,6 +240,27 @@ async fn partnerstack_webhook_is_signed_and_syncs_the_deal() {
     }
     let pending = d.engine.store().status(now()).await.unwrap();
     assert!(pending.inbox_pending >= 3, "{pending:?}");
+    // Each reached the engine's inbox as a change of its own object, keyed by the record.
+    let staged: Vec<(String, String)> = d
+        .engine
+        .store()
+        .pending_inbox(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.change.object.object, i.change.record.id))
+        .collect();
+    for (object, key) in [
+        ("deals", "deal_1"),
+        ("partnerships", "part_1"),
+        ("customers", "cust_1"),
+        ("leads", "lead_1"),
+    ] {
+        assert!(
+            staged.contains(&(object.to_owned(), key.to_owned())),
+            "{object} {key}: {staged:?}"
+        );
+    }
     let bad =
         serde_json::to_vec(&json!({"event": "partnership.updated", "data": {"key": "p"}})).unwrap();
     let (status, _) = post(
@@ -251,6 +272,22 @@ async fn partnerstack_webhook_is_signed_and_syncs_the_deal() {
     assert_eq!(
         status, 400,
         "a synced event without a time is refused, not dropped"
+    );
+    let (status, json) = post(
+        &url,
+        &[(
+            PRM_SIGNATURE_HEADER,
+            body_hmac(b"ps-hook-secret", b"{\"event\""),
+        )],
+        b"{\"event\"".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400, "{json}");
+    assert!(
+        json["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("malformed JSON")),
+        "{json}"
     );
     let ignored = serde_json::to_vec(&json!({"event": "agreement.accepted", "data": {}})).unwrap();
     let (status, _) = post(
