@@ -409,9 +409,12 @@ fn forward_core(
         }
     };
     let mut payload = match op {
-        Op::Create => desired.clone(),
+        Op::Create => desired,
         Op::Update => diff(&desired, &link.target_state),
     };
+    // The fields left out of an update's payload already hold their desired values, so writing
+    // the payload leaves the target in the desired state.
+    let state_after = link.target_state.with(&payload);
     // A record the link moved to (a match, a merge's survivor) may lack the external id until
     // a write by its id lands: until then the link knows no state of it.
     let by_id = matched.is_some() || (link.target_id.is_some() && link.target_state.is_empty());
@@ -452,7 +455,7 @@ fn forward_core(
             object: m.target.object.clone(),
             // A matched record lacks the external id until this write: address it by its id.
             id_property: (!by_id).then(|| m.external_id.clone()),
-            state_after: link.target_state.with(&desired),
+            state_after,
             payload,
             content_hash: hash,
             mapping_version: m.version.clone(),

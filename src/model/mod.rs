@@ -250,10 +250,29 @@ impl Cursor {
 
 /// A stable hash of a JSON object: sorted keys, compact form, SHA-256 hex.
 pub fn content_hash(fields: &Map<String, Value>) -> String {
+    hex::encode(json_sha256(fields))
+}
+
+/// SHA-256 of a value's JSON encoding, encoded into a per-thread buffer (no allocation per
+/// call). serde_json's Map is a BTreeMap here (no preserve_order), so the encoding is canonical.
+pub fn json_sha256<T: serde::Serialize + ?Sized>(value: &T) -> [u8; 32] {
     use sha2::{Digest, Sha256};
-    // serde_json's Map is a BTreeMap here (no preserve_order), so the encoding is canonical.
-    let bytes = serde_json::to_vec(fields).unwrap_or_default();
-    hex::encode(Sha256::digest(&bytes))
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with_borrow_mut(|buf| {
+        buf.clear();
+        // Writing into a Vec cannot fail, and a JSON value always serializes.
+        if serde_json::to_writer(&mut *buf, value).is_err() {
+            buf.clear();
+        }
+        let digest = Sha256::digest(buf.as_slice()).into();
+        // A rare huge value does not keep its buffer for the thread's life.
+        if buf.capacity() > 64 * 1024 {
+            *buf = Vec::new();
+        }
+        digest
+    })
 }
 
 #[cfg(test)]

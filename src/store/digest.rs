@@ -5,6 +5,9 @@
 //! collision within one state (about 1 in 10^8 for a 9-field mapping) or a value collision (1 in
 //! 1.8 * 10^19) would make prmsync think a field already holds the desired value.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
@@ -17,14 +20,31 @@ const ENTRY: usize = 12;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateDigest(Vec<(u32, u64)>);
 
+/// Field names repeat for every record of a flow: their digests are kept per thread (a few
+/// hundred names at most; the cache starts over if a caller ever sends many more).
+const FIELD_CACHE_MAX: usize = 4096;
+
+thread_local! {
+    static FIELD_KEYS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+}
+
 fn field_key(name: &str) -> u32 {
-    let d = Sha256::digest(name.as_bytes());
-    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+    FIELD_KEYS.with_borrow_mut(|keys| {
+        if let Some(k) = keys.get(name) {
+            return *k;
+        }
+        let d = Sha256::digest(name.as_bytes());
+        let k = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+        if keys.len() >= FIELD_CACHE_MAX {
+            keys.clear();
+        }
+        keys.insert(name.to_owned(), k);
+        k
+    })
 }
 
 fn value_key(value: &Value) -> u64 {
-    // serde_json's Map is a BTreeMap here (no preserve_order), so the encoding is canonical.
-    let d = Sha256::digest(serde_json::to_vec(value).unwrap_or_default());
+    let d = crate::model::json_sha256(value);
     u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
