@@ -108,6 +108,18 @@ pub struct Deletion {
     pub merged_into: Option<String>,
 }
 
+/// The field of a delete change that says a Salesforce Lead was converted: an object of the
+/// converted records' ids by object (`Account`, `Contact`, `Opportunity`).
+pub const CONVERTED_INTO: &str = "converted_into";
+
+/// A converted Salesforce Lead and the records the conversion produced, by object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Converted {
+    pub id: String,
+    pub converted_ms: i64,
+    pub into: std::collections::BTreeMap<String, String>,
+}
+
 /// A successful write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteAck {
@@ -278,6 +290,15 @@ impl Connector {
         }
     }
 
+    /// The records merged into `r` that `r` itself names (HubSpot `hs_merged_object_ids`), as
+    /// deletes naming `r` as their survivor; empty for systems that report merges otherwise.
+    pub fn merged_into(&self, object: &str, r: &Record) -> Vec<Deletion> {
+        match self {
+            Connector::HubSpot(_) => hubspot::merges::merged_away(object, r),
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether [`Connector::read_changes`] lists records oldest first (by modification stamp,
     /// then id), so that everything before the newest record read is read: HubSpot's search and
     /// Salesforce's SOQL sort so; PartnerStack lists newest created first, and a REST profile
@@ -391,6 +412,20 @@ impl Connector {
                     )))
                 })
                 .collect()),
+        }
+    }
+
+    /// Leads of `object` converted since `since_ms` (Salesforce); `None` where nothing converts.
+    pub async fn read_conversions(
+        &self,
+        object: &str,
+        since_ms: i64,
+    ) -> Option<Result<Vec<Converted>, ConnectorError>> {
+        match self {
+            Connector::Salesforce(c) if object == "Lead" => {
+                Some(c.read_conversions(object, since_ms).await)
+            }
+            _ => None,
         }
     }
 

@@ -1,11 +1,15 @@
 //! Record deletes in the engine: reading deletes from systems that report them by polling
-//! (Salesforce getDeleted, HubSpot's archived listing) into the inbox, planning deletes of flows'
-//! target records, and sending delete writes through the connector's delete call.
+//! (Salesforce getDeleted, HubSpot's archived listing; converted Salesforce Leads, which can no
+//! longer be written, for flows with `[on_convert]`) into the inbox, planning deletes, merges and
+//! conversions of flows' target records, and sending delete writes through the connector's
+//! delete call.
 
 use std::collections::BTreeMap;
 
 use super::{Engine, EngineError, plan};
-use crate::connector::{Connector, ConnectorError, Deletion, MERGED_INTO, WriteAck};
+use crate::connector::{
+    CONVERTED_INTO, Connector, ConnectorError, Converted, Deletion, MERGED_INTO, WriteAck,
+};
 use crate::mapping::Mapping;
 use crate::model::{Change, ChangeKind, Cursor, Direction, ObjectRef, Record, SystemKind};
 use crate::store::{InboxItem, Link, OutboxItem};
@@ -43,6 +47,47 @@ pub fn deletion_change(object: &ObjectRef, d: Deletion) -> Change {
     }
 }
 
+/// A merge a survivor's own fields report (HubSpot `hs_merged_object_ids`), as a staged change:
+/// its event id names the merged record and the survivor, so polls that read the survivor again
+/// stage it once (and planning it again finds no link at the merged record).
+pub fn merge_change(object: &ObjectRef, d: Deletion) -> Change {
+    let survivor = d.merged_into.clone().unwrap_or_default();
+    let mut c = deletion_change(object, d);
+    c.event_id = format!("{object}:{}:merged_into:{survivor}", c.record.id);
+    c
+}
+
+/// A converted Lead as a staged change (a delete naming the records it became); staged once.
+pub fn conversion_change(object: &ObjectRef, c: Converted) -> Change {
+    let into: serde_json::Map<String, serde_json::Value> = c
+        .into
+        .into_iter()
+        .map(|(o, id)| (o, serde_json::Value::String(id)))
+        .collect();
+    Change {
+        event_id: format!("{object}:{}:converted", c.id),
+        object: object.clone(),
+        kind: ChangeKind::Delete,
+        record: Record {
+            id: c.id,
+            modified_ms: c.converted_ms,
+            fields: [(CONVERTED_INTO.to_owned(), serde_json::Value::Object(into))]
+                .into_iter()
+                .collect(),
+        },
+    }
+}
+
+/// The records a converted Lead became (object → id), when the change is a conversion.
+pub fn converted_into(change: &Change) -> Option<BTreeMap<String, String>> {
+    let into = change.record.fields.get(CONVERTED_INTO)?.as_object()?;
+    Some(
+        into.iter()
+            .filter_map(|(o, id)| Some((o.clone(), id.as_str()?.to_owned())))
+            .collect(),
+    )
+}
+
 impl Engine {
     /// Reads the deletes of `object` since the last read (minus the overlap) and stages them with
     /// the read's end as the new position, in one transaction. Systems that report deletes only
@@ -76,10 +121,32 @@ impl Engine {
                 system: object.system,
                 error,
             })?;
-        let changes: Vec<Change> = deleted
+        let mut changes: Vec<Change> = deleted
             .into_iter()
             .map(|d| deletion_change(object, d))
             .collect();
+        // Converted Leads, for flows that say what follows a conversion.
+        let converts = self
+            .mappings()
+            .iter()
+            .any(|m| m.target == *object && m.on_convert.is_some());
+        if converts {
+            let converted = self
+                .settings
+                .retry
+                .run(|| async {
+                    self.spend(object.system).await;
+                    conn.read_conversions(&object.object, start)
+                        .await
+                        .unwrap_or(Ok(Vec::new()))
+                })
+                .await
+                .map_err(|error| EngineError::Connector {
+                    system: object.system,
+                    error,
+                })?;
+            changes.extend(converted.into_iter().map(|c| conversion_change(object, c)));
+        }
         let cursor = Cursor {
             modified_ms: now,
             ..Cursor::default()
@@ -106,28 +173,50 @@ pub fn merged_into(change: &Change) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
+/// The `[on_convert]` flow of a conversion and what the planner read of it: converted record
+/// id → the source record linked to it there.
+#[derive(Debug)]
+pub struct FollowState<'a> {
+    pub flow: &'a Mapping,
+    pub owners: BTreeMap<String, String>,
+}
+
 /// The deletes of `m`'s target records among `items`, with the links they touch: a merged
-/// record's link moves to the survivor; other deletes follow the flow's `on_target_delete`.
+/// record's link moves to the survivor; a converted Lead's record follows the converted record in
+/// the `[on_convert]` flow (`follow`); other deletes follow the flow's `on_target_delete`.
 /// `links` maps target ids (deleted records and survivors) to (source id, link).
 pub fn plan_target_deletes(
     m: &Mapping,
     items: &[&InboxItem],
     links: &BTreeMap<String, (String, Link)>,
+    follow: Option<&FollowState<'_>>,
 ) -> Vec<plan::Decision> {
     items
         .iter()
         .filter_map(|i| {
             let tid = &i.change.record.id;
             let (sid, link) = links.get(tid)?;
-            Some(match merged_into(&i.change) {
+            if let Some(into) = converted_into(&i.change) {
+                let f = follow.map(|f| {
+                    let record = into.get(&f.flow.target.object).map(String::as_str);
+                    plan::Follow {
+                        flow: f.flow,
+                        record,
+                        owner: record.and_then(|r| f.owners.get(r)).map(String::as_str),
+                    }
+                });
+                return Some(plan::target_converted(m, sid, tid, &into, link, f));
+            }
+            Some(vec![match merged_into(&i.change) {
                 Some(survivor) => {
                     let owner = links.get(survivor).map(|(s, _)| s.as_str());
                     let why = format!("{} merge", m.target.system);
                     plan::target_merged(m, sid, tid, survivor, owner, link, &why)
                 }
                 None => plan::target_deleted(m, sid, tid, link),
-            })
+            }])
         })
+        .flatten()
         .collect()
 }
 

@@ -14,7 +14,7 @@ use crate::store::{
 
 #[path = "plan_lifecycle.rs"]
 mod lifecycle;
-pub use lifecycle::{delete, target_deleted, target_merged};
+pub use lifecycle::{Follow, delete, target_converted, target_deleted, target_merged};
 
 /// What the planner decided for one change in one flow.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -43,6 +43,7 @@ pub mod action {
     pub const TARGET_DELETED: &str = "target_deleted";
     pub const RELINKED: &str = "relinked";
     pub const MERGED: &str = "merged";
+    pub const CONVERTED: &str = "converted";
     pub const NO_MATCH: &str = "skip_no_match";
     pub const AMBIGUOUS_SKIPPED: &str = "skip_ambiguous_match";
     pub const AMBIGUOUS: &str = "match_ambiguous";

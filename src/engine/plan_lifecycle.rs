@@ -310,6 +310,150 @@ pub fn target_merged(
     }
 }
 
+/// The flow that takes a record over when its Lead is converted (`[on_convert]`), with what it
+/// knows: the record it follows among the converted ones, and the source record already linked
+/// to that one in the flow, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct Follow<'a> {
+    pub flow: &'a Mapping,
+    /// The converted record of the flow's target object (none if the conversion made none).
+    pub record: Option<&'a str>,
+    /// The source record linked to `record` in `flow` already.
+    pub owner: Option<&'a str>,
+}
+
+/// The Salesforce Lead of `m`'s link for `source_id` was converted into `into` (object → id): the
+/// link is tombstoned (a converted Lead cannot be updated), and the `[on_convert]` flow, if any,
+/// follows the converted record of its target object: its link points there and the record gets
+/// the flow's external id by its id (the planner asks for a fresh read of the source, so it gets
+/// every mapped value too). The ledger of both flows says why.
+pub fn target_converted(
+    m: &Mapping,
+    source_id: &str,
+    lead: &str,
+    into: &std::collections::BTreeMap<String, String>,
+    link: &Link,
+    follow: Option<Follow<'_>>,
+) -> Vec<Decision> {
+    let made = into
+        .iter()
+        .map(|(o, id)| format!("{o} {id}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let note = |m: &Mapping, target: &str, detail: String| {
+        let mut l = ledger(
+            m,
+            Direction::ToTarget,
+            source_id,
+            Some(target),
+            action::CONVERTED,
+        );
+        l.detail = Some(detail);
+        l
+    };
+    if link.target_id.as_deref() != Some(lead) {
+        let mut l = ledger(
+            m,
+            Direction::ToTarget,
+            source_id,
+            Some(lead),
+            action::DELETE_IGNORED,
+        );
+        l.detail = Some(format!(
+            "salesforce lead conversion of {lead}: the link points at another target record"
+        ));
+        return vec![Decision {
+            ledger: Some(l),
+            ..Decision::default()
+        }];
+    }
+    let followed = follow.and_then(|f| Some((f, f.record?)));
+    let then = match followed {
+        Some((f, id)) => format!(
+            "; the record follows {} {id} in flow {}",
+            f.flow.target.object, f.flow.name
+        ),
+        None => match follow {
+            Some(f) => format!(
+                "; it made no {}, so flow {} follows nothing",
+                f.flow.target.object, f.flow.name
+            ),
+            None => "; no [on_convert] flow follows it".to_owned(),
+        },
+    };
+    let mut out = vec![Decision {
+        ledger: Some(note(
+            m,
+            lead,
+            format!("salesforce lead conversion: Lead {lead} converted into {made}{then}"),
+        )),
+        mark: Some(LinkMark::Tombstone {
+            flow: m.name.clone(),
+            source_id: source_id.to_owned(),
+            reason: format!("converted: Lead {lead} into {made} in salesforce"),
+        }),
+        ..Decision::default()
+    }];
+    let Some((f, id)) = followed else {
+        return out;
+    };
+    let flow = f.flow;
+    if let Some(other) = f.owner.filter(|o| *o != source_id) {
+        out.push(Decision {
+            ledger: Some(note(
+                flow,
+                id,
+                format!(
+                    "salesforce lead conversion: Lead {lead} converted into {} {id}, which is linked to {other}; not followed",
+                    flow.target.object
+                ),
+            )),
+            ..Decision::default()
+        });
+        return out;
+    }
+    let mut payload = Map::new();
+    payload.insert(
+        flow.external_id.clone(),
+        Value::String(source_id.to_owned()),
+    );
+    let hash = content_hash(&payload);
+    let mut l = note(
+        flow,
+        id,
+        format!(
+            "salesforce lead conversion: Lead {lead} converted; the record follows {} {id}, which gets {}",
+            flow.target.object, flow.external_id
+        ),
+    );
+    l.content_hash = Some(hash.clone());
+    out.push(Decision {
+        write: Some(PlannedWrite {
+            flow: flow.name.clone(),
+            direction: Direction::ToTarget,
+            source_id: source_id.to_owned(),
+            target_id: Some(id.to_owned()),
+            system: flow.target.system,
+            object: flow.target.object.clone(),
+            // By id: the converted record does not carry the external id yet.
+            id_property: None,
+            state_after: StateDigest::of(&payload),
+            payload,
+            content_hash: hash,
+            mapping_version: flow.version.clone(),
+            op: WriteOp::Upsert,
+        }),
+        ledger: Some(l),
+        mark: Some(LinkMark::Retarget {
+            flow: flow.name.clone(),
+            source_id: source_id.to_owned(),
+            target_id: id.to_owned(),
+        }),
+        ..Decision::default()
+    });
+    out
+}
+
 /// A change over a tombstoned link is not written through: the ledger says why.
 pub(super) fn tombstoned(m: &Mapping, source_id: &str, link: &Link) -> Option<Decision> {
     let why = link.tombstone.as_ref()?;

@@ -108,9 +108,13 @@ impl Engine {
                 .collect();
             // Target records deleted in the target system: planned first, so a source change in
             // the same batch sees the tombstone instead of re-creating the record.
+            // One delete per record: a merge can arrive by webhook and by a poll of the
+            // survivor (`hs_merged_object_ids`) in the same batch.
+            let mut seen_deleted = BTreeSet::new();
             let target_deleted: Vec<_> = items
                 .iter()
                 .filter(|i| i.change.object == m.target && i.change.kind == ChangeKind::Delete)
+                .filter(|i| seen_deleted.insert(i.change.record.id.as_str()))
                 .collect();
             if !target_deleted.is_empty() {
                 let tids: Vec<String> = target_deleted
@@ -130,13 +134,46 @@ impl Engine {
                     .into_iter()
                     .map(|(tid, sid, link)| (tid, (sid, link)))
                     .collect();
-                for d in deletes::plan_target_deletes(m, &target_deleted, &by_target) {
-                    // A survivor gets the external id now and every mapped value from a fresh
-                    // read of the source record (a resync of that one record).
-                    if let Some(crate::store::LinkMark::Retarget { source_id, .. }) = &d.mark {
+                // A converted Lead's record follows the converted record in the `[on_convert]`
+                // flow: who is linked to the converted records there already.
+                let follow = match m
+                    .on_convert
+                    .as_ref()
+                    .and_then(|c| mappings.iter().find(|f| f.name == c.follow))
+                {
+                    Some(flow) => {
+                        let converted: Vec<String> = target_deleted
+                            .iter()
+                            .filter_map(|i| deletes::converted_into(&i.change))
+                            .flat_map(|into| into.into_values())
+                            .collect();
+                        let owners = if converted.is_empty() {
+                            BTreeMap::new()
+                        } else {
+                            self.store
+                                .links_by_target(flow.name.clone(), converted)
+                                .await?
+                                .into_iter()
+                                .map(|(tid, sid, _)| (tid, sid))
+                                .collect()
+                        };
+                        Some(deletes::FollowState { flow, owners })
+                    }
+                    None => None,
+                };
+                for d in
+                    deletes::plan_target_deletes(m, &target_deleted, &by_target, follow.as_ref())
+                {
+                    // A survivor (or a converted record) gets the external id now and every
+                    // mapped value from a fresh read of the source record (a resync of that one
+                    // record, in the flow that now links it).
+                    if let Some(crate::store::LinkMark::Retarget {
+                        flow, source_id, ..
+                    }) = &d.mark
+                    {
                         commit
                             .rereads
-                            .push((m.name.clone(), m.source.clone(), source_id.clone()));
+                            .push((flow.clone(), m.source.clone(), source_id.clone()));
                         batch_rereads.insert(m.source.clone());
                     }
                     push(&mut commit, d);

@@ -120,6 +120,9 @@ impl Engine {
                     cursor.modified_ms = r.modified_ms;
                     cursor.id.clone_from(&r.id);
                 }
+                for d in conn.merged_into(&object.object, &r) {
+                    changes.push(super::deletes::merge_change(object, d));
+                }
                 changes.push(Change::versioned(object.clone(), r));
             }
             page = read.next_page;

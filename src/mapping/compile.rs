@@ -7,6 +7,7 @@ use std::ops::Range;
 use crate::file_error::{collect, line_col};
 
 mod associations;
+mod convert;
 mod lifecycle;
 
 use jiff::tz::TimeZone;
@@ -33,6 +34,7 @@ struct RawMapping {
     filter: Vec<Spanned<RawCondition>>,
     delete: Option<Spanned<RawDelete>>,
     on_target_delete: Option<Spanned<lifecycle::RawTargetDelete>>,
+    on_convert: Option<Spanned<convert::RawConvert>>,
     #[serde(default)]
     association: Vec<Spanned<associations::RawAssociation>>,
     #[serde(rename = "match")]
@@ -260,6 +262,7 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Mapping, Vec<MappingErro
     let on_target_delete =
         lifecycle::target_delete_policy(raw.on_target_delete.as_ref(), source.as_ref(), &mut errs);
     let associations = associations::associations(&raw.association, target.as_ref(), &mut errs);
+    let on_convert = convert::on_convert(raw.on_convert.as_ref(), target.as_ref(), &mut errs);
     let matching = raw
         .matching
         .as_ref()
@@ -289,6 +292,7 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Mapping, Vec<MappingErro
         filter,
         on_delete,
         on_target_delete,
+        on_convert,
         matching,
         lookup_refs,
         associations,
@@ -514,6 +518,7 @@ fn match_rules(
 pub(super) fn check_lookups(mappings: &[std::sync::Arc<Mapping>]) -> Vec<MappingError> {
     let mut out = lookups_exist(mappings);
     out.extend(associations::check(mappings));
+    out.extend(convert::check(mappings));
     out
 }
 

@@ -49,6 +49,8 @@ pub struct Mapping {
     pub on_delete: DeletePolicy,
     /// What a deleted target record does to the link and the source.
     pub on_target_delete: TargetDeletePolicy,
+    /// Which flow takes a record over when its Salesforce Lead is converted (`[on_convert]`).
+    pub on_convert: Option<OnConvert>,
     /// How to find a target record that existed before the first sync.
     pub matching: Option<MatchRules>,
     /// Where the file's `lookup` transforms name other flows (checked across the set).
@@ -75,6 +77,16 @@ pub struct Association {
     /// Dotted path in the source record holding the other flow's source id.
     pub source: String,
     pub kind: crate::model::AssociationType,
+    /// Where it is written, to report a cross-file problem at.
+    pub at: MappingError,
+}
+
+/// `[on_convert]`: the flow (same source, target a Salesforce Account, Contact or Opportunity)
+/// whose link a source record gets when the Lead this flow wrote is converted; that flow's target
+/// object picks the converted record it follows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnConvert {
+    pub follow: String,
     /// Where it is written, to report a cross-file problem at.
     pub at: MappingError,
 }

@@ -460,10 +460,12 @@ fn mark_link(tx: &Transaction<'_>, mark: &LinkMark, now_ms: i64) -> Result<(), S
             source_id,
             target_id,
         } => tx
+            // An upsert: a Lead conversion moves a record into a flow that had no link for it.
             .prepare_cached(
-                "UPDATE links SET target_id = ?3, target_state = '{}', target_digest = NULL,
-                    tombstone = NULL, updated_ms = ?4
-                 WHERE flow = ?1 AND source_id = ?2",
+                "INSERT INTO links (flow, source_id, target_id, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (flow, source_id) DO UPDATE SET target_id = excluded.target_id,
+                    target_state = '{}', target_digest = NULL, tombstone = NULL,
+                    updated_ms = excluded.updated_ms",
             )?
             .execute(params![flow, source_id, target_id, now_ms])?,
     };

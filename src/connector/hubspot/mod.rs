@@ -8,6 +8,7 @@ mod archive;
 mod associations;
 mod facts;
 pub mod limits;
+pub mod merges;
 mod privacy;
 pub mod webhook;
 
@@ -354,6 +355,10 @@ impl HubSpot {
     ) -> Result<ChangePage, ConnectorError> {
         let mut properties: Vec<String> = fields.to_vec();
         properties.push(api::LAST_MODIFIED.into());
+        let merges = merges::mergeable(object);
+        if merges {
+            properties.push(merges::MERGED_IDS.into());
+        }
         properties.sort();
         properties.dedup();
         let mut filters = vec![api::Filter::one(
@@ -367,8 +372,13 @@ impl HubSpot {
             value: None,
             values: None,
         }));
+        let mut filter_groups = vec![api::FilterGroup { filters }];
+        // Survivors of merges lack the managed property until prmsync writes it: read them too.
+        if merges && managed_by.is_some() {
+            filter_groups.push(merges::survivors_since(since_ms));
+        }
         let req = api::SearchRequest {
-            filter_groups: vec![api::FilterGroup { filters }],
+            filter_groups,
             sorts: vec![
                 serde_json::json!({"propertyName": api::LAST_MODIFIED, "direction": "ASCENDING"}),
             ],

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+mod convert;
 mod delete;
 mod facts;
 
