@@ -310,6 +310,17 @@ impl Connector {
         }
     }
 
+    /// A page token that reads on after the record (`modified_ms`, `id`) without a vendor cursor,
+    /// where the system can (Salesforce: `salesforce/keyset.rs`).
+    pub fn keyset_page(&self, modified_ms: i64, id: &str) -> Option<String> {
+        match self {
+            Connector::Salesforce(_) if !id.is_empty() => {
+                Some(salesforce::keyset::token(modified_ms, id))
+            }
+            _ => None,
+        }
+    }
+
     /// Writes a batch; the outer error fails the whole batch, inner ones single records.
     pub async fn write(
         &self,

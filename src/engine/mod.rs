@@ -9,6 +9,7 @@ pub mod dryrun;
 pub mod erase;
 pub mod erase_requests;
 mod holds;
+mod lookup_wait;
 mod matching;
 pub mod pipeline;
 pub mod plan;

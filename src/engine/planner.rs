@@ -211,6 +211,23 @@ impl Engine {
                     }
                 }
             }
+            // A lookup into a record another flow is still writing waits for it (read again).
+            let (waiting, since) = self
+                .waiting_on_lookups(m, &forward, &lookups, &commit)
+                .await?;
+            if !waiting.is_empty() {
+                tracing::info!(flow = %m.name, records = waiting.len(), "records wait for the record a lookup names to be written; read again on the next poll");
+                commit.waits.push((
+                    m.name.clone(),
+                    m.source.clone(),
+                    since,
+                    waiting.iter().cloned().collect(),
+                ));
+            }
+            let forward: Vec<_> = forward
+                .into_iter()
+                .filter(|i| !waiting.contains(&i.change.record.id))
+                .collect();
             // Match rules: search the target for records the would-be creates already have.
             let unlinked = forward
                 .iter()

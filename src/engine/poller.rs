@@ -72,6 +72,10 @@ impl Engine {
         }
         let mut committed = stored;
         let mut resumed = page.is_some();
+        // The keyset token last read on from, so a refused one is not tried again, and the last
+        // record this read has seen (records come in keyset order).
+        let mut keyset: Option<String> = None;
+        let mut read_pos: Option<(i64, String)> = None;
         while report.pages < self.settings.max_pages_per_cycle.max(1) {
             let read = self
                 .settings
@@ -98,6 +102,28 @@ impl Engine {
                     resumed = false;
                     continue;
                 }
+                // A vendor cursor that expired during this read (Salesforce query locators):
+                // read on from the keyset position, where the system can, once per token.
+                Err(error)
+                    if refused_token(&error)
+                        && page
+                            .as_deref()
+                            .is_some_and(|p| Some(p) != keyset.as_deref()) =>
+                {
+                    let Some(k) = read_pos
+                        .as_ref()
+                        .and_then(|(ms, id)| conn.keyset_page(*ms, id))
+                    else {
+                        return Err(EngineError::Connector {
+                            system: object.system,
+                            error,
+                        });
+                    };
+                    tracing::warn!(object = %object, error = %error, "the read's page token was refused; reading on from the keyset position");
+                    keyset = Some(k.clone());
+                    page = Some(k);
+                    continue;
+                }
                 Err(error) => {
                     return Err(EngineError::Connector {
                         system: object.system,
@@ -120,6 +146,7 @@ impl Engine {
                     cursor.modified_ms = r.modified_ms;
                     cursor.id.clone_from(&r.id);
                 }
+                read_pos = Some((r.modified_ms, r.id.clone()));
                 for d in conn.merged_into(&object.object, &r) {
                     changes.push(super::deletes::merge_change(object, d));
                 }

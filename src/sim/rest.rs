@@ -1,6 +1,7 @@
 //! A generic REST PRM simulator for the declarative `rest` profile: `prm-key` auth, list endpoints
-//! with `updated_since` (epoch ms), page-token or offset paging, `PUT /api/{object}/{id}` upserts,
-//! RFC 3339 `updated_at` times, and the shared fault layer.
+//! with `updated_since` (epoch ms), page-token or offset paging, `PUT /api/{object}/{id}` (creates
+//! or replaces the whole record, as PUT does) and `PATCH` (changes only the fields sent), RFC 3339
+//! `updated_at` times, and the shared fault layer.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -66,7 +67,7 @@ impl RestPrmSim {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/api/{object}", get(list))
-            .route("/api/{object}/{id}", put(upsert))
+            .route("/api/{object}/{id}", put(replace).patch(update))
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 |axum::extract::State(sim): axum::extract::State<RestPrmSim>,
@@ -223,11 +224,33 @@ async fn list(
         .into_response()
 }
 
-async fn upsert(
+/// `PUT`: creates the record or replaces it with the body (fields not sent are gone).
+async fn replace(
     State(sim): State<RestPrmSim>,
     headers: HeaderMap,
     Path((object, id)): Path<(String, String)>,
     body: Option<Json<Value>>,
+) -> Response {
+    write(sim, headers, object, id, body, true).await
+}
+
+/// `PATCH`: changes only the fields sent; creates the record if it does not exist.
+async fn update(
+    State(sim): State<RestPrmSim>,
+    headers: HeaderMap,
+    Path((object, id)): Path<(String, String)>,
+    body: Option<Json<Value>>,
+) -> Response {
+    write(sim, headers, object, id, body, false).await
+}
+
+async fn write(
+    sim: RestPrmSim,
+    headers: HeaderMap,
+    object: String,
+    id: String,
+    body: Option<Json<Value>>,
+    replace: bool,
 ) -> Response {
     if let Err(r) = sim.gate(&headers) {
         return r;
@@ -252,9 +275,14 @@ async fn upsert(
         .and_then(|m| m.get(&id))
         .map(|(_, f)| f.clone());
     let created = existing.is_none();
-    let mut merged = existing.unwrap_or_default();
-    merged.extend(fields);
-    store(&mut inner, &object, &id, merged, now);
+    let record = if replace {
+        fields
+    } else {
+        let mut merged = existing.unwrap_or_default();
+        merged.extend(fields);
+        merged
+    };
+    store(&mut inner, &object, &id, record, now);
     inner.stats.created += u64::from(created);
     let mut out = inner.objects[&object][&id].1.clone();
     out.insert("created".into(), json!(created));

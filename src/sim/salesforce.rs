@@ -1,7 +1,8 @@
 //! Salesforce REST simulator: OAuth token endpoint (refresh with rotation, JWT bearer RS256),
 //! expiring sessions, SOQL (`salesforce/soql.rs`: conditions, `LIKE`, computed `IsClosed`) with
-//! `nextRecordsUrl` paging, sObject Collections
-//! upsert by external id, single upsert (300 on several matches), getDeleted, `Sforce-Limit-Info`,
+//! `nextRecordsUrl` paging (locators expire: `salesforce/locators.rs`), whole-second
+//! `SystemModstamp`s, sObject Collections
+//! upsert by external id, single upsert (300 on several matches), getDeleted (30 days), `Sforce-Limit-Info`,
 //! `REQUEST_LIMIT_EXCEEDED`, and errors as JSON arrays.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -20,6 +21,7 @@ use super::salesforce_table::{Rec, Table};
 use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
 
 mod lifecycle;
+mod locators;
 mod merge;
 mod objects;
 pub mod soql;
@@ -27,6 +29,9 @@ pub mod soql;
 pub use merge::Conversion;
 
 const V: &str = "v62.0";
+
+/// getDeleted answers for the last 30 days only.
+const DELETED_KEPT_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 
 /// Fields each simulated sObject has, and which are external ids.
 struct Describe {
@@ -186,7 +191,7 @@ struct Inner {
     refresh_token: String,
     sessions: BTreeMap<String, i64>,
     /// Open query cursors: the result rows, shared with the pages being answered.
-    locators: BTreeMap<String, Arc<Vec<Map<String, Value>>>>,
+    locators: locators::Locators,
     locators_opened: u64,
     page_cap: Option<usize>,
     api_max: u64,
@@ -366,6 +371,17 @@ impl SalesforceSim {
         self.lock().page_cap = Some(n);
     }
 
+    /// Every query locator expires after serving `pages` further pages (as if left idle for 15
+    /// minutes); `None` keeps them until they are idle that long or more than 10 are open.
+    pub fn expire_locators_after(&self, pages: Option<u32>) {
+        self.lock().locators.expire_after(pages);
+    }
+
+    /// Query locators refused because they had expired or were dropped.
+    pub fn expired_locators(&self) -> u64 {
+        self.lock().locators.expired
+    }
+
     /// The org's daily API allocation; requests beyond it get 403 `REQUEST_LIMIT_EXCEEDED`.
     pub fn set_api_limit(&self, max: u64) {
         self.lock().api_max = max;
@@ -486,7 +502,7 @@ fn has_stored_field(d: &Describe, f: &str) -> bool {
 }
 
 fn sf_time(ms: i64) -> String {
-    crate::connector::salesforce::api::format_datetime(ms)
+    crate::connector::salesforce::api::format_datetime(super::salesforce_table::whole_second(ms))
 }
 
 fn insert_rec(inner: &mut Inner, object: &str, mut fields: Map<String, Value>, now: i64) -> String {
@@ -903,9 +919,10 @@ fn page(
     let mut body = json!({"totalSize": total, "done": done, "records": records});
     if !done {
         body["nextRecordsUrl"] = json!(format!("/services/data/{V}/query/{locator}-{end}"));
-        inner.locators.insert(locator, rows);
+        let now = jiff::Timestamp::now().as_millisecond();
+        inner.locators.keep(locator, rows, now);
     } else {
-        inner.locators.remove(&locator);
+        inner.locators.close(&locator);
     }
     body
 }
@@ -936,7 +953,8 @@ async fn query_more(
         return invalid();
     };
     let mut inner = sim.lock();
-    let Some(rows) = inner.locators.get(&id).cloned() else {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let Some(rows) = inner.locators.rows(&id, now) else {
         return invalid();
     };
     let size = inner.page_cap.map_or(batch, |c| c.min(batch));
@@ -972,6 +990,25 @@ async fn get_deleted(
             "start must be before end",
         );
     }
+    // getDeleted covers the last 30 days, in windows of at least a minute.
+    let earliest = jiff::Timestamp::now().as_millisecond() - DELETED_KEPT_MS;
+    if start < earliest {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REPLICATION_DATE",
+            &format!(
+                "start must be within the last 30 days (earliestDateAvailable {})",
+                sf_time(earliest)
+            ),
+        );
+    }
+    if end - start < 60_000 {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REPLICATION_DATE",
+            "end must be at least one minute after start",
+        );
+    }
     if describe(&object).is_none() {
         return errors(
             StatusCode::NOT_FOUND,
@@ -985,14 +1022,14 @@ async fn get_deleted(
         .get(&object)
         .map(|v| {
             v.iter()
-                .filter(|(_, at)| *at >= start && *at <= end)
+                .filter(|(_, at)| *at >= start && *at <= end && *at >= earliest)
                 .map(|(id, at)| json!({"id": id, "deletedDate": sf_time(*at)}))
                 .collect()
         })
         .unwrap_or_default();
     Json(json!({
         "deletedRecords": list,
-        "earliestDateAvailable": sf_time(0),
+        "earliestDateAvailable": sf_time(earliest),
         "latestDateCovered": sf_time(end),
     }))
     .into_response()

@@ -1,5 +1,6 @@
-//! The Salesforce simulator's storage for one sObject: records by Id, by `SystemModstamp`, and by
-//! the value of any field looked up (external ids, `IN` lists; an index built on first use).
+//! The Salesforce simulator's storage for one sObject: records by Id, by `SystemModstamp` (whole
+//! seconds, as Salesforce keeps it, so records share a second), and by the value of any field
+//! looked up (external ids, `IN` lists; an index built on first use).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,6 +24,11 @@ pub struct Table {
     indexes: BTreeMap<String, ValueIndex<String>>,
 }
 
+/// Salesforce datetimes have whole seconds: `2026-03-02T10:00:07.000+0000`.
+pub fn whole_second(ms: i64) -> i64 {
+    ms.div_euclid(1000) * 1000
+}
+
 fn text<'a>(r: &'a Rec, field: &str) -> Option<&'a str> {
     r.fields.get(field).and_then(Value::as_str)
 }
@@ -44,8 +50,9 @@ impl Table {
             .filter_map(|(_, id)| self.recs.get(id))
     }
 
-    /// Inserts or replaces the record `id`.
-    pub fn put(&mut self, id: &str, rec: Rec) {
+    /// Inserts or replaces the record `id`; its `SystemModstamp` is floored to the second.
+    pub fn put(&mut self, id: &str, mut rec: Rec) {
+        rec.modstamp_ms = whole_second(rec.modstamp_ms);
         self.remove(id);
         for (field, index) in &mut self.indexes {
             if let Some(v) = text(&rec, field) {
@@ -96,5 +103,37 @@ impl Table {
                     })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(ms: i64) -> Rec {
+        Rec {
+            fields: Map::new(),
+            modstamp_ms: ms,
+        }
+    }
+
+    #[test]
+    fn stamps_are_whole_seconds_and_a_second_holds_many_records_in_id_order() {
+        let mut t = Table::default();
+        t.put("b", rec(1_700_000_000_999));
+        t.put("a", rec(1_700_000_000_001));
+        t.put("c", rec(1_700_000_001_000));
+        let stamps: Vec<(i64, String)> = t
+            .modified_since(1_700_000_000_000, true)
+            .map(|r| (r.modstamp_ms, String::new()))
+            .collect();
+        assert_eq!(stamps[0].0, 1_700_000_000_000);
+        assert_eq!(
+            stamps[1].0, 1_700_000_000_000,
+            "two records share the second"
+        );
+        let ids: Vec<&str> = t.by_modstamp.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"], "(SystemModstamp, Id) order");
+        assert_eq!(t.modified_since(1_700_000_000_000, false).count(), 1);
     }
 }

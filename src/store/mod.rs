@@ -15,6 +15,7 @@ pub mod erase_requests;
 pub mod erasure;
 mod group;
 mod migrations;
+mod pending;
 mod queries;
 mod registrations;
 mod resync;
@@ -259,6 +260,9 @@ pub struct PlanCommit {
     /// (flow, source object, source id) to read again and plan anew: a record whose target was
     /// merged away, so the survivor gets every mapped value (a link keeps digests, not values).
     pub rereads: Vec<(String, ObjectRef, String)>,
+    /// (flow, source object, read from, source ids) of records that wait for a lookup's record
+    /// to be written: their source is read again from that time for those ids.
+    pub waits: Vec<(String, ObjectRef, i64, Vec<String>)>,
 }
 
 /// Decisions for some duplicate-key groups, with their write-backs, committed in one transaction.

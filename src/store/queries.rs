@@ -384,6 +384,9 @@ pub(super) fn commit_plan(
         mark_link(tx, mark, now_ms)?;
     }
     super::associations::record(tx, &plan.associations, now_ms)?;
+    for (flow, object, since_ms, ids) in &plan.waits {
+        super::resync::request(tx, flow, object, *since_ms, Some(ids), now_ms)?;
+    }
     for (flow, object, source_id) in &plan.rereads {
         super::resync::request(
             tx,

@@ -424,7 +424,8 @@ async fn salesforce_several_matches_are_a_conflict_for_the_operator() {
 #[tokio::test]
 async fn salesforce_reports_deletes_from_get_deleted() {
     let sf = salesforce(false).await;
-    let start = jiff::Timestamp::now().as_millisecond() - 1000;
+    // getDeleted windows are at least a minute long.
+    let start = jiff::Timestamp::now().as_millisecond() - 60_000;
     let ids: Vec<String> = (0..3)
         .map(|i| {
             let mut f = deal(i);

@@ -36,5 +36,6 @@ mod retention;
 mod rules;
 mod rules_salesforce;
 mod shipped;
+mod sim_strict;
 mod sync;
 mod webhooks;

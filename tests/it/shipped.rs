@@ -1,6 +1,6 @@
-//! Every shipped mapping file runs end to end: the flows in `mappings/` for HubSpot (with
-//! PartnerStack) and the REST-profile flows (with the generic REST PRM and Salesforce), against
-//! the strict simulators, sync every seeded record with zero dead letters.
+//! Every shipped mapping file runs end to end: the flows in `mappings/` for HubSpot and for
+//! Salesforce (with PartnerStack), and the REST-profile flows (with the generic REST PRM and
+//! Salesforce), against the strict simulators, sync every seeded record with zero dead letters.
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +10,7 @@ use prmsync::sim::rest::RestPrmSim;
 use serde_json::{Map, Value, json};
 
 use crate::harness::World;
-use crate::rules_salesforce::salesforce;
+use crate::rules_salesforce::{daemon as salesforce_daemon, salesforce};
 
 const PARTNERS: usize = 5;
 const DEALS: usize = 12;
@@ -117,6 +117,70 @@ async fn shipped_hubspot_flows_sync_every_seeded_record() {
     d.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_salesforce_flows_sync_every_seeded_record() {
+    let w = World::seeded(DEALS).await;
+    seed_partnerstack(&w);
+    let (sf, server) = salesforce().await;
+    let d = salesforce_daemon(&w, shipped(), &server).await;
+    d.run_until_idle().await.expect("sync");
+    assert_eq!(dead_letters(&w), Vec::<String>::new(), "no dead letters");
+    let has = |object: &str, field: &str, keys: Vec<String>| {
+        for k in keys {
+            assert_eq!(
+                sf.find(object, field, &k).len(),
+                1,
+                "{object} {field}={k} was not synced once"
+            );
+        }
+    };
+    has("Opportunity", "PRM_Deal_Id__c", keys("deal_", DEALS));
+    has("Account", "PRM_Partner_Key__c", keys("part_", PARTNERS));
+    has("Contact", "PRM_User_Key__c", keys("part_", PARTNERS));
+    has("Lead", "PRM_Lead_Id__c", keys("lead_", LEADS));
+    has("Task", "PRM_Activity_Key__c", keys("act_", ACTIONS));
+    let account = |key: &str| sf.find("Account", "PRM_Partner_Key__c", key)[0]["Id"].clone();
+    let contact = &sf.find("Contact", "PRM_User_Key__c", "part_2")[0];
+    assert_eq!(
+        contact["AccountId"],
+        account("part_2"),
+        "the contact is on its account"
+    );
+    d.shutdown().await;
+}
+
+/// A task whose partner is being written waits for it (above); one whose partner is not on its
+/// way at all is dead-lettered once with the reason, and the run still ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_whose_record_is_not_on_its_way_is_dead_lettered_once() {
+    let w = World::seeded(0).await;
+    w.ps.upsert_item(
+        "partnerships",
+        object(json!({"key": "part_1", "status": "active", "company": {"name": "P1"}})),
+    );
+    for (key, partner) in [("act_1", "part_1"), ("act_2", "part_99")] {
+        w.ps.upsert_item(
+            "actions",
+            object(
+                json!({"key": key, "partner_key": partner, "partner_name": "P",
+                "type": "call", "title": "Intro", "occurred_at": "2026-03-02T10:00:00"}),
+            ),
+        );
+    }
+    let (sf, server) = salesforce().await;
+    let d = salesforce_daemon(&w, shipped(), &server).await;
+    d.run_until_idle().await.expect("sync");
+    assert_eq!(sf.find("Task", "PRM_Activity_Key__c", "act_1").len(), 1);
+    let dead = dead_letters(&w);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0].starts_with("sf-partner-activity act_2: ")
+            && dead[0].contains("has no linked record in flow \"sf-partner-organisation\""),
+        "{dead:?}"
+    );
+    d.shutdown().await;
+}
+
 /// The shipped REST profile (tests/fixtures/rest-prm.toml) pointed at `server`.
 fn rest_profile(server: &SimServer) -> prmsync::config::RestConfig {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rest-prm.toml");
@@ -163,7 +227,7 @@ async fn shipped_rest_flows_sync_every_seeded_record() {
         assert_eq!(c.len(), 1, "campaign {k}");
         assert_eq!(c[0]["Status"], "Planned");
     }
-    // The channel team approves one: the status comes back to the PRM by PUT.
+    // The channel team approves one: the status comes back to the PRM by PATCH.
     let id = sf.find("Campaign", "PRM_MDF_Key__c", "mdf_2")[0]["Id"]
         .as_str()
         .expect("id")
@@ -178,7 +242,7 @@ async fn shipped_rest_flows_sync_every_seeded_record() {
     assert_eq!(back["status"], "approved");
     assert_eq!(
         back["title"], "Roadshow 2",
-        "the PUT kept the partner's fields"
+        "the PATCH kept the partner's fields"
     );
     d.shutdown().await;
 }

@@ -6,6 +6,7 @@ pub mod auth;
 mod convert;
 mod delete;
 mod facts;
+pub mod keyset;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -171,7 +172,8 @@ impl Salesforce {
         page: Option<&str>,
         managed_by: Option<&str>,
     ) -> Result<ChangePage, ConnectorError> {
-        let (_, body) = match page {
+        let after = page.and_then(keyset::parse);
+        let (_, body) = match page.filter(|_| after.is_none()) {
             Some(next) => {
                 if !next.starts_with("/services/data/") {
                     return Err(ConnectorError::Permanent(format!(
@@ -185,7 +187,14 @@ impl Salesforce {
                 .await?
             }
             None => {
-                let soql = soql(object, since_ms, fields, managed_by)?;
+                let mut soql = soql(object, since_ms, fields, managed_by)?;
+                if let Some((ms, id)) = after {
+                    let cond = keyset::condition(ms, id).ok_or_else(|| {
+                        ConnectorError::Permanent(format!("{id:?} is not a Salesforce id"))
+                    })?;
+                    // Reads on after the keyset position, from its second.
+                    soql = soql_from(object, ms, fields, managed_by, &cond)?;
+                }
                 self.call(|http, base| {
                     http.get(data_url(base, "query"))
                         .query(&[("q", soql.as_str())])
@@ -479,6 +488,18 @@ pub fn soql(
         api::soql_datetime(since_ms),
         api::MODSTAMP
     ))
+}
+
+/// [`soql`] from `since_ms`, with `extra` ANDed to its condition.
+fn soql_from(
+    object: &str,
+    since_ms: i64,
+    fields: &[String],
+    managed_by: Option<&str>,
+    extra: &str,
+) -> Result<String, ConnectorError> {
+    let q = soql(object, since_ms, fields, managed_by)?;
+    Ok(q.replacen(" ORDER BY ", &format!(" AND {extra} ORDER BY "), 1))
 }
 
 /// `SELECT Id, CreatedDate, field, also… FROM object WHERE field IN ('v', …) ORDER BY CreatedDate,
