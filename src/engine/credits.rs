@@ -150,7 +150,6 @@ impl Engine {
             let (Some(desired), Some(previous)) = (rows(&want), rows(&before)) else {
                 continue; // a partner's company is not in the CRM yet
             };
-            self.spend(system).await;
             let result = conn
                 .set_partners(
                     &deal_flow.target.object,
