@@ -149,6 +149,16 @@ fn connectors_with(
         }),
         CrmConfig::Salesforce(sf) => salesforce_connector(config, sf, http.clone(), tokens)?,
     };
+    let crm = match &config.crm {
+        CrmConfig::HubSpot(h) => match h.rate_limit {
+            Some(rate) => crm.with_limits(
+                crate::connector::Limits::documented(crate::model::SystemKind::HubSpot)
+                    .with_burst(rate),
+            ),
+            None => crm,
+        },
+        CrmConfig::Salesforce(_) => crm,
+    };
     Ok((prm, crm))
 }
 
@@ -258,7 +268,6 @@ pub async fn plan_registrations(
             connector: &crm,
             retry: &retry,
             held: None,
-            budget: None,
             failed: &failed,
         };
         match crate::engine::registrations::preview(

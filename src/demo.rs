@@ -104,6 +104,7 @@ pub fn config_for(state: PathBuf, partnerstack: reqwest::Url, hubspot: reqwest::
             access_token: SecretString::from(HS_TOKEN),
             client_secret: Some(SecretString::from(HS_SECRET)),
             oauth: None,
+            rate_limit: None,
         }),
         retention: RetentionConfig::default(),
         erasure: crate::config::ErasureConfig::default(),

@@ -179,11 +179,15 @@ pub async fn burst(size: Size) -> anyhow::Result<ScenarioResult> {
     hs.turbulence().set_latency(latency);
     hs.set_burst_limit(Some(SCALED_BURST));
     let state = world::TempState::new("backfill-burst")?;
-    let daemon = Daemon::start(
-        world::config(&state, &ps_server, &hs_server),
-        system_clock(),
-    )
-    .await?;
+    // The daemon is told the portal's limit, as an admin sets `hubspot.rate_limit` for a tier.
+    let mut config = world::config(&state, &ps_server, &hs_server);
+    if let crate::config::CrmConfig::HubSpot(h) = &mut config.crm {
+        h.rate_limit = Some(crate::connector::Rate {
+            n: u32::try_from(SCALED_BURST.max).unwrap_or(u32::MAX),
+            per: SCALED_BURST.window,
+        });
+    }
+    let daemon = Daemon::start(config, system_clock()).await?;
     let drive = world::drive(
         &daemon,
         world::until(|| hs.stats().created >= n as u64),

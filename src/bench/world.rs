@@ -70,11 +70,13 @@ pub async fn partnerstack(deals: usize) -> anyhow::Result<(PartnerStackSim, SimS
     Ok((ps, server))
 }
 
-/// An empty HubSpot simulator without the search rate limit (the daemon paces itself; the
-/// limit has its own tests) and with a daily allowance no run reaches.
+/// An empty HubSpot simulator without the burst limit (the daemon paces itself, and the
+/// ceiling's minimal client measures the simulator, not the limit; the limit has its own tests
+/// and the `backfill-burst` scenario sets one) and with a daily allowance no run reaches.
 pub async fn hubspot() -> anyhow::Result<(HubSpotSim, SimServer)> {
     let hs = HubSpotSim::new(demo::HS_TOKEN);
     hs.set_daily_limit(u64::MAX / 2);
+    hs.set_burst_limit(None);
     let server = SimServer::start(hs.router()).await?;
     Ok((hs, server))
 }

@@ -106,3 +106,27 @@ fn salesforce_jwt_key_is_checked_at_load() {
     assert_eq!(keys(&e), vec!["salesforce.private_key"]);
     assert!(e.errors[0].message.contains("no PEM block"));
 }
+
+#[test]
+fn hubspot_rate_limit_is_a_tier_and_must_be_positive() {
+    let with = |limit: &str| {
+        load_str(
+            &format!("{PRM}[hubspot]\naccess_token = {{ env = \"HS\" }}\nrate_limit = {limit}\n"),
+            &[("PS", "k"), ("HS", "t")],
+        )
+    };
+    let c = with("{ requests = 190, window_ms = 10000 }").expect("valid");
+    let CrmConfig::HubSpot(h) = c.crm else {
+        panic!("HubSpot expected")
+    };
+    assert_eq!(
+        h.rate_limit,
+        Some(crate::connector::Rate {
+            n: 190,
+            per: Duration::from_secs(10)
+        })
+    );
+    let e = with("{ requests = 0, window_ms = 10000 }").expect_err("zero");
+    assert_eq!(keys(&e), vec!["hubspot.rate_limit"]);
+    assert!(with("{ requests = 10, per = 1 }").is_err(), "unknown key");
+}

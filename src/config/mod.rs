@@ -209,6 +209,8 @@ pub struct HubSpotConfig {
     /// OAuth installation (refresh token + client id; the client secret above): when set, access
     /// tokens are obtained and refreshed ahead of `expires_in` instead of `access_token`.
     pub oauth: Option<HubSpotOAuthConfig>,
+    /// `hubspot.rate_limit`: the tier's short-window limit; `None` is the documented lowest.
+    pub rate_limit: Option<crate::connector::Rate>,
 }
 
 #[derive(Debug, Clone)]
@@ -461,7 +463,9 @@ fn validate_rest(r: RawRest, env: &Environment, errs: &mut Vec<ConfigError>) -> 
         errs.push(ConfigError {
             key: "rest.rate_limit_per_second".into(),
             message: "must be greater than 0".into(),
-            hint: Some("requests per second the PRM allows; leave it out for no pacing".into()),
+            hint: Some(
+                "requests per second the PRM allows; leave it out for the default 25".into(),
+            ),
         });
     }
     if r.objects.is_empty() {
@@ -601,11 +605,26 @@ fn validate_hubspot(
         (None, Some(_)) => SecretString::from(String::new()),
         (None, None) => missing("hubspot.access_token", errs),
     };
+    let rate_limit = h.rate_limit.and_then(|r| {
+        if r.requests == 0 || r.window_ms == 0 {
+            errs.push(ConfigError {
+                key: "hubspot.rate_limit".into(),
+                message: "requests and window_ms must be greater than 0".into(),
+                hint: Some("your tier's limit, e.g. { requests = 190, window_ms = 10000 }".into()),
+            });
+            return None;
+        }
+        Some(crate::connector::Rate {
+            n: r.requests,
+            per: Duration::from_millis(r.window_ms),
+        })
+    });
     HubSpotConfig {
         base_url,
         access_token,
         client_secret,
         oauth,
+        rate_limit,
     }
 }
 

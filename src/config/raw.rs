@@ -232,6 +232,17 @@ pub struct RawHubSpot {
     /// OAuth apps: the app's client id; with `refresh_token` it replaces `access_token`.
     pub client_id: Option<String>,
     pub refresh_token: Option<RawSecret>,
+    /// The portal's short-window limit, when its tier allows more than the documented lowest
+    /// (100 per 10 s): `{ requests = 190, window_ms = 10000 }`.
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// At most `requests` in any rolling window of `window_ms`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub requests: u32,
+    pub window_ms: u64,
 }
 
 fn hubspot_base_url() -> String {

@@ -2,6 +2,7 @@
 //! wire formats; the rest of prmsync sees [`Record`]s, [`WriteRequest`]s and typed errors.
 
 pub mod hubspot;
+pub mod pacer;
 pub mod partnerstack;
 pub mod reload;
 pub mod rest;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::model::{ObjectRef, Record, SystemKind};
+pub use pacer::{Lane, Limits, Pacer, Rate};
 
 /// What went wrong talking to a system, and whether trying again can help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +45,12 @@ impl ConnectorError {
             self,
             ConnectorError::RateLimited { .. } | ConnectorError::Transient(_)
         )
+    }
+
+    /// Whether the system pushed back (a rate limit, or a request held back because of one):
+    /// no failure of the request itself, so it never counts toward `max_attempts`.
+    pub fn is_back_pressure(&self) -> bool {
+        matches!(self, ConnectorError::RateLimited { .. })
     }
 
     /// The wait the system asked for, if any.
@@ -210,6 +218,27 @@ impl Connector {
             Connector::HubSpot(_) => SystemKind::HubSpot,
             Connector::Salesforce(_) => SystemKind::Salesforce,
             Connector::Rest(_) => SystemKind::Rest,
+        }
+    }
+
+    /// The pacer all of this connector's requests go through.
+    pub fn pacer(&self) -> &Pacer {
+        match self {
+            Connector::PartnerStack(c) => c.pacer(),
+            Connector::HubSpot(c) => c.pacer(),
+            Connector::Salesforce(c) => c.pacer(),
+            Connector::Rest(c) => c.pacer(),
+        }
+    }
+
+    /// This connector with a budget of `limits` (a vendor tier with other limits).
+    pub fn with_limits(self, limits: Limits) -> Connector {
+        let pacer = Pacer::new(self.kind(), limits);
+        match self {
+            Connector::PartnerStack(c) => Connector::PartnerStack(c.with_pacer(pacer)),
+            Connector::HubSpot(c) => Connector::HubSpot(c.with_pacer(pacer)),
+            Connector::Salesforce(c) => Connector::Salesforce(c.with_pacer(pacer)),
+            Connector::Rest(c) => Connector::Rest(c.with_pacer(pacer)),
         }
     }
 
@@ -433,6 +462,36 @@ impl Connector {
     }
 }
 
+/// Sends per-record writes one after another (PartnerStack and REST PRMs take one request per
+/// record), stopping at the first answer that pushes back (a rate limit or a refused
+/// credential): the records after it are not sent and get that error as their own, so a batch
+/// never keeps sending into a 429.
+pub(crate) async fn each_until_pushed_back<'w, F, Fut>(
+    writes: &'w [WriteRequest],
+    mut one: F,
+) -> Vec<Result<WriteAck, ConnectorError>>
+where
+    F: FnMut(&'w WriteRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<WriteAck, ConnectorError>>,
+{
+    let mut out = Vec::with_capacity(writes.len());
+    for w in writes {
+        let r = one(w).await;
+        let stop = match &r {
+            Err(e @ (ConnectorError::RateLimited { .. } | ConnectorError::Auth(_))) => {
+                Some(e.clone())
+            }
+            _ => None,
+        };
+        out.push(r);
+        if let Some(e) = stop {
+            out.resize(writes.len(), Err(e));
+            break;
+        }
+    }
+    out
+}
+
 /// Whether the system's API can change `field` of a record of `object` (PartnerStack deals take
 /// only the PATCH body parameters; other systems are not known to refuse a field).
 pub fn field_writable(object: &ObjectRef, field: &str) -> bool {
@@ -463,10 +522,32 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
         .expect("the HTTP client's fixed settings are valid")
 }
 
-/// Sends one request to `system`, counting it in `prmsync_http_client_requests_total` and its
-/// time to the response headers in `prmsync_http_client_request_duration_seconds` (by status
-/// class; `error` without an answer). Every connector sends through here.
+/// Sends one request to the pacer's system: every connector request goes through here. It waits
+/// for the credential's budget ([`Pacer::admit`]: one token per request, in its `lane`), sends
+/// nothing while the system is on hold after a 429 (the request fails at once as
+/// [`ConnectorError::RateLimited`] with the wait left), and holds the whole system when the
+/// answer is a 429 (its `Retry-After`, else a second; the connector's own reading of the answer
+/// may lengthen the hold through [`Pacer::note`]). It counts the request in
+/// `prmsync_http_client_requests_total` and its time to the response headers in
+/// `prmsync_http_client_request_duration_seconds` (by status class; `error` without an answer).
 pub async fn send(
+    pacer: &Pacer,
+    lane: Lane,
+    req: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, ConnectorError> {
+    pacer.admit(lane).await?;
+    let resp = dispatch(pacer.system(), req).await?;
+    if resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        pacer.hold(retry_after(resp.headers()).unwrap_or(MIN_HOLD));
+    }
+    Ok(resp)
+}
+
+/// The hold after a 429 that names no wait, until the connector reads the answer.
+const MIN_HOLD: Duration = Duration::from_secs(1);
+
+/// Sends and meters one request.
+async fn dispatch(
     system: SystemKind,
     req: reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, ConnectorError> {
@@ -477,13 +558,14 @@ pub async fn send(
     result.map_err(transport)
 }
 
-/// [`send`] for an access-token request (OAuth refresh, JWT bearer grant), also counted in
-/// `prmsync_token_refreshes_total` by result.
+/// An access-token request (OAuth refresh, JWT bearer grant), metered like [`send`] and also
+/// counted in `prmsync_token_refreshes_total` by result. It goes to the authorisation server,
+/// which has its own limits, so it is neither paced nor held.
 pub async fn send_token_request(
     system: SystemKind,
     req: reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, ConnectorError> {
-    let result = send(system, req).await;
+    let result = dispatch(system, req).await;
     let ok = result.as_ref().is_ok_and(|r| r.status().is_success());
     crate::telemetry::meters::meters().token_refresh(system, ok);
     result

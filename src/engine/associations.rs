@@ -95,7 +95,6 @@ impl Engine {
                     .iter()
                     .map(|r| (r.from_id.clone(), r.to_id.clone()))
                     .collect();
-                self.spend(system).await;
                 let results = match conn.associate(&from, &to, &kind, &pairs).await {
                     Ok(r) => r,
                     Err(e) => vec![Err(e); pairs.len()],

@@ -28,7 +28,6 @@ impl Engine {
             held: self
                 .hold(crm_kind)
                 .map(|h| ConnectorError::Transient(format!("{crm_kind} is on hold: {h:?}"))),
-            budget: self.budgets.get(&crm_kind),
             failed: &failed,
         };
         let prm = self.prm.kind();

@@ -112,7 +112,6 @@ impl Engine {
             .settings
             .retry
             .run(|| async {
-                self.spend(object.system).await;
                 conn.read_deletes(&object.object, start, now)
                     .await
                     .unwrap_or(Ok(Vec::new()))
@@ -136,7 +135,6 @@ impl Engine {
                 .settings
                 .retry
                 .run(|| async {
-                    self.spend(object.system).await;
                     conn.read_conversions(&object.object, start)
                         .await
                         .unwrap_or(Ok(Vec::new()))

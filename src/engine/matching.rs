@@ -15,6 +15,8 @@ use super::plan::Found;
 #[derive(Debug, Default)]
 pub struct Prefetched {
     per_rule: Vec<BTreeMap<String, Vec<MatchCandidate>>>,
+    /// Per rule: normalised keys whose search the target refuses for good, with its answer.
+    refused: Vec<BTreeMap<String, String>>,
     /// Target ids this batch has linked a record to already.
     claimed: BTreeSet<String>,
 }
@@ -65,20 +67,23 @@ pub async fn prefetch<'r>(
         }
     }
     let mut per_rule = Vec::with_capacity(rules.rules.len());
+    let mut refused_per_rule = Vec::with_capacity(rules.rules.len());
     for (rule, keys) in rules.rules.iter().zip(keys) {
         let mut found: BTreeMap<String, Vec<MatchCandidate>> =
             keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+        let mut refused = BTreeMap::new();
         if !keys.is_empty() {
-            let values: Vec<String> = keys
-                .iter()
-                .flat_map(|k| search_values(rule.normalise, k))
-                .collect();
-            let also = [m.external_id.clone()];
-            // Quick retries like a poll's reads; what still fails is the caller's to defer.
-            let hits = retry
-                .run(|| conn.find_matches(&m.target.object, &rule.target, &values, &also))
-                .await?;
-            for c in hits.into_values().flatten() {
+            let keys: Vec<String> = keys.into_iter().collect();
+            let search = Search {
+                conn,
+                retry,
+                object: &m.target.object,
+                field: &rule.target,
+                normalise: rule.normalise,
+                also: [m.external_id.clone()],
+            };
+            let hits = search.isolating(&keys, &mut refused).await?;
+            for c in hits {
                 // The CRM's comparison is looser than ours: keep what normalises to the key.
                 let Some(list) = rule.target_key(&c.fields).and_then(|k| found.get_mut(&k)) else {
                     continue;
@@ -93,11 +98,62 @@ pub async fn prefetch<'r>(
             tracing::debug!(flow = %m.name, field = %rule.target, keys = keys.len(), "searched for existing records");
         }
         per_rule.push(found);
+        refused_per_rule.push(refused);
     }
     Ok(Prefetched {
         per_rule,
+        refused: refused_per_rule,
         claimed: BTreeSet::new(),
     })
+}
+
+/// One rule's lookup in the target.
+struct Search<'a> {
+    conn: &'a Connector,
+    retry: &'a RetryPolicy,
+    object: &'a str,
+    field: &'a str,
+    normalise: Normalise,
+    also: [String; 1],
+}
+
+impl Search<'_> {
+    /// Searches for `keys` (retried briefly under `retry`). A search the target refuses for good
+    /// is split in halves and each half searched again, down to one key, whose refusal is noted
+    /// in `refused` (its records are dead-lettered; the other keys' records are planned). What
+    /// still fails with a retryable error is the caller's to defer (the batch stays staged).
+    async fn isolating(
+        &self,
+        keys: &[String],
+        refused: &mut BTreeMap<String, String>,
+    ) -> Result<Vec<MatchCandidate>, ConnectorError> {
+        let values: Vec<String> = keys
+            .iter()
+            .flat_map(|k| search_values(self.normalise, k))
+            .collect();
+        let found = self
+            .retry
+            .run(|| {
+                self.conn
+                    .find_matches(self.object, self.field, &values, &self.also)
+            })
+            .await;
+        match found {
+            Ok(hits) => Ok(hits.into_values().flatten().collect()),
+            Err(e @ (ConnectorError::Permanent(_) | ConnectorError::Conflict(_))) => {
+                if let [key] = keys {
+                    tracing::warn!(object = self.object, field = self.field, key, error = %e, "match search refused for one key; its records go to the dead letters");
+                    refused.insert(key.clone(), e.to_string());
+                    return Ok(Vec::new());
+                }
+                let (left, right) = keys.split_at(keys.len() / 2);
+                let mut hits = Box::pin(self.isolating(left, refused)).await?;
+                hits.extend(Box::pin(self.isolating(right, refused)).await?);
+                Ok(hits)
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl Prefetched {
@@ -112,6 +168,13 @@ impl Prefetched {
             candidates,
             claimed: &self.claimed,
         })
+    }
+
+    /// The target's refusal of the search that decides for `rec`, when it refused it for good.
+    pub fn refused(&self, m: &Mapping, rec: &Record) -> Option<&str> {
+        let rules = m.matching.as_ref()?;
+        let (i, key) = deciding_rule(rules, rec)?;
+        self.refused.get(i)?.get(&key).map(String::as_str)
     }
 
     /// Remembers the existing record a decision linked to, so no later record of the batch is

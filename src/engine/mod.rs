@@ -3,7 +3,6 @@
 //! once in order. The stages live in their own files; `pipeline` runs each as its own task.
 
 mod associations;
-pub mod budget;
 mod decider;
 pub mod deletes;
 pub mod dryrun;
@@ -197,7 +196,6 @@ pub struct Engine {
     clock: Clock,
     failpoints: FailPoints,
     holds: Holds,
-    budgets: BTreeMap<SystemKind, budget::Budget>,
     signals: Signals,
     /// The planner and the rules decider both plan outbox writes from link state: one at a time.
     planning: tokio::sync::Mutex<()>,
@@ -227,12 +225,7 @@ impl Engine {
         settings: EngineSettings,
         clock: Clock,
     ) -> Self {
-        let budgets = [prm.kind(), crm.kind()]
-            .into_iter()
-            .map(|k| (k, budget::Budget::new(budget::Limits::documented(k))))
-            .collect();
         Engine {
-            budgets,
             store,
             prm,
             crm,
@@ -264,19 +257,15 @@ impl Engine {
             .clone()
     }
 
-    /// Replaces a credential's API budget (a vendor tier with other limits).
-    pub fn with_limits(mut self, system: SystemKind, limits: budget::Limits) -> Self {
-        self.budgets.insert(system, budget::Budget::new(limits));
-        self
-    }
-
-    /// Waits until the budget of `system`'s credential allows one more request.
-    async fn spend(&self, system: SystemKind) {
-        if let Some(b) = self.budgets.get(&system)
-            && b.acquire().await
-        {
-            crate::telemetry::meters::meters().rate_limit_wait(system, "budget");
+    /// Replaces a credential's API budget (a vendor tier with other limits): its connector's
+    /// pacer, which every request to the system goes through (`connector::send`).
+    pub fn with_limits(mut self, system: SystemKind, limits: crate::connector::Limits) -> Self {
+        if self.prm.kind() == system {
+            self.prm = self.prm.with_limits(limits);
+        } else if self.crm.kind() == system {
+            self.crm = self.crm.with_limits(limits);
         }
+        self
     }
 
     /// Arms fail points (crash tests; see [`crate::failpoint`]).
@@ -410,7 +399,6 @@ impl Engine {
         if !self.holds.probe_due(system, (self.clock)()) {
             return Ok(());
         }
-        self.spend(system).await;
         match conn.health().await {
             Ok(()) => self.credential_loaded(system).await?,
             Err(e) => tracing::debug!(%system, error = %e, "still needs re-authorisation"),

@@ -47,6 +47,7 @@ pub mod action {
     pub const NO_MATCH: &str = "skip_no_match";
     pub const AMBIGUOUS_SKIPPED: &str = "skip_ambiguous_match";
     pub const AMBIGUOUS: &str = "match_ambiguous";
+    pub const SEARCH_REFUSED: &str = "match_search_refused";
 }
 
 /// A write that would return the written side to a state it was in at least `limit` times
@@ -198,6 +199,37 @@ pub struct Found<'a> {
     pub candidates: &'a [MatchCandidate],
     /// Candidates other records of the same batch were just linked to.
     pub claimed: &'a BTreeSet<String>,
+}
+
+/// A record whose match-rule search the target refuses for good (a 400 for its key): it goes to
+/// the dead letters with the refusal, and the rest of its batch is planned as usual.
+pub fn match_search_refused(m: &Mapping, rec: &Record, refusal: &str) -> Decision {
+    let reason = format!(
+        "{} refused the match search for this record: {refusal}",
+        m.target.system
+    );
+    let mut l = ledger(
+        m,
+        Direction::ToTarget,
+        &rec.id,
+        None,
+        action::SEARCH_REFUSED,
+    );
+    l.detail = Some(reason.clone());
+    Decision {
+        dead_letter: Some(DeadLetter {
+            origin: "inbox",
+            flow: Some(m.name.clone()),
+            system: m.source.system,
+            object: m.source.object.clone(),
+            record_id: rec.id.clone(),
+            payload: Value::Object(rec.fields.clone()),
+            reason,
+            attempts: 0,
+        }),
+        ledger: Some(l),
+        ..Decision::default()
+    }
 }
 
 /// [`forward_with`] for a record the engine searched the target for (its flow has match rules

@@ -247,8 +247,13 @@ impl Engine {
             // Within a batch, later decisions see earlier ones' link observations.
             for item in forward {
                 let rec = &item.change.record;
-                let found = prefetched.found(m, rec);
-                let d = plan::forward_matched(m, rec, links.get(&rec.id), &lookups, found);
+                let d = match prefetched.refused(m, rec) {
+                    Some(refusal) => plan::match_search_refused(m, rec, refusal),
+                    None => {
+                        let found = prefetched.found(m, rec);
+                        plan::forward_matched(m, rec, links.get(&rec.id), &lookups, found)
+                    }
+                };
                 let d = self.guard_flips(m, d, links.get_mut(&rec.id), &mut commit);
                 if d.dead_letter.is_none() && m.accepts(&rec.fields) {
                     commit

@@ -81,7 +81,6 @@ impl Engine {
                 .settings
                 .retry
                 .run(|| async {
-                    self.spend(object.system).await;
                     conn.read_managed_changes(
                         &object.object,
                         since,

@@ -47,8 +47,6 @@ pub struct CrmSource<'a> {
     /// Set when the CRM must be left alone (it asked for a pause, or its credential died): no
     /// facts are read and the groups wait, rather than being decided without them.
     pub held: Option<ConnectorError>,
-    /// The credential's API budget; every facts request spends from it.
-    pub budget: Option<&'a super::budget::Budget>,
     /// The error that stopped the facts read, for the engine to hold the system on.
     pub failed: &'a std::sync::Mutex<Option<ConnectorError>>,
 }
@@ -110,9 +108,6 @@ impl<'a> FactsCache<'a> {
         let read = source
             .retry
             .run(|| async {
-                if let Some(b) = source.budget {
-                    b.acquire().await;
-                }
                 match source.connector.crm_facts(&q).await {
                     Some(r) => r,
                     // This CRM's facts are not read (docs/rules.md): the rules see none.

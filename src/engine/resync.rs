@@ -149,7 +149,6 @@ impl Engine {
             .settings
             .retry
             .run(|| async {
-                self.spend(object.system).await;
                 conn.read_changes(&object.object, r.since_ms, &fields, r.page.as_deref())
                     .await
             })

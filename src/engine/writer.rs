@@ -25,6 +25,32 @@ pub fn max_in_flight(system: SystemKind) -> usize {
     }
 }
 
+/// Sends `writes` as one call. When the system refuses the whole call for good (a batch-level
+/// 400: one bad record fails a HubSpot batch), the batch is split in halves and each half is sent
+/// again, down to single records: the bad records are isolated with their own error and the good
+/// ones are written. A retryable refusal is not split (it is the batch's to retry).
+async fn write_bisecting(
+    conn: &crate::connector::Connector,
+    object: &str,
+    writes: &[WriteRequest],
+) -> Result<Vec<Result<crate::connector::WriteAck, ConnectorError>>, ConnectorError> {
+    match conn.write(object, writes).await {
+        Err(ConnectorError::Permanent(why)) if writes.len() > 1 => {
+            tracing::info!(object, records = writes.len(), error = %why, "batch refused as a whole; sending it in halves to isolate the bad records");
+            let (left, right) = writes.split_at(writes.len() / 2);
+            let mut out = Vec::with_capacity(writes.len());
+            for half in [left, right] {
+                match Box::pin(write_bisecting(conn, object, half)).await {
+                    Ok(results) => out.extend(results),
+                    Err(e) => out.extend(std::iter::repeat_n(Err(e), half.len())),
+                }
+            }
+            Ok(out)
+        }
+        other => other,
+    }
+}
+
 /// Outbox rows, and the records they write, that are in a batch on its way.
 #[derive(Debug, Default)]
 pub(super) struct Claims {
@@ -159,9 +185,8 @@ impl Engine {
             })
             .collect();
         self.failpoints.hit("drain.before_send");
-        self.spend(system).await;
         let sent = match batch.op {
-            WriteOp::Upsert => conn.write(&batch.object, &requests).await,
+            WriteOp::Upsert => write_bisecting(conn, &batch.object, &requests).await,
             WriteOp::Delete => deletes::send(conn, &batch.object, items).await,
         };
         let results = match sent {
@@ -205,27 +230,35 @@ impl Engine {
                         ConnectorError::RateLimited { .. } | ConnectorError::Auth(_)
                     );
                     let flow = &item.write.flow;
-                    if e.is_retryable() && item.attempts + 1 < self.settings.retry.max_attempts {
+                    let retry = |next_attempt_ms: i64, counted: bool| WriteOutcome::Retry {
+                        outbox_id: item.id,
+                        idempotency_key: item.write.idempotency_key(),
+                        next_attempt_ms,
+                        error: e.to_string(),
+                        counted,
+                    };
+                    let after = |wait: std::time::Duration| {
+                        now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2)
+                    };
+                    if e.is_back_pressure() {
+                        // The system asked to wait: the write goes again when the wait ends,
+                        // and the wait is no failure of the write (no attempt is counted).
+                        report.retried += 1;
+                        let wait = self.settings.retry.delay(0, e.retry_after());
+                        tracing::debug!(%system, %flow, record = %item.write.source_id, error = %e, ?wait, "write pushed back; will go when the wait ends");
+                        outcomes.push(retry(after(wait), false));
+                    } else if e.is_retryable()
+                        && item.attempts + 1 < self.settings.retry.max_attempts
+                    {
                         report.retried += 1;
                         let wait = self.settings.retry.delay(item.attempts, e.retry_after());
                         tracing::warn!(%system, %flow, record = %item.write.source_id, attempt = item.attempts + 1, error = %e, ?wait, "write failed; will retry");
-                        outcomes.push(WriteOutcome::Retry {
-                            outbox_id: item.id,
-                            idempotency_key: item.write.idempotency_key(),
-                            next_attempt_ms: now
-                                + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2),
-                            error: e.to_string(),
-                        });
+                        outcomes.push(retry(after(wait), true));
                     } else if matches!(e, ConnectorError::Auth(_)) {
                         // Credentials are the operator's to fix; the connection is on hold and
                         // the write stays queued until it resumes (which makes it due).
                         report.retried += 1;
-                        outcomes.push(WriteOutcome::Retry {
-                            outbox_id: item.id,
-                            idempotency_key: item.write.idempotency_key(),
-                            next_attempt_ms: now + holds::REAUTH_PROBE_MS,
-                            error: e.to_string(),
-                        });
+                        outcomes.push(retry(now + holds::REAUTH_PROBE_MS, false));
                     } else {
                         report.dead_lettered += 1;
                         tracing::error!(%system, %flow, record = %item.write.source_id, error = %e, "write failed for good; moved to dead letters");

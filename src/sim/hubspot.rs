@@ -58,7 +58,6 @@ const SEARCH_CAP: usize = 10_000;
 const DAILY_LIMIT: u64 = 500_000;
 /// "Four requests per second and per authentication token" for search.
 const SEARCH_PER_SECOND: usize = 4;
-const SECONDLY_LIMIT: u64 = 19;
 
 /// Counts the tests assert on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,6 +86,25 @@ pub struct Stats {
 pub struct BurstLimit {
     pub max: u64,
     pub window: std::time::Duration,
+}
+
+impl BurstLimit {
+    /// The documented lowest tier (and every OAuth app): 100 requests per 10 seconds. A new
+    /// simulator enforces it.
+    pub const DOCUMENTED: BurstLimit = BurstLimit {
+        max: 100,
+        window: std::time::Duration::from_secs(10),
+    };
+
+    fn window_ms(self) -> i64 {
+        i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// The same rate per second (the `-Secondly` header family), at least one.
+    fn per_second(self) -> u64 {
+        let secs = self.window.as_secs_f64().max(0.001);
+        ((self.max as f64 / secs).ceil() as u64).max(1)
+    }
 }
 
 /// Which limits a request counts against.
@@ -146,23 +164,70 @@ struct Inner {
     event_seq: u64,
     /// Searches with an `IN` filter (match-rule lookups) still to answer with a 500.
     failing_match_searches: u32,
+    /// Ids whose presence makes a whole batch upsert fail with a 400 (see
+    /// [`HubSpotSim::refuse_batches_with`]).
+    poison_ids: HashSet<String>,
+    /// Searches for these values answer 400, as HubSpot refuses a malformed filter value.
+    poison_search_values: HashSet<String>,
 }
 
 impl Inner {
-    /// Counts a request against the burst limit; false if the window is full.
-    fn within_burst(&mut self, now: i64) -> bool {
-        let Some(b) = self.burst else {
-            return true;
-        };
-        let window = i64::try_from(b.window.as_millis()).unwrap_or(i64::MAX);
+    /// Drops the arrivals that left the rolling window.
+    fn roll(&mut self, now: i64) {
+        let window = self.burst.map_or(10_000, BurstLimit::window_ms);
         while self.burst_times.front().is_some_and(|t| now - *t >= window) {
             self.burst_times.pop_front();
         }
-        if self.burst_times.len() as u64 >= b.max {
+    }
+
+    /// Counts a request against the burst limit; false if the window is full.
+    fn within_burst(&mut self, now: i64) -> bool {
+        self.roll(now);
+        if self
+            .burst
+            .is_some_and(|b| self.burst_times.len() as u64 >= b.max)
+        {
             return false;
         }
         self.burst_times.push_back(now);
         true
+    }
+
+    /// Both families of rate-limit headers, live from the rolling window: `-Max`, `-Remaining`,
+    /// `-Interval-Milliseconds` for the burst window, `-Secondly(-Remaining)` for the last second
+    /// at the same rate, and the daily pair.
+    fn limit_headers(&mut self, now: i64) -> [(&'static str, u64); 7] {
+        self.roll(now);
+        let b = self.burst.unwrap_or(BurstLimit::DOCUMENTED);
+        let in_window = self.burst_times.len() as u64;
+        let last_second = self
+            .burst_times
+            .iter()
+            .rev()
+            .take_while(|t| now - **t < 1000)
+            .count() as u64;
+        let secondly = b.per_second();
+        [
+            ("x-hubspot-ratelimit-daily", self.daily_limit),
+            (
+                "x-hubspot-ratelimit-daily-remaining",
+                self.daily_limit.saturating_sub(self.stats.requests),
+            ),
+            ("x-hubspot-ratelimit-secondly", secondly),
+            (
+                "x-hubspot-ratelimit-secondly-remaining",
+                secondly.saturating_sub(last_second),
+            ),
+            ("x-hubspot-ratelimit-max", b.max),
+            (
+                "x-hubspot-ratelimit-remaining",
+                b.max.saturating_sub(in_window),
+            ),
+            (
+                "x-hubspot-ratelimit-interval-milliseconds",
+                u64::try_from(b.window_ms()).unwrap_or(u64::MAX),
+            ),
+        ]
     }
 
     /// Queues a webhook event for a change, when webhooks are on.
@@ -225,6 +290,7 @@ impl HubSpotSim {
             inner.search_cap = SEARCH_CAP;
             inner.search_rate = Some(SEARCH_PER_SECOND);
             inner.daily_limit = DAILY_LIMIT;
+            inner.burst = Some(BurstLimit::DOCUMENTED);
         }
         sim
     }
@@ -291,7 +357,8 @@ impl HubSpotSim {
         self.lock().search_rate = per_second;
     }
 
-    /// Non-search requests allowed per rolling window before 429 (`None`: no burst limit).
+    /// Non-search requests allowed per rolling window before 429 (`None`: no burst limit; a new
+    /// simulator has [`BurstLimit::DOCUMENTED`]).
     pub fn set_burst_limit(&self, limit: Option<BurstLimit>) {
         let mut inner = self.lock();
         inner.burst = limit;
@@ -500,6 +567,18 @@ impl HubSpotSim {
         *self.token.lock().unwrap_or_else(|p| p.into_inner()) = token.to_owned();
     }
 
+    /// Any batch upsert that carries `id` is refused as a whole with a 400 `VALIDATION_ERROR`,
+    /// as HubSpot refuses a batch for one bad input (e.g. a property it does not have).
+    pub fn refuse_batches_with(&self, id: &str) {
+        self.lock().poison_ids.insert(id.to_owned());
+    }
+
+    /// A search whose filters name `value` is refused with a 400 `VALIDATION_ERROR` (a value the
+    /// search cannot take), every time.
+    pub fn refuse_searches_for(&self, value: &str) {
+        self.lock().poison_search_values.insert(value.to_owned());
+    }
+
     /// Like [`HubSpotSim::inject`], but only batch upserts get them.
     pub fn inject_upsert_faults<I: Into<Injected>>(&self, faults: impl IntoIterator<Item = I>) {
         self.lock()
@@ -534,10 +613,12 @@ impl HubSpotSim {
         }
         if call != Call::Search && !inner.within_burst(now) {
             inner.stats.burst_rate_limited += 1;
-            return Err(rate_limited(
-                "SECONDLY",
-                "You have reached your secondly limit.",
-            ));
+            let mut resp = rate_limited(
+                "TEN_SECONDLY_ROLLING",
+                "You have reached your ten_secondly_rolling limit.",
+            );
+            put_headers(&mut resp, inner.limit_headers(now));
+            return Err(resp);
         }
         let fault = if call == Call::Upsert && !inner.upsert_faults.is_empty() {
             inner.upsert_faults.pop_front()
@@ -589,37 +670,24 @@ impl HubSpotSim {
         Ok(())
     }
 
-    /// Both families of rate-limit headers; clients must treat all of them as optional.
+    /// Both families of rate-limit headers, live; clients must treat all of them as optional.
     fn limit_headers(&self, mut resp: Response) -> Response {
-        let (used, daily, burst) = {
-            let inner = self.lock();
-            let burst = inner.burst.map(|b| {
-                let window = u64::try_from(b.window.as_millis()).unwrap_or(u64::MAX);
-                let left = b.max.saturating_sub(inner.burst_times.len() as u64);
-                (b.max, left, window)
-            });
-            (inner.stats.requests, inner.daily_limit, burst)
-        };
-        let (max, remaining, interval) = burst.unwrap_or((190, 189, 10_000));
-        let h = resp.headers_mut();
-        let mut put = |k: &'static str, v: u64| {
-            h.insert(k, HeaderValue::from(v));
-        };
-        put("x-hubspot-ratelimit-daily", daily);
-        put(
-            "x-hubspot-ratelimit-daily-remaining",
-            daily.saturating_sub(used),
-        );
-        put("x-hubspot-ratelimit-secondly", SECONDLY_LIMIT);
-        put("x-hubspot-ratelimit-secondly-remaining", SECONDLY_LIMIT - 1);
-        put("x-hubspot-ratelimit-max", max);
-        put("x-hubspot-ratelimit-remaining", remaining);
-        put("x-hubspot-ratelimit-interval-milliseconds", interval);
+        let now = jiff::Timestamp::now().as_millisecond();
+        let headers = self.lock().limit_headers(now);
+        put_headers(&mut resp, headers);
         resp
     }
 }
 
-/// HubSpot's 429 body; `policyName` tells which limit was hit.
+fn put_headers(resp: &mut Response, headers: [(&'static str, u64); 7]) {
+    let h = resp.headers_mut();
+    for (k, v) in headers {
+        h.insert(k, HeaderValue::from(v));
+    }
+}
+
+/// HubSpot's 429 body; `policyName` tells which limit was hit (`DAILY`, `SECONDLY` for search,
+/// `TEN_SECONDLY_ROLLING` for the burst window), `category` is `RATE_LIMITS`.
 fn rate_limited(policy: &str, message: &str) -> Response {
     (
         StatusCode::TOO_MANY_REQUESTS,
@@ -627,6 +695,7 @@ fn rate_limited(policy: &str, message: &str) -> Response {
             "status": "error",
             "message": message,
             "errorType": "RATE_LIMIT",
+            "category": "RATE_LIMITS",
             "correlationId": correlation_id(),
             "policyName": policy,
             "requestId": correlation_id(),
@@ -1052,6 +1121,19 @@ async fn batch_write(
             .map(str::to_owned);
         parsed.push((id.to_owned(), id_property, strings));
     }
+    if let Some((bad, _, _)) = {
+        let inner = sim.lock();
+        parsed
+            .iter()
+            .find(|(id, _, _)| inner.poison_ids.contains(id))
+            .cloned()
+    } {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            &format!("Property values were not valid for input {bad}"),
+        );
+    }
     let mut results = Vec::new();
     let mut errors = Vec::new();
     let mut seen = HashSet::new();
@@ -1195,6 +1277,31 @@ fn invalid_property(object: &str, props: &BTreeMap<String, String>) -> Option<St
     properties::first_invalid(object, props)
 }
 
+/// A filter value of `body` the simulator was told to refuse ([`HubSpotSim::refuse_searches_for`]).
+fn poisoned_filter_value(sim: &HubSpotSim, body: &Value) -> Option<String> {
+    let inner = sim.lock();
+    if inner.poison_search_values.is_empty() {
+        return None;
+    }
+    let groups = body.get("filterGroups").and_then(Value::as_array)?;
+    groups
+        .iter()
+        .filter_map(|g| g.get("filters").and_then(Value::as_array))
+        .flatten()
+        .flat_map(|f| {
+            let one = f.get("value").into_iter();
+            let many = f
+                .get("values")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten();
+            one.chain(many)
+        })
+        .filter_map(Value::as_str)
+        .find(|v| inner.poison_search_values.contains(*v))
+        .map(str::to_owned)
+}
+
 async fn search(
     State(sim): State<HubSpotSim>,
     headers: HeaderMap,
@@ -1217,6 +1324,13 @@ async fn search(
     };
     if let Some(why) = search_rules::refused(&body) {
         return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &why);
+    }
+    if let Some(bad) = poisoned_filter_value(&sim, &body) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            &format!("There was a problem with the request: invalid filter value {bad}"),
+        );
     }
     let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
     if !(1..=200).contains(&limit) {

@@ -301,6 +301,9 @@ pub enum WriteOutcome {
         idempotency_key: String,
         next_attempt_ms: i64,
         error: String,
+        /// Whether this try counts toward `max_attempts`: a real failure does; back-pressure
+        /// (a rate limit, a paused connection) does not.
+        counted: bool,
     },
     /// Give up: move it to the dead letters with the reason.
     Dead {

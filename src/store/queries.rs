@@ -680,13 +680,20 @@ pub(super) fn complete_writes(
                 idempotency_key,
                 next_attempt_ms,
                 error,
+                counted,
             } => {
                 // A row replaced by a newer plan keeps its fresh schedule.
                 tx.prepare_cached(
-                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3
+                    "UPDATE outbox SET attempts = attempts + ?5, next_attempt_ms = ?2, last_error = ?3
                      WHERE id = ?1 AND idempotency_key = ?4",
                 )?
-                .execute(params![outbox_id, next_attempt_ms, error, idempotency_key])?;
+                .execute(params![
+                    outbox_id,
+                    next_attempt_ms,
+                    error,
+                    idempotency_key,
+                    i64::from(*counted)
+                ])?;
             }
             WriteOutcome::Dead {
                 outbox_id,

@@ -522,7 +522,16 @@ async fn salesforce_faults_are_typed_and_lose_nothing() {
     let results = loop {
         match sf.conn.write("Opportunity", &writes).await {
             Ok(r) => break r,
-            Err(e) => errors.push(e),
+            Err(e) => {
+                if e.retry_after().is_some() {
+                    let sent = sf.sim.request_log().len();
+                    let held = sf.conn.write("Opportunity", &writes).await;
+                    assert!(matches!(held, Err(ConnectorError::RateLimited { .. })));
+                    assert_eq!(sf.sim.request_log().len(), sent, "nothing sent in the hold");
+                    sf.conn.pacer().release();
+                }
+                errors.push(e);
+            }
         }
         assert!(errors.len() < 10, "faults never cleared: {errors:?}");
     };
@@ -750,7 +759,20 @@ mod hubspot {
         let r = loop {
             match conn.write("deals", &writes).await {
                 Ok(r) => break r,
-                Err(e) => errors.push(e),
+                Err(e) => {
+                    if e.retry_after().is_some() {
+                        // The 429 holds the portal: the next call is refused unsent.
+                        let sent = sim.request_log().len();
+                        let held = conn.write("deals", &writes).await.expect_err("held");
+                        assert!(
+                            matches!(&held, ConnectorError::RateLimited { detail, .. } if detail.contains("not sent")),
+                            "{held:?}"
+                        );
+                        assert_eq!(sim.request_log().len(), sent, "nothing sent in the hold");
+                        conn.pacer().release();
+                    }
+                    errors.push(e);
+                }
             }
             assert!(errors.len() < 10, "{errors:?}");
         };
@@ -798,9 +820,10 @@ mod hubspot {
         let l = conn.rate_limits();
         assert_eq!(
             (l.daily, l.secondly, l.max),
-            (Some(500_000), Some(19), Some(190))
+            (Some(500_000), Some(10), Some(100))
         );
         assert!(l.daily_remaining.is_some() && l.interval_ms == Some(10_000));
+        assert_eq!((l.remaining, l.secondly_remaining), (Some(99), Some(9)));
         sim.set_daily_limit(1);
         let err = conn.health().await.expect_err("daily limit");
         let wait = err.retry_after().expect("rate limited");
@@ -810,6 +833,77 @@ mod hubspot {
         );
         assert!(err.to_string().contains("DAILY"));
         assert_eq!(sim.stats().daily_rate_limited, 1);
+    }
+
+    /// The simulator's limits as HubSpot documents them: live `X-HubSpot-RateLimit-*` headers
+    /// from the rolling window, a 429 past the burst with `category: RATE_LIMITS` and
+    /// `policyName`, and search at four per second (the fifth gets a 429 `SECONDLY`).
+    #[tokio::test]
+    async fn hubspot_simulator_limits_are_a_rolling_window_with_live_headers() {
+        let (sim, server, _conn) = start().await;
+        sim.set_burst_limit(Some(prmsync::sim::hubspot::BurstLimit {
+            max: 3,
+            window: Duration::from_secs(60),
+        }));
+        let http = http_client(Duration::from_secs(5));
+        let get = || {
+            http.get(server.url("/crm/v3/objects/deals"))
+                .bearer_auth(TOKEN)
+                .send()
+        };
+        let header = |r: &reqwest::Response, k: &str| {
+            r.headers()
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let mut remaining = Vec::new();
+        for _ in 0..3 {
+            let r = get().await.expect("answered");
+            assert_eq!(r.status(), 200);
+            remaining.push(header(&r, "x-hubspot-ratelimit-remaining"));
+            assert_eq!(header(&r, "x-hubspot-ratelimit-max"), Some(3));
+            assert_eq!(
+                header(&r, "x-hubspot-ratelimit-interval-milliseconds"),
+                Some(60_000)
+            );
+        }
+        assert_eq!(remaining, vec![Some(2), Some(1), Some(0)]);
+        let r = get().await.expect("answered");
+        assert_eq!(r.status(), 429);
+        assert_eq!(header(&r, "x-hubspot-ratelimit-remaining"), Some(0));
+        let body: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(body["category"], "RATE_LIMITS");
+        assert_eq!(body["errorType"], "RATE_LIMIT");
+        assert_eq!(body["policyName"], "TEN_SECONDLY_ROLLING");
+        assert_eq!(sim.stats().burst_rate_limited, 1);
+
+        // Search has its own limit: four per second, not counted in the burst window.
+        let search = || {
+            http.post(server.url("/crm/v3/objects/deals/search"))
+                .bearer_auth(TOKEN)
+                .json(&json!({}))
+                .send()
+        };
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            statuses.push(search().await.expect("answered").status().as_u16());
+        }
+        // Five searches sent back to back usually land within one second, and the fifth is
+        // refused; either way no more than four pass inside any second.
+        let refused = statuses.iter().filter(|s| **s == 429).count();
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 429),
+            "{statuses:?}"
+        );
+        assert_eq!(refused, sim.stats().search_rate_limited as usize);
+        let log = sim.request_log();
+        let passed: Vec<i64> = log
+            .iter()
+            .filter(|r| r.path.ends_with("/search") && r.status == 200)
+            .map(|r| r.at_ms)
+            .collect();
+        assert!(passed.windows(5).all(|w| w[4] - w[0] >= 1000), "{passed:?}");
     }
 
     #[tokio::test]
@@ -831,8 +925,8 @@ mod hubspot {
             0,
             "the simulator's 4/s limit was never hit"
         );
-        // The request log shows the pacing: no two searches closer than the 300 ms slot allows
-        // (a lower bound, so a slow machine cannot make it flaky).
+        // The request log shows the pacing: no five searches inside one second (a lower bound,
+        // so a slow machine cannot make it flaky).
         let mut at: Vec<i64> = sim
             .request_log()
             .iter()
@@ -841,7 +935,7 @@ mod hubspot {
             .collect();
         at.sort_unstable();
         assert_eq!(at.len(), 8);
-        assert!(at.windows(2).all(|w| w[1] - w[0] >= 250), "{at:?}");
+        assert!(at.windows(5).all(|w| w[4] - w[0] >= 1000), "{at:?}");
     }
 
     #[tokio::test]
@@ -1148,6 +1242,7 @@ mod partnerstack {
             let mut v = Vec::new();
             for _ in 0..4 {
                 v.push(conn.write("deals", &w).await.remove(0).expect_err("fault"));
+                conn.pacer().release();
             }
             v
         };
@@ -1182,6 +1277,43 @@ mod partnerstack {
         );
         assert!(matches!(wrong.health().await, Err(ConnectorError::Auth(_))));
         assert_eq!(sim.stats().unauthorized, 1);
+    }
+
+    /// The first 429 stops the PATCH loop: the deals after it are not sent (each gets the
+    /// rate limit as its error), and nothing goes to PartnerStack until the wait ends.
+    #[tokio::test]
+    async fn partnerstack_write_loop_stops_at_the_first_429() {
+        let (sim, _server, conn) = start().await;
+        for d in seed::deals(4, 2) {
+            sim.upsert_deal(d);
+        }
+        let writes: Vec<WriteRequest> = (1..=4)
+            .map(|i| stage(&format!("deal_{i}"), "won"))
+            .collect();
+        sim.inject([Injected::Fault(Fault {
+            status: 429,
+            retry_after: Some(30),
+        })]);
+        let before = sim.stats().requests;
+        let r = conn.write("deals", &writes).await;
+        assert_eq!(r.len(), 4);
+        assert!(
+            r.iter()
+                .all(|x| matches!(x, Err(ConnectorError::RateLimited { .. }))),
+            "{r:?}"
+        );
+        assert_eq!(sim.stats().requests - before, 1, "one request, then none");
+        assert_eq!(sim.stats().patches, 0);
+        let again = conn.write("deals", &writes).await;
+        assert!(again.iter().all(Result::is_err), "still inside the wait");
+        assert_eq!(
+            sim.stats().requests - before,
+            1,
+            "nothing sent inside the wait"
+        );
+        conn.pacer().release();
+        assert!(conn.write("deals", &writes).await.iter().all(Result::is_ok));
+        assert_eq!(sim.stats().patches, 4);
     }
 
     /// Custom `fields` go out as the contract's array, merged into the deal as it is at write
@@ -1512,6 +1644,31 @@ mod rest {
     }
 
     #[tokio::test]
+    async fn rest_write_loop_stops_at_the_first_429() {
+        let (sim, _server, conn) = start().await;
+        let writes: Vec<WriteRequest> = (1..=3)
+            .map(|i| write(&format!("d{i}"), "registered"))
+            .collect();
+        sim.inject([Injected::Fault(Fault {
+            status: 429,
+            retry_after: Some(30),
+        })]);
+        let before = sim.stats().requests;
+        let r = conn.write("deals", &writes).await.expect("answered");
+        assert!(
+            r.iter()
+                .all(|x| matches!(x, Err(ConnectorError::RateLimited { .. }))),
+            "{r:?}"
+        );
+        assert_eq!(sim.stats().requests - before, 1, "one request, then none");
+        assert_eq!(sim.items("deals").len(), 0);
+        conn.pacer().release();
+        let r = conn.write("deals", &writes).await.expect("answered");
+        assert!(r.iter().all(Result::is_ok), "{r:?}");
+        assert_eq!(sim.items("deals").len(), 3);
+    }
+
+    #[tokio::test]
     async fn rest_profile_upserts_per_record_and_faults_lose_nothing() {
         let (sim, server, conn) = start().await;
         sim.put("deals", "d1", obj(json!({"stage": "registered"})));
@@ -1551,6 +1708,7 @@ mod rest {
         for _ in 0..4 {
             let mut r = conn.write("deals", &w).await.expect("answered");
             errs.push(r.remove(0).expect_err("fault"));
+            conn.pacer().release();
         }
         assert_eq!(errs[0].retry_after(), Some(Duration::from_secs(2)));
         assert!(

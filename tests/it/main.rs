@@ -21,12 +21,14 @@ mod guarantees;
 #[allow(dead_code, unused_imports)]
 mod harness;
 mod lifecycle;
+mod limits;
 mod mapping;
 mod matching;
 mod merges;
 mod notify;
 mod ops;
 mod pipeline;
+mod poison;
 mod reload;
 mod report;
 mod resync;

@@ -71,13 +71,10 @@ pub struct HubSpot {
     auth: Arc<std::sync::RwLock<Arc<Auth>>>,
     limits: Arc<Mutex<RateLimits>>,
     search_cap: usize,
-    /// Paces searches under HubSpot's four per second per token.
-    searches: Arc<governor::DefaultDirectRateLimiter>,
+    /// Every request spends from this token's budget (searches in their own lane: four per
+    /// second per token) and respects its holds.
+    pacer: crate::connector::Pacer,
 }
-
-/// HubSpot allows four search requests per second per token; one every 300 ms leaves a margin
-/// for network jitter (a fifth inside the second gets a secondly 429 and a 10 s window).
-const SEARCH_EVERY: std::time::Duration = std::time::Duration::from_millis(300);
 
 impl HubSpot {
     /// `base` is the API host, e.g. `https://api.hubapi.com`; `token` a private-app token.
@@ -105,22 +102,30 @@ impl HubSpot {
             auth: Arc::new(std::sync::RwLock::new(Arc::new(auth))),
             limits: Arc::default(),
             search_cap: SEARCH_CAP,
-            searches: Arc::new(governor::RateLimiter::direct(
-                governor::Quota::with_period(SEARCH_EVERY)
-                    .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN)),
-            )),
+            pacer: crate::connector::Pacer::documented(crate::model::SystemKind::HubSpot),
         }
     }
 
-    /// One paced `POST /crm/v3/objects/{object}/search`.
+    /// The pacer every request goes through.
+    pub fn pacer(&self) -> &crate::connector::Pacer {
+        &self.pacer
+    }
+
+    /// Paces requests with `pacer` (another tier's budget).
+    pub fn with_pacer(mut self, pacer: crate::connector::Pacer) -> Self {
+        self.pacer = pacer;
+        self
+    }
+
+    /// One `POST /crm/v3/objects/{object}/search`, paced in the search lane.
     pub(crate) async fn search(
         &self,
         object: &str,
         req: &api::SearchRequest,
     ) -> Result<api::SearchResponse, ConnectorError> {
-        self.pace_search().await;
         let (_, body) = self
-            .send(
+            .send_in(
+                crate::connector::Lane::Search,
                 self.http
                     .post(self.url(&format!("crm/v3/objects/{object}/search")))
                     .json(req),
@@ -128,11 +133,6 @@ impl HubSpot {
             .await?;
         serde_json::from_str(&body)
             .map_err(|e| ConnectorError::Transient(format!("unexpected HubSpot search shape: {e}")))
-    }
-
-    /// Waits for the next search slot (see [`SEARCH_EVERY`]).
-    async fn pace_search(&self) {
-        self.searches.until_ready().await;
     }
 
     /// Reads at most `cap` results per search window (HubSpot's cap is 10,000; tests lower it).
@@ -255,12 +255,20 @@ impl HubSpot {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<(reqwest::StatusCode, String), ConnectorError> {
+        self.send_in(crate::connector::Lane::Call, req).await
+    }
+
+    /// Sends one request in `lane` of the token's budget; a 429 holds the whole portal for the
+    /// wait its `policyName` or `Retry-After` names.
+    async fn send_in(
+        &self,
+        lane: crate::connector::Lane,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, String), ConnectorError> {
         let token = self.bearer().await?;
-        let resp = crate::connector::send(
-            crate::model::SystemKind::HubSpot,
-            req.bearer_auth(token.expose_secret()),
-        )
-        .await?;
+        let resp =
+            crate::connector::send(&self.pacer, lane, req.bearer_auth(token.expose_secret()))
+                .await?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let seen = RateLimits::from_headers(&headers);
@@ -269,12 +277,12 @@ impl HubSpot {
         }
         let body = resp.text().await.map_err(transport)?;
         if !status.is_success() {
-            return Err(limits::classify(
+            return Err(self.pacer.note(limits::classify(
                 status,
                 &headers,
                 &body,
                 jiff::Timestamp::now(),
-            ));
+            )));
         }
         Ok((status, body))
     }

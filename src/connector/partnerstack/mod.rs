@@ -13,7 +13,9 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use super::{ChangePage, ConnectorError, Reject, WriteAck, WriteRequest, classify, transport};
+use super::{
+    ChangePage, ConnectorError, Lane, Pacer, Reject, WriteAck, WriteRequest, classify, transport,
+};
 use crate::model::Record;
 
 /// A PartnerStack API client.
@@ -23,6 +25,8 @@ pub struct PartnerStack {
     base: Url,
     /// Replaced when a reload loads a new key (shared by every clone).
     keys: Arc<RwLock<Keys>>,
+    /// Every request spends from this credential's budget and respects its holds.
+    pacer: Pacer,
 }
 
 /// The API (secret) key, and with a public key, Basic auth (public key : secret key).
@@ -42,7 +46,19 @@ impl PartnerStack {
                 api_key,
                 public_key: None,
             })),
+            pacer: Pacer::documented(crate::model::SystemKind::PartnerStack),
         }
+    }
+
+    /// The pacer every request goes through.
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
+    }
+
+    /// Paces requests with `pacer` (another tier's budget, or one shared with another client).
+    pub fn with_pacer(mut self, pacer: Pacer) -> Self {
+        self.pacer = pacer;
+        self
     }
 
     /// Uses HTTP Basic auth with `public_key` as the user and the API (secret) key as the
@@ -94,14 +110,12 @@ impl PartnerStack {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ConnectorError> {
-        let resp =
-            crate::connector::send(crate::model::SystemKind::PartnerStack, self.authorize(req))
-                .await?;
+        let resp = crate::connector::send(&self.pacer, Lane::Call, self.authorize(req)).await?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.text().await.map_err(transport)?;
         if !status.is_success() {
-            return Err(classify(status, &headers, &body));
+            return Err(self.pacer.note(classify(status, &headers, &body)));
         }
         serde_json::from_str(&body).map_err(|e| {
             ConnectorError::Transient(format!("unreadable PartnerStack response: {e}"))
@@ -142,7 +156,8 @@ impl PartnerStack {
         })
     }
 
-    /// PATCHes each record by key; every record gets its own result. A write that carries custom
+    /// PATCHes each record by key; every record gets its own result, and the first 429 stops
+    /// the loop (the rest are not sent; see [`crate::connector::each_until_pushed_back`]). A write that carries custom
     /// `fields` (an object of the entries prmsync owns) reads the record fresh first and sends
     /// the whole array with those entries merged in (see [`api::merge_custom_fields`]): a PATCH
     /// replaces the array, and the copy polled earlier may be older than a partner's last edit.
@@ -151,11 +166,7 @@ impl PartnerStack {
         object: &str,
         writes: &[WriteRequest],
     ) -> Vec<Result<WriteAck, ConnectorError>> {
-        let mut out = Vec::with_capacity(writes.len());
-        for w in writes {
-            out.push(self.patch(object, w).await);
-        }
-        out
+        crate::connector::each_until_pushed_back(writes, |w| self.patch(object, w)).await
     }
 
     async fn patch(&self, object: &str, w: &WriteRequest) -> Result<WriteAck, ConnectorError> {

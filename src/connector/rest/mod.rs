@@ -11,7 +11,10 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use super::{ChangePage, ConnectorError, Reject, WriteAck, WriteRequest, classify, transport};
+use super::{
+    ChangePage, ConnectorError, Lane, Limits, Pacer, Rate, Reject, WriteAck, WriteRequest,
+    classify, transport,
+};
 use crate::model::Record;
 pub use profile::{Paging, RestObject, RestProfile, SinceFormat, UpsertMethod};
 
@@ -23,8 +26,9 @@ pub struct Rest {
     /// The profile's `auth_value`, replaced when a reload loads a new one (shared by every
     /// clone).
     auth_value: Arc<std::sync::RwLock<SecretString>>,
-    /// Paces every request under `rest.rate_limit_per_second`, when set.
-    pace: Option<Arc<governor::DefaultDirectRateLimiter>>,
+    /// Every request spends from this budget (`rest.rate_limit_per_second`, when set) and
+    /// respects its holds.
+    pacer: Pacer,
 }
 
 impl Rest {
@@ -33,17 +37,29 @@ impl Rest {
             http,
             auth_value: Arc::new(std::sync::RwLock::new(profile.auth_value.clone())),
             profile: Arc::new(profile),
-            pace: None,
+            pacer: Pacer::documented(crate::model::SystemKind::Rest),
         }
     }
 
-    /// Sends at most `per_second` requests per second (evenly spaced, no burst), every request
-    /// of every call included: the PRM's documented limit (`rest.rate_limit_per_second`).
-    pub fn with_rate_limit(mut self, per_second: u32) -> Self {
-        let n = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
-        self.pace = Some(Arc::new(governor::RateLimiter::direct(
-            governor::Quota::per_second(n).allow_burst(std::num::NonZeroU32::MIN),
-        )));
+    /// Sends at most `per_second` requests in any second, every request of every call
+    /// included: the PRM's documented limit (`rest.rate_limit_per_second`).
+    pub fn with_rate_limit(self, per_second: u32) -> Self {
+        let kind = crate::model::SystemKind::Rest;
+        let limits = Limits::documented(kind).with_burst(Rate {
+            n: per_second.max(1),
+            per: std::time::Duration::from_secs(1),
+        });
+        self.with_pacer(Pacer::new(kind, limits))
+    }
+
+    /// The pacer every request goes through.
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
+    }
+
+    /// Paces requests with `pacer`.
+    pub fn with_pacer(mut self, pacer: Pacer) -> Self {
+        self.pacer = pacer;
         self
     }
 
@@ -87,11 +103,9 @@ impl Rest {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ConnectorError> {
-        if let Some(pace) = &self.pace {
-            pace.until_ready().await;
-        }
         let resp = crate::connector::send(
-            crate::model::SystemKind::Rest,
+            &self.pacer,
+            Lane::Call,
             req.header(
                 self.profile.auth_header.as_str(),
                 self.auth_value().expose_secret(),
@@ -102,7 +116,7 @@ impl Rest {
         let headers = resp.headers().clone();
         let body = resp.text().await.map_err(transport)?;
         if !status.is_success() {
-            return Err(classify(status, &headers, &body));
+            return Err(self.pacer.note(classify(status, &headers, &body)));
         }
         if body.trim().is_empty() {
             return Ok(Value::Null);
@@ -187,7 +201,8 @@ impl Rest {
         })
     }
 
-    /// Upserts each record at the object's `upsert_path`; one result per record.
+    /// Upserts each record at the object's `upsert_path`; one result per record, and the first
+    /// 429 stops the loop (the rest are not sent).
     pub async fn write(
         &self,
         object: &str,
@@ -199,18 +214,17 @@ impl Rest {
                 "{object} is read-only in the rest profile (no upsert_path)"
             )));
         };
-        let mut out = Vec::with_capacity(writes.len());
-        for w in writes {
+        let one = |w: &WriteRequest| {
             let url = self.url(&upsert.replace("{id}", &encode(&w.key)));
             let req = match o.upsert_method {
                 UpsertMethod::Put => self.http.put(url),
                 UpsertMethod::Patch => self.http.patch(url),
                 UpsertMethod::Post => self.http.post(url),
             };
-            let r = self
-                .send(req.json(&Value::Object(w.fields.clone())))
-                .await
-                .map(|v| WriteAck {
+            let key = w.key.clone();
+            let sent = self.send(req.json(&Value::Object(w.fields.clone())));
+            async move {
+                sent.await.map(|v| WriteAck {
                     id: v
                         .get(&o.id_field)
                         .and_then(|v| {
@@ -218,12 +232,12 @@ impl Rest {
                                 .map(str::to_owned)
                                 .or_else(|| v.as_i64().map(|n| n.to_string()))
                         })
-                        .unwrap_or_else(|| w.key.clone()),
+                        .unwrap_or(key),
                     created: v.get("created").and_then(Value::as_bool).unwrap_or(false),
-                });
-            out.push(r);
-        }
-        Ok(out)
+                })
+            }
+        };
+        Ok(crate::connector::each_until_pushed_back(writes, one).await)
     }
 }
 

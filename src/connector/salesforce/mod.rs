@@ -35,6 +35,8 @@ const MATCH_PAGES: usize = 5;
 #[derive(Debug, Clone)]
 pub struct Salesforce {
     inner: Arc<Inner>,
+    /// Every request spends from the org's budget and respects its holds.
+    pacer: crate::connector::Pacer,
 }
 
 #[derive(Debug)]
@@ -59,7 +61,19 @@ impl Salesforce {
                 http,
                 limits: Mutex::new(None),
             }),
+            pacer: crate::connector::Pacer::documented(crate::model::SystemKind::Salesforce),
         }
+    }
+
+    /// The pacer every request goes through.
+    pub fn pacer(&self) -> &crate::connector::Pacer {
+        &self.pacer
+    }
+
+    /// Paces requests with `pacer` (another edition's budget).
+    pub fn with_pacer(mut self, pacer: crate::connector::Pacer) -> Self {
+        self.pacer = pacer;
+        self
     }
 
     /// A digest of the configured credential, to tell whether a reload brings a new one.
@@ -91,7 +105,8 @@ impl Salesforce {
         let mut renewed = false;
         loop {
             let resp = crate::connector::send(
-                crate::model::SystemKind::Salesforce,
+                &self.pacer,
+                crate::connector::Lane::Call,
                 build(&self.inner.http, &session.instance_url)
                     .bearer_auth(session.access_token.expose_secret()),
             )
@@ -122,7 +137,7 @@ impl Salesforce {
                             .into(),
                     ));
                 }
-                (false, _) => return Err(classify(status, &headers, &body)),
+                (false, _) => return Err(self.pacer.note(classify(status, &headers, &body))),
             }
         }
     }
