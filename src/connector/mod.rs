@@ -202,6 +202,15 @@ pub(crate) fn group_matches(
     out
 }
 
+/// One partner credited on a CRM deal: the partner's company (account) id in the CRM, the role
+/// as the CRM names it, and whether it is the primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartnerRow {
+    pub company_id: String,
+    pub role: String,
+    pub primary: bool,
+}
+
 /// The connectors prmsync has. Adding a system adds a variant and a folder.
 #[derive(Debug, Clone)]
 pub enum Connector {
@@ -423,6 +432,30 @@ impl Connector {
                     )))
                 })
                 .collect()),
+        }
+    }
+
+    /// Sets the partner credits on a CRM deal (`rules::credit`): Salesforce `Partner` rows,
+    /// HubSpot deal-to-company labels. Only the companies in `desired` or `previous` (what was
+    /// last confirmed) are touched.
+    pub async fn set_partners(
+        &self,
+        deal_object: &str,
+        deal_id: &str,
+        company_object: &str,
+        desired: &[PartnerRow],
+        previous: &[PartnerRow],
+    ) -> Result<(), ConnectorError> {
+        match self {
+            Connector::HubSpot(c) => {
+                c.set_partners(deal_object, deal_id, company_object, desired, previous)
+                    .await
+            }
+            Connector::Salesforce(c) => c.set_partners(deal_id, desired, previous).await,
+            _ => Err(ConnectorError::Permanent(format!(
+                "{} is not a CRM: it takes no partner credits",
+                self.kind()
+            ))),
         }
     }
 

@@ -3,6 +3,7 @@
 //! once in order. The stages live in their own files; `pipeline` runs each as its own task.
 
 mod associations;
+pub mod credits;
 mod decider;
 pub mod deletes;
 pub mod dryrun;

@@ -287,6 +287,9 @@ impl Stage {
             // Associations whose two records now both exist (HubSpot), after the batches.
             let associated = self.engine.associate_ready(system).await;
             self.outcome("writer", associated, |r| r.written > 0);
+            // Partner credits on CRM deals whose deal and partner companies now exist.
+            let credited = self.engine.credit_ready(system).await;
+            self.outcome("writer", credited, |r| r.written > 0);
             stage.cycle();
             let wait = match self.engine.store.next_outbox_due_for(system).await {
                 Ok(Some(due)) => {

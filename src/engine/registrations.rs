@@ -359,7 +359,11 @@ pub async fn decide(
                 partner_names: group.partner_names,
                 as_of_ms: as_of,
             };
-            commit.decisions.extend(rules::evaluate(rules, &input));
+            let decided = rules::evaluate(rules, &input);
+            commit
+                .credits
+                .extend(super::credits::desired(rules, &input.events, &decided));
+            commit.decisions.extend(decided);
         }
         let ids: Vec<String> = commit
             .decisions

@@ -296,6 +296,7 @@ impl Engine {
         }
         if self.hold(system).is_none() {
             report.add(&self.associate_ready(system).await?);
+            report.add(&self.credit_ready(system).await?);
         }
         Ok(report)
     }

@@ -17,6 +17,7 @@ use super::hubspot_table::{Object, Props, Table};
 use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
 
 mod associations;
+mod labels;
 mod lifecycle;
 mod merge;
 mod paging;
@@ -443,6 +444,10 @@ impl HubSpotSim {
             .route(
                 "/crm/v4/associations/{from}/{to}/batch/read",
                 post(associations_read),
+            )
+            .route(
+                "/crm/v4/associations/{from}/{to}/batch/labels/archive",
+                post(labels::archive_labels),
             )
             .route(
                 "/crm/v4/associations/{from}/{to}/batch/create",

@@ -24,6 +24,7 @@ mod lifecycle;
 mod locators;
 mod merge;
 mod objects;
+pub mod partners;
 pub mod soql;
 
 pub use merge::Conversion;
@@ -200,6 +201,8 @@ struct Inner {
     log: Vec<LoggedRequest>,
     /// Every SOQL statement answered (or refused), in order.
     soql: Vec<String>,
+    /// The org's partner roles (`partners.rs`); `None`: the defaults.
+    partner_roles: Option<Vec<String>>,
 }
 
 /// A Salesforce org in memory.
@@ -235,7 +238,7 @@ impl SalesforceSim {
     /// The token endpoint and the REST API under `/services`.
     pub fn router(&self) -> Router {
         let data = format!("/services/data/{V}");
-        Router::new()
+        let api = Router::new()
             .route("/services/oauth2/token", post(token))
             .route(&format!("{data}/limits"), get(limits))
             .route(&format!("{data}/query"), get(query))
@@ -260,7 +263,8 @@ impl SalesforceSim {
             .route(
                 &format!("{data}/composite/sobjects"),
                 delete(lifecycle::delete_collection),
-            )
+            );
+        partners::routes(api, &data)
             .layer(middleware::from_fn_with_state(self.clone(), log_and_limit))
             .route("/_sim/requests", get(inspect_requests))
             .route("/_sim/records/{object}", get(inspect_records))
@@ -489,6 +493,7 @@ fn describe(object: &str) -> Option<&'static Describe> {
     OBJECTS
         .iter()
         .chain(objects::MORE)
+        .chain(partners::OBJECTS)
         .find(|d| d.name == object)
 }
 

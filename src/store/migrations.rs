@@ -42,6 +42,8 @@ pub fn all() -> Migrations<'static> {
         M::up(DIRTY_MARKS),
         // "erase requests": `prmsync erase` requests the running daemon carries out.
         M::up(super::erase_requests::MIGRATION),
+        // "partner credits": each sourced deal's partner credits and what the CRM confirmed.
+        M::up(super::credits::MIGRATION),
     ])
 }
 

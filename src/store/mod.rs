@@ -9,6 +9,7 @@ pub mod attribution;
 mod busy;
 mod counters;
 mod credentials;
+mod credits;
 mod digest;
 pub mod dlq;
 pub mod erase_requests;
@@ -33,6 +34,7 @@ use crate::failpoint::FailPoints;
 use crate::model::{Change, Cursor, Direction, ObjectRef, SystemKind};
 
 pub use associations::{AssociationIntent, AssociationOutcome, ReadyAssociation};
+pub use credits::UnsentCredits;
 pub use digest::StateDigest;
 pub use queries::StatusReport;
 pub use registrations::{DecisionChange, KeyedEvent, RegistrationGroup, StoredRegistration};
@@ -272,6 +274,8 @@ pub struct DecisionCommit {
     /// The groups evaluated (their dirty flags are cleared).
     pub keys: Vec<String>,
     pub decisions: Vec<crate::rules::Decision>,
+    /// Each sourced deal's desired partner credits (registration id, JSON), see `credits.rs`.
+    pub credits: Vec<(String, String)>,
     /// Write-backs and ledger lines (no inbox items).
     pub plan: PlanCommit,
 }
@@ -656,6 +660,29 @@ impl Store {
     /// observations, and marks the inbox items processed, all in one transaction.
     pub async fn commit_plan(&self, plan: PlanCommit, now_ms: i64) -> Result<(), StoreError> {
         self.write_relaxed(move |tx| queries::commit_plan(tx, &plan, now_ms))
+            .await
+    }
+
+    /// Sourced deals whose partner credits the CRM has not confirmed yet, at most `limit`.
+    pub async fn unsent_credits(&self, limit: usize) -> Result<Vec<UnsentCredits>, StoreError> {
+        self.call(move |conn| credits::unsent(conn, limit)).await
+    }
+
+    /// The credits the CRM last confirmed for each of `ids` (those with a confirmation).
+    pub async fn sent_credits(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        self.call(move |conn| credits::sent(conn, &ids)).await
+    }
+
+    /// Records the CRM's answers for sent partner credits.
+    pub async fn complete_credits(
+        &self,
+        outcomes: Vec<(UnsentCredits, Result<(), String>)>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| credits::complete(tx, &outcomes, now_ms))
             .await
     }
 

@@ -378,6 +378,7 @@ pub(super) fn commit_decisions(
     c: &DecisionCommit,
     now_ms: i64,
 ) -> Result<usize, StoreError> {
+    super::credits::record(tx, &c.credits, now_ms)?;
     let mut changed = 0;
     for d in &c.decisions {
         let before: Option<Previous> = tx

@@ -12,6 +12,7 @@ mod conversion;
 mod crash;
 mod crash_salesforce;
 mod credentials;
+mod credits;
 mod crm_facts;
 mod deletion_webhook;
 mod erase;

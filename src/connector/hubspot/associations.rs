@@ -108,7 +108,7 @@ impl HubSpot {
     }
 
     /// The (category, type id) of `label` between `from_type` and `to_type` in this portal.
-    async fn label_type(
+    pub(super) async fn label_type(
         &self,
         from_type: &str,
         to_type: &str,

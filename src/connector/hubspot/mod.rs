@@ -9,6 +9,7 @@ mod associations;
 mod facts;
 pub mod limits;
 pub mod merges;
+mod partners;
 mod privacy;
 pub mod webhook;
 

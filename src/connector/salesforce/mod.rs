@@ -7,6 +7,7 @@ mod convert;
 mod delete;
 mod facts;
 pub mod keyset;
+mod partners;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
