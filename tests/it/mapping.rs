@@ -723,3 +723,48 @@ async fn reload_signals_reach_the_running_loop_between_passes() {
     assert_eq!(world.hs.objects("deals").len(), 14, "nothing lost");
     daemon.shutdown().await;
 }
+
+/// The complete mapping file that docs/mappings.md shows (deletes both ways, an association, match
+/// rules, a field and an example) compiles beside the shipped files it names, in place of the
+/// shipped flow of the same name, and passes its example: the docs cannot drift from the compiler.
+#[test]
+fn the_complete_mapping_in_the_docs_compiles_and_passes_its_example() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = std::fs::read_to_string(root.join("docs/mappings.md")).expect("docs/mappings.md");
+    let blocks: Vec<String> = docs
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("\n```").next().map(str::to_owned))
+        .collect();
+    let full: Vec<&String> = blocks.iter().filter(|b| b.contains("[source]")).collect();
+    assert_eq!(
+        full.len(),
+        1,
+        "docs/mappings.md shows one complete mapping file"
+    );
+    let mut files: Vec<(String, String)> = std::fs::read_dir(root.join("mappings"))
+        .expect("mappings/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.ends_with(".toml")
+                && name != "rules-of-engagement.toml"
+                && name != "partnerstack-hubspot-deals.toml"
+        })
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("shipped mapping");
+            (p.display().to_string(), text)
+        })
+        .collect();
+    files.push(("docs/mappings.md".into(), full[0].clone()));
+    let set = MappingSet::compile(&files).unwrap_or_else(|e| panic!("{e}"));
+    let m = set
+        .mappings
+        .iter()
+        .find(|m| m.file == "docs/mappings.md")
+        .expect("the docs' flow compiled");
+    assert_eq!(m.name, "deal-registration");
+    assert!(!m.examples.is_empty(), "the docs' file has an example");
+    let failures = run_examples(m);
+    assert!(failures.is_empty(), "{failures:#?}");
+}
