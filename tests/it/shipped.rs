@@ -106,11 +106,12 @@ async fn shipped_hubspot_flows_sync_every_seeded_record() {
             );
         }
     };
-    has("deals", "prm_deal_id", keys("deal_", DEALS));
-    has("companies", "prm_partner_key", keys("part_", PARTNERS));
-    has("contacts", "prm_partner_user_key", keys("part_", PARTNERS));
-    has("contacts", "prm_lead_key", keys("lead_", LEADS));
-    has("tasks", "prm_activity_key", keys("act_", ACTIONS));
+    // One line per shipped HubSpot file.
+    has("deals", "prm_deal_id", keys("deal_", DEALS)); // partnerstack-hubspot-deals
+    has("companies", "prm_partner_key", keys("part_", PARTNERS)); // partnerstack-hubspot-companies
+    has("contacts", "prm_partner_user_key", keys("part_", PARTNERS)); // partnerstack-hubspot-contacts
+    has("contacts", "prm_lead_key", keys("lead_", LEADS)); // partnerstack-hubspot-leads
+    has("tasks", "prm_activity_key", keys("act_", ACTIONS)); // partnerstack-hubspot-tasks
     assert_eq!(w.hs.objects("contacts").len(), PARTNERS + LEADS);
     // Each partner's person is on the partner's company.
     assert_eq!(w.hs.associations("contacts", "companies").len(), PARTNERS);
@@ -134,11 +135,12 @@ async fn shipped_salesforce_flows_sync_every_seeded_record() {
             );
         }
     };
-    has("Opportunity", "PRM_Deal_Id__c", keys("deal_", DEALS));
-    has("Account", "PRM_Partner_Key__c", keys("part_", PARTNERS));
-    has("Contact", "PRM_User_Key__c", keys("part_", PARTNERS));
-    has("Lead", "PRM_Lead_Id__c", keys("lead_", LEADS));
-    has("Task", "PRM_Activity_Key__c", keys("act_", ACTIONS));
+    // One line per shipped Salesforce file.
+    has("Opportunity", "PRM_Deal_Id__c", keys("deal_", DEALS)); // partnerstack-salesforce-opportunities
+    has("Account", "PRM_Partner_Key__c", keys("part_", PARTNERS)); // partnerstack-salesforce-accounts
+    has("Contact", "PRM_User_Key__c", keys("part_", PARTNERS)); // partnerstack-salesforce-contacts
+    has("Lead", "PRM_Lead_Id__c", keys("lead_", LEADS)); // partnerstack-salesforce-leads
+    has("Task", "PRM_Activity_Key__c", keys("act_", ACTIONS)); // partnerstack-salesforce-tasks
     let account = |key: &str| sf.find("Account", "PRM_Partner_Key__c", key)[0]["Id"].clone();
     let contact = &sf.find("Contact", "PRM_User_Key__c", "part_2")[0];
     assert_eq!(
