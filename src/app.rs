@@ -114,13 +114,20 @@ fn connectors_with(
         PrmConfig::PartnerStack(p) => {
             require(p.api_key.expose_secret(), "partnerstack.api_key")?;
             let client = PartnerStack::new(http.clone(), p.base_url.clone(), p.api_key.clone());
-            Connector::PartnerStack(match &p.public_key {
+            let client = Connector::PartnerStack(match &p.public_key {
                 Some(public) => {
                     require(public.expose_secret(), "partnerstack.public_key")?;
                     client.with_basic_auth(public.clone())
                 }
                 None => client,
-            })
+            });
+            match p.rate_limit {
+                Some(rate) => client.with_limits(
+                    crate::connector::Limits::documented(crate::model::SystemKind::PartnerStack)
+                        .with_burst(rate),
+                ),
+                None => client,
+            }
         }
         PrmConfig::Rest(r) => {
             require(r.profile.auth_value.expose_secret(), "rest.token")?;
@@ -157,7 +164,13 @@ fn connectors_with(
             ),
             None => crm,
         },
-        CrmConfig::Salesforce(_) => crm,
+        CrmConfig::Salesforce(s) => match s.rate_limit {
+            Some(rate) => crm.with_limits(
+                crate::connector::Limits::documented(crate::model::SystemKind::Salesforce)
+                    .with_burst(rate),
+            ),
+            None => crm,
+        },
     };
     Ok((prm, crm))
 }

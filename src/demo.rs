@@ -98,6 +98,7 @@ pub fn config_for(state: PathBuf, partnerstack: reqwest::Url, hubspot: reqwest::
             api_key: SecretString::from(PS_KEY),
             public_key: None,
             webhook_secret: None,
+            rate_limit: None,
         }),
         crm: CrmConfig::HubSpot(HubSpotConfig {
             base_url: hubspot,

@@ -49,13 +49,18 @@ listen = "127.0.0.1:{admin_port}"
 [partnerstack]
 base_url = "{ps}"
 api_key = {{ env = "PRMSYNC_BENCH_PS_KEY" }}
+rate_limit = {{ requests = {n}, window_ms = {ms} }}
 
 [hubspot]
 base_url = "{hs}"
 access_token = {{ env = "PRMSYNC_BENCH_HS_TOKEN" }}
 client_secret = {{ env = "PRMSYNC_BENCH_HS_SECRET" }}
+rate_limit = {{ requests = {n}, window_ms = {ms} }}
 "#,
         state = state.path().display(),
+        // The simulators have no short-window limit (see `world::NO_SHORT_WINDOW`).
+        n = world::NO_SHORT_WINDOW.n,
+        ms = world::NO_SHORT_WINDOW.per.as_millis(),
     );
     std::fs::write(&path, toml)?;
     Ok(path)

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::app::Daemon;
 use secrecy::SecretString;
 
-use crate::config::{Config, CrmConfig, SalesforceAuthConfig, SalesforceConfig};
+use crate::config::{Config, CrmConfig, PrmConfig, SalesforceAuthConfig, SalesforceConfig};
+use crate::connector::Rate;
 use crate::demo;
 use crate::sim::hubspot::HubSpotSim;
 use crate::sim::partnerstack::PartnerStackSim;
@@ -83,8 +84,24 @@ pub async fn hubspot() -> anyhow::Result<(HubSpotSim, SimServer)> {
 
 /// The demo's config for these simulators and state file.
 pub fn config(state: &TempState, ps: &SimServer, hs: &SimServer) -> Config {
-    demo::config_for(state.path(), ps.url("/api/v2"), hs.url(""))
+    let mut config = demo::config_for(state.path(), ps.url("/api/v2"), hs.url(""));
+    if let PrmConfig::PartnerStack(p) = &mut config.prm {
+        p.rate_limit = Some(NO_SHORT_WINDOW);
+    }
+    if let CrmConfig::HubSpot(h) = &mut config.crm {
+        h.rate_limit = Some(NO_SHORT_WINDOW);
+    }
+    config
 }
+
+/// The bench simulators enforce no short-window limit (only "backfill-burst" sets one, and tells
+/// the daemon), so the daemon is told so, as an admin sets `rate_limit` for a tier: otherwise
+/// the scenarios would measure the pacer's documented defaults (HubSpot 100 per 10 s,
+/// PartnerStack and Salesforce 25 per second), not the daemon. Daily quotas stay as documented.
+pub const NO_SHORT_WINDOW: Rate = Rate {
+    n: 1_000_000,
+    per: Duration::from_secs(1),
+};
 
 /// "Realistic" vendor latency: every simulator call waits this long before it is answered.
 pub const REALISTIC_LATENCY: Duration = Duration::from_millis(150);
@@ -197,6 +214,7 @@ pub fn salesforce_config(
             refresh_token: SecretString::from(auth.refresh_token),
         },
         audience: None,
+        rate_limit: Some(NO_SHORT_WINDOW),
     });
     Ok(config)
 }

@@ -130,3 +130,40 @@ fn hubspot_rate_limit_is_a_tier_and_must_be_positive() {
     assert_eq!(keys(&e), vec!["hubspot.rate_limit"]);
     assert!(with("{ requests = 10, per = 1 }").is_err(), "unknown key");
 }
+
+#[test]
+fn partnerstack_and_salesforce_rate_limits_load_and_must_be_positive() {
+    let sf = "[salesforce]\nauth = \"refresh_token\"\nclient_id = \"3MVG9\"\nclient_secret = { env = \"SFS\" }\nrefresh_token = { env = \"SFR\" }\n";
+    let vars = [("PS", "k"), ("SFS", "s"), ("SFR", "r")];
+    let with = |ps: &str, sf_limit: &str| {
+        load_str(
+            &format!("{PRM}rate_limit = {ps}\n{sf}rate_limit = {sf_limit}\n"),
+            &vars,
+        )
+    };
+    let c = with(
+        "{ requests = 50, window_ms = 1000 }",
+        "{ requests = 40, window_ms = 2000 }",
+    )
+    .expect("valid");
+    let (PrmConfig::PartnerStack(p), CrmConfig::Salesforce(s)) = (c.prm, c.crm) else {
+        panic!("PartnerStack and Salesforce expected")
+    };
+    let rate = |n, ms| {
+        Some(crate::connector::Rate {
+            n,
+            per: Duration::from_millis(ms),
+        })
+    };
+    assert_eq!(p.rate_limit, rate(50, 1000));
+    assert_eq!(s.rate_limit, rate(40, 2000));
+    let e = with(
+        "{ requests = 0, window_ms = 1000 }",
+        "{ requests = 40, window_ms = 0 }",
+    )
+    .expect_err("zeros");
+    assert_eq!(
+        keys(&e),
+        vec!["partnerstack.rate_limit", "salesforce.rate_limit"]
+    );
+}

@@ -169,6 +169,8 @@ pub struct SalesforceConfig {
     /// `salesforce.audience`: the JWT `aud` claim when it is neither the login nor the test URL
     /// (a community URL); `None` derives it from `login_url`.
     pub audience: Option<String>,
+    /// `salesforce.rate_limit`: the org's short-window pace; `None` is the default.
+    pub rate_limit: Option<crate::connector::Rate>,
 }
 
 /// How prmsync authenticates to Salesforce.
@@ -198,6 +200,8 @@ pub struct PartnerStackConfig {
     pub public_key: Option<SecretString>,
     /// Shared secret for the webhook endpoint (HMAC-SHA256 of the body); webhooks off when absent.
     pub webhook_secret: Option<SecretString>,
+    /// `partnerstack.rate_limit`: the account's short-window limit; `None` is the default.
+    pub rate_limit: Option<crate::connector::Rate>,
 }
 
 #[derive(Debug, Clone)]
@@ -386,6 +390,12 @@ fn validate(
                 p.webhook_secret.as_ref(),
                 "partnerstack.webhook_secret",
                 env,
+                &mut errs,
+            ),
+            rate_limit: rate_limit(
+                p.rate_limit,
+                "partnerstack.rate_limit",
+                "the account's limit, e.g. { requests = 50, window_ms = 1000 }",
                 &mut errs,
             ),
         })),
@@ -605,20 +615,12 @@ fn validate_hubspot(
         (None, Some(_)) => SecretString::from(String::new()),
         (None, None) => missing("hubspot.access_token", errs),
     };
-    let rate_limit = h.rate_limit.and_then(|r| {
-        if r.requests == 0 || r.window_ms == 0 {
-            errs.push(ConfigError {
-                key: "hubspot.rate_limit".into(),
-                message: "requests and window_ms must be greater than 0".into(),
-                hint: Some("your tier's limit, e.g. { requests = 190, window_ms = 10000 }".into()),
-            });
-            return None;
-        }
-        Some(crate::connector::Rate {
-            n: r.requests,
-            per: Duration::from_millis(r.window_ms),
-        })
-    });
+    let rate_limit = rate_limit(
+        h.rate_limit,
+        "hubspot.rate_limit",
+        "your tier's limit, e.g. { requests = 190, window_ms = 10000 }",
+        errs,
+    );
     HubSpotConfig {
         base_url,
         access_token,
@@ -716,7 +718,35 @@ fn validate_salesforce(
         login_url,
         auth,
         audience,
+        rate_limit: rate_limit(
+            s.rate_limit,
+            "salesforce.rate_limit",
+            "the org's pace, e.g. { requests = 50, window_ms = 1000 }",
+            errs,
+        ),
     }
+}
+
+/// A `rate_limit = { requests, window_ms }` table, both greater than 0.
+fn rate_limit(
+    raw: Option<raw::RawRateLimit>,
+    key: &str,
+    hint: &str,
+    errs: &mut Vec<ConfigError>,
+) -> Option<crate::connector::Rate> {
+    let r = raw?;
+    if r.requests == 0 || r.window_ms == 0 {
+        errs.push(ConfigError {
+            key: key.into(),
+            message: "requests and window_ms must be greater than 0".into(),
+            hint: Some(hint.into()),
+        });
+        return None;
+    }
+    Some(crate::connector::Rate {
+        n: r.requests,
+        per: Duration::from_millis(r.window_ms),
+    })
 }
 
 /// Reads one section on its own, so that an unknown key in one section does not hide the others.

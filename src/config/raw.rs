@@ -216,6 +216,9 @@ pub struct RawPartnerStack {
     /// key) instead of `Authorization: Bearer <api_key>`.
     pub public_key: Option<RawSecret>,
     pub webhook_secret: Option<RawSecret>,
+    /// The short-window limit the account allows, when it is known to differ from prmsync's
+    /// default (25 per second; PartnerStack publishes none): `{ requests = 50, window_ms = 1000 }`.
+    pub rate_limit: Option<RawRateLimit>,
 }
 
 fn partnerstack_base_url() -> String {
@@ -266,6 +269,9 @@ pub struct RawSalesforce {
     /// The JWT `aud` claim; by default `https://login.salesforce.com`, or
     /// `https://test.salesforce.com` for a sandbox login URL (set it for a community URL).
     pub audience: Option<String>,
+    /// The short-window pace for the org, when it should differ from the default 25 per second:
+    /// `{ requests = 50, window_ms = 1000 }` (the daily allocation stays the documented one).
+    pub rate_limit: Option<RawRateLimit>,
 }
 
 fn salesforce_login_url() -> String {

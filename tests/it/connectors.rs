@@ -236,6 +236,7 @@ async fn salesforce_jwt_audience_is_the_login_url_when_the_token_goes_to_a_my_do
             private_key: SecretString::from(test_key_pem()),
         },
         audience: None,
+        rate_limit: None,
     });
     let (_, crm) = prmsync::app::connectors(&config, None).expect("connectors");
     crm.health()
@@ -1765,6 +1766,7 @@ pub(crate) fn salesforce_config(
             refresh_token: SecretString::from(REFRESH),
         },
         audience: None,
+        rate_limit: None,
     });
     config
 }

@@ -61,6 +61,7 @@ pub(crate) fn config(
                 refresh_token: SecretString::from("5Aep.initial"),
             },
             audience: None,
+            rate_limit: None,
         });
     }
     config

@@ -318,6 +318,7 @@ async fn salesforce_accounts_are_matched_by_website_domain() {
             refresh_token: SecretString::from("5Aep.r"),
         },
         audience: None,
+        rate_limit: None,
     });
     let site = json!({"Name": "ACME (old)", "Website": "https://www.acme.example"});
     let acme = sim.insert("Account", site.as_object().cloned().unwrap_or_default());

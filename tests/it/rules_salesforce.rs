@@ -81,6 +81,7 @@ pub(crate) async fn daemon(world: &World, mappings: PathBuf, sf: &SimServer) -> 
             refresh_token: SecretString::from("5Aep.initial"),
         },
         audience: None,
+        rate_limit: None,
     });
     Daemon::start(config, prmsync::engine::system_clock())
         .await

@@ -264,6 +264,7 @@ async fn rest_salesforce_daemon(
             refresh_token: SecretString::from("5Aep.initial"),
         },
         audience: None,
+        rate_limit: None,
     });
     prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
         .await
