@@ -58,10 +58,27 @@ fn text<'a>(o: &'a serde_json::Map<String, Value>, k: &str) -> &'a str {
     o.get(k).and_then(Value::as_str).unwrap_or_default()
 }
 
-/// The mappings folder: the lead flow and the opportunity flow made follow-only.
+/// The mappings folder: the lead flow and the opportunity flow made follow-only. The lead flow's
+/// `[on_convert]` is the snippet docs/mappings.md shows, taken from the docs as written, so the
+/// docs' example is what this test compiles and runs.
 fn mappings(dir: &Path) -> std::path::PathBuf {
     let out = crate::lifecycle::mappings_with(dir, SF_OPPORTUNITIES, FOLLOW_ONLY);
-    std::fs::write(out.join("deal-lead.toml"), LEAD_FLOW).expect("lead flow");
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/mappings.md"))
+            .expect("docs/mappings.md");
+    let snippet = docs
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("\n```").next())
+        .find(|b| {
+            b.lines()
+                .any(|l| l.trim_start().starts_with("[on_convert]"))
+        })
+        .expect("docs/mappings.md shows an [on_convert] snippet");
+    let ours = "[on_convert]\nfollow = \"deal-registration-salesforce\"\n";
+    assert!(LEAD_FLOW.contains(ours));
+    let lead = LEAD_FLOW.replace(ours, &format!("{snippet}\n"));
+    std::fs::write(out.join("deal-lead.toml"), lead).expect("lead flow");
     out
 }
 

@@ -767,4 +767,18 @@ fn the_complete_mapping_in_the_docs_compiles_and_passes_its_example() {
     assert!(!m.examples.is_empty(), "the docs' file has an example");
     let failures = run_examples(m);
     assert!(failures.is_empty(), "{failures:#?}");
+    // The association-type snippet is quoted from the shipped task flow, which the shipped and
+    // association tests run end to end (`[on_convert]`'s snippet is run by the conversion test).
+    let tasks = std::fs::read_to_string(root.join("mappings/partnerstack-hubspot-tasks.toml"))
+        .expect("shipped task flow");
+    let quoted: Vec<&String> = blocks
+        .iter()
+        .filter(|b| b.starts_with("[[association]]") && b.contains("type_id"))
+        .collect();
+    assert_eq!(quoted.len(), 1, "one association-type snippet");
+    assert!(
+        tasks.contains(quoted[0].as_str()),
+        "docs/mappings.md quotes the shipped task flow's associations as they are:\n{}",
+        quoted[0]
+    );
 }
