@@ -770,27 +770,11 @@ async fn associate_default(
     Path((from, to)): Path<(String, String)>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(r) = sim.gate(&headers, Call::Read) {
-        return r;
-    }
-    if !known_object(&from) || !known_object(&to) {
-        return error(
-            StatusCode::NOT_FOUND,
-            "OBJECT_NOT_FOUND",
-            &format!("Unable to infer object type from: {from}/{to}"),
-        );
-    }
-    let Some(inputs) = body
-        .as_ref()
-        .and_then(|Json(b)| b.get("inputs"))
-        .and_then(Value::as_array)
-    else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "inputs is required",
-        );
-    };
+    let inputs =
+        match associations::batch_inputs(&sim, &headers, Call::Read, &from, &to, body.as_ref()) {
+            Ok(inputs) => inputs,
+            Err(r) => return r,
+        };
     let mut inner = sim.lock();
     let exists = |inner: &Inner, t: &str, id: &str| {
         id.parse::<u64>()
@@ -840,27 +824,11 @@ async fn associations_read(
     Path((from, to)): Path<(String, String)>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(r) = sim.gate(&headers, Call::Read) {
-        return r;
-    }
-    if !known_object(&from) || !known_object(&to) {
-        return error(
-            StatusCode::NOT_FOUND,
-            "OBJECT_NOT_FOUND",
-            &format!("Unable to infer object type from: {from}/{to}"),
-        );
-    }
-    let Some(inputs) = body
-        .as_ref()
-        .and_then(|Json(b)| b.get("inputs"))
-        .and_then(Value::as_array)
-    else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "inputs is required",
-        );
-    };
+    let inputs =
+        match associations::batch_inputs(&sim, &headers, Call::Read, &from, &to, body.as_ref()) {
+            Ok(inputs) => inputs,
+            Err(r) => return r,
+        };
     let inner = sim.lock();
     let (mut results, mut errors) = (Vec::new(), Vec::new());
     for i in inputs {

@@ -131,6 +131,36 @@ pub(super) async fn labels(
     sim.limit_headers(Json(json!({"results": results})).into_response())
 }
 
+/// The checks every v4 batch call makes before its inputs: the token and budget, both object
+/// types known (404 `OBJECT_NOT_FOUND`), and an `inputs` array (400 `VALIDATION_ERROR`).
+#[allow(clippy::result_large_err)] // axum responses are the natural error here, as in `gate`
+pub(super) fn batch_inputs<'a>(
+    sim: &HubSpotSim,
+    headers: &HeaderMap,
+    call: Call,
+    from: &str,
+    to: &str,
+    body: Option<&'a Json<Value>>,
+) -> Result<&'a Vec<Value>, Response> {
+    sim.gate(headers, call)?;
+    if !known_object(from) || !known_object(to) {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            &format!("Unable to infer object type from: {from}/{to}"),
+        ));
+    }
+    body.and_then(|Json(b)| b.get("inputs"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                "inputs is required",
+            )
+        })
+}
+
 /// `POST /crm/v4/associations/{from}/{to}/batch/create`: 201 when every input was made, 207
 /// with `errors` for inputs whose records do not exist; a bad category is refused whole (422,
 /// as HubSpot's schema validation does), and so is a type the pair does not have (400).
@@ -140,26 +170,9 @@ pub(super) async fn batch_create(
     Path((from, to)): Path<(String, String)>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(r) = sim.gate(&headers, Call::Upsert) {
-        return r;
-    }
-    if !known_object(&from) || !known_object(&to) {
-        return error(
-            StatusCode::NOT_FOUND,
-            "OBJECT_NOT_FOUND",
-            &format!("Unable to infer object type from: {from}/{to}"),
-        );
-    }
-    let Some(inputs) = body
-        .as_ref()
-        .and_then(|Json(b)| b.get("inputs"))
-        .and_then(Value::as_array)
-    else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "inputs is required",
-        );
+    let inputs = match batch_inputs(&sim, &headers, Call::Upsert, &from, &to, body.as_ref()) {
+        Ok(inputs) => inputs,
+        Err(r) => return r,
     };
     let mut inner = sim.lock();
     let mut typed = Vec::with_capacity(inputs.len());

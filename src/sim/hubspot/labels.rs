@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::associations::hubspot_defined;
-use super::{Call, HubSpotSim, error, known_object};
+use super::{Call, HubSpotSim, error};
 
 pub(super) async fn archive_labels(
     State(sim): State<HubSpotSim>,
@@ -18,26 +18,16 @@ pub(super) async fn archive_labels(
     Path((from, to)): Path<(String, String)>,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(r) = sim.gate(&headers, Call::Upsert) {
-        return r;
-    }
-    if !known_object(&from) || !known_object(&to) {
-        return error(
-            StatusCode::NOT_FOUND,
-            "OBJECT_NOT_FOUND",
-            &format!("Unable to infer object type from: {from}/{to}"),
-        );
-    }
-    let Some(inputs) = body
-        .as_ref()
-        .and_then(|Json(b)| b.get("inputs"))
-        .and_then(Value::as_array)
-    else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "inputs is required",
-        );
+    let inputs = match super::associations::batch_inputs(
+        &sim,
+        &headers,
+        Call::Upsert,
+        &from,
+        &to,
+        body.as_ref(),
+    ) {
+        Ok(inputs) => inputs,
+        Err(r) => return r,
     };
     let mut removals = Vec::new();
     for i in inputs {
