@@ -71,7 +71,18 @@ impl<'a> FactsCache<'a> {
         let open_deals = uses(Step::OpenDirect);
         let query = (accounts || open_deals).then(|| FactsQuery {
             domains: Vec::new(),
-            company_fields: rules.reserved.crm.iter().map(|c| c.field.clone()).collect(),
+            // Each criterion's field under this CRM's name; one naming only another CRM is not read.
+            company_fields: source
+                .as_ref()
+                .map(|s| {
+                    rules
+                        .reserved
+                        .crm
+                        .iter()
+                        .filter_map(|c| c.field_for(s.connector.kind()).map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
             open_deals,
             prm_id_property: prm_id_property.to_owned(),
             domain_field,

@@ -99,7 +99,11 @@ struct RawReserved {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCriterion {
-    field: String,
+    /// The account field on any CRM ...
+    field: Option<String>,
+    /// ... or its name on each CRM.
+    hubspot: Option<String>,
+    salesforce: Option<String>,
     equals: String,
 }
 
@@ -458,15 +462,56 @@ fn reserved(raw: &Raw, has_domain: bool, errs: &mut Errs<'_>) -> Reserved {
                 crm: r
                     .crm
                     .iter()
-                    .map(|c| CrmCriterion {
-                        field: c.get_ref().field.clone(),
-                        equals: c.get_ref().equals.clone(),
-                        line: errs.line(c.span()),
-                    })
+                    .enumerate()
+                    .filter_map(|(i, c)| criterion(i, c, errs))
                     .collect(),
             }
         }
     }
+}
+
+/// One `reserved_accounts.crm` entry: a field name for any CRM, or one per CRM (not both), each
+/// an API name (letters, digits and `_`).
+fn criterion(i: usize, c: &Spanned<RawCriterion>, errs: &mut Errs<'_>) -> Option<CrmCriterion> {
+    let r = c.get_ref();
+    let path = format!("reserved_accounts.crm[{i}]");
+    let names = [&r.field, &r.hubspot, &r.salesforce];
+    let mut ok = true;
+    if names.iter().all(|n| n.is_none()) {
+        errs.at(
+            c.span(),
+            &path,
+            "names no field",
+            Some("add field = \"...\" (any CRM) or hubspot = \"...\" and salesforce = \"...\""),
+        );
+        ok = false;
+    } else if r.field.is_some() && (r.hubspot.is_some() || r.salesforce.is_some()) {
+        errs.at(
+            c.span(),
+            &path,
+            "names a field for any CRM and one per CRM",
+            Some("keep either field or the per-CRM names"),
+        );
+        ok = false;
+    }
+    for n in names.into_iter().flatten() {
+        if n.is_empty() || !n.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+            errs.at(
+                c.span(),
+                &path,
+                format!("{n:?} is not a field name"),
+                Some("use the field's API name: letters, digits and _"),
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| CrmCriterion {
+        field: r.field.clone(),
+        hubspot: r.hubspot.clone(),
+        salesforce: r.salesforce.clone(),
+        equals: r.equals.clone(),
+        line: errs.line(c.span()),
+    })
 }
 
 /// `[open_direct_opportunity]`: what an open direct deal does to a registration.
@@ -719,9 +764,14 @@ fn fingerprint(r: &Rules) -> String {
         list.dedup();
     }
     c.reserved.crm.iter_mut().for_each(|k| k.line = 0);
-    c.reserved
-        .crm
-        .sort_by(|a, b| (&a.field, &a.equals).cmp(&(&b.field, &b.equals)));
+    c.reserved.crm.sort_by(|a, b| {
+        (&a.field, &a.hubspot, &a.salesforce, &a.equals).cmp(&(
+            &b.field,
+            &b.hubspot,
+            &b.salesforce,
+            &b.equals,
+        ))
+    });
     c.open_direct.line = 0;
     c.review.line = 0;
     c.protection.line = 0;

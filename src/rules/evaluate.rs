@@ -259,21 +259,25 @@ fn reserved_hit(rules: &Rules, reg: &Reg, crm: &CrmFacts) -> Option<(String, usi
                 *line,
             ));
         }
+        // The facts hold only the fields the CRM was asked for (its own names), so every name
+        // the criterion gives can be tried.
         for c in &rules.reserved.crm {
-            if a.fields
-                .get(&c.field)
-                .and_then(|v| match v {
-                    Value::String(s) => Some(s.clone()),
-                    Value::Null => None,
-                    other => Some(other.to_string()),
-                })
-                .as_deref()
-                == Some(c.equals.as_str())
-            {
+            let hit = c.names().find(|field| {
+                a.fields
+                    .get(*field)
+                    .and_then(|v| match v {
+                        Value::String(s) => Some(s.clone()),
+                        Value::Null => None,
+                        other => Some(other.to_string()),
+                    })
+                    .as_deref()
+                    == Some(c.equals.as_str())
+            });
+            if let Some(field) = hit {
                 return Some((
                     format!(
-                        "CRM account {} ({domain}) has {} = {:?}, so it is reserved for direct sales",
-                        a.id, c.field, c.equals
+                        "CRM account {} ({domain}) has {field} = {:?}, so it is reserved for direct sales",
+                        a.id, c.equals
                     ),
                     c.line,
                 ));

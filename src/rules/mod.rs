@@ -186,12 +186,35 @@ pub struct Tiers {
     pub line: usize,
 }
 
-/// A CRM criterion for a direct-reserved account: `field` equals `equals`.
+/// A CRM criterion for a direct-reserved account: the account field equals `equals`. The field
+/// is named per CRM (`hubspot`, `salesforce`), or once for any CRM (`field`).
 #[derive(Debug, Clone)]
 pub struct CrmCriterion {
-    pub field: String,
+    /// The name on any CRM without its own name.
+    pub field: Option<String>,
+    pub hubspot: Option<String>,
+    pub salesforce: Option<String>,
     pub equals: String,
     pub line: usize,
+}
+
+impl CrmCriterion {
+    /// The account field this criterion reads on `crm`, if it names one there.
+    pub fn field_for(&self, crm: crate::model::SystemKind) -> Option<&str> {
+        let own = match crm {
+            crate::model::SystemKind::HubSpot => self.hubspot.as_deref(),
+            crate::model::SystemKind::Salesforce => self.salesforce.as_deref(),
+            _ => None,
+        };
+        own.or(self.field.as_deref())
+    }
+
+    /// Every field name the criterion gives, for facts whose CRM is not known (examples).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        [&self.hubspot, &self.salesforce, &self.field]
+            .into_iter()
+            .filter_map(|n| n.as_deref())
+    }
 }
 
 /// Accounts the direct team keeps.

@@ -1065,3 +1065,84 @@ fn credit_compiles_with_defaults_and_three_mistakes_give_three_located_errors() 
             .is_none()
     );
 }
+
+#[test]
+fn a_reserved_criterion_reads_each_crm_s_own_field_name() {
+    use crate::model::SystemKind::{HubSpot, PartnerStack, Salesforce};
+    let r = rules();
+    let c = &r.reserved.crm[0];
+    assert_eq!(c.field_for(HubSpot), Some("prm_direct_reserved"));
+    assert_eq!(c.field_for(Salesforce), Some("PRM_Direct_Reserved__c"));
+    assert_eq!(c.field_for(PartnerStack), None);
+    // Facts as each CRM reads them: a HubSpot property, a Salesforce checkbox (`true`).
+    for (fields, name) in [
+        (
+            json!({"prm_direct_reserved": "true"}),
+            "prm_direct_reserved",
+        ),
+        (
+            json!({"PRM_Direct_Reserved__c": true}),
+            "PRM_Direct_Reserved__c",
+        ),
+    ] {
+        let mut i = input(vec![reg("a", "part_1", "globex.example", T0)]);
+        i.crm.accounts.push(CrmAccount {
+            id: "acc_9".into(),
+            domain: "globex.example".into(),
+            fields: obj(fields),
+        });
+        check(
+            &r,
+            &i,
+            &[(
+                "a",
+                Status::Rejected,
+                None,
+                &format!(
+                    "CRM account acc_9 (globex.example) has {name} = \"true\", so it is reserved for direct sales (reserved_accounts line 46)"
+                ),
+            )],
+        );
+    }
+    // One name for any CRM still works, and applies on both.
+    let any = rules_with(
+        r#"crm = [{ hubspot = "prm_direct_reserved", salesforce = "PRM_Direct_Reserved__c", equals = "true" }]"#,
+        r#"crm = [{ field = "Reserved__c", equals = "yes" }]"#,
+    );
+    assert_eq!(any.reserved.crm[0].field_for(HubSpot), Some("Reserved__c"));
+    assert_eq!(
+        any.reserved.crm[0].field_for(Salesforce),
+        Some("Reserved__c")
+    );
+}
+
+#[test]
+fn a_reserved_criterion_without_a_field_or_with_both_forms_is_a_located_error() {
+    let bad = BUILTIN.1.replace(
+        r#"crm = [{ hubspot = "prm_direct_reserved", salesforce = "PRM_Direct_Reserved__c", equals = "true" }]"#,
+        r#"crm = [{ equals = "true" }, { field = "x", hubspot = "y", equals = "1" }, { salesforce = "Bad Name", equals = "1" }]"#,
+    );
+    let errs = Rules::compile("r.toml", &bad).expect_err("bad file").0;
+    let joined = errs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        joined.contains("reserved_accounts.crm[0]: names no field"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("reserved_accounts.crm[1]: names a field for any CRM and one per CRM"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("reserved_accounts.crm[2]: \"Bad Name\" is not a field name"),
+        "{joined}"
+    );
+    assert!(
+        errs.iter().all(|e| e.to_string().contains("r.toml:46:")),
+        "{joined}"
+    );
+    assert_eq!(errs.len(), 3, "{joined}");
+}

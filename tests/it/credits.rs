@@ -193,9 +193,7 @@ fn account(sf: &prmsync::sim::salesforce::SalesforceSim, key: &str) -> String {
 async fn salesforce_opportunity_carries_the_sourcing_and_the_influencing_partner() {
     let w = World::seeded(0).await;
     let (sf, server) = salesforce().await;
-    let rules = prmsync::rules::BUILTIN
-        .1
-        .replace("prm_direct_reserved", "PRM_Direct_Reserved__c");
+    let rules = prmsync::rules::BUILTIN.1.to_owned();
     let dir = mappings(
         w.dir.path(),
         &[

@@ -344,7 +344,7 @@ async fn rules_that_name_no_crm_facts_read_none() {
     let w = World::seeded(0).await;
     let config = with_rules(&w, |rules| {
         let out = rules.replace("  \"open_direct_opportunity\",", "").replace(
-            "crm = [{ field = \"prm_direct_reserved\", equals = \"true\" }]",
+            "crm = [{ hubspot = \"prm_direct_reserved\", salesforce = \"PRM_Direct_Reserved__c\", equals = \"true\" }]",
             "crm = []",
         );
         assert_ne!(out, rules);

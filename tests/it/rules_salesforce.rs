@@ -39,18 +39,19 @@ pub(crate) fn deal(key: &str, partner: &str, email: &str) -> Map<String, Value> 
     }))
 }
 
-/// A mappings folder with the Salesforce opportunity flow and the shipped rules, whose CRM
-/// criterion names the Salesforce checkbox instead of the HubSpot property (same line numbers).
+/// A mappings folder with the Salesforce opportunity flow and the shipped rules file as shipped
+/// (its CRM criterion names the HubSpot property and the Salesforce checkbox).
 pub(crate) fn salesforce_mappings(dir: &Path) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = dir.join("mappings");
     std::fs::create_dir_all(&out).expect("mappings dir");
     let flow = std::fs::read_to_string(root.join(SF_OPPORTUNITIES)).expect("flow file");
     std::fs::write(out.join("partnerstack-salesforce-opportunities.toml"), flow).expect("flow");
-    let rules = prmsync::rules::BUILTIN
-        .1
-        .replace("prm_direct_reserved", "PRM_Direct_Reserved__c");
-    std::fs::write(out.join(prmsync::rules::RULES_FILE), rules).expect("rules");
+    std::fs::write(
+        out.join(prmsync::rules::RULES_FILE),
+        prmsync::rules::BUILTIN.1,
+    )
+    .expect("rules");
     out
 }
 
