@@ -153,6 +153,10 @@ pub enum Command {
         /// How many partners to seed.
         #[arg(long, default_value_t = 5)]
         partners: usize,
+        /// Which systems: PartnerStack and HubSpot, or a REST PRM and Salesforce (with MDF
+        /// requests, and a fixed seed).
+        #[arg(long, value_enum, default_value_t = DemoProfile::PartnerstackHubspot)]
+        profile: DemoProfile,
     },
     /// Credentials prmsync saved in the state file (rotated refresh tokens, the last session):
     /// `status` shows each one (never its value) and whether it descends from the configured
@@ -220,6 +224,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = BenchSize::Full)]
         size: BenchSize,
     },
+}
+
+/// Which systems `prmsync demo` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoProfile {
+    /// PartnerStack and HubSpot (the default).
+    PartnerstackHubspot,
+    /// A REST PRM (the declarative `rest` profile) and Salesforce, with MDF requests; a fixed
+    /// seed (`--deals` and `--partners` do not apply).
+    RestSalesforce,
 }
 
 /// How much data `prmsync bench` uses.

@@ -1,5 +1,9 @@
 //! `prmsync demo`: starts the simulators on loopback, seeds them, runs the real daemon against
-//! them until the queues are empty, and reports what happened on each side.
+//! them until the queues are empty, and reports what happened on each side. The default profile
+//! is PartnerStack and HubSpot; `rest_salesforce.rs` is the REST PRM and Salesforce profile (the
+//! one with MDF requests, which PartnerStack has no API for).
+
+pub mod rest_salesforce;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +32,19 @@ pub struct DemoOptions {
     pub state: PathBuf,
     pub deals: usize,
     pub partners: usize,
+}
+
+/// Removes an old demo state file (and its WAL): the simulators start empty, so links into an
+/// old simulator are stale.
+pub(crate) fn fresh_state(state: &std::path::Path) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let p = PathBuf::from(format!("{}{suffix}", state.display()));
+        if p.exists() {
+            std::fs::remove_file(&p)
+                .with_context(|| format!("removing old demo state {}", p.display()))?;
+        }
+    }
+    Ok(())
 }
 
 impl DemoOptions {
@@ -114,14 +131,7 @@ pub fn config_for(state: PathBuf, partnerstack: reqwest::Url, hubspot: reqwest::
 
 /// Runs the demo end to end and checks the end state.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
-    // The simulators start empty, so the state must too: links into an old simulator are stale.
-    for suffix in ["", "-wal", "-shm"] {
-        let p = PathBuf::from(format!("{}{suffix}", opts.state.display()));
-        if p.exists() {
-            std::fs::remove_file(&p)
-                .with_context(|| format!("removing old demo state {}", p.display()))?;
-        }
-    }
+    fresh_state(&opts.state)?;
     let ps = PartnerStackSim::new(PS_KEY);
     let hs = HubSpotSim::new(HS_TOKEN);
     let ps_server = SimServer::start(ps.router()).await?;

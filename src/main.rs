@@ -8,7 +8,7 @@ use clap::{CommandFactory as _, Parser};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use prmsync::cli::{BenchSize, Cli, Command, DlqAction, StateArgs};
+use prmsync::cli::{BenchSize, Cli, Command, DemoProfile, DlqAction, StateArgs};
 use prmsync::config::{self, Config, Environment, LogFormat};
 use prmsync::failpoint::{self, FailPoints};
 use prmsync::mapping::{MappingErrors, run_examples};
@@ -117,6 +117,7 @@ fn main() -> ExitCode {
             state,
             deals,
             partners,
+            profile,
         } => {
             telemetry::init(
                 if cli.log_json {
@@ -132,9 +133,17 @@ fn main() -> ExitCode {
                 deals,
                 partners,
             };
-            match runtime().and_then(|rt| rt.block_on(demo::run(opts))) {
-                Ok(summary) => {
-                    print!("{}", demo::render(&summary));
+            let printed = runtime().and_then(|rt| match profile {
+                DemoProfile::PartnerstackHubspot => {
+                    rt.block_on(demo::run(opts)).map(|s| demo::render(&s))
+                }
+                DemoProfile::RestSalesforce => rt
+                    .block_on(demo::rest_salesforce::run(opts))
+                    .map(|s| demo::rest_salesforce::render(&s)),
+            });
+            match printed {
+                Ok(text) => {
+                    print!("{text}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
