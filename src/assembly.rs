@@ -43,6 +43,10 @@ impl Tenant {
         failpoints: FailPoints,
         ready: Arc<AtomicBool>,
     ) -> anyhow::Result<Tenant> {
+        // Mappings and rules first: a tenant whose files do not compile leaves no state file.
+        let set = load_mappings(&config).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
+        let mappings = active_mappings(&config, &set)?;
+        let rules = load_rules(&config)?;
         let state_path = config.daemon.state_path.clone();
         let state_lock = crate::state_lock::try_hold(&state_path)
             .with_context(|| {
@@ -59,8 +63,6 @@ impl Tenant {
             })?;
         let store = Store::open_with(&state_path, &failpoints)
             .with_context(|| format!("opening state file {}", state_path.display()))?;
-        let set = load_mappings(&config).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
-        let mappings = active_mappings(&config, &set)?;
         let reloads = Arc::new(Mutex::new(ReloadStatus {
             versions: versions(&mappings),
             ..ReloadStatus::default()
@@ -92,7 +94,7 @@ impl Tenant {
                 .with_failpoints(failpoints.clone())
                 .with_erasure(config.erasure.clone()),
         );
-        engine.set_rules(load_rules(&config)?);
+        engine.set_rules(rules);
         // A pause recorded by an earlier process ends here: this one starts with the credentials
         // configured now, and pauses again at the first refusal.
         for system in engine.systems() {

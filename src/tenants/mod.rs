@@ -10,6 +10,7 @@ pub mod status;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -246,6 +247,12 @@ impl Fleet {
             }
             let assembled = match loaded {
                 Ok(config) => {
+                    let state_dir = config.daemon.state_path.parent().map(Path::to_owned);
+                    if let Some(d) = state_dir {
+                        std::fs::create_dir_all(&d).with_context(|| {
+                            format!("creating the tenants' state folder {}", d.display())
+                        })?;
+                    }
                     Tenant::assemble(
                         config,
                         self.clock.clone(),
@@ -275,9 +282,10 @@ impl Fleet {
                             reloads: tenant.reloads.clone(),
                         },
                     );
-                    let pipeline = self.running.load(Ordering::Relaxed).then(|| {
-                        Pipeline::start(tenant.engine.clone(), tenant.webhooks.ready.clone())
-                    });
+                    let pipeline = self
+                        .running
+                        .load(Ordering::Relaxed)
+                        .then(|| start_pipeline(name, &tenant));
                     tracing::info!(tenant = %name, state = %tenant.config.daemon.state_path.display(), "tenant started");
                     tenants.insert(
                         name.clone(),
@@ -360,11 +368,8 @@ impl Fleet {
     pub async fn run(&self, shutdown: CancellationToken, reload: Arc<Notify>) {
         {
             let mut tenants = self.tenants.lock().await;
-            for r in tenants.values_mut() {
-                r.pipeline = Some(Pipeline::start(
-                    r.tenant.engine.clone(),
-                    r.tenant.webhooks.ready.clone(),
-                ));
+            for (name, r) in tenants.iter_mut() {
+                r.pipeline = Some(start_pipeline(name, &r.tenant));
             }
             self.running.store(true, Ordering::Relaxed);
         }
@@ -428,6 +433,12 @@ impl Fleet {
         }
         tracing::info!("prmsync stopped");
     }
+}
+
+/// Starts a tenant's stage tasks, each logging under a `tenant` span.
+fn start_pipeline(name: &str, tenant: &Tenant) -> Pipeline {
+    tracing::info_span!("tenant", tenant = %name)
+        .in_scope(|| Pipeline::start(tenant.engine.clone(), tenant.webhooks.ready.clone()))
 }
 
 /// Stops every pipeline at once (each finishes its current step).

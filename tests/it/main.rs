@@ -39,4 +39,5 @@ mod rules_salesforce;
 mod shipped;
 mod sim_strict;
 mod sync;
+mod tenants;
 mod webhooks;
