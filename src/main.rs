@@ -362,17 +362,17 @@ fn check(path: &Path, live: bool) -> ExitCode {
         Err(code) => return code,
     };
     if let Some(fleet) = fleet {
-        return check_tenants(&fleet);
+        return check_tenants(&fleet, live);
     }
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    check_config(&config, path)
+    check_config(&config, path, live)
 }
 
 /// `prmsync check` of a multi-tenant config: every tenant, each under its name.
-fn check_tenants(fleet: &config::FleetConfig) -> ExitCode {
+fn check_tenants(fleet: &config::FleetConfig, live: bool) -> ExitCode {
     let names = match config::tenant_names(fleet) {
         Ok(n) => n,
         Err(e) => {
@@ -388,7 +388,7 @@ fn check_tenants(fleet: &config::FleetConfig) -> ExitCode {
         println!("tenant {name}:");
         let file = fleet.tenant_dir(name).join(config::TENANT_FILE);
         let ok = match config::load_tenant(fleet, name, &Environment::from_process()) {
-            Ok(c) => check_config(&c, &file) == ExitCode::SUCCESS,
+            Ok(c) => check_config(&c, &file, live) == ExitCode::SUCCESS,
             Err(e) => {
                 eprint!("{e}");
                 false
@@ -405,7 +405,7 @@ fn check_tenants(fleet: &config::FleetConfig) -> ExitCode {
         println!("ok: {} tenant(s)", names.len());
     } else {
         eprintln!(
-            "{} of {} tenant(s) have problems and will be skipped: {}",
+            "{} of {} tenant(s) have problems (the daemon skips a tenant whose config, mappings or rules do not load): {}",
             broken.len(),
             names.len(),
             broken.join(", ")
@@ -414,8 +414,8 @@ fn check_tenants(fleet: &config::FleetConfig) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `prmsync check` of one config (`path` names it in the summary).
-fn check_config(config: &Config, path: &Path) -> ExitCode {
+/// `prmsync check` of one config (`path` names it in the summary); `live`: also `--live`.
+fn check_config(config: &Config, path: &Path, live: bool) -> ExitCode {
     let mut problems = 0;
     let mut examples = 0;
     // Mapping errors do not stop the check: the rules file's errors are reported in the same run.
@@ -480,7 +480,7 @@ fn check_config(config: &Config, path: &Path) -> ExitCode {
         ),
     }
     if live {
-        return check_live(&config);
+        return check_live(config);
     }
     ExitCode::SUCCESS
 }

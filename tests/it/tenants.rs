@@ -339,7 +339,9 @@ min_free_bytes = 0
         "a broken tenant is skipped, as the daemon does: {err}"
     );
     assert!(
-        out.contains("tenant acme:") && err.contains("will be skipped: delta"),
+        out.contains("tenant acme:")
+            && err.contains("1 of 4 tenant(s) have problems")
+            && err.ends_with("delta\n"),
         "{err}"
     );
     let (code, _, err) = prmsync(&["check", "--config", &cfg, "--tenant", "delta"]);
