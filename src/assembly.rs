@@ -34,6 +34,15 @@ pub struct Tenant {
 }
 
 impl Tenant {
+    /// The files [`Tenant::assemble`] compiles before it touches the state file: the mappings
+    /// and rules (`prmsync status` shows a tenant whose files do not compile as broken).
+    pub fn preflight(config: &Config) -> anyhow::Result<()> {
+        let set = load_mappings(config).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
+        active_mappings(config, &set)?;
+        load_rules(config)?;
+        Ok(())
+    }
+
     /// Locks and opens the state file (migrating it), seals plain-text tokens, compiles the
     /// mappings and rules and builds the connectors and the engine. `ready` is the listener's
     /// readiness flag, shared by every tenant of the process.

@@ -231,13 +231,21 @@ impl Fleet {
             let file_text = std::fs::read_to_string(&file).unwrap_or_default();
             let loaded = load_tenant(&self.config, name, &self.env);
             if let Some(r) = tenants.get(name) {
-                if r.file_text == file_text {
-                    match &loaded {
-                        Ok(config) => self.reload_in_place(name, r, config).await,
-                        Err(e) => {
-                            tracing::error!(tenant = %name, error = %e, "tenant config not reloaded: the running one stays")
-                        }
+                // A running tenant keeps running unless its changed configuration is whole; an
+                // unchanged one reloads mappings, rules and credentials in place (a mapping set
+                // with errors is refused there and counted in its reload status).
+                let checked = match &loaded {
+                    Err(e) => Err(anyhow::anyhow!("{e}")),
+                    Ok(config) if r.file_text == file_text => {
+                        self.reload_in_place(name, r, config).await;
+                        continue;
                     }
+                    // The files compile and the credentials it names can be read.
+                    Ok(config) => Tenant::preflight(config)
+                        .and_then(|()| crate::app::connectors_with(config, None).map(|_| ())),
+                };
+                if let Err(e) = checked {
+                    tracing::error!(tenant = %name, error = format!("{e:#}"), "tenant not reloaded: the running one stays");
                     continue;
                 }
                 if let Some(r) = tenants.remove(name) {

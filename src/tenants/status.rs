@@ -43,10 +43,7 @@ fn one(fleet: &FleetConfig, env: &Environment, name: &str, now_ms: i64) -> Tenan
         Ok(c) => c,
         Err(e) => return broken(e.to_string()),
     };
-    let mappings = crate::app::load_mappings(&config)
-        .map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))
-        .and_then(|set| crate::app::active_mappings(&config, &set));
-    if let Err(e) = mappings.and_then(|_| crate::app::load_rules(&config)) {
+    if let Err(e) = crate::assembly::Tenant::preflight(&config) {
         return broken(format!("{e:#}"));
     }
     let path = &config.daemon.state_path;

@@ -348,24 +348,60 @@ min_free_bytes = 0
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("deals.toml"), "{err}");
 
-    // A reload picks up the repaired tenant; the others keep running.
+    // One reload: delta repaired (starts), bolt's tenant.toml changed with a working token
+    // (restarts), crest's folder removed (stops), acme's file broken (keeps running as it was).
     std::fs::remove_file(broken_dir.join("mappings/deals.toml")).unwrap();
     std::fs::remove_dir(broken_dir.join("mappings")).unwrap();
+    let bolt = tenant(root, "bolt", &dead, HS_TOKEN);
+    let mut text = std::fs::read_to_string(bolt.join("tenant.toml")).unwrap();
+    text.push_str("\n[daemon]\nbatch_size = 50\n");
+    std::fs::write(bolt.join("tenant.toml"), text).unwrap();
+    std::fs::remove_dir_all(root.join("tenants/crest")).unwrap();
+    let acme_file = root.join("tenants/acme/tenant.toml");
+    let acme_text = std::fs::read_to_string(&acme_file).unwrap();
+    std::fs::write(
+        &acme_file,
+        acme_text.replace("[hubspot]", "[hubspot]\nnot_a_key = 1"),
+    )
+    .unwrap();
     reload.notify_one();
-    wait_ok(
-        WAIT,
-        "delta's deals in its HubSpot after the reload",
-        || async {
-            let n = broken.hs.objects("deals").len();
-            if n == 4 {
-                Ok(())
-            } else {
-                Err(format!("{n} of 4"))
-            }
-        },
+    let count = |sims: &Sims, want: usize| {
+        let n = sims.hs.objects("deals").len();
+        if n == want {
+            Ok(())
+        } else {
+            Err(format!("{n} of {want}"))
+        }
+    };
+    wait_ok(WAIT, "delta's deals after the reload", || async {
+        count(&broken, 4)
+    })
+    .await;
+    wait_ok(WAIT, "bolt's deals after the reload", || async {
+        count(&dead, 4)
+    })
+    .await;
+    wait_until(WAIT, "crest stopped", || async {
+        fleet.tenants().iter().all(|(n, _)| n != "crest")
+    })
+    .await;
+    let (status, text) = signed_post(
+        &format!("{base}/webhooks/crest/hubspot"),
+        "crest-secret",
+        body,
     )
     .await;
-    assert_eq!(healthy.hs.objects("deals").len(), 8);
+    assert_eq!(status, 404);
+    assert!(text.contains("unknown tenant"), "{text}");
+    assert!(
+        fleet.tenants().iter().all(|(_, r)| r.is_ok()),
+        "acme keeps running on its loaded config: {:?}",
+        fleet.tenants()
+    );
+    // acme still syncs: a new deal gets to its CRM.
+    let ninth = seed::deals(9, 3).pop().unwrap();
+    healthy.ps.upsert_deal(ninth);
+    wait_ok(WAIT, "acme's new deal", || async { count(&healthy, 9) }).await;
 
     stop.cancel();
     running.await.unwrap();
