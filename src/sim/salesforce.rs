@@ -512,7 +512,7 @@ fn sf_time(ms: i64) -> String {
 
 fn insert_rec(inner: &mut Inner, object: &str, mut fields: Map<String, Value>, now: i64) -> String {
     let prefix = describe(object).map_or("a00", |d| d.prefix);
-    let id = format!("{prefix}SIM{:012}AAA", inner.next_id);
+    let id = format!("{prefix}SIM{:09}AAA", inner.next_id);
     inner.next_id += 1;
     fields.insert("Id".into(), json!(id));
     fields.insert("CreatedDate".into(), json!(sf_time(now)));
