@@ -203,6 +203,8 @@ struct Inner {
     soql: Vec<String>,
     /// The org's partner roles (`partners.rs`); `None`: the defaults.
     partner_roles: Option<Vec<String>>,
+    /// External ids whose next collection upsert is refused with `REQUEST_LIMIT_EXCEEDED`.
+    limited_records: std::collections::BTreeSet<String>,
 }
 
 /// A Salesforce org in memory.
@@ -384,6 +386,12 @@ impl SalesforceSim {
     /// Query locators refused because they had expired or were dropped.
     pub fn expired_locators(&self) -> u64 {
         self.lock().locators.expired
+    }
+
+    /// The next collection upsert of the record whose external id is `value` is refused for it
+    /// alone with `REQUEST_LIMIT_EXCEEDED` in its result (the org's limit reached mid-call).
+    pub fn limit_record(&self, value: &str) {
+        self.lock().limited_records.insert(value.to_owned());
     }
 
     /// The org's daily API allocation; requests beyond it get 403 `REQUEST_LIMIT_EXCEEDED`.
@@ -1254,6 +1262,14 @@ async fn upsert_collection(
             );
             continue;
         };
+        if inner.limited_records.remove(&value) {
+            failed = true;
+            results.push(
+                json!({"success": false, "errors": [{"statusCode": "REQUEST_LIMIT_EXCEEDED",
+                "message": "TotalRequests Limit exceeded.", "fields": []}]}),
+            );
+            continue;
+        }
         match upsert_rec(&mut inner, d, &field, &value, fields, now, &mut undo) {
             Upserted::Done(id, created) => {
                 results.push(json!({"id": id, "success": true, "errors": [], "created": created}))

@@ -57,14 +57,14 @@ pub(crate) fn seed_partnerstack(w: &World) {
             })),
         );
     }
+    // Actions as PartnerStack lists them (GET /v2/actions): only the documented fields.
     for i in 1..=ACTIONS {
         w.ps.upsert_item(
             "actions",
             object(json!({
-                "key": format!("act_{i}"), "partner_key": format!("part_{}", 1 + i % PARTNERS),
-                "deal_key": format!("deal_{i}"), "partner_name": "Partner", "type": "meeting",
-                "title": format!("QBR {i}"), "description": "Pipeline review",
-                "occurred_at": "2026-03-02T10:00:00",
+                "key": format!("act_{i}"), "archived": false, "company": {}, "customer": {},
+                "partnership_key": format!("part_{}", 1 + i % PARTNERS),
+                "type": if i % 2 == 0 { "call" } else { "meeting_held" }, "value": i,
             })),
         );
     }
@@ -163,10 +163,7 @@ async fn a_lookup_whose_record_is_not_on_its_way_is_dead_lettered_once() {
     for (key, partner) in [("act_1", "part_1"), ("act_2", "part_99")] {
         w.ps.upsert_item(
             "actions",
-            object(
-                json!({"key": key, "partner_key": partner, "partner_name": "P",
-                "type": "call", "title": "Intro", "occurred_at": "2026-03-02T10:00:00"}),
-            ),
+            object(json!({"key": key, "partnership_key": partner, "type": "call", "value": 1})),
         );
     }
     let (sf, server) = salesforce().await;
