@@ -322,7 +322,12 @@ pub fn of(object: &str) -> Option<Vec<Property>> {
 /// Why HubSpot refuses `value` for property `name` of `object`, or `None` when it is valid.
 /// Unknown objects pass (the caller answers 404 for them). An empty value clears any property.
 pub fn invalid(edits: &Edits, object: &str, name: &str, value: &str) -> Option<String> {
-    let props = live(edits, object)?;
+    invalid_in(&live(edits, object)?, name, value)
+}
+
+/// [`invalid`] against `props`, the object's live properties (built once per write, not once
+/// per value: the simulator validates every value of every batch).
+fn invalid_in(props: &[LiveProperty], name: &str, value: &str) -> Option<String> {
     let Some(prop) = props.iter().find(|x| x.name == name) else {
         return Some(format!("Property \"{name}\" does not exist"));
     };
@@ -371,9 +376,8 @@ pub fn first_invalid<'a>(
     object: &str,
     props: impl IntoIterator<Item = (&'a String, &'a String)>,
 ) -> Option<String> {
-    props
-        .into_iter()
-        .find_map(|(k, v)| invalid(edits, object, k, v))
+    let live = live(edits, object)?;
+    props.into_iter().find_map(|(k, v)| invalid_in(&live, k, v))
 }
 
 fn json_of(prop: &LiveProperty) -> Value {
