@@ -324,7 +324,8 @@ pub struct Daemon {
     stop_http: CancellationToken,
     tasks: TaskTracker,
     /// This daemon's hold on the state file (`prmsync erase` hands its work to it).
-    _state_lock: crate::state_lock::StateLock,
+    /// The state file's lock (`None` for PostgreSQL: the writer connection holds the lock).
+    _state_lock: Option<crate::state_lock::StateLock>,
 }
 
 impl Daemon {
@@ -343,23 +344,39 @@ impl Daemon {
         if failpoints.is_armed() {
             tracing::warn!("fail points are armed: this process will abort on purpose");
         }
-        let state_lock = crate::state_lock::try_hold(&config.daemon.state_path)
-            .with_context(|| {
-                format!(
-                    "locking {}",
-                    crate::state_lock::lock_path(&config.daemon.state_path).display()
-                )
-            })?
-            .with_context(|| {
-                format!(
-                    "another prmsync daemon (or `prmsync erase`) is using the state file {}",
-                    config.daemon.state_path.display()
-                )
-            })?;
-        let store =
-            Store::open_with(&config.daemon.state_path, &failpoints).with_context(|| {
-                format!("opening state file {}", config.daemon.state_path.display())
-            })?;
+        let (state_lock, store) = match &config.state.postgres {
+            // A PostgreSQL state: the lock is a session advisory lock on the state's schema.
+            Some(target) => {
+                let store = Store::open_postgres(target).with_context(|| {
+                    format!("opening the PostgreSQL state (schema {})", target.schema)
+                })?;
+                anyhow::ensure!(
+                    store.hold_daemon_lock().await?,
+                    "another prmsync daemon is using the PostgreSQL state schema {}",
+                    target.schema
+                );
+                (None, store)
+            }
+            None => {
+                let lock = crate::state_lock::try_hold(&config.daemon.state_path)
+                    .with_context(|| {
+                        format!(
+                            "locking {}",
+                            crate::state_lock::lock_path(&config.daemon.state_path).display()
+                        )
+                    })?
+                    .with_context(|| {
+                        format!(
+                            "another prmsync daemon (or `prmsync erase`) is using the state file {}",
+                            config.daemon.state_path.display()
+                        )
+                    })?;
+                let store = Store::open_with(&config.daemon.state_path, &failpoints).with_context(
+                    || format!("opening state file {}", config.daemon.state_path.display()),
+                )?;
+                (Some(lock), store)
+            }
+        };
         let set = load_mappings(&config).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
         let mappings = active_mappings(&config, &set)?;
         let reloads = Arc::new(Mutex::new(ReloadStatus {
@@ -411,7 +428,12 @@ impl Daemon {
         let readiness = Arc::new(crate::admin::Readiness::new(
             ready.clone(),
             &config.daemon.state_path,
-            config.admin.min_free_bytes,
+            // The free-space check watches the state file's volume; PostgreSQL watches its own.
+            if config.state.postgres.is_some() {
+                0
+            } else {
+                config.admin.min_free_bytes
+            },
         ));
         let admin_router = crate::admin::router(crate::admin::AdminState {
             store: store.clone(),

@@ -401,6 +401,15 @@ impl Store {
         })
     }
 
+    /// Takes the single-daemon lock of a PostgreSQL state (`false`: another daemon holds it).
+    /// A SQLite state is locked by its lock file (`state_lock.rs`), so this is always `true`.
+    pub async fn hold_daemon_lock(&self) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Postgres(p) => p.hold_daemon_lock().await,
+            Backend::Sqlite(_) => Ok(true),
+        }
+    }
+
     /// The state file's path (`None` for a PostgreSQL state).
     pub fn path(&self) -> Option<&Path> {
         match &self.backend {
@@ -828,6 +837,11 @@ impl Store {
 
     /// Sourced deals whose partner credits the CRM has not confirmed yet, at most `limit`.
     pub async fn unsent_credits(&self, limit: usize) -> Result<Vec<UnsentCredits>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::registrations::unsent_credits(c, limit))
+                .await;
+        }
         self.call(move |conn| credits::unsent(conn, limit)).await
     }
 
@@ -836,6 +850,11 @@ impl Store {
         &self,
         ids: Vec<String>,
     ) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::registrations::sent_credits(c, &ids))
+                .await;
+        }
         self.call(move |conn| credits::sent(conn, &ids)).await
     }
 
@@ -845,6 +864,11 @@ impl Store {
         outcomes: Vec<(UnsentCredits, Result<(), String>)>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::registrations::complete_credits(tx, &outcomes, now_ms))
+                .await;
+        }
         self.write(move |tx| credits::complete(tx, &outcomes, now_ms))
             .await
     }
@@ -988,6 +1012,15 @@ impl Store {
         touched: Vec<String>,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write_relaxed(move |tx| {
+                    let n = pg::registrations::record_events(tx, &events, now_ms)?;
+                    pg::registrations::touch(tx, &touched)?;
+                    Ok(n)
+                })
+                .await;
+        }
         self.write_relaxed(move |tx| {
             let n = registrations::record_events(tx, &events, now_ms)?;
             registrations::touch(tx, &touched)?;
@@ -1002,6 +1035,11 @@ impl Store {
         names: Vec<(String, String)>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write_relaxed(move |tx| pg::registrations::record_partners(tx, &names, now_ms))
+                .await;
+        }
         self.write_relaxed(move |tx| registrations::record_partners(tx, &names, now_ms))
             .await
     }
@@ -1012,12 +1050,22 @@ impl Store {
         rows: Vec<(String, Map<String, Value>)>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::registrations::record_mdf(tx, &rows, now_ms))
+                .await;
+        }
         self.write(move |tx| attribution::record_mdf(tx, &rows, now_ms))
             .await
     }
 
     /// Whether any registration was last decided under rules other than `rules_version`.
     pub async fn registrations_outdated(&self, rules_version: String) -> Result<bool, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::registrations::outdated(c, &rules_version))
+                .await;
+        }
         self.call(move |conn| registrations::outdated(conn, &rules_version))
             .await
     }
@@ -1027,6 +1075,11 @@ impl Store {
         &self,
         rules_version: String,
     ) -> Result<Vec<crate::rules::RegistrationEvent>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::registrations::outdated_latest(c, &rules_version))
+                .await;
+        }
         self.call(move |conn| registrations::outdated_latest(conn, &rules_version))
             .await
     }
@@ -1037,6 +1090,16 @@ impl Store {
         keys: Vec<(String, String, String)>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| {
+                    for (id, key, partner) in &keys {
+                        pg::registrations::set_key(tx, id, key, partner, now_ms)?;
+                    }
+                    Ok(())
+                })
+                .await;
+        }
         self.write(move |tx| {
             for (id, key, partner) in &keys {
                 registrations::set_key(tx, id, key, partner, now_ms)?;
@@ -1048,6 +1111,9 @@ impl Store {
 
     /// The newest registration event time (the rules' "now"), if any registration was seen.
     pub async fn registrations_as_of(&self) -> Result<Option<i64>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.call(|c| pg::registrations::as_of(c)).await;
+        }
         self.call(|conn| registrations::as_of(conn)).await
     }
 
@@ -1057,12 +1123,22 @@ impl Store {
         rules_version: String,
         as_of_ms: i64,
     ) -> Result<Vec<String>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::registrations::keys_to_decide(c, &rules_version, as_of_ms))
+                .await;
+        }
         self.call(move |conn| registrations::keys_to_decide(conn, &rules_version, as_of_ms))
             .await
     }
 
     /// The registrations, review outcomes and prior decisions of one group.
     pub async fn registration_group(&self, key: String) -> Result<RegistrationGroup, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::registrations::group(c, Some(&key)))
+                .await;
+        }
         self.call(move |conn| registrations::group(conn, Some(&key)))
             .await
     }
@@ -1074,6 +1150,11 @@ impl Store {
         commit: DecisionCommit,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write_relaxed(move |tx| pg::registrations::commit_decisions(tx, &commit, now_ms))
+                .await;
+        }
         self.write_relaxed(move |tx| registrations::commit_decisions(tx, &commit, now_ms))
             .await
     }
@@ -1083,6 +1164,11 @@ impl Store {
         &self,
         status: Option<String>,
     ) -> Result<Vec<StoredRegistration>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::registrations::list(c, status.as_deref()))
+                .await;
+        }
         self.call(move |conn| registrations::list(conn, status.as_deref()))
             .await
     }
@@ -1092,6 +1178,9 @@ impl Store {
         &self,
         id: String,
     ) -> Result<Option<(StoredRegistration, Vec<DecisionChange>)>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.call(move |c| pg::registrations::get(c, &id)).await;
+        }
         self.call(move |conn| registrations::get(conn, &id)).await
     }
 
@@ -1104,6 +1193,11 @@ impl Store {
         reason: String,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::registrations::add_review(tx, &id, approve, &reason, now_ms))
+                .await;
+        }
         self.write(move |tx| registrations::add_review(tx, &id, approve, &reason, now_ms))
             .await
     }
@@ -1122,6 +1216,14 @@ impl Store {
     pub async fn counts_kept_and_recounted(
         &self,
     ) -> Result<(counters::Counts, counters::Counts), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .read(|c| {
+                    let n = pg::queries::counts(c)?;
+                    Ok((n.clone(), n))
+                })
+                .await;
+        }
         self.read(|conn| Ok((counters::read(conn)?, counters::recount(conn)?)))
             .await
     }

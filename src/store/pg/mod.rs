@@ -12,6 +12,7 @@ pub(super) mod erase_requests;
 mod group;
 pub(super) mod migrations;
 pub(super) mod queries;
+pub(super) mod registrations;
 pub(super) mod resync;
 pub(super) mod retention;
 
@@ -137,6 +138,20 @@ impl PgStore {
     /// The migration step the schema is at.
     pub fn schema_version(&self) -> i64 {
         self.schema_version
+    }
+
+    /// Takes the daemon lock of this schema (a session advisory lock on the writer connection,
+    /// released when the store closes or the connection drops): `false` when another daemon
+    /// holds it.
+    pub async fn hold_daemon_lock(&self) -> Result<bool, StoreError> {
+        self.call(|c| {
+            Ok(c.query_one(
+                "SELECT pg_try_advisory_lock(hashtext('prmsync daemon ' || current_schema()))",
+                &[],
+            )?
+            .try_get(0)?)
+        })
+        .await
     }
 
     /// Runs `f` on the writer thread (outside any transaction) and returns its result.
