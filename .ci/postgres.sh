@@ -36,6 +36,6 @@ case "$cmd" in
     ;;
   stop)
     bin="$(bindir)"
-    as_pg "$bin/pg_ctl" -D "$dir/data" -m fast stop >&2 || true
+    as_pg "$bin/pg_ctl" -D "$dir/data" -m fast stop >/dev/null 2>&1 || true
     ;;
 esac

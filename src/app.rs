@@ -203,6 +203,7 @@ fn webhook_secrets(config: &Config) -> (Option<SecretString>, Option<SecretStrin
 /// live systems. Only reads: the state file is opened read-only, no vendor write is made, and no
 /// token is refreshed (Salesforce: the session the daemon saved is used).
 pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<FlowPlan>> {
+    refuse_postgres(config, "prmsync plan")?;
     let set = load_mappings(config)?;
     let mut mappings = active_mappings(config, &set)?;
     if let Some(name) = flow {
@@ -232,6 +233,18 @@ pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<Flo
     Ok(dryrun::plan_flows(&[&prm, &crm], &mappings, state.as_ref(), &retry).await?)
 }
 
+/// Refuses a command that reads the SQLite state file read-only when the state is in
+/// PostgreSQL (`state.url`): it would otherwise plan as if nothing had been synced.
+fn refuse_postgres(config: &Config, verb: &str) -> anyhow::Result<()> {
+    if let Some(target) = &config.state.postgres {
+        bail!(
+            "{verb} is not available yet on a PostgreSQL state (state.url, schema {})",
+            target.schema
+        );
+    }
+    Ok(())
+}
+
 /// The token store of a command that must not own the tokens (`prmsync plan`): the daemon owns
 /// the Salesforce refresh token (a refresh rotates it), so these read the session the daemon
 /// saved, read-only, and never send the refresh grant.
@@ -253,6 +266,7 @@ fn read_only_tokens(config: &Config) -> anyhow::Result<Option<Arc<dyn TokenStore
 pub async fn plan_registrations(
     config: &Config,
 ) -> anyhow::Result<Option<(String, Vec<crate::engine::registrations::Move>)>> {
+    refuse_postgres(config, "prmsync plan")?;
     let Some(rules) = Rules::load(config.daemon.mappings_dir.as_deref())
         .map_err(|e| anyhow::anyhow!("rules of engagement errors:\n{e}"))?
     else {

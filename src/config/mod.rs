@@ -897,7 +897,7 @@ fn validate_state(r: raw::RawState, env: &Environment, errs: &mut Vec<ConfigErro
         },
     };
     // An unread systemd credential (`check` outside systemd) is empty: nothing more to check.
-    if !url.is_empty() && !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+    if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         errs.push(ConfigError {
             key: "state.url".into(),
             message: "is not a postgres:// URL".into(),
@@ -1167,5 +1167,7 @@ fn secret(
 mod crm_tests;
 #[cfg(test)]
 mod example_tests;
+#[cfg(test)]
+mod state_tests;
 #[cfg(test)]
 mod tests;

@@ -394,6 +394,17 @@ impl Store {
         })
     }
 
+    /// Opens the configured state: the PostgreSQL schema when `postgres` is set, else the file.
+    pub fn open_configured(
+        postgres: Option<&pg::PgTarget>,
+        path: &Path,
+    ) -> Result<Store, StoreError> {
+        match postgres {
+            Some(target) => Store::open_postgres(target),
+            None => Store::open(path),
+        }
+    }
+
     /// Connects to a PostgreSQL state (creating its schema and applying pending migrations).
     pub fn open_postgres(target: &pg::PgTarget) -> Result<Store, StoreError> {
         Ok(Store {
@@ -779,7 +790,7 @@ impl Store {
     /// Every saved credential's name and save time (never the value), for `prmsync auth status`.
     pub async fn credential_names(&self) -> Result<Vec<(String, i64)>, StoreError> {
         if let Some(pg) = self.pg() {
-            return pg.call(|c| pg::queries::credential_names(c)).await;
+            return pg.call(pg::queries::credential_names).await;
         }
         self.call(|c| credentials::list(c)).await
     }
@@ -937,7 +948,7 @@ impl Store {
     /// The earliest time any outbox row becomes due, if any row is waiting.
     pub async fn next_outbox_due(&self) -> Result<Option<i64>, StoreError> {
         if let Some(pg) = self.pg() {
-            return pg.call(|c| pg::queries::next_outbox_due(c)).await;
+            return pg.call(pg::queries::next_outbox_due).await;
         }
         self.call(|conn| queries::next_outbox_due(conn)).await
     }
@@ -1112,7 +1123,7 @@ impl Store {
     /// The newest registration event time (the rules' "now"), if any registration was seen.
     pub async fn registrations_as_of(&self) -> Result<Option<i64>, StoreError> {
         if let Some(pg) = self.pg() {
-            return pg.call(|c| pg::registrations::as_of(c)).await;
+            return pg.call(pg::registrations::as_of).await;
         }
         self.call(|conn| registrations::as_of(conn)).await
     }

@@ -149,7 +149,7 @@ impl Store {
     /// The state file's size in pages (for `prmsync status`, tests and benchmarks).
     pub async fn file_pages(&self) -> Result<FilePages, StoreError> {
         if let Some(pg) = self.pg() {
-            return pg.read(|c| super::pg::retention::file_pages(c)).await;
+            return pg.read(super::pg::retention::file_pages).await;
         }
         self.read(file_pages).await
     }
