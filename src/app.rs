@@ -245,6 +245,12 @@ fn refuse_postgres(config: &Config, verb: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The configured connectors for a read-only command (`prmsync check --live`): like `plan`, the
+/// Salesforce session is the one the daemon saved, and no refresh grant is sent.
+pub fn read_only_connectors(config: &Config) -> anyhow::Result<(Connector, Connector)> {
+    connectors_with(config, read_only_tokens(config)?)
+}
+
 /// The token store of a command that must not own the tokens (`prmsync plan`): the daemon owns
 /// the Salesforce refresh token (a refresh rotates it), so these read the session the daemon
 /// saved, read-only, and never send the refresh grant.

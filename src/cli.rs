@@ -37,6 +37,11 @@ pub enum Command {
         file: Option<PathBuf>,
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Also read the CRM's live schema (HubSpot properties, Salesforce describe) and report
+        /// every mapped field that no longer fits it, with file:line (exit 2 on drift, 1 when
+        /// the CRM cannot be read). Read-only, like `plan`.
+        #[arg(long)]
+        live: bool,
     },
     /// Dry run: what each flow would create, update, skip or fail, from the state file and the
     /// live systems. Only reads; writes nothing anywhere.

@@ -26,8 +26,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(&config, cli.log_json),
-        Command::Check { file, config } => match file.or(config) {
-            Some(path) => check(&path),
+        Command::Check { file, config, live } => match file.or(config) {
+            Some(path) => check(&path, live),
             None => {
                 eprintln!("prmsync check: name the config file (prmsync check FILE)");
                 ExitCode::from(EXIT_CONFIG)
@@ -259,7 +259,7 @@ fn run(path: &Path, log_json: bool) -> ExitCode {
     }
 }
 
-fn check(path: &Path) -> ExitCode {
+fn check(path: &Path, live: bool) -> ExitCode {
     quiet_logs();
     let config = match load(path) {
         Ok(c) => c,
@@ -328,7 +328,29 @@ fn check(path: &Path) -> ExitCode {
             prmsync::rules::RULES_FILE
         ),
     }
+    if live {
+        return check_live(&config);
+    }
     ExitCode::SUCCESS
+}
+
+/// `prmsync check --live`: the mapped fields against the CRM's live schema.
+fn check_live(config: &Config) -> ExitCode {
+    use prmsync::ops::check_live;
+    match runtime().and_then(|rt| rt.block_on(check_live::check_config(config))) {
+        Ok(r) if r.drift.is_empty() => {
+            print!("{}", check_live::render(&r));
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprint!("{}", check_live::render(&r));
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("check --live failed: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
 }
 
 /// The part of `prmsync plan` about the rules of engagement: which registrations the rules file

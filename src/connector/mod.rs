@@ -7,6 +7,7 @@ pub mod partnerstack;
 pub mod reload;
 pub mod rest;
 pub mod salesforce;
+pub mod schema;
 pub mod tokens;
 
 use std::collections::HashMap;
@@ -456,6 +457,19 @@ impl Connector {
                 "{} is not a CRM: it takes no partner credits",
                 self.kind()
             ))),
+        }
+    }
+
+    /// The live schema of `object` (HubSpot properties, Salesforce describe), one request paced
+    /// like any other; `None` for systems prmsync reads no schema of (the PRMs).
+    pub async fn read_schema(
+        &self,
+        object: &str,
+    ) -> Option<Result<schema::LiveObject, ConnectorError>> {
+        match self {
+            Connector::HubSpot(c) => Some(c.read_schema(object).await),
+            Connector::Salesforce(c) => Some(c.read_schema(object).await),
+            Connector::PartnerStack(_) | Connector::Rest(_) => None,
         }
     }
 

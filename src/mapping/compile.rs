@@ -288,6 +288,7 @@ pub(super) fn compile(file: &str, text: &str) -> Result<Mapping, Vec<MappingErro
         source,
         target,
         external_id,
+        target_at: line_col(text, raw.target.span().start),
         fields,
         filter,
         on_delete,
@@ -660,6 +661,7 @@ fn field(
         allow_blank: f.allow_blank,
         default,
         constant,
+        target_at: line_col(errs.text, f.target.span().start),
     })
 }
 

@@ -3,6 +3,7 @@
 
 mod apply;
 mod compile;
+pub mod drift;
 mod examples;
 mod filter;
 pub mod schema;
@@ -42,6 +43,8 @@ pub struct Mapping {
     pub target: ObjectRef,
     /// The target field that holds the source record's id (the upsert key).
     pub external_id: String,
+    /// Where the `[target]` table is written (line, column): reports about the external id.
+    pub target_at: (usize, usize),
     pub fields: Vec<Field>,
     /// Which source records the flow takes (all conditions must hold); empty takes all.
     pub filter: Vec<Condition>,
@@ -301,6 +304,9 @@ pub struct Field {
     pub allow_blank: bool,
     pub default: Option<Val>,
     pub constant: Option<Val>,
+    /// Where its `target` key is written in the file (line, column), for reports about the
+    /// target field (`prmsync check --live`, drifted fields in the log).
+    pub target_at: (usize, usize),
 }
 
 /// An `[[example]]` block: an input and the output or error it must give.

@@ -1,6 +1,7 @@
 //! Operator verbs that act on the state file or the host outside the daemon (`prmsync dlq`,
-//! `backup`, `sim`).
+//! `backup`, `sim`, `check --live`).
 
 pub mod backup;
+pub mod check_live;
 pub mod dlq;
 pub mod sim;

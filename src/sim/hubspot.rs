@@ -170,6 +170,8 @@ struct Inner {
     poison_ids: HashSet<String>,
     /// Searches for these values answer 400, as HubSpot refuses a malformed filter value.
     poison_search_values: HashSet<String>,
+    /// What an admin changed in the properties since install (`hubspot/properties.rs`).
+    schema_edits: properties::Edits,
 }
 
 impl Inner {
@@ -374,6 +376,43 @@ impl HubSpotSim {
     /// Latency and lost answers (see [`Turbulence`]).
     pub fn turbulence(&self) -> &Turbulence {
         &self.turbulence
+    }
+
+    /// An admin deletes property `name` of `object`: writes naming it get 400
+    /// `VALIDATION_ERROR` and `GET /crm/v3/properties` no longer lists it. False if there is no
+    /// such property.
+    pub fn remove_property(&self, object: &str, name: &str) -> bool {
+        self.lock().schema_edits.remove(object, name)
+    }
+
+    /// An admin renames property `from` of `object` to `to`.
+    pub fn rename_property(&self, object: &str, from: &str, to: &str) -> bool {
+        self.lock().schema_edits.rename(object, from, to)
+    }
+
+    /// Makes property `name` read-only (or writable again).
+    pub fn set_property_read_only(&self, object: &str, name: &str, read_only: bool) -> bool {
+        self.lock()
+            .schema_edits
+            .set_read_only(object, name, read_only)
+    }
+
+    /// Deletes (or puts back) one option of an enumeration property.
+    pub fn set_property_option(
+        &self,
+        object: &str,
+        name: &str,
+        option: &str,
+        present: bool,
+    ) -> bool {
+        self.lock()
+            .schema_edits
+            .set_option(object, name, option, present)
+    }
+
+    /// Every property change undone: the portal as prmsync's install left it.
+    pub fn restore_properties(&self) {
+        self.lock().schema_edits = properties::Edits::default();
     }
 
     /// Every request so far, in arrival order.
@@ -1122,7 +1161,7 @@ async fn batch_write(
                 "context": {"ids": [id]}}));
             continue;
         }
-        if let Some(bad) = invalid_property(&object, &props) {
+        if let Some(bad) = invalid_property(&sim, &object, &props) {
             errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
                 "message": bad, "context": {"ids": [id]}}));
             continue;
@@ -1246,8 +1285,12 @@ fn upsert_one(
     Ok((obj, merged, new))
 }
 
-fn invalid_property(object: &str, props: &BTreeMap<String, String>) -> Option<String> {
-    properties::first_invalid(object, props)
+fn invalid_property(
+    sim: &HubSpotSim,
+    object: &str,
+    props: &BTreeMap<String, String>,
+) -> Option<String> {
+    properties::first_invalid(&sim.lock().schema_edits, object, props)
 }
 
 /// A filter value of `body` the simulator was told to refuse ([`HubSpotSim::refuse_searches_for`]).

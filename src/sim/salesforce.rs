@@ -20,6 +20,7 @@ use serde_json::{Map, Value, json};
 use super::salesforce_table::{Rec, Table};
 use super::{Injected, LoggedRequest, SimClock, Turbulence, http_date};
 
+mod describe;
 mod lifecycle;
 mod locators;
 mod merge;
@@ -203,6 +204,8 @@ struct Inner {
     soql: Vec<String>,
     /// The org's partner roles (`partners.rs`); `None`: the defaults.
     partner_roles: Option<Vec<String>>,
+    /// Every sObject's fields as the org has them now (`describe.rs`).
+    schema: describe::Schema,
 }
 
 /// A Salesforce org in memory.
@@ -227,6 +230,7 @@ impl SalesforceSim {
             inner.refresh_token = sim.auth.refresh_token.clone();
             inner.next_id = 1;
             inner.api_max = 100_000;
+            inner.schema = describe::Schema::installed(all_objects());
         }
         sim
     }
@@ -251,6 +255,10 @@ impl SalesforceSim {
             .route(
                 &format!("{data}/sobjects/{{object}}/deleted"),
                 get(get_deleted),
+            )
+            .route(
+                &format!("{data}/sobjects/{{object}}/describe"),
+                get(describe::describe),
             )
             .route(
                 &format!("{data}/sobjects/{{object}}/{{field}}/{{value}}"),
@@ -386,6 +394,36 @@ impl SalesforceSim {
         self.lock().locators.expired
     }
 
+    /// An admin deletes `field` of `object`: writes naming it are refused (`INVALID_FIELD`) and
+    /// `describe` no longer lists it. False if there is no such field.
+    pub fn remove_field(&self, object: &str, field: &str) -> bool {
+        self.lock().schema.remove(object, field)
+    }
+
+    /// An admin renames `from` of `object` to `to`.
+    pub fn rename_field(&self, object: &str, from: &str, to: &str) -> bool {
+        self.lock().schema.rename(object, from, to)
+    }
+
+    /// Field-level security makes `field` read-only (`INVALID_FIELD_FOR_INSERT_UPDATE`), or
+    /// writable again.
+    pub fn set_field_read_only(&self, object: &str, field: &str, read_only: bool) -> bool {
+        self.lock().schema.set_read_only(object, field, read_only)
+    }
+
+    /// An admin deactivates (or activates) one value of a picklist; a restricted picklist then
+    /// refuses it (`INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST`).
+    pub fn set_picklist_value(&self, object: &str, field: &str, value: &str, active: bool) -> bool {
+        self.lock()
+            .schema
+            .set_picklist_value(object, field, value, active)
+    }
+
+    /// Every schema change undone: the org as prmsync's install left it.
+    pub fn restore_schema(&self) {
+        self.lock().schema = describe::Schema::installed(all_objects());
+    }
+
     /// The org's daily API allocation; requests beyond it get 403 `REQUEST_LIMIT_EXCEEDED`.
     pub fn set_api_limit(&self, max: u64) {
         self.lock().api_max = max;
@@ -489,12 +527,12 @@ fn errors(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
+fn all_objects() -> impl Iterator<Item = &'static Describe> {
+    OBJECTS.iter().chain(objects::MORE).chain(partners::OBJECTS)
+}
+
 fn describe(object: &str) -> Option<&'static Describe> {
-    OBJECTS
-        .iter()
-        .chain(objects::MORE)
-        .chain(partners::OBJECTS)
-        .find(|d| d.name == object)
+    all_objects().find(|d| d.name == object)
 }
 
 fn has_field(d: &Describe, f: &str) -> bool {
@@ -1040,67 +1078,6 @@ async fn get_deleted(
     .into_response()
 }
 
-/// Validates one record's fields for `d`; `Err` is a per-record SaveError.
-fn check_fields(d: &Describe, fields: &Map<String, Value>, creating: bool) -> Result<(), Value> {
-    let err = |code: &str, msg: String, f: &str| json!({"statusCode": code, "message": msg, "fields": [f]});
-    for (k, v) in fields {
-        if k == "attributes" {
-            continue;
-        }
-        if COMPUTED.iter().any(|(o, f)| *o == d.name && f == k) {
-            return Err(err(
-                "INVALID_FIELD_FOR_INSERT_UPDATE",
-                format!(
-                    "Unable to create/update fields: {k}. Please check the security settings of this field and verify that it is read/write for your profile or permission set."
-                ),
-                k,
-            ));
-        }
-        if !d.fields.contains(&k.as_str()) {
-            return Err(err(
-                "INVALID_FIELD",
-                format!("No such column '{k}' on sobject of type {}", d.name),
-                k,
-            ));
-        }
-        if k == "StageName" && !v.as_str().is_some_and(|s| STAGES.contains(&s)) {
-            return Err(err(
-                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
-                format!("Stage: bad value for restricted picklist field: {v}"),
-                k,
-            ));
-        }
-        // The REST API deserialises numeric strings into currency fields too.
-        let numeric =
-            v.is_number() || v.is_null() || v.as_str().is_some_and(|s| s.parse::<f64>().is_ok());
-        if k == "Amount" && !numeric {
-            return Err(err(
-                "JSON_PARSER_ERROR",
-                format!("Cannot deserialize instance of currency from {v}"),
-                k,
-            ));
-        }
-        if k == "CloseDate"
-            && v.as_str()
-                .is_none_or(|s| s.parse::<jiff::civil::Date>().is_err())
-        {
-            return Err(err(
-                "JSON_PARSER_ERROR",
-                format!("Cannot deserialize instance of date from {v}"),
-                k,
-            ));
-        }
-    }
-    if creating && let Some(f) = d.required.iter().find(|f| !fields.contains_key(**f)) {
-        return Err(err(
-            "REQUIRED_FIELD_MISSING",
-            format!("Required fields are missing: [{f}]"),
-            f,
-        ));
-    }
-    Ok(())
-}
-
 /// The outcome of upserting one record: (id, created) or a SaveError, or several matches.
 enum Upserted {
     Done(String, bool),
@@ -1135,7 +1112,7 @@ fn upsert_rec(
                 );
             }
             fields.insert(field.into(), json!(value));
-            if let Err(e) = check_fields(d, &fields, true) {
+            if let Err(e) = inner.schema.check(d, &fields, true) {
                 return Upserted::Failed(e);
             }
             let id = insert_rec(inner, d.name, fields, now);
@@ -1145,7 +1122,7 @@ fn upsert_rec(
         }
         [id] => {
             fields.remove(field);
-            if let Err(e) = check_fields(d, &fields, false) {
+            if let Err(e) = inner.schema.check(d, &fields, false) {
                 return Upserted::Failed(e);
             }
             if merge::is_converted(table.get(id)) {

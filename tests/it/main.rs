@@ -36,6 +36,7 @@ mod resync;
 mod retention;
 mod rules;
 mod rules_salesforce;
+mod schema;
 mod shipped;
 mod sim_strict;
 mod sync;

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod merges;
 mod partners;
 mod privacy;
+pub mod schema;
 pub mod webhook;
 
 use std::sync::{Arc, Mutex};

@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 mod convert;
 mod delete;
+pub mod describe;
 mod facts;
 pub mod keyset;
 mod partners;

@@ -1,6 +1,10 @@
 //! The HubSpot simulator's property definitions per object (HubSpot's standard properties plus the
-//! `prm_*` ones prmsync's install creates): the one table that both validates every write (unknown
-//! property, option, number, date, read-only) and answers `GET /crm/v3/properties/{objectType}`.
+//! `prm_*` ones prmsync's install creates), with the changes an admin made since ([`Edits`]:
+//! renamed or deleted properties, read-only ones, deleted options): the one definition that both
+//! validates every write (unknown property, option, number, date, read-only) and answers
+//! `GET /crm/v3/properties/{objectType}`.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -142,6 +146,143 @@ const TASKS: &[Property] = &[
     p("prm_activity_key", Text),
 ];
 
+/// What an admin changed in the portal's properties since install, by canonical object type.
+#[derive(Debug, Clone, Default)]
+pub struct Edits {
+    removed: BTreeSet<(String, String)>,
+    /// (object, old name) -> new name.
+    renamed: BTreeMap<(String, String), String>,
+    read_only: BTreeSet<(String, String)>,
+    /// (object, property, option) deleted from an enumeration.
+    removed_options: BTreeSet<(String, String, String)>,
+}
+
+impl Edits {
+    fn key(object: &str, name: &str) -> Option<(String, String)> {
+        Some((canonical(object)?.to_owned(), name.to_owned()))
+    }
+
+    /// Deletes a property; false if the object has no such property.
+    pub fn remove(&mut self, object: &str, name: &str) -> bool {
+        let Some(original) = self.original(object, name) else {
+            return false;
+        };
+        self.removed.extend(Self::key(object, original));
+        true
+    }
+
+    /// Renames a property; false if the object has no such property.
+    pub fn rename(&mut self, object: &str, from: &str, to: &str) -> bool {
+        let Some(original) = self.original(object, from) else {
+            return false;
+        };
+        let Some(k) = Self::key(object, original) else {
+            return false;
+        };
+        self.renamed.insert(k, to.to_owned());
+        true
+    }
+
+    /// Makes a property read-only (or writable again).
+    pub fn set_read_only(&mut self, object: &str, name: &str, read_only: bool) -> bool {
+        let Some(k) = self
+            .original(object, name)
+            .and_then(|o| Self::key(object, o))
+        else {
+            return false;
+        };
+        if read_only {
+            self.read_only.insert(k);
+        } else {
+            self.read_only.remove(&k);
+        }
+        true
+    }
+
+    /// Deletes one option of an enumeration (or puts it back).
+    pub fn set_option(&mut self, object: &str, name: &str, option: &str, present: bool) -> bool {
+        let Some((o, n)) = self
+            .original(object, name)
+            .and_then(|o| Self::key(object, o))
+        else {
+            return false;
+        };
+        let k = (o, n, option.to_owned());
+        if present {
+            self.removed_options.remove(&k);
+        } else {
+            self.removed_options.insert(k);
+        }
+        true
+    }
+
+    /// The install-time name of the property called `name` now.
+    fn original(&self, object: &str, name: &str) -> Option<&'static str> {
+        of(object)?
+            .iter()
+            .map(|p| p.name)
+            .find(|n| self.live_name(object, n).as_deref() == Some(name))
+    }
+
+    /// What the install-time property `name` is called now (`None`: deleted).
+    fn live_name(&self, object: &str, name: &str) -> Option<String> {
+        let k = Self::key(object, name)?;
+        if self.removed.contains(&k) {
+            return None;
+        }
+        Some(
+            self.renamed
+                .get(&k)
+                .cloned()
+                .unwrap_or_else(|| name.to_owned()),
+        )
+    }
+}
+
+/// One property as the portal has it now.
+#[derive(Debug, Clone)]
+pub struct LiveProperty {
+    pub name: String,
+    pub kind: Kind,
+    pub read_only: bool,
+    /// An enumeration's options now (deleted ones left out).
+    pub options: Vec<&'static str>,
+}
+
+/// Every property of `object` as the portal has it now (`None`: no such object type).
+pub fn live(edits: &Edits, object: &str) -> Option<Vec<LiveProperty>> {
+    let canon = canonical(object)?;
+    Some(
+        of(object)?
+            .into_iter()
+            .filter_map(|p| {
+                let name = edits.live_name(object, p.name)?;
+                let k = (canon.to_owned(), p.name.to_owned());
+                let options = match p.kind {
+                    Enumeration(o) => o
+                        .iter()
+                        .copied()
+                        .filter(|v| {
+                            !edits.removed_options.contains(&(
+                                k.0.clone(),
+                                k.1.clone(),
+                                (*v).to_owned(),
+                            ))
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                Some(LiveProperty {
+                    name,
+                    kind: p.kind,
+                    read_only: p.read_only || edits.read_only.contains(&k),
+                    options,
+                })
+            })
+            .collect(),
+    )
+}
+
 /// The canonical name of an object type (`0-3` is `deals`).
 fn canonical(object: &str) -> Option<&'static str> {
     Some(match object {
@@ -180,8 +321,8 @@ pub fn of(object: &str) -> Option<Vec<Property>> {
 
 /// Why HubSpot refuses `value` for property `name` of `object`, or `None` when it is valid.
 /// Unknown objects pass (the caller answers 404 for them). An empty value clears any property.
-pub fn invalid(object: &str, name: &str, value: &str) -> Option<String> {
-    let props = of(object)?;
+pub fn invalid(edits: &Edits, object: &str, name: &str, value: &str) -> Option<String> {
+    let props = live(edits, object)?;
     let Some(prop) = props.iter().find(|x| x.name == name) else {
         return Some(format!("Property \"{name}\" does not exist"));
     };
@@ -205,15 +346,15 @@ pub fn invalid(object: &str, name: &str, value: &str) -> Option<String> {
                     .is_ok_and(|t| t.as_millisecond() % 86_400_000 == 0)
         }
         DateTime => value.parse::<jiff::Timestamp>().is_ok() || value.parse::<i64>().is_ok(),
-        Enumeration(options) => options.contains(&value),
+        Enumeration(_) => prop.options.contains(&value),
     };
     if ok {
         return None;
     }
     Some(match prop.kind {
-        Enumeration(options) => format!(
+        Enumeration(_) => format!(
             "{value} was not one of the allowed options: [{}] for {name}",
-            options.join(", ")
+            prop.options.join(", ")
         ),
         Number => format!("{value} is not a valid number for {name}"),
         Bool => format!("{value} is not a valid boolean for {name} (true or false)"),
@@ -226,20 +367,23 @@ pub fn invalid(object: &str, name: &str, value: &str) -> Option<String> {
 
 /// The first invalid property of a write, as HubSpot's message.
 pub fn first_invalid<'a>(
+    edits: &Edits,
     object: &str,
     props: impl IntoIterator<Item = (&'a String, &'a String)>,
 ) -> Option<String> {
-    props.into_iter().find_map(|(k, v)| invalid(object, k, v))
+    props
+        .into_iter()
+        .find_map(|(k, v)| invalid(edits, object, k, v))
 }
 
-fn json_of(prop: &Property) -> Value {
+fn json_of(prop: &LiveProperty) -> Value {
     let (ty, field_type, options): (&str, &str, &[&str]) = match prop.kind {
         Text => ("string", "text", &[]),
         Number => ("number", "number", &[]),
         Date => ("date", "date", &[]),
         DateTime => ("datetime", "date", &[]),
         Bool => ("bool", "booleancheckbox", &["true", "false"]),
-        Enumeration(o) => ("enumeration", "select", o),
+        Enumeration(_) => ("enumeration", "select", &prop.options),
     };
     let options: Vec<Value> = options
         .iter()
@@ -265,8 +409,8 @@ fn json_of(prop: &Property) -> Value {
     })
 }
 
-/// `GET /crm/v3/properties/{objectType}`: `{results: [property]}` from the same table writes are
-/// validated with.
+/// `GET /crm/v3/properties/{objectType}`: `{results: [property]}` from the same definitions
+/// writes are validated with.
 pub async fn list(
     State(sim): State<HubSpotSim>,
     headers: HeaderMap,
@@ -275,7 +419,8 @@ pub async fn list(
     if let Err(r) = sim.gate(&headers, Call::Read) {
         return r;
     }
-    let Some(props) = of(&object) else {
+    let props = live(&sim.lock().schema_edits, &object);
+    let Some(props) = props else {
         return error(
             StatusCode::NOT_FOUND,
             "OBJECT_NOT_FOUND",
@@ -289,6 +434,38 @@ pub async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn invalid(object: &str, name: &str, value: &str) -> Option<String> {
+        super::invalid(&Edits::default(), object, name, value)
+    }
+
+    #[test]
+    fn an_admins_changes_change_what_is_refused() {
+        let mut e = Edits::default();
+        assert!(e.rename("deals", "description", "deal_summary"));
+        assert!(super::invalid(&e, "deals", "description", "x").is_some());
+        assert_eq!(super::invalid(&e, "deals", "deal_summary", "x"), None);
+        assert!(e.set_read_only("deals", "deal_summary", true));
+        assert!(
+            super::invalid(&e, "deals", "deal_summary", "x")
+                .unwrap()
+                .contains("read only")
+        );
+        assert!(e.set_option("deals", "dealstage", "closedlost", false));
+        assert!(super::invalid(&e, "deals", "dealstage", "closedlost").is_some());
+        assert_eq!(super::invalid(&e, "deals", "dealstage", "closedwon"), None);
+        assert!(e.remove("0-3", "amount"));
+        assert!(super::invalid(&e, "deals", "amount", "5").is_some());
+        assert!(!e.remove("deals", "no_such_property"));
+        let names: Vec<String> = live(&e, "deals")
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert!(
+            names.contains(&"deal_summary".to_owned()) && !names.contains(&"amount".to_owned())
+        );
+    }
 
     #[test]
     fn every_object_refuses_what_hubspot_refuses() {
