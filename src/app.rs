@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::assembly::Tenant;
 use crate::config::{Config, CrmConfig, PrmConfig, SalesforceAuthConfig, SalesforceConfig};
 use crate::connector::hubspot::{HubSpot, OAuthClient};
 use crate::connector::rest::Rest;
@@ -21,17 +22,14 @@ use crate::connector::{Connector, http_client, partnerstack::PartnerStack};
 use crate::credentials::StateTokens;
 use crate::engine::dryrun::{self, FlowPlan};
 use crate::engine::pipeline::Pipeline;
-use crate::engine::{Clock, Engine, EngineSettings, RetryPolicy, TickReport};
+use crate::engine::{Clock, Engine, RetryPolicy, TickReport};
 use crate::failpoint::FailPoints;
 use crate::mapping::{Mapping, MappingErrors, MappingSet};
 use crate::model::SystemKind;
 use crate::notify::{monotonic, notify};
 use crate::rules::Rules;
 use crate::store::{ReadOnlyStore, Store};
-use crate::webhook::{self, WebhookState};
-
-/// How far back each poll re-reads (vendor search indexes lag behind writes).
-const POLL_OVERLAP: Duration = Duration::from_secs(2);
+use crate::webhook;
 
 /// Compiles the rules of engagement that go with the configured mappings (`None`: none).
 pub fn load_rules(config: &Config) -> anyhow::Result<Option<Arc<Rules>>> {
@@ -82,13 +80,6 @@ pub struct ReloadStatus {
     pub versions: Vec<String>,
 }
 
-fn versions(mappings: &[Arc<Mapping>]) -> Vec<String> {
-    mappings
-        .iter()
-        .map(|m| format!("{}@{}", m.name, m.version))
-        .collect()
-}
-
 /// The configured PRM and CRM connectors (no request is made yet). `tokens` keeps rotated
 /// credentials (Salesforce refresh tokens) durable, sealed with `daemon.state_key`, and makes
 /// this process their owner; without it they live in memory only.
@@ -105,7 +96,7 @@ pub fn connectors(
     connectors_with(config, tokens)
 }
 
-fn connectors_with(
+pub(crate) fn connectors_with(
     config: &Config,
     tokens: Option<Arc<dyn TokenStore>>,
 ) -> anyhow::Result<(Connector, Connector)> {
@@ -176,7 +167,7 @@ fn connectors_with(
 }
 
 /// `/webhooks/rest`'s secret and profile, when the REST PRM has a webhook secret.
-fn rest_hook(config: &Config) -> Option<webhook::RestHook> {
+pub(crate) fn rest_hook(config: &Config) -> Option<webhook::RestHook> {
     match &config.prm {
         PrmConfig::Rest(r) => r.webhook_secret.clone().map(|secret| webhook::RestHook {
             secret,
@@ -187,7 +178,7 @@ fn rest_hook(config: &Config) -> Option<webhook::RestHook> {
 }
 
 /// The webhook secrets: (HubSpot client secret, PartnerStack shared secret).
-fn webhook_secrets(config: &Config) -> (Option<SecretString>, Option<SecretString>) {
+pub(crate) fn webhook_secrets(config: &Config) -> (Option<SecretString>, Option<SecretString>) {
     let partnerstack = match &config.prm {
         PrmConfig::PartnerStack(p) => p.webhook_secret.clone(),
         PrmConfig::Rest(_) => None,
@@ -336,16 +327,13 @@ pub struct Daemon {
     /// The admin listener (`/livez`, `/readyz`, `/metrics`).
     pub admin_addr: SocketAddr,
     readiness: Arc<crate::admin::Readiness>,
-    reloads: Arc<Mutex<ReloadStatus>>,
-    config: Config,
+    /// The one tenant: its state file (held), engine, mappings and credentials.
+    tenant: Tenant,
     /// The config file a reload reads credentials from again (`prmsync run`).
     config_file: Option<std::path::PathBuf>,
     ready: Arc<AtomicBool>,
     stop_http: CancellationToken,
     tasks: TaskTracker,
-    /// This daemon's hold on the state file (`prmsync erase` hands its work to it).
-    /// The state file's lock (`None` for PostgreSQL: the writer connection holds the lock).
-    _state_lock: Option<crate::state_lock::StateLock>,
 }
 
 impl Daemon {
@@ -364,87 +352,16 @@ impl Daemon {
         if failpoints.is_armed() {
             tracing::warn!("fail points are armed: this process will abort on purpose");
         }
-        let (state_lock, store) = match &config.state.postgres {
-            // A PostgreSQL state: the lock is a session advisory lock on the state's schema.
-            Some(target) => {
-                let store = Store::open_postgres(target).with_context(|| {
-                    format!("opening the PostgreSQL state (schema {})", target.schema)
-                })?;
-                anyhow::ensure!(
-                    store.hold_daemon_lock().await?,
-                    "another prmsync daemon is using the PostgreSQL state schema {}",
-                    target.schema
-                );
-                (None, store)
-            }
-            None => {
-                let lock = crate::state_lock::try_hold(&config.daemon.state_path)
-                    .with_context(|| {
-                        format!(
-                            "locking {}",
-                            crate::state_lock::lock_path(&config.daemon.state_path).display()
-                        )
-                    })?
-                    .with_context(|| {
-                        format!(
-                            "another prmsync daemon (or `prmsync erase`) is using the state file {}",
-                            config.daemon.state_path.display()
-                        )
-                    })?;
-                let store = Store::open_with(&config.daemon.state_path, &failpoints).with_context(
-                    || format!("opening state file {}", config.daemon.state_path.display()),
-                )?;
-                (Some(lock), store)
-            }
-        };
-        let set = load_mappings(&config).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
-        let mappings = active_mappings(&config, &set)?;
-        let reloads = Arc::new(Mutex::new(ReloadStatus {
-            versions: versions(&mappings),
-            ..ReloadStatus::default()
-        }));
-        // Tokens an older prmsync saved in plain text are sealed before anything else runs.
-        let sealed = StateTokens::owner(store.clone(), config.daemon.state_key.as_ref())
-            .seal_plain_text()
-            .await
-            .context("sealing saved credentials")?;
-        if sealed > 0 {
-            tracing::info!(sealed, "saved credentials in plain text are now sealed");
-        }
-        let (prm, crm) = connectors(&config, Some(&store))?;
-        for system in [prm.kind(), crm.kind()] {
-            crate::telemetry::meters::meters().known_system(system);
-        }
-        let (hubspot_secret, partnerstack_secret) = webhook_secrets(&config);
-        let settings = EngineSettings {
-            batch_size: config.daemon.batch_size,
-            retry: RetryPolicy {
-                max_attempts: config.daemon.max_attempts,
-                ..RetryPolicy::default()
-            },
-            overlap: POLL_OVERLAP,
-            poll_interval: config.daemon.poll_interval,
-            ..EngineSettings::default()
-        };
-        let engine = Arc::new(
-            Engine::new(store.clone(), prm, crm, mappings, settings, clock.clone())
-                .with_failpoints(failpoints.clone())
-                .with_erasure(config.erasure.clone()),
-        );
-        engine.set_rules(load_rules(&config)?);
-        // A pause recorded by an earlier process ends here: this one starts with the credentials
-        // configured now, and pauses again at the first refusal.
-        for system in engine.systems() {
-            engine.store().clear_connection_hold(system).await?;
-        }
-
+        let ready = Arc::new(AtomicBool::new(false));
+        let tenant = Tenant::assemble(config, clock.clone(), failpoints, ready.clone()).await?;
+        let config = &tenant.config;
+        let engine = tenant.engine.clone();
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("binding the HTTP listener on {}", config.http.listen))?;
         let http_addr = listener.local_addr()?;
         let admin_listener = crate::admin::bind(&config.admin).await?;
         let admin_addr = admin_listener.local_addr()?;
-        let ready = Arc::new(AtomicBool::new(false));
         let readiness = Arc::new(crate::admin::Readiness::new(
             ready.clone(),
             &config.daemon.state_path,
@@ -456,34 +373,15 @@ impl Daemon {
             },
         ));
         let admin_router = crate::admin::router(crate::admin::AdminState {
-            store: store.clone(),
+            store: engine.store().clone(),
             readiness: readiness.clone(),
             clock: clock.clone(),
-            reloads: reloads.clone(),
+            reloads: tenant.reloads.clone(),
         });
-        let state = WebhookState {
-            store,
-            ready: ready.clone(),
-            // A webhook's change goes to the planner only; it never makes a poller read.
-            wake: engine.signals().planner.clone(),
-            hubspot_secret,
-            partnerstack_secret,
-            rest: rest_hook(&config),
-            clock: clock.clone(),
-            failpoints,
-            intake: Arc::new(tokio::sync::Semaphore::new(webhook::MAX_INFLIGHT_WEBHOOKS)),
-        };
-        let router = webhook::router(state, config.http.max_body_bytes);
+        let router = webhook::router(tenant.webhooks.clone(), config.http.max_body_bytes);
         let stop_http = CancellationToken::new();
         let tasks = TaskTracker::new();
-        // Retention: prunes old history in small batches on its own interval (store::retention).
-        tasks.spawn(crate::store::retention::maintain(
-            engine.store().clone(),
-            config.retention.policy,
-            config.retention.interval,
-            move || clock(),
-            stop_http.clone(),
-        ));
+        tasks.spawn(tenant.maintain(clock, stop_http.clone()));
         let token = stop_http.clone();
         tasks.spawn(async move {
             if let Err(e) = axum::serve(listener, router)
@@ -509,13 +407,11 @@ impl Daemon {
             http_addr,
             admin_addr,
             readiness,
-            reloads,
-            config,
+            tenant,
             config_file: None,
             ready,
             stop_http,
             tasks,
-            _state_lock: state_lock,
         })
     }
 
@@ -538,8 +434,9 @@ impl Daemon {
         let watch = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(crate::notify::watch(
             crate::notify::Watch {
                 engine: self.engine.clone(),
-                stall_timeout: self.config.daemon.stall_timeout,
+                stall_timeout: self.tenant.config.daemon.stall_timeout,
                 status_every: self
+                    .tenant
                     .config
                     .daemon
                     .poll_interval
@@ -568,41 +465,7 @@ impl Daemon {
         notify(&[sd_notify::NotifyState::Reloading, monotonic()]);
         // Mappings and rules are compiled first and swapped together, or neither is: new
         // mappings never run with old rules.
-        let mappings = load_mappings(&self.config)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .and_then(|set| active_mappings(&self.config, &set));
-        let rules = load_rules(&self.config);
-        let mut status = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
-        let reload_summary;
-        match (mappings, rules) {
-            (Ok(m), Ok(r)) => {
-                status.succeeded += 1;
-                status.versions = versions(&m);
-                self.engine.set_mappings(m);
-                self.engine.set_rules(r);
-                reload_summary = format!(
-                    "reloaded mappings and rules ({} reload(s) ok, {} refused)",
-                    status.succeeded, status.failed
-                );
-                tracing::info!(mappings = ?status.versions, reloads_ok = status.succeeded, "mappings and rules reloaded");
-            }
-            (m, r) => {
-                status.failed += 1;
-                let why = [m.err(), r.err()]
-                    .into_iter()
-                    .flatten()
-                    .map(|e| format!("{e:#}").trim_end().to_owned())
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                tracing::error!(error = %why, reloads_failed = status.failed, running = ?status.versions, "reload refused: the running mappings and rules stay in force");
-                status.last_error = Some(why);
-                reload_summary = format!(
-                    "reload refused; the running mappings and rules stay ({} refused)",
-                    status.failed
-                );
-            }
-        }
-        drop(status);
+        let reload_summary = self.tenant.reload_mappings(&self.tenant.config);
         notify(&[
             sd_notify::NotifyState::Ready,
             sd_notify::NotifyState::Status(&reload_summary),
@@ -620,14 +483,7 @@ impl Daemon {
     /// one. Returns the systems whose credential changed. Only credentials are taken: URLs,
     /// webhook secrets and other settings need a restart.
     pub async fn reload_credentials(&self, config: &Config) -> anyhow::Result<Vec<SystemKind>> {
-        let (prm, crm) = connectors_with(config, None)?;
-        let mut changed = Vec::new();
-        for fresh in [prm, crm] {
-            if self.engine.load_credential(&fresh).await? {
-                changed.push(fresh.kind());
-            }
-        }
-        Ok(changed)
+        self.tenant.reload_credentials(config).await
     }
 
     /// [`Daemon::reload_credentials`] from the config file, if the daemon has one; a file that
@@ -662,10 +518,7 @@ impl Daemon {
 
     /// Counts and last error of mapping reloads, and the versions in force.
     pub fn reload_status(&self) -> ReloadStatus {
-        self.reloads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.tenant.reload_status()
     }
 
     /// Runs every stage in turn (the same stage code the pipeline's tasks run) until none has
@@ -682,7 +535,7 @@ impl Daemon {
 
     /// Stops the listeners and waits for in-flight requests, at most `shutdown_timeout`.
     pub async fn shutdown(self) {
-        let limit = self.config.daemon.shutdown_timeout;
+        let limit = self.tenant.config.daemon.shutdown_timeout;
         self.shutdown_within(limit).await;
     }
 

@@ -16,6 +16,11 @@ pub struct Cli {
     /// Log as JSON lines instead of human-readable text (overrides log.format).
     #[arg(long, global = true)]
     pub log_json: bool,
+    /// With a config that runs several tenants (`daemon.tenants_dir`): the tenant the command acts
+    /// on (its state file, mappings and credentials). Required then, except by `status` (which
+    /// lists the tenants without it), `check` (which checks them all) and `run` (which runs them all).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub tenant: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod assembly;
 pub mod auth_cli;
 pub mod bench;
 pub mod cli;
@@ -48,4 +49,5 @@ pub mod state_lock;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod tenants;
 pub mod webhook;

@@ -22,8 +22,28 @@ const EXIT_RUNTIME: u8 = 1;
 /// Exit code for bad configuration, mappings or usage.
 const EXIT_CONFIG: u8 = 2;
 
+/// `--tenant NAME`, set once from the command line: the config loaders below resolve it.
+static TENANT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+fn tenant() -> Option<&'static str> {
+    TENANT.get().and_then(Option::as_deref)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let takes_tenant = !matches!(
+        cli.command,
+        Command::Demo { .. }
+            | Command::Bench { .. }
+            | Command::Sim { .. }
+            | Command::Completions { .. }
+            | Command::Man { .. }
+    );
+    if cli.tenant.is_some() && !takes_tenant {
+        eprintln!("prmsync: --tenant applies to commands that read a config file");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let _ = TENANT.set(cli.tenant.clone());
     match cli.command {
         Command::Run { config } => run(&config, cli.log_json),
         Command::Check { file, config, live } => match file.or(config) {
@@ -196,25 +216,94 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The config a verb acts on: the file's, or with `daemon.tenants_dir` the `--tenant`'s.
 fn load(path: &Path) -> Result<Config, ExitCode> {
-    config::load(path, &Environment::from_process()).map_err(|e| {
+    let env = Environment::from_process();
+    let fail = |message: String| {
+        eprintln!("prmsync: {message}");
+        ExitCode::from(EXIT_CONFIG)
+    };
+    let loaded = config::load_any(path, &env).map_err(|e| {
         eprint!("{e}");
         ExitCode::from(EXIT_CONFIG)
-    })
+    })?;
+    match (loaded, tenant()) {
+        (config::Loaded::Single(c), None) => Ok(*c),
+        (config::Loaded::Single(_), Some(t)) => Err(fail(format!(
+            "--tenant {t}: {} runs one tenant (it has no daemon.tenants_dir); leave --tenant out",
+            path.display()
+        ))),
+        (config::Loaded::Tenants(fleet), t) => {
+            let names = config::tenant_names(&fleet).map_err(|e| {
+                fail(format!(
+                    "cannot read daemon.tenants_dir {}: {e}",
+                    fleet.tenants_dir.display()
+                ))
+            })?;
+            let Some(t) = t else {
+                return Err(fail(format!(
+                    "{} runs several tenants: name one with --tenant NAME (tenants: {})",
+                    path.display(),
+                    names.join(", ")
+                )));
+            };
+            if !names.iter().any(|n| n == t) {
+                return Err(fail(format!(
+                    "unknown tenant {t:?}: no folder {} (tenants: {})",
+                    fleet.tenant_dir(t).display(),
+                    names.join(", ")
+                )));
+            }
+            config::load_tenant(&fleet, t, &env).map_err(|e| {
+                eprint!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            })
+        }
+    }
+}
+
+/// The multi-tenant config at `path` when it is one and no `--tenant` is given (`status`
+/// lists, `check` checks every tenant); errors are printed.
+fn fleet_without_tenant(path: &Path) -> Result<Option<config::FleetConfig>, ExitCode> {
+    if tenant().is_some() {
+        return Ok(None);
+    }
+    match config::load_any(path, &Environment::from_process()) {
+        Ok(config::Loaded::Tenants(f)) => Ok(Some(*f)),
+        Ok(config::Loaded::Single(_)) => Ok(None),
+        Err(e) => {
+            eprint!("{e}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
 }
 
 fn run(path: &Path, log_json: bool) -> ExitCode {
-    let config = match load(path) {
-        Ok(c) => c,
-        Err(code) => return code,
+    if let Some(t) = tenant() {
+        eprintln!(
+            "prmsync run: --tenant {t}: run starts every tenant of daemon.tenants_dir; leave --tenant out"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let env = Environment::from_process();
+    let loaded = match config::load_any(path, &env) {
+        Ok(l) => l,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let (log, secrets) = match &loaded {
+        config::Loaded::Single(c) => (c.log.clone(), telemetry::secrets(c)),
+        config::Loaded::Tenants(f) => (f.log.clone(), prmsync::tenants::secrets(f, &env)),
     };
     let format = if log_json {
         LogFormat::Json
     } else {
-        config.log.format
+        log.format
     };
-    let redactor = Redactor::new(telemetry::secrets(&config), config.log.redact_personal_data);
-    telemetry::init(format, &config.log.level, redactor);
+    let redactor = Redactor::new(secrets, log.redact_personal_data);
+    telemetry::init(format, &log.level, redactor);
     let failpoints = match std::env::var(failpoint::ENV_VAR) {
         Ok(spec) => match FailPoints::parse(&spec) {
             Ok(f) => f,
@@ -239,7 +328,14 @@ fn run(path: &Path, log_json: bool) -> ExitCode {
                 reload.clone(),
                 done.clone(),
             ));
-            let result = app::run(config, path, shutdown_token, reload, failpoints).await;
+            let result = match loaded {
+                config::Loaded::Single(config) => {
+                    app::run(*config, path, shutdown_token, reload, failpoints).await
+                }
+                config::Loaded::Tenants(fleet) => {
+                    prmsync::tenants::run(*fleet, shutdown_token, reload, failpoints).await
+                }
+            };
             done.cancel();
             match signals.await {
                 Ok(Ok(())) => {}
@@ -261,14 +357,69 @@ fn run(path: &Path, log_json: bool) -> ExitCode {
 
 fn check(path: &Path, live: bool) -> ExitCode {
     quiet_logs();
+    let fleet = match fleet_without_tenant(path) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    if let Some(fleet) = fleet {
+        return check_tenants(&fleet, live);
+    }
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    check_config(&config, path, live)
+}
+
+/// `prmsync check` of a multi-tenant config: every tenant, each under its name.
+fn check_tenants(fleet: &config::FleetConfig, live: bool) -> ExitCode {
+    let names = match config::tenant_names(fleet) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!(
+                "cannot read daemon.tenants_dir {}: {e}",
+                fleet.tenants_dir.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mut broken = Vec::new();
+    for name in &names {
+        println!("tenant {name}:");
+        let file = fleet.tenant_dir(name).join(config::TENANT_FILE);
+        let ok = match config::load_tenant(fleet, name, &Environment::from_process()) {
+            Ok(c) => check_config(&c, &file, live) == ExitCode::SUCCESS,
+            Err(e) => {
+                eprint!("{e}");
+                false
+            }
+        };
+        if !ok {
+            broken.push(name.as_str());
+        }
+    }
+    // Like the daemon: a broken tenant is reported and skipped, the others run, so only the
+    // fleet's own file fails this check (the unit runs it before start and reload);
+    // `check --tenant NAME` fails for that tenant's problems.
+    if broken.is_empty() {
+        println!("ok: {} tenant(s)", names.len());
+    } else {
+        eprintln!(
+            "{} of {} tenant(s) have problems (the daemon skips a tenant whose config, mappings or rules do not load): {}",
+            broken.len(),
+            names.len(),
+            broken.join(", ")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// `prmsync check` of one config (`path` names it in the summary); `live`: also `--live`.
+fn check_config(config: &Config, path: &Path, live: bool) -> ExitCode {
     let mut problems = 0;
     let mut examples = 0;
     // Mapping errors do not stop the check: the rules file's errors are reported in the same run.
-    let set = match app::load_mappings(&config) {
+    let set = match app::load_mappings(config) {
         Ok(s) => s,
         Err(e) => {
             eprint!("{e}");
@@ -284,7 +435,7 @@ fn check(path: &Path, live: bool) -> ExitCode {
         }
     }
     if problems == 0
-        && let Err(e) = app::active_mappings(&config, &set)
+        && let Err(e) = app::active_mappings(config, &set)
     {
         eprintln!("{e}");
         problems += 1;
@@ -329,7 +480,7 @@ fn check(path: &Path, live: bool) -> ExitCode {
         ),
     }
     if live {
-        return check_live(&config);
+        return check_live(config);
     }
     ExitCode::SUCCESS
 }
@@ -524,6 +675,13 @@ fn auth_cmd(path: &Path, action: prmsync::cli::AuthAction) -> ExitCode {
 }
 
 fn status_cmd(config: Option<&Path>, state: Option<&Path>, json: bool) -> ExitCode {
+    if let (Some(file), None) = (config, state) {
+        match fleet_without_tenant(file) {
+            Ok(Some(fleet)) => return tenants_status(&fleet, json),
+            Ok(None) => {}
+            Err(code) => return code,
+        }
+    }
     let now = jiff::Timestamp::now().as_millisecond();
     let (path, report) = match state_ref(config, state) {
         Ok(StateRef::File(p)) => {
@@ -562,6 +720,34 @@ fn status_cmd(config: Option<&Path>, state: Option<&Path>, json: bool) -> ExitCo
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+/// `prmsync status` of a multi-tenant config without `--tenant`: one line per tenant.
+fn tenants_status(fleet: &config::FleetConfig, json: bool) -> ExitCode {
+    quiet_logs();
+    let now = jiff::Timestamp::now().as_millisecond();
+    let list = match prmsync::tenants::status::list(fleet, &Environment::from_process(), now) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "cannot read daemon.tenants_dir {}: {e}",
+                fleet.tenants_dir.display()
+            );
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&list) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    } else {
+        print!("{}", prmsync::tenants::status::render(&list));
+    }
+    ExitCode::SUCCESS
 }
 
 fn dlq_cmd(config: Option<&Path>, state: Option<&Path>, json: bool, action: DlqAction) -> ExitCode {

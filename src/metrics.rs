@@ -30,6 +30,17 @@ pub struct ProcessInfo {
 /// Renders the report in the Prometheus text exposition format.
 pub fn render(r: &StatusReport, process: ProcessInfo) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
+    register_build(&mut registry);
+    register_state(&mut registry, r, process);
+    // What this process saw: errors, polls, webhooks, HTTP calls, waits, refreshes, busy events.
+    crate::telemetry::meters::meters().register(&mut registry, process.now_ms);
+    let mut out = String::new();
+    encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+/// `prmsync_build_info`: once per process.
+pub fn register_build(registry: &mut Registry) {
     let build = Family::<Labels, Gauge>::default();
     build
         .get_or_create(&vec![(
@@ -42,6 +53,11 @@ pub fn render(r: &StatusReport, process: ProcessInfo) -> Result<String, std::fmt
         "Always 1; the version label names the running release",
         build,
     );
+}
+
+/// The state file's figures and the reloads of one tenant (a multi-tenant daemon registers each
+/// tenant's into a registry carrying its `tenant` label; see `crate::tenants::metrics`).
+pub fn register_state(registry: &mut Registry, r: &StatusReport, process: ProcessInfo) {
     let reloads = Family::<Labels, Counter>::default();
     for (result, n) in [
         ("ok", process.reloads_ok),
@@ -57,49 +73,49 @@ pub fn render(r: &StatusReport, process: ProcessInfo) -> Result<String, std::fmt
         reloads,
     );
     gauge(
-        &mut registry,
+        registry,
         "prmsync_inbox_pending",
         "Staged changes not planned yet",
         r.inbox_pending,
     );
     gauge(
-        &mut registry,
+        registry,
         "prmsync_outbox_depth",
         "Planned writes not delivered yet",
         r.outbox_depth,
     );
     gauge(
-        &mut registry,
+        registry,
         "prmsync_outbox_retrying",
         "Queued writes that failed at least once",
         r.outbox_retrying,
     );
     gauge(
-        &mut registry,
+        registry,
         "prmsync_outbox_oldest_age_seconds",
         "Age of the oldest queued write (0 when the outbox is empty)",
         r.outbox_oldest_age_secs.unwrap_or(0),
     );
     gauge(
-        &mut registry,
+        registry,
         "prmsync_dead_letters",
         "Records waiting in the dead letters",
         r.dead_letters,
     );
     gauge(
-        &mut registry,
+        registry,
         "prmsync_links",
         "Linked record pairs across all flows",
         r.links,
     );
     gauge(
-        &mut registry,
+        registry,
         "prmsync_state_file_bytes",
         "Size of the state database (pages in use)",
         r.state_file_bytes,
     );
     gauge(
-        &mut registry,
+        registry,
         "prmsync_reviews_pending",
         "Deal registrations waiting for a manual review",
         r.reviews_pending,
@@ -162,11 +178,4 @@ pub fn render(r: &StatusReport, process: ProcessInfo) -> Result<String, std::fmt
         "What the engine decided and did, per flow, direction and action",
         ledger,
     );
-
-    // What this process saw: errors, polls, webhooks, HTTP calls, waits, refreshes, busy events.
-    crate::telemetry::meters::meters().register(&mut registry, process.now_ms);
-
-    let mut out = String::new();
-    encode(&mut out, &registry)?;
-    Ok(out)
 }

@@ -13,7 +13,9 @@ use crate::sim::hubspot::BurstLimit;
 fn deadline(size: Size) -> Duration {
     match size {
         Size::Tiny => Duration::from_secs(60),
-        Size::Full => Duration::from_secs(75),
+        // The whole suite must finish in 10 minutes on 2 cores (issue 9): a backfill slower
+        // than the target reports how far it got in a minute.
+        Size::Full => Duration::from_secs(60),
     }
 }
 
@@ -191,10 +193,7 @@ pub async fn burst(size: Size) -> anyhow::Result<ScenarioResult> {
     let drive = world::drive(
         &daemon,
         world::until(|| hs.stats().created >= n as u64),
-        match size {
-            Size::Tiny => Duration::from_secs(60),
-            Size::Full => Duration::from_secs(75),
-        },
+        deadline(size),
     )
     .await;
     let s = hs.stats();

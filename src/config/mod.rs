@@ -2,6 +2,7 @@
 //! [`Config`]. Every problem is collected with its key path and a hint; loading never writes.
 
 mod raw;
+pub mod tenants;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,6 +17,7 @@ use raw::{
     RawAdmin, RawDaemon, RawErasure, RawHttp, RawHubSpot, RawLog, RawPartnerStack, RawRest,
     RawRetention, RawSalesforce, RawSecret,
 };
+pub use tenants::{FleetConfig, Loaded, TENANT_FILE, load_any, load_tenant, tenant_names};
 
 use crate::connector::rest::{Paging, RestObject, RestProfile, SinceFormat, UpsertMethod};
 
@@ -296,18 +298,34 @@ impl Environment {
 }
 
 /// Loads and validates the config file at `path`, applying `PRMSYNC__*` overrides from `env`.
+/// A file that runs several tenants (`daemon.tenants_dir`) is refused here: its tenants are
+/// loaded with [`load_tenant`] (see [`load_any`]).
 pub fn load(path: &Path, env: &Environment) -> Result<Config, ConfigErrors> {
-    let fail = |errors: Vec<ConfigError>| ConfigErrors {
-        file: path.to_owned(),
-        errors,
-    };
+    match load_any(path, env)? {
+        Loaded::Single(config) => Ok(*config),
+        Loaded::Tenants(fleet) => Err(ConfigErrors {
+            file: path.to_owned(),
+            errors: vec![ConfigError {
+                key: "daemon.tenants_dir".into(),
+                message: format!(
+                    "this config runs the tenants in {}",
+                    fleet.tenants_dir.display()
+                ),
+                hint: Some("name one with --tenant NAME".into()),
+            }],
+        }),
+    }
+}
+
+/// The file at `path` with `PRMSYNC__*` overrides from `env`, parsed but not validated.
+fn build(path: &Path, env: &Environment) -> Result<config::Config, ConfigErrors> {
     let overrides: config::Map<String, String> = env
         .vars
         .iter()
         .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let built = config::Config::builder()
+    config::Config::builder()
         .add_source(
             config::File::from(path)
                 .format(config::FileFormat::Toml)
@@ -321,15 +339,19 @@ pub fn load(path: &Path, env: &Environment) -> Result<Config, ConfigErrors> {
                 .source(Some(overrides)),
         )
         .build()
-        .map_err(|e| {
-            fail(vec![ConfigError {
-                key: "(file)".into(),
-                message: e.to_string(),
-                hint: Some("the file must exist and be valid TOML".into()),
-            }])
-        })?;
-    let base_dir = path.parent().unwrap_or(Path::new("."));
-    validate(&built, base_dir, env).map_err(fail)
+        .map_err(|e| unreadable(path, &e))
+}
+
+/// A file that is missing or not valid TOML.
+fn unreadable(path: &Path, e: &config::ConfigError) -> ConfigErrors {
+    ConfigErrors {
+        file: path.to_owned(),
+        errors: vec![ConfigError {
+            key: "(file)".into(),
+            message: e.to_string(),
+            hint: Some("the file must exist and be valid TOML".into()),
+        }],
+    }
 }
 
 fn validate(

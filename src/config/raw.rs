@@ -82,6 +82,8 @@ pub struct RawDaemon {
     pub stall_timeout_secs: Option<u64>,
     /// The key that seals saved credentials (rotated refresh tokens) in the state file.
     pub state_key: Option<RawSecret>,
+    /// One folder per tenant (`config::tenants`); set, the file configures the process only.
+    pub tenants_dir: Option<String>,
 }
 
 impl Default for RawDaemon {
@@ -96,6 +98,7 @@ impl Default for RawDaemon {
             request_timeout_secs: defaults::REQUEST_TIMEOUT_SECS,
             stall_timeout_secs: None,
             state_key: None,
+            tenants_dir: None,
         }
     }
 }

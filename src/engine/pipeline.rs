@@ -12,6 +12,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use tracing::Instrument as _;
+
 use super::writer::max_in_flight;
 use super::{Engine, EngineError, Hold, poll_targets};
 use crate::model::{ObjectRef, SystemKind};
@@ -27,6 +29,9 @@ pub struct Pipeline {
     healthy: Arc<AtomicBool>,
     /// Objects with a running poller.
     pollers: Arc<Mutex<BTreeSet<ObjectRef>>>,
+    /// The span current at start (a multi-tenant daemon's `tenant` span): every stage task logs
+    /// under it.
+    span: tracing::Span,
 }
 
 impl Pipeline {
@@ -38,12 +43,16 @@ impl Pipeline {
             stop: CancellationToken::new(),
             healthy,
             pollers: Arc::default(),
+            span: tracing::Span::current(),
         };
         let ctx = p.context();
-        p.tasks.spawn(ctx.clone().planner());
-        p.tasks.spawn(ctx.clone().decider());
+        p.tasks
+            .spawn(ctx.clone().planner().instrument(p.span.clone()));
+        p.tasks
+            .spawn(ctx.clone().decider().instrument(p.span.clone()));
         for system in p.engine.systems() {
-            p.tasks.spawn(ctx.clone().writer(system));
+            p.tasks
+                .spawn(ctx.clone().writer(system).instrument(p.span.clone()));
         }
         p.sync_pollers();
         p
@@ -56,6 +65,7 @@ impl Pipeline {
             healthy: self.healthy.clone(),
             tasks: self.tasks.clone(),
             pollers: self.pollers.clone(),
+            span: self.span.clone(),
         }
     }
 
@@ -65,7 +75,8 @@ impl Pipeline {
         let mut running = self.pollers.lock().unwrap_or_else(|p| p.into_inner());
         for (object, _) in poll_targets(&self.engine.mappings()) {
             if running.insert(object.clone()) {
-                self.tasks.spawn(self.context().poller(object));
+                self.tasks
+                    .spawn(self.context().poller(object).instrument(self.span.clone()));
             }
         }
     }
@@ -92,6 +103,7 @@ struct Stage {
     healthy: Arc<AtomicBool>,
     tasks: TaskTracker,
     pollers: Arc<Mutex<BTreeSet<ObjectRef>>>,
+    span: tracing::Span,
 }
 
 impl Stage {
@@ -277,12 +289,16 @@ impl Stage {
                 };
                 let ctx = self.clone();
                 let done = wake.clone();
-                self.tasks.spawn(async move {
-                    let sent = ctx.engine.send_batch(batch).await;
-                    ctx.outcome("writer", sent, |s| s.report.written > 0);
-                    drop(slot);
-                    done.notify_one();
-                });
+                let span = self.span.clone();
+                self.tasks.spawn(
+                    async move {
+                        let sent = ctx.engine.send_batch(batch).await;
+                        ctx.outcome("writer", sent, |s| s.report.written > 0);
+                        drop(slot);
+                        done.notify_one();
+                    }
+                    .instrument(span),
+                );
             }
             // Associations whose two records now both exist (HubSpot), after the batches.
             let associated = self.engine.associate_ready(system).await;

@@ -238,11 +238,12 @@ impl PartnerStackSim {
         self.lock().rereads = Some(super::rereads::Rereads::default());
     }
 
-    /// The client restarts now (when re-reads are tracked).
-    pub fn client_restarted(&self) {
-        let now = jiff::Timestamp::now().as_millisecond();
+    /// The client restarts now (when re-reads are tracked); it re-reads its last `overlap` on
+    /// every pass by design.
+    pub fn client_restarted(&self, overlap: std::time::Duration) {
+        let overlap_ms = i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX);
         if let Some(r) = &mut self.lock().rereads {
-            r.restart(now);
+            r.restart(overlap_ms);
         }
     }
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{DefaultBodyLimit, OriginalUri, State};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -164,7 +164,9 @@ async fn stage(s: &WebhookState, changes: Vec<Change>) -> Response {
 async fn hubspot(
     State(s): State<WebhookState>,
     method: Method,
-    uri: Uri,
+    // The URL the sender signed: a multi-tenant listener hands the request on under
+    // `/webhooks/hubspot`, keeping `/webhooks/{tenant}/hubspot` here (`crate::tenants::routes`).
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {

@@ -40,4 +40,5 @@ mod schema;
 mod shipped;
 mod sim_strict;
 mod sync;
+mod tenants;
 mod webhooks;
