@@ -124,7 +124,7 @@ pub enum Lane {
     Search,
 }
 
-/// One credential's pacer. Cheap to clone; clones share the budgets and the hold.
+/// One connection's pacer. Cheap to clone; clones share the budgets and the hold.
 #[derive(Debug, Clone)]
 pub struct Pacer {
     inner: Arc<Inner>,
@@ -133,12 +133,30 @@ pub struct Pacer {
 #[derive(Debug)]
 struct Inner {
     system: SystemKind,
+    /// The credential's budgets; a new credential brings new ones ([`Pacer::renew`]).
+    budgets: std::sync::RwLock<Arc<Budgets>>,
+    /// No request is sent before this instant (the system answered 429).
+    hold_until: Mutex<Option<Instant>>,
+}
+
+/// The budgets of one credential.
+#[derive(Debug)]
+struct Budgets {
     limits: Limits,
     burst: DefaultDirectRateLimiter,
     daily: DefaultDirectRateLimiter,
     search: Option<DefaultDirectRateLimiter>,
-    /// No request is sent before this instant (the system answered 429).
-    hold_until: Mutex<Option<Instant>>,
+}
+
+impl Budgets {
+    fn new(limits: Limits) -> Arc<Budgets> {
+        Arc::new(Budgets {
+            limits,
+            burst: RateLimiter::direct(rolling_quota(limits.burst)),
+            daily: RateLimiter::direct(bucket_quota(limits.daily)),
+            search: limits.search.map(|s| RateLimiter::direct(rolling_quota(s))),
+        })
+    }
 }
 
 impl Pacer {
@@ -146,13 +164,30 @@ impl Pacer {
         Pacer {
             inner: Arc::new(Inner {
                 system,
-                limits,
-                burst: RateLimiter::direct(rolling_quota(limits.burst)),
-                daily: RateLimiter::direct(bucket_quota(limits.daily)),
-                search: limits.search.map(|s| RateLimiter::direct(rolling_quota(s))),
+                budgets: std::sync::RwLock::new(Budgets::new(limits)),
                 hold_until: Mutex::new(None),
             }),
         }
+    }
+
+    fn budgets(&self) -> Arc<Budgets> {
+        self.inner
+            .budgets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A new credential took over the connection: its requests spend from budgets of its own,
+    /// with `limits` (the reloaded config's tier), from the next request on; requests already
+    /// waiting finish on the old ones. A hold in force stays: the vendor asked the connection
+    /// to wait, and its daily and per-org limits outlive a credential.
+    pub fn renew(&self, limits: Limits) {
+        *self
+            .inner
+            .budgets
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Budgets::new(limits);
     }
 
     /// A pacer with the system's documented limits.
@@ -165,7 +200,7 @@ impl Pacer {
     }
 
     pub fn limits(&self) -> Limits {
-        self.inner.limits
+        self.budgets().limits
     }
 
     /// What is left of the hold, if the system asked to wait.
@@ -234,23 +269,23 @@ impl Pacer {
         if let Some(wait) = self.held_for() {
             return Err(self.refused(wait));
         }
-        let inner = &self.inner;
+        let budgets = self.budgets();
         let mut waited = false;
         // A `check` that passes takes its token; one that fails takes none, and the wait does.
         let short = match lane {
-            Lane::Search => inner.search.as_ref().unwrap_or(&inner.burst),
-            Lane::Call => &inner.burst,
+            Lane::Search => budgets.search.as_ref().unwrap_or(&budgets.burst),
+            Lane::Call => &budgets.burst,
         };
         if short.check().is_err() {
             waited = true;
             short.until_ready().await;
         }
-        if inner.daily.check().is_err() {
+        if budgets.daily.check().is_err() {
             waited = true;
-            inner.daily.until_ready().await;
+            budgets.daily.until_ready().await;
         }
         if waited {
-            crate::telemetry::meters::meters().rate_limit_wait(inner.system, "budget");
+            crate::telemetry::meters::meters().rate_limit_wait(self.inner.system, "budget");
         }
         match self.held_for() {
             Some(wait) => Err(self.refused(wait)),
@@ -349,6 +384,25 @@ mod tests {
         assert_eq!(q.held_for(), None);
         q.hold(Duration::ZERO);
         q.admit(Lane::Call).await.expect("an ended hold is gone");
+    }
+
+    #[tokio::test]
+    async fn a_renewed_pacer_has_the_new_budgets_and_keeps_the_hold() {
+        let p = Pacer::new(SystemKind::HubSpot, tight(1, 60_000));
+        let clone = p.clone();
+        p.admit(Lane::Call).await.expect("the one call");
+        p.hold(Duration::from_secs(30));
+        clone.renew(tight(1000, 1000));
+        assert_eq!(p.limits(), tight(1000, 1000), "clones share the renewal");
+        assert!(p.held_for().is_some(), "the hold outlives the credential");
+        p.release();
+        for _ in 0..20 {
+            // The old budget is spent for a minute; the new one has room at once.
+            tokio::time::timeout(Duration::from_secs(5), p.admit(Lane::Call))
+                .await
+                .expect("the new budget")
+                .expect("not held");
+        }
     }
 
     #[tokio::test]

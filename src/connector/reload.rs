@@ -16,7 +16,9 @@ impl Connector {
 
     /// Takes `fresh`'s credential over when it differs from the one in use; returns whether it
     /// did. `fresh` is a connector built from the reloaded config; one of another system is
-    /// ignored. Only the credential changes: URLs and other settings stay as they were started.
+    /// ignored. The credential brings its budgets: the pacer spends from new ones with `fresh`'s
+    /// limits (its tier's `rate_limit`), and a hold in force stays ([`super::Pacer::renew`]).
+    /// URLs and other settings stay as they were started.
     pub async fn adopt_credentials(&self, fresh: &Connector) -> bool {
         if self.kind() != fresh.kind()
             || self.credential_fingerprint() == fresh.credential_fingerprint()
@@ -30,6 +32,7 @@ impl Connector {
             (Connector::Rest(c), Connector::Rest(f)) => c.adopt_credentials(f),
             _ => return false,
         }
+        self.pacer().renew(fresh.pacer().limits());
         true
     }
 }

@@ -141,11 +141,13 @@ mod tests {
 
     #[test]
     fn a_record_asks_for_one_association_per_key_it_holds() {
+        // The shipped task flow, with a second association (to a deal) on a key actions lack.
+        let tasks = format!(
+            "{}\n[[association]]\nflow = \"deal-registration\"\nsource = \"deal_key\"\ntype_id = 216\n",
+            include_str!("../../mappings/partnerstack-hubspot-tasks.toml")
+        );
         let set = MappingSet::compile(&[
-            (
-                "mappings/partnerstack-hubspot-tasks.toml".into(),
-                include_str!("../../mappings/partnerstack-hubspot-tasks.toml").into(),
-            ),
+            ("mappings/partnerstack-hubspot-tasks.toml".into(), tasks),
             (
                 "mappings/partnerstack-hubspot-companies.toml".into(),
                 include_str!("../../mappings/partnerstack-hubspot-companies.toml").into(),
@@ -161,7 +163,7 @@ mod tests {
             .iter()
             .find(|m| m.name == "partner-activity")
             .expect("task flow");
-        let both = json!({"partner_key": "part_7", "deal_key": " deal_1 "});
+        let both = json!({"partnership_key": "part_7", "deal_key": " deal_1 "});
         let got = intents(tasks, "act_1", both.as_object().expect("object"));
         let keys: Vec<(&str, &str)> = got
             .iter()
@@ -174,7 +176,7 @@ mod tests {
                 ("deal-registration", "deal_1")
             ]
         );
-        let blank = json!({"partner_key": "part_7", "deal_key": ""});
+        let blank = json!({"partnership_key": "part_7", "deal_key": ""});
         assert_eq!(
             intents(tasks, "act_2", blank.as_object().expect("object")).len(),
             1

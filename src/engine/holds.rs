@@ -80,13 +80,18 @@ impl Holds {
         Some(hold)
     }
 
-    /// Lifts the hold on `system` (a probe succeeded or a new credential was loaded).
-    pub fn release(&self, system: SystemKind) -> Option<Hold> {
+    /// Lifts a re-authorisation hold on `system` (a probe succeeded or a new credential was
+    /// loaded); a rate-limit hold stays until its wait ends.
+    pub fn release_reauth(&self, system: SystemKind) -> Option<Hold> {
+        let mut holds = self.lock();
+        if !matches!(holds.get(&system), Some(Hold::NeedsReauth { .. })) {
+            return None;
+        }
         self.probed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&system);
-        self.lock().remove(&system)
+        holds.remove(&system)
     }
 
     /// Whether a connection paused on a dead credential is due for a probe (at most one per
@@ -138,8 +143,16 @@ mod tests {
         assert!(h.probe_due(hs, 5 + REAUTH_PROBE_MS));
         assert!(!h.probe_due(hs, 5 + REAUTH_PROBE_MS + 1));
         assert!(h.probe_due(hs, 5 + 2 * REAUTH_PROBE_MS));
-        assert!(h.release(hs).is_some());
+        assert!(h.release_reauth(hs).is_some());
         assert_eq!(h.get(hs, 0), None);
+        // A new credential lifts a re-authorisation hold, never a rate-limit wait.
+        h.note(hs, &limited, 10);
+        assert_eq!(h.release_reauth(hs), None);
+        assert!(h.get(hs, 11).is_some());
+        assert_eq!(h.get(hs, 2_010), None, "it ends by itself");
+        h.note(hs, &ConnectorError::Auth("401".into()), 20);
+        assert!(h.release_reauth(hs).is_some());
+        assert_eq!(h.get(hs, 21), None);
         assert!(!h.probe_due(hs, i64::MAX / 2));
     }
 }

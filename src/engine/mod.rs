@@ -321,7 +321,8 @@ impl Engine {
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
     }
 
-    fn connector(&self, system: SystemKind) -> Option<&Connector> {
+    /// The connector of `system`, if this engine connects it.
+    pub fn connector(&self, system: SystemKind) -> Option<&Connector> {
         [&self.prm, &self.crm]
             .into_iter()
             .find(|c| c.kind() == system)
@@ -338,9 +339,11 @@ impl Engine {
     }
 
     /// A new credential for `system` was loaded (or a probe shows the old one works again):
-    /// lift its re-authorisation hold and make its queued writes due at once.
+    /// lift its re-authorisation hold and make its queued writes due at once. A rate-limit hold
+    /// stays until its wait ends (the connector's pacer keeps it too): a new credential does not
+    /// end the wait the vendor asked for.
     pub async fn credential_loaded(&self, system: SystemKind) -> Result<(), EngineError> {
-        if self.holds.release(system).is_some() {
+        if self.holds.release_reauth(system).is_some() {
             tracing::info!(%system, "credential works; connection resumed");
         }
         self.store.clear_connection_hold(system).await?;

@@ -193,7 +193,13 @@ impl Engine {
             Ok(r) => r,
             Err(e) => vec![Err(e); items.len()],
         };
-        if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+        // A per-record rate limit or refused credential holds the system as a whole-call one
+        // does, wherever it is in the batch.
+        let errors = || results.iter().filter_map(|r| r.as_ref().err());
+        if let Some(e) = errors()
+            .find(|e| e.is_back_pressure() || matches!(e, ConnectorError::Auth(_)))
+            .or_else(|| errors().next())
+        {
             self.note_error(system, e).await?;
         }
         if results.iter().any(Result::is_ok) {

@@ -834,9 +834,11 @@ async fn associate_default(
             results.push(json!({"from": {"id": f}, "to": {"id": t},
                 "associationSpec": {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}}));
         } else {
-            errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
+            errors.push(
+                json!({"status": "error", "errors": [], "links": {}, "category": "VALIDATION_ERROR",
                 "message": format!("No {from} {f} or {to} {t}"),
-                "context": {"fromObjectId": [f], "toObjectId": [t]}}));
+                "context": {"fromObjectId": [f], "toObjectId": [t]}}),
+            );
         }
     }
     drop(inner);
@@ -890,10 +892,12 @@ async fn associations_read(
         linked.sort_unstable();
         linked.dedup();
         if linked.is_empty() {
-            errors.push(json!({"status": "error", "category": "OBJECT_NOT_FOUND",
+            errors.push(
+                json!({"status": "error", "errors": [], "links": {}, "category": "OBJECT_NOT_FOUND",
                 "subCategory": "crm.associations.NO_ASSOCIATIONS_FOUND",
                 "message": format!("No {to} is associated with {from} {id}."),
-                "context": {"fromObjectId": [id]}}));
+                "context": {"fromObjectId": [id]}}),
+            );
         } else {
             let to_list: Vec<Value> = linked
                 .iter()
@@ -939,6 +943,22 @@ fn error(status: StatusCode, category: &str, message: &str) -> Response {
             "message": message,
             "correlationId": correlation_id(),
             "category": category,
+        })),
+    )
+        .into_response()
+}
+
+/// The 400 a batch with a property error gets: HubSpot's `Error` with the input's problem in
+/// `errors` (the message names the property, as "Property \"x\" does not exist" does).
+fn property_error(id: &str, why: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({
+            "status": "error",
+            "message": format!("Property values were not valid: {why}"),
+            "correlationId": correlation_id(),
+            "category": "VALIDATION_ERROR",
+            "errors": [{"message": why, "context": {"ids": [id]}}],
         })),
     )
         .into_response()
@@ -1146,24 +1166,29 @@ async fn batch_write(
             &format!("Property values were not valid for input {bad}"),
         );
     }
+    // A property error refuses the whole batch (nothing is written), as HubSpot does without
+    // `objectWriteTraceId`; the client finds the bad input by sending smaller batches.
+    if let Some((id, why)) = parsed
+        .iter()
+        .find_map(|(id, _, props)| Some((id, invalid_property(&sim, &object, props)?)))
+    {
+        return property_error(&id.clone(), &why);
+    }
     let mut results = Vec::new();
     let mut errors = Vec::new();
     let mut seen = HashSet::new();
     for (id, id_property, props) in parsed {
         if !seen.insert(id.clone()) {
-            errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
-                "message": format!("Duplicate id {id} in batch"), "context": {"ids": [id]}}));
+            errors.push(
+                json!({"status": "error", "errors": [], "links": {}, "category": "VALIDATION_ERROR",
+                "message": format!("Duplicate id {id} in batch"), "context": {"ids": [id]}}),
+            );
             continue;
         }
         if !update_only && id_property.is_none() {
-            errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
+            errors.push(json!({"status": "error", "errors": [], "links": {}, "category": "VALIDATION_ERROR",
                 "message": "idProperty is required: upsert matches on a unique property; update an object id with batch/update",
                 "context": {"ids": [id]}}));
-            continue;
-        }
-        if let Some(bad) = invalid_property(&sim, &object, &props) {
-            errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
-                "message": bad, "context": {"ids": [id]}}));
             continue;
         }
         let now = sim.clock.tick();
@@ -1251,8 +1276,10 @@ fn upsert_one(
         }
         None => {
             let Some(p) = id_property.filter(|_| !update_only) else {
-                return Err(json!({"status": "error", "category": "OBJECT_NOT_FOUND",
-                    "message": format!("No {object} with id {id}"), "context": {"ids": [id]}}));
+                return Err(
+                    json!({"status": "error", "errors": [], "links": {}, "category": "OBJECT_NOT_FOUND",
+                    "message": format!("No {object} with id {id}"), "context": {"ids": [id]}}),
+                );
             };
             props.insert(p.to_owned(), id.to_owned());
             let obj = Object::new(next_id, &props, now, now);

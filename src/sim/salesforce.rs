@@ -204,6 +204,8 @@ struct Inner {
     soql: Vec<String>,
     /// The org's partner roles (`partners.rs`); `None`: the defaults.
     partner_roles: Option<Vec<String>>,
+    /// External ids whose next collection upsert is refused with `REQUEST_LIMIT_EXCEEDED`.
+    limited_records: std::collections::BTreeSet<String>,
     /// Every sObject's fields as the org has them now (`describe.rs`).
     schema: describe::Schema,
 }
@@ -394,6 +396,12 @@ impl SalesforceSim {
         self.lock().locators.expired
     }
 
+    /// The next collection upsert of the record whose external id is `value` is refused for it
+    /// alone with `REQUEST_LIMIT_EXCEEDED` in its result (the org's limit reached mid-call).
+    pub fn limit_record(&self, value: &str) {
+        self.lock().limited_records.insert(value.to_owned());
+    }
+
     /// An admin deletes `field` of `object`: writes naming it are refused (`INVALID_FIELD`) and
     /// `describe` no longer lists it. False if there is no such field.
     pub fn remove_field(&self, object: &str, field: &str) -> bool {
@@ -550,7 +558,7 @@ fn sf_time(ms: i64) -> String {
 
 fn insert_rec(inner: &mut Inner, object: &str, mut fields: Map<String, Value>, now: i64) -> String {
     let prefix = describe(object).map_or("a00", |d| d.prefix);
-    let id = format!("{prefix}SIM{:012}AAA", inner.next_id);
+    let id = format!("{prefix}SIM{:09}AAA", inner.next_id);
     inner.next_id += 1;
     fields.insert("Id".into(), json!(id));
     fields.insert("CreatedDate".into(), json!(sf_time(now)));
@@ -1231,6 +1239,14 @@ async fn upsert_collection(
             );
             continue;
         };
+        if inner.limited_records.remove(&value) {
+            failed = true;
+            results.push(
+                json!({"success": false, "errors": [{"statusCode": "REQUEST_LIMIT_EXCEEDED",
+                "message": "TotalRequests Limit exceeded.", "fields": []}]}),
+            );
+            continue;
+        }
         match upsert_rec(&mut inner, d, &field, &value, fields, now, &mut undo) {
             Upserted::Done(id, created) => {
                 results.push(json!({"id": id, "success": true, "errors": [], "created": created}))

@@ -718,12 +718,19 @@ mod hubspot {
         let mut writes: Vec<WriteRequest> = (0..100).map(|i| deal(i, "qualifiedtobuy")).collect();
         writes[3] = deal(3, "not-a-stage");
         writes[50] = deal(50, "also-not");
-        let r = conn.write("deals", &writes).await.expect("207 answered");
-        let failed: Vec<usize> = (0..100).filter(|i| r[*i].is_err()).collect();
-        assert_eq!(failed, vec![3, 50]);
+        // A property error refuses the whole batch (HubSpot's 400): the writer bisects it.
+        let r = conn.write("deals", &writes).await;
         assert!(
-            matches!(&r[3], Err(ConnectorError::Permanent(m)) if m.contains("VALIDATION_ERROR"))
+            matches!(&r, Err(ConnectorError::Permanent(m)) if m.contains("VALIDATION_ERROR")),
+            "{r:?}"
         );
+        assert_eq!(sim.objects("deals").len(), 0);
+        let good: Vec<WriteRequest> = (0..100)
+            .filter(|i| ![3, 50].contains(i))
+            .map(|i| deal(i, "qualifiedtobuy"))
+            .collect();
+        let r = conn.write("deals", &good).await.expect("200 answered");
+        assert!(r.iter().all(Result::is_ok), "{r:?}");
         assert_eq!(sim.objects("deals").len(), 98);
         // Numbers went out as strings (HubSpot property values are strings).
         assert_eq!(

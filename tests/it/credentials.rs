@@ -333,3 +333,79 @@ async fn plan_with_rules_on_salesforce_never_refreshes_the_daemons_token() {
     assert_eq!(sim.stats().invalid_grants, 0);
     d.shutdown().await;
 }
+
+/// A new credential brings its own budgets, with the limits the reloaded config names (the new
+/// private app's tier: `hubspot.rate_limit`); before, the connection kept the old credential's
+/// pacer and limits, and the reload lifted a rate-limit wait in force. The wait the vendor asked
+/// for stays, and nothing is sent inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_credential_takes_its_tier_s_limits_and_keeps_the_wait() {
+    use prmsync::connector::{Limits, Rate};
+    use prmsync::sim::Fault;
+    use std::time::Duration;
+
+    let w = World::seeded(4).await;
+    let config = w.config();
+    let d = Daemon::start(config.clone(), system_clock())
+        .await
+        .expect("daemon");
+    d.run_until_idle().await.expect("first sync");
+    let pacer = || {
+        d.engine
+            .connector(SystemKind::HubSpot)
+            .expect("HubSpot")
+            .pacer()
+            .clone()
+    };
+    assert_eq!(pacer().limits(), Limits::documented(SystemKind::HubSpot));
+    w.hs.inject([Fault {
+        status: 429,
+        retry_after: Some(30),
+    }]);
+    for mut deal in w.ps.deals().into_iter().take(2) {
+        deal.insert("amount".into(), json!(777_000));
+        w.ps.upsert_deal(deal);
+    }
+    d.engine.tick().await.expect("a pass that meets the 429");
+    assert!(matches!(
+        d.engine.hold(SystemKind::HubSpot),
+        Some(Hold::RateLimited { .. })
+    ));
+
+    w.hs.set_token("hs-professional");
+    let mut reloaded = config.clone();
+    let CrmConfig::HubSpot(h) = &mut reloaded.crm else {
+        panic!("a HubSpot config");
+    };
+    h.access_token = SecretString::from("hs-professional");
+    let tier = Rate {
+        n: 190,
+        per: Duration::from_secs(10),
+    };
+    h.rate_limit = Some(tier);
+    assert_eq!(
+        d.reload_credentials(&reloaded).await.expect("reload"),
+        vec![SystemKind::HubSpot]
+    );
+    assert_eq!(pacer().limits().burst, tier, "the new tier's window");
+    assert!(
+        matches!(
+            d.engine.hold(SystemKind::HubSpot),
+            Some(Hold::RateLimited { .. })
+        ),
+        "the wait stays"
+    );
+    assert!(
+        pacer()
+            .held_for()
+            .is_some_and(|w| w > Duration::from_secs(20))
+    );
+    let sent = w.hs.request_log().len();
+    d.engine.tick().await.expect("a pass inside the wait");
+    assert_eq!(
+        w.hs.request_log().len(),
+        sent,
+        "nothing sent inside the wait"
+    );
+    d.shutdown().await;
+}

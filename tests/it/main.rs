@@ -8,6 +8,7 @@ mod cli;
 mod compat;
 mod connector_contract;
 mod connectors;
+mod contract;
 mod conversion;
 mod crash;
 mod crash_salesforce;

@@ -86,3 +86,70 @@ async fn a_batch_refused_for_one_record_is_bisected_and_the_good_ones_are_writte
     assert!(letters[0].reason.contains("400"), "{}", letters[0].reason);
     d.shutdown().await;
 }
+
+/// HubSpot refuses a whole batch upsert with 400 `VALIDATION_ERROR` when one input has a bad
+/// property value (the simulator now does too; it answered 207 before). One deal
+/// whose stage HubSpot does not have, among 100: the batch is split down to it, 99 are written
+/// and that one alone is a dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_property_value_in_100_is_isolated_and_99_are_written() {
+    let w = World::seeded(100).await;
+    let mut bad = w.ps.deal("deal_42").expect("deal_42");
+    bad.insert("stage".into(), json!("not-a-hubspot-stage"));
+    w.ps.upsert_deal(bad);
+    let dir = tempfile::tempdir().expect("mappings dir");
+    // A stage the value map does not list is passed through as written, so HubSpot judges it.
+    std::fs::write(
+        dir.path().join("deals.toml"),
+        r#"
+name = "deal-registration"
+[source]
+system = "partnerstack"
+object = "deals"
+[target]
+system = "hubspot"
+object = "deals"
+external_id = "prm_deal_id"
+[[field]]
+source = "account_name"
+target = "dealname"
+required = true
+[[field]]
+source = "stage"
+target = "dealstage"
+type = "enum"
+values = { submitted = "appointmentscheduled", approved = "qualifiedtobuy", demo = "presentationscheduled", evaluation = "decisionmakerboughtin", negotiation = "contractsent", won = "closedwon", lost = "closedlost" }
+unmapped = "pass"
+"#,
+    )
+    .expect("mapping");
+    let mut config = w.config();
+    config.daemon.mappings_dir = Some(dir.path().to_path_buf());
+    let d = Daemon::start(config, system_clock()).await.expect("daemon");
+    d.run_until_idle().await.expect("passes");
+
+    assert_eq!(
+        w.hs.objects("deals").len(),
+        99,
+        "every deal but the bad one"
+    );
+    assert!(w.hs.find("deals", "prm_deal_id", "deal_42").is_none());
+    let letters = d.engine.store().dead_letters(50).await.expect("letters");
+    let mut ids: Vec<&str> = letters.iter().map(|l| l.record_id.as_str()).collect();
+    ids.dedup();
+    assert_eq!(ids, vec!["deal_42"], "{letters:?}");
+    assert!(
+        letters[0].reason.contains("VALIDATION_ERROR")
+            && letters[0].reason.contains("not-a-hubspot-stage"),
+        "{}",
+        letters[0].reason
+    );
+    // The refusals were whole-batch 400s, halved down to the bad deal: one per level.
+    let refused =
+        w.hs.request_log()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/deals/batch/upsert") && r.status == 400)
+            .count();
+    assert!((2..=8).contains(&refused), "{refused} refused batches");
+    d.shutdown().await;
+}

@@ -13,7 +13,7 @@ use crate::harness::World;
 use crate::rules_salesforce::{daemon as salesforce_daemon, salesforce};
 
 const PARTNERS: usize = 5;
-const DEALS: usize = 12;
+pub(crate) const DEALS: usize = 12;
 const LEADS: usize = 6;
 const ACTIONS: usize = 7;
 const MDF: usize = 4;
@@ -22,13 +22,13 @@ fn object(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap_or_default()
 }
 
-fn shipped() -> PathBuf {
+pub(crate) fn shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings")
 }
 
 /// PartnerStack partnerships, co-marketing leads and partner activities beside the seeded deals
 /// (`World::seeded`), each shaped as the shipped mappings read them.
-fn seed_partnerstack(w: &World) {
+pub(crate) fn seed_partnerstack(w: &World) {
     let tiers = ["Gold", "Silver", "Bronze"];
     for i in 1..=PARTNERS {
         w.ps.upsert_item(
@@ -57,21 +57,21 @@ fn seed_partnerstack(w: &World) {
             })),
         );
     }
+    // Actions as PartnerStack lists them (GET /v2/actions): only the documented fields.
     for i in 1..=ACTIONS {
         w.ps.upsert_item(
             "actions",
             object(json!({
-                "key": format!("act_{i}"), "partner_key": format!("part_{}", 1 + i % PARTNERS),
-                "deal_key": format!("deal_{i}"), "partner_name": "Partner", "type": "meeting",
-                "title": format!("QBR {i}"), "description": "Pipeline review",
-                "occurred_at": "2026-03-02T10:00:00",
+                "key": format!("act_{i}"), "archived": false, "company": {}, "customer": {},
+                "partnership_key": format!("part_{}", 1 + i % PARTNERS),
+                "type": if i % 2 == 0 { "call" } else { "meeting_held" }, "value": i,
             })),
         );
     }
 }
 
 /// Dead letters in the state file.
-fn dead_letters(w: &World) -> Vec<String> {
+pub(crate) fn dead_letters(w: &World) -> Vec<String> {
     let conn = rusqlite::Connection::open(w.state_path()).expect("state file");
     let mut stmt = conn
         .prepare("SELECT flow || ' ' || record_id || ': ' || reason FROM dead_letters")
@@ -163,10 +163,7 @@ async fn a_lookup_whose_record_is_not_on_its_way_is_dead_lettered_once() {
     for (key, partner) in [("act_1", "part_1"), ("act_2", "part_99")] {
         w.ps.upsert_item(
             "actions",
-            object(
-                json!({"key": key, "partner_key": partner, "partner_name": "P",
-                "type": "call", "title": "Intro", "occurred_at": "2026-03-02T10:00:00"}),
-            ),
+            object(json!({"key": key, "partnership_key": partner, "type": "call", "value": 1})),
         );
     }
     let (sf, server) = salesforce().await;
@@ -184,7 +181,7 @@ async fn a_lookup_whose_record_is_not_on_its_way_is_dead_lettered_once() {
 }
 
 /// The shipped REST profile (tests/fixtures/rest-prm.toml) pointed at `server`.
-fn rest_profile(server: &SimServer) -> prmsync::config::RestConfig {
+pub(crate) fn rest_profile(server: &SimServer) -> prmsync::config::RestConfig {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rest-prm.toml");
     let env = Environment {
         vars: [
@@ -202,11 +199,8 @@ fn rest_profile(server: &SimServer) -> prmsync::config::RestConfig {
     r
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shipped_rest_flows_sync_every_seeded_record() {
-    let w = World::seeded(0).await;
-    let rest = RestPrmSim::new("rest-prm-key");
-    let rest_server = SimServer::start(rest.router()).await.expect("rest sim");
+/// MDF requests in the generic REST PRM, shaped as the shipped campaign flow reads them.
+pub(crate) fn seed_mdf(rest: &RestPrmSim) {
     for i in 1..=MDF {
         rest.put(
             "mdf_requests",
@@ -218,6 +212,14 @@ async fn shipped_rest_flows_sync_every_seeded_record() {
             })),
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_rest_flows_sync_every_seeded_record() {
+    let w = World::seeded(0).await;
+    let rest = RestPrmSim::new("rest-prm-key");
+    let rest_server = SimServer::start(rest.router()).await.expect("rest sim");
+    seed_mdf(&rest);
     let (sf, server) = salesforce().await;
     let mut config = w.config();
     config.prm = PrmConfig::Rest(rest_profile(&rest_server));
@@ -250,7 +252,7 @@ async fn shipped_rest_flows_sync_every_seeded_record() {
 }
 
 /// A daemon from `config` with Salesforce at `sf` and every shipped mapping.
-async fn rest_salesforce_daemon(
+pub(crate) async fn rest_salesforce_daemon(
     mut config: prmsync::config::Config,
     sf: &SimServer,
 ) -> prmsync::app::Daemon {

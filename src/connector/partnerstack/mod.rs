@@ -136,7 +136,7 @@ impl PartnerStack {
         page: Option<&str>,
     ) -> Result<ChangePage, ConnectorError> {
         let mut query = vec![
-            ("min_updated", since_ms.to_string()),
+            (since_param(object), since_ms.to_string()),
             ("limit", api::PAGE_LIMIT.to_string()),
         ];
         if let Some(after) = page {
@@ -189,6 +189,15 @@ impl PartnerStack {
                     .to_owned(),
                 created: false,
             })
+    }
+}
+
+/// The list filter for "changed at or after": `min_updated`, except on `actions`, whose list
+/// documents only `min_created` and `max_created` (an action is a recorded event).
+fn since_param(object: &str) -> &'static str {
+    match object {
+        "actions" => "min_created",
+        _ => "min_updated",
     }
 }
 

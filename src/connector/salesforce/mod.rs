@@ -353,9 +353,18 @@ impl Salesforce {
                 None => groups.push((field, vec![i])),
             }
         }
+        // A record refused for the org's request limit holds the whole system, like a 403
+        // `REQUEST_LIMIT_EXCEEDED` answer does: the chunks after it are not sent.
+        let mut held: Option<ConnectorError> = None;
         for (field, idx) in groups {
             check_name(&field)?;
             for chunk in idx.chunks(api::MAX_COLLECTION) {
+                if let Some(e) = &held {
+                    for &i in chunk {
+                        out[i] = Some(Err(e.clone()));
+                    }
+                    continue;
+                }
                 let records = chunk
                     .iter()
                     .map(|&i| upsert_record(object, &field, &writes[i]))
@@ -381,6 +390,11 @@ impl Salesforce {
                         ))),
                     });
                 }
+                held = chunk
+                    .iter()
+                    .filter_map(|&i| out[i].as_ref()?.as_ref().err())
+                    .find(|e| e.is_back_pressure())
+                    .map(|e| self.pacer.note(e.clone()));
             }
         }
         Ok(out

@@ -250,9 +250,11 @@ pub(super) async fn batch_create(
             results.push(json!({"fromObjectTypeId": from, "fromObjectId": f.parse::<u64>().unwrap_or(0),
                 "toObjectTypeId": to, "toObjectId": t.parse::<u64>().unwrap_or(0), "labels": labels}));
         } else {
-            errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
+            errors.push(
+                json!({"status": "error", "errors": [], "links": {}, "category": "VALIDATION_ERROR",
                 "message": format!("No {from} {f} or {to} {t}"),
-                "context": {"fromObjectId": [f], "toObjectId": [t]}}));
+                "context": {"fromObjectId": [f], "toObjectId": [t]}}),
+            );
         }
     }
     drop(inner);
