@@ -194,6 +194,7 @@ pub(crate) fn webhook_secrets(config: &Config) -> (Option<SecretString>, Option<
 /// live systems. Only reads: the state file is opened read-only, no vendor write is made, and no
 /// token is refreshed (Salesforce: the session the daemon saved is used).
 pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<FlowPlan>> {
+    refuse_postgres(config, "prmsync plan")?;
     let set = load_mappings(config)?;
     let mut mappings = active_mappings(config, &set)?;
     if let Some(name) = flow {
@@ -223,6 +224,18 @@ pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<Flo
     Ok(dryrun::plan_flows(&[&prm, &crm], &mappings, state.as_ref(), &retry).await?)
 }
 
+/// Refuses a command that reads the SQLite state file read-only when the state is in
+/// PostgreSQL (`state.url`): it would otherwise plan as if nothing had been synced.
+fn refuse_postgres(config: &Config, verb: &str) -> anyhow::Result<()> {
+    if let Some(target) = &config.state.postgres {
+        bail!(
+            "{verb} is not available yet on a PostgreSQL state (state.url, schema {})",
+            target.schema
+        );
+    }
+    Ok(())
+}
+
 /// The configured connectors for a read-only command (`prmsync check --live`): like `plan`, the
 /// Salesforce session is the one the daemon saved, and no refresh grant is sent.
 pub fn read_only_connectors(config: &Config) -> anyhow::Result<(Connector, Connector)> {
@@ -250,6 +263,7 @@ fn read_only_tokens(config: &Config) -> anyhow::Result<Option<Arc<dyn TokenStore
 pub async fn plan_registrations(
     config: &Config,
 ) -> anyhow::Result<Option<(String, Vec<crate::engine::registrations::Move>)>> {
+    refuse_postgres(config, "prmsync plan")?;
     let Some(rules) = Rules::load(config.daemon.mappings_dir.as_deref())
         .map_err(|e| anyhow::anyhow!("rules of engagement errors:\n{e}"))?
     else {
@@ -351,7 +365,12 @@ impl Daemon {
         let readiness = Arc::new(crate::admin::Readiness::new(
             ready.clone(),
             &config.daemon.state_path,
-            config.admin.min_free_bytes,
+            // The free-space check watches the state file's volume; PostgreSQL watches its own.
+            if config.state.postgres.is_some() {
+                0
+            } else {
+                config.admin.min_free_bytes
+            },
         ));
         let admin_router = crate::admin::router(crate::admin::AdminState {
             store: engine.store().clone(),

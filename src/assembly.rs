@@ -29,8 +29,9 @@ pub struct Tenant {
     pub reloads: Arc<Mutex<ReloadStatus>>,
     /// What this tenant's webhook routes verify with and stage into.
     pub webhooks: WebhookState,
-    /// This process's hold on the tenant's state file (`prmsync erase` hands its work to it).
-    _state_lock: crate::state_lock::StateLock,
+    /// This process's hold on the tenant's state file (`prmsync erase` hands its work to it);
+    /// `None` for a PostgreSQL state (its writer connection holds an advisory lock instead).
+    _state_lock: Option<crate::state_lock::StateLock>,
 }
 
 impl Tenant {
@@ -57,21 +58,39 @@ impl Tenant {
         let mappings = active_mappings(&config, &set)?;
         let rules = load_rules(&config)?;
         let state_path = config.daemon.state_path.clone();
-        let state_lock = crate::state_lock::try_hold(&state_path)
-            .with_context(|| {
-                format!(
-                    "locking {}",
-                    crate::state_lock::lock_path(&state_path).display()
-                )
-            })?
-            .with_context(|| {
-                format!(
-                    "another prmsync daemon (or `prmsync erase`) is using the state file {}",
-                    state_path.display()
-                )
-            })?;
-        let store = Store::open_with(&state_path, &failpoints)
-            .with_context(|| format!("opening state file {}", state_path.display()))?;
+        let (state_lock, store) = match &config.state.postgres {
+            // A PostgreSQL state: the lock is a session advisory lock on the state's schema,
+            // held by the store's writer connection.
+            Some(target) => {
+                let store = Store::open_postgres(target).with_context(|| {
+                    format!("opening the PostgreSQL state (schema {})", target.schema)
+                })?;
+                anyhow::ensure!(
+                    store.hold_daemon_lock().await?,
+                    "another prmsync daemon is using the PostgreSQL state schema {}",
+                    target.schema
+                );
+                (None, store)
+            }
+            None => {
+                let lock = crate::state_lock::try_hold(&state_path)
+                    .with_context(|| {
+                        format!(
+                            "locking {}",
+                            crate::state_lock::lock_path(&state_path).display()
+                        )
+                    })?
+                    .with_context(|| {
+                        format!(
+                            "another prmsync daemon (or `prmsync erase`) is using the state file {}",
+                            state_path.display()
+                        )
+                    })?;
+                let store = Store::open_with(&state_path, &failpoints)
+                    .with_context(|| format!("opening state file {}", state_path.display()))?;
+                (Some(lock), store)
+            }
+        };
         let reloads = Arc::new(Mutex::new(ReloadStatus {
             versions: versions(&mappings),
             ..ReloadStatus::default()

@@ -20,13 +20,13 @@ pub async fn auth_command(
     action: crate::cli::AuthAction,
 ) -> anyhow::Result<String> {
     let path = &config.daemon.state_path;
-    if !path.exists() {
+    if config.state.postgres.is_none() && !path.exists() {
         return Ok(format!(
             "no state file at {}: nothing is saved\n",
             path.display()
         ));
     }
-    let store = crate::store::Store::open(path)?;
+    let store = crate::store::Store::open_configured(config.state.postgres.as_ref(), path)?;
     let key = config.daemon.state_key.as_ref();
     match action {
         crate::cli::AuthAction::Status => {

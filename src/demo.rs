@@ -96,6 +96,7 @@ pub fn config_for(state: PathBuf, partnerstack: reqwest::Url, hubspot: reqwest::
             stall_timeout: Duration::from_secs(defaults::STALL_TIMEOUT_SECS),
             state_key: None,
         },
+        state: crate::config::StateConfig::default(),
         log: LogConfig {
             format: LogFormat::Human,
             level: "warn".into(),

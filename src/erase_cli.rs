@@ -38,6 +38,13 @@ pub async fn run(config: &Config, args: EraseArgs, now_ms: i64) -> anyhow::Resul
         (None, Some(r)) => Some(Subject::record(r)?),
         (None, None) => None,
     };
+    if let Some(target) = &config.state.postgres {
+        anyhow::bail!(
+            "erasure is not available yet on a PostgreSQL state (state.url, schema {}): \
+             it needs the SQLite file's secure delete",
+            target.schema
+        );
+    }
     let path = &config.daemon.state_path;
     let store =
         Store::open(path).with_context(|| format!("opening state file {}", path.display()))?;

@@ -581,11 +581,52 @@ fn plan_cmd(path: &Path, flow: Option<&str>, json: bool) -> ExitCode {
 }
 
 /// The state file an operator verb acts on: `--state FILE`, or the config's `daemon.state_path`.
-/// The one place this is resolved; a missing file is reported here.
+/// The one place this is resolved; a missing file is reported here. A config whose state is in
+/// PostgreSQL (`state.url`) is refused with a clear message: the verbs that call this read the
+/// SQLite file directly (see [`state_ref`] for those that run on both).
 fn state_path(config: Option<&Path>, state: Option<&Path>) -> Result<PathBuf, ExitCode> {
+    match state_ref(config, state)? {
+        StateRef::File(path) => Ok(path),
+        StateRef::Postgres(target) => {
+            eprintln!(
+                "prmsync: this verb reads the SQLite state file; this config keeps its state in \
+                 PostgreSQL (state.url, schema {}), where the verb is not available yet \
+                 (status, dlq, registrations and review are)",
+                target.schema
+            );
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+/// Where an operator verb's state is: a SQLite file or a PostgreSQL schema.
+enum StateRef {
+    File(PathBuf),
+    Postgres(prmsync::store::pg::PgTarget),
+}
+
+impl StateRef {
+    /// Opens the state as a store (a file must exist; it is not created here).
+    fn open(&self) -> anyhow::Result<Store> {
+        Ok(match self {
+            StateRef::File(path) => Store::open(path)?,
+            StateRef::Postgres(target) => Store::open_postgres(target)?,
+        })
+    }
+}
+
+/// The state an operator verb acts on: `--state FILE`, else the config's `state.url` or
+/// `daemon.state_path`.
+fn state_ref(config: Option<&Path>, state: Option<&Path>) -> Result<StateRef, ExitCode> {
     let path = match (config, state) {
         (_, Some(s)) => s.to_owned(),
-        (Some(c), None) => load(c)?.daemon.state_path,
+        (Some(c), None) => {
+            let config = load(c)?;
+            if let Some(target) = config.state.postgres {
+                return Ok(StateRef::Postgres(target));
+            }
+            config.daemon.state_path
+        }
         (None, None) => {
             eprintln!("prmsync: name the state file: --config FILE or --state FILE");
             return Err(ExitCode::from(EXIT_CONFIG));
@@ -595,7 +636,7 @@ fn state_path(config: Option<&Path>, state: Option<&Path>) -> Result<PathBuf, Ex
         eprintln!("no state file at {} (has prmsync run yet?)", path.display());
         return Err(ExitCode::from(EXIT_RUNTIME));
     }
-    Ok(path)
+    Ok(StateRef::File(path))
 }
 
 /// `prmsync report attribution`: reads the state file read-only and prints or writes the report.
@@ -650,11 +691,24 @@ fn status_cmd(config: Option<&Path>, state: Option<&Path>, json: bool) -> ExitCo
             Err(code) => return code,
         }
     }
-    let path = match state_path(config, state) {
-        Ok(p) => p,
+    let now = jiff::Timestamp::now().as_millisecond();
+    let (path, report) = match state_ref(config, state) {
+        Ok(StateRef::File(p)) => {
+            let r = prmsync::store::status_read_only(&p, now);
+            (p.display().to_string(), r.map_err(anyhow::Error::from))
+        }
+        Ok(StateRef::Postgres(target)) => {
+            let r = runtime().and_then(|rt| {
+                rt.block_on(async {
+                    let store = Store::open_postgres(&target)?;
+                    Ok(store.status(now).await?)
+                })
+            });
+            (format!("PostgreSQL schema {}", target.schema), r)
+        }
         Err(code) => return code,
     };
-    match prmsync::store::status_read_only(&path, jiff::Timestamp::now().as_millisecond()) {
+    match report {
         Ok(r) if json => match serde_json::to_string_pretty(&r) {
             Ok(s) => {
                 println!("{s}");
@@ -666,12 +720,12 @@ fn status_cmd(config: Option<&Path>, state: Option<&Path>, json: bool) -> ExitCo
             }
         },
         Ok(r) => {
-            println!("state file: {}", path.display());
+            println!("state file: {path}");
             print!("{}", status::render(&r));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("cannot read {}: {e}", path.display());
+            eprintln!("cannot read {path}: {e:#}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }
@@ -706,14 +760,17 @@ fn tenants_status(fleet: &config::FleetConfig, json: bool) -> ExitCode {
 }
 
 fn dlq_cmd(config: Option<&Path>, state: Option<&Path>, json: bool, action: DlqAction) -> ExitCode {
-    let path = match state_path(config, state) {
-        Ok(p) => p,
+    let state = match state_ref(config, state) {
+        Ok(s) => s,
         Err(code) => return code,
     };
     let now = jiff::Timestamp::now().as_millisecond();
-    match runtime()
-        .and_then(|rt| Ok(rt.block_on(prmsync::ops::dlq::run(&path, action, json, now))?))
-    {
+    match runtime().and_then(|rt| {
+        rt.block_on(async {
+            let store = state.open()?;
+            Ok(prmsync::ops::dlq::run_on(&store, action, json, now).await?)
+        })
+    }) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
@@ -731,13 +788,13 @@ type Verb<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Resul
 /// Runs an operator verb (`registrations`, `review`) against an existing state file.
 fn operator(args: &StateArgs, verb: impl for<'a> FnOnce(&'a Store, bool) -> Verb<'a>) -> ExitCode {
     quiet_logs();
-    let path = match state_path(args.config.as_deref(), args.state.as_deref()) {
-        Ok(p) => p,
+    let state = match state_ref(args.config.as_deref(), args.state.as_deref()) {
+        Ok(s) => s,
         Err(code) => return code,
     };
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
-            let store = Store::open(&path)?;
+            let store = state.open()?;
             verb(&store, args.json).await
         })
     });

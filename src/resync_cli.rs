@@ -22,8 +22,8 @@ pub struct ResyncArgs {
 /// Carries out `prmsync resync` and returns what to print.
 pub async fn run(config: &Config, args: ResyncArgs, now_ms: i64) -> anyhow::Result<String> {
     let path = &config.daemon.state_path;
-    let store =
-        Store::open(path).with_context(|| format!("opening state file {}", path.display()))?;
+    let store = Store::open_configured(config.state.postgres.as_ref(), path)
+        .with_context(|| format!("opening state file {}", path.display()))?;
     if args.list {
         return Ok(render(&store.resyncs(50).await?));
     }

@@ -69,6 +69,7 @@ fn accepted() -> BTreeSet<String> {
         ("rest.objects.*", fields_of::<raw::RawRestObject>()),
         ("retention", fields_of::<raw::RawRetention>()),
         ("erasure", fields_of::<raw::RawErasure>()),
+        ("state", fields_of::<raw::RawState>()),
     ];
     let names: BTreeSet<&str> = sections.iter().map(|(s, _)| *s).collect();
     assert!(

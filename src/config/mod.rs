@@ -29,6 +29,8 @@ pub const ENV_PREFIX: &str = "PRMSYNC";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub daemon: DaemonConfig,
+    /// `[state]`: a PostgreSQL state instead of the SQLite file (default: the file).
+    pub state: StateConfig,
     pub log: LogConfig,
     pub http: HttpConfig,
     pub admin: AdminConfig,
@@ -36,6 +38,14 @@ pub struct Config {
     pub crm: CrmConfig,
     pub retention: RetentionConfig,
     pub erasure: ErasureConfig,
+}
+
+/// Where the state lives.
+#[derive(Debug, Clone, Default)]
+pub struct StateConfig {
+    /// `state.url` (+ `state.schema`): a schema of a PostgreSQL database; `None`: the SQLite file
+    /// `daemon.state_path`.
+    pub postgres: Option<crate::store::pg::PgTarget>,
 }
 
 /// `[erasure]`: what an erasure does to the person's records in the systems.
@@ -370,6 +380,7 @@ fn validate(
     let admin: RawAdmin = section(cfg, &top, "admin", &mut errs).unwrap_or_default();
     let retention: RawRetention = section(cfg, &top, "retention", &mut errs).unwrap_or_default();
     let erasure: RawErasure = section(cfg, &top, "erasure", &mut errs).unwrap_or_default();
+    let state: raw::RawState = section(cfg, &top, "state", &mut errs).unwrap_or_default();
     let partnerstack: Option<RawPartnerStack> = section(cfg, &top, "partnerstack", &mut errs);
     let hubspot: Option<RawHubSpot> = section(cfg, &top, "hubspot", &mut errs);
     let salesforce: Option<RawSalesforce> = section(cfg, &top, "salesforce", &mut errs);
@@ -388,6 +399,7 @@ fn validate(
     let admin = validate_admin(admin, &mut errs);
     let retention = validate_retention(&retention, &mut errs);
     let erasure = validate_erasure(erasure, &mut errs);
+    let state = validate_state(state, env, &mut errs);
 
     if partnerstack.is_some() && rest.is_some() {
         errs.push(ConfigError {
@@ -461,6 +473,7 @@ fn validate(
     match (errs.is_empty(), prm, crm) {
         (true, Some(prm), Some(crm)) => Ok(Config {
             daemon,
+            state,
             log,
             http,
             admin,
@@ -885,6 +898,52 @@ fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -
     }
 }
 
+/// `[state]`: a PostgreSQL URL (plain or a secret reference) and a schema name.
+fn validate_state(r: raw::RawState, env: &Environment, errs: &mut Vec<ConfigError>) -> StateConfig {
+    use secrecy::ExposeSecret;
+    let url = match &r.url {
+        None => {
+            if r.schema.is_some() {
+                errs.push(ConfigError {
+                    key: "state.schema".into(),
+                    message: "is set without state.url".into(),
+                    hint: Some("set state.url = \"postgres://...\" or remove state.schema".into()),
+                });
+            }
+            return StateConfig::default();
+        }
+        Some(raw::RawStateUrl::Plain(u)) => u.clone(),
+        Some(raw::RawStateUrl::Secret(s)) => match secret(Some(s), "state.url", env, errs) {
+            Some(u) => u.expose_secret().trim().to_owned(),
+            None => return StateConfig::default(),
+        },
+    };
+    // An unread systemd credential (`check` outside systemd) is empty: nothing more to check.
+    if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        errs.push(ConfigError {
+            key: "state.url".into(),
+            message: "is not a postgres:// URL".into(),
+            hint: Some("for example postgres://prmsync@db.internal:5432/prmsync".into()),
+        });
+        return StateConfig::default();
+    }
+    let target = crate::store::pg::PgTarget {
+        url,
+        schema: r.schema.unwrap_or_else(|| defaults::STATE_SCHEMA.into()),
+    };
+    if let Err(message) = target.validate() {
+        errs.push(ConfigError {
+            key: "state.schema".into(),
+            message,
+            hint: None,
+        });
+        return StateConfig::default();
+    }
+    StateConfig {
+        postgres: Some(target),
+    }
+}
+
 fn validate_erasure(r: RawErasure, errs: &mut Vec<ConfigError>) -> ErasureConfig {
     let delete_crm_person = match r.crm_person.as_str() {
         "delete" => true,
@@ -1130,5 +1189,7 @@ fn secret(
 mod crm_tests;
 #[cfg(test)]
 mod example_tests;
+#[cfg(test)]
+mod state_tests;
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,8 @@ use serde::Deserialize;
 /// Every default value, in one place.
 pub mod defaults {
     pub const STATE_PATH: &str = "/var/lib/prmsync/state.db";
+    /// The PostgreSQL schema of a `state.url` state.
+    pub const STATE_SCHEMA: &str = "prmsync";
     pub const POLL_INTERVAL_SECS: u64 = 30;
     pub const BATCH_SIZE: usize = 100;
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 20;
@@ -63,6 +65,7 @@ pub const SECTIONS: &[&str] = &[
     "rest",
     "retention",
     "erasure",
+    "state",
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +101,24 @@ impl Default for RawDaemon {
             tenants_dir: None,
         }
     }
+}
+
+/// `[state]`: where the state lives when it is not the SQLite file `daemon.state_path`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawState {
+    /// `postgres://user@host:port/db`, or a secret reference to it (it may hold a password).
+    pub url: Option<RawStateUrl>,
+    /// The PostgreSQL schema of this state (default `prmsync`).
+    pub schema: Option<String>,
+}
+
+/// A state URL written in the file, or read like any other secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawStateUrl {
+    Plain(String),
+    Secret(RawSecret),
 }
 
 /// `[retention]`: how long history is kept (0 = forever, except the inbox) and how often it is pruned.

@@ -72,7 +72,16 @@ pub async fn run(
     json: bool,
     now_ms: i64,
 ) -> Result<String, DlqError> {
-    let store = Store::open(state)?;
+    run_on(&Store::open(state)?, action, json, now_ms).await
+}
+
+/// Runs one dlq verb against an open store (a SQLite file or a PostgreSQL schema).
+pub async fn run_on(
+    store: &Store,
+    action: DlqAction,
+    json: bool,
+    now_ms: i64,
+) -> Result<String, DlqError> {
     match action {
         DlqAction::List { limit } => {
             let rows = store.dead_letters(limit).await?;

@@ -68,7 +68,7 @@ pub(super) fn write_to_json(w: &PlannedWrite) -> Result<String, StoreError> {
 
 /// The write stored with a dead letter; `None` when a field is missing or unknown (a newer
 /// prmsync wrote it), so the letter is kept rather than guessed at.
-fn write_from_json(s: &str) -> Result<Option<PlannedWrite>, StoreError> {
+pub(super) fn write_from_json(s: &str) -> Result<Option<PlannedWrite>, StoreError> {
     let v: Value = serde_json::from_str(s)?;
     Ok(parse_write(&v))
 }
@@ -268,11 +268,17 @@ fn drop_letters(tx: &Transaction<'_>, sel: &Selection) -> Result<(usize, Vec<i64
 impl Store {
     /// The oldest dead letters, at most `limit`.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterRow>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.call(move |c| super::pg::dlq::list(c, limit)).await;
+        }
         self.call(move |conn| list(conn, limit)).await
     }
 
     /// One dead letter with its payload.
     pub async fn dead_letter(&self, id: i64) -> Result<Option<DeadLetterRow>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.call(move |c| super::pg::dlq::show(c, id)).await;
+        }
         self.call(move |conn| show(conn, id)).await
     }
 
@@ -282,6 +288,11 @@ impl Store {
         selection: Selection,
         now_ms: i64,
     ) -> Result<ReplayReport, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| super::pg::dlq::replay(tx, &selection, now_ms))
+                .await;
+        }
         self.write(move |tx| replay(tx, &selection, now_ms)).await
     }
 
@@ -293,6 +304,11 @@ impl Store {
         rejects: Vec<super::DeadLetter>,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| super::pg::dlq::poll_rejects(tx, &rejects, now_ms))
+                .await;
+        }
         self.write(move |tx| {
             let mut new = 0;
             for d in &rejects {
@@ -321,6 +337,11 @@ impl Store {
         &self,
         selection: Selection,
     ) -> Result<(usize, Vec<i64>), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| super::pg::dlq::drop_letters(tx, &selection))
+                .await;
+        }
         self.write(move |tx| drop_letters(tx, &selection)).await
     }
 }

@@ -7,6 +7,8 @@
 mod associations;
 pub mod attribution;
 mod busy;
+#[cfg(test)]
+mod conformance;
 mod counters;
 mod credentials;
 mod credits;
@@ -17,6 +19,7 @@ pub mod erasure;
 mod group;
 mod migrations;
 mod pending;
+pub mod pg;
 mod queries;
 mod registrations;
 mod resync;
@@ -66,12 +69,26 @@ pub enum StoreError {
     Closed,
     #[error("state database error (group commit): {0}")]
     GroupCommit(String),
+    #[error("PostgreSQL state error: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("cannot connect to the PostgreSQL state: {0}")]
+    PgConnect(String),
+    #[error("PostgreSQL state migration failed: {0}")]
+    PgMigration(String),
+    #[error("{0} is not available on the PostgreSQL state backend yet")]
+    NotOnPostgres(&'static str),
 }
 
 impl StoreError {
     /// Whether trying the same operation again later can succeed (locked, disk full, I/O).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Sqlite(_) | StoreError::GroupCommit(_))
+        matches!(
+            self,
+            StoreError::Sqlite(_)
+                | StoreError::GroupCommit(_)
+                | StoreError::Postgres(_)
+                | StoreError::PgConnect(_)
+        )
     }
 }
 
@@ -80,6 +97,21 @@ use group::Job;
 /// A handle to the state store. Cheap to clone; the writer thread stops when the last handle drops.
 #[derive(Debug, Clone)]
 pub struct Store {
+    backend: Backend,
+}
+
+/// Where the state lives. Each verb matches on it once (see ARCHITECTURE.md, "State store").
+#[derive(Debug, Clone)]
+enum Backend {
+    /// One SQLite file (the default).
+    Sqlite(Sqlite),
+    /// One schema of a PostgreSQL database (`state.url`).
+    Postgres(pg::PgStore),
+}
+
+/// The SQLite backend: one writer thread and a read-only connection.
+#[derive(Debug, Clone)]
+struct Sqlite {
     jobs: mpsc::Sender<Job>,
     /// A read-only connection for status and metrics: they never queue behind the writer.
     reader: Arc<Mutex<Connection>>,
@@ -354,15 +386,63 @@ impl Store {
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             })?;
         Ok(Store {
-            jobs,
-            reader,
-            path: path.to_owned(),
+            backend: Backend::Sqlite(Sqlite {
+                jobs,
+                reader,
+                path: path.to_owned(),
+            }),
         })
     }
 
-    /// The state file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Opens the configured state: the PostgreSQL schema when `postgres` is set, else the file.
+    pub fn open_configured(
+        postgres: Option<&pg::PgTarget>,
+        path: &Path,
+    ) -> Result<Store, StoreError> {
+        match postgres {
+            Some(target) => Store::open_postgres(target),
+            None => Store::open(path),
+        }
+    }
+
+    /// Connects to a PostgreSQL state (creating its schema and applying pending migrations).
+    pub fn open_postgres(target: &pg::PgTarget) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Postgres(pg::PgStore::open(target)?),
+        })
+    }
+
+    /// Takes the single-daemon lock of a PostgreSQL state (`false`: another daemon holds it).
+    /// A SQLite state is locked by its lock file (`state_lock.rs`), so this is always `true`.
+    pub async fn hold_daemon_lock(&self) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Postgres(p) => p.hold_daemon_lock().await,
+            Backend::Sqlite(_) => Ok(true),
+        }
+    }
+
+    /// The state file's path (`None` for a PostgreSQL state).
+    pub fn path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Sqlite(s) => Some(&s.path),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// The PostgreSQL backend, when the state lives there.
+    fn pg(&self) -> Option<&pg::PgStore> {
+        match &self.backend {
+            Backend::Postgres(p) => Some(p),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// The SQLite backend; on PostgreSQL, an error naming the verb not ported yet.
+    fn sqlite(&self, verb: &'static str) -> Result<&Sqlite, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => Ok(s),
+            Backend::Postgres(_) => Err(StoreError::NotOnPostgres(verb)),
+        }
     }
 
     /// Runs `f` on the writer thread and returns its result.
@@ -378,7 +458,11 @@ impl Store {
                 tracing::debug!("store caller went away before its result was ready");
             }
         }));
-        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        self.sqlite("this operation")?
+            .jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -388,7 +472,7 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
-        let reader = self.reader.clone();
+        let reader = self.sqlite("this operation")?.reader.clone();
         tokio::task::spawn_blocking(move || {
             // A panic while holding the lock leaves the connection itself usable.
             let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
@@ -447,6 +531,18 @@ impl Store {
         cursor: Option<(ObjectRef, Cursor)>,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
+        if let Some(pg) = self.pg() {
+            let Some((object, cursor)) = cursor else {
+                return pg.stage(changes, now_ms).await;
+            };
+            return pg
+                .write_relaxed(move |tx| {
+                    let n = pg::queries::insert_changes(tx, &changes, now_ms)?;
+                    pg::queries::set_cursor(tx, &object, &cursor, now_ms)?;
+                    Ok(n)
+                })
+                .await;
+        }
         let Some((object, cursor)) = cursor else {
             let (reply, rx) = oneshot::channel();
             let staging = group::Staging {
@@ -454,7 +550,8 @@ impl Store {
                 now_ms,
                 reply,
             };
-            self.jobs
+            self.sqlite("staging")?
+                .jobs
                 .send(Job::Stage(staging))
                 .await
                 .map_err(|_| StoreError::Closed)?;
@@ -478,18 +575,31 @@ impl Store {
         ids: Option<Vec<String>>,
         now_ms: i64,
     ) -> Result<i64, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| {
+                    pg::resync::request(tx, &flow, &object, since_ms, ids.as_deref(), now_ms)
+                })
+                .await;
+        }
         self.write(move |tx| resync::request(tx, &flow, &object, since_ms, ids.as_deref(), now_ms))
             .await
     }
 
     /// The oldest unfinished resync of `object`.
     pub async fn open_resync(&self, object: ObjectRef) -> Result<Option<Resync>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.call(move |c| pg::resync::next_open(c, &object)).await;
+        }
         self.call(move |conn| resync::next_open(conn, &object))
             .await
     }
 
     /// Resyncs, newest first (at most `limit`).
     pub async fn resyncs(&self, limit: usize) -> Result<Vec<Resync>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.read(move |c| pg::resync::list(c, limit)).await;
+        }
         self.read(move |conn| resync::list(conn, limit)).await
     }
 
@@ -502,12 +612,22 @@ impl Store {
         next_page: Option<String>,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| {
+                    pg::resync::stage_page(tx, id, &changes, next_page.as_deref(), now_ms)
+                })
+                .await;
+        }
         self.write(move |tx| resync::stage_page(tx, id, &changes, next_page.as_deref(), now_ms))
             .await
     }
 
     /// Starts resync `id`'s read over from its first page.
     pub async fn restart_resync(&self, id: i64) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.write(move |tx| pg::resync::restart(tx, id)).await;
+        }
         self.write(move |tx| resync::restart(tx, id)).await
     }
 
@@ -551,6 +671,11 @@ impl Store {
 
     /// Records an erasure request for the running daemon; returns its id.
     pub async fn request_erasure(&self, subject: String, now_ms: i64) -> Result<i64, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::erase_requests::request(tx, &subject, now_ms))
+                .await;
+        }
         self.call(move |conn| erase_requests::request(conn, &subject, now_ms))
             .await
     }
@@ -560,6 +685,11 @@ impl Store {
         &self,
         max_attempts: u32,
     ) -> Result<Vec<erase_requests::EraseRequest>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .read(move |c| pg::erase_requests::open(c, max_attempts))
+                .await;
+        }
         self.read(move |conn| erase_requests::open(conn, max_attempts))
             .await
     }
@@ -569,6 +699,9 @@ impl Store {
         &self,
         id: i64,
     ) -> Result<Option<erase_requests::EraseRequest>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.read(move |c| pg::erase_requests::get(c, id)).await;
+        }
         self.read(move |conn| erase_requests::get(conn, id)).await
     }
 
@@ -577,18 +710,31 @@ impl Store {
         &self,
         limit: usize,
     ) -> Result<Vec<erase_requests::EraseRequest>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.read(move |c| pg::erase_requests::list(c, limit)).await;
+        }
         self.read(move |conn| erase_requests::list(conn, limit))
             .await
     }
 
     /// Keeps what a carried-out erasure request did, for the waiting `prmsync erase`.
     pub async fn erase_request_report(&self, id: i64, text: String) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::erase_requests::report(tx, id, &text))
+                .await;
+        }
         self.call(move |conn| erase_requests::report(conn, id, &text))
             .await
     }
 
     /// Counts a failed attempt of an erasure request.
     pub async fn erase_request_failed(&self, id: i64, error: String) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::erase_requests::failed(tx, id, &error))
+                .await;
+        }
         self.call(move |conn| erase_requests::failed(conn, id, &error))
             .await
     }
@@ -600,6 +746,9 @@ impl Store {
 
     /// The stored incremental-read position for an object.
     pub async fn cursor(&self, object: ObjectRef) -> Result<Option<Cursor>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.call(move |c| pg::queries::cursor(c, &object)).await;
+        }
         self.call(move |conn| queries::cursor(conn, &object)).await
     }
 
@@ -610,28 +759,47 @@ impl Store {
         value: String,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::queries::save_credential(tx, &name, &value, now_ms))
+                .await;
+        }
         self.write(move |tx| credentials::save(tx, &name, &value, now_ms))
             .await
     }
 
     /// The saved credential `name`, if any.
     pub async fn credential(&self, name: String) -> Result<Option<String>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.call(move |c| pg::queries::credential(c, &name)).await;
+        }
         self.call(move |conn| credentials::load(conn, &name)).await
     }
 
     /// Deletes the saved credentials named `prefix` or `prefix.*` (`prmsync auth reset`);
     /// returns how many were deleted.
     pub async fn delete_credentials(&self, prefix: String) -> Result<usize, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::queries::delete_credentials(tx, &prefix))
+                .await;
+        }
         self.write(move |tx| credentials::delete(tx, &prefix)).await
     }
 
     /// Every saved credential's name and save time (never the value), for `prmsync auth status`.
     pub async fn credential_names(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.call(pg::queries::credential_names).await;
+        }
         self.call(|c| credentials::list(c)).await
     }
 
     /// The oldest pending inbox items, at most `limit`.
     pub async fn pending_inbox(&self, limit: usize) -> Result<Vec<InboxItem>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.call(move |c| pg::queries::pending_inbox(c, limit)).await;
+        }
         self.call(move |conn| queries::pending_inbox(conn, limit))
             .await
     }
@@ -642,6 +810,11 @@ impl Store {
         flow: String,
         source_ids: Vec<String>,
     ) -> Result<Vec<(String, Link)>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::queries::links_by_source(c, &flow, &source_ids))
+                .await;
+        }
         self.call(move |conn| queries::links_by_source(conn, &flow, &source_ids))
             .await
     }
@@ -652,6 +825,11 @@ impl Store {
         flow: String,
         target_ids: Vec<String>,
     ) -> Result<Vec<(String, String, Link)>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::queries::links_by_target(c, &flow, &target_ids))
+                .await;
+        }
         self.call(move |conn| queries::links_by_target(conn, &flow, &target_ids))
             .await
     }
@@ -659,12 +837,22 @@ impl Store {
     /// Commits a batch of planning decisions: outbox rows, dead letters, ledger lines, link
     /// observations, and marks the inbox items processed, all in one transaction.
     pub async fn commit_plan(&self, plan: PlanCommit, now_ms: i64) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write_relaxed(move |tx| pg::queries::commit_plan(tx, &plan, now_ms))
+                .await;
+        }
         self.write_relaxed(move |tx| queries::commit_plan(tx, &plan, now_ms))
             .await
     }
 
     /// Sourced deals whose partner credits the CRM has not confirmed yet, at most `limit`.
     pub async fn unsent_credits(&self, limit: usize) -> Result<Vec<UnsentCredits>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::registrations::unsent_credits(c, limit))
+                .await;
+        }
         self.call(move |conn| credits::unsent(conn, limit)).await
     }
 
@@ -673,6 +861,11 @@ impl Store {
         &self,
         ids: Vec<String>,
     ) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::registrations::sent_credits(c, &ids))
+                .await;
+        }
         self.call(move |conn| credits::sent(conn, &ids)).await
     }
 
@@ -682,6 +875,11 @@ impl Store {
         outcomes: Vec<(UnsentCredits, Result<(), String>)>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::registrations::complete_credits(tx, &outcomes, now_ms))
+                .await;
+        }
         self.write(move |tx| credits::complete(tx, &outcomes, now_ms))
             .await
     }
@@ -692,6 +890,11 @@ impl Store {
         flows: Vec<String>,
         limit: usize,
     ) -> Result<Vec<ReadyAssociation>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::associations::ready(c, &flows, limit))
+                .await;
+        }
         self.call(move |conn| associations::ready(conn, &flows, limit))
             .await
     }
@@ -702,6 +905,11 @@ impl Store {
         outcomes: Vec<(ReadyAssociation, AssociationOutcome)>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::associations::complete(tx, &outcomes, now_ms))
+                .await;
+        }
         self.write(move |tx| associations::complete(tx, &outcomes, now_ms))
             .await
     }
@@ -713,6 +921,11 @@ impl Store {
         now_ms: i64,
         limit: usize,
     ) -> Result<Vec<OutboxItem>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::queries::due_outbox(c, system, now_ms, limit))
+                .await;
+        }
         self.call(move |conn| queries::due_outbox(conn, system, now_ms, limit))
             .await
     }
@@ -723,17 +936,30 @@ impl Store {
         outcomes: Vec<WriteOutcome>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write_relaxed(move |tx| pg::queries::complete_writes(tx, &outcomes, now_ms))
+                .await;
+        }
         self.write_relaxed(move |tx| queries::complete_writes(tx, &outcomes, now_ms))
             .await
     }
 
     /// The earliest time any outbox row becomes due, if any row is waiting.
     pub async fn next_outbox_due(&self) -> Result<Option<i64>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.call(pg::queries::next_outbox_due).await;
+        }
         self.call(|conn| queries::next_outbox_due(conn)).await
     }
 
     /// The earliest time an outbox row for `system` becomes due, if any is waiting.
     pub async fn next_outbox_due_for(&self, system: SystemKind) -> Result<Option<i64>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::queries::next_outbox_due_for(c, system))
+                .await;
+        }
         self.call(move |conn| queries::next_outbox_due_for(conn, system))
             .await
     }
@@ -754,18 +980,35 @@ impl Store {
         detail: String,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| {
+                    pg::queries::set_connection_hold(tx, system, state, &detail, now_ms)
+                })
+                .await;
+        }
         self.write(move |tx| queries::set_connection_hold(tx, system, state, &detail, now_ms))
             .await
     }
 
     /// Makes every queued write to `system` due now (its connection just resumed).
     pub async fn resume_outbox(&self, system: SystemKind, now_ms: i64) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::queries::resume_outbox(tx, system, now_ms))
+                .await;
+        }
         self.write(move |tx| queries::resume_outbox(tx, system, now_ms))
             .await
     }
 
     /// Clears a recorded pause of `system`.
     pub async fn clear_connection_hold(&self, system: SystemKind) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::queries::clear_connection_hold(tx, system))
+                .await;
+        }
         self.write(move |tx| queries::clear_connection_hold(tx, system))
             .await
     }
@@ -780,6 +1023,15 @@ impl Store {
         touched: Vec<String>,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write_relaxed(move |tx| {
+                    let n = pg::registrations::record_events(tx, &events, now_ms)?;
+                    pg::registrations::touch(tx, &touched)?;
+                    Ok(n)
+                })
+                .await;
+        }
         self.write_relaxed(move |tx| {
             let n = registrations::record_events(tx, &events, now_ms)?;
             registrations::touch(tx, &touched)?;
@@ -794,6 +1046,11 @@ impl Store {
         names: Vec<(String, String)>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write_relaxed(move |tx| pg::registrations::record_partners(tx, &names, now_ms))
+                .await;
+        }
         self.write_relaxed(move |tx| registrations::record_partners(tx, &names, now_ms))
             .await
     }
@@ -804,12 +1061,22 @@ impl Store {
         rows: Vec<(String, Map<String, Value>)>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::registrations::record_mdf(tx, &rows, now_ms))
+                .await;
+        }
         self.write(move |tx| attribution::record_mdf(tx, &rows, now_ms))
             .await
     }
 
     /// Whether any registration was last decided under rules other than `rules_version`.
     pub async fn registrations_outdated(&self, rules_version: String) -> Result<bool, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::registrations::outdated(c, &rules_version))
+                .await;
+        }
         self.call(move |conn| registrations::outdated(conn, &rules_version))
             .await
     }
@@ -819,6 +1086,11 @@ impl Store {
         &self,
         rules_version: String,
     ) -> Result<Vec<crate::rules::RegistrationEvent>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::registrations::outdated_latest(c, &rules_version))
+                .await;
+        }
         self.call(move |conn| registrations::outdated_latest(conn, &rules_version))
             .await
     }
@@ -829,6 +1101,16 @@ impl Store {
         keys: Vec<(String, String, String)>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| {
+                    for (id, key, partner) in &keys {
+                        pg::registrations::set_key(tx, id, key, partner, now_ms)?;
+                    }
+                    Ok(())
+                })
+                .await;
+        }
         self.write(move |tx| {
             for (id, key, partner) in &keys {
                 registrations::set_key(tx, id, key, partner, now_ms)?;
@@ -840,6 +1122,9 @@ impl Store {
 
     /// The newest registration event time (the rules' "now"), if any registration was seen.
     pub async fn registrations_as_of(&self) -> Result<Option<i64>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.call(pg::registrations::as_of).await;
+        }
         self.call(|conn| registrations::as_of(conn)).await
     }
 
@@ -849,12 +1134,22 @@ impl Store {
         rules_version: String,
         as_of_ms: i64,
     ) -> Result<Vec<String>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::registrations::keys_to_decide(c, &rules_version, as_of_ms))
+                .await;
+        }
         self.call(move |conn| registrations::keys_to_decide(conn, &rules_version, as_of_ms))
             .await
     }
 
     /// The registrations, review outcomes and prior decisions of one group.
     pub async fn registration_group(&self, key: String) -> Result<RegistrationGroup, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::registrations::group(c, Some(&key)))
+                .await;
+        }
         self.call(move |conn| registrations::group(conn, Some(&key)))
             .await
     }
@@ -866,6 +1161,11 @@ impl Store {
         commit: DecisionCommit,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write_relaxed(move |tx| pg::registrations::commit_decisions(tx, &commit, now_ms))
+                .await;
+        }
         self.write_relaxed(move |tx| registrations::commit_decisions(tx, &commit, now_ms))
             .await
     }
@@ -875,6 +1175,11 @@ impl Store {
         &self,
         status: Option<String>,
     ) -> Result<Vec<StoredRegistration>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::registrations::list(c, status.as_deref()))
+                .await;
+        }
         self.call(move |conn| registrations::list(conn, status.as_deref()))
             .await
     }
@@ -884,6 +1189,9 @@ impl Store {
         &self,
         id: String,
     ) -> Result<Option<(StoredRegistration, Vec<DecisionChange>)>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.call(move |c| pg::registrations::get(c, &id)).await;
+        }
         self.call(move |conn| registrations::get(conn, &id)).await
     }
 
@@ -896,6 +1204,11 @@ impl Store {
         reason: String,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::registrations::add_review(tx, &id, approve, &reason, now_ms))
+                .await;
+        }
         self.write(move |tx| registrations::add_review(tx, &id, approve, &reason, now_ms))
             .await
     }
@@ -903,6 +1216,10 @@ impl Store {
     /// Counts and ages for `prmsync status`, `/metrics` and the demo summary: kept counters and
     /// indexed lookups on the read-only connection, so the cost does not grow with the links.
     pub async fn status(&self, now_ms: i64) -> Result<StatusReport, StoreError> {
+        if let Some(pg) = self.pg() {
+            let v = pg.schema_version();
+            return pg.read(move |c| pg::queries::status(c, v, now_ms)).await;
+        }
         self.read(move |conn| queries::status(conn, now_ms)).await
     }
 
@@ -910,6 +1227,14 @@ impl Store {
     pub async fn counts_kept_and_recounted(
         &self,
     ) -> Result<(counters::Counts, counters::Counts), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .read(|c| {
+                    let n = pg::queries::counts(c)?;
+                    Ok((n.clone(), n))
+                })
+                .await;
+        }
         self.read(|conn| Ok((counters::read(conn)?, counters::recount(conn)?)))
             .await
     }

@@ -16,6 +16,11 @@ impl Store {
         if source_ids.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| super::pg::dlq::queued_to_target(c, &flow, &source_ids))
+                .await;
+        }
         self.call(move |conn| {
             let mut out = Vec::new();
             for chunk in source_ids.chunks(500) {

@@ -177,7 +177,7 @@ const _: () = assert!(WRITE_HISTORY_WINDOW_MS >= crate::engine::FLIP_WINDOW_MS);
 /// The history without what no flip check can see any more: entries older than the window,
 /// except the newest such entry per side (the state the first recent write is compared with).
 /// At most [`WRITE_HISTORY`] entries.
-fn trim_write_history(h: Vec<(i64, String)>, now_ms: i64) -> Vec<(i64, String)> {
+pub(super) fn trim_write_history(h: Vec<(i64, String)>, now_ms: i64) -> Vec<(i64, String)> {
     let since = now_ms - WRITE_HISTORY_WINDOW_MS;
     let side = |k: &str| k.split(':').next().unwrap_or_default().to_owned();
     let mut last_old = std::collections::BTreeMap::new();

@@ -80,7 +80,7 @@ impl FilePages {
     }
 }
 
-fn cutoff(now_ms: i64, keep: Duration) -> i64 {
+pub(super) fn cutoff(now_ms: i64, keep: Duration) -> i64 {
     now_ms.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX))
 }
 
@@ -92,6 +92,9 @@ impl Store {
         policy: RetentionPolicy,
         now_ms: i64,
     ) -> Result<PruneReport, StoreError> {
+        if let Some(pg) = self.pg() {
+            return super::pg::retention::prune(pg, policy, now_ms).await;
+        }
         let mut report = PruneReport::default();
         let before = cutoff(now_ms, policy.inbox);
         loop {
@@ -145,6 +148,9 @@ impl Store {
 
     /// The state file's size in pages (for `prmsync status`, tests and benchmarks).
     pub async fn file_pages(&self) -> Result<FilePages, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.read(super::pg::retention::file_pages).await;
+        }
         self.read(file_pages).await
     }
 }

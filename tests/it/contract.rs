@@ -315,6 +315,7 @@ async fn hubspot_world(wire: &Wire) -> World {
         ps_server,
         hs_server,
         dir: tempfile::tempdir().expect("temp dir"),
+        postgres: crate::harness::postgres_state(),
     };
     shipped::seed_partnerstack(&w);
     w

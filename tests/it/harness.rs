@@ -21,6 +21,8 @@ pub struct World {
     pub ps_server: SimServer,
     pub hs_server: SimServer,
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL state this world's daemons use, when the suite runs on PostgreSQL.
+    pub postgres: Option<prmsync::store::pg::PgTarget>,
 }
 
 impl World {
@@ -43,6 +45,7 @@ impl World {
             ps_server,
             hs_server,
             dir: tempfile::tempdir().expect("temp dir"),
+            postgres: postgres_state(),
         }
     }
 
@@ -50,13 +53,17 @@ impl World {
         self.dir.path().join("state.db")
     }
 
-    /// The typed config `run` would build, pointing at the simulators.
+    /// The typed config `run` would build, pointing at the simulators. With
+    /// `PRMSYNC_TEST_POSTGRES` set, the state lives in a fresh schema of that PostgreSQL server
+    /// instead of the SQLite file (see [`postgres_state`]).
     pub fn config(&self) -> Config {
-        prmsync::demo::config_for(
+        let mut config = prmsync::demo::config_for(
             self.state_path(),
             self.ps_server.url("/api/v2"),
             self.hs_server.url(""),
-        )
+        );
+        config.state.postgres = self.postgres.clone();
+        config
     }
 
     pub async fn daemon(&self) -> Daemon {
@@ -64,6 +71,23 @@ impl World {
             .await
             .expect("daemon starts")
     }
+}
+
+/// A fresh schema on the server `PRMSYNC_TEST_POSTGRES` names, or `None` (SQLite) when unset.
+/// Tests that read the SQLite file directly cannot run on PostgreSQL: `.ci/run` names the
+/// subset that runs on both.
+pub fn postgres_state() -> Option<prmsync::store::pg::PgTarget> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let url = std::env::var("PRMSYNC_TEST_POSTGRES").ok()?;
+    Some(prmsync::store::pg::PgTarget {
+        url,
+        schema: format!(
+            "it_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ),
+    })
 }
 
 /// Polls `check` until it returns true or `timeout` passes; panics with `what` on timeout.

@@ -1,6 +1,7 @@
 //! Every shipped mapping file runs end to end: the flows in `mappings/` for HubSpot and for
 //! Salesforce (with PartnerStack), and the REST-profile flows (with the generic REST PRM and
-//! Salesforce), against the strict simulators, sync every seeded record with zero dead letters.
+//! Salesforce), against the strict simulators, sync every seeded record with zero dead letters;
+//! the CRM's 429s are waited out (no request inside a `Retry-After` window).
 
 use std::path::{Path, PathBuf};
 
@@ -87,6 +88,37 @@ fn keys(prefix: &str, n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("{prefix}{i}")).collect()
 }
 
+/// A 429 asking for a one-second wait (`Retry-After: 1`).
+fn rate_limited() -> prmsync::sim::Fault {
+    prmsync::sim::Fault {
+        status: 429,
+        retry_after: Some(1),
+    }
+}
+
+/// Both 429s of [`rate_limited`] reached the simulator's API under `prefix`, and the next
+/// request after each came only when its wait was over.
+fn assert_no_request_inside_the_wait(log: Vec<prmsync::sim::LoggedRequest>, prefix: &str) {
+    let mut log: Vec<_> = log
+        .into_iter()
+        .filter(|r| r.path.starts_with(prefix))
+        .collect();
+    log.sort_by_key(|r| r.at_ms);
+    let limited: Vec<usize> = (0..log.len()).filter(|&i| log[i].status == 429).collect();
+    assert_eq!(limited.len(), 2, "{log:?}");
+    for i in limited {
+        if let Some(next) = log.get(i + 1) {
+            assert!(
+                next.at_ms - log[i].at_ms >= 1000,
+                "{} {} came {} ms after a 429 that asked for 1 s",
+                next.method,
+                next.path,
+                next.at_ms - log[i].at_ms
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_hubspot_flows_sync_every_seeded_record() {
     let w = World::seeded(DEALS).await;
@@ -96,8 +128,10 @@ async fn shipped_hubspot_flows_sync_every_seeded_record() {
     let d = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
         .await
         .expect("daemon starts with every shipped mapping");
+    w.hs.inject([rate_limited(), rate_limited()]);
     d.run_until_idle().await.expect("sync");
     assert_eq!(dead_letters(&w), Vec::<String>::new(), "no dead letters");
+    assert_no_request_inside_the_wait(w.hs.request_log(), "/crm/");
     let has = |object: &str, property: &str, keys: Vec<String>| {
         for k in keys {
             assert!(
@@ -124,8 +158,10 @@ async fn shipped_salesforce_flows_sync_every_seeded_record() {
     seed_partnerstack(&w);
     let (sf, server) = salesforce().await;
     let d = salesforce_daemon(&w, shipped(), &server).await;
+    sf.inject([rate_limited(), rate_limited()]);
     d.run_until_idle().await.expect("sync");
     assert_eq!(dead_letters(&w), Vec::<String>::new(), "no dead letters");
+    assert_no_request_inside_the_wait(sf.request_log(), "/services/data/");
     let has = |object: &str, field: &str, keys: Vec<String>| {
         for k in keys {
             assert_eq!(

@@ -1,0 +1,861 @@
+//! The store conformance suite: each scenario runs against SQLite and, when
+//! `PRMSYNC_TEST_POSTGRES` names a server, against PostgreSQL (a fresh schema per test).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::json;
+
+use super::*;
+use crate::model::{AssociationType, Record};
+
+/// The environment variable naming the PostgreSQL server the suite may use.
+pub const POSTGRES_ENV: &str = "PRMSYNC_TEST_POSTGRES";
+
+/// A store to run a scenario on, and what keeps it alive (a temp dir for SQLite).
+struct Backing {
+    store: Store,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn sqlite() -> Backing {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&dir.path().join("s.db")).expect("open SQLite state");
+    Backing {
+        store,
+        _dir: Some(dir),
+    }
+}
+
+/// A PostgreSQL store in a fresh schema, or `None` (with the reason printed) when the suite has
+/// no server.
+fn postgres(test: &str) -> Option<Backing> {
+    let Ok(url) = std::env::var(POSTGRES_ENV) else {
+        println!(
+            "skipped {test} on PostgreSQL: {POSTGRES_ENV} is not set (see README, Development)"
+        );
+        return None;
+    };
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let schema = format!(
+        "t{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        test.chars().take(30).collect::<String>()
+    );
+    let store = Store::open_postgres(&pg::PgTarget { url, schema }).expect("open PostgreSQL state");
+    Some(Backing { store, _dir: None })
+}
+
+/// One `#[tokio::test]` per backend for each scenario.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                let b = super::sqlite();
+                super::$name(&b.store).await;
+            })*
+        }
+        mod on_postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                let Some(b) = super::postgres(stringify!($name)) else { return };
+                super::$name(&b.store).await;
+            })*
+        }
+    };
+}
+
+conformance!(
+    staging_is_idempotent_and_moves_the_cursor_with_the_changes,
+    webhook_stagings_commit_and_each_counts_its_new_changes,
+    a_plan_commit_queues_writes_marks_inbox_and_records_versions,
+    a_completion_for_a_replaced_write_keeps_the_newer_one_queued,
+    a_dead_write_moves_to_the_dead_letters_and_replays,
+    retries_count_only_real_failures_and_holds_resume_the_outbox,
+    backfill_drains_after_live_writes,
+    link_marks_tombstone_relink_retarget_and_forget,
+    links_are_found_by_target_id,
+    quarantine_shows_on_the_link,
+    credentials_save_load_list_and_delete_by_prefix,
+    resyncs_are_requested_paged_and_finished,
+    associations_wait_for_both_records_then_complete,
+    erase_requests_open_fail_and_report,
+    poll_rejects_are_dead_lettered_once,
+    pruning_keeps_pending_inbox_rows,
+);
+
+fn deals() -> ObjectRef {
+    ObjectRef {
+        system: SystemKind::PartnerStack,
+        object: "deals".into(),
+    }
+}
+
+fn change(id: &str, ms: i64) -> Change {
+    Change::versioned(
+        deals(),
+        Record {
+            id: id.into(),
+            modified_ms: ms,
+            fields: json!({"key": id, "ms": ms})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        },
+    )
+}
+
+fn write(flow: &str, source_id: &str, value: &str) -> PlannedWrite {
+    let values = json!({"amount": value})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    PlannedWrite {
+        flow: flow.into(),
+        direction: Direction::ToTarget,
+        source_id: source_id.into(),
+        target_id: None,
+        system: SystemKind::HubSpot,
+        object: "deals".into(),
+        id_property: Some("prm_deal_id".into()),
+        state_after: StateDigest::of(&values),
+        payload: values,
+        content_hash: format!("{value:0>16}"),
+        mapping_version: "v1".into(),
+        op: WriteOp::Upsert,
+    }
+}
+
+fn plan(writes: Vec<PlannedWrite>) -> PlanCommit {
+    PlanCommit {
+        writes,
+        ..PlanCommit::default()
+    }
+}
+
+fn done(item: &OutboxItem, target_id: &str) -> WriteOutcome {
+    WriteOutcome::Done {
+        outbox_id: item.id,
+        idempotency_key: item.write.idempotency_key(),
+        target_id: target_id.into(),
+        created: true,
+    }
+}
+
+fn dead_letter(origin: &'static str, record_id: &str, reason: &str) -> DeadLetter {
+    DeadLetter {
+        origin,
+        flow: Some("f".into()),
+        system: SystemKind::PartnerStack,
+        object: "deals".into(),
+        record_id: record_id.into(),
+        payload: json!({"key": record_id}),
+        reason: reason.into(),
+        attempts: 0,
+    }
+}
+
+async fn staging_is_idempotent_and_moves_the_cursor_with_the_changes(store: &Store) {
+    let cursor = Cursor::at(2, "b");
+    let n = store
+        .stage_changes(
+            vec![change("a", 1), change("b", 2)],
+            Some((deals(), cursor.clone())),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let again = store
+        .stage_changes(vec![change("b", 2)], None, 11)
+        .await
+        .unwrap();
+    assert_eq!(again, 0, "the same record version is staged once");
+    assert_eq!(store.cursor(deals()).await.unwrap(), Some(cursor));
+    let pending = store.pending_inbox(10).await.unwrap();
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[0].change.record.id, "a", "oldest first");
+    assert_eq!(
+        pending[1].change,
+        change("b", 2),
+        "the change reads back whole"
+    );
+    assert_eq!(store.pending_inbox(1).await.unwrap().len(), 1, "limit");
+    let moved = Cursor::at(3, "c");
+    store
+        .stage_changes(vec![], Some((deals(), moved.clone())), 12)
+        .await
+        .unwrap();
+    assert_eq!(store.cursor(deals()).await.unwrap(), Some(moved));
+}
+
+async fn webhook_stagings_commit_and_each_counts_its_new_changes(store: &Store) {
+    let (a, b, c) = tokio::join!(
+        store.stage_changes(vec![change("a", 1), change("b", 1)], None, 5),
+        store.stage_changes(vec![change("c", 1)], None, 5),
+        store.stage_changes(vec![change("a", 1)], None, 5),
+    );
+    let total = a.unwrap() + b.unwrap() + c.unwrap();
+    assert_eq!(total, 3, "a repeated version counts once across the group");
+    assert_eq!(store.status(5).await.unwrap().inbox_pending, 3);
+}
+
+async fn a_plan_commit_queues_writes_marks_inbox_and_records_versions(store: &Store) {
+    store
+        .stage_changes(vec![change("d1", 5), change("d2", 5)], None, 1)
+        .await
+        .unwrap();
+    let inbox = store.pending_inbox(10).await.unwrap();
+    let commit = PlanCommit {
+        inbox_ids: vec![inbox[0].id],
+        writes: vec![write("f", "d1", "1")],
+        ledger: vec![LedgerEntry {
+            flow: "f".into(),
+            direction: Direction::ToTarget,
+            source_id: "d1".into(),
+            target_id: None,
+            action: "planned",
+            content_hash: None,
+            mapping_version: Some("v1".into()),
+            detail: None,
+        }],
+        versions: vec![
+            ("f".into(), "d1".into(), Direction::ToSource, 5),
+            ("f".into(), "d1".into(), Direction::ToTarget, 7),
+        ],
+        ..PlanCommit::default()
+    };
+    store.commit_plan(commit, 2).await.unwrap();
+    // An older version recorded later never moves the time back.
+    store
+        .commit_plan(
+            PlanCommit {
+                versions: vec![("f".into(), "d1".into(), Direction::ToSource, 3)],
+                ..PlanCommit::default()
+            },
+            3,
+        )
+        .await
+        .unwrap();
+    let left = store.pending_inbox(10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].change.record.id, "d2");
+    let links = store
+        .links_by_source("f".into(), vec!["d1".into(), "nope".into()])
+        .await
+        .unwrap();
+    assert_eq!(links.len(), 1, "absent ids have no link");
+    assert_eq!(links[0].1.source_modified_ms, Some(5));
+    assert_eq!(links[0].1.target_modified_ms, Some(7));
+    let due = store.due_outbox(SystemKind::HubSpot, 2, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        due[0].write,
+        write("f", "d1", "1"),
+        "the write reads back whole"
+    );
+    assert_eq!(due[0].attempts, 0);
+    assert!(
+        store
+            .due_outbox(SystemKind::PartnerStack, 2, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.next_outbox_due().await.unwrap(), Some(2));
+    assert_eq!(
+        store
+            .next_outbox_due_for(SystemKind::HubSpot)
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        store
+            .queued_to_target("f".into(), vec!["d1".into(), "d2".into()])
+            .await
+            .unwrap(),
+        vec!["d1".to_owned()]
+    );
+    let status = store.status(2).await.unwrap();
+    assert_eq!(
+        (status.inbox_pending, status.outbox_depth, status.links),
+        (1, 1, 1)
+    );
+    assert!(
+        status
+            .ledger
+            .iter()
+            .any(|c| c.flow == "f" && c.action == "planned" && c.count == 1),
+        "{:?}",
+        status.ledger
+    );
+    // A cancelled write leaves the outbox.
+    store
+        .commit_plan(
+            PlanCommit {
+                cancelled: vec![("f".into(), Direction::ToTarget, "d1".into())],
+                ..PlanCommit::default()
+            },
+            4,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.next_outbox_due().await.unwrap(), None);
+}
+
+async fn a_completion_for_a_replaced_write_keeps_the_newer_one_queued(store: &Store) {
+    store
+        .commit_plan(plan(vec![write("f", "d1", "1")]), 0)
+        .await
+        .unwrap();
+    let sent = store
+        .due_outbox(SystemKind::HubSpot, 0, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    // A newer version is planned while the first is in flight.
+    store
+        .commit_plan(plan(vec![write("f", "d1", "2")]), 0)
+        .await
+        .unwrap();
+    store
+        .complete_writes(vec![done(&sent, "9001")], 1)
+        .await
+        .unwrap();
+    let left = store.due_outbox(SystemKind::HubSpot, 10, 10).await.unwrap();
+    assert_eq!(left.len(), 1, "the newer write is still queued");
+    assert_eq!(left[0].id, sent.id, "a replaced row keeps its id");
+    assert_eq!(left[0].write.payload.get("amount"), Some(&json!("2")));
+    store
+        .complete_writes(vec![done(&left[0], "9001")], 2)
+        .await
+        .unwrap();
+    let links = store
+        .links_by_source("f".into(), vec!["d1".into()])
+        .await
+        .unwrap();
+    assert!(links[0].1.target_state.holds("amount", &json!("2")));
+    assert_eq!(links[0].1.target_id.as_deref(), Some("9001"));
+    let status = store.status(2).await.unwrap();
+    assert_eq!(status.outbox_depth, 0);
+    assert!(
+        status
+            .ledger
+            .iter()
+            .any(|c| c.action == "created" && c.count == 1)
+    );
+}
+
+async fn a_dead_write_moves_to_the_dead_letters_and_replays(store: &Store) {
+    store
+        .commit_plan(plan(vec![write("f", "d1", "1")]), 0)
+        .await
+        .unwrap();
+    let item = store
+        .due_outbox(SystemKind::HubSpot, 0, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .complete_writes(
+            vec![WriteOutcome::Dead {
+                outbox_id: item.id,
+                idempotency_key: item.write.idempotency_key(),
+                error: "rejected: dealstage is not an option".into(),
+            }],
+            1,
+        )
+        .await
+        .unwrap();
+    let s = store.status(1).await.unwrap();
+    assert_eq!((s.outbox_depth, s.dead_letters), (0, 1));
+    assert!(
+        s.last_errors[0].contains("dealstage"),
+        "{:?}",
+        s.last_errors
+    );
+    let letters = store.dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].origin, "outbox");
+    assert_eq!(letters[0].attempts, 1);
+    assert!(letters[0].replayable);
+    assert_eq!(
+        store.dead_letter(letters[0].id).await.unwrap(),
+        Some(letters[0].clone())
+    );
+    let report = store
+        .replay_dead_letters(dlq::Selection::Ids(vec![letters[0].id, 999]), 5)
+        .await
+        .unwrap();
+    assert_eq!(report.requeued_writes, 1);
+    assert_eq!(report.missing, vec![999]);
+    let again = store.due_outbox(SystemKind::HubSpot, 5, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].write, item.write,
+        "the replayed write is the one that failed"
+    );
+    assert_eq!(store.status(5).await.unwrap().dead_letters, 0);
+}
+
+async fn retries_count_only_real_failures_and_holds_resume_the_outbox(store: &Store) {
+    store
+        .commit_plan(plan(vec![write("f", "d1", "1")]), 0)
+        .await
+        .unwrap();
+    let item = store
+        .due_outbox(SystemKind::HubSpot, 0, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    let retry = |counted: bool, at: i64| WriteOutcome::Retry {
+        outbox_id: item.id,
+        idempotency_key: item.write.idempotency_key(),
+        next_attempt_ms: at,
+        error: "503".into(),
+        counted,
+    };
+    store
+        .complete_writes(vec![retry(false, 100)], 1)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .due_outbox(SystemKind::HubSpot, 50, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let later = store
+        .due_outbox(SystemKind::HubSpot, 100, 10)
+        .await
+        .unwrap();
+    assert_eq!(later[0].attempts, 0, "back-pressure does not count");
+    store
+        .complete_writes(vec![retry(true, 1_000)], 2)
+        .await
+        .unwrap();
+    let s = store.status(2).await.unwrap();
+    assert_eq!(s.outbox_retrying, 1);
+    store
+        .set_connection_hold(SystemKind::HubSpot, "needs_reauth", "401".into(), 3_000)
+        .await
+        .unwrap();
+    let s = store.status(5_000).await.unwrap();
+    assert_eq!(s.holds.len(), 1);
+    assert_eq!(
+        (s.holds[0].state.as_str(), s.holds[0].since_secs),
+        ("needs_reauth", 2)
+    );
+    store.resume_outbox(SystemKind::HubSpot, 10).await.unwrap();
+    let due = store.due_outbox(SystemKind::HubSpot, 10, 10).await.unwrap();
+    assert_eq!(due[0].attempts, 1);
+    store
+        .clear_connection_hold(SystemKind::HubSpot)
+        .await
+        .unwrap();
+    assert!(store.status(5_000).await.unwrap().holds.is_empty());
+}
+
+async fn backfill_drains_after_live_writes(store: &Store) {
+    store
+        .commit_plan(
+            PlanCommit {
+                writes: vec![write("f", "old", "1")],
+                backfill: vec![("f".into(), Direction::ToTarget, "old".into())],
+                ..PlanCommit::default()
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    store
+        .commit_plan(plan(vec![write("f", "live", "1")]), 5)
+        .await
+        .unwrap();
+    let due = store.due_outbox(SystemKind::HubSpot, 10, 10).await.unwrap();
+    let order: Vec<&str> = due.iter().map(|i| i.write.source_id.as_str()).collect();
+    assert_eq!(order, ["live", "old"]);
+}
+
+async fn link_marks_tombstone_relink_retarget_and_forget(store: &Store) {
+    store
+        .commit_plan(plan(vec![write("f", "d1", "1")]), 0)
+        .await
+        .unwrap();
+    let item = store
+        .due_outbox(SystemKind::HubSpot, 0, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .complete_writes(vec![done(&item, "t1")], 1)
+        .await
+        .unwrap();
+    let link = |store: &Store| {
+        let store = store.clone();
+        async move {
+            store
+                .links_by_source("f".into(), vec!["d1".into()])
+                .await
+                .unwrap()
+                .remove(0)
+                .1
+        }
+    };
+    let mark = |m: LinkMark| PlanCommit {
+        marks: vec![m],
+        ..PlanCommit::default()
+    };
+    store
+        .commit_plan(
+            mark(LinkMark::Tombstone {
+                flow: "f".into(),
+                source_id: "d1".into(),
+                reason: "target deleted".into(),
+            }),
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        link(store).await.tombstone.as_deref(),
+        Some("target deleted")
+    );
+    store
+        .commit_plan(
+            mark(LinkMark::Relink {
+                flow: "f".into(),
+                source_id: "d1".into(),
+            }),
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(link(store).await.tombstone, None);
+    store
+        .commit_plan(
+            mark(LinkMark::Retarget {
+                flow: "f".into(),
+                source_id: "d1".into(),
+                target_id: "t2".into(),
+            }),
+            4,
+        )
+        .await
+        .unwrap();
+    let l = link(store).await;
+    assert_eq!(l.target_id.as_deref(), Some("t2"));
+    assert!(l.target_state.is_empty(), "no known state of the survivor");
+    store
+        .commit_plan(
+            mark(LinkMark::ForgetTarget {
+                flow: "f".into(),
+                source_id: "d1".into(),
+            }),
+            5,
+        )
+        .await
+        .unwrap();
+    assert_eq!(link(store).await.target_id, None);
+    // A delete write that lands tombstones the link.
+    let mut delete = write("f", "d1", "1");
+    delete.op = WriteOp::Delete;
+    delete.target_id = Some("t2".into());
+    store.commit_plan(plan(vec![delete]), 6).await.unwrap();
+    let item = store
+        .due_outbox(SystemKind::HubSpot, 6, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(item.write.op, WriteOp::Delete);
+    store
+        .complete_writes(vec![done(&item, "t2")], 7)
+        .await
+        .unwrap();
+    assert_eq!(
+        link(store).await.tombstone.as_deref(),
+        Some("target record deleted by prmsync")
+    );
+}
+
+async fn links_are_found_by_target_id(store: &Store) {
+    store
+        .commit_plan(plan(vec![write("f", "d1", "1"), write("f", "d2", "2")]), 0)
+        .await
+        .unwrap();
+    let items = store.due_outbox(SystemKind::HubSpot, 0, 10).await.unwrap();
+    store
+        .complete_writes(vec![done(&items[0], "t1"), done(&items[1], "t2")], 1)
+        .await
+        .unwrap();
+    let found = store
+        .links_by_target("f".into(), vec!["t2".into(), "t9".into()])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!((found[0].0.as_str(), found[0].1.as_str()), ("t2", "d2"));
+    assert!(found[0].2.target_state.holds("amount", &json!("2")));
+}
+
+async fn quarantine_shows_on_the_link(store: &Store) {
+    store
+        .commit_plan(plan(vec![write("f", "d1", "1")]), 0)
+        .await
+        .unwrap();
+    let item = store
+        .due_outbox(SystemKind::HubSpot, 0, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .complete_writes(vec![done(&item, "t1")], 1)
+        .await
+        .unwrap();
+    store
+        .commit_plan(
+            PlanCommit {
+                quarantined: vec![(
+                    dead_letter("quarantine", "d1", "flip-flopping"),
+                    write("f", "d1", "2"),
+                )],
+                ..PlanCommit::default()
+            },
+            1,
+        )
+        .await
+        .unwrap();
+    let links = store
+        .links_by_source("f".into(), vec!["d1".into()])
+        .await
+        .unwrap();
+    assert!(links[0].1.quarantined);
+    let letters = store.dead_letters(10).await.unwrap();
+    assert_eq!(letters[0].origin, "quarantine");
+    assert!(letters[0].replayable);
+    let (dropped, missing) = store.drop_dead_letters(dlq::Selection::All).await.unwrap();
+    assert_eq!((dropped, missing), (1, vec![]));
+    let links = store
+        .links_by_source("f".into(), vec!["d1".into()])
+        .await
+        .unwrap();
+    assert!(!links[0].1.quarantined);
+}
+
+async fn credentials_save_load_list_and_delete_by_prefix(store: &Store) {
+    store
+        .save_credential("salesforce".into(), "a".into(), 1)
+        .await
+        .unwrap();
+    store
+        .save_credential("salesforce.session".into(), "b".into(), 2)
+        .await
+        .unwrap();
+    store
+        .save_credential("hubspot".into(), "c".into(), 3)
+        .await
+        .unwrap();
+    store
+        .save_credential("salesforce".into(), "a2".into(), 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .credential("salesforce".into())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("a2")
+    );
+    assert_eq!(store.credential("nope".into()).await.unwrap(), None);
+    assert_eq!(
+        store.credential_names().await.unwrap(),
+        vec![
+            ("hubspot".to_owned(), 3),
+            ("salesforce".to_owned(), 4),
+            ("salesforce.session".to_owned(), 2)
+        ]
+    );
+    assert_eq!(
+        store.delete_credentials("salesforce".into()).await.unwrap(),
+        2
+    );
+    assert_eq!(store.credential_names().await.unwrap().len(), 1);
+}
+
+async fn resyncs_are_requested_paged_and_finished(store: &Store) {
+    let id = store
+        .request_resync("f".into(), deals(), 100, Some(vec!["d1".into()]), 1)
+        .await
+        .unwrap();
+    let open = store.open_resync(deals()).await.unwrap().unwrap();
+    assert_eq!((open.id, open.since_ms), (id, 100));
+    assert_eq!(open.ids, Some(vec!["d1".to_owned()]));
+    let n = store
+        .stage_resync_page(id, vec![change("d1", 150)], Some("p2".into()), 2)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let open = store.open_resync(deals()).await.unwrap().unwrap();
+    assert_eq!(
+        (open.page.as_deref(), open.pages, open.staged),
+        (Some("p2"), 1, 1)
+    );
+    store.restart_resync(id).await.unwrap();
+    assert_eq!(
+        store.open_resync(deals()).await.unwrap().unwrap().page,
+        None
+    );
+    store.stage_resync_page(id, vec![], None, 3).await.unwrap();
+    assert_eq!(store.open_resync(deals()).await.unwrap(), None);
+    let all = store.resyncs(10).await.unwrap();
+    assert_eq!(all[0].finished_ms, Some(3));
+    assert_eq!(store.pending_inbox(10).await.unwrap().len(), 1);
+}
+
+async fn associations_wait_for_both_records_then_complete(store: &Store) {
+    let intent = AssociationIntent {
+        flow: "deals".into(),
+        source_id: "d1".into(),
+        with_flow: "partners".into(),
+        with_key: "p1".into(),
+        kind: AssociationType::Default,
+    };
+    store
+        .commit_plan(
+            PlanCommit {
+                writes: vec![write("deals", "d1", "1")],
+                associations: vec![intent.clone()],
+                ..PlanCommit::default()
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let flows = vec!["deals".to_owned()];
+    let item = store
+        .due_outbox(SystemKind::HubSpot, 0, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .complete_writes(vec![done(&item, "t1")], 1)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .ready_associations(flows.clone(), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the partner record does not exist yet"
+    );
+    store
+        .commit_plan(plan(vec![write("partners", "p1", "1")]), 2)
+        .await
+        .unwrap();
+    let item = store
+        .due_outbox(SystemKind::HubSpot, 2, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .complete_writes(vec![done(&item, "c1")], 3)
+        .await
+        .unwrap();
+    let ready = store.ready_associations(flows.clone(), 10).await.unwrap();
+    assert_eq!(ready.len(), 1);
+    assert_eq!(
+        (ready[0].from_id.as_str(), ready[0].to_id.as_str()),
+        ("t1", "c1")
+    );
+    assert_eq!(ready[0].intent, intent);
+    store
+        .complete_associations(vec![(ready[0].clone(), AssociationOutcome::Done)], 4)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .ready_associations(flows, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let status = store.status(4).await.unwrap();
+    assert!(status.ledger.iter().any(|c| c.action == "associated"));
+}
+
+async fn erase_requests_open_fail_and_report(store: &Store) {
+    let id = store
+        .request_erasure("email:ann@example.com".into(), 5)
+        .await
+        .unwrap();
+    store
+        .erase_request_failed(id, "hubspot gdpr-delete: 503".into())
+        .await
+        .unwrap();
+    let open = store.open_erase_requests(3).await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(
+        (open[0].attempts, open[0].error.as_deref()),
+        (1, Some("hubspot gdpr-delete: 503"))
+    );
+    assert!(
+        store.open_erase_requests(1).await.unwrap().is_empty(),
+        "attempts used up"
+    );
+    store
+        .erase_request_report(id, "erased: 1 record(s)".into())
+        .await
+        .unwrap();
+    let r = store.erase_request(id).await.unwrap().unwrap();
+    assert_eq!(r.report.as_deref(), Some("erased: 1 record(s)"));
+    assert_eq!(store.erase_requests(10).await.unwrap().len(), 1);
+}
+
+async fn poll_rejects_are_dead_lettered_once(store: &Store) {
+    let reject = dead_letter("poll", "x", "no key");
+    let n = store
+        .dead_letter_poll_rejects(vec![reject.clone()], 1)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let n = store
+        .dead_letter_poll_rejects(vec![reject], 2)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "the same item is dead-lettered once");
+    let letters = store.dead_letters(10).await.unwrap();
+    assert!(
+        !letters[0].replayable,
+        "a poll reject has nothing to replay"
+    );
+}
+
+async fn pruning_keeps_pending_inbox_rows(store: &Store) {
+    store
+        .stage_changes(vec![change("a", 1), change("b", 1)], None, 0)
+        .await
+        .unwrap();
+    let inbox = store.pending_inbox(10).await.unwrap();
+    store
+        .commit_plan(
+            PlanCommit {
+                inbox_ids: vec![inbox[0].id],
+                ..PlanCommit::default()
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let day = 24 * 60 * 60 * 1000;
+    let report = store
+        .prune(RetentionPolicy::default(), 30 * day)
+        .await
+        .unwrap();
+    assert_eq!(report.inbox, 1);
+    assert_eq!(store.pending_inbox(10).await.unwrap().len(), 1);
+    assert!(store.file_pages().await.unwrap().bytes() > 0);
+}

@@ -1,0 +1,257 @@
+//! The PostgreSQL backend's plumbing: a writer thread and a reader thread, each owning one connection.
+//!
+//! It mirrors the SQLite backend: verbs run as closures on the writer thread in queue order, every
+//! write in one transaction, and webhook stagings queued together commit together (each in its own
+//! savepoint). Status and metrics reads run on a second connection, never behind the writer. A
+//! `postgres::Client` blocks on its own small runtime, so both live on plain threads (a client must
+//! not be created or dropped on an async worker).
+
+pub(super) mod associations;
+pub(super) mod dlq;
+pub(super) mod erase_requests;
+mod group;
+pub(super) mod migrations;
+pub(super) mod queries;
+pub(super) mod registrations;
+pub(super) mod resync;
+pub(super) mod retention;
+
+use std::sync::mpsc as std_mpsc;
+
+use postgres::{Client, NoTls, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+use crate::model::Change;
+
+/// Bound on queued jobs, as for SQLite: callers wait (async) when the writer is this far behind.
+const QUEUE_DEPTH: usize = 256;
+
+/// Where a PostgreSQL state lives: the server and the schema that holds this state's tables.
+#[derive(Clone)]
+pub struct PgTarget {
+    /// `postgres://user:password@host:port/db` or a key=value connection string.
+    pub url: String,
+    /// The schema of this state (one per tenant); created when missing.
+    pub schema: String,
+}
+
+impl std::fmt::Debug for PgTarget {
+    // The URL may hold a password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTarget")
+            .field("url", &"<redacted>")
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+impl PgTarget {
+    /// Checks the schema name: it is spliced into `search_path` and DDL, so only a plain
+    /// lower-case identifier is accepted.
+    pub fn validate(&self) -> Result<(), String> {
+        let s = &self.schema;
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "state schema {s:?} must be a lower-case identifier (a-z, 0-9, _; at most 63)"
+            ))
+        }
+    }
+}
+
+type WriterJob = group::Job;
+type ReadJob = Box<dyn FnOnce(&mut Client) + Send>;
+
+/// A handle to a PostgreSQL state. Cheap to clone; both threads stop when the last handle drops.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    jobs: mpsc::Sender<WriterJob>,
+    reads: mpsc::Sender<ReadJob>,
+    schema: String,
+    schema_version: i64,
+}
+
+impl PgStore {
+    /// Connects, creates the schema and applies pending migrations, and starts both threads.
+    /// Blocks the calling thread while it connects (as opening a SQLite file does).
+    pub fn open(target: &PgTarget) -> Result<PgStore, StoreError> {
+        target.validate().map_err(StoreError::PgMigration)?;
+        let (jobs, mut rx) = mpsc::channel::<WriterJob>(QUEUE_DEPTH);
+        let (reads, mut read_rx) = mpsc::channel::<ReadJob>(QUEUE_DEPTH);
+        let (ready_tx, ready_rx) = std_mpsc::channel();
+        let t = target.clone();
+        spawn("prmsync-pg-writer", move || {
+            let mut client = match connect(&t).and_then(|mut c| {
+                let v = migrations::migrate(&mut c, &t.schema)?;
+                Ok((c, v))
+            }) {
+                Ok((c, v)) => {
+                    let _ = ready_tx.send(Ok(v));
+                    c
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            group::run(&mut client, &mut rx);
+        })?;
+        let schema_version = ready_rx.recv().map_err(|_| StoreError::Closed)??;
+        let (ready_tx, ready_rx) = std_mpsc::channel();
+        let t = target.clone();
+        spawn("prmsync-pg-reader", move || {
+            let mut client = match connect(&t) {
+                Ok(c) => {
+                    let _ = ready_tx.send(Ok(()));
+                    c
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            while let Some(job) = read_rx.blocking_recv() {
+                job(&mut client);
+            }
+        })?;
+        ready_rx.recv().map_err(|_| StoreError::Closed)??;
+        Ok(PgStore {
+            jobs,
+            reads,
+            schema: target.schema.clone(),
+            schema_version,
+        })
+    }
+
+    /// The schema holding this state.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The migration step the schema is at.
+    pub fn schema_version(&self) -> i64 {
+        self.schema_version
+    }
+
+    /// Takes the daemon lock of this schema (a session advisory lock on the writer connection,
+    /// released when the store closes or the connection drops): `false` when another daemon
+    /// holds it.
+    pub async fn hold_daemon_lock(&self) -> Result<bool, StoreError> {
+        self.call(|c| {
+            Ok(c.query_one(
+                "SELECT pg_try_advisory_lock(hashtext('prmsync daemon ' || current_schema()))",
+                &[],
+            )?
+            .try_get(0)?)
+        })
+        .await
+    }
+
+    /// Runs `f` on the writer thread (outside any transaction) and returns its result.
+    pub(in crate::store) async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Client) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job = group::Job::Run(Box::new(move |client| {
+            if tx.send(f(client)).is_err() {
+                tracing::debug!("store caller went away before its result was ready");
+            }
+        }));
+        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on the reader connection: never behind the writer.
+    pub(in crate::store) async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Client) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |client| {
+            let _ = tx.send(f(client));
+        });
+        self.reads.send(job).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` in one transaction on the writer thread; durable when this returns.
+    pub(in crate::store) async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.call(move |client| {
+            let mut tx = client.transaction()?;
+            let r = f(&mut tx)?;
+            tx.commit()?;
+            Ok(r)
+        })
+        .await
+    }
+
+    /// Like [`PgStore::write`] for work that can be derived again after a server crash (as the
+    /// SQLite backend's `synchronous = NORMAL` writes): the commit does not wait for the WAL
+    /// flush. A crash may lose the last such commits, never corrupt anything.
+    pub(in crate::store) async fn write_relaxed<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.call(move |client| {
+            let mut tx = client.transaction()?;
+            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+            let r = f(&mut tx)?;
+            tx.commit()?;
+            Ok(r)
+        })
+        .await
+    }
+
+    /// Stages webhook changes: stagings queued together commit together (see `group.rs`); each
+    /// answers once its changes are durable.
+    pub(in crate::store) async fn stage(
+        &self,
+        changes: Vec<Change>,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(group::Job::Stage(group::Staging {
+                changes,
+                now_ms,
+                reply,
+            }))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Connects and points `search_path` at the state's schema (created when missing).
+fn connect(target: &PgTarget) -> Result<Client, StoreError> {
+    let mut client =
+        Client::connect(&target.url, NoTls).map_err(|e| StoreError::PgConnect(e.to_string()))?;
+    let schema = &target.schema;
+    client.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
+    ))?;
+    Ok(client)
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(|_| ())
+        .map_err(|e| StoreError::PgConnect(format!("cannot start the {name} thread: {e}")))
+}
