@@ -321,7 +321,8 @@ pub fn of(object: &str) -> Option<Vec<Property>> {
 
 /// Why HubSpot refuses `value` for property `name` of `object`, or `None` when it is valid.
 /// Unknown objects pass (the caller answers 404 for them). An empty value clears any property.
-pub fn invalid(edits: &Edits, object: &str, name: &str, value: &str) -> Option<String> {
+#[cfg(test)]
+fn invalid(edits: &Edits, object: &str, name: &str, value: &str) -> Option<String> {
     invalid_in(&live(edits, object)?, name, value)
 }
 
