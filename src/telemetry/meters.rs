@@ -93,6 +93,8 @@ pub struct Meters {
     token_refreshes: Family<SystemResult, Counter>,
     sqlite_busy: Counter,
     streams: Mutex<BTreeMap<(String, String), Freshness>>,
+    /// Poll cycles ended, all streams (the bench reads it: webhooks must cause none).
+    poll_cycles: std::sync::atomic::AtomicU64,
 }
 
 static METERS: LazyLock<Meters> = LazyLock::new(|| {
@@ -106,6 +108,7 @@ static METERS: LazyLock<Meters> = LazyLock::new(|| {
         token_refreshes: Family::default(),
         sqlite_busy: Counter::default(),
         streams: Mutex::default(),
+        poll_cycles: std::sync::atomic::AtomicU64::new(0),
     };
     for kind in ERROR_KINDS {
         m.errors
@@ -173,6 +176,8 @@ impl Meters {
     /// A poll cycle of `system/object` ended: `Ok(true)` reached the read's end, `Ok(false)`
     /// left pages for the next cycle.
     pub fn poll_ended(&self, system: SystemKind, object: &str, finished: Result<bool, ()>) {
+        self.poll_cycles
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let result = if finished.is_ok() { "ok" } else { "failed" };
         self.polls
             .get_or_create(&StreamResult {
@@ -189,6 +194,11 @@ impl Meters {
                 s.synced_to_ms = s.synced_to_ms.max(started);
             }
         }
+    }
+
+    /// Poll cycles this process has ended (every stream, every result).
+    pub fn poll_cycles(&self) -> u64 {
+        self.poll_cycles.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How far behind each polled stream is at `now_ms`: the time since the start of its last
@@ -351,6 +361,7 @@ mod tests {
             token_refreshes: Family::default(),
             sqlite_busy: Counter::default(),
             streams: Mutex::default(),
+            poll_cycles: std::sync::atomic::AtomicU64::new(0),
         };
         let hs = SystemKind::HubSpot;
         m.poll_started(hs, "deals", true, 1_000);
