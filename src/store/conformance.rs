@@ -140,6 +140,7 @@ fn done(item: &OutboxItem, target_id: &str) -> WriteOutcome {
         idempotency_key: item.write.idempotency_key(),
         target_id: target_id.into(),
         created: true,
+        skipped: Vec::new(),
     }
 }
 

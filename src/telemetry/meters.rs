@@ -61,6 +61,13 @@ struct WaitLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FieldLabels {
+    system: String,
+    object: String,
+    field: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StreamLabels {
     system: String,
     object: String,
@@ -92,6 +99,7 @@ pub struct Meters {
     rate_limit_waits: Family<WaitLabels, Counter>,
     token_refreshes: Family<SystemResult, Counter>,
     sqlite_busy: Counter,
+    schema_skipped: Family<FieldLabels, Counter>,
     streams: Mutex<BTreeMap<(String, String), Freshness>>,
 }
 
@@ -105,6 +113,7 @@ static METERS: LazyLock<Meters> = LazyLock::new(|| {
         rate_limit_waits: Family::default(),
         token_refreshes: Family::default(),
         sqlite_busy: Counter::default(),
+        schema_skipped: Family::default(),
         streams: Mutex::default(),
     };
     for kind in ERROR_KINDS {
@@ -269,6 +278,18 @@ impl Meters {
         }
     }
 
+    /// A write to `system`/`object` went out without `field` (drifted in the live schema, or a
+    /// picklist value the live schema refuses).
+    pub fn schema_skipped(&self, system: SystemKind, object: &str, field: &str) {
+        self.schema_skipped
+            .get_or_create(&FieldLabels {
+                system: system.to_string(),
+                object: object.to_owned(),
+                field: field.to_owned(),
+            })
+            .inc();
+    }
+
     /// SQLite answered "busy" (another connection held the lock) and the statement waited.
     pub fn sqlite_busy(&self) {
         self.sqlite_busy.inc();
@@ -318,6 +339,11 @@ impl Meters {
             self.token_refreshes.clone(),
         );
         registry.register(
+            "prmsync_schema_skipped_values",
+            "Values left out of CRM writes because the live schema no longer takes them (a drifted field, a refused picklist value), by system, object and field",
+            self.schema_skipped.clone(),
+        );
+        registry.register(
             "prmsync_sqlite_busy_events",
             "Times SQLite found the state file locked and waited",
             self.sqlite_busy.clone(),
@@ -350,6 +376,7 @@ mod tests {
             rate_limit_waits: Family::default(),
             token_refreshes: Family::default(),
             sqlite_busy: Counter::default(),
+            schema_skipped: Family::default(),
             streams: Mutex::default(),
         };
         let hs = SystemKind::HubSpot;

@@ -9,7 +9,11 @@ use super::super::StoreError;
 /// state has no older history to carry forward), with PostgreSQL types: `BIGINT` for SQLite's
 /// `INTEGER`, `BYTEA` for `BLOB`, identity columns for `INTEGER PRIMARY KEY`. Status counts are
 /// index-backed queries (no trigger-kept gauges, see `queries.rs`).
-pub(super) const STEPS: &[(i64, &str, &str)] = &[(1, "schema", V1)];
+pub(super) const STEPS: &[(i64, &str, &str)] = &[
+    (1, "schema", V1),
+    // Drifted mapped CRM fields and the writes that left a field out (`schema_drift.rs`).
+    (2, "schema drift", SCHEMA_DRIFT),
+];
 
 /// Applies pending steps, each in its own transaction under an advisory lock scoped to the
 /// schema, so two daemons starting together never run a step twice. Returns the version reached.
@@ -304,4 +308,30 @@ CREATE TABLE partner_credits (
 );
 CREATE INDEX partner_credits_unsent ON partner_credits (registration_id)
     WHERE sent IS DISTINCT FROM desired;
+"#;
+
+/// Step 2 "schema drift": SQLite's step of that name (`store/schema_drift.rs`).
+const SCHEMA_DRIFT: &str = r#"
+CREATE TABLE schema_drift (
+    system   TEXT NOT NULL,
+    object   TEXT NOT NULL,
+    field    TEXT NOT NULL,
+    flow     TEXT NOT NULL,
+    location TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    problem  TEXT NOT NULL,
+    since_ms BIGINT NOT NULL,
+    PRIMARY KEY (system, object, field, flow)
+);
+CREATE TABLE schema_skips (
+    flow      TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    field     TEXT NOT NULL,
+    system    TEXT NOT NULL,
+    object    TEXT NOT NULL,
+    value     TEXT,
+    since_ms  BIGINT NOT NULL,
+    PRIMARY KEY (flow, source_id, field)
+);
+CREATE INDEX schema_skips_field ON schema_skips (system, object, field);
 "#;
