@@ -52,7 +52,8 @@ pub fn render(r: &StatusReport) -> String {
         ));
     }
     if !r.schema_drift.is_empty() {
-        lines.push("schema drift (fields left out of writes until the CRM schema is fixed):".into());
+        lines
+            .push("schema drift (fields left out of writes until the CRM schema is fixed):".into());
         for d in &r.schema_drift {
             let since = jiff::Timestamp::from_millisecond(d.since_ms)
                 .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())

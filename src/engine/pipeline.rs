@@ -269,7 +269,12 @@ impl Stage {
             };
             self.engine.schema_checked.send_replace(true);
             if let Some(r) = self.outcome("schema", result, |_| false) {
-                tracing::debug!(objects = r.objects, drifted = r.drifted, replanned = r.replanned, "live schema checked");
+                tracing::debug!(
+                    objects = r.objects,
+                    drifted = r.drifted,
+                    replanned = r.replanned,
+                    "live schema checked"
+                );
             }
             if !self
                 .idle(&wake, self.engine.settings.schema_check_interval)

@@ -73,9 +73,7 @@ pub fn guard(live: &LiveObject, drift: &[(Drift, bool)]) -> Guard {
 /// Whether a restricted picklist with `options` takes `text` (a multi-select's values are
 /// separated by `;`; an empty value clears the field).
 fn takes(options: &BTreeSet<String>, text: &str) -> bool {
-    text.is_empty()
-        || options.contains(text)
-        || text.split(';').all(|v| options.contains(v.trim()))
+    text.is_empty() || options.contains(text) || text.split(';').all(|v| options.contains(v.trim()))
 }
 
 /// A value as picklist text (`None`: not a value a picklist judges, e.g. null).
@@ -91,7 +89,10 @@ fn as_text(value: &Value) -> Option<String> {
 impl Guard {
     /// `payload` without what the live schema no longer takes, and what was left out; `None`
     /// when all of it is taken (pure).
-    pub fn strip(&self, payload: &Map<String, Value>) -> Option<(Map<String, Value>, Vec<SkippedField>)> {
+    pub fn strip(
+        &self,
+        payload: &Map<String, Value>,
+    ) -> Option<(Map<String, Value>, Vec<SkippedField>)> {
         let mut skipped = Vec::new();
         for (field, value) in payload {
             if self.left_out.contains(field) {
@@ -164,7 +165,10 @@ impl Engine {
         let mappings = self.mappings();
         let mut by_object: BTreeMap<String, Vec<&Arc<Mapping>>> = BTreeMap::new();
         for m in mappings.iter().filter(|m| m.target.system == system) {
-            by_object.entry(m.target.object.clone()).or_default().push(m);
+            by_object
+                .entry(m.target.object.clone())
+                .or_default()
+                .push(m);
         }
         let mut report = SchemaCheck::default();
         let mut checked = Vec::new();

@@ -187,7 +187,11 @@ impl Engine {
             let mut fields = i.write.payload.clone();
             if let Some((kept, left_out)) = guard.as_ref().and_then(|g| g.strip(&fields)) {
                 for s in &left_out {
-                    crate::telemetry::meters::meters().schema_skipped(system, &batch.object, &s.field);
+                    crate::telemetry::meters::meters().schema_skipped(
+                        system,
+                        &batch.object,
+                        &s.field,
+                    );
                     tracing::debug!(%system, flow = %i.write.flow, record = %i.write.source_id, field = %s.field, value = ?s.value, "left out of the write: the live schema does not take it");
                 }
                 fields = kept;

@@ -44,9 +44,7 @@ pub use queries::StatusReport;
 pub use registrations::{DecisionChange, KeyedEvent, RegistrationGroup, StoredRegistration};
 pub use resync::Resync;
 pub use retention::{FilePages, PruneReport, RetentionPolicy};
-pub use schema_drift::{
-    DriftChanges, DriftRow, DriftStatus, SchemaSkip, SkipCount, SkippedField,
-};
+pub use schema_drift::{DriftChanges, DriftRow, DriftStatus, SchemaSkip, SkipCount, SkippedField};
 
 /// How long a statement waits on a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -1233,9 +1231,7 @@ impl Store {
     ) -> Result<DriftChanges, StoreError> {
         if let Some(pg) = self.pg() {
             return pg
-                .write(move |tx| {
-                    pg::schema_drift::record(tx, system, &checked, &mapped, now_ms)
-                })
+                .write(move |tx| pg::schema_drift::record(tx, system, &checked, &mapped, now_ms))
                 .await;
         }
         self.write(move |tx| schema_drift::record(tx, system, &checked, &mapped, now_ms))

@@ -669,7 +669,7 @@ pub(super) fn complete_writes(
                     &w.write.flow,
                     &w.write.source_id,
                     w.write.direction,
-                    &*state_after,
+                    &state_after,
                     Some(target_id),
                     now_ms,
                 )?;

@@ -608,7 +608,7 @@ pub(in crate::store) fn complete_writes(
                     &w.write.flow,
                     &w.write.source_id,
                     w.write.direction,
-                    &*state_after,
+                    &state_after,
                     Some(target_id),
                     now_ms,
                 )?;
