@@ -441,6 +441,19 @@ async fn a_hubspot_property_deleted_under_the_running_daemon_is_left_out_alone_a
         };
         assert_eq!(skipped("closedate"), 2, "{:?}", r.schema_skips);
         assert_eq!(skipped("dealstage"), 2, "{:?}", r.schema_skips);
+        let metrics = reqwest::get(format!("http://{}/metrics", d.admin_addr))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        for series in [
+            "prmsync_schema_drift_fields{system=\"hubspot\",object=\"deals\",field=\"closedate\"} 1",
+            "prmsync_schema_drift_fields{system=\"hubspot\",object=\"deals\",field=\"dealstage\"} 1",
+            "prmsync_schema_skipped_values_total{system=\"hubspot\",object=\"deals\",field=\"closedate\"}",
+        ] {
+            assert!(metrics.contains(series), "{series} in\n{metrics}");
+        }
         let json = serde_json::to_value(&r).expect("status JSON");
         assert!(json["schema_drift"][0]["since_ms"].is_i64(), "{json}");
 
