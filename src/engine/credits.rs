@@ -241,6 +241,7 @@ mod tests {
                 decision("d1", Status::Approved),
                 decision("d2", Status::Duplicate),
             ],
+            &[],
         );
         let d1: Vec<Wanted> = serde_json::from_str(&got[0].1).expect("json");
         assert_eq!(got[0].0, "d1");

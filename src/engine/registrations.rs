@@ -410,14 +410,12 @@ pub async fn decide(
                 as_of_ms: as_of,
             };
             let decided = rules::evaluate(rules, &input);
-            commit
-                .credits
-                .extend(super::credits::desired(
-                    rules,
-                    &input.events,
-                    &decided,
-                    &evidence,
-                ));
+            commit.credits.extend(super::credits::desired(
+                rules,
+                &input.events,
+                &decided,
+                &evidence,
+            ));
             commit.decisions.extend(decided);
         }
         let ids: Vec<String> = commit

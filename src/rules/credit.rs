@@ -52,7 +52,8 @@ impl Role {
 }
 
 /// What earns a partner influence on a deal another partner sourced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Evidence {
     /// The partner's own registration of the same customer (not rejected).
     Registration,

@@ -184,7 +184,12 @@ impl PartnerStackSim {
         self.put_item(collection, item, Some(created_ms))
     }
 
-    fn put_item(&self, collection: &str, mut item: Map<String, Value>, created: Option<i64>) -> String {
+    fn put_item(
+        &self,
+        collection: &str,
+        mut item: Map<String, Value>,
+        created: Option<i64>,
+    ) -> String {
         let now = self.clock.tick();
         let key = item
             .get("key")

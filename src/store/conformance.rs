@@ -904,7 +904,12 @@ async fn credit_evidence_is_kept_by_customer_and_re_decides_its_group(store: &St
         }],
         ..DecisionCommit::default()
     };
-    let dirty = || async { store.registration_keys_to_decide("v1".into(), 10).await.unwrap() };
+    let dirty = || async {
+        store
+            .registration_keys_to_decide("v1".into(), 10)
+            .await
+            .unwrap()
+    };
     store.commit_decisions(decide(), 2).await.unwrap();
     assert!(dirty().await.is_empty());
 
@@ -922,13 +927,20 @@ async fn credit_evidence_is_kept_by_customer_and_re_decides_its_group(store: &St
     };
     store
         .record_credit_evidence(
-            vec![(key.into(), lead.clone()), ("elsewhere.example".into(), other)],
+            vec![
+                (key.into(), lead.clone()),
+                ("elsewhere.example".into(), other),
+            ],
             vec![],
             3,
         )
         .await
         .unwrap();
-    assert_eq!(dirty().await, [key], "a new lead re-decides its customer's group");
+    assert_eq!(
+        dirty().await,
+        [key],
+        "a new lead re-decides its customer's group"
+    );
     let group = store.registration_group(key.into()).await.unwrap();
     assert_eq!(group.evidence, [(key.to_owned(), lead.clone())]);
 
@@ -958,5 +970,12 @@ async fn credit_evidence_is_kept_by_customer_and_re_decides_its_group(store: &St
         .await
         .unwrap();
     assert_eq!(dirty().await, [key], "a deleted lead re-decides too");
-    assert!(store.registration_group(key.into()).await.unwrap().evidence.is_empty());
+    assert!(
+        store
+            .registration_group(key.into())
+            .await
+            .unwrap()
+            .evidence
+            .is_empty()
+    );
 }

@@ -62,7 +62,14 @@ pub(super) fn record_evidence(
         if was.as_ref() == Some(&(key.clone(), e.partner.clone(), e.at_ms)) {
             continue;
         }
-        put.execute(params![e.kind.as_str(), e.id, key, e.partner, e.at_ms, now_ms])?;
+        put.execute(params![
+            e.kind.as_str(),
+            e.id,
+            key,
+            e.partner,
+            e.at_ms,
+            now_ms
+        ])?;
         dirty.extend(was.map(|w| w.0));
         dirty.push(key.clone());
     }

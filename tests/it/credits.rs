@@ -477,7 +477,11 @@ async fn salesforce_a_partners_lead_on_the_customer_makes_it_influencing() {
         (account(&sf, "part_3"), "Influencer".to_owned(), false),
     ];
     want.sort();
-    assert_eq!(partner_rows(&sf, &opp), want, "no row for part_4's old lead");
+    assert_eq!(
+        partner_rows(&sf, &opp),
+        want,
+        "no row for part_4's old lead"
+    );
     assert_report_counts_the_lead(&w);
     d.shutdown().await;
 }

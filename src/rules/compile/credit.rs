@@ -35,7 +35,14 @@ pub(super) struct RawSource {
 /// documented names: a lead's `partner_key`, `email`, `created_at`; an action's
 /// `partnership_key`, `created_at` (its `customer`'s fields are not documented, so an
 /// activity's customer field has no default).
-fn defaults(kind: Evidence) -> (&'static str, &'static str, &'static [&'static str], &'static str) {
+fn defaults(
+    kind: Evidence,
+) -> (
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+) {
     match kind {
         Evidence::Activity => ("actions", "partnership_key", &[], "created_at"),
         _ => ("leads", "partner_key", &["email"], "created_at"),
@@ -166,17 +173,17 @@ pub(super) fn credit(raw: Option<&Spanned<RawCredit>>, errs: &mut Errs<'_>) -> O
             }
         }
     }
-    for (kind, raw) in [
-        (Evidence::Lead, &c.lead),
-        (Evidence::Activity, &c.activity),
-    ] {
+    for (kind, raw) in [(Evidence::Lead, &c.lead), (Evidence::Activity, &c.activity)] {
         if let Some(raw) = raw
             && !influence_from.contains(&kind)
         {
             errs.at(
                 raw.span(),
                 &format!("credit.{}", kind.as_str()),
-                format!("{} is not in influence_from, so this is never read", kind.as_str()),
+                format!(
+                    "{} is not in influence_from, so this is never read",
+                    kind.as_str()
+                ),
                 Some("add it to influence_from, or remove the table"),
             );
         }

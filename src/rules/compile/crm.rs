@@ -51,9 +51,12 @@ fn is_api_name(name: &str) -> bool {
 fn partner_object(crm: &str, raw: &RawNames, errs: &mut Errs<'_>) -> Option<Option<PartnerObject>> {
     let (object, fields) = (&raw.partner_object, &raw.partner_fields);
     if crm != "salesforce" {
-        for span in [object.as_ref().map(Spanned::span), fields.as_ref().map(Spanned::span)]
-            .into_iter()
-            .flatten()
+        for span in [
+            object.as_ref().map(Spanned::span),
+            fields.as_ref().map(Spanned::span),
+        ]
+        .into_iter()
+        .flatten()
         {
             errs.at(
                 span,

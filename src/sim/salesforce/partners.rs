@@ -295,7 +295,10 @@ async fn create_any(
     let now = sim.clock.tick();
     let mut inner = sim.lock();
     if let Err(e) = inner.schema.check(d, &body, true) {
-        let code = e["statusCode"].as_str().unwrap_or("INVALID_FIELD").to_owned();
+        let code = e["statusCode"]
+            .as_str()
+            .unwrap_or("INVALID_FIELD")
+            .to_owned();
         let message = e["message"].as_str().unwrap_or_default().to_owned();
         return errors(StatusCode::BAD_REQUEST, &code, &message);
     }

@@ -532,7 +532,13 @@ pub(in crate::store) fn record_evidence(
                 "SELECT dup_key, partner, at_ms FROM credit_evidence WHERE kind = $1 AND id = $2",
                 &[&e.kind.as_str(), &e.id],
             )?
-            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, i64>(2)));
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, i64>(2),
+                )
+            });
         if was.as_ref() == Some(&(key.clone(), e.partner.clone(), e.at_ms)) {
             continue;
         }
