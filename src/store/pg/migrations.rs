@@ -11,9 +11,24 @@ use super::super::StoreError;
 /// index-backed queries (no trigger-kept gauges, see `queries.rs`).
 pub(super) const STEPS: &[(i64, &str, &str)] = &[
     (1, "schema", V1),
+    // Partners' leads and activities, for multi-partner credit (SQLite's "credit evidence").
+    (2, "credit evidence", CREDIT_EVIDENCE),
     // Drifted mapped CRM fields and the writes that left a field out (`schema_drift.rs`).
-    (2, "schema drift", SCHEMA_DRIFT),
+    (3, "schema drift", SCHEMA_DRIFT),
 ];
+
+const CREDIT_EVIDENCE: &str = r#"
+CREATE TABLE credit_evidence (
+    kind       TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    dup_key    TEXT NOT NULL,
+    partner    TEXT NOT NULL,
+    at_ms      BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX credit_evidence_by_key ON credit_evidence (dup_key);
+"#;
 
 /// Applies pending steps, each in its own transaction under an advisory lock scoped to the
 /// schema, so two daemons starting together never run a step twice. Returns the version reached.
@@ -310,7 +325,7 @@ CREATE INDEX partner_credits_unsent ON partner_credits (registration_id)
     WHERE sent IS DISTINCT FROM desired;
 "#;
 
-/// Step 2 "schema drift": SQLite's step of that name (`store/schema_drift.rs`).
+/// Step 3 "schema drift": SQLite's step of that name (`store/schema_drift.rs`).
 const SCHEMA_DRIFT: &str = r#"
 CREATE TABLE schema_drift (
     system   TEXT NOT NULL,
