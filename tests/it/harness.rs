@@ -136,12 +136,18 @@ impl World {
     /// PartnerStack deal is exactly one HubSpot deal, created once, with every mapped field equal
     /// to its mapped value, and the CRM-owned fields mapped back onto the partner's deal.
     pub fn converged(&self) -> Result<(), String> {
+        converged(&self.ps, &self.hs)
+    }
+}
+
+/// [`World::converged`] for any pair of simulators (one tenant's).
+pub fn converged(ps: &PartnerStackSim, hs: &HubSpotSim) -> Result<(), String> {
         use prmsync::mapping::{MappingSet, Op};
         use serde_json::Value;
         let set = MappingSet::builtin().map_err(|e| e.to_string())?;
         let m = &set.mappings[0];
-        let prm = self.ps.deals();
-        let crm = self.hs.objects("deals");
+        let prm = ps.deals();
+        let crm = hs.objects("deals");
         if crm.len() != prm.len() {
             return Err(format!(
                 "{} HubSpot deals for {} PartnerStack deals",
@@ -149,7 +155,7 @@ impl World {
                 prm.len()
             ));
         }
-        let writes = self.hs.writes("deals");
+        let writes = hs.writes("deals");
         let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
         for deal in &prm {
             let key = deal.get("key").and_then(Value::as_str).unwrap_or_default();
@@ -157,7 +163,7 @@ impl World {
             if creates != 1 {
                 return Err(format!("{key} was created {creates} times in HubSpot"));
             }
-            let Some(hs) = self.hs.find("deals", "prm_deal_id", key) else {
+            let Some(hs) = hs.find("deals", "prm_deal_id", key) else {
                 return Err(format!("{key} has no HubSpot deal"));
             };
             let want = m.to_target(deal, Op::Update).map_err(|e| e.to_string())?;
@@ -178,5 +184,4 @@ impl World {
             }
         }
         Ok(())
-    }
 }

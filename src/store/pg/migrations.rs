@@ -14,6 +14,15 @@ pub(super) const STEPS: &[(i64, &str, &str)] = &[(1, "schema", V1)];
 /// Applies pending steps, each in its own transaction under an advisory lock scoped to the
 /// schema, so two daemons starting together never run a step twice. Returns the version reached.
 pub(super) fn migrate(client: &mut Client, schema: &str) -> Result<i64, StoreError> {
+    apply(client, schema, STEPS)
+}
+
+/// Applies `steps` to `schema` (a state's, or the fleet's lease schema: `fleet.rs`).
+pub(super) fn apply(
+    client: &mut Client,
+    schema: &str,
+    steps: &[(i64, &str, &str)],
+) -> Result<i64, StoreError> {
     client.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS {schema};
          CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
@@ -23,21 +32,26 @@ pub(super) fn migrate(client: &mut Client, schema: &str) -> Result<i64, StoreErr
          );"
     ))?;
     let mut version = 0;
-    for (n, name, sql) in STEPS {
+    for (n, name, sql) in steps {
         let mut tx = client.transaction()?;
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext('prmsync migrations ' || $1::TEXT))",
             &[&schema],
         )?;
         let done = tx
-            .query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[n])?
+            .query_opt(
+                &format!("SELECT 1 FROM {schema}.schema_migrations WHERE version = $1"),
+                &[n],
+            )?
             .is_some();
         if !done {
             tx.batch_execute(sql)
                 .map_err(|e| StoreError::PgMigration(format!("step {n} ({name}): {e}")))?;
             tx.execute(
-                "INSERT INTO schema_migrations (version, name, applied_ms)
-                 VALUES ($1, $2, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT)",
+                &format!(
+                    "INSERT INTO {schema}.schema_migrations (version, name, applied_ms)
+                     VALUES ($1, $2, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT)"
+                ),
                 &[n, name],
             )?;
         }
@@ -45,7 +59,10 @@ pub(super) fn migrate(client: &mut Client, schema: &str) -> Result<i64, StoreErr
         version = *n;
     }
     let newest: Option<i64> = client
-        .query_one("SELECT MAX(version) FROM schema_migrations", &[])?
+        .query_one(
+            &format!("SELECT MAX(version) FROM {schema}.schema_migrations"),
+            &[],
+        )?
         .get(0);
     if let Some(newest) = newest.filter(|v| *v > version) {
         return Err(StoreError::PgMigration(format!(

@@ -9,6 +9,7 @@
 pub(super) mod associations;
 pub(super) mod dlq;
 pub(super) mod erase_requests;
+pub mod fleet;
 mod group;
 pub(super) mod migrations;
 pub(super) mod queries;
@@ -16,6 +17,7 @@ pub(super) mod registrations;
 pub(super) mod resync;
 pub(super) mod retention;
 
+use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 
 use postgres::{Client, NoTls, Transaction};
@@ -76,12 +78,27 @@ pub struct PgStore {
     reads: mpsc::Sender<ReadJob>,
     schema: String,
     schema_version: i64,
+    /// Fleet mode: the lease every write-side commit checks (`fleet.rs`).
+    fence: Option<Arc<fleet::Fence>>,
 }
 
 impl PgStore {
     /// Connects, creates the schema and applies pending migrations, and starts both threads.
     /// Blocks the calling thread while it connects (as opening a SQLite file does).
     pub fn open(target: &PgTarget) -> Result<PgStore, StoreError> {
+        PgStore::open_steps(target, migrations::STEPS, None)
+    }
+
+    /// A tenant's state in fleet mode: every write-side commit checks `fence`.
+    pub fn open_fenced(target: &PgTarget, fence: Arc<fleet::Fence>) -> Result<PgStore, StoreError> {
+        PgStore::open_steps(target, migrations::STEPS, Some(fence))
+    }
+
+    fn open_steps(
+        target: &PgTarget,
+        steps: &'static [(i64, &'static str, &'static str)],
+        fence: Option<Arc<fleet::Fence>>,
+    ) -> Result<PgStore, StoreError> {
         target.validate().map_err(StoreError::PgMigration)?;
         let (jobs, mut rx) = mpsc::channel::<WriterJob>(QUEUE_DEPTH);
         let (reads, mut read_rx) = mpsc::channel::<ReadJob>(QUEUE_DEPTH);
@@ -89,7 +106,7 @@ impl PgStore {
         let t = target.clone();
         spawn("prmsync-pg-writer", move || {
             let mut client = match connect(&t).and_then(|mut c| {
-                let v = migrations::migrate(&mut c, &t.schema)?;
+                let v = migrations::apply(&mut c, &t.schema, steps)?;
                 Ok((c, v))
             }) {
                 Ok((c, v)) => {
@@ -127,6 +144,7 @@ impl PgStore {
             reads,
             schema: target.schema.clone(),
             schema_version,
+            fence,
         })
     }
 
@@ -190,8 +208,33 @@ impl PgStore {
         R: Send + 'static,
         F: FnOnce(&mut Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
     {
+        let fence = self.fence.clone();
         self.call(move |client| {
             let mut tx = client.transaction()?;
+            if let Some(fence) = &fence {
+                fence.check(&mut tx, false)?;
+            }
+            let r = f(&mut tx)?;
+            tx.commit()?;
+            Ok(r)
+        })
+        .await
+    }
+
+    /// Like [`PgStore::write`] for taking work that will be sent to a system (the outbox claim):
+    /// in fleet mode the lease must also be unexpired, so a batch is never taken under a lease
+    /// another daemon may already hold.
+    pub(in crate::store) async fn write_claim<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        let fence = self.fence.clone();
+        self.call(move |client| {
+            let mut tx = client.transaction()?;
+            if let Some(fence) = &fence {
+                fence.check(&mut tx, true)?;
+            }
             let r = f(&mut tx)?;
             tx.commit()?;
             Ok(r)
@@ -207,9 +250,13 @@ impl PgStore {
         R: Send + 'static,
         F: FnOnce(&mut Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
     {
+        let fence = self.fence.clone();
         self.call(move |client| {
             let mut tx = client.transaction()?;
             tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+            if let Some(fence) = &fence {
+                fence.check(&mut tx, false)?;
+            }
             let r = f(&mut tx)?;
             tx.commit()?;
             Ok(r)
