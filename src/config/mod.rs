@@ -41,7 +41,7 @@ pub struct Config {
 }
 
 /// Where the state lives.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StateConfig {
     /// `state.url` (+ `state.schema`): a schema of a PostgreSQL database; `None`: the SQLite file
     /// `daemon.state_path`.

@@ -894,7 +894,7 @@ mod leases_on_postgres {
         let Some((target, _)) = fleet("leases_are_claimed") else {
             return;
         };
-        let leases = Leases::open(&target).unwrap();
+        let leases = Leases::open(&target, LONG).unwrap();
         let tenants = vec!["x".to_owned(), "y".to_owned()];
         // Alone, A claims both at generation 1.
         let a = leases
@@ -931,15 +931,17 @@ mod leases_on_postgres {
             .await
             .unwrap();
         assert_eq!((a.held, a.claimed), (vec![("x".into(), 1)], vec![]));
-        // A stops beating with a short lease: once it has expired B takes x at generation 2.
+        // The fleet runs on short leases now and A stops beating: once its lease has expired
+        // (and A counts as gone), B takes x at generation 2.
+        let short = Duration::from_millis(200);
         leases
-            .heartbeat("a".into(), tenants.clone(), Duration::from_millis(200))
+            .heartbeat("a".into(), tenants.clone(), short)
             .await
             .unwrap();
         let mut taken = Vec::new();
         for _ in 0..100 {
             let b = leases
-                .heartbeat("b".into(), tenants.clone(), LONG)
+                .heartbeat("b".into(), tenants.clone(), short)
                 .await
                 .unwrap();
             if !b.claimed.is_empty() {
@@ -949,6 +951,11 @@ mod leases_on_postgres {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(taken, vec![("x".into(), 2)]);
+        let b = leases
+            .heartbeat("b".into(), tenants.clone(), LONG)
+            .await
+            .unwrap();
+        assert_eq!(b.held, vec![("x".into(), 2), ("y".into(), 2)]);
         // A's renewal finds nothing of its own.
         let a = leases
             .heartbeat("a".into(), tenants.clone(), LONG)
@@ -969,9 +976,9 @@ mod leases_on_postgres {
         let Some((target, tenant)) = fleet("fenced_commits") else {
             return;
         };
-        let leases = Leases::open(&target).unwrap();
-        let fence_a = Fence::new(leases.schema(), "t", TENANT_STREAM, "a");
-        let fence_b = Fence::new(leases.schema(), "t", TENANT_STREAM, "b");
+        let leases = Leases::open(&target, LONG).unwrap();
+        let fence_a = Fence::new(leases.schema(), "t", TENANT_STREAM, "a", LONG);
+        let fence_b = Fence::new(leases.schema(), "t", TENANT_STREAM, "b", LONG);
         let a = Store::open_postgres_fenced(&tenant, fence_a.clone()).unwrap();
         let b = Store::open_postgres_fenced(&tenant, fence_b.clone()).unwrap();
         // Not held: every fenced commit is refused.

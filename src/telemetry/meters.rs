@@ -388,6 +388,8 @@ mod tests {
             rate_limit_waits: Family::default(),
             token_refreshes: Family::default(),
             sqlite_busy: Counter::default(),
+            fenced_commits: Counter::default(),
+            leases_held: Family::default(),
             streams: Mutex::default(),
         };
         let hs = SystemKind::HubSpot;

@@ -23,7 +23,7 @@ impl Keeper {
     /// Connects to the fleet's schema (`state.schema`), creating its lease table.
     pub fn open(target: &PgTarget, lease: Duration) -> Result<Keeper, StoreError> {
         Ok(Keeper {
-            leases: Leases::open(target)?,
+            leases: Leases::open(target, lease)?,
             me: daemon_id(),
             lease,
         })
@@ -36,7 +36,7 @@ impl Keeper {
 
     /// A tenant's fence, unarmed until [`Fence::set`] (its start-up writes pass).
     pub fn fence(&self, tenant: &str) -> Arc<Fence> {
-        Fence::new(self.leases.schema(), tenant, TENANT_STREAM, &self.me)
+        Fence::new(self.leases.schema(), tenant, TENANT_STREAM, &self.me, self.lease)
     }
 
     /// One heartbeat for `tenants`, bounded by a beat: a heartbeat that could not reach the

@@ -85,7 +85,7 @@ pub async fn list_fleet(
         .postgres
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("the fleet's state is not PostgreSQL"))?;
-    let leases = Leases::open(target)?.list().await?;
+    let leases = Leases::open(target, fleet.state.lease)?.list().await?;
     let mut out = Vec::new();
     for name in tenant_names(fleet)? {
         let mut t = match load_tenant(fleet, &name, env) {

@@ -263,7 +263,7 @@ async fn failover_three_daemons_twenty_tenants_kill_9_the_busiest_and_the_others
             }
         }
         if leases.is_none() {
-            leases = Leases::open(&target).ok();
+            leases = Leases::open(&target, Duration::from_secs(LEASE_SECS)).ok();
         }
         let l = leases.clone();
         async move {
@@ -279,7 +279,7 @@ async fn failover_three_daemons_twenty_tenants_kill_9_the_busiest_and_the_others
     })
     .await;
     let leases = leases.expect("fleet schema");
-    let client = reqwest::Client::new();
+    let client = prmsync::connector::http_client(Duration::from_secs(10));
     // A steady stream: one registration per tenant in turn, each webhook to the next daemon.
     let mut sent = 0usize;
     for round in 0..2 {
@@ -459,7 +459,8 @@ async fn pipe(
 
 /// The `/metrics` text of the daemon whose admin listener is on `port`.
 async fn metrics(port: u16) -> String {
-    match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+    let client = prmsync::connector::http_client(Duration::from_secs(10));
+    match client.get(format!("http://127.0.0.1:{port}/metrics")).send().await {
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => String::new(),
     }
@@ -514,7 +515,7 @@ async fn partition_a_daemon_whose_database_stalls_past_its_lease_stops_writing_a
             }
         }
         if leases.is_none() {
-            leases = Leases::open(&target).ok();
+            leases = Leases::open(&target, Duration::from_secs(LEASE_SECS)).ok();
         }
         let l = leases.clone();
         let pids = pids.clone();
@@ -530,7 +531,7 @@ async fn partition_a_daemon_whose_database_stalls_past_its_lease_stops_writing_a
     })
     .await;
     let leases = leases.expect("fleet schema");
-    let client = reqwest::Client::new();
+    let client = prmsync::connector::http_client(Duration::from_secs(10));
     for t in tenants.iter_mut() {
         register(&client, t, ports[1]).await;
     }
@@ -598,16 +599,13 @@ async fn partition_a_daemon_whose_database_stalls_past_its_lease_stops_writing_a
     .await;
     // Daemon 0 rejoins: the leases spread again, and more registrations sync with nothing
     // written twice.
-    let mut rejoined_at = i64::MAX;
     wait_ok(WAIT, "the leases spread over both daemons again", || {
         let l = leases.clone();
         let pid = pids[0];
-        let rejoined = &mut rejoined_at;
         async move {
             let rows = l.list().await.map_err(|e| e.to_string())?;
             let mine = held_by(&rows).remove(&pid).unwrap_or_default();
             if mine.len() == 2 {
-                *rejoined = mine.iter().filter_map(|r| r.claimed_at_ms).min().unwrap_or(0);
                 Ok(())
             } else {
                 Err(format!("daemon 0 holds {mine:?}"))
@@ -615,6 +613,13 @@ async fn partition_a_daemon_whose_database_stalls_past_its_lease_stops_writing_a
         }
     })
     .await;
+    let rejoined_at = held_by(&leases.list().await.unwrap())
+        .remove(&pids[0])
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| r.claimed_at_ms)
+        .min()
+        .unwrap_or(i64::MAX);
     for (i, t) in tenants.iter_mut().enumerate() {
         register(&client, t, ports[i % 2]).await;
     }

@@ -56,16 +56,25 @@ pub struct Fence {
     pub tenant: String,
     pub stream: String,
     pub holder: String,
+    /// How long the lease lasts: the longest a fenced transaction may sit open.
+    pub lease: Duration,
     generation: AtomicI64,
 }
 
 impl Fence {
-    pub fn new(fleet_schema: &str, tenant: &str, stream: &str, holder: &str) -> Arc<Fence> {
+    pub fn new(
+        fleet_schema: &str,
+        tenant: &str,
+        stream: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Arc<Fence> {
         Arc::new(Fence {
             fleet_schema: fleet_schema.to_owned(),
             tenant: tenant.to_owned(),
             stream: stream.to_owned(),
             holder: holder.to_owned(),
+            lease,
             generation: AtomicI64::new(-1),
         })
     }
@@ -157,10 +166,12 @@ pub struct Leases {
 }
 
 impl Leases {
-    /// Connects to the fleet schema, creating and migrating it.
-    pub fn open(target: &PgTarget) -> Result<Leases, StoreError> {
+    /// Connects to the fleet schema, creating and migrating it. `lease`: the longest a
+    /// heartbeat's transaction may sit open before the server ends the session (a stalled
+    /// daemon must not keep lease rows locked).
+    pub fn open(target: &PgTarget, lease: Duration) -> Result<Leases, StoreError> {
         Ok(Leases {
-            store: PgStore::open_steps(target, STEPS, None)?,
+            store: PgStore::open_steps(target, STEPS, None, Some(lease))?,
         })
     }
 
@@ -216,7 +227,8 @@ impl Leases {
             .write(move |tx| {
                 Ok(tx.execute(
                     "UPDATE leases SET expires_at = '-infinity'
-                     WHERE tenant = $1 AND stream = $2 AND holder = $3 AND generation = $4",
+                     WHERE tenant = $1 AND stream = $2 AND holder = $3 AND generation = $4
+                       AND expires_at > '-infinity'",
                     &[&tenant, &TENANT_STREAM, &me, &generation],
                 )? == 1)
             })
@@ -253,7 +265,7 @@ impl Leases {
                 Ok(tx
                     .query_one(
                         "UPDATE leases SET holder = $3, generation = generation + 1,
-                             expires_at = now() + make_interval(secs => $4), claimed_at = now()
+                             expires_at = now() + make_interval(secs => $4::FLOAT8), claimed_at = now()
                          WHERE tenant = $1 AND stream = $2 RETURNING generation",
                         &[&tenant, &TENANT_STREAM, &holder, &secs],
                     )?
@@ -286,13 +298,13 @@ fn heartbeat(
     )?;
     // A daemon silent for three lease periods is gone (killed): it no longer counts in the spread.
     tx.execute(
-        "DELETE FROM daemons WHERE seen_at < now() - make_interval(secs => $1 * 3)",
+        "DELETE FROM daemons WHERE seen_at < now() - make_interval(secs => $1::FLOAT8 * 3)",
         &[&secs],
     )?;
     ensure_rows(tx, tenants)?;
     let live: i64 = tx
         .query_one(
-            "SELECT count(*) FROM daemons WHERE seen_at > now() - make_interval(secs => $1)",
+            "SELECT count(*) FROM daemons WHERE seen_at > now() - make_interval(secs => $1::FLOAT8)",
             &[&secs],
         )?
         .try_get(0)?;
@@ -306,7 +318,7 @@ fn heartbeat(
     // Renew what is still ours (an expired lease nobody took yet is ours again, same generation).
     let held: Vec<(String, i64)> = tx
         .query(
-            "UPDATE leases SET expires_at = now() + make_interval(secs => $3)
+            "UPDATE leases SET expires_at = now() + make_interval(secs => $3::FLOAT8)
              WHERE holder = $1 AND stream = $2 AND tenant = ANY($4)
                AND expires_at > '-infinity'
              RETURNING tenant, generation",
@@ -315,6 +327,8 @@ fn heartbeat(
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect::<Result<_, StoreError>>()?;
+    let mut held = held;
+    held.sort();
     let room = fair_share.saturating_sub(held.len());
     let claimed: Vec<(String, i64)> = if room == 0 {
         Vec::new()
@@ -328,7 +342,7 @@ fn heartbeat(
                  FOR UPDATE SKIP LOCKED
              )
              UPDATE leases l SET holder = $1, generation = l.generation + 1,
-                 expires_at = now() + make_interval(secs => $3), claimed_at = now()
+                 expires_at = now() + make_interval(secs => $3::FLOAT8), claimed_at = now()
              FROM free WHERE l.tenant = free.tenant AND l.stream = free.stream
              RETURNING l.tenant, l.generation",
             &[&me, &TENANT_STREAM, &secs, &tenants, &(room as i64)],
@@ -337,6 +351,8 @@ fn heartbeat(
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect::<Result<_, StoreError>>()?
     };
+    let mut claimed = claimed;
+    claimed.sort();
     Ok(Heartbeat {
         held,
         claimed,
@@ -352,7 +368,7 @@ fn list(c: &mut impl GenericClient) -> Result<Vec<LeaseRow>, StoreError> {
                 CASE WHEN expires_at = '-infinity' THEN NULL
                      ELSE (EXTRACT(EPOCH FROM expires_at) * 1000)::BIGINT END,
                 (EXTRACT(EPOCH FROM claimed_at) * 1000)::BIGINT
-         FROM leases ORDER BY tenant, stream
+         FROM leases ORDER BY tenant, stream",
         &[],
     )?
     .iter()
@@ -397,6 +413,7 @@ fn listen_once(
     url: &str,
     tx: &tokio::sync::mpsc::Sender<String>,
 ) -> Result<(), postgres::Error> {
+    use postgres::fallible_iterator::FallibleIterator as _;
     let mut client = postgres::Client::connect(url, postgres::NoTls)?;
     client.batch_execute(&format!("LISTEN {INBOX_CHANNEL}"))?;
     while !tx.is_closed() {

@@ -11,25 +11,26 @@ use super::super::StoreError;
 /// index-backed queries (no trigger-kept gauges, see `queries.rs`).
 pub(super) const STEPS: &[(i64, &str, &str)] = &[(1, "schema", V1)];
 
-/// Applies pending steps, each in its own transaction under an advisory lock scoped to the
-/// schema, so two daemons starting together never run a step twice. Returns the version reached.
-pub(super) fn migrate(client: &mut Client, schema: &str) -> Result<i64, StoreError> {
-    apply(client, schema, STEPS)
-}
-
-/// Applies `steps` to `schema` (a state's, or the fleet's lease schema: `fleet.rs`).
+/// Applies pending `steps` (a state's [`STEPS`], or the fleet schema's: `fleet.rs`), each in its
+/// own transaction under an advisory lock scoped to the schema, so two daemons starting together
+/// never run a step twice. Returns the version reached.
 pub(super) fn apply(
     client: &mut Client,
     schema: &str,
     steps: &[(i64, &str, &str)],
 ) -> Result<i64, StoreError> {
+    // Under the migrations lock too: two daemons creating the same table at once would
+    // collide in the catalog (`IF NOT EXISTS` does not serialise them).
     client.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
+        "BEGIN;
+         SELECT pg_advisory_xact_lock(hashtext('prmsync migrations {schema}'));
+         CREATE SCHEMA IF NOT EXISTS {schema};
          CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
              version    BIGINT PRIMARY KEY,
              name       TEXT NOT NULL,
              applied_ms BIGINT NOT NULL
-         );"
+         );
+         COMMIT;"
     ))?;
     let mut version = 0;
     for (n, name, sql) in steps {

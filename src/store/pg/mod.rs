@@ -86,18 +86,23 @@ impl PgStore {
     /// Connects, creates the schema and applies pending migrations, and starts both threads.
     /// Blocks the calling thread while it connects (as opening a SQLite file does).
     pub fn open(target: &PgTarget) -> Result<PgStore, StoreError> {
-        PgStore::open_steps(target, migrations::STEPS, None)
+        PgStore::open_steps(target, migrations::STEPS, None, None)
     }
 
-    /// A tenant's state in fleet mode: every write-side commit checks `fence`.
+    /// A tenant's state in fleet mode: every write-side commit checks `fence`, and the server
+    /// ends the writer's session if it sits in a transaction for a lease (a stalled daemon's
+    /// open transaction would otherwise keep the lease row locked from the next holder).
     pub fn open_fenced(target: &PgTarget, fence: Arc<fleet::Fence>) -> Result<PgStore, StoreError> {
-        PgStore::open_steps(target, migrations::STEPS, Some(fence))
+        let idle = fence.lease;
+        PgStore::open_steps(target, migrations::STEPS, Some(fence), Some(idle))
     }
 
+    /// `idle`: the writer connection's `idle_in_transaction_session_timeout`.
     fn open_steps(
         target: &PgTarget,
         steps: &'static [(i64, &'static str, &'static str)],
         fence: Option<Arc<fleet::Fence>>,
+        idle: Option<std::time::Duration>,
     ) -> Result<PgStore, StoreError> {
         target.validate().map_err(StoreError::PgMigration)?;
         let (jobs, mut rx) = mpsc::channel::<WriterJob>(QUEUE_DEPTH);
@@ -107,6 +112,12 @@ impl PgStore {
         spawn("prmsync-pg-writer", move || {
             let mut client = match connect(&t).and_then(|mut c| {
                 let v = migrations::apply(&mut c, &t.schema, steps)?;
+                if let Some(idle) = idle {
+                    c.batch_execute(&format!(
+                        "SET idle_in_transaction_session_timeout = {}",
+                        idle.as_millis().max(1)
+                    ))?;
+                }
                 Ok((c, v))
             }) {
                 Ok((c, v)) => {
@@ -290,7 +301,11 @@ fn connect(target: &PgTarget) -> Result<Client, StoreError> {
         Client::connect(&target.url, NoTls).map_err(|e| StoreError::PgConnect(e.to_string()))?;
     let schema = &target.schema;
     client.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
+        "BEGIN;
+         SELECT pg_advisory_xact_lock(hashtext('prmsync migrations {schema}'));
+         CREATE SCHEMA IF NOT EXISTS {schema};
+         COMMIT;
+         SET search_path TO {schema}"
     ))?;
     Ok(client)
 }
