@@ -737,9 +737,9 @@ fn tenants_status(fleet: &config::FleetConfig, json: bool) -> ExitCode {
     let now = jiff::Timestamp::now().as_millisecond();
     let env = Environment::from_process();
     let list = if fleet.state.postgres.is_some() {
-        match runtime().and_then(|rt| {
-            rt.block_on(prmsync::tenants::status::list_fleet(fleet, &env, now))
-        }) {
+        match runtime()
+            .and_then(|rt| rt.block_on(prmsync::tenants::status::list_fleet(fleet, &env, now)))
+        {
             Ok(l) => Ok(l),
             Err(e) => {
                 eprintln!("cannot read the fleet's PostgreSQL state: {e:#}");

@@ -985,32 +985,40 @@ mod leases_on_postgres {
         fence_a.set(0);
         fence_b.set(0);
         let refused = a.commit_plan(plan(vec![write("f", "d0", "0")]), 1).await;
-        assert!(matches!(refused, Err(StoreError::Fenced { .. })), "{refused:?}");
+        assert!(
+            matches!(refused, Err(StoreError::Fenced { .. })),
+            "{refused:?}"
+        );
         // A holds generation 1: its commits and outbox claims pass.
-        let g = leases.take_over("a".into(), "t".into(), LONG).await.unwrap();
+        let g = leases
+            .take_over("a".into(), "t".into(), LONG)
+            .await
+            .unwrap();
         fence_a.set(g);
         a.commit_plan(plan(vec![write("f", "d1", "1")]), 2)
             .await
             .unwrap();
         assert_eq!(
-            a.due_outbox(SystemKind::HubSpot, 10, 10).await.unwrap().len(),
+            a.due_outbox(SystemKind::HubSpot, 10, 10)
+                .await
+                .unwrap()
+                .len(),
             1
         );
         // B takes the tenant over: A's plan commits, claims and completions are refused, B's pass.
-        let g2 = leases.take_over("b".into(), "t".into(), LONG).await.unwrap();
+        let g2 = leases
+            .take_over("b".into(), "t".into(), LONG)
+            .await
+            .unwrap();
         assert_eq!(g2, g + 1);
         fence_b.set(g2);
         let before = crate::telemetry::meters::meters().fenced_commits();
         for refused in [
             a.commit_plan(plan(vec![write("f", "d2", "2")]), 3).await,
             a.due_outbox(SystemKind::HubSpot, 10, 10).await.map(|_| ()),
-            a.stage_changes(
-                vec![change("p", 3)],
-                Some((deals(), Cursor::at(3, "p"))),
-                3,
-            )
-            .await
-            .map(|_| ()),
+            a.stage_changes(vec![change("p", 3)], Some((deals(), Cursor::at(3, "p"))), 3)
+                .await
+                .map(|_| ()),
         ] {
             assert!(
                 matches!(refused, Err(StoreError::Fenced { held, current, .. }) if held == g && current == g2),
@@ -1025,7 +1033,9 @@ mod leases_on_postgres {
             .unwrap();
         // Webhook staging is not fenced: any daemon stages for any tenant.
         assert_eq!(
-            a.stage_changes(vec![change("w", 5)], None, 5).await.unwrap(),
+            a.stage_changes(vec![change("w", 5)], None, 5)
+                .await
+                .unwrap(),
             1
         );
         assert_eq!(b.pending_inbox(10).await.unwrap().len(), 1);

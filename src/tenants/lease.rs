@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::store::StoreError;
-use crate::store::pg::fleet::{Fence, Heartbeat, Leases, TENANT_STREAM};
 use crate::store::pg::PgTarget;
+use crate::store::pg::fleet::{Fence, Heartbeat, Leases, TENANT_STREAM};
 
 /// This daemon's handle on the fleet's leases.
 #[derive(Debug, Clone)]
@@ -36,7 +36,13 @@ impl Keeper {
 
     /// A tenant's fence, unarmed until [`Fence::set`] (its start-up writes pass).
     pub fn fence(&self, tenant: &str) -> Arc<Fence> {
-        Fence::new(self.leases.schema(), tenant, TENANT_STREAM, &self.me, self.lease)
+        Fence::new(
+            self.leases.schema(),
+            tenant,
+            TENANT_STREAM,
+            &self.me,
+            self.lease,
+        )
     }
 
     /// One heartbeat for `tenants`, bounded by a beat: a heartbeat that could not reach the

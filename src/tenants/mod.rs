@@ -306,8 +306,11 @@ impl Fleet {
             match assembled {
                 Ok(tenant) => {
                     let stop = CancellationToken::new();
-                    self.tasks
-                        .spawn(tenant.maintain(self.clock.clone(), stop.clone()));
+                    // Fleet mode: retention runs with the pipeline, where the lease is held.
+                    if fence.is_none() {
+                        self.tasks
+                            .spawn(tenant.maintain(self.clock.clone(), stop.clone()));
+                    }
                     let webhooks = crate::webhook::router(
                         tenant.webhooks.clone(),
                         self.config.http.max_body_bytes,
@@ -457,12 +460,16 @@ impl Fleet {
                     r.held = lease::Held::Yes { generation, until };
                     tracing::info!(tenant = %name, generation, "lease held: starting the tenant here");
                     r.pipeline = Some(start_pipeline(&name, &r.tenant));
+                    r.stop = CancellationToken::new();
+                    self.tasks
+                        .spawn(r.tenant.maintain(self.clock.clone(), r.stop.clone()));
                 }
                 lease::Step::Stop => {
                     tracing::warn!(tenant = %name, "lease lost to another daemon: stopping the tenant here");
                     self.stop_pipeline(r);
                 }
                 lease::Step::Release(generation) => {
+                    r.stop.cancel();
                     if let Some(p) = r.pipeline.take() {
                         p.stop().await;
                     }
@@ -493,6 +500,7 @@ impl Fleet {
         if let Some(f) = &r.fence {
             f.set(0);
         }
+        r.stop.cancel();
         r.held = lease::Held::No;
         if let Some(p) = r.pipeline.take() {
             let ready = r.tenant.webhooks.ready.clone();

@@ -202,12 +202,11 @@ async fn register(client: &reqwest::Client, t: &mut Sims, port: u16) -> bool {
         return false;
     };
     let key = t.ps.upsert_deal(deal);
-    let stored = t
-        .ps
-        .deals()
-        .into_iter()
-        .find(|d| d.get("key").and_then(Value::as_str) == Some(key.as_str()))
-        .expect("the deal just added");
+    let stored =
+        t.ps.deals()
+            .into_iter()
+            .find(|d| d.get("key").and_then(Value::as_str) == Some(key.as_str()))
+            .expect("the deal just added");
     let body = serde_json::to_vec(&json!({"event": "deal.created", "data": stored})).unwrap();
     let url = format!("http://127.0.0.1:{port}/webhooks/{}/partnerstack", t.name);
     let resp = client
@@ -251,32 +250,48 @@ async fn failover_three_daemons_twenty_tenants_kill_9_the_busiest_and_the_others
     write_tenants(root, &tenants);
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let configs: Vec<PathBuf> = (0..3)
-        .map(|d| write_config(root, d, &target.url, &target.schema, (ports[d], free_port())))
+        .map(|d| {
+            write_config(
+                root,
+                d,
+                &target.url,
+                &target.schema,
+                (ports[d], free_port()),
+            )
+        })
         .collect();
     let mut children: Vec<Child> = (0..3).map(|d| spawn(&configs[d], d)).collect();
     // The fleet's schema exists once a daemon has started.
     let mut leases = None;
-    wait_ok(WAIT, "every tenant leased, spread over three daemons", || {
-        for (d, c) in children.iter_mut().enumerate() {
-            if let Ok(Some(s)) = c.try_wait() {
-                panic!("daemon {d} exited with {s}:\n{}", log_of(&configs[d]));
+    wait_ok(
+        WAIT,
+        "every tenant leased, spread over three daemons",
+        || {
+            for (d, c) in children.iter_mut().enumerate() {
+                if let Ok(Some(s)) = c.try_wait() {
+                    panic!("daemon {d} exited with {s}:\n{}", log_of(&configs[d]));
+                }
             }
-        }
-        if leases.is_none() {
-            leases = Leases::open(&target, Duration::from_secs(LEASE_SECS)).ok();
-        }
-        let l = leases.clone();
-        async move {
-            let rows = l.ok_or("no fleet schema yet")?.list().await.map_err(|e| e.to_string())?;
-            let by = held_by(&rows);
-            let live = rows.iter().filter(|r| r.live).count();
-            if live == 20 && by.len() == 3 {
-                Ok(())
-            } else {
-                Err(format!("{live} live leases over {} daemons", by.len()))
+            if leases.is_none() {
+                leases = Leases::open(&target, Duration::from_secs(LEASE_SECS)).ok();
             }
-        }
-    })
+            let l = leases.clone();
+            async move {
+                let rows = l
+                    .ok_or("no fleet schema yet")?
+                    .list()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let by = held_by(&rows);
+                let live = rows.iter().filter(|r| r.live).count();
+                if live == 20 && by.len() == 3 {
+                    Ok(())
+                } else {
+                    Err(format!("{live} live leases over {} daemons", by.len()))
+                }
+            }
+        },
+    )
     .await;
     let leases = leases.expect("fleet schema");
     let client = prmsync::connector::http_client(Duration::from_secs(10));
@@ -314,24 +329,29 @@ async fn failover_three_daemons_twenty_tenants_kill_9_the_busiest_and_the_others
     };
     let takeover = async {
         let mut rows = Vec::new();
-        wait_ok(WAIT, "the killed daemon's tenants held by the others", || {
-            let l = leases.clone();
-            let orphaned = orphaned.clone();
-            let victim_pid = victim_pid;
-            async move {
-                let now = l.list().await.map_err(|e| e.to_string())?;
-                let taken: Vec<&LeaseRow> = now
-                    .iter()
-                    .filter(|r| orphaned.iter().any(|o| o.tenant == r.tenant))
-                    .filter(|r| r.live && r.holder.as_deref().and_then(pid_of) != Some(victim_pid))
-                    .collect();
-                if taken.len() == orphaned.len() {
-                    Ok(())
-                } else {
-                    Err(format!("{} of {} taken over", taken.len(), orphaned.len()))
+        wait_ok(
+            WAIT,
+            "the killed daemon's tenants held by the others",
+            || {
+                let l = leases.clone();
+                let orphaned = orphaned.clone();
+                async move {
+                    let now = l.list().await.map_err(|e| e.to_string())?;
+                    let taken: Vec<&LeaseRow> = now
+                        .iter()
+                        .filter(|r| orphaned.iter().any(|o| o.tenant == r.tenant))
+                        .filter(|r| {
+                            r.live && r.holder.as_deref().and_then(pid_of) != Some(victim_pid)
+                        })
+                        .collect();
+                    if taken.len() == orphaned.len() {
+                        Ok(())
+                    } else {
+                        Err(format!("{} of {} taken over", taken.len(), orphaned.len()))
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
         rows.extend(leases.list().await.unwrap());
         rows
@@ -372,13 +392,16 @@ async fn failover_three_daemons_twenty_tenants_kill_9_the_busiest_and_the_others
     })
     .await;
     for t in &tenants {
-        let late: Vec<i64> = t
-            .hs
-            .upserts_by(&daemon_token(victim))
-            .into_iter()
-            .filter(|at| *at > killed_at)
-            .collect();
-        assert!(late.is_empty(), "{}: writes by the killed daemon after the kill", t.name);
+        let late: Vec<i64> =
+            t.hs.upserts_by(&daemon_token(victim))
+                .into_iter()
+                .filter(|at| *at > killed_at)
+                .collect();
+        assert!(
+            late.is_empty(),
+            "{}: writes by the killed daemon after the kill",
+            t.name
+        );
     }
     for c in &mut children {
         let _ = c.kill();
@@ -397,7 +420,9 @@ struct Proxy {
 
 impl Proxy {
     async fn start(upstream: std::net::SocketAddr) -> Proxy {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
         let port = listener.local_addr().unwrap().port();
         let paused = Arc::new(AtomicBool::new(false));
         let resumed = Arc::new(tokio::sync::Notify::new());
@@ -460,7 +485,11 @@ async fn pipe(
 /// The `/metrics` text of the daemon whose admin listener is on `port`.
 async fn metrics(port: u16) -> String {
     let client = prmsync::connector::http_client(Duration::from_secs(10));
-    match client.get(format!("http://127.0.0.1:{port}/metrics")).send().await {
+    match client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+    {
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => String::new(),
     }
@@ -477,7 +506,7 @@ fn fenced_commits(metrics: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partition_a_daemon_whose_database_stalls_past_its_lease_stops_writing_and_corrupts_nothing()
-{
+ {
     let Some(target) = fleet_target("fleet::partition") else {
         return;
     };
@@ -520,9 +549,15 @@ async fn partition_a_daemon_whose_database_stalls_past_its_lease_stops_writing_a
         let l = leases.clone();
         let pids = pids.clone();
         async move {
-            let rows = l.ok_or("no fleet schema yet")?.list().await.map_err(|e| e.to_string())?;
+            let rows = l
+                .ok_or("no fleet schema yet")?
+                .list()
+                .await
+                .map_err(|e| e.to_string())?;
             let by = held_by(&rows);
-            if by.get(&pids[0]).is_some_and(|v| v.len() == 2) && by.get(&pids[1]).is_some_and(|v| v.len() == 2) {
+            if by.get(&pids[0]).is_some_and(|v| v.len() == 2)
+                && by.get(&pids[1]).is_some_and(|v| v.len() == 2)
+            {
                 Ok(())
             } else {
                 Err(format!("{by:?}"))
@@ -578,10 +613,14 @@ async fn partition_a_daemon_whose_database_stalls_past_its_lease_stops_writing_a
             .await;
         }
     }
-    wait_ok(WAIT, "every tenant converged while daemon 0 is stalled", || {
-        let r = all_converged(&tenants);
-        async move { r }
-    })
+    wait_ok(
+        WAIT,
+        "every tenant converged while daemon 0 is stalled",
+        || {
+            let r = all_converged(&tenants);
+            async move { r }
+        },
+    )
     .await;
     let taken = leases.list().await.unwrap();
     let took_over_at = stalled
@@ -592,10 +631,14 @@ async fn partition_a_daemon_whose_database_stalls_past_its_lease_stops_writing_a
     // The connection comes back: daemon 0's commits queued behind the stall reach PostgreSQL
     // under a generation that moved on, and are refused.
     proxy.resume();
-    wait_until(WAIT, "daemon 0 refused commits under a stale generation", || {
-        let port = admin[0];
-        async move { fenced_commits(&metrics(port).await) > 0 }
-    })
+    wait_until(
+        WAIT,
+        "daemon 0 refused commits under a stale generation",
+        || {
+            let port = admin[0];
+            async move { fenced_commits(&metrics(port).await) > 0 }
+        },
+    )
     .await;
     // Daemon 0 rejoins: the leases spread again, and more registrations sync with nothing
     // written twice.
@@ -633,12 +676,11 @@ async fn partition_a_daemon_whose_database_stalls_past_its_lease_stops_writing_a
     // were refused once the generation had moved on. Only a batch already on its way when the
     // stall began may land after it.
     for t in &tenants {
-        let stale: Vec<i64> = t
-            .hs
-            .upserts_by(&daemon_token(0))
-            .into_iter()
-            .filter(|at| *at > paused_at && *at < rejoined_at)
-            .collect();
+        let stale: Vec<i64> =
+            t.hs.upserts_by(&daemon_token(0))
+                .into_iter()
+                .filter(|at| *at > paused_at && *at < rejoined_at)
+                .collect();
         assert!(
             stale.len() <= 1,
             "{}: daemon 0 wrote at {stale:?}, stalled at {paused_at}, taken over at {took_over_at}, rejoined at {rejoined_at}",

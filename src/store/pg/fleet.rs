@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use postgres::{GenericClient, Transaction};
+use postgres::Transaction;
 
 use super::{PgStore, PgTarget};
 use crate::store::StoreError;
@@ -247,7 +247,7 @@ impl Leases {
 
     /// Every lease row, by tenant.
     pub async fn list(&self) -> Result<Vec<LeaseRow>, StoreError> {
-        self.store.read(|c| list(c)).await
+        self.store.read(list).await
     }
 
     /// Moves `tenant`'s lease to `holder` at the next generation now, whoever held it (tests and
@@ -360,7 +360,7 @@ fn heartbeat(
     })
 }
 
-fn list(c: &mut impl GenericClient) -> Result<Vec<LeaseRow>, StoreError> {
+fn list(c: &mut postgres::Client) -> Result<Vec<LeaseRow>, StoreError> {
     c.query(
         "SELECT tenant, stream, holder, generation, expires_at > now(),
                 CASE WHEN expires_at = '-infinity' THEN -1
@@ -409,10 +409,7 @@ pub fn listen(target: &PgTarget) -> tokio::sync::mpsc::Receiver<String> {
     rx
 }
 
-fn listen_once(
-    url: &str,
-    tx: &tokio::sync::mpsc::Sender<String>,
-) -> Result<(), postgres::Error> {
+fn listen_once(url: &str, tx: &tokio::sync::mpsc::Sender<String>) -> Result<(), postgres::Error> {
     use postgres::fallible_iterator::FallibleIterator as _;
     let mut client = postgres::Client::connect(url, postgres::NoTls)?;
     client.batch_execute(&format!("LISTEN {INBOX_CHANNEL}"))?;
