@@ -9,7 +9,24 @@ use super::super::StoreError;
 /// state has no older history to carry forward), with PostgreSQL types: `BIGINT` for SQLite's
 /// `INTEGER`, `BYTEA` for `BLOB`, identity columns for `INTEGER PRIMARY KEY`. Status counts are
 /// index-backed queries (no trigger-kept gauges, see `queries.rs`).
-pub(super) const STEPS: &[(i64, &str, &str)] = &[(1, "schema", V1)];
+pub(super) const STEPS: &[(i64, &str, &str)] = &[
+    (1, "schema", V1),
+    // Partners' leads and activities, for multi-partner credit (SQLite's "credit evidence").
+    (2, "credit evidence", CREDIT_EVIDENCE),
+];
+
+const CREDIT_EVIDENCE: &str = r#"
+CREATE TABLE credit_evidence (
+    kind       TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    dup_key    TEXT NOT NULL,
+    partner    TEXT NOT NULL,
+    at_ms      BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX credit_evidence_by_key ON credit_evidence (dup_key);
+"#;
 
 /// Applies pending `steps` (a state's [`STEPS`], or the fleet schema's: `fleet.rs`), each in its
 /// own transaction under an advisory lock scoped to the schema, so two daemons starting together
