@@ -449,6 +449,29 @@ async fn hubspot_a_partners_lead_on_the_customer_makes_it_influencing() {
     );
     assert_report_counts_the_lead(&w);
     d.shutdown().await;
+
+    // `registrations show` gives each credit with its reason, the lead cited.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prmsync"))
+        .args(["registrations", "show", "reg_a", "--state"])
+        .arg(w.state_path())
+        .output()
+        .expect("run prmsync");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("partner credits:"), "{text}");
+    assert!(
+        text.contains("sourced (primary)") && text.contains("part_2 won the registration reg_a"),
+        "{text}"
+    );
+    assert!(
+        text.contains("part_3's lead L1 on ")
+            && text.contains(
+                "was on the same customer, within 90 days of the opportunity's creation on"
+            ),
+        "{text}"
+    );
+    assert!(!text.contains("part_4"), "{text}");
+    assert!(text.contains("in the CRM: confirmed by the CRM"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
