@@ -75,6 +75,14 @@ pub enum StoreError {
     PgConnect(String),
     #[error("PostgreSQL state migration failed: {0}")]
     PgMigration(String),
+    #[error(
+        "tenant {tenant}: commit refused, this daemon's lease generation {held} is not the lease's {current} (another daemon holds the tenant now)"
+    )]
+    Fenced {
+        tenant: String,
+        held: i64,
+        current: i64,
+    },
     #[error("{0} is not available on the PostgreSQL state backend yet")]
     NotOnPostgres(&'static str),
 }
@@ -410,6 +418,17 @@ impl Store {
     pub fn open_postgres(target: &pg::PgTarget) -> Result<Store, StoreError> {
         Ok(Store {
             backend: Backend::Postgres(pg::PgStore::open(target)?),
+        })
+    }
+
+    /// Connects to a tenant's PostgreSQL state in fleet mode: every write-side commit checks
+    /// `fence` (see `pg/fleet.rs`).
+    pub fn open_postgres_fenced(
+        target: &pg::PgTarget,
+        fence: std::sync::Arc<pg::fleet::Fence>,
+    ) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Postgres(pg::PgStore::open_fenced(target, fence)?),
         })
     }
 
@@ -934,7 +953,7 @@ impl Store {
     ) -> Result<Vec<OutboxItem>, StoreError> {
         if let Some(pg) = self.pg() {
             return pg
-                .call(move |c| pg::queries::due_outbox(c, system, now_ms, limit))
+                .write_claim(move |tx| pg::queries::due_outbox(tx, system, now_ms, limit))
                 .await;
         }
         self.call(move |conn| queries::due_outbox(conn, system, now_ms, limit))

@@ -34,33 +34,48 @@ CREATE TABLE credit_evidence (
 CREATE INDEX credit_evidence_by_key ON credit_evidence (dup_key);
 "#;
 
-/// Applies pending steps, each in its own transaction under an advisory lock scoped to the
-/// schema, so two daemons starting together never run a step twice. Returns the version reached.
-pub(super) fn migrate(client: &mut Client, schema: &str) -> Result<i64, StoreError> {
+/// Applies pending `steps` (a state's [`STEPS`], or the fleet schema's: `fleet.rs`), each in its
+/// own transaction under an advisory lock scoped to the schema, so two daemons starting together
+/// never run a step twice. Returns the version reached.
+pub(super) fn apply(
+    client: &mut Client,
+    schema: &str,
+    steps: &[(i64, &str, &str)],
+) -> Result<i64, StoreError> {
+    // Under the migrations lock too: two daemons creating the same table at once would
+    // collide in the catalog (`IF NOT EXISTS` does not serialise them).
     client.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
+        "BEGIN;
+         SELECT pg_advisory_xact_lock(hashtext('prmsync migrations {schema}'));
+         CREATE SCHEMA IF NOT EXISTS {schema};
          CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
              version    BIGINT PRIMARY KEY,
              name       TEXT NOT NULL,
              applied_ms BIGINT NOT NULL
-         );"
+         );
+         COMMIT;"
     ))?;
     let mut version = 0;
-    for (n, name, sql) in STEPS {
+    for (n, name, sql) in steps {
         let mut tx = client.transaction()?;
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext('prmsync migrations ' || $1::TEXT))",
             &[&schema],
         )?;
         let done = tx
-            .query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[n])?
+            .query_opt(
+                &format!("SELECT 1 FROM {schema}.schema_migrations WHERE version = $1"),
+                &[n],
+            )?
             .is_some();
         if !done {
             tx.batch_execute(sql)
                 .map_err(|e| StoreError::PgMigration(format!("step {n} ({name}): {e}")))?;
             tx.execute(
-                "INSERT INTO schema_migrations (version, name, applied_ms)
-                 VALUES ($1, $2, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT)",
+                &format!(
+                    "INSERT INTO {schema}.schema_migrations (version, name, applied_ms)
+                     VALUES ($1, $2, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT)"
+                ),
                 &[n, name],
             )?;
         }
@@ -68,7 +83,10 @@ pub(super) fn migrate(client: &mut Client, schema: &str) -> Result<i64, StoreErr
         version = *n;
     }
     let newest: Option<i64> = client
-        .query_one("SELECT MAX(version) FROM schema_migrations", &[])?
+        .query_one(
+            &format!("SELECT MAX(version) FROM {schema}.schema_migrations"),
+            &[],
+        )?
         .get(0);
     if let Some(newest) = newest.filter(|v| *v > version) {
         return Err(StoreError::PgMigration(format!(
