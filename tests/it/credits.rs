@@ -675,3 +675,65 @@ async fn the_salesforce_simulator_describes_and_checks_the_custom_partner_object
     assert_eq!(r.status().as_u16(), 201);
     assert_eq!(sf.records("Partner_Credit__c").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubspot_a_partners_activity_on_the_customer_makes_it_influencing() {
+    let w = World::seeded(0).await;
+    let sourcing = w.hs.define_label("deals", "companies", "Sourcing partner");
+    let influencing =
+        w.hs.define_label("deals", "companies", "Influencing partner");
+    // Activity evidence, its customer read from the action's `customer.email`.
+    let rules = prmsync::rules::BUILTIN.1.replacen(
+        r#"influence_from = ["registration", "lead"]"#,
+        "influence_from = [\"registration\", \"activity\"]\n\
+         activity = { customer = [\"customer.email\"] }",
+        1,
+    );
+    assert_ne!(rules, prmsync::rules::BUILTIN.1);
+    let mut config = w.config();
+    config.daemon.mappings_dir = Some(mappings(
+        w.dir.path(),
+        &[
+            "partnerstack-hubspot-deals.toml",
+            "partnerstack-hubspot-companies.toml",
+            "partnerstack-hubspot-tasks.toml",
+        ],
+        rules,
+    ));
+    let d = Daemon::start(config, system_clock())
+        .await
+        .expect("daemon starts");
+    w.ps.upsert_item("partnerships", partnership("part_2", "Blue Harbor"));
+    w.ps.upsert_item("partnerships", partnership("part_3", "Summit"));
+    w.ps.upsert_item("partnerships", partnership("part_4", "Contoso"));
+    let action = |key: &str, partner: &str, email: &str| {
+        object(json!({
+            "key": key, "partnership_key": partner, "type": "meeting_held", "value": 1,
+            "archived": false, "customer": {"email": email},
+        }))
+    };
+    // Summit held a meeting with the customer; Contoso's meeting was with someone else.
+    w.ps.upsert_item("actions", action("A1", "part_3", "cfo@initech.example"));
+    w.ps.upsert_item("actions", action("A2", "part_4", "cfo@globex.example"));
+    w.ps.upsert_deal(deal("reg_a", "part_2", "pat@initech.example"));
+    d.run_until_idle().await.expect("sync");
+
+    let deal_a = hs_id(&w, "deals", "prm_deal_id", "reg_a");
+    let blue = hs_id(&w, "companies", "prm_partner_key", "part_2");
+    let summit = hs_id(&w, "companies", "prm_partner_key", "part_3");
+    let contoso = hs_id(&w, "companies", "prm_partner_key", "part_4");
+    assert_eq!(
+        w.hs.association_types("deals", &deal_a, "companies", &blue),
+        [sourcing]
+    );
+    assert_eq!(
+        w.hs.association_types("deals", &deal_a, "companies", &summit),
+        [influencing]
+    );
+    assert!(
+        w.hs.association_types("deals", &deal_a, "companies", &contoso)
+            .is_empty(),
+        "an action on another customer earns nothing"
+    );
+    d.shutdown().await;
+}
