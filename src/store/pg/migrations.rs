@@ -13,8 +13,14 @@ pub(super) const STEPS: &[(i64, &str, &str)] = &[
     (1, "schema", V1),
     // Partners' leads and activities, for multi-partner credit (SQLite's "credit evidence").
     (2, "credit evidence", CREDIT_EVIDENCE),
+    // Each partner credit's reason (SQLite's "credit reasons").
+    (
+        3,
+        "credit reasons",
+        "ALTER TABLE partner_credits ADD COLUMN reasons TEXT;",
+    ),
     // Drifted mapped CRM fields and the writes that left a field out (`schema_drift.rs`).
-    (3, "schema drift", SCHEMA_DRIFT),
+    (4, "schema drift", SCHEMA_DRIFT),
 ];
 
 const CREDIT_EVIDENCE: &str = r#"
@@ -343,7 +349,7 @@ CREATE INDEX partner_credits_unsent ON partner_credits (registration_id)
     WHERE sent IS DISTINCT FROM desired;
 "#;
 
-/// Step 3 "schema drift": SQLite's step of that name (`store/schema_drift.rs`).
+/// Step 4 "schema drift": SQLite's step of that name (`store/schema_drift.rs`).
 const SCHEMA_DRIFT: &str = r#"
 CREATE TABLE schema_drift (
     system   TEXT NOT NULL,
