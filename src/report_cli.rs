@@ -77,6 +77,8 @@ pub fn attribution(
         registrations: &data.registrations,
         versions: &data.versions,
         mdf: &data.mdf,
+        evidence: &data.evidence,
+        partner_names: &data.partner_names,
         as_of_ms: data.as_of_ms,
     };
     let report = attribution::report(&rules, &input, &opts);

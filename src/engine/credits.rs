@@ -2,7 +2,8 @@
 //! partner credits (pure, `rules::credit`), stored with the decisions; after the writers'
 //! batches, the deals whose credits the CRM has not confirmed are written once the CRM deal
 //! (deal flow) and every partner's company or account (the partnerships flow) exist: Salesforce
-//! `Partner` rows, HubSpot deal-to-company association labels, one per role.
+//! `Partner` rows (or the configured custom object's), HubSpot deal-to-company association
+//! labels, one per role.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +14,7 @@ use crate::connector::{ConnectorError, PartnerRow};
 use crate::model::SystemKind;
 use crate::rules::credit::{self, Role};
 use crate::rules::{Decision, RegistrationEvent, Rules};
+use crate::store::DesiredCredits;
 
 /// The PRM object whose records are the partners (their CRM companies come from its flow).
 const PARTNERS: &str = super::registrations::PARTNERS;
@@ -27,42 +29,44 @@ pub struct Wanted {
     pub primary: bool,
 }
 
-/// The desired credits of every registration `decisions` decided (pure): the partner list of
-/// each sourced deal, and an empty list for the others (which removes credits a registration
-/// had while it was sourced; rows for never-sourced ones are not made, see `store/credits.rs`).
+/// The desired credits of every registration `decisions` decided (pure), with the partners'
+/// leads and activities on the same customer (`evidence`) counting: the partner list of
+/// each sourced deal with each credit's reason, and an empty list for the others (which removes
+/// credits a registration had while it was sourced; rows for never-sourced ones are not made,
+/// see `store/credits.rs`).
 pub fn desired(
     rules: &Rules,
     events: &[RegistrationEvent],
     decisions: &[Decision],
-) -> Vec<(String, String)> {
+    evidence: &[credit::EvidenceItem],
+) -> Vec<DesiredCredits> {
     let Some(rule) = &rules.credit else {
         return Vec::new();
     };
     let claims = credit::claims(events, decisions, &rules.fields.partner);
-    let mut out: BTreeMap<String, Vec<Wanted>> = decisions
+    let mut out: BTreeMap<String, Vec<credit::PartnerCredit>> = decisions
         .iter()
         .map(|d| (d.registration_id.clone(), Vec::new()))
         .collect();
-    for dc in credit::credits(rule, &claims) {
-        out.insert(
-            dc.registration_id,
-            dc.partners
-                .into_iter()
+    for dc in credit::credits(rule, &claims, evidence) {
+        out.insert(dc.registration_id, dc.partners);
+    }
+    out.into_iter()
+        .map(|(id, credits)| {
+            let mut w: Vec<Wanted> = credits
+                .iter()
                 .map(|p| Wanted {
-                    partner: p.partner,
+                    partner: p.partner.clone(),
                     role: p.role,
                     primary: p.primary,
                 })
-                .collect(),
-        );
-    }
-    out.into_iter()
-        .map(|(id, mut w)| {
+                .collect();
             w.sort();
-            (
-                id,
-                serde_json::to_string(&w).unwrap_or_else(|_| "[]".into()),
-            )
+            DesiredCredits {
+                registration_id: id,
+                desired: serde_json::to_string(&w).unwrap_or_else(|_| "[]".into()),
+                reasons: serde_json::to_string(&credits).unwrap_or_else(|_| "[]".into()),
+            }
         })
         .collect()
 }
@@ -157,6 +161,7 @@ impl Engine {
                     &partner_flow.target.object,
                     &desired,
                     &previous,
+                    names.partner_object.as_ref(),
                 )
                 .await;
             match result {
@@ -237,9 +242,10 @@ mod tests {
                 decision("d1", Status::Approved),
                 decision("d2", Status::Duplicate),
             ],
+            &[],
         );
-        let d1: Vec<Wanted> = serde_json::from_str(&got[0].1).expect("json");
-        assert_eq!(got[0].0, "d1");
+        let d1: Vec<Wanted> = serde_json::from_str(&got[0].desired).expect("json");
+        assert_eq!(got[0].registration_id, "d1");
         assert_eq!(
             d1,
             [
@@ -255,6 +261,22 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(got[1], ("d2".into(), "[]".into()));
+        let reasons: serde_json::Value = serde_json::from_str(&got[0].reasons).expect("json");
+        assert_eq!(reasons[1]["partner"], "part_2");
+        assert_eq!(reasons[1]["evidence"], "registration");
+        assert!(
+            reasons[1]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("registered the same customer on 1970-01-13 (d2)")),
+            "{reasons}"
+        );
+        assert_eq!(
+            (
+                got[1].registration_id.as_str(),
+                got[1].desired.as_str(),
+                got[1].reasons.as_str()
+            ),
+            ("d2", "[]", "[]")
+        );
     }
 }

@@ -83,6 +83,9 @@ conformance!(
     erase_requests_open_fail_and_report,
     poll_rejects_are_dead_lettered_once,
     pruning_keeps_pending_inbox_rows,
+    credit_evidence_is_kept_by_customer_and_re_decides_its_group,
+    credit_reasons_are_kept_and_a_new_reason_alone_sends_nothing,
+    schema_drift_keeps_its_since_and_skips_forget_the_field,
 );
 
 fn deals() -> ObjectRef {
@@ -140,6 +143,7 @@ fn done(item: &OutboxItem, target_id: &str) -> WriteOutcome {
         idempotency_key: item.write.idempotency_key(),
         target_id: target_id.into(),
         created: true,
+        skipped: Vec::new(),
     }
 }
 
@@ -858,4 +862,466 @@ async fn pruning_keeps_pending_inbox_rows(store: &Store) {
     assert_eq!(report.inbox, 1);
     assert_eq!(store.pending_inbox(10).await.unwrap().len(), 1);
     assert!(store.file_pages().await.unwrap().bytes() > 0);
+}
+
+/// Fleet mode's leases and fencing: PostgreSQL only (a SQLite state is one daemon's file).
+mod leases_on_postgres {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::pg::fleet::{Fence, Leases, TENANT_STREAM};
+
+    /// A fleet schema and the target of its tenant `t`, fresh for each test; `None` (printed)
+    /// without a server.
+    fn fleet(test: &str) -> Option<(pg::PgTarget, pg::PgTarget)> {
+        let Ok(url) = std::env::var(POSTGRES_ENV) else {
+            println!("skipped {test}: {POSTGRES_ENV} is not set (see README, Development)");
+            return None;
+        };
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let schema = format!(
+            "l{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let tenant = pg::PgTarget {
+            url: url.clone(),
+            schema: format!("{schema}_t"),
+        };
+        Some((pg::PgTarget { url, schema }, tenant))
+    }
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn leases_are_claimed_up_to_a_fair_share_renewed_released_and_taken_after_expiry() {
+        let Some((target, _)) = fleet("leases_are_claimed") else {
+            return;
+        };
+        let leases = Leases::open(&target, LONG).unwrap();
+        let tenants = vec!["x".to_owned(), "y".to_owned()];
+        // Alone, A claims both at generation 1.
+        let a = leases
+            .heartbeat("a".into(), tenants.clone(), LONG)
+            .await
+            .unwrap();
+        assert_eq!(a.claimed, vec![("x".into(), 1), ("y".into(), 1)]);
+        assert_eq!(a.fair_share, 2);
+        // B joins: its share is one, but nothing is free.
+        let b = leases
+            .heartbeat("b".into(), tenants.clone(), LONG)
+            .await
+            .unwrap();
+        assert_eq!((b.fair_share, b.claimed.len(), b.held.len()), (1, 0, 0));
+        // A renews both and sees its share is one now; it gives y back.
+        let a = leases
+            .heartbeat("a".into(), tenants.clone(), LONG)
+            .await
+            .unwrap();
+        assert_eq!((a.held.len(), a.fair_share), (2, 1));
+        assert!(leases.release("a".into(), "y".into(), 1).await.unwrap());
+        assert!(
+            !leases.release("a".into(), "y".into(), 1).await.unwrap(),
+            "released once"
+        );
+        // B claims y at the next generation; A keeps x.
+        let b = leases
+            .heartbeat("b".into(), tenants.clone(), LONG)
+            .await
+            .unwrap();
+        assert_eq!(b.claimed, vec![("y".into(), 2)]);
+        let a = leases
+            .heartbeat("a".into(), tenants.clone(), LONG)
+            .await
+            .unwrap();
+        assert_eq!((a.held, a.claimed), (vec![("x".into(), 1)], vec![]));
+        // The fleet runs on short leases now and A stops beating: once its lease has expired
+        // (and A counts as gone), B takes x at generation 2.
+        let short = Duration::from_millis(200);
+        leases
+            .heartbeat("a".into(), tenants.clone(), short)
+            .await
+            .unwrap();
+        let mut taken = Vec::new();
+        for _ in 0..100 {
+            let b = leases
+                .heartbeat("b".into(), tenants.clone(), short)
+                .await
+                .unwrap();
+            if !b.claimed.is_empty() {
+                taken = b.claimed;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(taken, vec![("x".into(), 2)]);
+        let b = leases
+            .heartbeat("b".into(), tenants.clone(), LONG)
+            .await
+            .unwrap();
+        assert_eq!(b.held, vec![("x".into(), 2), ("y".into(), 2)]);
+        // A's renewal finds nothing of its own.
+        let a = leases
+            .heartbeat("a".into(), tenants.clone(), LONG)
+            .await
+            .unwrap();
+        assert!(a.held.is_empty() && a.claimed.is_empty(), "{a:?}");
+        let rows = leases.list().await.unwrap();
+        assert_eq!(rows.len(), 2);
+        assert!(
+            rows.iter()
+                .all(|r| r.holder.as_deref() == Some("b") && r.live && r.generation == 2),
+            "{rows:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_commit_under_a_generation_that_moved_on_is_refused_and_staging_is_not_fenced() {
+        let Some((target, tenant)) = fleet("fenced_commits") else {
+            return;
+        };
+        let leases = Leases::open(&target, LONG).unwrap();
+        let fence_a = Fence::new(leases.schema(), "t", TENANT_STREAM, "a", LONG);
+        let fence_b = Fence::new(leases.schema(), "t", TENANT_STREAM, "b", LONG);
+        let a = Store::open_postgres_fenced(&tenant, fence_a.clone()).unwrap();
+        let b = Store::open_postgres_fenced(&tenant, fence_b.clone()).unwrap();
+        // Not held: every fenced commit is refused.
+        fence_a.set(0);
+        fence_b.set(0);
+        let refused = a.commit_plan(plan(vec![write("f", "d0", "0")]), 1).await;
+        assert!(
+            matches!(refused, Err(StoreError::Fenced { .. })),
+            "{refused:?}"
+        );
+        // A holds generation 1: its commits and outbox claims pass.
+        let g = leases
+            .take_over("a".into(), "t".into(), LONG)
+            .await
+            .unwrap();
+        fence_a.set(g);
+        a.commit_plan(plan(vec![write("f", "d1", "1")]), 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            a.due_outbox(SystemKind::HubSpot, 10, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        // B takes the tenant over: A's plan commits, claims and completions are refused, B's pass.
+        let g2 = leases
+            .take_over("b".into(), "t".into(), LONG)
+            .await
+            .unwrap();
+        assert_eq!(g2, g + 1);
+        fence_b.set(g2);
+        let before = crate::telemetry::meters::meters().fenced_commits();
+        for refused in [
+            a.commit_plan(plan(vec![write("f", "d2", "2")]), 3).await,
+            a.due_outbox(SystemKind::HubSpot, 10, 10).await.map(|_| ()),
+            a.stage_changes(vec![change("p", 3)], Some((deals(), Cursor::at(3, "p"))), 3)
+                .await
+                .map(|_| ()),
+        ] {
+            assert!(
+                matches!(refused, Err(StoreError::Fenced { held, current, .. }) if held == g && current == g2),
+                "{refused:?}"
+            );
+        }
+        assert!(crate::telemetry::meters::meters().fenced_commits() >= before + 3);
+        let due = b.due_outbox(SystemKind::HubSpot, 10, 10).await.unwrap();
+        assert_eq!(due.len(), 1, "only A's first write is queued");
+        b.complete_writes(vec![done(&due[0], "hs-1")], 4)
+            .await
+            .unwrap();
+        // Webhook staging is not fenced: any daemon stages for any tenant.
+        assert_eq!(
+            a.stage_changes(vec![change("w", 5)], None, 5)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(b.pending_inbox(10).await.unwrap().len(), 1);
+        // An expired lease nobody took: B's commits still pass (the generation is its own), but
+        // no outbox batch is claimed under it.
+        leases
+            .take_over("b".into(), "t".into(), Duration::from_millis(1))
+            .await
+            .map(|g3| fence_b.set(g3))
+            .unwrap();
+        let mut claim = Ok(Vec::new());
+        for _ in 0..100 {
+            claim = b.due_outbox(SystemKind::HubSpot, 10, 10).await;
+            if claim.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(matches!(claim, Err(StoreError::Fenced { .. })), "{claim:?}");
+        b.commit_plan(plan(vec![write("f", "d3", "3")]), 6)
+            .await
+            .unwrap();
+    }
+}
+
+async fn credit_evidence_is_kept_by_customer_and_re_decides_its_group(store: &Store) {
+    use crate::rules::credit::{Evidence, EvidenceItem};
+    use crate::rules::{Decision, RegistrationEvent, Status};
+    let key = "initech.example";
+    let event = RegistrationEvent {
+        id: "reg_a".into(),
+        at_ms: 10,
+        submitted_ms: 10,
+        fields: json!({"partner_key": "part_2"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    };
+    store
+        .record_registrations(
+            vec![KeyedEvent {
+                event,
+                key: key.into(),
+                partner: "part_2".into(),
+            }],
+            vec![],
+            1,
+        )
+        .await
+        .unwrap();
+    let decide = || DecisionCommit {
+        rules_version: "v1".into(),
+        keys: vec![key.into()],
+        decisions: vec![Decision {
+            registration_id: "reg_a".into(),
+            key: key.into(),
+            partner: "part_2".into(),
+            status: Status::Approved,
+            rule: "first_qualified".into(),
+            line: 1,
+            reason: "approved".into(),
+            protected_until: Some(1_000),
+            protected_under: None,
+            duplicate_of: None,
+            trace: Vec::new(),
+        }],
+        ..DecisionCommit::default()
+    };
+    let dirty = || async {
+        store
+            .registration_keys_to_decide("v1".into(), 10)
+            .await
+            .unwrap()
+    };
+    store.commit_decisions(decide(), 2).await.unwrap();
+    assert!(dirty().await.is_empty());
+
+    let lead = EvidenceItem {
+        kind: Evidence::Lead,
+        id: "L1".into(),
+        partner: "part_3".into(),
+        at_ms: 5,
+    };
+    let other = EvidenceItem {
+        kind: Evidence::Activity,
+        id: "A1".into(),
+        partner: "part_4".into(),
+        at_ms: 7,
+    };
+    store
+        .record_credit_evidence(
+            vec![
+                (key.into(), lead.clone()),
+                ("elsewhere.example".into(), other),
+            ],
+            vec![],
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        dirty().await,
+        [key],
+        "a new lead re-decides its customer's group"
+    );
+    let group = store.registration_group(key.into()).await.unwrap();
+    assert_eq!(group.evidence, [(key.to_owned(), lead.clone())]);
+
+    // The same lead again changes nothing; a changed one or a deleted one re-decides.
+    store.commit_decisions(decide(), 4).await.unwrap();
+    store
+        .record_credit_evidence(vec![(key.into(), lead.clone())], vec![], 5)
+        .await
+        .unwrap();
+    assert!(dirty().await.is_empty(), "a repeat re-decides nothing");
+    let moved = EvidenceItem {
+        at_ms: 6,
+        ..lead.clone()
+    };
+    store
+        .record_credit_evidence(vec![(key.into(), moved.clone())], vec![], 6)
+        .await
+        .unwrap();
+    assert_eq!(dirty().await, [key]);
+    assert_eq!(
+        store.registration_group(key.into()).await.unwrap().evidence,
+        [(key.to_owned(), moved)]
+    );
+    store.commit_decisions(decide(), 7).await.unwrap();
+    store
+        .record_credit_evidence(vec![], vec![(Evidence::Lead, "L1".into())], 8)
+        .await
+        .unwrap();
+    assert_eq!(dirty().await, [key], "a deleted lead re-decides too");
+    assert!(
+        store
+            .registration_group(key.into())
+            .await
+            .unwrap()
+            .evidence
+            .is_empty()
+    );
+}
+
+async fn credit_reasons_are_kept_and_a_new_reason_alone_sends_nothing(store: &Store) {
+    let row = |reasons: &str| DesiredCredits {
+        registration_id: "reg_a".into(),
+        desired: r#"[{"partner":"part_2"}]"#.into(),
+        reasons: reasons.into(),
+    };
+    let commit = |reasons: &str| DecisionCommit {
+        rules_version: "v1".into(),
+        credits: vec![row(reasons)],
+        ..DecisionCommit::default()
+    };
+    assert_eq!(store.credits_of("reg_a".into()).await.unwrap(), None);
+    store.commit_decisions(commit("first"), 1).await.unwrap();
+    let stored = store.credits_of("reg_a".into()).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.reasons.as_deref(), stored.sent.as_deref()),
+        (Some("first"), None)
+    );
+    let unsent = store.unsent_credits(10).await.unwrap();
+    assert_eq!(unsent.len(), 1);
+    store
+        .complete_credits(vec![(unsent[0].clone(), Ok(()))], 2)
+        .await
+        .unwrap();
+    // The same set with a new reason (a moved line in the rules file): kept, nothing to send.
+    store.commit_decisions(commit("second"), 3).await.unwrap();
+    let stored = store.credits_of("reg_a".into()).await.unwrap().unwrap();
+    assert_eq!(stored.reasons.as_deref(), Some("second"));
+    assert_eq!(stored.sent.as_deref(), Some(stored.desired.as_str()));
+    assert!(store.unsent_credits(10).await.unwrap().is_empty());
+}
+
+async fn schema_drift_keeps_its_since_and_skips_forget_the_field(store: &Store) {
+    let hs = SystemKind::HubSpot;
+    let drift = |field: &str, problem: &str| DriftRow {
+        object: "deals".into(),
+        field: field.into(),
+        flow: "f".into(),
+        location: "deals.toml:12:10".into(),
+        kind: "missing".into(),
+        problem: problem.into(),
+    };
+    let checked = |rows: Vec<DriftRow>| vec![("deals".to_owned(), rows)];
+    let mapped = vec!["deals".to_owned()];
+    let c = store
+        .record_schema_drift(
+            hs,
+            checked(vec![drift("amount", "gone")]),
+            mapped.clone(),
+            1_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.appeared.len(), 1);
+    // The same drift again is no news and keeps its since; a new one appears.
+    let c = store
+        .record_schema_drift(
+            hs,
+            checked(vec![drift("amount", "gone"), drift("stage", "options")]),
+            mapped.clone(),
+            5_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.appeared, vec![drift("stage", "options")]);
+    let status = store.status(11_000).await.unwrap();
+    let since: Vec<(String, i64, i64)> = status
+        .schema_drift
+        .iter()
+        .map(|d| (d.field.clone(), d.since_ms, d.since_secs))
+        .collect();
+    assert_eq!(
+        since,
+        [("amount".into(), 1_000, 10), ("stage".into(), 5_000, 6)]
+    );
+
+    // A write that left a field out: the link forgets the field, the skip is kept.
+    let mut w = write("f", "d1", "1");
+    w.payload.insert("stage".into(), json!("lost"));
+    w.state_after = StateDigest::of(&w.payload);
+    store.commit_plan(plan(vec![w]), 0).await.unwrap();
+    let sent = store.due_outbox(hs, 0, 10).await.unwrap().remove(0);
+    let skipped = vec![SkippedField {
+        field: "stage".into(),
+        value: Some("lost".into()),
+    }];
+    store
+        .complete_writes(
+            vec![WriteOutcome::Done {
+                outbox_id: sent.id,
+                idempotency_key: sent.write.idempotency_key(),
+                target_id: "9001".into(),
+                created: true,
+                skipped,
+            }],
+            6_000,
+        )
+        .await
+        .unwrap();
+    let links = store
+        .links_by_source("f".into(), vec!["d1".into()])
+        .await
+        .unwrap();
+    assert!(links[0].1.target_state.holds("amount", &json!("1")));
+    assert!(!links[0].1.target_state.holds("stage", &json!("lost")));
+    let skips = store.schema_skips(hs, "deals".into()).await.unwrap();
+    assert_eq!(
+        skips,
+        [SchemaSkip {
+            flow: "f".into(),
+            source_id: "d1".into(),
+            field: "stage".into(),
+            value: Some("lost".into()),
+        }]
+    );
+    let status = store.status(7_000).await.unwrap();
+    assert_eq!(status.schema_skips.len(), 1);
+    assert_eq!(status.schema_skips[0].records, 1);
+    store.clear_schema_skips(skips).await.unwrap();
+    assert!(
+        store
+            .schema_skips(hs, "deals".into())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Fixed: the drift clears; an object no flow writes any more loses its drift too.
+    let c = store
+        .record_schema_drift(hs, checked(vec![drift("stage", "options")]), mapped, 8_000)
+        .await
+        .unwrap();
+    assert_eq!(c.cleared, vec![drift("amount", "gone")]);
+    let c = store
+        .record_schema_drift(hs, Vec::new(), Vec::new(), 9_000)
+        .await
+        .unwrap();
+    assert_eq!(c.cleared, vec![drift("stage", "options")]);
+    let status = store.status(9_000).await.unwrap();
+    assert!(status.schema_drift.is_empty() && status.schema_skips.is_empty());
 }

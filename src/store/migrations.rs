@@ -44,6 +44,12 @@ pub fn all() -> Migrations<'static> {
         M::up(super::erase_requests::MIGRATION),
         // "partner credits": each sourced deal's partner credits and what the CRM confirmed.
         M::up(super::credits::MIGRATION),
+        // "credit evidence": partners' leads and activities, for multi-partner credit.
+        M::up(super::credits::EVIDENCE_MIGRATION),
+        // "credit reasons": each partner credit's reason, for `registrations show`.
+        M::up(super::credits::REASONS_MIGRATION),
+        // "schema drift": drifted mapped CRM fields, and the writes that left a field out.
+        M::up(super::schema_drift::MIGRATION),
     ])
 }
 

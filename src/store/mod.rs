@@ -24,6 +24,7 @@ mod queries;
 mod registrations;
 mod resync;
 pub mod retention;
+mod schema_drift;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -37,12 +38,13 @@ use crate::failpoint::FailPoints;
 use crate::model::{Change, Cursor, Direction, ObjectRef, SystemKind};
 
 pub use associations::{AssociationIntent, AssociationOutcome, ReadyAssociation};
-pub use credits::UnsentCredits;
+pub use credits::{DesiredCredits, StoredCredits, UnsentCredits};
 pub use digest::StateDigest;
 pub use queries::StatusReport;
 pub use registrations::{DecisionChange, KeyedEvent, RegistrationGroup, StoredRegistration};
 pub use resync::Resync;
 pub use retention::{FilePages, PruneReport, RetentionPolicy};
+pub use schema_drift::{DriftChanges, DriftRow, DriftStatus, SchemaSkip, SkipCount, SkippedField};
 
 /// How long a statement waits on a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,6 +77,14 @@ pub enum StoreError {
     PgConnect(String),
     #[error("PostgreSQL state migration failed: {0}")]
     PgMigration(String),
+    #[error(
+        "tenant {tenant}: commit refused, this daemon's lease generation {held} is not the lease's {current} (another daemon holds the tenant now)"
+    )]
+    Fenced {
+        tenant: String,
+        held: i64,
+        current: i64,
+    },
     #[error("{0} is not available on the PostgreSQL state backend yet")]
     NotOnPostgres(&'static str),
 }
@@ -306,8 +316,9 @@ pub struct DecisionCommit {
     /// The groups evaluated (their dirty flags are cleared).
     pub keys: Vec<String>,
     pub decisions: Vec<crate::rules::Decision>,
-    /// Each sourced deal's desired partner credits (registration id, JSON), see `credits.rs`.
-    pub credits: Vec<(String, String)>,
+    /// Each decided registration's desired partner credits (empty for one that sourced no
+    /// deal), with their reasons, see `credits.rs`.
+    pub credits: Vec<DesiredCredits>,
     /// Write-backs and ledger lines (no inbox items).
     pub plan: PlanCommit,
 }
@@ -330,6 +341,10 @@ pub enum WriteOutcome {
         idempotency_key: String,
         target_id: String,
         created: bool,
+        /// Fields the write went out without (drifted in the live schema, or a picklist value
+        /// it refuses): the link does not remember them as written, and the skip is stored so
+        /// the record is planned again when the field recovers.
+        skipped: Vec<SkippedField>,
     },
     /// Try again at `next_attempt_ms`.
     Retry {
@@ -409,6 +424,17 @@ impl Store {
     pub fn open_postgres(target: &pg::PgTarget) -> Result<Store, StoreError> {
         Ok(Store {
             backend: Backend::Postgres(pg::PgStore::open(target)?),
+        })
+    }
+
+    /// Connects to a tenant's PostgreSQL state in fleet mode: every write-side commit checks
+    /// `fence` (see `pg/fleet.rs`).
+    pub fn open_postgres_fenced(
+        target: &pg::PgTarget,
+        fence: std::sync::Arc<pg::fleet::Fence>,
+    ) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Postgres(pg::PgStore::open_fenced(target, fence)?),
         })
     }
 
@@ -869,6 +895,16 @@ impl Store {
         self.call(move |conn| credits::sent(conn, &ids)).await
     }
 
+    /// A deal's stored partner credits (desired, confirmed, reasons), for `registrations show`.
+    pub async fn credits_of(&self, id: String) -> Result<Option<StoredCredits>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::registrations::credits_of(c, &id))
+                .await;
+        }
+        self.call(move |conn| credits::of(conn, &id)).await
+    }
+
     /// Records the CRM's answers for sent partner credits.
     pub async fn complete_credits(
         &self,
@@ -923,7 +959,7 @@ impl Store {
     ) -> Result<Vec<OutboxItem>, StoreError> {
         if let Some(pg) = self.pg() {
             return pg
-                .call(move |c| pg::queries::due_outbox(c, system, now_ms, limit))
+                .write_claim(move |tx| pg::queries::due_outbox(tx, system, now_ms, limit))
                 .await;
         }
         self.call(move |conn| queries::due_outbox(conn, system, now_ms, limit))
@@ -1052,6 +1088,23 @@ impl Store {
                 .await;
         }
         self.write_relaxed(move |tx| registrations::record_partners(tx, &names, now_ms))
+            .await
+    }
+
+    /// Stores partners' leads and activities as credit evidence (customer key, item) and forgets
+    /// `gone` ones; each change marks the customer's registration group for deciding again.
+    pub async fn record_credit_evidence(
+        &self,
+        rows: Vec<(String, crate::rules::credit::EvidenceItem)>,
+        gone: Vec<(crate::rules::credit::Evidence, String)>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::registrations::record_evidence(tx, &rows, &gone, now_ms))
+                .await;
+        }
+        self.write(move |tx| credits::record_evidence(tx, &rows, &gone, now_ms))
             .await
     }
 
@@ -1210,6 +1263,51 @@ impl Store {
                 .await;
         }
         self.write(move |tx| registrations::add_review(tx, &id, approve, &reason, now_ms))
+            .await
+    }
+
+    /// Records what a live-schema check of `system` found: for each checked object its drifted
+    /// mapped fields (a field drifted before keeps its `since`); objects no flow writes any more
+    /// (not in `mapped`) lose theirs. Returns what appeared and what cleared.
+    pub async fn record_schema_drift(
+        &self,
+        system: SystemKind,
+        checked: Vec<(String, Vec<DriftRow>)>,
+        mapped: Vec<String>,
+        now_ms: i64,
+    ) -> Result<DriftChanges, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::schema_drift::record(tx, system, &checked, &mapped, now_ms))
+                .await;
+        }
+        self.write(move |tx| schema_drift::record(tx, system, &checked, &mapped, now_ms))
+            .await
+    }
+
+    /// The links whose writes to `object` left a field out, and which.
+    pub async fn schema_skips(
+        &self,
+        system: SystemKind,
+        object: String,
+    ) -> Result<Vec<SchemaSkip>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::schema_drift::skips(c, system, &object))
+                .await;
+        }
+        self.call(move |conn| schema_drift::skips(conn, system, &object))
+            .await
+    }
+
+    /// Forgets stored skips (their records were asked to be planned again).
+    pub async fn clear_schema_skips(&self, skips: Vec<SchemaSkip>) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::schema_drift::clear_skips(tx, &skips))
+                .await;
+        }
+        self.write(move |tx| schema_drift::clear_skips(tx, &skips))
             .await
     }
 
@@ -1448,6 +1546,7 @@ mod tests {
                     idempotency_key: sent.write.idempotency_key(),
                     target_id: "9001".into(),
                     created: true,
+                    skipped: Vec::new(),
                 }],
                 1,
             )
@@ -1464,6 +1563,7 @@ mod tests {
                     idempotency_key: left[0].write.idempotency_key(),
                     target_id: "9001".into(),
                     created: false,
+                    skipped: Vec::new(),
                 }],
                 2,
             )

@@ -61,6 +61,18 @@ struct WaitLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DaemonLabel {
+    daemon: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FieldLabels {
+    system: String,
+    object: String,
+    field: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StreamLabels {
     system: String,
     object: String,
@@ -92,6 +104,9 @@ pub struct Meters {
     rate_limit_waits: Family<WaitLabels, Counter>,
     token_refreshes: Family<SystemResult, Counter>,
     sqlite_busy: Counter,
+    fenced_commits: Counter,
+    leases_held: Family<DaemonLabel, Gauge>,
+    schema_skipped: Family<FieldLabels, Counter>,
     streams: Mutex<BTreeMap<(String, String), Freshness>>,
     /// Poll cycles ended, all streams (the bench reads it: webhooks must cause none).
     poll_cycles: std::sync::atomic::AtomicU64,
@@ -107,6 +122,9 @@ static METERS: LazyLock<Meters> = LazyLock::new(|| {
         rate_limit_waits: Family::default(),
         token_refreshes: Family::default(),
         sqlite_busy: Counter::default(),
+        fenced_commits: Counter::default(),
+        leases_held: Family::default(),
+        schema_skipped: Family::default(),
         streams: Mutex::default(),
         poll_cycles: std::sync::atomic::AtomicU64::new(0),
     };
@@ -279,9 +297,40 @@ impl Meters {
         }
     }
 
+    /// A write to `system`/`object` went out without `field` (drifted in the live schema, or a
+    /// picklist value the live schema refuses).
+    pub fn schema_skipped(&self, system: SystemKind, object: &str, field: &str) {
+        self.schema_skipped
+            .get_or_create(&FieldLabels {
+                system: system.to_string(),
+                object: object.to_owned(),
+                field: field.to_owned(),
+            })
+            .inc();
+    }
+
     /// SQLite answered "busy" (another connection held the lock) and the statement waited.
     pub fn sqlite_busy(&self) {
         self.sqlite_busy.inc();
+    }
+
+    /// A PostgreSQL commit was refused because its lease's generation moved on (fleet mode).
+    pub fn fenced_commit(&self) {
+        self.fenced_commits.inc();
+    }
+
+    /// Fenced commits refused so far.
+    pub fn fenced_commits(&self) -> u64 {
+        self.fenced_commits.get()
+    }
+
+    /// How many tenant leases this daemon (`daemon`, its fleet id) holds now.
+    pub fn leases_held(&self, daemon: &str, held: usize) {
+        self.leases_held
+            .get_or_create(&DaemonLabel {
+                daemon: daemon.to_owned(),
+            })
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 
     /// Busy events so far.
@@ -328,9 +377,24 @@ impl Meters {
             self.token_refreshes.clone(),
         );
         registry.register(
+            "prmsync_schema_skipped_values",
+            "Values left out of CRM writes because the live schema no longer takes them (a drifted field, a refused picklist value), by system, object and field",
+            self.schema_skipped.clone(),
+        );
+        registry.register(
             "prmsync_sqlite_busy_events",
             "Times SQLite found the state file locked and waited",
             self.sqlite_busy.clone(),
+        );
+        registry.register(
+            "prmsync_fleet_fenced_commits",
+            "Commits of a PostgreSQL tenant state refused because the lease's generation moved on (fleet mode)",
+            self.fenced_commits.clone(),
+        );
+        registry.register(
+            "prmsync_fleet_leases_held",
+            "Tenant leases this daemon holds now, by daemon id (fleet mode; absent otherwise)",
+            self.leases_held.clone(),
         );
         let lag = Family::<StreamLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         for (system, object, d) in self.lags(now_ms) {
@@ -360,6 +424,9 @@ mod tests {
             rate_limit_waits: Family::default(),
             token_refreshes: Family::default(),
             sqlite_busy: Counter::default(),
+            fenced_commits: Counter::default(),
+            leases_held: Family::default(),
+            schema_skipped: Family::default(),
             streams: Mutex::default(),
             poll_cycles: std::sync::atomic::AtomicU64::new(0),
         };

@@ -9,35 +9,75 @@ use super::super::StoreError;
 /// state has no older history to carry forward), with PostgreSQL types: `BIGINT` for SQLite's
 /// `INTEGER`, `BYTEA` for `BLOB`, identity columns for `INTEGER PRIMARY KEY`. Status counts are
 /// index-backed queries (no trigger-kept gauges, see `queries.rs`).
-pub(super) const STEPS: &[(i64, &str, &str)] = &[(1, "schema", V1)];
+pub(super) const STEPS: &[(i64, &str, &str)] = &[
+    (1, "schema", V1),
+    // Partners' leads and activities, for multi-partner credit (SQLite's "credit evidence").
+    (2, "credit evidence", CREDIT_EVIDENCE),
+    // Each partner credit's reason (SQLite's "credit reasons").
+    (
+        3,
+        "credit reasons",
+        "ALTER TABLE partner_credits ADD COLUMN reasons TEXT;",
+    ),
+    // Drifted mapped CRM fields and the writes that left a field out (`schema_drift.rs`).
+    (4, "schema drift", SCHEMA_DRIFT),
+];
 
-/// Applies pending steps, each in its own transaction under an advisory lock scoped to the
-/// schema, so two daemons starting together never run a step twice. Returns the version reached.
-pub(super) fn migrate(client: &mut Client, schema: &str) -> Result<i64, StoreError> {
+const CREDIT_EVIDENCE: &str = r#"
+CREATE TABLE credit_evidence (
+    kind       TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    dup_key    TEXT NOT NULL,
+    partner    TEXT NOT NULL,
+    at_ms      BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX credit_evidence_by_key ON credit_evidence (dup_key);
+"#;
+
+/// Applies pending `steps` (a state's [`STEPS`], or the fleet schema's: `fleet.rs`), each in its
+/// own transaction under an advisory lock scoped to the schema, so two daemons starting together
+/// never run a step twice. Returns the version reached.
+pub(super) fn apply(
+    client: &mut Client,
+    schema: &str,
+    steps: &[(i64, &str, &str)],
+) -> Result<i64, StoreError> {
+    // Under the migrations lock too: two daemons creating the same table at once would
+    // collide in the catalog (`IF NOT EXISTS` does not serialise them).
     client.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
+        "BEGIN;
+         SELECT pg_advisory_xact_lock(hashtext('prmsync migrations {schema}'));
+         CREATE SCHEMA IF NOT EXISTS {schema};
          CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
              version    BIGINT PRIMARY KEY,
              name       TEXT NOT NULL,
              applied_ms BIGINT NOT NULL
-         );"
+         );
+         COMMIT;"
     ))?;
     let mut version = 0;
-    for (n, name, sql) in STEPS {
+    for (n, name, sql) in steps {
         let mut tx = client.transaction()?;
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext('prmsync migrations ' || $1::TEXT))",
             &[&schema],
         )?;
         let done = tx
-            .query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[n])?
+            .query_opt(
+                &format!("SELECT 1 FROM {schema}.schema_migrations WHERE version = $1"),
+                &[n],
+            )?
             .is_some();
         if !done {
             tx.batch_execute(sql)
                 .map_err(|e| StoreError::PgMigration(format!("step {n} ({name}): {e}")))?;
             tx.execute(
-                "INSERT INTO schema_migrations (version, name, applied_ms)
-                 VALUES ($1, $2, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT)",
+                &format!(
+                    "INSERT INTO {schema}.schema_migrations (version, name, applied_ms)
+                     VALUES ($1, $2, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT)"
+                ),
                 &[n, name],
             )?;
         }
@@ -45,7 +85,10 @@ pub(super) fn migrate(client: &mut Client, schema: &str) -> Result<i64, StoreErr
         version = *n;
     }
     let newest: Option<i64> = client
-        .query_one("SELECT MAX(version) FROM schema_migrations", &[])?
+        .query_one(
+            &format!("SELECT MAX(version) FROM {schema}.schema_migrations"),
+            &[],
+        )?
         .get(0);
     if let Some(newest) = newest.filter(|v| *v > version) {
         return Err(StoreError::PgMigration(format!(
@@ -304,4 +347,30 @@ CREATE TABLE partner_credits (
 );
 CREATE INDEX partner_credits_unsent ON partner_credits (registration_id)
     WHERE sent IS DISTINCT FROM desired;
+"#;
+
+/// Step 4 "schema drift": SQLite's step of that name (`store/schema_drift.rs`).
+const SCHEMA_DRIFT: &str = r#"
+CREATE TABLE schema_drift (
+    system   TEXT NOT NULL,
+    object   TEXT NOT NULL,
+    field    TEXT NOT NULL,
+    flow     TEXT NOT NULL,
+    location TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    problem  TEXT NOT NULL,
+    since_ms BIGINT NOT NULL,
+    PRIMARY KEY (system, object, field, flow)
+);
+CREATE TABLE schema_skips (
+    flow      TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    field     TEXT NOT NULL,
+    system    TEXT NOT NULL,
+    object    TEXT NOT NULL,
+    value     TEXT,
+    since_ms  BIGINT NOT NULL,
+    PRIMARY KEY (flow, source_id, field)
+);
+CREATE INDEX schema_skips_field ON schema_skips (system, object, field);
 "#;

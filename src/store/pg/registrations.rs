@@ -1,16 +1,18 @@
-//! PostgreSQL SQL for deal registrations, their partner credits and the PRM's MDF requests: the
-//! same statements as `store/registrations.rs`, `store/credits.rs` and `store/attribution.rs`.
+//! PostgreSQL SQL for deal registrations, their partner credits (and the leads and activities
+//! evidencing influence) and the PRM's MDF requests: the same statements as
+//! `store/registrations.rs`, `store/credits.rs` and `store/attribution.rs`.
 
 use postgres::GenericClient;
 use serde_json::{Map, Value};
 
-use super::super::credits::UnsentCredits;
+use super::super::credits::{DesiredCredits, StoredCredits, UnsentCredits};
 use super::super::registrations::{
     DecisionChange, KeyedEvent, RegistrationGroup, StoredRegistration,
 };
 use super::super::{DecisionCommit, StoreError};
 use super::queries;
 use crate::model::content_hash;
+use crate::rules::credit::{Evidence, EvidenceItem};
 use crate::rules::{PriorDecision, RegistrationEvent, ReviewOutcome, Status};
 
 pub(in crate::store) fn record_partners(
@@ -239,6 +241,7 @@ pub(in crate::store) fn group(
         reviews,
         prior,
         partner_names,
+        evidence: evidence(c, key)?,
     })
 }
 
@@ -421,27 +424,48 @@ const NO_CREDITS: &str = "[]";
 
 fn record_credits(
     c: &mut impl GenericClient,
-    rows: &[(String, String)],
+    rows: &[DesiredCredits],
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    for (id, desired) in rows {
-        if desired == NO_CREDITS {
+    for r in rows {
+        let args: [&(dyn postgres::types::ToSql + Sync); 4] =
+            [&r.registration_id, &r.desired, &r.reasons, &now_ms];
+        if r.desired == NO_CREDITS {
             c.execute(
-                "UPDATE partner_credits SET desired = $2, updated_ms = $3
-                 WHERE registration_id = $1 AND desired IS DISTINCT FROM $2",
-                &[id, desired, &now_ms],
+                "UPDATE partner_credits SET desired = $2, reasons = $3, updated_ms = $4
+                 WHERE registration_id = $1
+                   AND (desired IS DISTINCT FROM $2 OR reasons IS DISTINCT FROM $3)",
+                &args,
             )?;
         } else {
             c.execute(
-                "INSERT INTO partner_credits (registration_id, desired, updated_ms) VALUES ($1, $2, $3)
+                "INSERT INTO partner_credits (registration_id, desired, reasons, updated_ms)
+                 VALUES ($1, $2, $3, $4)
                  ON CONFLICT (registration_id) DO UPDATE SET desired = excluded.desired,
-                     updated_ms = excluded.updated_ms
-                 WHERE partner_credits.desired IS DISTINCT FROM excluded.desired",
-                &[id, desired, &now_ms],
+                     reasons = excluded.reasons, updated_ms = excluded.updated_ms
+                 WHERE partner_credits.desired IS DISTINCT FROM excluded.desired
+                    OR partner_credits.reasons IS DISTINCT FROM excluded.reasons",
+                &args,
             )?;
         }
     }
     Ok(())
+}
+
+pub(in crate::store) fn credits_of(
+    c: &mut impl GenericClient,
+    id: &str,
+) -> Result<Option<StoredCredits>, StoreError> {
+    Ok(c.query_opt(
+        "SELECT desired, sent, reasons, last_error FROM partner_credits WHERE registration_id = $1",
+        &[&id],
+    )?
+    .map(|r| StoredCredits {
+        desired: r.get(0),
+        sent: r.get(1),
+        reasons: r.get(2),
+        last_error: r.get(3),
+    }))
 }
 
 pub(in crate::store) fn sent_credits(
@@ -514,4 +538,79 @@ pub(in crate::store) fn record_mdf(
         )?;
     }
     Ok(())
+}
+
+pub(in crate::store) fn record_evidence(
+    c: &mut impl GenericClient,
+    rows: &[(String, EvidenceItem)],
+    gone: &[(Evidence, String)],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let mut dirty = Vec::new();
+    for (key, e) in rows {
+        let was = c
+            .query_opt(
+                "SELECT dup_key, partner, at_ms FROM credit_evidence WHERE kind = $1 AND id = $2",
+                &[&e.kind.as_str(), &e.id],
+            )?
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, i64>(2),
+                )
+            });
+        if was.as_ref() == Some(&(key.clone(), e.partner.clone(), e.at_ms)) {
+            continue;
+        }
+        c.execute(
+            "INSERT INTO credit_evidence (kind, id, dup_key, partner, at_ms, updated_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (kind, id) DO UPDATE SET dup_key = excluded.dup_key,
+                 partner = excluded.partner, at_ms = excluded.at_ms, updated_ms = excluded.updated_ms",
+            &[&e.kind.as_str(), &e.id, key, &e.partner, &e.at_ms, &now_ms],
+        )?;
+        dirty.extend(was.map(|w| w.0));
+        dirty.push(key.clone());
+    }
+    for (kind, id) in gone {
+        if let Some(r) = c.query_opt(
+            "DELETE FROM credit_evidence WHERE kind = $1 AND id = $2 RETURNING dup_key",
+            &[&kind.as_str(), id],
+        )? {
+            dirty.push(r.get(0));
+        }
+    }
+    dirty.sort();
+    dirty.dedup();
+    for key in dirty {
+        mark_group_dirty(c, &key)?;
+    }
+    Ok(())
+}
+
+fn evidence(
+    c: &mut impl GenericClient,
+    key: Option<&str>,
+) -> Result<Vec<(String, EvidenceItem)>, StoreError> {
+    let rows = c.query(
+        "SELECT dup_key, kind, id, partner, at_ms FROM credit_evidence
+         WHERE $1::TEXT IS NULL OR dup_key = $1::TEXT ORDER BY dup_key, at_ms, kind, id",
+        &[&key],
+    )?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let kind = Evidence::parse(r.get::<_, &str>(1))?;
+            Some((
+                r.get(0),
+                EvidenceItem {
+                    kind,
+                    id: r.get(2),
+                    partner: r.get(3),
+                    at_ms: r.get(4),
+                },
+            ))
+        })
+        .collect())
 }
