@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::{Size, world};
 use super::million::{free_port, stop};
 use super::report::ScenarioResult;
+use super::{Size, world};
 use crate::demo;
 use crate::sim::hubspot::HubSpotSim;
 use crate::sim::partnerstack::PartnerStackSim;
@@ -78,9 +78,9 @@ pub async fn scenario(
         "work spreads over the daemons; every deal reaches the CRM once",
     );
     let Some(url) = postgres else {
-        result
-            .notes
-            .push("skipped: needs --postgres URL (a PostgreSQL server it may create schemas on)".into());
+        result.notes.push(
+            "skipped: needs --postgres URL (a PostgreSQL server it may create schemas on)".into(),
+        );
         return Ok(result);
     };
     let mut all_ok = true;
@@ -90,9 +90,19 @@ pub async fn scenario(
         result.metric(&format!("{daemons} daemon(s): deals/s"), deals / secs, "/s");
         result.metric(&format!("{daemons} daemon(s): seconds"), secs, "s");
         result.metric(
-            &format!("{daemons} daemon(s): most leases on one daemon"),
-            spread as f64,
+            &format!("{daemons} daemon(s): most leases on one daemon at start"),
+            spread.at_start as f64,
             "leases",
+        );
+        result.metric(
+            &format!("{daemons} daemon(s): most leases on one daemon at end"),
+            spread.at_end as f64,
+            "leases",
+        );
+        result.metric(
+            &format!("{daemons} daemon(s): lease moves during the run"),
+            spread.moves as f64,
+            "claims",
         );
         result.metric(
             &format!("{daemons} daemon(s): deals created twice"),
@@ -111,14 +121,24 @@ pub async fn scenario(
     Ok(result)
 }
 
+/// How the leases were spread over the daemons during a run.
+struct Spread {
+    /// Most leases on one daemon when the deals arrived.
+    at_start: usize,
+    /// Most leases on one daemon when the last deal had reached the CRM.
+    at_end: usize,
+    /// Claims during the run (a lease given back and taken, or expired and taken over).
+    moves: i64,
+}
+
 /// One fleet of `daemons` processes on a fresh schema: (seconds until every tenant converged,
-/// most leases held by one daemon then, deals created twice, whether it converged in time).
+/// how the leases were spread, deals created twice, whether it converged in time).
 async fn run_fleet(
     size: Size,
     exe: &Path,
     url: &str,
     daemons: usize,
-) -> anyhow::Result<(f64, usize, usize, bool)> {
+) -> anyhow::Result<(f64, Spread, usize, bool)> {
     let temp = world::TempState::new(&format!("fleet{daemons}"))?;
     let root = temp.path().with_file_name("");
     let mut list = Vec::new();
@@ -168,9 +188,10 @@ client_secret = {{ env = "PRMSYNC_BENCH_HS_SECRET" }}
     let fair = tenants(size).div_ceil(daemons);
     let limit = deadline(size);
     let joined = Instant::now();
+    let mut before = (0, 0, 0);
     while joined.elapsed() < limit {
-        let spread = most_leases(&target).await;
-        if spread.1 == tenants(size) && spread.0 <= fair {
+        before = most_leases(&target).await;
+        if before.1 == tenants(size) && before.0 <= fair {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -190,7 +211,12 @@ client_secret = {{ env = "PRMSYNC_BENCH_HS_SECRET" }}
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let secs = started.elapsed().as_secs_f64();
-    let (spread, _) = most_leases(&target).await;
+    let after = most_leases(&target).await;
+    let spread = Spread {
+        at_start: before.0,
+        at_end: after.0,
+        moves: after.2 - before.2,
+    };
     for c in &mut children {
         stop(c);
     }
@@ -198,20 +224,24 @@ client_secret = {{ env = "PRMSYNC_BENCH_HS_SECRET" }}
     Ok((secs, spread, doubles, converged))
 }
 
-/// (most live leases held by one daemon, live leases in all); zeros while the fleet's schema is
-/// not there yet.
-async fn most_leases(target: &PgTarget) -> (usize, usize) {
+/// (most live leases held by one daemon, live leases in all, sum of the generations: how many
+/// claims there were); zeros while the fleet's schema is not there yet.
+async fn most_leases(target: &PgTarget) -> (usize, usize, i64) {
     let Ok(leases) = Leases::open(target, Duration::from_secs(LEASE_SECS)) else {
-        return (0, 0);
+        return (0, 0, 0);
     };
     let Ok(rows) = leases.list().await else {
-        return (0, 0);
+        return (0, 0, 0);
     };
     let mut by = std::collections::BTreeMap::<String, usize>::new();
     for r in rows.iter().filter(|r| r.live) {
         *by.entry(r.holder.clone().unwrap_or_default()).or_default() += 1;
     }
-    (by.values().copied().max().unwrap_or(0), by.values().sum())
+    (
+        by.values().copied().max().unwrap_or(0),
+        by.values().sum(),
+        rows.iter().map(|r| r.generation).sum(),
+    )
 }
 
 fn write_config(root: &Path, d: usize, url: &str, schema: &str) -> anyhow::Result<PathBuf> {
