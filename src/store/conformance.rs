@@ -84,6 +84,7 @@ conformance!(
     poll_rejects_are_dead_lettered_once,
     pruning_keeps_pending_inbox_rows,
     credit_evidence_is_kept_by_customer_and_re_decides_its_group,
+    credit_reasons_are_kept_and_a_new_reason_alone_sends_nothing,
 );
 
 fn deals() -> ObjectRef {
@@ -1179,4 +1180,36 @@ async fn credit_evidence_is_kept_by_customer_and_re_decides_its_group(store: &St
             .evidence
             .is_empty()
     );
+}
+
+async fn credit_reasons_are_kept_and_a_new_reason_alone_sends_nothing(store: &Store) {
+    let row = |reasons: &str| DesiredCredits {
+        registration_id: "reg_a".into(),
+        desired: r#"[{"partner":"part_2"}]"#.into(),
+        reasons: reasons.into(),
+    };
+    let commit = |reasons: &str| DecisionCommit {
+        rules_version: "v1".into(),
+        credits: vec![row(reasons)],
+        ..DecisionCommit::default()
+    };
+    assert_eq!(store.credits_of("reg_a".into()).await.unwrap(), None);
+    store.commit_decisions(commit("first"), 1).await.unwrap();
+    let stored = store.credits_of("reg_a".into()).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.reasons.as_deref(), stored.sent.as_deref()),
+        (Some("first"), None)
+    );
+    let unsent = store.unsent_credits(10).await.unwrap();
+    assert_eq!(unsent.len(), 1);
+    store
+        .complete_credits(vec![(unsent[0].clone(), Ok(()))], 2)
+        .await
+        .unwrap();
+    // The same set with a new reason (a moved line in the rules file): kept, nothing to send.
+    store.commit_decisions(commit("second"), 3).await.unwrap();
+    let stored = store.credits_of("reg_a".into()).await.unwrap().unwrap();
+    assert_eq!(stored.reasons.as_deref(), Some("second"));
+    assert_eq!(stored.sent.as_deref(), Some(stored.desired.as_str()));
+    assert!(store.unsent_credits(10).await.unwrap().is_empty());
 }

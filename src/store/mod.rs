@@ -37,7 +37,7 @@ use crate::failpoint::FailPoints;
 use crate::model::{Change, Cursor, Direction, ObjectRef, SystemKind};
 
 pub use associations::{AssociationIntent, AssociationOutcome, ReadyAssociation};
-pub use credits::UnsentCredits;
+pub use credits::{DesiredCredits, StoredCredits, UnsentCredits};
 pub use digest::StateDigest;
 pub use queries::StatusReport;
 pub use registrations::{DecisionChange, KeyedEvent, RegistrationGroup, StoredRegistration};
@@ -314,8 +314,9 @@ pub struct DecisionCommit {
     /// The groups evaluated (their dirty flags are cleared).
     pub keys: Vec<String>,
     pub decisions: Vec<crate::rules::Decision>,
-    /// Each sourced deal's desired partner credits (registration id, JSON), see `credits.rs`.
-    pub credits: Vec<(String, String)>,
+    /// Each decided registration's desired partner credits (empty for one that sourced no
+    /// deal), with their reasons, see `credits.rs`.
+    pub credits: Vec<DesiredCredits>,
     /// Write-backs and ledger lines (no inbox items).
     pub plan: PlanCommit,
 }
@@ -886,6 +887,16 @@ impl Store {
                 .await;
         }
         self.call(move |conn| credits::sent(conn, &ids)).await
+    }
+
+    /// A deal's stored partner credits (desired, confirmed, reasons), for `registrations show`.
+    pub async fn credits_of(&self, id: String) -> Result<Option<StoredCredits>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::registrations::credits_of(c, &id))
+                .await;
+        }
+        self.call(move |conn| credits::of(conn, &id)).await
     }
 
     /// Records the CRM's answers for sent partner credits.

@@ -13,6 +13,12 @@ pub(super) const STEPS: &[(i64, &str, &str)] = &[
     (1, "schema", V1),
     // Partners' leads and activities, for multi-partner credit (SQLite's "credit evidence").
     (2, "credit evidence", CREDIT_EVIDENCE),
+    // Each partner credit's reason (SQLite's "credit reasons").
+    (
+        3,
+        "credit reasons",
+        "ALTER TABLE partner_credits ADD COLUMN reasons TEXT;",
+    ),
 ];
 
 const CREDIT_EVIDENCE: &str = r#"
