@@ -19,6 +19,8 @@ pub(super) const STEPS: &[(i64, &str, &str)] = &[
         "credit reasons",
         "ALTER TABLE partner_credits ADD COLUMN reasons TEXT;",
     ),
+    // Drifted mapped CRM fields and the writes that left a field out (`schema_drift.rs`).
+    (4, "schema drift", SCHEMA_DRIFT),
 ];
 
 const CREDIT_EVIDENCE: &str = r#"
@@ -345,4 +347,30 @@ CREATE TABLE partner_credits (
 );
 CREATE INDEX partner_credits_unsent ON partner_credits (registration_id)
     WHERE sent IS DISTINCT FROM desired;
+"#;
+
+/// Step 4 "schema drift": SQLite's step of that name (`store/schema_drift.rs`).
+const SCHEMA_DRIFT: &str = r#"
+CREATE TABLE schema_drift (
+    system   TEXT NOT NULL,
+    object   TEXT NOT NULL,
+    field    TEXT NOT NULL,
+    flow     TEXT NOT NULL,
+    location TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    problem  TEXT NOT NULL,
+    since_ms BIGINT NOT NULL,
+    PRIMARY KEY (system, object, field, flow)
+);
+CREATE TABLE schema_skips (
+    flow      TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    field     TEXT NOT NULL,
+    system    TEXT NOT NULL,
+    object    TEXT NOT NULL,
+    value     TEXT,
+    since_ms  BIGINT NOT NULL,
+    PRIMARY KEY (flow, source_id, field)
+);
+CREATE INDEX schema_skips_field ON schema_skips (system, object, field);
 "#;

@@ -16,6 +16,7 @@ pub(super) mod queries;
 pub(super) mod registrations;
 pub(super) mod resync;
 pub(super) mod retention;
+pub(super) mod schema_drift;
 
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
