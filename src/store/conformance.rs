@@ -54,6 +54,7 @@ macro_rules! conformance {
             async fn $name() {
                 let b = super::sqlite();
                 super::$name(&b.store).await;
+                super::counts_agree(&b.store).await;
             })*
         }
         mod on_postgres {
@@ -61,6 +62,7 @@ macro_rules! conformance {
             async fn $name() {
                 let Some(b) = super::postgres(stringify!($name)) else { return };
                 super::$name(&b.store).await;
+                super::counts_agree(&b.store).await;
             })*
         }
     };
@@ -84,6 +86,32 @@ conformance!(
     poll_rejects_are_dead_lettered_once,
     pruning_keeps_pending_inbox_rows,
 );
+
+/// After every scenario: the counts `status` reads (kept by triggers on both backends) equal a
+/// full recount of the tables. Ledger totals count since the state was created, so after
+/// retention they may exceed the lines still kept, never fall below them.
+async fn counts_agree(store: &Store) {
+    let (kept, recounted) = store.counts_kept_and_recounted().await.expect("counts");
+    let gauges = |c: &Counts| {
+        (
+            c.links,
+            c.inbox_pending,
+            c.outbox_depth,
+            c.outbox_retrying,
+            c.dead_letters,
+        )
+    };
+    assert_eq!(gauges(&kept), gauges(&recounted), "kept gauges vs recount");
+    assert_eq!(kept.registrations, recounted.registrations, "registrations by status");
+    for line in &recounted.ledger {
+        let total = kept
+            .ledger
+            .iter()
+            .find(|k| (&k.flow, &k.direction, &k.action) == (&line.flow, &line.direction, &line.action))
+            .map_or(0, |k| k.count);
+        assert!(total >= line.count, "ledger total {total} below the kept lines of {line:?}");
+    }
+}
 
 fn deals() -> ObjectRef {
     ObjectRef {

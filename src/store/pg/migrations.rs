@@ -7,13 +7,16 @@ use super::super::StoreError;
 /// Every step, in order: (number, name, SQL). Append new steps; never change or reorder these.
 /// Step 1 is the whole schema the SQLite migrations had reached by their step 20 (PostgreSQL
 /// state has no older history to carry forward), with PostgreSQL types: `BIGINT` for SQLite's
-/// `INTEGER`, `BYTEA` for `BLOB`, identity columns for `INTEGER PRIMARY KEY`. Status counts are
-/// index-backed queries (no trigger-kept gauges, see `queries.rs`).
-pub(super) const STEPS: &[(i64, &str, &str)] = &[(1, "schema", V1)];
+/// `INTEGER`, `BYTEA` for `BLOB`, identity columns for `INTEGER PRIMARY KEY`.
+pub(super) const STEPS: &[(i64, &str, &str)] = &[
+    (1, "schema", V1),
+    // Status and metrics counts kept by triggers, as SQLite's "counters" step.
+    (2, "counters", COUNTERS),
+];
 
 /// Applies pending steps, each in its own transaction under an advisory lock scoped to the
 /// schema, so two daemons starting together never run a step twice. Returns the version reached.
-pub(super) fn migrate(client: &mut Client, schema: &str) -> Result<i64, StoreError> {
+pub(in crate::store) fn migrate(client: &mut Client, schema: &str) -> Result<i64, StoreError> {
     client.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS {schema};
          CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
@@ -304,4 +307,118 @@ CREATE TABLE partner_credits (
 );
 CREATE INDEX partner_credits_unsent ON partner_credits (registration_id)
     WHERE sent IS DISTINCT FROM desired;
+"#;
+
+/// Step 2 "counters": status and metrics counts kept by triggers in the same transactions as the
+/// writes they count, as the SQLite backend keeps them (`store/counters.rs`): the same tables,
+/// starting values (one full count, at migration time) and trigger rules, so `status` reads a
+/// handful of rows whatever the number of links, and ledger totals survive retention.
+const COUNTERS: &str = r#"
+CREATE TABLE gauges (
+    name   TEXT PRIMARY KEY,
+    value  BIGINT NOT NULL
+);
+INSERT INTO gauges (name, value) VALUES
+    ('links',           (SELECT COUNT(*) FROM links)),
+    ('inbox_pending',   (SELECT COUNT(*) FROM inbox WHERE state = 'pending')),
+    ('outbox_depth',    (SELECT COUNT(*) FROM outbox)),
+    ('outbox_retrying', (SELECT COUNT(*) FROM outbox WHERE attempts > 0)),
+    ('dead_letters',    (SELECT COUNT(*) FROM dead_letters));
+
+CREATE TABLE ledger_totals (
+    flow       TEXT NOT NULL,
+    direction  TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    count      BIGINT NOT NULL,
+    PRIMARY KEY (flow, direction, action)
+);
+INSERT INTO ledger_totals (flow, direction, action, count)
+    SELECT flow, direction, action, COUNT(*) FROM ledger GROUP BY flow, direction, action;
+
+CREATE TABLE registration_totals (
+    status  TEXT PRIMARY KEY,
+    count   BIGINT NOT NULL
+);
+INSERT INTO registration_totals (status, count)
+    SELECT COALESCE(status, 'undecided'), COUNT(*) FROM registrations GROUP BY 1;
+
+-- Row triggers: one gauge update per changed row, in the writing transaction.
+CREATE FUNCTION count_links() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE gauges SET value = value + CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END
+    WHERE name = 'links';
+    RETURN NULL;
+END $$;
+CREATE TRIGGER links_count AFTER INSERT OR DELETE ON links
+    FOR EACH ROW EXECUTE FUNCTION count_links();
+
+CREATE FUNCTION count_inbox() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE d BIGINT := 0;
+BEGIN
+    IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.state = 'pending' THEN d := d + 1; END IF;
+    IF TG_OP IN ('DELETE', 'UPDATE') AND OLD.state = 'pending' THEN d := d - 1; END IF;
+    IF d <> 0 THEN
+        UPDATE gauges SET value = value + d WHERE name = 'inbox_pending';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER inbox_count AFTER INSERT OR DELETE OR UPDATE OF state ON inbox
+    FOR EACH ROW EXECUTE FUNCTION count_inbox();
+
+CREATE FUNCTION count_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE depth BIGINT := 0; retrying BIGINT := 0;
+BEGIN
+    IF TG_OP = 'INSERT' THEN depth := 1; END IF;
+    IF TG_OP = 'DELETE' THEN depth := -1; END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.attempts > 0 THEN retrying := retrying + 1; END IF;
+    IF TG_OP IN ('DELETE', 'UPDATE') AND OLD.attempts > 0 THEN retrying := retrying - 1; END IF;
+    IF depth <> 0 THEN
+        UPDATE gauges SET value = value + depth WHERE name = 'outbox_depth';
+    END IF;
+    IF retrying <> 0 THEN
+        UPDATE gauges SET value = value + retrying WHERE name = 'outbox_retrying';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER outbox_count AFTER INSERT OR DELETE OR UPDATE OF attempts ON outbox
+    FOR EACH ROW EXECUTE FUNCTION count_outbox();
+
+CREATE FUNCTION count_dead_letters() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE gauges SET value = value + CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END
+    WHERE name = 'dead_letters';
+    RETURN NULL;
+END $$;
+CREATE TRIGGER dead_letters_count AFTER INSERT OR DELETE ON dead_letters
+    FOR EACH ROW EXECUTE FUNCTION count_dead_letters();
+
+-- Totals since the state was created: pruning the ledger does not lower them.
+CREATE FUNCTION count_ledger() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO ledger_totals AS t (flow, direction, action, count)
+    VALUES (NEW.flow, NEW.direction, NEW.action, 1)
+    ON CONFLICT (flow, direction, action) DO UPDATE SET count = t.count + 1;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER ledger_count AFTER INSERT ON ledger
+    FOR EACH ROW EXECUTE FUNCTION count_ledger();
+
+CREATE FUNCTION count_registrations() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.status IS NOT DISTINCT FROM NEW.status THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('DELETE', 'UPDATE') THEN
+        UPDATE registration_totals SET count = count - 1
+        WHERE status = COALESCE(OLD.status, 'undecided');
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO registration_totals AS t (status, count)
+        VALUES (COALESCE(NEW.status, 'undecided'), 1)
+        ON CONFLICT (status) DO UPDATE SET count = t.count + 1;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER registrations_count AFTER INSERT OR DELETE OR UPDATE OF status ON registrations
+    FOR EACH ROW EXECUTE FUNCTION count_registrations();
 "#;

@@ -9,9 +9,11 @@
 pub(super) mod associations;
 pub(super) mod dlq;
 pub(super) mod erase_requests;
+pub(super) mod erasure;
 mod group;
 pub(super) mod migrations;
 pub(super) mod queries;
+pub(super) mod read_only;
 pub(super) mod registrations;
 pub(super) mod resync;
 pub(super) mod retention;
