@@ -880,7 +880,9 @@ fn state_copy_cmd(from: &str, to: &str, schema: &str) -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
         Err(e) => {
-            eprintln!("prmsync state copy: {e}; nothing was committed in PostgreSQL");
+            // A PostgreSQL error says what failed in its source ("db error" alone says nothing).
+            let e = anyhow::Error::from(e);
+            eprintln!("prmsync state copy: {e:#}; nothing was committed in PostgreSQL");
             ExitCode::from(EXIT_RUNTIME)
         }
     }

@@ -147,8 +147,11 @@ pub fn sqlite_to_postgres(
     let mut client =
         Client::connect(&to.url, NoTls).map_err(|e| StoreError::PgConnect(e.to_string()))?;
     refuse_foreign_schema(&mut client, &to.schema)?;
+    client.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {0}; SET search_path TO {0}",
+        to.schema
+    ))?;
     let schema_version = super::pg::migrations::migrate(&mut client, &to.schema)?;
-    client.batch_execute(&format!("SET search_path TO {}", to.schema))?;
     let locked: bool = client
         .query_one(
             "SELECT pg_try_advisory_lock(hashtext('prmsync daemon ' || current_schema()))",
@@ -232,8 +235,9 @@ pub fn sqlite_to_postgres(
 /// Refuses a schema that exists with tables but is not a prmsync state (no migrations table).
 fn refuse_foreign_schema(client: &mut Client, schema: &str) -> Result<(), CopyError> {
     let row = client.query_one(
-        "SELECT COUNT(*), COUNT(*) FILTER (WHERE table_name = 'schema_migrations')
-         FROM information_schema.tables WHERE table_schema = $1",
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE c.relname = 'schema_migrations')
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
         &[&schema],
     )?;
     let (tables, ours): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
@@ -269,8 +273,9 @@ fn copy_table(
 ) -> Result<(), CopyError> {
     let pg_columns: Vec<(String, String)> = tx
         .query(
-            "SELECT column_name::TEXT, data_type::TEXT FROM information_schema.columns
-             WHERE table_schema = current_schema() AND table_name = $1",
+            "SELECT a.attname::TEXT, format_type(a.atttypid, NULL)
+             FROM pg_attribute a
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
             &[&table],
         )?
         .iter()
@@ -384,8 +389,8 @@ fn describe(v: Option<ValueRef<'_>>) -> String {
 fn reset_identity(tx: &mut Transaction<'_>, table: &str) -> Result<(), CopyError> {
     let identity: Option<String> = tx
         .query_opt(
-            "SELECT column_name::TEXT FROM information_schema.columns
-             WHERE table_schema = current_schema() AND table_name = $1 AND is_identity = 'YES'",
+            "SELECT a.attname::TEXT FROM pg_attribute a
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND a.attidentity <> ''",
             &[&table],
         )?
         .map(|r| r.try_get(0))

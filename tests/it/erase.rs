@@ -391,8 +391,11 @@ async fn pg_rows_holding(target: &prmsync::store::pg::PgTarget, needle: &str) ->
     with_pg(target, move |c| {
         let columns = c
             .query(
-                "SELECT table_name::TEXT, column_name::TEXT FROM information_schema.columns
-                 WHERE table_schema = current_schema() ORDER BY 1, 2",
+                "SELECT c.relname::TEXT, a.attname::TEXT FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 JOIN pg_attribute a ON a.attrelid = c.oid
+                 WHERE n.nspname = current_schema() AND c.relkind = 'r'
+                   AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2",
                 &[],
             )
             .expect("columns");

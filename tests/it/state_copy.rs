@@ -1,10 +1,54 @@
 //! `prmsync state copy`: a state synced on SQLite through the demo flow moves to PostgreSQL, and
 //! the daemon goes on from the copied cursors and links: no new CRM write, no re-read beyond one
-//! page per object, and `status` shows the same figures. Runs with `PRMSYNC_TEST_POSTGRES` set.
+//! page per object, and `status` shows the same figures. On the copy, `prmsync plan` and `report
+//! attribution` read the PostgreSQL state and print exactly what they print from the file, and
+//! `backup` refuses with the `pg_dump` command. Runs with `PRMSYNC_TEST_POSTGRES` set.
 
+use std::path::{Path, PathBuf};
+
+use prmsync::store::pg::PgTarget;
 use prmsync::store::{StatusReport, Store};
 
-use crate::harness::{World, postgres_state};
+use crate::harness::{HS_SECRET, HS_TOKEN, PS_KEY, World, postgres_state};
+
+/// A config file for the binaries: the state file, or the PostgreSQL state when `pg` is given.
+fn write_config(w: &World, name: &str, pg: Option<&PgTarget>) -> PathBuf {
+    let path = w.dir.path().join(name);
+    let state = pg.map_or_else(String::new, |t| {
+        format!("[state]\nurl = \"{}\"\nschema = \"{}\"\n", t.url, t.schema)
+    });
+    std::fs::write(
+        &path,
+        format!(
+            "[daemon]\nstate_path = \"{}\"\n{state}\
+             [partnerstack]\nbase_url = \"{}\"\napi_key = {{ env = \"T_PS\" }}\n\
+             [hubspot]\nbase_url = \"{}\"\naccess_token = {{ env = \"T_HS\" }}\n\
+             client_secret = {{ env = \"T_SECRET\" }}\n",
+            w.state_path().display(),
+            w.ps_server.url("/api/v2"),
+            w.hs_server.url(""),
+        ),
+    )
+    .expect("config");
+    path
+}
+
+/// `prmsync ARGS`: (exit code, stdout, stderr); async, so the simulators answer meanwhile.
+async fn prmsync(args: &[&str], config: Option<&Path>) -> (Option<i32>, String, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_prmsync"));
+    cmd.args(args)
+        .envs([("T_PS", PS_KEY), ("T_HS", HS_TOKEN), ("T_SECRET", HS_SECRET)])
+        .env_remove("RUST_LOG");
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let out = cmd.output().await.expect("prmsync");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 
 /// `prmsync state copy ...`: (exit code, stdout + stderr).
 async fn copy(from: &std::path::Path, url: &str, schema: &str) -> (Option<i32>, String) {
@@ -82,6 +126,35 @@ async fn a_state_copied_to_postgres_goes_on_without_a_new_crm_write_or_a_re_read
     drop(pg);
     assert_eq!(figures(&copied), figures(&before), "status after the copy");
     assert_eq!(kept.links, recounted.links);
+
+    // plan and the attribution report read the copy as they read the file: the same output.
+    let on_file = write_config(&w, "file.toml", None);
+    let on_pg = write_config(&w, "pg.toml", Some(&target));
+    let report = ["report", "attribution", "--format", "json"];
+    let (code, from_file, err) = prmsync(&report, Some(&on_file)).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (code, from_pg, err) = prmsync(&report, Some(&on_pg)).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(from_pg.contains("registrations"), "{from_pg}");
+    assert_eq!(from_pg, from_file, "the report from PostgreSQL");
+    let (code, plan_file, err) = prmsync(&["plan", "--json"], Some(&on_file)).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (code, plan_pg, err) = prmsync(&["plan", "--json"], Some(&on_pg)).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(plan_pg, plan_file, "the plan from PostgreSQL");
+    let dest = w.dir.path().join("backup.db");
+    let (code, _, err) = prmsync(
+        &["backup", dest.to_str().expect("path")],
+        Some(&on_pg),
+    )
+    .await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("pg_dump --schema={}", target.schema)),
+        "{err}"
+    );
+    assert!(!err.contains(&target.url), "the URL is never printed: {err}");
+    assert!(!dest.exists());
 
     // The daemon on PostgreSQL, with the same simulators: nothing to write, one page per object.
     let (hs, ps) = (w.hs.stats(), w.ps.stats());

@@ -81,8 +81,7 @@ fn connect(target: &PgTarget) -> Result<Client, StoreError> {
     let schema = &target.schema;
     let migrated: bool = client
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM information_schema.tables
-                            WHERE table_schema = $1 AND table_name = 'schema_migrations')",
+            "SELECT to_regclass(quote_ident($1) || '.schema_migrations') IS NOT NULL",
             &[schema],
         )?
         .try_get(0)?;
