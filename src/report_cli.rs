@@ -77,6 +77,7 @@ pub fn attribution(
         registrations: &data.registrations,
         versions: &data.versions,
         mdf: &data.mdf,
+        evidence: &data.evidence,
         as_of_ms: data.as_of_ms,
     };
     let report = attribution::report(&rules, &input, &opts);

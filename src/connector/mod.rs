@@ -436,9 +436,9 @@ impl Connector {
         }
     }
 
-    /// Sets the partner credits on a CRM deal (`rules::credit`): Salesforce `Partner` rows,
-    /// HubSpot deal-to-company labels. Only the companies in `desired` or `previous` (what was
-    /// last confirmed) are touched.
+    /// Sets the partner credits on a CRM deal (`rules::credit`): Salesforce `Partner` rows (or
+    /// the rows of `partner_object`, a custom object), HubSpot deal-to-company labels. Only the
+    /// companies in `desired` or `previous` (what was last confirmed) are touched.
     pub async fn set_partners(
         &self,
         deal_object: &str,
@@ -446,13 +446,18 @@ impl Connector {
         company_object: &str,
         desired: &[PartnerRow],
         previous: &[PartnerRow],
+        partner_object: Option<&crate::rules::PartnerObject>,
     ) -> Result<(), ConnectorError> {
         match self {
             Connector::HubSpot(c) => {
                 c.set_partners(deal_object, deal_id, company_object, desired, previous)
                     .await
             }
-            Connector::Salesforce(c) => c.set_partners(deal_id, desired, previous).await,
+            Connector::Salesforce(c) => {
+                let standard = crate::rules::PartnerObject::standard();
+                let object = partner_object.unwrap_or(&standard);
+                c.set_partners(deal_id, desired, previous, object).await
+            }
             _ => Err(ConnectorError::Permanent(format!(
                 "{} is not a CRM: it takes no partner credits",
                 self.kind()

@@ -2,7 +2,8 @@
 //! partner credits (pure, `rules::credit`), stored with the decisions; after the writers'
 //! batches, the deals whose credits the CRM has not confirmed are written once the CRM deal
 //! (deal flow) and every partner's company or account (the partnerships flow) exist: Salesforce
-//! `Partner` rows, HubSpot deal-to-company association labels, one per role.
+//! `Partner` rows (or the configured custom object's), HubSpot deal-to-company association
+//! labels, one per role.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,13 +28,15 @@ pub struct Wanted {
     pub primary: bool,
 }
 
-/// The desired credits of every registration `decisions` decided (pure): the partner list of
+/// The desired credits of every registration `decisions` decided (pure), with the partners'
+/// leads and activities on the same customer (`evidence`) counting: the partner list of
 /// each sourced deal, and an empty list for the others (which removes credits a registration
 /// had while it was sourced; rows for never-sourced ones are not made, see `store/credits.rs`).
 pub fn desired(
     rules: &Rules,
     events: &[RegistrationEvent],
     decisions: &[Decision],
+    evidence: &[credit::EvidenceItem],
 ) -> Vec<(String, String)> {
     let Some(rule) = &rules.credit else {
         return Vec::new();
@@ -43,7 +46,7 @@ pub fn desired(
         .iter()
         .map(|d| (d.registration_id.clone(), Vec::new()))
         .collect();
-    for dc in credit::credits(rule, &claims) {
+    for dc in credit::credits(rule, &claims, evidence) {
         out.insert(
             dc.registration_id,
             dc.partners
@@ -157,6 +160,7 @@ impl Engine {
                     &partner_flow.target.object,
                     &desired,
                     &previous,
+                    names.partner_object.as_ref(),
                 )
                 .await;
             match result {
@@ -237,6 +241,7 @@ mod tests {
                 decision("d1", Status::Approved),
                 decision("d2", Status::Duplicate),
             ],
+            &[],
         );
         let d1: Vec<Wanted> = serde_json::from_str(&got[0].1).expect("json");
         assert_eq!(got[0].0, "d1");

@@ -271,10 +271,48 @@ pub async fn observe(
     if !requests.is_empty() {
         store.record_mdf_requests(requests, now_ms).await?;
     }
+    record_evidence(store, rules, prm, items, now_ms).await?;
     if events.is_empty() && touched.is_empty() {
         return Ok(0);
     }
     store.record_registrations(events, touched, now_ms).await
+}
+
+/// Stores the partners' leads and activities among `items` that `[credit]` counts as evidence
+/// (customer key, partner, time): what the credit step needs, so it never reads the PRM again.
+/// A record without a customer key, partner or time, an archived action and a deleted record
+/// are forgotten.
+async fn record_evidence(
+    store: &Store,
+    rules: &Rules,
+    prm: SystemKind,
+    items: &[InboxItem],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let Some(rule) = &rules.credit else {
+        return Ok(());
+    };
+    let mut rows = Vec::new();
+    let mut gone = Vec::new();
+    for i in items.iter().filter(|i| i.change.object.system == prm) {
+        let Some(source) = rule.source_for(&i.change.object.object) else {
+            continue;
+        };
+        let r = &i.change.record;
+        match i.change.kind {
+            ChangeKind::Upsert => match rules::credit::evidence_of(rules, source, &r.id, &r.fields)
+            {
+                Some(row) => rows.push(row),
+                None => gone.push((source.kind, r.id.clone())),
+            },
+            ChangeKind::Delete => gone.push((source.kind, r.id.clone())),
+            ChangeKind::Hint => {}
+        }
+    }
+    if rows.is_empty() && gone.is_empty() {
+        return Ok(());
+    }
+    store.record_credit_evidence(rows, gone, now_ms).await
 }
 
 /// A partnership's name as channel managers know it: the partner organisation's `company.name`,
@@ -356,6 +394,7 @@ pub async fn decide(
         };
         let mut before: BTreeMap<String, Status> = BTreeMap::new();
         for (_, domains, group) in groups {
+            let evidence: Vec<_> = group.evidence.into_iter().map(|(_, e)| e).collect();
             before.extend(
                 group
                     .prior
@@ -371,9 +410,12 @@ pub async fn decide(
                 as_of_ms: as_of,
             };
             let decided = rules::evaluate(rules, &input);
-            commit
-                .credits
-                .extend(super::credits::desired(rules, &input.events, &decided));
+            commit.credits.extend(super::credits::desired(
+                rules,
+                &input.events,
+                &decided,
+                &evidence,
+            ));
             commit.decisions.extend(decided);
         }
         let ids: Vec<String> = commit

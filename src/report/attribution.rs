@@ -238,6 +238,8 @@ pub struct Input<'a> {
     pub registrations: &'a [StoredRegistration],
     pub versions: &'a [RegistrationEvent],
     pub mdf: &'a [StoredMdf],
+    /// Partners' leads and activities (customer key, item), as the credits count them.
+    pub evidence: &'a [(String, credit::EvidenceItem)],
     pub as_of_ms: Option<i64>,
 }
 
@@ -330,8 +332,12 @@ fn attach_credits(rule: &credit::CreditRule, rules: &Rules, input: &Input<'_>, d
     for v in input.versions {
         versions.entry(v.id.as_str()).or_default().push(v);
     }
+    let mut evidence: BTreeMap<&str, Vec<credit::EvidenceItem>> = BTreeMap::new();
+    for (key, e) in input.evidence {
+        evidence.entry(key.as_str()).or_default().push(e.clone());
+    }
     let mut found: BTreeMap<String, Vec<PartnerCredit>> = BTreeMap::new();
-    for ids in by_key.values() {
+    for (key, ids) in &by_key {
         let claims: Vec<credit::Claim<'_>> = ids
             .iter()
             .filter_map(|id| {
@@ -350,7 +356,8 @@ fn attach_credits(rule: &credit::CreditRule, rules: &Rules, input: &Input<'_>, d
                 })
             })
             .collect();
-        for dc in credit::credits(rule, &claims) {
+        let evidence = evidence.get(key).map_or(&[][..], Vec::as_slice);
+        for dc in credit::credits(rule, &claims, evidence) {
             found.insert(dc.registration_id, dc.partners);
         }
     }
@@ -415,10 +422,21 @@ pub fn report(rules: &Rules, input: &Input<'_>, opts: &Options) -> Report {
         }
         // Each partner credited alongside the primary counts the deal as influenced, under
         // its own partner and tier (the registration that earned the credit gives both).
+        // A lead or activity gives the partner alone: its name and tier as its deals show them.
         for p in d.partners.iter().filter(|p| !p.primary) {
-            let key = match (opts.by, by_id.get(p.registration_id.as_str())) {
-                (GroupBy::Month, _) | (_, None) => key_of(d),
+            let earner = (p.evidence == credit::Evidence::Registration)
+                .then(|| by_id.get(p.registration_id.as_str()))
+                .flatten();
+            let key = match (opts.by, earner) {
+                (GroupBy::Month, _) => key_of(d),
                 (_, Some(earner)) => key_of(earner),
+                (GroupBy::Partner, None) => all
+                    .iter()
+                    .find(|x| x.partner == p.partner)
+                    .map_or_else(|| p.partner.clone(), partner_label),
+                (GroupBy::Tier, None) => rules
+                    .tier_of(&p.partner, &Map::new())
+                    .unwrap_or_else(|| "(no tier)".into()),
             };
             let slot = grouped.entry(key).or_default();
             if !slot.1.iter().any(|x| x.id == d.id) {

@@ -216,6 +216,7 @@ fn input(d: &Data) -> Input<'_> {
         registrations: &d.regs,
         versions: &d.versions,
         mdf: &d.mdf,
+        evidence: &[],
         as_of_ms: Some(T0 + 40 * DAY),
     }
 }
@@ -481,4 +482,65 @@ fn an_influencing_partner_counts_the_sourced_deal_in_its_influenced_figures() {
     // Without the shared customer, no one is co-credited.
     let plain = report(&rules, &input(&data()), &all_time(GroupBy::Partner));
     assert_eq!(plain.co_influenced.deals, 0);
+}
+
+#[test]
+fn a_partners_lead_on_the_customer_counts_like_its_registration() {
+    use crate::rules::credit::{Evidence, EvidenceItem};
+    let rules = Rules::builtin().expect("rules");
+    let d = data();
+    let lead = |id: &str, at_ms: i64| {
+        (
+            "r1.example".to_owned(),
+            EvidenceItem {
+                kind: Evidence::Lead,
+                id: id.into(),
+                partner: "part_5".into(),
+                at_ms,
+            },
+        )
+    };
+    // part_5 (silver, no registration) brought in a lead on r1's customer 10 days before r1.
+    let evidence = [lead("L1", T0 - 10 * DAY)];
+    let with = Input {
+        evidence: &evidence,
+        ..input(&d)
+    };
+    let r = report(&rules, &with, &all_time(GroupBy::Partner));
+    assert_eq!(
+        (r.co_influenced.deals, r.co_influenced.won_cents),
+        (1, 1_000_000)
+    );
+    let part_5 = r
+        .groups
+        .iter()
+        .find(|g| g.group == "part_5")
+        .expect("part_5 is credited by its lead");
+    assert_eq!(
+        (
+            part_5.sourced.deals,
+            part_5.influenced.deals,
+            part_5.influenced.won_cents
+        ),
+        (0, 1, 1_000_000)
+    );
+    let by_tier = report(&rules, &with, &all_time(GroupBy::Tier));
+    let silver = by_tier
+        .groups
+        .iter()
+        .find(|g| g.group == "silver")
+        .expect("silver");
+    // r4 (part_2, silver) is influenced and won 3,000.00; the lead adds r1's 10,000.00.
+    assert_eq!(silver.influenced.won_cents, 1_300_000, "{silver:?}");
+    // A lead 100 days before the opportunity is outside the 90-day window: nothing.
+    let late = [lead("L2", T0 - 100 * DAY)];
+    let r = report(
+        &rules,
+        &Input {
+            evidence: &late,
+            ..input(&d)
+        },
+        &all_time(GroupBy::Partner),
+    );
+    assert_eq!(r.co_influenced.deals, 0);
 }

@@ -7,9 +7,10 @@
 //! registration was submitted. Its partner is the primary, in the role its registration
 //! declares (`[credit] role_field`: sourced, referral or reseller; sourced when blank). Another
 //! partner earns credit with evidence from `[credit] influence_from` dated within
-//! `influence_within_days` of the opportunity's creation (either side): today that evidence is
-//! the partner's own registration of the same customer that was not rejected. Its role is the
-//! one its registration declares when that is referral or reseller, else influenced.
+//! `influence_within_days` of the opportunity's creation (either side): the partner's own
+//! registration of the same customer that was not rejected (its role is the one the registration
+//! declares when that is referral or reseller, else influenced), or the partner's lead or
+//! activity on the same customer (influenced), as stored when it was read from the PRM.
 
 use std::collections::BTreeMap;
 
@@ -51,18 +52,111 @@ impl Role {
 }
 
 /// What earns a partner influence on a deal another partner sourced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Evidence {
     /// The partner's own registration of the same customer (not rejected).
     Registration,
+    /// A lead the partner brought in on the same customer (PRM `leads`).
+    Lead,
+    /// Something the partner did on the same customer (PRM `actions`).
+    Activity,
 }
 
 impl Evidence {
     pub fn as_str(self) -> &'static str {
         match self {
             Evidence::Registration => "registration",
+            Evidence::Lead => "lead",
+            Evidence::Activity => "activity",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Evidence> {
+        [Evidence::Registration, Evidence::Lead, Evidence::Activity]
+            .into_iter()
+            .find(|e| e.as_str() == s)
+    }
+}
+
+/// Where a lead or activity is read from: the PRM object and the fields of its records that
+/// name the partner, the customer (read in place of each `[[duplicate_key]]` part's fields, with
+/// that part's normalisation) and when it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceSource {
+    pub kind: Evidence,
+    /// The PRM object (`leads`, `actions`).
+    pub object: String,
+    pub partner: String,
+    /// Dotted paths allowed (`customer.email`); the first non-empty one is used.
+    pub customer: Vec<String>,
+    /// Epoch milliseconds or an RFC 3339 time.
+    pub at: String,
+}
+
+/// A partner's lead or activity on a customer, as stored when prmsync read it from the PRM.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EvidenceItem {
+    pub kind: Evidence,
+    /// The PRM record's id.
+    pub id: String,
+    pub partner: String,
+    pub at_ms: i64,
+}
+
+/// A field of a PRM record by dotted path, as text (numbers as written).
+fn path<'a>(fields: &'a Map<String, Value>, p: &str) -> Option<&'a Value> {
+    let mut parts = p.split('.');
+    let mut v = fields.get(parts.next()?)?;
+    for part in parts {
+        v = v.get(part)?;
+    }
+    Some(v)
+}
+
+fn path_text(fields: &Map<String, Value>, p: &str) -> Option<String> {
+    match path(fields, p)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// What a PRM lead or activity record is as evidence: its customer's duplicate key (the rules'
+/// `[[duplicate_key]]` parts, each read from `source.customer` instead of the registration fields),
+/// its partner and time; `None` when one of them is missing, or an action is `archived`.
+pub fn evidence_of(
+    rules: &super::Rules,
+    source: &EvidenceSource,
+    id: &str,
+    fields: &Map<String, Value>,
+) -> Option<(String, EvidenceItem)> {
+    if matches!(fields.get("archived"), Some(Value::Bool(true)))
+        || fields.get("archived").and_then(Value::as_str) == Some("true")
+    {
+        return None;
+    }
+    let partner = path_text(fields, &source.partner)?;
+    let at_ms = match path(fields, &source.at)? {
+        Value::Number(n) => n.as_i64()?,
+        Value::String(s) => s.trim().parse::<jiff::Timestamp>().ok()?.as_millisecond(),
+        _ => return None,
+    };
+    let customer: Map<String, Value> = source
+        .customer
+        .iter()
+        .filter_map(|p| Some((p.clone(), Value::String(path_text(fields, p)?))))
+        .collect();
+    let key = super::evaluate::key_with(rules, &customer, Some(&source.customer)).0?;
+    Some((
+        key,
+        EvidenceItem {
+            kind: source.kind,
+            id: id.to_owned(),
+            partner,
+            at_ms,
+        },
+    ))
 }
 
 /// `[credit]` of a rules file.
@@ -73,6 +167,15 @@ pub struct CreditRule {
     pub role_field: Option<String>,
     pub influence_from: Vec<Evidence>,
     pub influence_within_days: i64,
+    /// Where leads and activities are read from, for those `influence_from` lists.
+    pub sources: Vec<EvidenceSource>,
+}
+
+impl CreditRule {
+    /// The source of PRM `object`'s records as evidence, when one is configured.
+    pub fn source_for(&self, object: &str) -> Option<&EvidenceSource> {
+        self.sources.iter().find(|s| s.object == object)
+    }
 }
 
 /// One partner's credit on a deal.
@@ -81,8 +184,10 @@ pub struct PartnerCredit {
     pub partner: String,
     pub role: Role,
     pub primary: bool,
-    /// The registration that earned it.
+    /// The registration that earned it (for a lead or activity: the lead's or action's id).
     pub registration_id: String,
+    /// What earned it (the primary's: its registration).
+    pub evidence: Evidence,
     /// In plain words, citing the rules file line.
     pub reason: String,
 }
@@ -156,8 +261,13 @@ fn day_text(ms: i64) -> String {
         .unwrap_or_else(|_| ms.to_string())
 }
 
-/// The credits of every sourced deal among `claims` (one customer's registrations).
-pub fn credits(rule: &CreditRule, claims: &[Claim<'_>]) -> Vec<DealCredit> {
+/// The credits of every sourced deal among `claims` (one customer's registrations), with the
+/// leads and activities of `evidence` (the same customer's) counting as influence.
+pub fn credits(
+    rule: &CreditRule,
+    claims: &[Claim<'_>],
+    evidence: &[EvidenceItem],
+) -> Vec<DealCredit> {
     let sourced = |c: &&Claim<'_>| matches!(c.status, Some(Status::Approved | Status::Expired));
     let mut out = Vec::new();
     for deal in claims.iter().filter(sourced) {
@@ -173,6 +283,7 @@ pub fn credits(rule: &CreditRule, claims: &[Claim<'_>]) -> Vec<DealCredit> {
             role,
             primary: true,
             registration_id: deal.registration_id.to_owned(),
+            evidence: Evidence::Registration,
             reason: format!(
                 "{} won the registration {} (credit line {})",
                 deal.partner, deal.registration_id, rule.line
@@ -206,6 +317,7 @@ pub fn credits(rule: &CreditRule, claims: &[Claim<'_>]) -> Vec<DealCredit> {
                 role,
                 primary: false,
                 registration_id: c.registration_id.to_owned(),
+                evidence: Evidence::Registration,
                 reason: format!(
                     "{partner} registered the same customer on {} ({}), within {} days of the opportunity's creation on {} (credit line {})",
                     day_text(c.submitted_ms),
@@ -216,6 +328,41 @@ pub fn credits(rule: &CreditRule, claims: &[Claim<'_>]) -> Vec<DealCredit> {
                 ),
             });
         }
+        // A partner with no such registration: its earliest lead or activity in the window.
+        let mut led: BTreeMap<&str, &EvidenceItem> = BTreeMap::new();
+        for e in evidence {
+            let eligible = rule.influence_from.contains(&e.kind)
+                && e.partner != deal.partner
+                && !e.partner.is_empty()
+                && !partners.iter().any(|p| p.partner == e.partner)
+                && (e.at_ms - deal.submitted_ms).abs() <= window;
+            if !eligible {
+                continue;
+            }
+            let slot = led.entry(e.partner.as_str()).or_insert(e);
+            if (e.at_ms, e.kind, &e.id) < (slot.at_ms, slot.kind, &slot.id) {
+                *slot = e;
+            }
+        }
+        for (partner, e) in led {
+            partners.push(PartnerCredit {
+                partner: partner.to_owned(),
+                role: Role::Influenced,
+                primary: false,
+                registration_id: e.id.clone(),
+                evidence: e.kind,
+                reason: format!(
+                    "{partner}'s {} {} on {} was on the same customer, within {} days of the opportunity's creation on {} (credit line {})",
+                    e.kind.as_str(),
+                    e.id,
+                    day_text(e.at_ms),
+                    rule.influence_within_days,
+                    day_text(deal.submitted_ms),
+                    rule.line
+                ),
+            });
+        }
+        partners[1..].sort_by(|a, b| a.partner.cmp(&b.partner));
         out.push(DealCredit {
             registration_id: deal.registration_id.to_owned(),
             created_ms: deal.submitted_ms,
@@ -229,15 +376,16 @@ pub fn credits(rule: &CreditRule, claims: &[Claim<'_>]) -> Vec<DealCredit> {
 mod tests {
     use serde_json::{Map, Value, json};
 
-    use super::{Claim, CreditRule, DealCredit, Evidence, Role, credits};
+    use super::{Claim, CreditRule, DealCredit, Evidence, EvidenceItem, Role, credits};
     use crate::rules::{DAY_MS, Status};
 
     fn rule(days: i64) -> CreditRule {
         CreditRule {
             line: 7,
             role_field: Some("partner_role".into()),
-            influence_from: vec![Evidence::Registration],
+            influence_from: vec![Evidence::Registration, Evidence::Lead, Evidence::Activity],
             influence_within_days: days,
+            sources: Vec::new(),
         }
     }
 
@@ -261,6 +409,10 @@ mod tests {
     );
 
     fn run(rule: &CreditRule, rows: &[Row]) -> Vec<DealCredit> {
+        run_with(rule, rows, &[])
+    }
+
+    fn run_with(rule: &CreditRule, rows: &[Row], evidence: &[EvidenceItem]) -> Vec<DealCredit> {
         let f: Vec<Map<String, Value>> = rows.iter().map(|r| fields(r.4)).collect();
         let claims: Vec<Claim<'_>> = rows
             .iter()
@@ -273,7 +425,17 @@ mod tests {
                 fields,
             })
             .collect();
-        credits(rule, &claims)
+        credits(rule, &claims, evidence)
+    }
+
+    /// (kind, id, partner, day)
+    fn item(kind: Evidence, id: &str, partner: &str, day: i64) -> EvidenceItem {
+        EvidenceItem {
+            kind,
+            id: id.into(),
+            partner: partner.into(),
+            at_ms: day * DAY_MS,
+        }
     }
 
     fn roles(d: &DealCredit) -> Vec<(&str, Role, bool)> {
@@ -410,6 +572,95 @@ mod tests {
         assert_eq!(
             roles(&got[0]),
             [("p1", Role::Sourced, true), ("p2", Role::Influenced, false)]
+        );
+    }
+
+    #[test]
+    fn leads_and_activities_earn_influence_like_registrations() {
+        use Evidence::{Activity, Lead};
+        use Status::{Approved, Duplicate};
+        let deal: Vec<Row> = vec![("d1", "p1", Some(Approved), 100, None)];
+        // (name, evidence, influence_from, expected (partner, role, evidence id))
+        #[allow(clippy::type_complexity)]
+        let cases: Vec<(&str, Vec<EvidenceItem>, Vec<Evidence>, Vec<(&str, &str)>)> = vec![
+            (
+                "a lead before the opportunity, within the window",
+                vec![item(Lead, "L1", "p2", 75)],
+                vec![Lead],
+                vec![("p2", "L1")],
+            ),
+            (
+                "an activity after it, on the window's last day",
+                vec![item(Activity, "A1", "p3", 130)],
+                vec![Activity],
+                vec![("p3", "A1")],
+            ),
+            (
+                "a lead a day outside the window earns nothing",
+                vec![item(Lead, "L1", "p2", 69), item(Lead, "L2", "p2", 131)],
+                vec![Lead],
+                vec![],
+            ),
+            (
+                "evidence the file does not list earns nothing",
+                vec![item(Activity, "A1", "p3", 100)],
+                vec![Evidence::Registration, Lead],
+                vec![],
+            ),
+            (
+                "the sourcing partner's own lead adds nothing",
+                vec![item(Lead, "L1", "p1", 100)],
+                vec![Lead],
+                vec![],
+            ),
+            (
+                "a partner once, by its earliest evidence",
+                vec![
+                    item(Activity, "A9", "p2", 90),
+                    item(Lead, "L1", "p2", 95),
+                    item(Lead, "L0", "p2", 90),
+                ],
+                vec![Lead, Activity],
+                vec![("p2", "L0")],
+            ),
+        ];
+        for (name, evidence, from, want) in cases {
+            let mut r = rule(30);
+            r.influence_from = from;
+            let got = run_with(&r, &deal, &evidence);
+            let got: Vec<(&str, &str)> = got[0].partners[1..]
+                .iter()
+                .map(|p| {
+                    assert_eq!((p.role, p.primary), (Role::Influenced, false), "{name}");
+                    (p.partner.as_str(), p.registration_id.as_str())
+                })
+                .collect();
+            assert_eq!(got, want, "{name}");
+        }
+        // A partner with a registration in the window is credited by it (its declared role),
+        // not by an earlier lead; partners stay in key order after the primary.
+        let rows: Vec<Row> = vec![
+            ("d1", "p1", Some(Approved), 100, None),
+            ("d2", "p3", Some(Duplicate), 105, Some("reseller")),
+        ];
+        let got = run_with(
+            &rule(30),
+            &rows,
+            &[item(Lead, "L1", "p3", 90), item(Lead, "L2", "p2", 99)],
+        );
+        assert_eq!(
+            roles(&got[0]),
+            [
+                ("p1", Role::Sourced, true),
+                ("p2", Role::Influenced, false),
+                ("p3", Role::Reseller, false)
+            ]
+        );
+        assert_eq!(got[0].partners[2].registration_id, "d2");
+        let reason = &got[0].partners[1].reason;
+        assert_eq!(
+            reason,
+            "p2's lead L2 on 1970-04-10 was on the same customer, within 30 days of the opportunity's creation on 1970-04-11 (credit line 7)"
         );
     }
 }

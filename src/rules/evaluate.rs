@@ -41,10 +41,21 @@ fn text(fields: &Map<String, Value>, name: &str) -> Option<String> {
 
 /// The normalised duplicate key of a registration's fields, and its customer domain.
 pub fn key_of(rules: &Rules, fields: &Map<String, Value>) -> (Option<String>, Option<String>) {
+    key_with(rules, fields, None)
+}
+
+/// [`key_of`], reading each part from `instead` (a lead's or activity's customer fields) rather
+/// than the part's registration fields, when given.
+pub fn key_with(
+    rules: &Rules,
+    fields: &Map<String, Value>,
+    instead: Option<&[String]>,
+) -> (Option<String>, Option<String>) {
     let mut parts = Vec::new();
     let mut domain = None;
     for part in &rules.key {
-        let value = part.fields.iter().find_map(|f| {
+        let names = instead.unwrap_or(&part.fields);
+        let value = names.iter().find_map(|f| {
             let raw = text(fields, f)?;
             match part.normalize {
                 Normalize::Domain => normalize::domain(&raw),

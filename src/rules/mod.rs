@@ -71,6 +71,41 @@ pub struct CrmNames {
     /// Each partner role's name in this CRM (`[credit]`): a HubSpot deal-to-company association
     /// label, a Salesforce `Partner.Role` value. Both must exist in the portal or org.
     pub partner_roles: BTreeMap<credit::Role, String>,
+    /// Salesforce: the object credit rows are read from, created in and deleted from (`Partner`,
+    /// or a custom object the rules file names); `None` for HubSpot (association labels).
+    pub partner_object: Option<PartnerObject>,
+}
+
+/// The Salesforce object holding one row per credited partner on an opportunity, and its fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartnerObject {
+    pub object: String,
+    /// The opportunity the row credits (a lookup).
+    pub opportunity: String,
+    /// The partner's account (a lookup).
+    pub account: String,
+    /// The role's name (`partner_roles`).
+    pub role: String,
+    /// The primary flag (a checkbox).
+    pub primary: String,
+}
+
+impl PartnerObject {
+    /// The standard `Partner` object (`OpportunityPartner` is derived from it).
+    pub fn standard() -> PartnerObject {
+        PartnerObject {
+            object: "Partner".into(),
+            opportunity: "OpportunityId".into(),
+            account: "AccountToId".into(),
+            role: "Role".into(),
+            primary: "IsPrimary".into(),
+        }
+    }
+
+    /// Whether this is the standard `Partner` (rows cannot be updated, only deleted and made).
+    pub fn is_standard(&self) -> bool {
+        self.object == "Partner"
+    }
 }
 
 impl CrmNames {
@@ -87,6 +122,7 @@ impl CrmNames {
                 "Referral partner",
                 "Reseller partner",
             ]),
+            partner_object: None,
         }
     }
 
@@ -98,6 +134,7 @@ impl CrmNames {
             attribution: "PRM_Attribution__c".into(),
             account_domain: "Website".into(),
             partner_roles: roles(["Sourcing Partner", "Influencer", "Referral", "Reseller"]),
+            partner_object: Some(PartnerObject::standard()),
         }
     }
 

@@ -1005,7 +1005,20 @@ fn credit_compiles_with_defaults_and_three_mistakes_give_three_located_errors() 
         .expect("the shipped file credits partners");
     assert_eq!(c.influence_within_days, 90);
     assert_eq!(c.role_field.as_deref(), Some("partner_role"));
-    assert_eq!(c.influence_from, [credit::Evidence::Registration]);
+    assert_eq!(
+        c.influence_from,
+        [credit::Evidence::Registration, credit::Evidence::Lead]
+    );
+    assert_eq!(
+        c.sources,
+        [credit::EvidenceSource {
+            kind: credit::Evidence::Lead,
+            object: "leads".into(),
+            partner: "partner_key".into(),
+            customer: vec!["email".into()],
+            at: "created_at".into(),
+        }]
+    );
     assert_eq!(
         r.crm.salesforce.role_name(credit::Role::Influenced),
         "Influencer"
@@ -1031,8 +1044,8 @@ fn credit_compiles_with_defaults_and_three_mistakes_give_three_located_errors() 
             r#"influence_within_days = "ninety""#,
         )
         .replace(
-            r#"influence_from = ["registration"]"#,
-            r#"influence_from = ["lead"]"#,
+            r#"influence_from = ["registration", "lead"]"#,
+            r#"influence_from = ["registration", "gossip"]"#,
         )
         .replace(r#"referral = "Referral","#, r#"referall = "Referral","#);
     let errs = Rules::compile("r.toml", &bad).expect_err("bad file").0;
@@ -1043,10 +1056,7 @@ fn credit_compiles_with_defaults_and_three_mistakes_give_three_located_errors() 
         .join("\n");
     assert!(joined.contains("credit.role_feild"), "{joined}");
     assert!(joined.contains("credit.influence_within_days"), "{joined}");
-    assert!(
-        joined.contains(r#""lead" evidence is not read by prmsync yet"#),
-        "{joined}"
-    );
+    assert!(joined.contains(r#"unknown evidence "gossip""#), "{joined}");
     assert!(
         joined.contains("crm.salesforce.partner_roles.referall"),
         "{joined}"
@@ -1145,4 +1155,160 @@ fn a_reserved_criterion_without_a_field_or_with_both_forms_is_a_located_error() 
         "{joined}"
     );
     assert_eq!(errs.len(), 3, "{joined}");
+}
+
+#[test]
+fn lead_and_activity_sources_compile_and_their_mistakes_are_located() {
+    let r = rules_with(
+        r#"influence_from = ["registration", "lead"]"#,
+        "influence_from = [\"lead\", \"activity\"]\nactivity = { customer = [\"customer.email\"], at = \"occurred_at\" }",
+    );
+    let c = r.credit.as_ref().expect("credit");
+    let activity = c.source_for("actions").expect("actions are read");
+    assert_eq!(
+        (
+            activity.partner.as_str(),
+            activity.customer.as_slice(),
+            activity.at.as_str()
+        ),
+        (
+            "partnership_key",
+            &["customer.email".to_owned()][..],
+            "occurred_at"
+        )
+    );
+    assert_eq!(
+        c.source_for("leads").map(|s| s.kind),
+        Some(credit::Evidence::Lead)
+    );
+
+    // Three mistakes: activity without customer fields, a table for an unlisted kind, an empty name.
+    let bad = BUILTIN.1.replace(
+        r#"influence_from = ["registration", "lead"]"#,
+        "influence_from = [\"registration\", \"activity\"]\nlead = { at = \"created_at\" }\nactivity = { partner = \"\" }",
+    );
+    let errs = Rules::compile("r.toml", &bad).expect_err("bad file").0;
+    let joined = errs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(joined.contains("credit.activity.customer"), "{joined}");
+    assert!(
+        joined.contains("credit.lead: lead is not in influence_from"),
+        "{joined}"
+    );
+    assert!(joined.contains("credit.activity.partner"), "{joined}");
+    assert_eq!(errs.len(), 3, "{joined}");
+    assert!(errs.iter().all(|e| e.line > 1), "{joined}");
+}
+
+#[test]
+fn a_lead_is_keyed_by_the_registrations_duplicate_key() {
+    let r = rules();
+    let c = r.credit.as_ref().expect("credit");
+    let lead = c.source_for("leads").expect("leads");
+    let fields = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+    let (key, item) = credit::evidence_of(
+        &r,
+        lead,
+        "L1",
+        &fields(json!({"email": "Sam@EU.Initech.example", "partner_key": "part_3", "created_at": 1_767_225_600_000_i64})),
+    )
+    .expect("a lead with a customer, partner and time");
+    let (reg_key, _) =
+        crate::rules::key_of(&r, &fields(json!({"contact_email": "pat@initech.example"})));
+    assert_eq!(Some(key.as_str()), reg_key.as_deref());
+    assert_eq!(
+        (item.partner.as_str(), item.at_ms),
+        ("part_3", 1_767_225_600_000)
+    );
+    // An RFC 3339 time reads too; no email, no partner, or an archived record is no evidence.
+    assert!(credit::evidence_of(&r, lead, "L2", &fields(json!({"email": "a@b.example", "partner_key": "p", "created_at": "2026-01-01T00:00:00Z"}))).is_some());
+    for f in [
+        json!({"partner_key": "p", "created_at": 1}),
+        json!({"email": "a@b.example", "created_at": 1}),
+        json!({"email": "a@b.example", "partner_key": "p", "created_at": 1, "archived": true}),
+    ] {
+        assert!(
+            credit::evidence_of(&r, lead, "L3", &fields(f.clone())).is_none(),
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn a_custom_partner_object_compiles_and_its_misconfigurations_are_located() {
+    let r = rules_with(
+        "account_domain = \"Website\"\n",
+        "account_domain = \"Website\"\npartner_object = \"Partner_Credit__c\"\npartner_fields = { opportunity = \"Opportunity__c\", account = \"Account__c\", role = \"Role__c\", primary = \"Primary__c\" }\n",
+    );
+    let o = r.crm.salesforce.partner_object.as_ref().expect("an object");
+    assert_eq!(
+        (
+            o.object.as_str(),
+            o.opportunity.as_str(),
+            o.account.as_str(),
+            o.role.as_str(),
+            o.primary.as_str()
+        ),
+        (
+            "Partner_Credit__c",
+            "Opportunity__c",
+            "Account__c",
+            "Role__c",
+            "Primary__c"
+        )
+    );
+    assert_ne!(
+        r.version,
+        rules().version,
+        "a changed object is a changed rule"
+    );
+    assert!(
+        rules()
+            .crm
+            .salesforce
+            .partner_object
+            .as_ref()
+            .is_some_and(crate::rules::PartnerObject::is_standard)
+    );
+    assert_eq!(rules().crm.hubspot.partner_object, None);
+
+    // A standard object's name, a missing field, a field named twice, and one on HubSpot.
+    let bad = BUILTIN
+        .1
+        .replacen(
+            "account_domain = \"Website\"\n",
+            "account_domain = \"Website\"\npartner_object = \"PartnerCredit\"\npartner_fields = { opportunity = \"Opp__c\", account = \"Opp__c\", role = \"Role__c\" }\n",
+            1,
+        )
+        .replacen(
+            "account_domain = \"domain\"\n",
+            "account_domain = \"domain\"\npartner_object = \"Partner_Credit__c\"\n",
+            1,
+        );
+    let errs = Rules::compile("r.toml", &bad).expect_err("bad file").0;
+    let joined = errs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        joined.contains(
+            r#"crm.salesforce.partner_object: "PartnerCredit" is not a custom object's API name"#
+        ),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("crm.salesforce.partner_fields.primary"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("crm.salesforce.partner_fields.account: Opp__c is already named"),
+        "{joined}"
+    );
+    assert!(joined.contains("crm.hubspot.partner_object"), "{joined}");
+    assert_eq!(errs.len(), 4, "{joined}");
+    assert!(errs.iter().all(|e| e.line > 1), "{joined}");
 }

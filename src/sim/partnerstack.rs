@@ -166,10 +166,30 @@ impl PartnerStackSim {
     }
 
     /// Inserts or replaces a partnership, customer or lead (`collection`), stamping its times.
-    pub fn upsert_item(&self, collection: &str, mut item: Map<String, Value>) -> String {
+    pub fn upsert_item(&self, collection: &str, item: Map<String, Value>) -> String {
         if collection == "deals" {
             return self.upsert_deal(item);
         }
+        self.put_item(collection, item, None)
+    }
+
+    /// [`Self::upsert_item`] for a record the PRM created at `created_ms` (epoch ms), as an older
+    /// record seeded into a test has; its `updated_at` is now, as for any change.
+    pub fn upsert_item_created(
+        &self,
+        collection: &str,
+        item: Map<String, Value>,
+        created_ms: i64,
+    ) -> String {
+        self.put_item(collection, item, Some(created_ms))
+    }
+
+    fn put_item(
+        &self,
+        collection: &str,
+        mut item: Map<String, Value>,
+        created: Option<i64>,
+    ) -> String {
         let now = self.clock.tick();
         let key = item
             .get("key")
@@ -177,10 +197,12 @@ impl PartnerStackSim {
             .map_or_else(|| format!("{collection}_{now}"), str::to_owned);
         let mut inner = self.lock();
         let items = inner.others.entry(collection.into()).or_default();
-        let created = items
-            .get(&key)
-            .and_then(|d| d.get("created_at").cloned())
-            .unwrap_or(json!(now));
+        let created = created.map(|c| json!(c)).unwrap_or_else(|| {
+            items
+                .get(&key)
+                .and_then(|d| d.get("created_at").cloned())
+                .unwrap_or(json!(now))
+        });
         item.insert("key".into(), json!(key));
         item.insert("created_at".into(), created);
         item.insert("updated_at".into(), json!(now));

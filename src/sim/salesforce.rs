@@ -750,7 +750,8 @@ fn field_kind(field: &str) -> soql::Kind {
         | "IsWon"
         | "IsPrimary"
         | "IsConverted"
-        | "PRM_Direct_Reserved__c" => soql::Kind::Bool,
+        | "PRM_Direct_Reserved__c"
+        | "Primary__c" => soql::Kind::Bool,
         "SystemModstamp"
         | "LastModifiedDate"
         | "CreatedDate"

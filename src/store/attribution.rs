@@ -32,6 +32,8 @@ pub struct AttributionState {
     /// Every stored version of every registration, by registration then time.
     pub versions: Vec<RegistrationEvent>,
     pub mdf: Vec<StoredMdf>,
+    /// Partners' leads and activities (customer key, item), for the credits.
+    pub evidence: Vec<(String, crate::rules::credit::EvidenceItem)>,
     /// The newest registration version time (the rules' "now"); `None` with no registrations.
     pub as_of_ms: Option<i64>,
 }
@@ -64,9 +66,11 @@ pub(super) fn load(conn: &Connection) -> Result<AttributionState, StoreError> {
             updated_ms: r.get(2)?,
         });
     }
+    let all = registrations::group(conn, None)?;
     Ok(AttributionState {
         registrations: registrations::list(conn, None)?,
-        versions: registrations::group(conn, None)?.events,
+        versions: all.events,
+        evidence: all.evidence,
         mdf,
         as_of_ms: registrations::as_of(conn)?,
     })

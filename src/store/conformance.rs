@@ -86,6 +86,7 @@ conformance!(
     an_erasure_purges_the_person_from_every_table_and_stays_suppressed,
     poll_rejects_are_dead_lettered_once,
     pruning_keeps_pending_inbox_rows,
+    credit_evidence_is_kept_by_customer_and_re_decides_its_group,
 );
 
 /// After every scenario: the counts `status` reads (kept by triggers on both backends) equal a
@@ -987,4 +988,123 @@ async fn pruning_keeps_pending_inbox_rows(store: &Store) {
     assert_eq!(report.inbox, 1);
     assert_eq!(store.pending_inbox(10).await.unwrap().len(), 1);
     assert!(store.file_pages().await.unwrap().bytes() > 0);
+}
+
+async fn credit_evidence_is_kept_by_customer_and_re_decides_its_group(store: &Store) {
+    use crate::rules::credit::{Evidence, EvidenceItem};
+    use crate::rules::{Decision, RegistrationEvent, Status};
+    let key = "initech.example";
+    let event = RegistrationEvent {
+        id: "reg_a".into(),
+        at_ms: 10,
+        submitted_ms: 10,
+        fields: json!({"partner_key": "part_2"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    };
+    store
+        .record_registrations(
+            vec![KeyedEvent {
+                event,
+                key: key.into(),
+                partner: "part_2".into(),
+            }],
+            vec![],
+            1,
+        )
+        .await
+        .unwrap();
+    let decide = || DecisionCommit {
+        rules_version: "v1".into(),
+        keys: vec![key.into()],
+        decisions: vec![Decision {
+            registration_id: "reg_a".into(),
+            key: key.into(),
+            partner: "part_2".into(),
+            status: Status::Approved,
+            rule: "first_qualified".into(),
+            line: 1,
+            reason: "approved".into(),
+            protected_until: Some(1_000),
+            protected_under: None,
+            duplicate_of: None,
+            trace: Vec::new(),
+        }],
+        ..DecisionCommit::default()
+    };
+    let dirty = || async {
+        store
+            .registration_keys_to_decide("v1".into(), 10)
+            .await
+            .unwrap()
+    };
+    store.commit_decisions(decide(), 2).await.unwrap();
+    assert!(dirty().await.is_empty());
+
+    let lead = EvidenceItem {
+        kind: Evidence::Lead,
+        id: "L1".into(),
+        partner: "part_3".into(),
+        at_ms: 5,
+    };
+    let other = EvidenceItem {
+        kind: Evidence::Activity,
+        id: "A1".into(),
+        partner: "part_4".into(),
+        at_ms: 7,
+    };
+    store
+        .record_credit_evidence(
+            vec![
+                (key.into(), lead.clone()),
+                ("elsewhere.example".into(), other),
+            ],
+            vec![],
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        dirty().await,
+        [key],
+        "a new lead re-decides its customer's group"
+    );
+    let group = store.registration_group(key.into()).await.unwrap();
+    assert_eq!(group.evidence, [(key.to_owned(), lead.clone())]);
+
+    // The same lead again changes nothing; a changed one or a deleted one re-decides.
+    store.commit_decisions(decide(), 4).await.unwrap();
+    store
+        .record_credit_evidence(vec![(key.into(), lead.clone())], vec![], 5)
+        .await
+        .unwrap();
+    assert!(dirty().await.is_empty(), "a repeat re-decides nothing");
+    let moved = EvidenceItem {
+        at_ms: 6,
+        ..lead.clone()
+    };
+    store
+        .record_credit_evidence(vec![(key.into(), moved.clone())], vec![], 6)
+        .await
+        .unwrap();
+    assert_eq!(dirty().await, [key]);
+    assert_eq!(
+        store.registration_group(key.into()).await.unwrap().evidence,
+        [(key.to_owned(), moved)]
+    );
+    store.commit_decisions(decide(), 7).await.unwrap();
+    store
+        .record_credit_evidence(vec![], vec![(Evidence::Lead, "L1".into())], 8)
+        .await
+        .unwrap();
+    assert_eq!(dirty().await, [key], "a deleted lead re-decides too");
+    assert!(
+        store
+            .registration_group(key.into())
+            .await
+            .unwrap()
+            .evidence
+            .is_empty()
+    );
 }

@@ -38,6 +38,7 @@ pub const COPIED: &[&str] = &[
     "registration_decisions",
     "registration_reviews",
     "partner_credits",
+    "credit_evidence",
     "mdf_requests",
     "resyncs",
     "associations",

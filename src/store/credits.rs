@@ -1,10 +1,12 @@
 //! The SQL behind multi-partner credit: each sourced deal's desired partner credits (written
 //! with the decisions that gave them) and the last set each CRM confirmed, so a pass sends only
-//! deals whose credits changed.
+//! deals whose credits changed; and the partners' leads and activities kept as evidence of
+//! influence (customer key, partner, time), recorded when they are read from the PRM.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::StoreError;
+use crate::rules::credit::{Evidence, EvidenceItem};
 
 /// Migration step "partner credits": desired and confirmed credits per sourcing registration.
 pub(super) const MIGRATION: &str = r#"
@@ -17,6 +19,114 @@ CREATE TABLE partner_credits (
 ) STRICT;
 CREATE INDEX partner_credits_unsent ON partner_credits (registration_id) WHERE sent IS NOT desired;
 "#;
+
+/// Migration step "credit evidence": partners' leads and activities, by customer key.
+pub(super) const EVIDENCE_MIGRATION: &str = r#"
+CREATE TABLE credit_evidence (
+    kind       TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    dup_key    TEXT NOT NULL,
+    partner    TEXT NOT NULL,
+    at_ms      INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (kind, id)
+) STRICT;
+CREATE INDEX credit_evidence_by_key ON credit_evidence (dup_key);
+"#;
+
+/// Stores leads and activities as evidence (customer key, item) and forgets `gone` ones (an
+/// archived action, a deleted record); each change marks the customer's registration group
+/// (and a former group) for deciding again, so its credits follow. A repeat changes nothing.
+pub(super) fn record_evidence(
+    tx: &Transaction<'_>,
+    rows: &[(String, EvidenceItem)],
+    gone: &[(Evidence, String)],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let mut old = tx.prepare_cached(
+        "SELECT dup_key, partner, at_ms FROM credit_evidence WHERE kind = ?1 AND id = ?2",
+    )?;
+    let mut put = tx.prepare_cached(
+        "INSERT INTO credit_evidence (kind, id, dup_key, partner, at_ms, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (kind, id) DO UPDATE SET dup_key = excluded.dup_key,
+             partner = excluded.partner, at_ms = excluded.at_ms, updated_ms = excluded.updated_ms",
+    )?;
+    let mut dirty = Vec::new();
+    for (key, e) in rows {
+        let was: Option<(String, String, i64)> = old
+            .query_row(params![e.kind.as_str(), e.id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        if was.as_ref() == Some(&(key.clone(), e.partner.clone(), e.at_ms)) {
+            continue;
+        }
+        put.execute(params![
+            e.kind.as_str(),
+            e.id,
+            key,
+            e.partner,
+            e.at_ms,
+            now_ms
+        ])?;
+        dirty.extend(was.map(|w| w.0));
+        dirty.push(key.clone());
+    }
+    let mut del = tx.prepare_cached(
+        "DELETE FROM credit_evidence WHERE kind = ?1 AND id = ?2 RETURNING dup_key",
+    )?;
+    for (kind, id) in gone {
+        if let Some(k) = del
+            .query_row(params![kind.as_str(), id], |r| r.get::<_, String>(0))
+            .optional()?
+        {
+            dirty.push(k);
+        }
+    }
+    dirty.sort();
+    dirty.dedup();
+    for key in dirty {
+        super::registrations::mark_group_dirty(tx, &key)?;
+    }
+    Ok(())
+}
+
+/// The evidence of one customer key, or of all with `None`: (key, item), by key then time.
+pub(super) fn evidence(
+    conn: &Connection,
+    key: Option<&str>,
+) -> Result<Vec<(String, EvidenceItem)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT dup_key, kind, id, partner, at_ms FROM credit_evidence
+         WHERE ?1 IS NULL OR dup_key = ?1 ORDER BY dup_key, at_ms, kind, id",
+    )?;
+    let rows = stmt.query_map(params![key], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, kind, id, partner, at_ms) = row?;
+        if let Some(kind) = Evidence::parse(&kind) {
+            out.push((
+                key,
+                EvidenceItem {
+                    kind,
+                    id,
+                    partner,
+                    at_ms,
+                },
+            ));
+        }
+    }
+    Ok(out)
+}
 
 /// One deal's credits waiting to be written: the sourcing registration and the desired set
 /// (JSON, as `engine::credits` encodes it).

@@ -44,6 +44,8 @@ pub fn all() -> Migrations<'static> {
         M::up(super::erase_requests::MIGRATION),
         // "partner credits": each sourced deal's partner credits and what the CRM confirmed.
         M::up(super::credits::MIGRATION),
+        // "credit evidence": partners' leads and activities, for multi-partner credit.
+        M::up(super::credits::EVIDENCE_MIGRATION),
     ])
 }
 

@@ -1077,6 +1077,23 @@ impl Store {
             .await
     }
 
+    /// Stores partners' leads and activities as credit evidence (customer key, item) and forgets
+    /// `gone` ones; each change marks the customer's registration group for deciding again.
+    pub async fn record_credit_evidence(
+        &self,
+        rows: Vec<(String, crate::rules::credit::EvidenceItem)>,
+        gone: Vec<(crate::rules::credit::Evidence, String)>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::registrations::record_evidence(tx, &rows, &gone, now_ms))
+                .await;
+        }
+        self.write(move |tx| credits::record_evidence(tx, &rows, &gone, now_ms))
+            .await
+    }
+
     /// Stores the PRM's MDF requests (id, fields) for the attribution report.
     pub async fn record_mdf_requests(
         &self,

@@ -131,6 +131,8 @@ pub struct RegistrationGroup {
     pub prior: Vec<PriorDecision>,
     /// Partner key -> name in the PRM, for the group's partners whose names are known.
     pub partner_names: std::collections::BTreeMap<String, String>,
+    /// Partners' leads and activities on the group's customer: (customer key, item).
+    pub evidence: Vec<(String, crate::rules::credit::EvidenceItem)>,
 }
 
 /// A registration version with the key and partner the engine computed for it.
@@ -141,7 +143,7 @@ pub struct KeyedEvent {
     pub partner: String,
 }
 
-fn mark_group_dirty(tx: &Transaction<'_>, key: &str) -> Result<(), StoreError> {
+pub(super) fn mark_group_dirty(tx: &Transaction<'_>, key: &str) -> Result<(), StoreError> {
     // Rows already dirty are left alone: a busy group costs a read, not a rewrite of every row.
     tx.prepare_cached("UPDATE registrations SET dirty = 1 WHERE dup_key = ?1 AND dirty = 0")?
         .execute(params![key])?;
@@ -365,6 +367,7 @@ pub(super) fn group(conn: &Connection, key: Option<&str>) -> Result<Registration
         reviews,
         prior,
         partner_names,
+        evidence: super::credits::evidence(conn, key)?,
     })
 }
 

@@ -1,13 +1,16 @@
 //! Partner credit on a Salesforce opportunity: `Partner` rows (`OpportunityId`, `AccountToId`,
-//! `Role`, `IsPrimary`), from which Salesforce derives the read-only `OpportunityPartner`. A
-//! `Partner` row cannot be updated, so a role change deletes the old row and creates the new
-//! one. The rows on the opportunity are read first (SOQL), so a repeat after an ambiguous failure
-//! creates nothing twice; only rows of the partner accounts prmsync credits are touched.
+//! `Role`, `IsPrimary`), from which Salesforce derives the read-only `OpportunityPartner`, or
+//! the rows of the custom object the rules file names instead (its opportunity, account, role and
+//! primary fields). A `Partner` row cannot be updated, so a role change deletes the old row and
+//! creates the new one (a custom object's rows are handled the same way). The rows on the
+//! opportunity are read first (SOQL), so a repeat after an ambiguous failure creates nothing
+//! twice; only rows of the partner accounts prmsync credits are touched.
 
 use serde_json::{Value, json};
 
 use super::{Salesforce, api, check_name, data_url, soql_string};
 use crate::connector::{ConnectorError, PartnerRow};
+use crate::rules::PartnerObject;
 
 /// One `Partner` row as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,18 +20,29 @@ struct Existing {
 }
 
 impl Salesforce {
-    /// Makes the opportunity's `Partner` rows of the accounts in `desired` and `previous` equal
-    /// `desired`: deletes the others of those accounts, creates the missing (the primary last,
-    /// as Salesforce moves the primary flag to the newest primary row).
+    /// Makes the opportunity's rows in `object` (`Partner`, or the configured custom object) of
+    /// the accounts in `desired` and `previous` equal `desired`: deletes the others of those
+    /// accounts, creates the missing (the primary last, as Salesforce moves `Partner`'s primary
+    /// flag to the newest primary row).
     pub async fn set_partners(
         &self,
         opportunity_id: &str,
         desired: &[PartnerRow],
         previous: &[PartnerRow],
+        object: &PartnerObject,
     ) -> Result<(), ConnectorError> {
         check_name(opportunity_id)?;
+        let o = object;
+        for name in [&o.object, &o.opportunity, &o.account, &o.role, &o.primary] {
+            check_name(name)?;
+        }
         let q = format!(
-            "SELECT Id, AccountToId, Role, IsPrimary FROM Partner WHERE OpportunityId = {}",
+            "SELECT Id, {}, {}, {} FROM {} WHERE {} = {}",
+            o.account,
+            o.role,
+            o.primary,
+            o.object,
+            o.opportunity,
             soql_string(opportunity_id)
         );
         let (_, body) = self
@@ -47,13 +61,13 @@ impl Salesforce {
                 Some(Existing {
                     id: r.get("Id")?.as_str()?.to_owned(),
                     row: PartnerRow {
-                        company_id: r.get("AccountToId")?.as_str()?.to_owned(),
+                        company_id: r.get(&o.account)?.as_str()?.to_owned(),
                         role: r
-                            .get("Role")
+                            .get(&o.role)
                             .and_then(Value::as_str)
                             .unwrap_or("")
                             .to_owned(),
-                        primary: r.get("IsPrimary").and_then(Value::as_bool).unwrap_or(false),
+                        primary: r.get(&o.primary).and_then(Value::as_bool).unwrap_or(false),
                     },
                 })
             })
@@ -83,22 +97,22 @@ impl Salesforce {
         missing.sort_by_key(|p| p.primary);
         for p in missing {
             check_name(&p.company_id)?;
-            let body = json!({
-                "OpportunityId": opportunity_id,
-                "AccountToId": p.company_id,
-                "Role": p.role,
-                "IsPrimary": p.primary,
-            });
+            let mut body = serde_json::Map::new();
+            body.insert(o.opportunity.clone(), json!(opportunity_id));
+            body.insert(o.account.clone(), json!(p.company_id));
+            body.insert(o.role.clone(), json!(p.role));
+            body.insert(o.primary.clone(), json!(p.primary));
+            let path = format!("sobjects/{}", o.object);
             let (_, text) = self
-                .call(|http, base| http.post(data_url(base, "sobjects/Partner")).json(&body))
+                .call(|http, base| http.post(data_url(base, &path)).json(&body))
                 .await?;
             let created: Value = serde_json::from_str(&text).map_err(|e| {
                 ConnectorError::Transient(format!("unexpected Salesforce create shape: {e}"))
             })?;
             if created.get("success").and_then(Value::as_bool) != Some(true) {
                 return Err(ConnectorError::Permanent(format!(
-                    "Salesforce did not create the Partner row of {}: {text}",
-                    p.company_id
+                    "Salesforce did not create the {} row of {}: {text}",
+                    o.object, p.company_id
                 )));
             }
         }

@@ -67,7 +67,9 @@ fn type_of(name: &str) -> &'static str {
         | "IsPrimary"
         | "PRM_Direct_Reserved__c"
         | "Registration_Withdrawn__c"
-        | "Partner_User_Removed__c" => "boolean",
+        | "Partner_User_Removed__c"
+        | "Primary__c" => "boolean",
+        "Opportunity__c" | "Account__c" => "reference",
         "CloseDate" | "ActivityDate" | "StartDate" | "EndDate" | "ConvertedDate"
         | "Partner_Since__c" | "Event_Date__c" => "date",
         "PRM_Protected_Until__c" => "datetime",
@@ -76,10 +78,17 @@ fn type_of(name: &str) -> &'static str {
         "Phone" => "phone",
         "Website" => "url",
         "Description" => "textarea",
-        "StageName" | "Status" | "Priority" | "Type" | "LeadSource" | "Role" => "picklist",
+        "StageName" | "Status" | "Priority" | "Type" | "LeadSource" | "Role" | "Role__c" => {
+            "picklist"
+        }
         n if n.ends_with("Id") && !n.ends_with("__c") => "reference",
         _ => "string",
     }
+}
+
+/// Whether a field is a checkbox (a write must send a JSON boolean).
+pub(super) fn is_checkbox(name: &str) -> bool {
+    type_of(name) == "boolean"
 }
 
 /// A field's picklist values in a new org, and whether the picklist is restricted.
@@ -91,6 +100,7 @@ fn picklist_of(object: &str, name: &str) -> (&'static [&'static str], bool) {
         ("Task", "Priority") => (TASK_PRIORITIES, false),
         ("Campaign", "Status") => (CAMPAIGN_STATUSES, false),
         ("Partner", "Role") => (super::partners::DEFAULT_ROLES, false),
+        (super::partners::CUSTOM, "Role__c") => (super::partners::DEFAULT_ROLES, true),
         _ => (&[], false),
     }
 }
@@ -308,7 +318,7 @@ impl Schema {
             "name": d.name,
             "label": d.name,
             "keyPrefix": d.prefix,
-            "custom": false,
+            "custom": d.name.ends_with("__c"),
             "createable": true,
             "updateable": true,
             "deletable": true,

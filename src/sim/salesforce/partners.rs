@@ -5,6 +5,13 @@
 //! SOQL and deleted through `DELETE /composite/sobjects` like any record. `Partner` rows cannot
 //! be updated, and `OpportunityPartner` (which Salesforce derives from them) is read-only:
 //! writes to either are refused.
+//!
+//! Many orgs keep partner credit in a custom object instead: the org has one,
+//! `Partner_Credit__c` (lookups `Opportunity__c` and `Account__c`, restricted picklist `Role__c`
+//! of the partner roles, checkbox `Primary__c`), defined here like the standard objects, so the
+//! schema that answers `describe` also checks its writes. `POST /sobjects/{SObject}` creates a
+//! record of any object the org has (Partner's own checks above), checked against that schema
+//! and its lookups.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -15,21 +22,40 @@ use serde_json::{Value, json};
 
 use super::{Describe, SalesforceSim, errors, insert_rec};
 
-/// The `Partner` sObject's fields (Salesforce Object Reference, Partner).
-pub(super) const OBJECTS: &[Describe] = &[Describe {
-    name: "Partner",
-    prefix: "00I",
-    fields: &[
-        "OpportunityId",
-        "AccountFromId",
-        "AccountToId",
-        "Role",
-        "IsPrimary",
-        "ReversePartnerId",
-    ],
-    external_ids: &[],
-    required: &["AccountToId"],
-}];
+/// The `Partner` sObject's fields (Salesforce Object Reference, Partner), then the custom
+/// partner-credit object the org has (its admin's choice of names, created at install).
+pub(super) const OBJECTS: &[Describe] = &[
+    Describe {
+        name: "Partner",
+        prefix: "00I",
+        fields: &[
+            "OpportunityId",
+            "AccountFromId",
+            "AccountToId",
+            "Role",
+            "IsPrimary",
+            "ReversePartnerId",
+        ],
+        external_ids: &[],
+        required: &["AccountToId"],
+    },
+    Describe {
+        name: CUSTOM,
+        prefix: "a0P",
+        fields: &["Opportunity__c", "Account__c", "Role__c", "Primary__c"],
+        external_ids: &[],
+        required: &["Opportunity__c", "Account__c"],
+    },
+];
+
+/// The custom partner-credit object's API name.
+pub const CUSTOM: &str = "Partner_Credit__c";
+
+/// Lookup fields of custom objects: (object, field, the object it points at).
+pub(super) const LOOKUPS: &[(&str, &str, &str)] = &[
+    (CUSTOM, "Opportunity__c", "Opportunity"),
+    (CUSTOM, "Account__c", "Account"),
+];
 
 /// The org's partner roles (Setup > Partner Roles): Salesforce's samples plus the ones
 /// prmsync's install adds for its rules file's defaults.
@@ -47,6 +73,7 @@ pub const DEFAULT_ROLES: &[&str] = &[
 pub(super) fn routes(router: Router<SalesforceSim>, data: &str) -> Router<SalesforceSim> {
     router
         .route(&format!("{data}/sobjects/Partner"), post(create))
+        .route(&format!("{data}/sobjects/{{object}}"), post(create_any))
         .route(&format!("{data}/sobjects/Partner/{{id}}"), patch(no_update))
         .route(
             &format!("{data}/sobjects/OpportunityPartner"),
@@ -237,4 +264,76 @@ async fn read_only(State(sim): State<SalesforceSim>, headers: HeaderMap) -> Resp
         "INVALID_TYPE_FOR_OPERATION",
         "entity type OpportunityPartner does not support create or update: write Partner rows",
     )
+}
+
+/// `POST /sobjects/{SObject}`: one record of an object the org has, checked against its schema
+/// (fields, access, picklists, required fields), its lookups (the id must name a record of the
+/// object the lookup points at) and checkbox types.
+async fn create_any(
+    State(sim): State<SalesforceSim>,
+    headers: HeaderMap,
+    Path(object): Path<String>,
+    body: Option<Json<Value>>,
+) -> Response {
+    if let Err(r) = sim.gate(&headers) {
+        return r;
+    }
+    let Some(d) = super::describe(&object) else {
+        return errors(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        );
+    };
+    let Some(Json(Value::Object(body))) = body else {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "JSON_PARSER_ERROR",
+            "the body must be a JSON object",
+        );
+    };
+    let now = sim.clock.tick();
+    let mut inner = sim.lock();
+    if let Err(e) = inner.schema.check(d, &body, true) {
+        let code = e["statusCode"]
+            .as_str()
+            .unwrap_or("INVALID_FIELD")
+            .to_owned();
+        let message = e["message"].as_str().unwrap_or_default().to_owned();
+        return errors(StatusCode::BAD_REQUEST, &code, &message);
+    }
+    for (k, v) in &body {
+        if super::describe::is_checkbox(k) && !v.is_boolean() {
+            return errors(
+                StatusCode::BAD_REQUEST,
+                "JSON_PARSER_ERROR",
+                &format!("Cannot deserialize instance of boolean from {v} ({k})"),
+            );
+        }
+    }
+    for (_, field, target) in LOOKUPS.iter().filter(|(o, _, _)| *o == d.name) {
+        let Some(v) = body.get(*field).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let found = v.as_str().is_some_and(|id| {
+            inner
+                .objects
+                .get(*target)
+                .is_some_and(|t| t.get(id).is_some())
+        });
+        if !found {
+            return errors(
+                StatusCode::BAD_REQUEST,
+                "INVALID_CROSS_REFERENCE_KEY",
+                &format!("invalid cross reference id: {field} {v} is not a {target}"),
+            );
+        }
+    }
+    let id = insert_rec(&mut inner, d.name, body, now);
+    inner.stats.created += 1;
+    (
+        StatusCode::CREATED,
+        Json(json!({"id": id, "success": true, "errors": []})),
+    )
+        .into_response()
 }

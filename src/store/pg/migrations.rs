@@ -10,9 +10,24 @@ use super::super::StoreError;
 /// `INTEGER`, `BYTEA` for `BLOB`, identity columns for `INTEGER PRIMARY KEY`.
 pub(super) const STEPS: &[(i64, &str, &str)] = &[
     (1, "schema", V1),
+    // Partners' leads and activities, for multi-partner credit (SQLite's "credit evidence").
+    (2, "credit evidence", CREDIT_EVIDENCE),
     // Status and metrics counts kept by triggers, as SQLite's "counters" step.
-    (2, "counters", COUNTERS),
+    (3, "counters", COUNTERS),
 ];
+
+const CREDIT_EVIDENCE: &str = r#"
+CREATE TABLE credit_evidence (
+    kind       TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    dup_key    TEXT NOT NULL,
+    partner    TEXT NOT NULL,
+    at_ms      BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX credit_evidence_by_key ON credit_evidence (dup_key);
+"#;
 
 /// Applies pending steps, each in its own transaction under an advisory lock scoped to the
 /// schema, so two daemons starting together never run a step twice. Returns the version reached.
@@ -309,7 +324,7 @@ CREATE INDEX partner_credits_unsent ON partner_credits (registration_id)
     WHERE sent IS DISTINCT FROM desired;
 "#;
 
-/// Step 2 "counters": status and metrics counts kept by triggers in the same transactions as the
+/// Step 3 "counters": status and metrics counts kept by triggers in the same transactions as the
 /// writes they count, as the SQLite backend keeps them (`store/counters.rs`): the same tables,
 /// starting values (one full count, at migration time) and counting rules, so `status` reads a
 /// handful of rows whatever the number of links, and ledger totals survive retention. Statement

@@ -1,5 +1,6 @@
-//! PostgreSQL SQL for deal registrations, their partner credits and the PRM's MDF requests: the
-//! same statements as `store/registrations.rs`, `store/credits.rs` and `store/attribution.rs`.
+//! PostgreSQL SQL for deal registrations, their partner credits (and the leads and activities
+//! evidencing influence) and the PRM's MDF requests: the same statements as
+//! `store/registrations.rs`, `store/credits.rs` and `store/attribution.rs`.
 
 use postgres::GenericClient;
 use serde_json::{Map, Value};
@@ -11,6 +12,7 @@ use super::super::registrations::{
 use super::super::{DecisionCommit, StoreError};
 use super::queries;
 use crate::model::content_hash;
+use crate::rules::credit::{Evidence, EvidenceItem};
 use crate::rules::{PriorDecision, RegistrationEvent, ReviewOutcome, Status};
 
 pub(in crate::store) fn record_partners(
@@ -239,6 +241,7 @@ pub(in crate::store) fn group(
         reviews,
         prior,
         partner_names,
+        evidence: evidence(c, key)?,
     })
 }
 
@@ -514,4 +517,79 @@ pub(in crate::store) fn record_mdf(
         )?;
     }
     Ok(())
+}
+
+pub(in crate::store) fn record_evidence(
+    c: &mut impl GenericClient,
+    rows: &[(String, EvidenceItem)],
+    gone: &[(Evidence, String)],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let mut dirty = Vec::new();
+    for (key, e) in rows {
+        let was = c
+            .query_opt(
+                "SELECT dup_key, partner, at_ms FROM credit_evidence WHERE kind = $1 AND id = $2",
+                &[&e.kind.as_str(), &e.id],
+            )?
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, i64>(2),
+                )
+            });
+        if was.as_ref() == Some(&(key.clone(), e.partner.clone(), e.at_ms)) {
+            continue;
+        }
+        c.execute(
+            "INSERT INTO credit_evidence (kind, id, dup_key, partner, at_ms, updated_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (kind, id) DO UPDATE SET dup_key = excluded.dup_key,
+                 partner = excluded.partner, at_ms = excluded.at_ms, updated_ms = excluded.updated_ms",
+            &[&e.kind.as_str(), &e.id, key, &e.partner, &e.at_ms, &now_ms],
+        )?;
+        dirty.extend(was.map(|w| w.0));
+        dirty.push(key.clone());
+    }
+    for (kind, id) in gone {
+        if let Some(r) = c.query_opt(
+            "DELETE FROM credit_evidence WHERE kind = $1 AND id = $2 RETURNING dup_key",
+            &[&kind.as_str(), id],
+        )? {
+            dirty.push(r.get(0));
+        }
+    }
+    dirty.sort();
+    dirty.dedup();
+    for key in dirty {
+        mark_group_dirty(c, &key)?;
+    }
+    Ok(())
+}
+
+fn evidence(
+    c: &mut impl GenericClient,
+    key: Option<&str>,
+) -> Result<Vec<(String, EvidenceItem)>, StoreError> {
+    let rows = c.query(
+        "SELECT dup_key, kind, id, partner, at_ms FROM credit_evidence
+         WHERE $1::TEXT IS NULL OR dup_key = $1::TEXT ORDER BY dup_key, at_ms, kind, id",
+        &[&key],
+    )?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let kind = Evidence::parse(r.get::<_, &str>(1))?;
+            Some((
+                r.get(0),
+                EvidenceItem {
+                    kind,
+                    id: r.get(2),
+                    partner: r.get(3),
+                    at_ms: r.get(4),
+                },
+            ))
+        })
+        .collect())
 }
