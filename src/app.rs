@@ -219,12 +219,14 @@ pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<Flo
 /// `None` when there is no file yet.
 fn open_state_read_only(config: &Config) -> anyhow::Result<Option<ReadOnlyStore>> {
     let path = &config.daemon.state_path;
-    ReadOnlyStore::open_configured(config.state.postgres.as_ref(), path).with_context(|| match &config
-        .state
-        .postgres
-    {
-        Some(target) => format!("opening the PostgreSQL state (schema {}) read-only", target.schema),
-        None => format!("opening state file {} read-only", path.display()),
+    ReadOnlyStore::open_configured(config.state.postgres.as_ref(), path).with_context(|| {
+        match &config.state.postgres {
+            Some(target) => format!(
+                "opening the PostgreSQL state (schema {}) read-only",
+                target.schema
+            ),
+            None => format!("opening state file {} read-only", path.display()),
+        }
     })
 }
 

@@ -43,8 +43,9 @@ pub async fn run(config: &Config, args: EraseArgs, now_ms: i64) -> anyhow::Resul
     let store = match &config.state.postgres {
         Some(target) => Store::open_postgres(target)
             .with_context(|| format!("opening the PostgreSQL state (schema {})", target.schema))?,
-        None => Store::open(path)
-            .with_context(|| format!("opening state file {}", path.display()))?,
+        None => {
+            Store::open(path).with_context(|| format!("opening state file {}", path.display()))?
+        }
     };
     let Some(subject) = subject else {
         return audit(&store).await;

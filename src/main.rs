@@ -861,8 +861,8 @@ fn erase_cmd(path: &Path, args: prmsync::erase_cli::EraseArgs) -> ExitCode {
 fn state_copy_cmd(from: &str, to: &str, schema: &str) -> ExitCode {
     quiet_logs();
     use prmsync::ops::state_copy::{self, StateCopyError};
-    let parsed = state_copy::parse_from(from)
-        .and_then(|from| Ok((from, state_copy::parse_to(to, schema)?)));
+    let parsed =
+        state_copy::parse_from(from).and_then(|from| Ok((from, state_copy::parse_to(to, schema)?)));
     let (from, target) = match parsed {
         Ok(p) => p,
         Err(e) => {
@@ -895,7 +895,10 @@ fn backup_cmd(args: &StateArgs, dest: &Path) -> ExitCode {
     let path = match state_ref(args.config.as_deref(), args.state.as_deref()) {
         Ok(StateRef::File(p)) => p,
         Ok(StateRef::Postgres(target)) => {
-            eprint!("{}", prmsync::ops::backup::postgres_refusal(&target.schema, dest));
+            eprint!(
+                "{}",
+                prmsync::ops::backup::postgres_refusal(&target.schema, dest)
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
         Err(code) => return code,

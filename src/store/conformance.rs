@@ -104,14 +104,22 @@ async fn counts_agree(store: &Store) {
         )
     };
     assert_eq!(gauges(&kept), gauges(&recounted), "kept gauges vs recount");
-    assert_eq!(kept.registrations, recounted.registrations, "registrations by status");
+    assert_eq!(
+        kept.registrations, recounted.registrations,
+        "registrations by status"
+    );
     for line in &recounted.ledger {
         let total = kept
             .ledger
             .iter()
-            .find(|k| (&k.flow, &k.direction, &k.action) == (&line.flow, &line.direction, &line.action))
+            .find(|k| {
+                (&k.flow, &k.direction, &k.action) == (&line.flow, &line.direction, &line.action)
+            })
             .map_or(0, |k| k.count);
-        assert!(total >= line.count, "ledger total {total} below the kept lines of {line:?}");
+        assert!(
+            total >= line.count,
+            "ledger total {total} below the kept lines of {line:?}"
+        );
     }
 }
 
@@ -893,7 +901,10 @@ async fn an_erasure_purges_the_person_from_every_table_and_stays_suppressed(stor
         .unwrap();
     let holding = store.records_holding(email.into()).await.unwrap();
     assert_eq!(
-        holding.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>(),
+        holding
+            .iter()
+            .map(|(_, id)| id.as_str())
+            .collect::<Vec<_>>(),
         vec!["p", "q"]
     );
     let purge = erasure::Purge {
@@ -914,7 +925,13 @@ async fn an_erasure_purges_the_person_from_every_table_and_stays_suppressed(stor
     let report = store.purge_erasure(purge, audit.clone(), 3).await.unwrap();
     assert!(report.purged_rows >= 2, "{report:?}");
 
-    assert!(store.records_holding(email.into()).await.unwrap().is_empty());
+    assert!(
+        store
+            .records_holding(email.into())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         store.latest_payload((deals(), "p".into())).await.unwrap(),
         None
@@ -924,7 +941,11 @@ async fn an_erasure_purges_the_person_from_every_table_and_stays_suppressed(stor
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(q["note"], json!("cc [erased] please"), "scrubbed where it stands");
+    assert_eq!(
+        q["note"],
+        json!("cc [erased] please"),
+        "scrubbed where it stands"
+    );
     let links = store
         .links_by_source("f".into(), vec!["p".into()])
         .await
@@ -933,7 +954,10 @@ async fn an_erasure_purges_the_person_from_every_table_and_stays_suppressed(stor
     assert_eq!(links[0].1.target_state, StateDigest::default());
     assert!(store.dead_letters(10).await.unwrap().is_empty());
     let r = store.erase_request(request).await.unwrap().unwrap();
-    assert_eq!((r.subject.as_str(), r.audit_id), ("email", Some(report.audit_id)));
+    assert_eq!(
+        (r.subject.as_str(), r.audit_id),
+        ("email", Some(report.audit_id))
+    );
     let audits = store.erasures(5).await.unwrap();
     assert_eq!(audits.len(), 1);
     assert_eq!(audits[0].audit, audit);

@@ -193,9 +193,10 @@ pub fn sqlite_to_postgres(
         }
         copy_table(&read, &mut tx, table, batch_rows.max(1))?;
         reset_identity(&mut tx, table)?;
-        let sqlite: i64 = read.query_row(&format!("SELECT COUNT(*) FROM \"{table}\""), [], |r| {
-            r.get(0)
-        })?;
+        let sqlite: i64 =
+            read.query_row(&format!("SELECT COUNT(*) FROM \"{table}\""), [], |r| {
+                r.get(0)
+            })?;
         let postgres = pg_count(&mut tx, table)?;
         if sqlite != postgres {
             return Err(CopyError::Mismatch {
@@ -317,12 +318,14 @@ fn copy_table(
     let mut in_batch = 0;
     while let Some(row) = rows.next()? {
         for (i, ty) in types.iter().enumerate() {
-            batch.push(convert(row.get_ref(i)?, *ty).ok_or_else(|| CopyError::Value {
-                table: table.to_owned(),
-                column: columns[i].clone(),
-                value: describe(row.get_ref(i).ok()),
-                ty: format!("{ty:?}"),
-            })?);
+            batch.push(
+                convert(row.get_ref(i)?, *ty).ok_or_else(|| CopyError::Value {
+                    table: table.to_owned(),
+                    column: columns[i].clone(),
+                    value: describe(row.get_ref(i).ok()),
+                    ty: format!("{ty:?}"),
+                })?,
+            );
         }
         in_batch += 1;
         if in_batch == per_insert {

@@ -1409,9 +1409,11 @@ impl ReadOnlyStore {
         match &self.backend {
             ReadOnly::Sqlite(conn) => attribution::load(conn),
             ReadOnly::Postgres(pg) => pg.read(|c| {
+                let all = pg::registrations::group(c, None)?;
                 Ok(attribution::AttributionState {
                     registrations: pg::registrations::list(c, None)?,
-                    versions: pg::registrations::group(c, None)?.events,
+                    versions: all.events,
+                    evidence: all.evidence,
                     mdf: pg::read_only::mdf(c)?,
                     as_of_ms: pg::registrations::as_of(c)?,
                 })

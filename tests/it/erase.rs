@@ -360,7 +360,10 @@ async fn a_hubspot_privacy_deletion_erases_the_person_from_the_prm_and_the_state
     match &w.postgres {
         Some(target) => {
             let held = pg_rows_holding(target, &email).await;
-            assert!(held.is_empty(), "the address is gone from the schema: {held:?}");
+            assert!(
+                held.is_empty(),
+                "the address is gone from the schema: {held:?}"
+            );
         }
         None => assert!(
             !state_holds(&w.state_path(), &email),

@@ -37,7 +37,11 @@ fn write_config(w: &World, name: &str, pg: Option<&PgTarget>) -> PathBuf {
 async fn prmsync(args: &[&str], config: Option<&Path>) -> (Option<i32>, String, String) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_prmsync"));
     cmd.args(args)
-        .envs([("T_PS", PS_KEY), ("T_HS", HS_TOKEN), ("T_SECRET", HS_SECRET)])
+        .envs([
+            ("T_PS", PS_KEY),
+            ("T_HS", HS_TOKEN),
+            ("T_SECRET", HS_SECRET),
+        ])
         .env_remove("RUST_LOG");
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
@@ -113,8 +117,14 @@ async fn a_state_copied_to_postgres_goes_on_without_a_new_crm_write_or_a_re_read
 
     let (code, out) = copy(&w.state_path(), &target.url, &target.schema).await;
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("links") && out.contains("each count checked"), "{out}");
-    assert!(!out.contains(&target.url), "the URL is never printed: {out}");
+    assert!(
+        out.contains("links") && out.contains("each count checked"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(&target.url),
+        "the URL is never printed: {out}"
+    );
     // A second copy into the same schema is refused: it holds a state now.
     let (code, again) = copy(&w.state_path(), &target.url, &target.schema).await;
     assert_ne!(code, Some(0), "{again}");
@@ -143,17 +153,16 @@ async fn a_state_copied_to_postgres_goes_on_without_a_new_crm_write_or_a_re_read
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(plan_pg, plan_file, "the plan from PostgreSQL");
     let dest = w.dir.path().join("backup.db");
-    let (code, _, err) = prmsync(
-        &["backup", dest.to_str().expect("path")],
-        Some(&on_pg),
-    )
-    .await;
+    let (code, _, err) = prmsync(&["backup", dest.to_str().expect("path")], Some(&on_pg)).await;
     assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains(&format!("pg_dump --schema={}", target.schema)),
         "{err}"
     );
-    assert!(!err.contains(&target.url), "the URL is never printed: {err}");
+    assert!(
+        !err.contains(&target.url),
+        "the URL is never printed: {err}"
+    );
     assert!(!dest.exists());
 
     // The daemon on PostgreSQL, with the same simulators: nothing to write, one page per object.

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use postgres::{Client, GenericClient, Transaction};
 
 use super::super::StoreError;
-use super::super::erasure::{Audit, AuditRow, Purge, PurgeReport, RecordKey, replace_ignoring_case};
+use super::super::erasure::{
+    Audit, AuditRow, Purge, PurgeReport, RecordKey, replace_ignoring_case,
+};
 use crate::model::{ObjectRef, SystemKind};
 
 /// The records whose staged changes or dead letters contain `email` (lower case).
@@ -94,7 +96,9 @@ pub(in crate::store) fn count(
         for email in &p.emails {
             scrubbed += count_one(
                 c,
-                &format!("SELECT COUNT(*) FROM \"{table}\" WHERE strpos(lower(\"{column}\"), $1) > 0"),
+                &format!(
+                    "SELECT COUNT(*) FROM \"{table}\" WHERE strpos(lower(\"{column}\"), $1) > 0"
+                ),
                 &[email],
             )?;
         }
