@@ -53,15 +53,35 @@ impl Tenant {
         failpoints: FailPoints,
         ready: Arc<AtomicBool>,
     ) -> anyhow::Result<Tenant> {
+        Tenant::assemble_fenced(config, clock, failpoints, ready, None).await
+    }
+
+    /// [`Tenant::assemble`] for fleet mode: the PostgreSQL state checks `fence` at every
+    /// write-side commit instead of holding the schema's one-daemon lock (several daemons open
+    /// the tenant; the lease says which one runs it).
+    pub async fn assemble_fenced(
+        config: Config,
+        clock: Clock,
+        failpoints: FailPoints,
+        ready: Arc<AtomicBool>,
+        fence: Option<Arc<crate::store::pg::fleet::Fence>>,
+    ) -> anyhow::Result<Tenant> {
         // Mappings and rules first: a tenant whose files do not compile leaves no state file.
         let set = load_mappings(&config).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
         let mappings = active_mappings(&config, &set)?;
         let rules = load_rules(&config)?;
         let state_path = config.daemon.state_path.clone();
-        let (state_lock, store) = match &config.state.postgres {
+        let (state_lock, store) = match (&config.state.postgres, fence) {
+            // Fleet mode: several daemons open the schema; the lease's fence guards its commits.
+            (Some(target), Some(fence)) => {
+                let store = Store::open_postgres_fenced(target, fence).with_context(|| {
+                    format!("opening the PostgreSQL state (schema {})", target.schema)
+                })?;
+                (None, store)
+            }
             // A PostgreSQL state: the lock is a session advisory lock on the state's schema,
             // held by the store's writer connection.
-            Some(target) => {
+            (Some(target), None) => {
                 let store = Store::open_postgres(target).with_context(|| {
                     format!("opening the PostgreSQL state (schema {})", target.schema)
                 })?;
@@ -72,7 +92,7 @@ impl Tenant {
                 );
                 (None, store)
             }
-            None => {
+            (None, _) => {
                 let lock = crate::state_lock::try_hold(&state_path)
                     .with_context(|| {
                         format!(

@@ -376,7 +376,8 @@ pub enum RegistrationsAction {
         #[arg(long)]
         status: Option<String>,
     },
-    /// One registration: its decision and the history of decision changes.
+    /// One registration: its decision, its partner credits with their reasons, and the history
+    /// of decision changes.
     Show {
         /// The registration's id: the PRM deal's key, as `registrations list` shows it.
         id: String,

@@ -728,7 +728,21 @@ fn status_cmd(config: Option<&Path>, state: Option<&Path>, json: bool) -> ExitCo
 fn tenants_status(fleet: &config::FleetConfig, json: bool) -> ExitCode {
     quiet_logs();
     let now = jiff::Timestamp::now().as_millisecond();
-    let list = match prmsync::tenants::status::list(fleet, &Environment::from_process(), now) {
+    let env = Environment::from_process();
+    let list = if fleet.state.postgres.is_some() {
+        match runtime()
+            .and_then(|rt| rt.block_on(prmsync::tenants::status::list_fleet(fleet, &env, now)))
+        {
+            Ok(l) => Ok(l),
+            Err(e) => {
+                eprintln!("cannot read the fleet's PostgreSQL state: {e:#}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    } else {
+        prmsync::tenants::status::list(fleet, &env, now)
+    };
+    let list = match list {
         Ok(l) => l,
         Err(e) => {
             eprintln!(

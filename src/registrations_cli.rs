@@ -5,7 +5,7 @@ use anyhow::bail;
 
 use crate::cli::{RegistrationsAction, ReviewAction};
 use crate::rules::Status;
-use crate::store::{DecisionChange, Store, StoredRegistration};
+use crate::store::{DecisionChange, Store, StoredCredits, StoredRegistration};
 
 fn when(ms: Option<i64>) -> String {
     ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
@@ -46,7 +46,53 @@ fn table(regs: &[StoredRegistration]) -> String {
     out
 }
 
-fn show(r: &StoredRegistration, history: &[DecisionChange]) -> String {
+/// A deal's partner credits as `show` prints them, and as its JSON carries them.
+fn credits_json(c: Option<&StoredCredits>) -> serde_json::Value {
+    let Some(c) = c else {
+        return serde_json::Value::Null;
+    };
+    let partners: serde_json::Value = c
+        .reasons
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_else(|| serde_json::json!([]));
+    serde_json::json!({
+        "partners": partners,
+        "confirmed": c.sent.as_deref() == Some(c.desired.as_str()),
+        "last_error": c.last_error,
+    })
+}
+
+fn show_credits(out: &mut String, credits: &serde_json::Value) {
+    let Some(partners) = credits["partners"].as_array().filter(|p| !p.is_empty()) else {
+        return;
+    };
+    out.push_str("partner credits:\n");
+    for p in partners {
+        let role = p["role"].as_str().unwrap_or_default();
+        let role = if p["primary"] == true {
+            format!("{role} (primary)")
+        } else {
+            role.to_owned()
+        };
+        out.push_str(&format!(
+            "  {:<14} {:<20} {}\n",
+            p["partner"].as_str().unwrap_or_default(),
+            role,
+            p["reason"].as_str().unwrap_or_default()
+        ));
+    }
+    let state = match (credits["confirmed"] == true, credits["last_error"].as_str()) {
+        (true, _) => "confirmed by the CRM".to_owned(),
+        (false, Some(e)) => format!("not written yet: {e}"),
+        (false, None) => {
+            "not written yet (waits for the CRM deal and the partners' companies)".to_owned()
+        }
+    };
+    out.push_str(&format!("  in the CRM: {state}\n"));
+}
+
+fn show(r: &StoredRegistration, history: &[DecisionChange], credits: &serde_json::Value) -> String {
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<16} {v}\n"));
     line("registration", r.id.clone());
@@ -73,6 +119,7 @@ fn show(r: &StoredRegistration, history: &[DecisionChange]) -> String {
         "rules version",
         r.rules_version.clone().unwrap_or_else(|| "-".into()),
     );
+    show_credits(&mut out, credits);
     out.push_str("history:\n");
     for h in history {
         out.push_str(&format!(
@@ -143,10 +190,13 @@ pub async fn registrations(
         }
         RegistrationsAction::Show { id } => {
             let (r, history) = one(store, &id).await?;
+            let credits = credits_json(store.credits_of(id).await?.as_ref());
             if as_json {
-                json(&serde_json::json!({"registration": r, "history": history}))
+                json(
+                    &serde_json::json!({"registration": r, "history": history, "credits": credits}),
+                )
             } else {
-                Ok(show(&r, &history))
+                Ok(show(&r, &history, &credits))
             }
         }
         RegistrationsAction::Explain { id } => {

@@ -78,6 +78,7 @@ pub fn attribution(
         versions: &data.versions,
         mdf: &data.mdf,
         evidence: &data.evidence,
+        partner_names: &data.partner_names,
         as_of_ms: data.as_of_ms,
     };
     let report = attribution::report(&rules, &input, &opts);

@@ -41,11 +41,22 @@ pub struct Config {
 }
 
 /// Where the state lives.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StateConfig {
     /// `state.url` (+ `state.schema`): a schema of a PostgreSQL database; `None`: the SQLite file
     /// `daemon.state_path`.
     pub postgres: Option<crate::store::pg::PgTarget>,
+    /// `state.lease_secs`: how long a tenant's lease lasts without a heartbeat (fleet mode only).
+    pub lease: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            postgres: None,
+            lease: Duration::from_secs(defaults::LEASE_SECS),
+        }
+    }
 }
 
 /// `[erasure]`: what an erasure does to the person's records in the systems.
@@ -381,6 +392,7 @@ fn validate(
     let retention: RawRetention = section(cfg, &top, "retention", &mut errs).unwrap_or_default();
     let erasure: RawErasure = section(cfg, &top, "erasure", &mut errs).unwrap_or_default();
     let state: raw::RawState = section(cfg, &top, "state", &mut errs).unwrap_or_default();
+    let state_lease_set = state.lease_secs.is_some();
     let partnerstack: Option<RawPartnerStack> = section(cfg, &top, "partnerstack", &mut errs);
     let hubspot: Option<RawHubSpot> = section(cfg, &top, "hubspot", &mut errs);
     let salesforce: Option<RawSalesforce> = section(cfg, &top, "salesforce", &mut errs);
@@ -400,6 +412,13 @@ fn validate(
     let retention = validate_retention(&retention, &mut errs);
     let erasure = validate_erasure(erasure, &mut errs);
     let state = validate_state(state, env, &mut errs);
+    if state_lease_set {
+        errs.push(ConfigError {
+            key: "state.lease_secs".into(),
+            message: "is used only by several daemons sharing tenants".into(),
+            hint: Some("set daemon.tenants_dir, or remove state.lease_secs".into()),
+        });
+    }
 
     if partnerstack.is_some() && rest.is_some() {
         errs.push(ConfigError {
@@ -899,8 +918,24 @@ fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -
 }
 
 /// `[state]`: a PostgreSQL URL (plain or a secret reference) and a schema name.
-fn validate_state(r: raw::RawState, env: &Environment, errs: &mut Vec<ConfigError>) -> StateConfig {
+pub(super) fn validate_state(
+    r: raw::RawState,
+    env: &Environment,
+    errs: &mut Vec<ConfigError>,
+) -> StateConfig {
     use secrecy::ExposeSecret;
+    let lease = match r.lease_secs {
+        None => Duration::from_secs(defaults::LEASE_SECS),
+        Some(s @ 1..=300) => Duration::from_secs(s),
+        Some(_) => {
+            errs.push(ConfigError {
+                key: "state.lease_secs".into(),
+                message: "must be between 1 and 300".into(),
+                hint: Some(format!("the default is {}", defaults::LEASE_SECS)),
+            });
+            Duration::from_secs(defaults::LEASE_SECS)
+        }
+    };
     let url = match &r.url {
         None => {
             if r.schema.is_some() {
@@ -941,6 +976,7 @@ fn validate_state(r: raw::RawState, env: &Environment, errs: &mut Vec<ConfigErro
     }
     StateConfig {
         postgres: Some(target),
+        lease,
     }
 }
 

@@ -9,6 +9,7 @@ pub mod defaults {
     pub const STATE_PATH: &str = "/var/lib/prmsync/state.db";
     /// The PostgreSQL schema of a `state.url` state.
     pub const STATE_SCHEMA: &str = "prmsync";
+    pub const LEASE_SECS: u64 = 30;
     pub const POLL_INTERVAL_SECS: u64 = 30;
     pub const BATCH_SIZE: usize = 100;
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 20;
@@ -111,6 +112,9 @@ pub struct RawState {
     pub url: Option<RawStateUrl>,
     /// The PostgreSQL schema of this state (default `prmsync`).
     pub schema: Option<String>,
+    /// Fleet mode (`daemon.tenants_dir` with a PostgreSQL state): seconds a tenant's lease lasts
+    /// without a heartbeat (default 30).
+    pub lease_secs: Option<u64>,
 }
 
 /// A state URL written in the file, or read like any other secret.

@@ -17,7 +17,7 @@ pub const TENANT_FILE: &str = "tenant.toml";
 pub const TENANT_MAPPINGS: &str = "mappings";
 
 /// Sections a tenant may not set: they configure the one process all tenants share.
-const FLEET_SECTIONS: &[&str] = &["http", "admin", "log"];
+const FLEET_SECTIONS: &[&str] = &["http", "admin", "log", "state"];
 /// `[daemon]` keys a tenant may not set, for the same reason.
 const FLEET_DAEMON_KEYS: &[&str] = &["state_path", "tenants_dir", "shutdown_timeout_secs"];
 /// `[daemon]` keys of the fleet file each tenant inherits unless its own file sets them.
@@ -46,6 +46,9 @@ pub struct FleetConfig {
     pub log: LogConfig,
     pub http: HttpConfig,
     pub admin: AdminConfig,
+    /// `[state]`: with a PostgreSQL URL, every tenant's state is a schema of that database
+    /// ([`FleetConfig::tenant_schema`]) and the daemons sharing it take leases (`tenants::lease`).
+    pub state: super::StateConfig,
     /// Keys of the fleet file every tenant inherits unless its own file sets them.
     inherited: Vec<(String, config::Value)>,
 }
@@ -58,6 +61,16 @@ impl FleetConfig {
             _ => PathBuf::from("."),
         };
         dir.join("tenants").join(format!("{name}.db"))
+    }
+
+    /// The schema of a tenant's PostgreSQL state: the fleet's schema, `_`, and the tenant's name
+    /// with `-` written `_` (the fleet's own schema holds the leases).
+    pub fn tenant_schema(&self, name: &str) -> Option<crate::store::pg::PgTarget> {
+        let fleet = self.state.postgres.as_ref()?;
+        Some(crate::store::pg::PgTarget {
+            url: fleet.url.clone(),
+            schema: format!("{}_{}", fleet.schema, name.replace('-', "_")),
+        })
     }
 
     /// A tenant's folder.
@@ -127,6 +140,8 @@ fn validate_fleet(
         super::section(cfg, &top, "retention", &mut errs).unwrap_or_default();
     let erasure: raw::RawErasure =
         super::section(cfg, &top, "erasure", &mut errs).unwrap_or_default();
+    let state: raw::RawState = super::section(cfg, &top, "state", &mut errs).unwrap_or_default();
+    let state = super::validate_state(state, env, &mut errs);
     super::validate_retention(&retention, &mut errs);
     super::validate_erasure(erasure, &mut errs);
     if daemon.mappings_dir.is_some() {
@@ -186,6 +201,7 @@ fn validate_fleet(
         log,
         http,
         admin,
+        state,
         inherited,
     })
 }
@@ -311,6 +327,10 @@ pub fn load_tenant(
         }
     };
     config.daemon.state_path = fleet.tenant_state_path(name);
+    config.state = super::StateConfig {
+        postgres: fleet.tenant_schema(name),
+        lease: fleet.state.lease,
+    };
     if config.daemon.mappings_dir.is_none() && dir.join(TENANT_MAPPINGS).is_dir() {
         config.daemon.mappings_dir = Some(dir.join(TENANT_MAPPINGS));
     }

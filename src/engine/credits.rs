@@ -14,6 +14,7 @@ use crate::connector::{ConnectorError, PartnerRow};
 use crate::model::SystemKind;
 use crate::rules::credit::{self, Role};
 use crate::rules::{Decision, RegistrationEvent, Rules};
+use crate::store::DesiredCredits;
 
 /// The PRM object whose records are the partners (their CRM companies come from its flow).
 const PARTNERS: &str = super::registrations::PARTNERS;
@@ -30,42 +31,42 @@ pub struct Wanted {
 
 /// The desired credits of every registration `decisions` decided (pure), with the partners'
 /// leads and activities on the same customer (`evidence`) counting: the partner list of
-/// each sourced deal, and an empty list for the others (which removes credits a registration
-/// had while it was sourced; rows for never-sourced ones are not made, see `store/credits.rs`).
+/// each sourced deal with each credit's reason, and an empty list for the others (which removes
+/// credits a registration had while it was sourced; rows for never-sourced ones are not made,
+/// see `store/credits.rs`).
 pub fn desired(
     rules: &Rules,
     events: &[RegistrationEvent],
     decisions: &[Decision],
     evidence: &[credit::EvidenceItem],
-) -> Vec<(String, String)> {
+) -> Vec<DesiredCredits> {
     let Some(rule) = &rules.credit else {
         return Vec::new();
     };
     let claims = credit::claims(events, decisions, &rules.fields.partner);
-    let mut out: BTreeMap<String, Vec<Wanted>> = decisions
+    let mut out: BTreeMap<String, Vec<credit::PartnerCredit>> = decisions
         .iter()
         .map(|d| (d.registration_id.clone(), Vec::new()))
         .collect();
     for dc in credit::credits(rule, &claims, evidence) {
-        out.insert(
-            dc.registration_id,
-            dc.partners
-                .into_iter()
+        out.insert(dc.registration_id, dc.partners);
+    }
+    out.into_iter()
+        .map(|(id, credits)| {
+            let mut w: Vec<Wanted> = credits
+                .iter()
                 .map(|p| Wanted {
-                    partner: p.partner,
+                    partner: p.partner.clone(),
                     role: p.role,
                     primary: p.primary,
                 })
-                .collect(),
-        );
-    }
-    out.into_iter()
-        .map(|(id, mut w)| {
+                .collect();
             w.sort();
-            (
-                id,
-                serde_json::to_string(&w).unwrap_or_else(|_| "[]".into()),
-            )
+            DesiredCredits {
+                registration_id: id,
+                desired: serde_json::to_string(&w).unwrap_or_else(|_| "[]".into()),
+                reasons: serde_json::to_string(&credits).unwrap_or_else(|_| "[]".into()),
+            }
         })
         .collect()
 }
@@ -243,8 +244,8 @@ mod tests {
             ],
             &[],
         );
-        let d1: Vec<Wanted> = serde_json::from_str(&got[0].1).expect("json");
-        assert_eq!(got[0].0, "d1");
+        let d1: Vec<Wanted> = serde_json::from_str(&got[0].desired).expect("json");
+        assert_eq!(got[0].registration_id, "d1");
         assert_eq!(
             d1,
             [
@@ -260,6 +261,22 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(got[1], ("d2".into(), "[]".into()));
+        let reasons: serde_json::Value = serde_json::from_str(&got[0].reasons).expect("json");
+        assert_eq!(reasons[1]["partner"], "part_2");
+        assert_eq!(reasons[1]["evidence"], "registration");
+        assert!(
+            reasons[1]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("registered the same customer on 1970-01-13 (d2)")),
+            "{reasons}"
+        );
+        assert_eq!(
+            (
+                got[1].registration_id.as_str(),
+                got[1].desired.as_str(),
+                got[1].reasons.as_str()
+            ),
+            ("d2", "[]", "[]")
+        );
     }
 }

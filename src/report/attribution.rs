@@ -240,6 +240,8 @@ pub struct Input<'a> {
     pub mdf: &'a [StoredMdf],
     /// Partners' leads and activities (customer key, item), as the credits count them.
     pub evidence: &'a [(String, credit::EvidenceItem)],
+    /// Partners' names in the PRM (for partners credited by a lead or activity alone).
+    pub partner_names: &'a BTreeMap<String, String>,
     pub as_of_ms: Option<i64>,
 }
 
@@ -430,10 +432,15 @@ pub fn report(rules: &Rules, input: &Input<'_>, opts: &Options) -> Report {
             let key = match (opts.by, earner) {
                 (GroupBy::Month, _) => key_of(d),
                 (_, Some(earner)) => key_of(earner),
-                (GroupBy::Partner, None) => all
-                    .iter()
-                    .find(|x| x.partner == p.partner)
-                    .map_or_else(|| p.partner.clone(), partner_label),
+                (GroupBy::Partner, None) => {
+                    all.iter().find(|x| x.partner == p.partner).map_or_else(
+                        || match input.partner_names.get(&p.partner) {
+                            Some(n) => format!("{n} ({})", p.partner),
+                            None => p.partner.clone(),
+                        },
+                        partner_label,
+                    )
+                }
                 (GroupBy::Tier, None) => rules
                     .tier_of(&p.partner, &Map::new())
                     .unwrap_or_else(|| "(no tier)".into()),

@@ -76,6 +76,7 @@ struct Data {
     regs: Vec<StoredRegistration>,
     versions: Vec<RegistrationEvent>,
     mdf: Vec<StoredMdf>,
+    names: std::collections::BTreeMap<String, String>,
 }
 
 /// Eight registrations over three partners (gold, silver, bronze in the shipped rules) and four
@@ -208,6 +209,7 @@ fn data() -> Data {
         regs,
         versions,
         mdf,
+        names: [("part_5".to_owned(), "Contoso".to_owned())].into(),
     }
 }
 
@@ -217,6 +219,7 @@ fn input(d: &Data) -> Input<'_> {
         versions: &d.versions,
         mdf: &d.mdf,
         evidence: &[],
+        partner_names: &d.names,
         as_of_ms: Some(T0 + 40 * DAY),
     }
 }
@@ -514,8 +517,8 @@ fn a_partners_lead_on_the_customer_counts_like_its_registration() {
     let part_5 = r
         .groups
         .iter()
-        .find(|g| g.group == "part_5")
-        .expect("part_5 is credited by its lead");
+        .find(|g| g.group == "Contoso (part_5)")
+        .expect("part_5 is credited by its lead, under its PRM name");
     assert_eq!(
         (
             part_5.sourced.deals,

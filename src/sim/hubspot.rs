@@ -150,6 +150,10 @@ struct Inner {
     oauth: Option<HubSpotOAuth>,
     /// OAuth access token -> expiry (epoch ms).
     access_tokens: BTreeMap<String, i64>,
+    /// Private-app tokens accepted besides `token` (several clients of one portal).
+    extra_tokens: BTreeSet<String>,
+    /// Arrival times (epoch ms) of the batch upserts each token sent.
+    upserts_by_token: BTreeMap<String, Vec<i64>>,
     /// Object type -> how many of its next searches fail with a 500.
     search_faults: BTreeMap<String, u32>,
     /// (from type, from id, to type, to id).
@@ -611,6 +615,21 @@ impl HubSpotSim {
         *self.token.lock().unwrap_or_else(|p| p.into_inner()) = token.to_owned();
     }
 
+    /// Accepts `token` too, besides the portal's token: several clients (one per daemon of a
+    /// fleet) each with its own private-app token, told apart in [`HubSpotSim::upserts_by`].
+    pub fn accept_token(&self, token: &str) {
+        self.lock().extra_tokens.insert(token.to_owned());
+    }
+
+    /// Arrival times (epoch ms) of the batch upserts sent with `token` (refused ones included).
+    pub fn upserts_by(&self, token: &str) -> Vec<i64> {
+        self.lock()
+            .upserts_by_token
+            .get(token)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Any batch upsert that carries `id` is refused as a whole with a 400 `VALIDATION_ERROR`,
     /// as HubSpot refuses a batch for one bad input (e.g. a property it does not have).
     pub fn refuse_batches_with(&self, id: &str) {
@@ -641,7 +660,9 @@ impl HubSpotSim {
             .and_then(|v| v.strip_prefix("Bearer "));
         let token = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let ok = presented.is_some_and(|t| {
-            t == token || inner.access_tokens.get(t).is_some_and(|exp| *exp > now)
+            t == token
+                || inner.extra_tokens.contains(t)
+                || inner.access_tokens.get(t).is_some_and(|exp| *exp > now)
         });
         if !ok {
             inner.stats.unauthorized += 1;
@@ -669,6 +690,15 @@ impl HubSpotSim {
         } else {
             inner.faults.pop_front()
         };
+        if call == Call::Upsert
+            && let Some(t) = presented
+        {
+            inner
+                .upserts_by_token
+                .entry(t.to_owned())
+                .or_default()
+                .push(now);
+        }
         let (status, retry) = match fault {
             None => return Ok(()),
             Some(Injected::Malformed) => {

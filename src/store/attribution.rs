@@ -34,6 +34,8 @@ pub struct AttributionState {
     pub mdf: Vec<StoredMdf>,
     /// Partners' leads and activities (customer key, item), for the credits.
     pub evidence: Vec<(String, crate::rules::credit::EvidenceItem)>,
+    /// Every partner's name in the PRM, as prmsync last read it.
+    pub partner_names: std::collections::BTreeMap<String, String>,
     /// The newest registration version time (the rules' "now"); `None` with no registrations.
     pub as_of_ms: Option<i64>,
 }
@@ -67,10 +69,15 @@ pub(super) fn load(conn: &Connection) -> Result<AttributionState, StoreError> {
         });
     }
     let all = registrations::group(conn, None)?;
+    let partner_names = conn
+        .prepare_cached("SELECT partner, name FROM registration_partners")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
     Ok(AttributionState {
         registrations: registrations::list(conn, None)?,
         versions: all.events,
         evidence: all.evidence,
+        partner_names,
         mdf,
         as_of_ms: registrations::as_of(conn)?,
     })

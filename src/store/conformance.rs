@@ -87,6 +87,7 @@ conformance!(
     poll_rejects_are_dead_lettered_once,
     pruning_keeps_pending_inbox_rows,
     credit_evidence_is_kept_by_customer_and_re_decides_its_group,
+    credit_reasons_are_kept_and_a_new_reason_alone_sends_nothing,
 );
 
 /// After every scenario: the counts `status` reads (kept by triggers on both backends) equal a
@@ -1014,6 +1015,207 @@ async fn pruning_keeps_pending_inbox_rows(store: &Store) {
     assert!(store.file_pages().await.unwrap().bytes() > 0);
 }
 
+/// Fleet mode's leases and fencing: PostgreSQL only (a SQLite state is one daemon's file).
+mod leases_on_postgres {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::pg::fleet::{Fence, Leases, TENANT_STREAM};
+
+    /// A fleet schema and the target of its tenant `t`, fresh for each test; `None` (printed)
+    /// without a server.
+    fn fleet(test: &str) -> Option<(pg::PgTarget, pg::PgTarget)> {
+        let Ok(url) = std::env::var(POSTGRES_ENV) else {
+            println!("skipped {test}: {POSTGRES_ENV} is not set (see README, Development)");
+            return None;
+        };
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let schema = format!(
+            "l{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let tenant = pg::PgTarget {
+            url: url.clone(),
+            schema: format!("{schema}_t"),
+        };
+        Some((pg::PgTarget { url, schema }, tenant))
+    }
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn leases_are_claimed_up_to_a_fair_share_renewed_released_and_taken_after_expiry() {
+        let Some((target, _)) = fleet("leases_are_claimed") else {
+            return;
+        };
+        let leases = Leases::open(&target, LONG).unwrap();
+        let tenants = vec!["x".to_owned(), "y".to_owned()];
+        // Alone, A claims both at generation 1.
+        let a = leases
+            .heartbeat("a".into(), tenants.clone(), LONG)
+            .await
+            .unwrap();
+        assert_eq!(a.claimed, vec![("x".into(), 1), ("y".into(), 1)]);
+        assert_eq!(a.fair_share, 2);
+        // B joins: its share is one, but nothing is free.
+        let b = leases
+            .heartbeat("b".into(), tenants.clone(), LONG)
+            .await
+            .unwrap();
+        assert_eq!((b.fair_share, b.claimed.len(), b.held.len()), (1, 0, 0));
+        // A renews both and sees its share is one now; it gives y back.
+        let a = leases
+            .heartbeat("a".into(), tenants.clone(), LONG)
+            .await
+            .unwrap();
+        assert_eq!((a.held.len(), a.fair_share), (2, 1));
+        assert!(leases.release("a".into(), "y".into(), 1).await.unwrap());
+        assert!(
+            !leases.release("a".into(), "y".into(), 1).await.unwrap(),
+            "released once"
+        );
+        // B claims y at the next generation; A keeps x.
+        let b = leases
+            .heartbeat("b".into(), tenants.clone(), LONG)
+            .await
+            .unwrap();
+        assert_eq!(b.claimed, vec![("y".into(), 2)]);
+        let a = leases
+            .heartbeat("a".into(), tenants.clone(), LONG)
+            .await
+            .unwrap();
+        assert_eq!((a.held, a.claimed), (vec![("x".into(), 1)], vec![]));
+        // The fleet runs on short leases now and A stops beating: once its lease has expired
+        // (and A counts as gone), B takes x at generation 2.
+        let short = Duration::from_millis(200);
+        leases
+            .heartbeat("a".into(), tenants.clone(), short)
+            .await
+            .unwrap();
+        let mut taken = Vec::new();
+        for _ in 0..100 {
+            let b = leases
+                .heartbeat("b".into(), tenants.clone(), short)
+                .await
+                .unwrap();
+            if !b.claimed.is_empty() {
+                taken = b.claimed;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(taken, vec![("x".into(), 2)]);
+        let b = leases
+            .heartbeat("b".into(), tenants.clone(), LONG)
+            .await
+            .unwrap();
+        assert_eq!(b.held, vec![("x".into(), 2), ("y".into(), 2)]);
+        // A's renewal finds nothing of its own.
+        let a = leases
+            .heartbeat("a".into(), tenants.clone(), LONG)
+            .await
+            .unwrap();
+        assert!(a.held.is_empty() && a.claimed.is_empty(), "{a:?}");
+        let rows = leases.list().await.unwrap();
+        assert_eq!(rows.len(), 2);
+        assert!(
+            rows.iter()
+                .all(|r| r.holder.as_deref() == Some("b") && r.live && r.generation == 2),
+            "{rows:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_commit_under_a_generation_that_moved_on_is_refused_and_staging_is_not_fenced() {
+        let Some((target, tenant)) = fleet("fenced_commits") else {
+            return;
+        };
+        let leases = Leases::open(&target, LONG).unwrap();
+        let fence_a = Fence::new(leases.schema(), "t", TENANT_STREAM, "a", LONG);
+        let fence_b = Fence::new(leases.schema(), "t", TENANT_STREAM, "b", LONG);
+        let a = Store::open_postgres_fenced(&tenant, fence_a.clone()).unwrap();
+        let b = Store::open_postgres_fenced(&tenant, fence_b.clone()).unwrap();
+        // Not held: every fenced commit is refused.
+        fence_a.set(0);
+        fence_b.set(0);
+        let refused = a.commit_plan(plan(vec![write("f", "d0", "0")]), 1).await;
+        assert!(
+            matches!(refused, Err(StoreError::Fenced { .. })),
+            "{refused:?}"
+        );
+        // A holds generation 1: its commits and outbox claims pass.
+        let g = leases
+            .take_over("a".into(), "t".into(), LONG)
+            .await
+            .unwrap();
+        fence_a.set(g);
+        a.commit_plan(plan(vec![write("f", "d1", "1")]), 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            a.due_outbox(SystemKind::HubSpot, 10, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        // B takes the tenant over: A's plan commits, claims and completions are refused, B's pass.
+        let g2 = leases
+            .take_over("b".into(), "t".into(), LONG)
+            .await
+            .unwrap();
+        assert_eq!(g2, g + 1);
+        fence_b.set(g2);
+        let before = crate::telemetry::meters::meters().fenced_commits();
+        for refused in [
+            a.commit_plan(plan(vec![write("f", "d2", "2")]), 3).await,
+            a.due_outbox(SystemKind::HubSpot, 10, 10).await.map(|_| ()),
+            a.stage_changes(vec![change("p", 3)], Some((deals(), Cursor::at(3, "p"))), 3)
+                .await
+                .map(|_| ()),
+        ] {
+            assert!(
+                matches!(refused, Err(StoreError::Fenced { held, current, .. }) if held == g && current == g2),
+                "{refused:?}"
+            );
+        }
+        assert!(crate::telemetry::meters::meters().fenced_commits() >= before + 3);
+        let due = b.due_outbox(SystemKind::HubSpot, 10, 10).await.unwrap();
+        assert_eq!(due.len(), 1, "only A's first write is queued");
+        b.complete_writes(vec![done(&due[0], "hs-1")], 4)
+            .await
+            .unwrap();
+        // Webhook staging is not fenced: any daemon stages for any tenant.
+        assert_eq!(
+            a.stage_changes(vec![change("w", 5)], None, 5)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(b.pending_inbox(10).await.unwrap().len(), 1);
+        // An expired lease nobody took: B's commits still pass (the generation is its own), but
+        // no outbox batch is claimed under it.
+        leases
+            .take_over("b".into(), "t".into(), Duration::from_millis(1))
+            .await
+            .map(|g3| fence_b.set(g3))
+            .unwrap();
+        let mut claim = Ok(Vec::new());
+        for _ in 0..100 {
+            claim = b.due_outbox(SystemKind::HubSpot, 10, 10).await;
+            if claim.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(matches!(claim, Err(StoreError::Fenced { .. })), "{claim:?}");
+        b.commit_plan(plan(vec![write("f", "d3", "3")]), 6)
+            .await
+            .unwrap();
+    }
+}
+
 async fn credit_evidence_is_kept_by_customer_and_re_decides_its_group(store: &Store) {
     use crate::rules::credit::{Evidence, EvidenceItem};
     use crate::rules::{Decision, RegistrationEvent, Status};
@@ -1131,4 +1333,36 @@ async fn credit_evidence_is_kept_by_customer_and_re_decides_its_group(store: &St
             .evidence
             .is_empty()
     );
+}
+
+async fn credit_reasons_are_kept_and_a_new_reason_alone_sends_nothing(store: &Store) {
+    let row = |reasons: &str| DesiredCredits {
+        registration_id: "reg_a".into(),
+        desired: r#"[{"partner":"part_2"}]"#.into(),
+        reasons: reasons.into(),
+    };
+    let commit = |reasons: &str| DecisionCommit {
+        rules_version: "v1".into(),
+        credits: vec![row(reasons)],
+        ..DecisionCommit::default()
+    };
+    assert_eq!(store.credits_of("reg_a".into()).await.unwrap(), None);
+    store.commit_decisions(commit("first"), 1).await.unwrap();
+    let stored = store.credits_of("reg_a".into()).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.reasons.as_deref(), stored.sent.as_deref()),
+        (Some("first"), None)
+    );
+    let unsent = store.unsent_credits(10).await.unwrap();
+    assert_eq!(unsent.len(), 1);
+    store
+        .complete_credits(vec![(unsent[0].clone(), Ok(()))], 2)
+        .await
+        .unwrap();
+    // The same set with a new reason (a moved line in the rules file): kept, nothing to send.
+    store.commit_decisions(commit("second"), 3).await.unwrap();
+    let stored = store.credits_of("reg_a".into()).await.unwrap().unwrap();
+    assert_eq!(stored.reasons.as_deref(), Some("second"));
+    assert_eq!(stored.sent.as_deref(), Some(stored.desired.as_str()));
+    assert!(store.unsent_credits(10).await.unwrap().is_empty());
 }

@@ -152,7 +152,8 @@ pub fn sqlite_to_postgres(
         "CREATE SCHEMA IF NOT EXISTS {0}; SET search_path TO {0}",
         to.schema
     ))?;
-    let schema_version = super::pg::migrations::migrate(&mut client, &to.schema)?;
+    let schema_version =
+        super::pg::migrations::apply(&mut client, &to.schema, super::pg::migrations::STEPS)?;
     let locked: bool = client
         .query_one(
             "SELECT pg_try_advisory_lock(hashtext('prmsync daemon ' || current_schema()))",

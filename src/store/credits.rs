@@ -128,6 +128,48 @@ pub(super) fn evidence(
     Ok(out)
 }
 
+/// Migration step "credit reasons": each credit's reason, kept with the desired set.
+pub(super) const REASONS_MIGRATION: &str = r#"
+ALTER TABLE partner_credits ADD COLUMN reasons TEXT;
+"#;
+
+/// A registration's desired credits as the decider computed them: the set (JSON, as
+/// `engine::credits` encodes it; compared with what the CRM confirmed) and the credits with
+/// their reasons (JSON, shown by `registrations show`; a changed reason alone sends nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredCredits {
+    pub registration_id: String,
+    pub desired: String,
+    pub reasons: String,
+}
+
+/// A deal's stored credits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCredits {
+    pub desired: String,
+    /// What the CRM last confirmed (`None`: nothing yet).
+    pub sent: Option<String>,
+    pub reasons: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// A deal's stored credits, if it ever had any.
+pub(super) fn of(conn: &Connection, id: &str) -> Result<Option<StoredCredits>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT desired, sent, reasons, last_error FROM partner_credits WHERE registration_id = ?1",
+        )?
+        .query_row(params![id], |r| {
+            Ok(StoredCredits {
+                desired: r.get(0)?,
+                sent: r.get(1)?,
+                reasons: r.get(2)?,
+                last_error: r.get(3)?,
+            })
+        })
+        .optional()?)
+}
+
 /// One deal's credits waiting to be written: the sourcing registration and the desired set
 /// (JSON, as `engine::credits` encodes it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,28 +178,31 @@ pub struct UnsentCredits {
     pub desired: String,
 }
 
-/// Records desired credits; an unchanged set keeps its confirmation.
+/// Records desired credits and their reasons; an unchanged set keeps its confirmation.
 pub(super) fn record(
     tx: &Transaction<'_>,
-    rows: &[(String, String)],
+    rows: &[DesiredCredits],
     now_ms: i64,
 ) -> Result<(), StoreError> {
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO partner_credits (registration_id, desired, updated_ms) VALUES (?1, ?2, ?3)
+        "INSERT INTO partner_credits (registration_id, desired, reasons, updated_ms)
+         VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (registration_id) DO UPDATE SET desired = excluded.desired,
-             updated_ms = excluded.updated_ms
-         WHERE partner_credits.desired IS NOT excluded.desired",
+             reasons = excluded.reasons, updated_ms = excluded.updated_ms
+         WHERE partner_credits.desired IS NOT excluded.desired
+            OR partner_credits.reasons IS NOT excluded.reasons",
     )?;
     // An empty set only clears credits a deal had; a registration never sourced gets no row.
     let mut clear = tx.prepare_cached(
-        "UPDATE partner_credits SET desired = ?2, updated_ms = ?3
-         WHERE registration_id = ?1 AND desired IS NOT ?2",
+        "UPDATE partner_credits SET desired = ?2, reasons = ?3, updated_ms = ?4
+         WHERE registration_id = ?1 AND (desired IS NOT ?2 OR reasons IS NOT ?3)",
     )?;
-    for (id, desired) in rows {
-        if desired == EMPTY {
-            clear.execute(params![id, desired, now_ms])?;
+    for c in rows {
+        let args = params![c.registration_id, c.desired, c.reasons, now_ms];
+        if c.desired == EMPTY {
+            clear.execute(args)?;
         } else {
-            stmt.execute(params![id, desired, now_ms])?;
+            stmt.execute(args)?;
         }
     }
     Ok(())

@@ -46,6 +46,8 @@ pub fn all() -> Migrations<'static> {
         M::up(super::credits::MIGRATION),
         // "credit evidence": partners' leads and activities, for multi-partner credit.
         M::up(super::credits::EVIDENCE_MIGRATION),
+        // "credit reasons": each partner credit's reason, for `registrations show`.
+        M::up(super::credits::REASONS_MIGRATION),
     ])
 }
 

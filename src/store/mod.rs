@@ -38,7 +38,7 @@ use crate::failpoint::FailPoints;
 use crate::model::{Change, Cursor, Direction, ObjectRef, SystemKind};
 
 pub use associations::{AssociationIntent, AssociationOutcome, ReadyAssociation};
-pub use credits::UnsentCredits;
+pub use credits::{DesiredCredits, StoredCredits, UnsentCredits};
 pub use digest::StateDigest;
 pub use queries::StatusReport;
 pub use registrations::{DecisionChange, KeyedEvent, RegistrationGroup, StoredRegistration};
@@ -76,6 +76,14 @@ pub enum StoreError {
     PgConnect(String),
     #[error("PostgreSQL state migration failed: {0}")]
     PgMigration(String),
+    #[error(
+        "tenant {tenant}: commit refused, this daemon's lease generation {held} is not the lease's {current} (another daemon holds the tenant now)"
+    )]
+    Fenced {
+        tenant: String,
+        held: i64,
+        current: i64,
+    },
     #[error("{0} is not available on the PostgreSQL state backend yet")]
     NotOnPostgres(&'static str),
 }
@@ -307,8 +315,9 @@ pub struct DecisionCommit {
     /// The groups evaluated (their dirty flags are cleared).
     pub keys: Vec<String>,
     pub decisions: Vec<crate::rules::Decision>,
-    /// Each sourced deal's desired partner credits (registration id, JSON), see `credits.rs`.
-    pub credits: Vec<(String, String)>,
+    /// Each decided registration's desired partner credits (empty for one that sourced no
+    /// deal), with their reasons, see `credits.rs`.
+    pub credits: Vec<DesiredCredits>,
     /// Write-backs and ledger lines (no inbox items).
     pub plan: PlanCommit,
 }
@@ -410,6 +419,17 @@ impl Store {
     pub fn open_postgres(target: &pg::PgTarget) -> Result<Store, StoreError> {
         Ok(Store {
             backend: Backend::Postgres(pg::PgStore::open(target)?),
+        })
+    }
+
+    /// Connects to a tenant's PostgreSQL state in fleet mode: every write-side commit checks
+    /// `fence` (see `pg/fleet.rs`).
+    pub fn open_postgres_fenced(
+        target: &pg::PgTarget,
+        fence: std::sync::Arc<pg::fleet::Fence>,
+    ) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Postgres(pg::PgStore::open_fenced(target, fence)?),
         })
     }
 
@@ -891,6 +911,16 @@ impl Store {
         self.call(move |conn| credits::sent(conn, &ids)).await
     }
 
+    /// A deal's stored partner credits (desired, confirmed, reasons), for `registrations show`.
+    pub async fn credits_of(&self, id: String) -> Result<Option<StoredCredits>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::registrations::credits_of(c, &id))
+                .await;
+        }
+        self.call(move |conn| credits::of(conn, &id)).await
+    }
+
     /// Records the CRM's answers for sent partner credits.
     pub async fn complete_credits(
         &self,
@@ -945,7 +975,7 @@ impl Store {
     ) -> Result<Vec<OutboxItem>, StoreError> {
         if let Some(pg) = self.pg() {
             return pg
-                .call(move |c| pg::queries::due_outbox(c, system, now_ms, limit))
+                .write_claim(move |tx| pg::queries::due_outbox(tx, system, now_ms, limit))
                 .await;
         }
         self.call(move |conn| queries::due_outbox(conn, system, now_ms, limit))

@@ -61,6 +61,11 @@ struct WaitLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DaemonLabel {
+    daemon: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StreamLabels {
     system: String,
     object: String,
@@ -92,6 +97,8 @@ pub struct Meters {
     rate_limit_waits: Family<WaitLabels, Counter>,
     token_refreshes: Family<SystemResult, Counter>,
     sqlite_busy: Counter,
+    fenced_commits: Counter,
+    leases_held: Family<DaemonLabel, Gauge>,
     streams: Mutex<BTreeMap<(String, String), Freshness>>,
 }
 
@@ -105,6 +112,8 @@ static METERS: LazyLock<Meters> = LazyLock::new(|| {
         rate_limit_waits: Family::default(),
         token_refreshes: Family::default(),
         sqlite_busy: Counter::default(),
+        fenced_commits: Counter::default(),
+        leases_held: Family::default(),
         streams: Mutex::default(),
     };
     for kind in ERROR_KINDS {
@@ -274,6 +283,25 @@ impl Meters {
         self.sqlite_busy.inc();
     }
 
+    /// A PostgreSQL commit was refused because its lease's generation moved on (fleet mode).
+    pub fn fenced_commit(&self) {
+        self.fenced_commits.inc();
+    }
+
+    /// Fenced commits refused so far.
+    pub fn fenced_commits(&self) -> u64 {
+        self.fenced_commits.get()
+    }
+
+    /// How many tenant leases this daemon (`daemon`, its fleet id) holds now.
+    pub fn leases_held(&self, daemon: &str, held: usize) {
+        self.leases_held
+            .get_or_create(&DaemonLabel {
+                daemon: daemon.to_owned(),
+            })
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+
     /// Busy events so far.
     pub fn sqlite_busy_events(&self) -> u64 {
         self.sqlite_busy.get()
@@ -322,6 +350,16 @@ impl Meters {
             "Times SQLite found the state file locked and waited",
             self.sqlite_busy.clone(),
         );
+        registry.register(
+            "prmsync_fleet_fenced_commits",
+            "Commits of a PostgreSQL tenant state refused because the lease's generation moved on (fleet mode)",
+            self.fenced_commits.clone(),
+        );
+        registry.register(
+            "prmsync_fleet_leases_held",
+            "Tenant leases this daemon holds now, by daemon id (fleet mode; absent otherwise)",
+            self.leases_held.clone(),
+        );
         let lag = Family::<StreamLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         for (system, object, d) in self.lags(now_ms) {
             lag.get_or_create(&StreamLabels { system, object })
@@ -350,6 +388,8 @@ mod tests {
             rate_limit_waits: Family::default(),
             token_refreshes: Family::default(),
             sqlite_busy: Counter::default(),
+            fenced_commits: Counter::default(),
+            leases_held: Family::default(),
             streams: Mutex::default(),
         };
         let hs = SystemKind::HubSpot;

@@ -4,6 +4,7 @@
 //! admin listener whose metrics carry a `tenant` label (`metrics`). A tenant that does not load is
 //! reported and skipped while the others run; a reload picks up added, removed and changed tenants.
 
+pub mod lease;
 pub mod metrics;
 pub mod routes;
 pub mod status;
@@ -108,6 +109,9 @@ struct Running {
     pipeline: Option<Pipeline>,
     /// Stops its retention task.
     stop: CancellationToken,
+    /// Fleet mode: its store's fence and this daemon's lease on it.
+    fence: Option<Arc<crate::store::pg::fleet::Fence>>,
+    held: lease::Held,
 }
 
 /// A started multi-tenant daemon: listeners bound, every loadable tenant assembled.
@@ -126,6 +130,8 @@ pub struct Fleet {
     ready: Arc<AtomicBool>,
     stop_http: CancellationToken,
     tasks: TaskTracker,
+    /// Fleet mode (a PostgreSQL state): the leases this daemon shares with the others.
+    keeper: Option<lease::Keeper>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -160,7 +166,19 @@ impl Fleet {
             config.admin.min_free_bytes,
         ));
         let directory = Directory::default();
+        let keeper = match &config.state.postgres {
+            Some(target) => Some(
+                lease::Keeper::open(target, config.state.lease).with_context(|| {
+                    format!("opening the fleet's PostgreSQL schema {}", target.schema)
+                })?,
+            ),
+            None => None,
+        };
+        if let Some(k) = &keeper {
+            tracing::info!(daemon = %k.me, lease = ?k.lease, schema = %k.leases.schema(), "fleet mode: tenants run where their lease is held");
+        }
         let fleet = Fleet {
+            keeper,
             http_addr,
             admin_addr,
             env,
@@ -253,7 +271,18 @@ impl Fleet {
                     tracing::info!(tenant = %name, "tenant.toml changed: restarting the tenant");
                 }
             }
+            let fence = self.keeper.as_ref().map(|k| k.fence(name));
             let assembled = match loaded {
+                Ok(config) if self.keeper.is_some() && schema_clash(&self.config, &names, name) => {
+                    drop(config);
+                    Err(anyhow::anyhow!(
+                        "another tenant's name differs only by '-' and '_': both would use the schema {}",
+                        self.config
+                            .tenant_schema(name)
+                            .map(|t| t.schema)
+                            .unwrap_or_default()
+                    ))
+                }
                 Ok(config) => {
                     let state_dir = config.daemon.state_path.parent().map(Path::to_owned);
                     if let Some(d) = state_dir {
@@ -261,13 +290,14 @@ impl Fleet {
                             format!("creating the tenants' state folder {}", d.display())
                         })?;
                     }
-                    Tenant::assemble(
+                    Tenant::assemble_fenced(
                         config,
                         self.clock.clone(),
                         self.failpoints.clone(),
                         // Each tenant's own readiness: one tenant's failing state file does not
                         // turn away the others' webhooks.
                         Arc::new(AtomicBool::new(true)),
+                        fence.clone(),
                     )
                     .await
                 }
@@ -276,8 +306,11 @@ impl Fleet {
             match assembled {
                 Ok(tenant) => {
                     let stop = CancellationToken::new();
-                    self.tasks
-                        .spawn(tenant.maintain(self.clock.clone(), stop.clone()));
+                    // Fleet mode: retention runs with the pipeline, where the lease is held.
+                    if fence.is_none() {
+                        self.tasks
+                            .spawn(tenant.maintain(self.clock.clone(), stop.clone()));
+                    }
                     let webhooks = crate::webhook::router(
                         tenant.webhooks.clone(),
                         self.config.http.max_body_bytes,
@@ -290,9 +323,12 @@ impl Fleet {
                             reloads: tenant.reloads.clone(),
                         },
                     );
-                    let pipeline = self
-                        .running
-                        .load(Ordering::Relaxed)
+                    // Fleet mode: nothing of the tenant runs here until its lease is (the
+                    // heartbeat starts it); its webhooks are accepted at once.
+                    if let Some(f) = &fence {
+                        f.set(0);
+                    }
+                    let pipeline = (self.running.load(Ordering::Relaxed) && fence.is_none())
                         .then(|| start_pipeline(name, &tenant));
                     tracing::info!(tenant = %name, state = %tenant.config.daemon.state_path.display(), "tenant started");
                     tenants.insert(
@@ -302,6 +338,8 @@ impl Fleet {
                             file_text,
                             pipeline,
                             stop,
+                            fence,
+                            held: lease::Held::No,
                         },
                     );
                 }
@@ -336,12 +374,142 @@ impl Fleet {
         }
     }
 
-    /// Stops a tenant's stages and retention task; its state file is released when it drops.
+    /// Stops a tenant's stages and retention task; its state file is released when it drops,
+    /// its lease (fleet mode) is given back.
     async fn stop_tenant(&self, name: &str, r: Running) {
         self.directory.write().remove(name);
         r.stop.cancel();
         if let Some(p) = r.pipeline {
             p.stop().await;
+        }
+        self.release(name, r.fence.as_deref(), r.held).await;
+    }
+
+    /// Gives a held lease back (its pipeline has stopped): another daemon may claim it at once.
+    async fn release(
+        &self,
+        name: &str,
+        fence: Option<&crate::store::pg::fleet::Fence>,
+        held: lease::Held,
+    ) {
+        let (Some(k), Some(fence), lease::Held::Yes { generation, .. }) =
+            (&self.keeper, fence, held)
+        else {
+            return;
+        };
+        fence.set(0);
+        match k
+            .leases
+            .release(k.me.clone(), name.to_owned(), generation)
+            .await
+        {
+            Ok(true) => tracing::info!(tenant = %name, generation, "lease released"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(tenant = %name, error = %e, "lease not released: it expires by itself")
+            }
+        }
+    }
+
+    /// Fleet mode: one heartbeat. Renews and claims leases, starts the pipelines of tenants
+    /// newly held, stops those whose lease was lost (or may have run out while the database did
+    /// not answer) and gives back the leases beyond this daemon's fair share.
+    async fn heartbeat(&self) {
+        let Some(k) = &self.keeper else { return };
+        let mut tenants = self.tenants.lock().await;
+        let names: Vec<String> = tenants.keys().cloned().collect();
+        let started = std::time::Instant::now();
+        let beat = match k.beat(names).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "lease heartbeat failed");
+                // Whatever this daemon cannot prove it still holds stops now; its commits are
+                // refused from here on (the database would refuse them too once taken over).
+                for (name, r) in tenants.iter_mut() {
+                    if let lease::Held::Yes { until, .. } = r.held
+                        && until <= std::time::Instant::now()
+                    {
+                        tracing::warn!(tenant = %name, "lease ran out without a heartbeat: stopping the tenant here");
+                        self.stop_pipeline(r);
+                    }
+                }
+                crate::telemetry::meters::meters().leases_held(&k.me, held_count(&tenants));
+                return;
+            }
+        };
+        let view: Vec<(String, lease::Held)> =
+            tenants.iter().map(|(n, r)| (n.clone(), r.held)).collect();
+        let until = started + k.lease;
+        for (name, step) in lease::steps(&view, &beat) {
+            let Some(r) = tenants.get_mut(&name) else {
+                continue;
+            };
+            match step {
+                lease::Step::Keep => {
+                    if let lease::Held::Yes { generation, .. } = r.held {
+                        r.held = lease::Held::Yes { generation, until };
+                    }
+                }
+                lease::Step::Start(generation) => {
+                    if r.pipeline.is_some() {
+                        self.stop_pipeline(r);
+                    }
+                    if let Some(f) = &r.fence {
+                        f.set(generation);
+                    }
+                    r.held = lease::Held::Yes { generation, until };
+                    tracing::info!(tenant = %name, generation, "lease held: starting the tenant here");
+                    r.pipeline = Some(start_pipeline(&name, &r.tenant));
+                    r.stop = CancellationToken::new();
+                    self.tasks
+                        .spawn(r.tenant.maintain(self.clock.clone(), r.stop.clone()));
+                }
+                lease::Step::Stop => {
+                    tracing::warn!(tenant = %name, "lease lost to another daemon: stopping the tenant here");
+                    self.stop_pipeline(r);
+                }
+                lease::Step::Release(generation) => {
+                    r.stop.cancel();
+                    if let Some(p) = r.pipeline.take() {
+                        p.stop().await;
+                    }
+                    let held = lease::Held::Yes { generation, until };
+                    self.release(&name, r.fence.as_deref(), held).await;
+                    r.held = lease::Held::No;
+                }
+            }
+        }
+        crate::telemetry::meters::meters().leases_held(&k.me, held_count(&tenants));
+    }
+
+    /// Wakes the planner of the tenant whose state schema is `schema`, if it runs here.
+    async fn wake_planner(&self, schema: &str) {
+        let tenants = self.tenants.lock().await;
+        for (name, r) in tenants.iter() {
+            if r.pipeline.is_some()
+                && self.config.tenant_schema(name).map(|t| t.schema).as_deref() == Some(schema)
+            {
+                r.tenant.engine.signals().planner.notify_one();
+            }
+        }
+    }
+
+    /// Stops a tenant's pipeline without waiting (its stages may be blocked on a database that
+    /// does not answer) and refuses its commits from now on.
+    fn stop_pipeline(&self, r: &mut Running) {
+        if let Some(f) = &r.fence {
+            f.set(0);
+        }
+        r.stop.cancel();
+        r.held = lease::Held::No;
+        if let Some(p) = r.pipeline.take() {
+            let ready = r.tenant.webhooks.ready.clone();
+            self.tasks.spawn(async move {
+                p.stop().await;
+                // A stage's refused commit marked the store unhealthy: webhooks are still
+                // accepted here for the new holder.
+                ready.store(true, Ordering::Relaxed);
+            });
         }
     }
 
@@ -376,11 +544,24 @@ impl Fleet {
     pub async fn run(&self, shutdown: CancellationToken, reload: Arc<Notify>) {
         {
             let mut tenants = self.tenants.lock().await;
-            for (name, r) in tenants.iter_mut() {
-                r.pipeline = Some(start_pipeline(name, &r.tenant));
+            if self.keeper.is_none() {
+                for (name, r) in tenants.iter_mut() {
+                    r.pipeline = Some(start_pipeline(name, &r.tenant));
+                }
             }
             self.running.store(true, Ordering::Relaxed);
         }
+        let mut beats = tokio::time::interval(
+            self.keeper
+                .as_ref()
+                .map_or(Duration::from_secs(3600), lease::Keeper::every),
+        );
+        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Webhook changes another daemon staged for a tenant running here wake its planner.
+        let mut inbox = match &self.config.state.postgres {
+            Some(target) if self.keeper.is_some() => crate::store::pg::fleet::listen(target),
+            _ => tokio::sync::mpsc::channel(1).1,
+        };
         let summary = self.summary();
         notify(&[
             sd_notify::NotifyState::Ready,
@@ -392,6 +573,8 @@ impl Fleet {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                _ = beats.tick(), if self.keeper.is_some() => self.heartbeat().await,
+                Some(schema) = inbox.recv() => self.wake_planner(&schema).await,
                 () = reload.notified() => {
                     notify(&[sd_notify::NotifyState::Reloading, monotonic()]);
                     if let Err(e) = self.sync_tenants().await {
@@ -413,6 +596,18 @@ impl Fleet {
             .filter_map(|r| r.pipeline.take())
             .collect();
         futures_join_all(stopping).await;
+        // A clean shutdown gives every lease back: the others take the tenants over at their
+        // next heartbeat instead of after the expiry.
+        for (name, r) in tenants.iter_mut() {
+            let held = std::mem::replace(&mut r.held, lease::Held::No);
+            self.release(name, r.fence.as_deref(), held).await;
+        }
+        if let Some(k) = &self.keeper {
+            if let Err(e) = k.leases.leave(k.me.clone()).await {
+                tracing::warn!(error = %e, "fleet heartbeat row not removed: it ages out");
+            }
+            crate::telemetry::meters::meters().leases_held(&k.me, 0);
+        }
     }
 
     /// `/readyz` answers 503 from now on (the shutdown has begun).
@@ -441,6 +636,22 @@ impl Fleet {
         }
         tracing::info!("prmsync stopped");
     }
+}
+
+/// How many tenants this daemon runs under a lease.
+fn held_count(tenants: &BTreeMap<String, Running>) -> usize {
+    tenants
+        .values()
+        .filter(|r| matches!(r.held, lease::Held::Yes { .. }))
+        .count()
+}
+
+/// Whether another tenant of `names` would get `name`'s PostgreSQL schema.
+fn schema_clash(fleet: &FleetConfig, names: &[String], name: &str) -> bool {
+    let mine = fleet.tenant_schema(name).map(|t| t.schema);
+    names
+        .iter()
+        .any(|n| n != name && fleet.tenant_schema(n).map(|t| t.schema) == mine)
 }
 
 /// Starts a tenant's stage tasks, each logging under a `tenant` span.

@@ -398,12 +398,12 @@ fn assert_report_counts_the_lead(w: &World) {
     let groups = r["groups"].as_array().expect("groups");
     let summit = groups
         .iter()
-        .find(|g| g["group"] == "part_3")
+        .find(|g| g["group"] == "Summit (part_3)")
         .unwrap_or_else(|| panic!("Summit is credited by its lead: {r}"));
     assert_eq!(summit["influenced"]["deals"], 1, "{r}");
     assert_eq!(summit["influenced"]["pipeline_cents"], 2_500_000, "{r}");
     assert!(
-        !groups.iter().any(|g| g["group"] == "part_4"),
+        !groups.iter().any(|g| g["group"] == "Contoso (part_4)"),
         "a lead outside the window earns nothing: {r}"
     );
 }
@@ -449,6 +449,29 @@ async fn hubspot_a_partners_lead_on_the_customer_makes_it_influencing() {
     );
     assert_report_counts_the_lead(&w);
     d.shutdown().await;
+
+    // `registrations show` gives each credit with its reason, the lead cited.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prmsync"))
+        .args(["registrations", "show", "reg_a", "--state"])
+        .arg(w.state_path())
+        .output()
+        .expect("run prmsync");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("partner credits:"), "{text}");
+    assert!(
+        text.contains("sourced (primary)") && text.contains("part_2 won the registration reg_a"),
+        "{text}"
+    );
+    assert!(
+        text.contains("part_3's lead L1 on ")
+            && text.contains(
+                "was on the same customer, within 90 days of the opportunity's creation on"
+            ),
+        "{text}"
+    );
+    assert!(!text.contains("part_4"), "{text}");
+    assert!(text.contains("in the CRM: confirmed by the CRM"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -651,4 +674,66 @@ async fn the_salesforce_simulator_describes_and_checks_the_custom_partner_object
         .expect("send");
     assert_eq!(r.status().as_u16(), 201);
     assert_eq!(sf.records("Partner_Credit__c").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubspot_a_partners_activity_on_the_customer_makes_it_influencing() {
+    let w = World::seeded(0).await;
+    let sourcing = w.hs.define_label("deals", "companies", "Sourcing partner");
+    let influencing =
+        w.hs.define_label("deals", "companies", "Influencing partner");
+    // Activity evidence, its customer read from the action's `customer.email`.
+    let rules = prmsync::rules::BUILTIN.1.replacen(
+        r#"influence_from = ["registration", "lead"]"#,
+        "influence_from = [\"registration\", \"activity\"]\n\
+         activity = { customer = [\"customer.email\"] }",
+        1,
+    );
+    assert_ne!(rules, prmsync::rules::BUILTIN.1);
+    let mut config = w.config();
+    config.daemon.mappings_dir = Some(mappings(
+        w.dir.path(),
+        &[
+            "partnerstack-hubspot-deals.toml",
+            "partnerstack-hubspot-companies.toml",
+            "partnerstack-hubspot-tasks.toml",
+        ],
+        rules,
+    ));
+    let d = Daemon::start(config, system_clock())
+        .await
+        .expect("daemon starts");
+    w.ps.upsert_item("partnerships", partnership("part_2", "Blue Harbor"));
+    w.ps.upsert_item("partnerships", partnership("part_3", "Summit"));
+    w.ps.upsert_item("partnerships", partnership("part_4", "Contoso"));
+    let action = |key: &str, partner: &str, email: &str| {
+        object(json!({
+            "key": key, "partnership_key": partner, "type": "meeting_held", "value": 1,
+            "archived": false, "customer": {"email": email},
+        }))
+    };
+    // Summit held a meeting with the customer; Contoso's meeting was with someone else.
+    w.ps.upsert_item("actions", action("A1", "part_3", "cfo@initech.example"));
+    w.ps.upsert_item("actions", action("A2", "part_4", "cfo@globex.example"));
+    w.ps.upsert_deal(deal("reg_a", "part_2", "pat@initech.example"));
+    d.run_until_idle().await.expect("sync");
+
+    let deal_a = hs_id(&w, "deals", "prm_deal_id", "reg_a");
+    let blue = hs_id(&w, "companies", "prm_partner_key", "part_2");
+    let summit = hs_id(&w, "companies", "prm_partner_key", "part_3");
+    let contoso = hs_id(&w, "companies", "prm_partner_key", "part_4");
+    assert_eq!(
+        w.hs.association_types("deals", &deal_a, "companies", &blue),
+        [sourcing]
+    );
+    assert_eq!(
+        w.hs.association_types("deals", &deal_a, "companies", &summit),
+        [influencing]
+    );
+    assert!(
+        w.hs.association_types("deals", &deal_a, "companies", &contoso)
+            .is_empty(),
+        "an action on another customer earns nothing"
+    );
+    d.shutdown().await;
 }

@@ -136,47 +136,52 @@ impl World {
     /// PartnerStack deal is exactly one HubSpot deal, created once, with every mapped field equal
     /// to its mapped value, and the CRM-owned fields mapped back onto the partner's deal.
     pub fn converged(&self) -> Result<(), String> {
-        use prmsync::mapping::{MappingSet, Op};
-        use serde_json::Value;
-        let set = MappingSet::builtin().map_err(|e| e.to_string())?;
-        let m = &set.mappings[0];
-        let prm = self.ps.deals();
-        let crm = self.hs.objects("deals");
-        if crm.len() != prm.len() {
-            return Err(format!(
-                "{} HubSpot deals for {} PartnerStack deals",
-                crm.len(),
-                prm.len()
-            ));
-        }
-        let writes = self.hs.writes("deals");
-        let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-        for deal in &prm {
-            let key = deal.get("key").and_then(Value::as_str).unwrap_or_default();
-            let (creates, _) = writes.get(key).copied().unwrap_or_default();
-            if creates != 1 {
-                return Err(format!("{key} was created {creates} times in HubSpot"));
-            }
-            let Some(hs) = self.hs.find("deals", "prm_deal_id", key) else {
-                return Err(format!("{key} has no HubSpot deal"));
-            };
-            let want = m.to_target(deal, Op::Update).map_err(|e| e.to_string())?;
-            for (field, v) in &want {
-                let have = hs.get(field).map(text);
-                if have.as_deref() != Some(text(v).as_str()) {
-                    return Err(format!("{key}.{field}: HubSpot has {have:?}, mapped {v}"));
-                }
-            }
-            let back = m.to_source(&hs).map_err(|e| e.to_string())?;
-            for (field, v) in &back {
-                if deal.get(field) != Some(v) {
-                    return Err(format!(
-                        "{key}.{field}: PartnerStack has {:?}, HubSpot maps back to {v}",
-                        deal.get(field)
-                    ));
-                }
-            }
-        }
-        Ok(())
+        converged(&self.ps, &self.hs)
     }
+}
+
+/// [`World::converged`] for any pair of simulators (one tenant's).
+pub fn converged(ps: &PartnerStackSim, hs: &HubSpotSim) -> Result<(), String> {
+    use prmsync::mapping::{MappingSet, Op};
+    use serde_json::Value;
+    let set = MappingSet::builtin().map_err(|e| e.to_string())?;
+    let m = &set.mappings[0];
+    let prm = ps.deals();
+    let crm = hs.objects("deals");
+    if crm.len() != prm.len() {
+        return Err(format!(
+            "{} HubSpot deals for {} PartnerStack deals",
+            crm.len(),
+            prm.len()
+        ));
+    }
+    let writes = hs.writes("deals");
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    for deal in &prm {
+        let key = deal.get("key").and_then(Value::as_str).unwrap_or_default();
+        let (creates, _) = writes.get(key).copied().unwrap_or_default();
+        if creates != 1 {
+            return Err(format!("{key} was created {creates} times in HubSpot"));
+        }
+        let Some(hs) = hs.find("deals", "prm_deal_id", key) else {
+            return Err(format!("{key} has no HubSpot deal"));
+        };
+        let want = m.to_target(deal, Op::Update).map_err(|e| e.to_string())?;
+        for (field, v) in &want {
+            let have = hs.get(field).map(text);
+            if have.as_deref() != Some(text(v).as_str()) {
+                return Err(format!("{key}.{field}: HubSpot has {have:?}, mapped {v}"));
+            }
+        }
+        let back = m.to_source(&hs).map_err(|e| e.to_string())?;
+        for (field, v) in &back {
+            if deal.get(field) != Some(v) {
+                return Err(format!(
+                    "{key}.{field}: PartnerStack has {:?}, HubSpot maps back to {v}",
+                    deal.get(field)
+                ));
+            }
+        }
+    }
+    Ok(())
 }

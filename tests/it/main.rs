@@ -18,6 +18,7 @@ mod crm_facts;
 mod deletion_webhook;
 mod erase;
 mod erase_salesforce;
+mod fleet;
 mod guarantees;
 // Helpers are shared by every test module; not each branch uses all of them.
 #[allow(dead_code, unused_imports)]

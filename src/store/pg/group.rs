@@ -95,6 +95,14 @@ fn stage_all(
             Err(e) => results.push(Err(e)),
         }
     }
+    // Fleet mode: the daemon holding this tenant's lease may be another one; it LISTENs
+    // (`fleet::listen`) and wakes the tenant's planner. Delivered at commit, never before.
+    if results.iter().any(|r| matches!(r, Ok(n) if *n > 0)) {
+        tx.execute(
+            "SELECT pg_notify($1, current_schema())",
+            &[&super::fleet::INBOX_CHANNEL],
+        )?;
+    }
     tx.commit()?;
     Ok(results)
 }

@@ -12,8 +12,14 @@ pub(super) const STEPS: &[(i64, &str, &str)] = &[
     (1, "schema", V1),
     // Partners' leads and activities, for multi-partner credit (SQLite's "credit evidence").
     (2, "credit evidence", CREDIT_EVIDENCE),
+    // Each partner credit's reason (SQLite's "credit reasons").
+    (
+        3,
+        "credit reasons",
+        "ALTER TABLE partner_credits ADD COLUMN reasons TEXT;",
+    ),
     // Status and metrics counts kept by triggers, as SQLite's "counters" step.
-    (3, "counters", COUNTERS),
+    (4, "counters", COUNTERS),
 ];
 
 const CREDIT_EVIDENCE: &str = r#"
@@ -29,33 +35,48 @@ CREATE TABLE credit_evidence (
 CREATE INDEX credit_evidence_by_key ON credit_evidence (dup_key);
 "#;
 
-/// Applies pending steps, each in its own transaction under an advisory lock scoped to the
-/// schema, so two daemons starting together never run a step twice. Returns the version reached.
-pub(in crate::store) fn migrate(client: &mut Client, schema: &str) -> Result<i64, StoreError> {
+/// Applies pending `steps` (a state's [`STEPS`], or the fleet schema's: `fleet.rs`), each in its
+/// own transaction under an advisory lock scoped to the schema, so two daemons starting together
+/// never run a step twice. Returns the version reached.
+pub(in crate::store) fn apply(
+    client: &mut Client,
+    schema: &str,
+    steps: &[(i64, &str, &str)],
+) -> Result<i64, StoreError> {
+    // Under the migrations lock too: two daemons creating the same table at once would
+    // collide in the catalog (`IF NOT EXISTS` does not serialise them).
     client.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
+        "BEGIN;
+         SELECT pg_advisory_xact_lock(hashtext('prmsync migrations {schema}'));
+         CREATE SCHEMA IF NOT EXISTS {schema};
          CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
              version    BIGINT PRIMARY KEY,
              name       TEXT NOT NULL,
              applied_ms BIGINT NOT NULL
-         );"
+         );
+         COMMIT;"
     ))?;
     let mut version = 0;
-    for (n, name, sql) in STEPS {
+    for (n, name, sql) in steps {
         let mut tx = client.transaction()?;
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext('prmsync migrations ' || $1::TEXT))",
             &[&schema],
         )?;
         let done = tx
-            .query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[n])?
+            .query_opt(
+                &format!("SELECT 1 FROM {schema}.schema_migrations WHERE version = $1"),
+                &[n],
+            )?
             .is_some();
         if !done {
             tx.batch_execute(sql)
                 .map_err(|e| StoreError::PgMigration(format!("step {n} ({name}): {e}")))?;
             tx.execute(
-                "INSERT INTO schema_migrations (version, name, applied_ms)
-                 VALUES ($1, $2, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT)",
+                &format!(
+                    "INSERT INTO {schema}.schema_migrations (version, name, applied_ms)
+                     VALUES ($1, $2, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT)"
+                ),
                 &[n, name],
             )?;
         }
@@ -63,7 +84,10 @@ pub(in crate::store) fn migrate(client: &mut Client, schema: &str) -> Result<i64
         version = *n;
     }
     let newest: Option<i64> = client
-        .query_one("SELECT MAX(version) FROM schema_migrations", &[])?
+        .query_one(
+            &format!("SELECT MAX(version) FROM {schema}.schema_migrations"),
+            &[],
+        )?
         .get(0);
     if let Some(newest) = newest.filter(|v| *v > version) {
         return Err(StoreError::PgMigration(format!(
@@ -324,7 +348,7 @@ CREATE INDEX partner_credits_unsent ON partner_credits (registration_id)
     WHERE sent IS DISTINCT FROM desired;
 "#;
 
-/// Step 3 "counters": status and metrics counts kept by triggers in the same transactions as the
+/// Step 4 "counters": status and metrics counts kept by triggers in the same transactions as the
 /// writes they count, as the SQLite backend keeps them (`store/counters.rs`): the same tables,
 /// starting values (one full count, at migration time) and counting rules, so `status` reads a
 /// handful of rows whatever the number of links, and ledger totals survive retention. Statement

@@ -10,6 +10,7 @@ pub(super) mod associations;
 pub(super) mod dlq;
 pub(super) mod erase_requests;
 pub(super) mod erasure;
+pub mod fleet;
 mod group;
 pub(super) mod migrations;
 pub(super) mod queries;
@@ -18,6 +19,7 @@ pub(super) mod registrations;
 pub(super) mod resync;
 pub(super) mod retention;
 
+use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 
 use postgres::{Client, NoTls, Transaction};
@@ -78,12 +80,32 @@ pub struct PgStore {
     reads: mpsc::Sender<ReadJob>,
     schema: String,
     schema_version: i64,
+    /// Fleet mode: the lease every write-side commit checks (`fleet.rs`).
+    fence: Option<Arc<fleet::Fence>>,
 }
 
 impl PgStore {
     /// Connects, creates the schema and applies pending migrations, and starts both threads.
     /// Blocks the calling thread while it connects (as opening a SQLite file does).
     pub fn open(target: &PgTarget) -> Result<PgStore, StoreError> {
+        PgStore::open_steps(target, migrations::STEPS, None, None)
+    }
+
+    /// A tenant's state in fleet mode: every write-side commit checks `fence`, and the server
+    /// ends the writer's session if it sits in a transaction for a lease (a stalled daemon's
+    /// open transaction would otherwise keep the lease row locked from the next holder).
+    pub fn open_fenced(target: &PgTarget, fence: Arc<fleet::Fence>) -> Result<PgStore, StoreError> {
+        let idle = fence.lease;
+        PgStore::open_steps(target, migrations::STEPS, Some(fence), Some(idle))
+    }
+
+    /// `idle`: the writer connection's `idle_in_transaction_session_timeout`.
+    fn open_steps(
+        target: &PgTarget,
+        steps: &'static [(i64, &'static str, &'static str)],
+        fence: Option<Arc<fleet::Fence>>,
+        idle: Option<std::time::Duration>,
+    ) -> Result<PgStore, StoreError> {
         target.validate().map_err(StoreError::PgMigration)?;
         let (jobs, mut rx) = mpsc::channel::<WriterJob>(QUEUE_DEPTH);
         let (reads, mut read_rx) = mpsc::channel::<ReadJob>(QUEUE_DEPTH);
@@ -91,7 +113,13 @@ impl PgStore {
         let t = target.clone();
         spawn("prmsync-pg-writer", move || {
             let mut client = match connect(&t).and_then(|mut c| {
-                let v = migrations::migrate(&mut c, &t.schema)?;
+                let v = migrations::apply(&mut c, &t.schema, steps)?;
+                if let Some(idle) = idle {
+                    c.batch_execute(&format!(
+                        "SET idle_in_transaction_session_timeout = {}",
+                        idle.as_millis().max(1)
+                    ))?;
+                }
                 Ok((c, v))
             }) {
                 Ok((c, v)) => {
@@ -129,6 +157,7 @@ impl PgStore {
             reads,
             schema: target.schema.clone(),
             schema_version,
+            fence,
         })
     }
 
@@ -192,8 +221,33 @@ impl PgStore {
         R: Send + 'static,
         F: FnOnce(&mut Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
     {
+        let fence = self.fence.clone();
         self.call(move |client| {
             let mut tx = client.transaction()?;
+            if let Some(fence) = &fence {
+                fence.check(&mut tx, false)?;
+            }
+            let r = f(&mut tx)?;
+            tx.commit()?;
+            Ok(r)
+        })
+        .await
+    }
+
+    /// Like [`PgStore::write`] for taking work that will be sent to a system (the outbox claim):
+    /// in fleet mode the lease must also be unexpired, so a batch is never taken under a lease
+    /// another daemon may already hold.
+    pub(in crate::store) async fn write_claim<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        let fence = self.fence.clone();
+        self.call(move |client| {
+            let mut tx = client.transaction()?;
+            if let Some(fence) = &fence {
+                fence.check(&mut tx, true)?;
+            }
             let r = f(&mut tx)?;
             tx.commit()?;
             Ok(r)
@@ -209,9 +263,13 @@ impl PgStore {
         R: Send + 'static,
         F: FnOnce(&mut Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
     {
+        let fence = self.fence.clone();
         self.call(move |client| {
             let mut tx = client.transaction()?;
             tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+            if let Some(fence) = &fence {
+                fence.check(&mut tx, false)?;
+            }
             let r = f(&mut tx)?;
             tx.commit()?;
             Ok(r)
@@ -245,7 +303,11 @@ fn connect(target: &PgTarget) -> Result<Client, StoreError> {
         Client::connect(&target.url, NoTls).map_err(|e| StoreError::PgConnect(e.to_string()))?;
     let schema = &target.schema;
     client.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
+        "BEGIN;
+         SELECT pg_advisory_xact_lock(hashtext('prmsync migrations {schema}'));
+         CREATE SCHEMA IF NOT EXISTS {schema};
+         COMMIT;
+         SET search_path TO {schema}"
     ))?;
     Ok(client)
 }

@@ -797,7 +797,7 @@ pub(in crate::store) fn credential_names(
 
 // --- status ---
 
-/// The counts `status` shows, as the triggers of migration step 3 keep them (as SQLite's
+/// The counts `status` shows, as the triggers of migration step 4 keep them (as SQLite's
 /// `counters.rs`): a handful of rows whatever the number of links.
 pub(in crate::store) fn counts(
     c: &mut impl GenericClient,

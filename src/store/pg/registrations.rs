@@ -5,7 +5,7 @@
 use postgres::GenericClient;
 use serde_json::{Map, Value};
 
-use super::super::credits::UnsentCredits;
+use super::super::credits::{DesiredCredits, StoredCredits, UnsentCredits};
 use super::super::registrations::{
     DecisionChange, KeyedEvent, RegistrationGroup, StoredRegistration,
 };
@@ -424,27 +424,48 @@ const NO_CREDITS: &str = "[]";
 
 fn record_credits(
     c: &mut impl GenericClient,
-    rows: &[(String, String)],
+    rows: &[DesiredCredits],
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    for (id, desired) in rows {
-        if desired == NO_CREDITS {
+    for r in rows {
+        let args: [&(dyn postgres::types::ToSql + Sync); 4] =
+            [&r.registration_id, &r.desired, &r.reasons, &now_ms];
+        if r.desired == NO_CREDITS {
             c.execute(
-                "UPDATE partner_credits SET desired = $2, updated_ms = $3
-                 WHERE registration_id = $1 AND desired IS DISTINCT FROM $2",
-                &[id, desired, &now_ms],
+                "UPDATE partner_credits SET desired = $2, reasons = $3, updated_ms = $4
+                 WHERE registration_id = $1
+                   AND (desired IS DISTINCT FROM $2 OR reasons IS DISTINCT FROM $3)",
+                &args,
             )?;
         } else {
             c.execute(
-                "INSERT INTO partner_credits (registration_id, desired, updated_ms) VALUES ($1, $2, $3)
+                "INSERT INTO partner_credits (registration_id, desired, reasons, updated_ms)
+                 VALUES ($1, $2, $3, $4)
                  ON CONFLICT (registration_id) DO UPDATE SET desired = excluded.desired,
-                     updated_ms = excluded.updated_ms
-                 WHERE partner_credits.desired IS DISTINCT FROM excluded.desired",
-                &[id, desired, &now_ms],
+                     reasons = excluded.reasons, updated_ms = excluded.updated_ms
+                 WHERE partner_credits.desired IS DISTINCT FROM excluded.desired
+                    OR partner_credits.reasons IS DISTINCT FROM excluded.reasons",
+                &args,
             )?;
         }
     }
     Ok(())
+}
+
+pub(in crate::store) fn credits_of(
+    c: &mut impl GenericClient,
+    id: &str,
+) -> Result<Option<StoredCredits>, StoreError> {
+    Ok(c.query_opt(
+        "SELECT desired, sent, reasons, last_error FROM partner_credits WHERE registration_id = $1",
+        &[&id],
+    )?
+    .map(|r| StoredCredits {
+        desired: r.get(0),
+        sent: r.get(1),
+        reasons: r.get(2),
+        last_error: r.get(3),
+    }))
 }
 
 pub(in crate::store) fn sent_credits(
