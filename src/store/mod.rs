@@ -1444,6 +1444,7 @@ impl ReadOnlyStore {
                     registrations: pg::registrations::list(c, None)?,
                     versions: all.events,
                     evidence: all.evidence,
+                    partner_names: pg::read_only::partner_names(c)?,
                     mdf: pg::read_only::mdf(c)?,
                     as_of_ms: pg::registrations::as_of(c)?,
                 })

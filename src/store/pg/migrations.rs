@@ -8,7 +8,7 @@ use super::super::StoreError;
 /// Step 1 is the whole schema the SQLite migrations had reached by their step 20 (PostgreSQL
 /// state has no older history to carry forward), with PostgreSQL types: `BIGINT` for SQLite's
 /// `INTEGER`, `BYTEA` for `BLOB`, identity columns for `INTEGER PRIMARY KEY`.
-pub(super) const STEPS: &[(i64, &str, &str)] = &[
+pub(in crate::store) const STEPS: &[(i64, &str, &str)] = &[
     (1, "schema", V1),
     // Partners' leads and activities, for multi-partner credit (SQLite's "credit evidence").
     (2, "credit evidence", CREDIT_EVIDENCE),

@@ -114,3 +114,13 @@ pub(in crate::store) fn mdf(
     })
     .collect()
 }
+
+/// Every partner's name from the PRM, for the attribution report (as SQLite's `attribution.rs`).
+pub(in crate::store) fn partner_names(
+    c: &mut impl postgres::GenericClient,
+) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+    c.query("SELECT partner, name FROM registration_partners", &[])?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
