@@ -135,6 +135,7 @@ impl Tenant {
             },
             overlap: POLL_OVERLAP,
             poll_interval: config.daemon.poll_interval,
+            schema_check_interval: config.daemon.schema_check,
             ..EngineSettings::default()
         };
         let engine = Arc::new(
@@ -189,6 +190,8 @@ impl Tenant {
     /// if both compile (each stage reads the mappings once per cycle, so a cycle never mixes two
     /// sets); otherwise the running ones stay. Returns a one-line summary.
     pub fn reload_mappings(&self, config: &Config) -> String {
+        // A reload reads the CRM's live schema again, whatever else it changes.
+        self.engine.signals().schema.notify_one();
         let mappings = load_mappings(config)
             .map_err(|e| anyhow::anyhow!("{e}"))
             .and_then(|set| active_mappings(config, &set));

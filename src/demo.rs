@@ -94,6 +94,7 @@ pub fn config_for(state: PathBuf, partnerstack: reqwest::Url, hubspot: reqwest::
             max_attempts: defaults::MAX_ATTEMPTS,
             request_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(defaults::STALL_TIMEOUT_SECS),
+            schema_check: Duration::from_secs(defaults::SCHEMA_CHECK_SECS),
             state_key: None,
         },
         state: crate::config::StateConfig::default(),

@@ -151,6 +151,22 @@ pub fn register_state(registry: &mut Registry, r: &StatusReport, process: Proces
         paused,
     );
 
+    let drift = Family::<Labels, Gauge>::default();
+    for d in &r.schema_drift {
+        drift
+            .get_or_create(&vec![
+                ("system".into(), d.system.clone()),
+                ("object".into(), d.object.clone()),
+                ("field".into(), d.field.clone()),
+            ])
+            .set(1);
+    }
+    registry.register(
+        "prmsync_schema_drift_fields",
+        "1 for each mapped CRM field the last live-schema check found drifted (left out of writes, or some values refused)",
+        drift,
+    );
+
     let registrations = Family::<Labels, Gauge>::default();
     for (status, n) in &r.registrations {
         registrations

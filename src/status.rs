@@ -5,7 +5,10 @@ use crate::store::StatusReport;
 
 /// Renders the report for a terminal.
 pub fn render(r: &StatusReport) -> String {
-    let healthy = r.dead_letters == 0 && r.outbox_retrying == 0 && r.holds.is_empty();
+    let healthy = r.dead_letters == 0
+        && r.outbox_retrying == 0
+        && r.holds.is_empty()
+        && r.schema_drift.is_empty();
     let mut lines = vec![
         format!(
             "health:        {}",
@@ -47,6 +50,28 @@ pub fn render(r: &StatusReport) -> String {
             "connection {}: {what} for {}s: {}",
             h.system, h.since_secs, h.detail
         ));
+    }
+    if !r.schema_drift.is_empty() {
+        lines
+            .push("schema drift (fields left out of writes until the CRM schema is fixed):".into());
+        for d in &r.schema_drift {
+            let since = jiff::Timestamp::from_millisecond(d.since_ms)
+                .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .unwrap_or_default();
+            lines.push(format!(
+                "  {}/{} field {:?} {} (flow {}, {}) since {since} ({}s)",
+                d.system, d.object, d.field, d.problem, d.flow, d.location, d.since_secs
+            ));
+        }
+    }
+    if !r.schema_skips.is_empty() {
+        lines.push("records written without a field (written again when it fits):".into());
+        for s in &r.schema_skips {
+            lines.push(format!(
+                "  {} {}/{} {:?}: {}",
+                s.flow, s.system, s.object, s.field, s.records
+            ));
+        }
     }
     if !r.ledger.is_empty() {
         lines.push("ledger:".into());

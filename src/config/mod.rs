@@ -113,6 +113,9 @@ pub struct DaemonConfig {
     /// A stage task (poller, planner, decider, writer) that has not finished a cycle for this
     /// long stops the systemd watchdog pings, so systemd restarts the service.
     pub stall_timeout: Duration,
+    /// How often the live schema of the CRM objects the flows write is read again (also at
+    /// start and on reload); a drifted mapped field is left out of writes until it fits again.
+    pub schema_check: Duration,
     /// `daemon.state_key`: seals saved credentials (rotated refresh tokens, the last session);
     /// required with Salesforce `auth = "refresh_token"`.
     pub state_key: Option<SecretString>,
@@ -868,6 +871,11 @@ fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -
         d.request_timeout_secs,
         "30 is the default",
     );
+    positive(
+        "schema_check_secs",
+        d.schema_check_secs,
+        "900 (15 minutes) is the default; each check is one schema read per mapped CRM object",
+    );
     let stall_timeout_secs = d
         .stall_timeout_secs
         .unwrap_or_else(|| stall_timeout_default(d.poll_interval_secs, d.request_timeout_secs));
@@ -913,6 +921,7 @@ fn validate_daemon(d: RawDaemon, base_dir: &Path, errs: &mut Vec<ConfigError>) -
         max_attempts: d.max_attempts,
         request_timeout: Duration::from_secs(d.request_timeout_secs),
         stall_timeout: Duration::from_secs(stall_timeout_secs),
+        schema_check: Duration::from_secs(d.schema_check_secs),
         state_key: None,
     }
 }

@@ -25,6 +25,8 @@ pub mod defaults {
     /// A stage task quiet this long stops the systemd watchdog pings (at least; see
     /// `config::stall_timeout_default`).
     pub const STALL_TIMEOUT_SECS: u64 = 300;
+    /// How often the daemon reads the CRM's live schema again (also at start and on reload).
+    pub const SCHEMA_CHECK_SECS: u64 = 900;
     pub const PARTNERSTACK_BASE_URL: &str = "https://api.partnerstack.com/api/v2";
     pub const HUBSPOT_BASE_URL: &str = "https://api.hubapi.com";
     pub const SALESFORCE_LOGIN_URL: &str = "https://login.salesforce.com";
@@ -81,6 +83,7 @@ pub struct RawDaemon {
     pub request_timeout_secs: u64,
     /// `None`: derived from the poll interval and request timeout.
     pub stall_timeout_secs: Option<u64>,
+    pub schema_check_secs: u64,
     /// The key that seals saved credentials (rotated refresh tokens) in the state file.
     pub state_key: Option<RawSecret>,
     /// One folder per tenant (`config::tenants`); set, the file configures the process only.
@@ -98,6 +101,7 @@ impl Default for RawDaemon {
             max_attempts: defaults::MAX_ATTEMPTS,
             request_timeout_secs: defaults::REQUEST_TIMEOUT_SECS,
             stall_timeout_secs: None,
+            schema_check_secs: defaults::SCHEMA_CHECK_SECS,
             state_key: None,
             tenants_dir: None,
         }

@@ -27,6 +27,7 @@ const INHERITED_DAEMON_KEYS: &[&str] = &[
     "max_attempts",
     "request_timeout_secs",
     "stall_timeout_secs",
+    "schema_check_secs",
 ];
 /// Sections of the fleet file each tenant inherits key by key.
 const INHERITED_SECTIONS: &[&str] = &["retention", "erasure"];

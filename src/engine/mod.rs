@@ -21,6 +21,7 @@ pub mod registrations;
 pub mod rejects;
 pub mod resync;
 mod retry;
+pub mod schema;
 mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -134,6 +135,9 @@ pub struct EngineSettings {
     pub max_pages_per_cycle: usize,
     /// How long a writer woken by new rows waits for more before it sends a part-full batch.
     pub batch_window: Duration,
+    /// How often the live schema of the CRM objects the flows write is read again
+    /// (`daemon.schema_check_secs`; also at start and on reload).
+    pub schema_check_interval: Duration,
 }
 
 impl Default for EngineSettings {
@@ -145,6 +149,7 @@ impl Default for EngineSettings {
             poll_interval: Duration::from_secs(30),
             max_pages_per_cycle: 500,
             batch_window: Duration::from_millis(20),
+            schema_check_interval: Duration::from_secs(crate::config::defaults::SCHEMA_CHECK_SECS),
         }
     }
 }
@@ -165,6 +170,8 @@ pub struct Signals {
     pub planner: Arc<Notify>,
     /// Registrations were observed (or a review changed one).
     pub decider: Arc<Notify>,
+    /// The live schema should be read again (start, reload).
+    pub schema: Arc<Notify>,
     /// Writes were queued for a system, or a batch finished.
     writers: Mutex<BTreeMap<SystemKind, Arc<Notify>>>,
     /// A thin webhook (a hint without the record) asks for this object to be read.
@@ -205,6 +212,10 @@ pub struct Engine {
     progress: Arc<Progress>,
     /// What an erasure does in the systems (`[erasure]`).
     erasure: RwLock<crate::config::ErasureConfig>,
+    /// What the writer leaves out of CRM writes, from the last live-schema check.
+    guards: schema::Guards,
+    /// Whether a schema check has ended since start (the CRM's writer waits for the first).
+    schema_checked: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -241,6 +252,8 @@ impl Engine {
             claims: Arc::default(),
             progress: Arc::default(),
             erasure: RwLock::default(),
+            guards: schema::Guards::default(),
+            schema_checked: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -309,6 +322,8 @@ impl Engine {
     /// Replaces the mapping set; each stage picks it up at the start of its next cycle.
     pub fn set_mappings(&self, mappings: Vec<Arc<Mapping>>) {
         *self.mappings.write().unwrap_or_else(|p| p.into_inner()) = mappings;
+        // Other flows may write other fields: the schema is checked against the new set.
+        self.signals.schema.notify_one();
     }
 
     /// The rules of engagement in force.

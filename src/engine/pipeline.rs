@@ -50,6 +50,8 @@ impl Pipeline {
             .spawn(ctx.clone().planner().instrument(p.span.clone()));
         p.tasks
             .spawn(ctx.clone().decider().instrument(p.span.clone()));
+        p.tasks
+            .spawn(ctx.clone().schema().instrument(p.span.clone()));
         for system in p.engine.systems() {
             p.tasks
                 .spawn(ctx.clone().writer(system).instrument(p.span.clone()));
@@ -255,12 +257,54 @@ impl Stage {
         }
     }
 
+    /// The schema check: reads the CRM's live schema at start, when a reload asks, and every
+    /// `daemon.schema_check_secs` (see `schema.rs`).
+    async fn schema(self) {
+        let wake = self.engine.signals.schema.clone();
+        loop {
+            let result = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => break,
+                r = self.engine.check_schema() => r,
+            };
+            self.engine.schema_checked.send_replace(true);
+            if let Some(r) = self.outcome("schema", result, |_| false) {
+                tracing::debug!(
+                    objects = r.objects,
+                    drifted = r.drifted,
+                    replanned = r.replanned,
+                    "live schema checked"
+                );
+            }
+            if !self
+                .idle(&wake, self.engine.settings.schema_check_interval)
+                .await
+            {
+                break;
+            }
+        }
+    }
+
+    /// Until the first schema check ended (or one poll interval passed): the CRM's writer
+    /// waits for it, so no write at start sends a field the live schema no longer has.
+    async fn first_schema_check(&self) {
+        let mut checked = self.engine.schema_checked.subscribe();
+        tokio::select! {
+            () = self.stop.cancelled() => {}
+            _ = checked.wait_for(|done| *done) => {}
+            () = tokio::time::sleep(self.interval()) => {}
+        }
+    }
+
     /// One system's writer: keeps up to [`max_in_flight`] batches on their way while rows are
     /// due; a first row after a quiet spell waits a short batching window for companions.
     async fn writer(self, system: SystemKind) {
         let stage = self.engine.progress.start(format!("writer {system}"));
         let wake = self.engine.signals.writer(system);
         let slots = Arc::new(Semaphore::new(max_in_flight(system)));
+        if system == self.engine.crm.kind() {
+            self.first_schema_check().await;
+        }
         let mut woken = true;
         loop {
             if self.stop.is_cancelled() {

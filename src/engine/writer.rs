@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use super::{Engine, EngineError, TickReport, deletes, holds};
 use crate::connector::{ConnectorError, WriteRequest};
 use crate::model::SystemKind;
-use crate::store::{OutboxItem, WriteOp, WriteOutcome};
+use crate::store::{OutboxItem, SkippedField, WriteOp, WriteOutcome};
 
 /// Batches one [`Engine::drain`] sends before it returns, so a tick stays bounded.
 const MAX_BATCHES_PER_DRAIN: usize = 10;
@@ -175,24 +175,66 @@ impl Engine {
             return Ok(Sent::default());
         };
         let items = &batch.items;
-        let requests: Vec<WriteRequest> = items
-            .iter()
-            .map(|i| WriteRequest {
+        // What the live schema no longer takes is left out of each write (`schema.rs`).
+        let guard = (batch.op == WriteOp::Upsert)
+            .then(|| self.schema_guard(system, &batch.object))
+            .flatten();
+        let mut skipped: Vec<Vec<SkippedField>> = vec![Vec::new(); items.len()];
+        let mut requests: Vec<WriteRequest> = Vec::with_capacity(items.len());
+        // Rows with nothing left to send to a record that exists: done without a call.
+        let mut unsent: Vec<usize> = Vec::new();
+        for (n, i) in items.iter().enumerate() {
+            let mut fields = i.write.payload.clone();
+            if let Some((kept, left_out)) = guard.as_ref().and_then(|g| g.strip(&fields)) {
+                for s in &left_out {
+                    crate::telemetry::meters::meters().schema_skipped(
+                        system,
+                        &batch.object,
+                        &s.field,
+                    );
+                    tracing::debug!(%system, flow = %i.write.flow, record = %i.write.source_id, field = %s.field, value = ?s.value, "left out of the write: the live schema does not take it");
+                }
+                fields = kept;
+                skipped[n] = left_out;
+                if fields.is_empty() && i.write.target_id.is_some() {
+                    unsent.push(n);
+                    continue;
+                }
+            }
+            requests.push(WriteRequest {
                 key: i.write.source_id.clone(),
                 id_property: i.write.id_property.clone(),
                 target_id: i.write.target_id.clone(),
-                fields: i.write.payload.clone(),
-            })
-            .collect();
+                fields,
+            });
+        }
         self.failpoints.hit("drain.before_send");
         let sent = match batch.op {
+            WriteOp::Upsert if requests.is_empty() => Ok(Vec::new()),
             WriteOp::Upsert => write_bisecting(conn, &batch.object, &requests).await,
             WriteOp::Delete => deletes::send(conn, &batch.object, items).await,
         };
-        let results = match sent {
+        let sent_results = match sent {
             Ok(r) => r,
-            Err(e) => vec![Err(e); items.len()],
+            Err(e) => vec![Err(e); requests.len()],
         };
+        let mut sent_results = sent_results.into_iter();
+        let results: Vec<Result<crate::connector::WriteAck, ConnectorError>> = (0..items.len())
+            .map(|n| {
+                if unsent.contains(&n) {
+                    Ok(crate::connector::WriteAck {
+                        id: items[n].write.target_id.clone().unwrap_or_default(),
+                        created: false,
+                    })
+                } else {
+                    sent_results.next().unwrap_or_else(|| {
+                        Err(ConnectorError::Transient(
+                            "the system answered fewer results than records sent".into(),
+                        ))
+                    })
+                }
+            })
+            .collect();
         // A per-record rate limit or refused credential holds the system as a whole-call one
         // does, wherever it is in the batch.
         let errors = || results.iter().filter_map(|r| r.as_ref().err());
@@ -209,7 +251,7 @@ impl Engine {
         let mut sent = Sent::default();
         let report = &mut sent.report;
         let mut outcomes = Vec::with_capacity(items.len());
-        for (item, result) in items.iter().zip(results) {
+        for ((item, result), skipped) in items.iter().zip(results).zip(skipped) {
             match result {
                 Ok(ack) => {
                     report.written += 1;
@@ -226,6 +268,7 @@ impl Engine {
                             }
                         },
                         created: ack.created,
+                        skipped,
                     });
                 }
                 Err(e) => {

@@ -88,6 +88,7 @@ conformance!(
     pruning_keeps_pending_inbox_rows,
     credit_evidence_is_kept_by_customer_and_re_decides_its_group,
     credit_reasons_are_kept_and_a_new_reason_alone_sends_nothing,
+    schema_drift_keeps_its_since_and_skips_forget_the_field,
 );
 
 /// After every scenario: the counts `status` reads (kept by triggers on both backends) equal a
@@ -179,6 +180,7 @@ fn done(item: &OutboxItem, target_id: &str) -> WriteOutcome {
         idempotency_key: item.write.idempotency_key(),
         target_id: target_id.into(),
         created: true,
+        skipped: Vec::new(),
     }
 }
 
@@ -1365,4 +1367,114 @@ async fn credit_reasons_are_kept_and_a_new_reason_alone_sends_nothing(store: &St
     assert_eq!(stored.reasons.as_deref(), Some("second"));
     assert_eq!(stored.sent.as_deref(), Some(stored.desired.as_str()));
     assert!(store.unsent_credits(10).await.unwrap().is_empty());
+}
+
+async fn schema_drift_keeps_its_since_and_skips_forget_the_field(store: &Store) {
+    let hs = SystemKind::HubSpot;
+    let drift = |field: &str, problem: &str| DriftRow {
+        object: "deals".into(),
+        field: field.into(),
+        flow: "f".into(),
+        location: "deals.toml:12:10".into(),
+        kind: "missing".into(),
+        problem: problem.into(),
+    };
+    let checked = |rows: Vec<DriftRow>| vec![("deals".to_owned(), rows)];
+    let mapped = vec!["deals".to_owned()];
+    let c = store
+        .record_schema_drift(
+            hs,
+            checked(vec![drift("amount", "gone")]),
+            mapped.clone(),
+            1_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.appeared.len(), 1);
+    // The same drift again is no news and keeps its since; a new one appears.
+    let c = store
+        .record_schema_drift(
+            hs,
+            checked(vec![drift("amount", "gone"), drift("stage", "options")]),
+            mapped.clone(),
+            5_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.appeared, vec![drift("stage", "options")]);
+    let status = store.status(11_000).await.unwrap();
+    let since: Vec<(String, i64, i64)> = status
+        .schema_drift
+        .iter()
+        .map(|d| (d.field.clone(), d.since_ms, d.since_secs))
+        .collect();
+    assert_eq!(
+        since,
+        [("amount".into(), 1_000, 10), ("stage".into(), 5_000, 6)]
+    );
+
+    // A write that left a field out: the link forgets the field, the skip is kept.
+    let mut w = write("f", "d1", "1");
+    w.payload.insert("stage".into(), json!("lost"));
+    w.state_after = StateDigest::of(&w.payload);
+    store.commit_plan(plan(vec![w]), 0).await.unwrap();
+    let sent = store.due_outbox(hs, 0, 10).await.unwrap().remove(0);
+    let skipped = vec![SkippedField {
+        field: "stage".into(),
+        value: Some("lost".into()),
+    }];
+    store
+        .complete_writes(
+            vec![WriteOutcome::Done {
+                outbox_id: sent.id,
+                idempotency_key: sent.write.idempotency_key(),
+                target_id: "9001".into(),
+                created: true,
+                skipped,
+            }],
+            6_000,
+        )
+        .await
+        .unwrap();
+    let links = store
+        .links_by_source("f".into(), vec!["d1".into()])
+        .await
+        .unwrap();
+    assert!(links[0].1.target_state.holds("amount", &json!("1")));
+    assert!(!links[0].1.target_state.holds("stage", &json!("lost")));
+    let skips = store.schema_skips(hs, "deals".into()).await.unwrap();
+    assert_eq!(
+        skips,
+        [SchemaSkip {
+            flow: "f".into(),
+            source_id: "d1".into(),
+            field: "stage".into(),
+            value: Some("lost".into()),
+        }]
+    );
+    let status = store.status(7_000).await.unwrap();
+    assert_eq!(status.schema_skips.len(), 1);
+    assert_eq!(status.schema_skips[0].records, 1);
+    store.clear_schema_skips(skips).await.unwrap();
+    assert!(
+        store
+            .schema_skips(hs, "deals".into())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Fixed: the drift clears; an object no flow writes any more loses its drift too.
+    let c = store
+        .record_schema_drift(hs, checked(vec![drift("stage", "options")]), mapped, 8_000)
+        .await
+        .unwrap();
+    assert_eq!(c.cleared, vec![drift("amount", "gone")]);
+    let c = store
+        .record_schema_drift(hs, Vec::new(), Vec::new(), 9_000)
+        .await
+        .unwrap();
+    assert_eq!(c.cleared, vec![drift("stage", "options")]);
+    let status = store.status(9_000).await.unwrap();
+    assert!(status.schema_drift.is_empty() && status.schema_skips.is_empty());
 }

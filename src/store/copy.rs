@@ -39,6 +39,8 @@ pub const COPIED: &[&str] = &[
     "registration_reviews",
     "partner_credits",
     "credit_evidence",
+    "schema_drift",
+    "schema_skips",
     "mdf_requests",
     "resyncs",
     "associations",

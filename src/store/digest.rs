@@ -85,6 +85,18 @@ impl StateDigest {
         StateDigest(entries)
     }
 
+    /// This state without `fields` (nothing known of their values).
+    pub fn without<'a>(&self, fields: impl IntoIterator<Item = &'a str>) -> StateDigest {
+        let mut entries = self.0.clone();
+        for field in fields {
+            let f = field_key(field);
+            if let Ok(i) = entries.binary_search_by_key(&f, |(k, _)| *k) {
+                entries.remove(i);
+            }
+        }
+        StateDigest(entries)
+    }
+
     /// A short, stable key of the whole state (flip-flop detection compares them).
     pub fn key(&self) -> String {
         hex::encode(&Sha256::digest(self.to_bytes())[..8])

@@ -48,6 +48,8 @@ pub fn all() -> Migrations<'static> {
         M::up(super::credits::EVIDENCE_MIGRATION),
         // "credit reasons": each partner credit's reason, for `registrations show`.
         M::up(super::credits::REASONS_MIGRATION),
+        // "schema drift": drifted mapped CRM fields, and the writes that left a field out.
+        M::up(super::schema_drift::MIGRATION),
     ])
 }
 

@@ -25,6 +25,7 @@ mod queries;
 mod registrations;
 mod resync;
 pub mod retention;
+mod schema_drift;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,7 @@ pub use queries::StatusReport;
 pub use registrations::{DecisionChange, KeyedEvent, RegistrationGroup, StoredRegistration};
 pub use resync::Resync;
 pub use retention::{FilePages, PruneReport, RetentionPolicy};
+pub use schema_drift::{DriftChanges, DriftRow, DriftStatus, SchemaSkip, SkipCount, SkippedField};
 
 /// How long a statement waits on a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -340,6 +342,10 @@ pub enum WriteOutcome {
         idempotency_key: String,
         target_id: String,
         created: bool,
+        /// Fields the write went out without (drifted in the live schema, or a picklist value
+        /// it refuses): the link does not remember them as written, and the skip is stored so
+        /// the record is planned again when the field recovers.
+        skipped: Vec<SkippedField>,
     },
     /// Try again at `next_attempt_ms`.
     Retry {
@@ -1282,6 +1288,51 @@ impl Store {
             .await
     }
 
+    /// Records what a live-schema check of `system` found: for each checked object its drifted
+    /// mapped fields (a field drifted before keeps its `since`); objects no flow writes any more
+    /// (not in `mapped`) lose theirs. Returns what appeared and what cleared.
+    pub async fn record_schema_drift(
+        &self,
+        system: SystemKind,
+        checked: Vec<(String, Vec<DriftRow>)>,
+        mapped: Vec<String>,
+        now_ms: i64,
+    ) -> Result<DriftChanges, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::schema_drift::record(tx, system, &checked, &mapped, now_ms))
+                .await;
+        }
+        self.write(move |tx| schema_drift::record(tx, system, &checked, &mapped, now_ms))
+            .await
+    }
+
+    /// The links whose writes to `object` left a field out, and which.
+    pub async fn schema_skips(
+        &self,
+        system: SystemKind,
+        object: String,
+    ) -> Result<Vec<SchemaSkip>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::schema_drift::skips(c, system, &object))
+                .await;
+        }
+        self.call(move |conn| schema_drift::skips(conn, system, &object))
+            .await
+    }
+
+    /// Forgets stored skips (their records were asked to be planned again).
+    pub async fn clear_schema_skips(&self, skips: Vec<SchemaSkip>) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .write(move |tx| pg::schema_drift::clear_skips(tx, &skips))
+                .await;
+        }
+        self.write(move |tx| schema_drift::clear_skips(tx, &skips))
+            .await
+    }
+
     /// Counts and ages for `prmsync status`, `/metrics` and the demo summary: kept counters and
     /// indexed lookups on the read-only connection, so the cost does not grow with the links.
     pub async fn status(&self, now_ms: i64) -> Result<StatusReport, StoreError> {
@@ -1577,6 +1628,7 @@ mod tests {
                     idempotency_key: sent.write.idempotency_key(),
                     target_id: "9001".into(),
                     created: true,
+                    skipped: Vec::new(),
                 }],
                 1,
             )
@@ -1593,6 +1645,7 @@ mod tests {
                     idempotency_key: left[0].write.idempotency_key(),
                     target_id: "9001".into(),
                     created: false,
+                    skipped: Vec::new(),
                 }],
                 2,
             )

@@ -611,6 +611,7 @@ pub(super) fn complete_writes(
                 idempotency_key,
                 target_id,
                 created,
+                skipped,
             } => {
                 let Some(w) = take_outbox(tx, *outbox_id, idempotency_key)? else {
                     // A newer plan replaced the row while this write was in flight: keep it
@@ -652,12 +653,23 @@ pub(super) fn complete_writes(
                     )?;
                     continue;
                 }
+                // A field the write went out without is not known to hold its value.
+                let state_after = if skipped.is_empty() {
+                    std::borrow::Cow::Borrowed(&w.write.state_after)
+                } else {
+                    super::schema_drift::insert_skips(tx, &w.write, skipped, now_ms)?;
+                    std::borrow::Cow::Owned(
+                        w.write
+                            .state_after
+                            .without(skipped.iter().map(|s| s.field.as_str())),
+                    )
+                };
                 upsert_link_state(
                     tx,
                     &w.write.flow,
                     &w.write.source_id,
                     w.write.direction,
-                    &w.write.state_after,
+                    &state_after,
                     Some(target_id),
                     now_ms,
                 )?;
@@ -865,6 +877,10 @@ pub struct StatusReport {
     pub reviews_pending: i64,
     /// The database size in bytes (pages in use; retention and incremental vacuum shrink it).
     pub state_file_bytes: i64,
+    /// Mapped CRM fields the last live-schema check found drifted (left out of writes).
+    pub schema_drift: Vec<super::DriftStatus>,
+    /// Records whose writes left a field out, per flow and field (planned again on recovery).
+    pub schema_skips: Vec<super::SkipCount>,
 }
 
 pub(super) fn status(conn: &Connection, now_ms: i64) -> Result<StatusReport, StoreError> {
@@ -940,7 +956,10 @@ pub(super) fn status(conn: &Connection, now_ms: i64) -> Result<StatusReport, Sto
         .iter()
         .find(|(status, _)| status == "review")
         .map_or(0, |(_, n)| *n);
+    let (schema_drift, schema_skips) = super::schema_drift::status(conn, now_ms)?;
     Ok(StatusReport {
+        schema_drift,
+        schema_skips,
         registrations: counts.registrations,
         reviews_pending,
         holds,

@@ -66,6 +66,13 @@ struct DaemonLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FieldLabels {
+    system: String,
+    object: String,
+    field: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StreamLabels {
     system: String,
     object: String,
@@ -99,6 +106,7 @@ pub struct Meters {
     sqlite_busy: Counter,
     fenced_commits: Counter,
     leases_held: Family<DaemonLabel, Gauge>,
+    schema_skipped: Family<FieldLabels, Counter>,
     streams: Mutex<BTreeMap<(String, String), Freshness>>,
 }
 
@@ -114,6 +122,7 @@ static METERS: LazyLock<Meters> = LazyLock::new(|| {
         sqlite_busy: Counter::default(),
         fenced_commits: Counter::default(),
         leases_held: Family::default(),
+        schema_skipped: Family::default(),
         streams: Mutex::default(),
     };
     for kind in ERROR_KINDS {
@@ -278,6 +287,18 @@ impl Meters {
         }
     }
 
+    /// A write to `system`/`object` went out without `field` (drifted in the live schema, or a
+    /// picklist value the live schema refuses).
+    pub fn schema_skipped(&self, system: SystemKind, object: &str, field: &str) {
+        self.schema_skipped
+            .get_or_create(&FieldLabels {
+                system: system.to_string(),
+                object: object.to_owned(),
+                field: field.to_owned(),
+            })
+            .inc();
+    }
+
     /// SQLite answered "busy" (another connection held the lock) and the statement waited.
     pub fn sqlite_busy(&self) {
         self.sqlite_busy.inc();
@@ -346,6 +367,11 @@ impl Meters {
             self.token_refreshes.clone(),
         );
         registry.register(
+            "prmsync_schema_skipped_values",
+            "Values left out of CRM writes because the live schema no longer takes them (a drifted field, a refused picklist value), by system, object and field",
+            self.schema_skipped.clone(),
+        );
+        registry.register(
             "prmsync_sqlite_busy_events",
             "Times SQLite found the state file locked and waited",
             self.sqlite_busy.clone(),
@@ -390,6 +416,7 @@ mod tests {
             sqlite_busy: Counter::default(),
             fenced_commits: Counter::default(),
             leases_held: Family::default(),
+            schema_skipped: Family::default(),
             streams: Mutex::default(),
         };
         let hs = SystemKind::HubSpot;

@@ -137,6 +137,27 @@ async fn metrics_after_a_sync_and_every_dashboard_and_alert_query_names_an_expor
         )
         .await
         .unwrap();
+    // A drifted CRM field, so the schema drift family has a sample too.
+    d.engine
+        .store()
+        .record_schema_drift(
+            prmsync::model::SystemKind::HubSpot,
+            vec![(
+                "deals".into(),
+                vec![prmsync::store::DriftRow {
+                    object: "deals".into(),
+                    field: "amount".into(),
+                    flow: "deal-registration".into(),
+                    location: "deals.toml:23:10".into(),
+                    kind: "missing".into(),
+                    problem: "does not exist any more".into(),
+                }],
+            )],
+            vec!["deals".into()],
+            0,
+        )
+        .await
+        .unwrap();
     // A webhook with no signature: refused, and counted.
     let refused = client()
         .post(format!("http://{}/webhooks/hubspot", d.http_addr))

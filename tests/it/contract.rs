@@ -384,6 +384,9 @@ async fn hubspot_and_partnerstack_exchanges_keep_the_vendor_contracts() {
         .expect("daemon starts with every shipped mapping");
     d.run_until_idle().await.expect("sync");
     assert_eq!(shipped::dead_letters(&w), Vec::<String>::new());
+    // The daemon's live-schema check reads every object the shipped flows write.
+    let checked = d.engine.check_schema().await.expect("schema check");
+    assert!(checked.objects >= 4 && checked.drifted == 0, "{checked:?}");
     d.shutdown().await;
 
     // Faults and refusals, through the connectors themselves.
@@ -477,8 +480,9 @@ async fn hubspot_and_partnerstack_exchanges_keep_the_vendor_contracts() {
     Contract::load("partnerstack").assert_all(&partnerstack);
 }
 
-/// The shipped Salesforce flows run end to end, then a refused grant, a malformed query, a daily
-/// limit and per-record refusals: every Salesforce exchange keeps the contract.
+/// The shipped Salesforce flows run end to end and the daemon's schema check reads `describe`,
+/// then a refused grant, a malformed query, a daily limit and per-record refusals: every
+/// Salesforce exchange keeps the contract.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn salesforce_exchanges_keep_the_vendor_contract() {
     let wire = Wire::default();
@@ -492,6 +496,9 @@ async fn salesforce_exchanges_keep_the_vendor_contract() {
     let d = crate::rules_salesforce::daemon(&w, shipped::shipped(), &server).await;
     d.run_until_idle().await.expect("sync");
     assert_eq!(shipped::dead_letters(&w), Vec::<String>::new());
+    // The daemon's live-schema check reads every object the shipped flows write.
+    let checked = d.engine.check_schema().await.expect("schema check");
+    assert!(checked.objects >= 4 && checked.drifted == 0, "{checked:?}");
     d.shutdown().await;
 
     let conn = salesforce_client(&server, "5Aep.initial");

@@ -12,7 +12,7 @@ use prmsync::mapping::drift::Problem;
 use prmsync::model::SystemKind;
 use prmsync::ops::check_live;
 
-use crate::harness::{HS_TOKEN, PS_KEY, World};
+use crate::harness::{HS_TOKEN, PS_KEY, World, wait_ok, wait_until};
 use crate::rules_salesforce::salesforce;
 
 fn shipped() -> PathBuf {
@@ -292,4 +292,290 @@ async fn a_removed_property_is_refused_with_hubspots_error() {
         refused.contains("VALIDATION_ERROR") && refused.contains("amount"),
         "{refused}"
     );
+}
+
+/// The status the running daemon's state file reports now.
+async fn status_of(d: &prmsync::app::Daemon) -> prmsync::store::StatusReport {
+    d.engine
+        .store()
+        .status(jiff::Timestamp::now().as_millisecond())
+        .await
+        .expect("status")
+}
+
+/// The shipped HubSpot deal flow with its stage written on every change (the shipped file lets
+/// sales own it after the create), without its examples, in a mappings folder of its own.
+fn hubspot_deal_flow(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(shipped().join("partnerstack-hubspot-deals.toml"))
+        .expect("shipped deal flow");
+    let owned = "direction = \"both\"\nowner = \"target\"      # set on create from the registration, then sales owns it\n";
+    assert!(text.contains(owned), "the shipped stage field changed");
+    let flow = text
+        .replace(owned, "")
+        .split("[[example]]")
+        .next()
+        .expect("text")
+        .to_owned();
+    let out = dir.join("mappings");
+    std::fs::create_dir_all(&out).expect("mappings dir");
+    std::fs::write(out.join("partnerstack-hubspot-deals.toml"), flow).expect("flow");
+    out
+}
+
+fn hs_deal(w: &World, key: &str) -> serde_json::Map<String, serde_json::Value> {
+    w.hs.find("deals", "prm_deal_id", key).unwrap_or_default()
+}
+
+fn prop(d: &serde_json::Map<String, serde_json::Value>, name: &str) -> String {
+    d.get(name)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Whether status lists `field` of `flow` as drifted with `kind`.
+fn drifted(r: &prmsync::store::StatusReport, field: &str, kind: &str) -> bool {
+    r.schema_drift
+        .iter()
+        .any(|d| d.field == field && d.kind == kind)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hubspot_property_deleted_under_the_running_daemon_is_left_out_alone_and_recovers() {
+    use serde_json::json;
+    let w = World::seeded(3).await;
+    let mut config = w.config();
+    config.daemon.mappings_dir = Some(hubspot_deal_flow(w.dir.path()));
+    config.daemon.poll_interval = std::time::Duration::from_secs(1);
+    config.daemon.schema_check = std::time::Duration::from_secs(1);
+    let d = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+        .await
+        .expect("daemon starts");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let reload = Arc::new(tokio::sync::Notify::new());
+    let wait = std::time::Duration::from_secs(60);
+    let script = async {
+        wait_until(wait, "the seeded deals in HubSpot", || async {
+            w.hs.objects("deals").len() == 3
+        })
+        .await;
+        let schema_reads = || {
+            w.hs.request_log()
+                .iter()
+                .filter(|r| r.path.starts_with("/crm/v3/properties/deals"))
+                .count()
+        };
+        assert!(schema_reads() >= 1, "the daemon read the schema at start");
+
+        // An admin deletes a mapped property and a stage the value map writes.
+        assert!(w.hs.remove_property("deals", "closedate"));
+        assert!(w.hs.set_property_option("deals", "dealstage", "closedlost", false));
+        wait_ok(wait, "the drift in status", || async {
+            let r = status_of(&d).await;
+            if drifted(&r, "closedate", "missing") && drifted(&r, "dealstage", "options") {
+                Ok(())
+            } else {
+                Err(format!("{:?}", r.schema_drift))
+            }
+        })
+        .await;
+        let r = status_of(&d).await;
+        let closedate = r
+            .schema_drift
+            .iter()
+            .find(|x| x.field == "closedate")
+            .expect("closedate");
+        assert!(
+            closedate
+                .location
+                .ends_with("partnerstack-hubspot-deals.toml:31:10"),
+            "{closedate:?}"
+        );
+        let text = prmsync::status::render(&r);
+        assert!(
+            text.contains("hubspot/deals field \"closedate\" does not exist any more"),
+            "{text}"
+        );
+
+        // Partners edit two deals and register a lost one: every other field still syncs.
+        let before_1 = prop(&hs_deal(&w, "deal_1"), "closedate");
+        let mut d1 = w.ps.deal("deal_1").expect("deal_1");
+        d1.insert("amount".into(), json!(777_700));
+        d1.insert("close_date".into(), json!("2031-01-31"));
+        w.ps.upsert_deal(d1);
+        let mut d2 = w.ps.deal("deal_2").expect("deal_2");
+        d2.insert("account_name".into(), json!("Lost Co"));
+        d2.insert("stage".into(), json!("lost"));
+        w.ps.upsert_deal(d2);
+        let mut d4 = prmsync::sim::seed::deals(4, 5)
+            .pop()
+            .expect("a fourth deal");
+        d4.insert("stage".into(), json!("lost"));
+        w.ps.upsert_deal(d4);
+        wait_ok(wait, "the other fields written", || async {
+            let (a, b, c) = (
+                hs_deal(&w, "deal_1"),
+                hs_deal(&w, "deal_2"),
+                hs_deal(&w, "deal_4"),
+            );
+            if prop(&a, "amount") == "7777"
+                && prop(&b, "dealname") == "Lost Co (partner registration)"
+                && !prop(&c, "dealname").is_empty()
+            {
+                Ok(())
+            } else {
+                Err(format!("{a:?}\n{b:?}\n{c:?}"))
+            }
+        })
+        .await;
+        assert_eq!(prop(&hs_deal(&w, "deal_1"), "closedate"), before_1);
+        assert_ne!(prop(&hs_deal(&w, "deal_2"), "dealstage"), "closedlost");
+        let r = status_of(&d).await;
+        assert_eq!(r.dead_letters, 0, "{:?}", r.last_errors);
+        let skipped = |field: &str| {
+            r.schema_skips
+                .iter()
+                .filter(|s| s.field == field)
+                .map(|s| s.records)
+                .sum::<i64>()
+        };
+        assert_eq!(skipped("closedate"), 2, "{:?}", r.schema_skips);
+        assert_eq!(skipped("dealstage"), 2, "{:?}", r.schema_skips);
+        let metrics = reqwest::get(format!("http://{}/metrics", d.admin_addr))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        for series in [
+            "prmsync_schema_drift_fields{system=\"hubspot\",object=\"deals\",field=\"closedate\"} 1",
+            "prmsync_schema_drift_fields{system=\"hubspot\",object=\"deals\",field=\"dealstage\"} 1",
+            "prmsync_schema_skipped_values_total{system=\"hubspot\",object=\"deals\",field=\"closedate\"}",
+        ] {
+            assert!(metrics.contains(series), "{series} in\n{metrics}");
+        }
+        let json = serde_json::to_value(&r).expect("status JSON");
+        assert!(json["schema_drift"][0]["since_ms"].is_i64(), "{json}");
+
+        // The admin puts the schema back: the next check clears the drift and the records
+        // written without the fields get them.
+        w.hs.restore_properties();
+        wait_ok(wait, "the skipped fields written", || async {
+            let (a, b, c) = (
+                hs_deal(&w, "deal_1"),
+                hs_deal(&w, "deal_2"),
+                hs_deal(&w, "deal_4"),
+            );
+            if prop(&a, "closedate").starts_with("2031-01-31")
+                && prop(&b, "dealstage") == "closedlost"
+                && prop(&c, "dealstage") == "closedlost"
+                && !prop(&c, "closedate").is_empty()
+            {
+                Ok(())
+            } else {
+                Err(format!("{a:?}\n{b:?}\n{c:?}"))
+            }
+        })
+        .await;
+        wait_ok(wait, "status clear", || async {
+            let r = status_of(&d).await;
+            if r.schema_drift.is_empty() && r.schema_skips.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{:?} {:?}", r.schema_drift, r.schema_skips))
+            }
+        })
+        .await;
+        shutdown.cancel();
+    };
+    tokio::join!(d.run(shutdown.clone(), reload.clone()), script);
+    let r = status_of(&d).await;
+    assert_eq!(r.dead_letters, 0, "{:?}", r.last_errors);
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_salesforce_field_made_read_only_is_left_out_until_a_reload_finds_it_fixed() {
+    use serde_json::json;
+    let w = World::seeded(2).await;
+    let (sf, server) = salesforce().await;
+    let mut config = salesforce_config(&w, &server);
+    config.daemon.mappings_dir = Some(crate::rules_salesforce::salesforce_mappings(w.dir.path()));
+    config.daemon.poll_interval = std::time::Duration::from_secs(1);
+    // Only the start and reloads check the schema in this test.
+    config.daemon.schema_check = std::time::Duration::from_secs(3600);
+    let d = prmsync::app::Daemon::start(config, prmsync::engine::system_clock())
+        .await
+        .expect("daemon starts");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let reload = Arc::new(tokio::sync::Notify::new());
+    let wait = std::time::Duration::from_secs(60);
+    let opp = |key: &str| {
+        sf.find("Opportunity", "PRM_Deal_Id__c", key)
+            .pop()
+            .unwrap_or_default()
+    };
+    let script = async {
+        wait_until(wait, "the seeded deals in Salesforce", || async {
+            !opp("deal_1").is_empty() && !opp("deal_2").is_empty()
+        })
+        .await;
+        // An admin takes the integration user's edit access to Amount.
+        assert!(sf.set_field_read_only("Opportunity", "Amount", true));
+        reload.notify_one();
+        wait_ok(wait, "the drift in status", || async {
+            let r = status_of(&d).await;
+            if drifted(&r, "Amount", "read_only") {
+                Ok(())
+            } else {
+                Err(format!("{:?}", r.schema_drift))
+            }
+        })
+        .await;
+        let mut d1 = w.ps.deal("deal_1").expect("deal_1");
+        d1.insert("amount".into(), json!(123_400));
+        d1.insert("account_name".into(), json!("Renamed Co"));
+        w.ps.upsert_deal(d1);
+        wait_until(wait, "the name written", || async {
+            opp("deal_1")["Name"] == "Renamed Co (partner registration)"
+        })
+        .await;
+        assert_ne!(
+            opp("deal_1")["Amount"],
+            "1234",
+            "the read-only field is left out"
+        );
+        let r = status_of(&d).await;
+        assert_eq!(r.dead_letters, 0, "{:?}", r.last_errors);
+        assert!(
+            r.schema_skips
+                .iter()
+                .any(|s| s.field == "Amount" && s.records == 1),
+            "{:?}",
+            r.schema_skips
+        );
+
+        sf.restore_schema();
+        reload.notify_one();
+        wait_ok(wait, "the amount written", || async {
+            let o = opp("deal_1");
+            if o["Amount"] == "1234" {
+                Ok(())
+            } else {
+                let r = status_of(&d).await;
+                Err(format!("{o:?} {:?} {:?}", r.schema_drift, r.schema_skips))
+            }
+        })
+        .await;
+        wait_until(wait, "status clear", || async {
+            let r = status_of(&d).await;
+            r.schema_drift.is_empty() && r.schema_skips.is_empty()
+        })
+        .await;
+        shutdown.cancel();
+    };
+    tokio::join!(d.run(shutdown.clone(), reload.clone()), script);
+    let r = status_of(&d).await;
+    assert_eq!(r.dead_letters, 0, "{:?}", r.last_errors);
+    d.shutdown().await;
 }

@@ -18,8 +18,10 @@ pub(in crate::store) const STEPS: &[(i64, &str, &str)] = &[
         "credit reasons",
         "ALTER TABLE partner_credits ADD COLUMN reasons TEXT;",
     ),
+    // Drifted mapped CRM fields and the writes that left a field out (`schema_drift.rs`).
+    (4, "schema drift", SCHEMA_DRIFT),
     // Status and metrics counts kept by triggers, as SQLite's "counters" step.
-    (4, "counters", COUNTERS),
+    (5, "counters", COUNTERS),
 ];
 
 const CREDIT_EVIDENCE: &str = r#"
@@ -348,7 +350,7 @@ CREATE INDEX partner_credits_unsent ON partner_credits (registration_id)
     WHERE sent IS DISTINCT FROM desired;
 "#;
 
-/// Step 4 "counters": status and metrics counts kept by triggers in the same transactions as the
+/// Step 5 "counters": status and metrics counts kept by triggers in the same transactions as the
 /// writes they count, as the SQLite backend keeps them (`store/counters.rs`): the same tables,
 /// starting values (one full count, at migration time) and counting rules, so `status` reads a
 /// handful of rows whatever the number of links, and ledger totals survive retention. Statement
@@ -500,4 +502,29 @@ CREATE TRIGGER registrations_count_update AFTER UPDATE ON registrations
 CREATE TRIGGER registrations_count_delete AFTER DELETE ON registrations
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION count_registrations();
+
+/// Step 4 "schema drift": SQLite's step of that name (`store/schema_drift.rs`).
+const SCHEMA_DRIFT: &str = r#"
+CREATE TABLE schema_drift (
+    system   TEXT NOT NULL,
+    object   TEXT NOT NULL,
+    field    TEXT NOT NULL,
+    flow     TEXT NOT NULL,
+    location TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    problem  TEXT NOT NULL,
+    since_ms BIGINT NOT NULL,
+    PRIMARY KEY (system, object, field, flow)
+);
+CREATE TABLE schema_skips (
+    flow      TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    field     TEXT NOT NULL,
+    system    TEXT NOT NULL,
+    object    TEXT NOT NULL,
+    value     TEXT,
+    since_ms  BIGINT NOT NULL,
+    PRIMARY KEY (flow, source_id, field)
+);
+CREATE INDEX schema_skips_field ON schema_skips (system, object, field);
 "#;

@@ -18,6 +18,7 @@ pub(super) mod read_only;
 pub(super) mod registrations;
 pub(super) mod resync;
 pub(super) mod retention;
+pub(super) mod schema_drift;
 
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;

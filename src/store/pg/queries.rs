@@ -551,6 +551,7 @@ pub(in crate::store) fn complete_writes(
                 idempotency_key,
                 target_id,
                 created,
+                skipped,
             } => {
                 let Some(w) = take_outbox(c, *outbox_id, idempotency_key)? else {
                     // A newer plan replaced the row while this write was in flight: keep it
@@ -591,12 +592,23 @@ pub(in crate::store) fn complete_writes(
                     )?;
                     continue;
                 }
+                // A field the write went out without is not known to hold its value.
+                let state_after = if skipped.is_empty() {
+                    std::borrow::Cow::Borrowed(&w.write.state_after)
+                } else {
+                    super::schema_drift::insert_skips(c, &w.write, skipped, now_ms)?;
+                    std::borrow::Cow::Owned(
+                        w.write
+                            .state_after
+                            .without(skipped.iter().map(|s| s.field.as_str())),
+                    )
+                };
                 upsert_link_state(
                     c,
                     &w.write.flow,
                     &w.write.source_id,
                     w.write.direction,
-                    &w.write.state_after,
+                    &state_after,
                     Some(target_id),
                     now_ms,
                 )?;
@@ -797,7 +809,7 @@ pub(in crate::store) fn credential_names(
 
 // --- status ---
 
-/// The counts `status` shows, as the triggers of migration step 4 keep them (as SQLite's
+/// The counts `status` shows, as the triggers of migration step 5 keep them (as SQLite's
 /// `counters.rs`): a handful of rows whatever the number of links.
 pub(in crate::store) fn counts(
     c: &mut impl GenericClient,
@@ -956,7 +968,10 @@ pub(in crate::store) fn status(
             &[],
         )?
         .try_get(0)?;
+    let (schema_drift, schema_skips) = super::schema_drift::status(c, now_ms)?;
     Ok(StatusReport {
+        schema_drift,
+        schema_skips,
         registrations: counts.registrations,
         reviews_pending,
         holds,
