@@ -502,6 +502,7 @@ CREATE TRIGGER registrations_count_update AFTER UPDATE ON registrations
 CREATE TRIGGER registrations_count_delete AFTER DELETE ON registrations
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION count_registrations();
+"#;
 
 /// Step 4 "schema drift": SQLite's step of that name (`store/schema_drift.rs`).
 const SCHEMA_DRIFT: &str = r#"
