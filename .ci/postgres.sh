@@ -3,7 +3,8 @@
 # PRMSYNC_TEST_POSTGRES. Usage: `eval "$(bash .ci/postgres.sh start DIR PORT)"`, later
 # `bash .ci/postgres.sh stop DIR`. Installs Debian's `postgresql` when initdb is missing; runs the
 # server as the non-root `postgres` user (initdb refuses root) on 127.0.0.1 only, fsync off
-# (a test cluster: durability is the server's, not under test here).
+# (a test cluster: durability is the server's, not under test here); max_connections 1000 for
+# the fleet tests and bench (each daemon opens two connections per tenant).
 set -euo pipefail
 cmd="${1:?start|stop}"; dir="${2:?data dir}"; port="${3:-54329}"
 
@@ -30,7 +31,7 @@ case "$cmd" in
     [ "$(id -u)" = 0 ] && chown postgres "$dir"
     as_pg "$bin/initdb" -D "$dir/data" -U prmsync --auth=trust -E UTF8 --locale=C.UTF-8 >&2
     as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c fsync=off -c max_connections=300" \
+      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c fsync=off -c max_connections=1000" \
       start >&2
     echo "export PRMSYNC_TEST_POSTGRES='postgres://prmsync@127.0.0.1:$port/postgres'"
     ;;

@@ -240,6 +240,10 @@ pub enum Command {
         /// tiny: seconds in total (smoke run); full: the sizes of the README's targets.
         #[arg(long, value_enum, default_value_t = BenchSize::Full)]
         size: BenchSize,
+        /// A PostgreSQL server (`postgres://...`) for the "fleet" scenario, which creates its
+        /// schemas there; without it that scenario is skipped.
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
     },
 }
 

@@ -107,7 +107,8 @@ fn main() -> ExitCode {
             scenarios,
             json,
             size,
-        } => bench_cmd(&scenarios, json.as_deref(), size),
+            postgres,
+        } => bench_cmd(&scenarios, json.as_deref(), size, postgres),
         Command::Backup { state, path } => backup_cmd(&state, &path),
         Command::State {
             action: prmsync::cli::StateAction::Copy { from, to, schema },
@@ -179,7 +180,12 @@ fn main() -> ExitCode {
 }
 
 /// `prmsync bench`: runs the scenarios, prints the table, writes the JSON if asked.
-fn bench_cmd(scenarios: &[String], json: Option<&Path>, size: BenchSize) -> ExitCode {
+fn bench_cmd(
+    scenarios: &[String],
+    json: Option<&Path>,
+    size: BenchSize,
+    postgres: Option<String>,
+) -> ExitCode {
     telemetry::init(LogFormat::Human, "error", Redactor::new(Vec::new(), true));
     if let Err(e) = bench::check_names(scenarios) {
         eprintln!("{e}");
@@ -196,7 +202,11 @@ fn bench_cmd(scenarios: &[String], json: Option<&Path>, size: BenchSize) -> Exit
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    let opts = bench::Options { size, exe };
+    let opts = bench::Options {
+        size,
+        exe,
+        postgres,
+    };
     let report = match runtime().and_then(|rt| rt.block_on(bench::run(scenarios, &opts))) {
         Ok(r) => r,
         Err(e) => {

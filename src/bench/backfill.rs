@@ -163,7 +163,7 @@ pub async fn burst(size: Size) -> anyhow::Result<ScenarioResult> {
     ceiling_hs.turbulence().set_latency(latency);
     ceiling_hs.set_burst_limit(Some(SCALED_BURST));
     let m = ceiling::flow(crate::model::SystemKind::HubSpot, "deal-registration")?;
-    let deals = crate::sim::seed::deals(n, 50);
+    let deals = crate::sim::seed::program(n, 50);
     let bodies = ceiling::hubspot_batches(&m, &deals)?;
     let started = Instant::now();
     ceiling::send_paced(

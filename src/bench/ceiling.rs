@@ -180,7 +180,7 @@ pub async fn scenario(size: Size) -> anyhow::Result<ScenarioResult> {
     );
     let n = size.backfill_deals();
     let m = flow(SystemKind::HubSpot, "deal-registration")?;
-    let deals = seed::deals(n, 50);
+    let deals = seed::program(n, 50);
     let bodies = hubspot_batches(&m, &deals)?;
     let (hs, server) = world::hubspot().await?;
     let http = crate::connector::http_client(Duration::from_secs(30));

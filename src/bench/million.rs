@@ -106,7 +106,7 @@ fn cpu_ms(pid: u32) -> Option<f64> {
 }
 
 /// Kills the child and waits for it.
-fn stop(child: &mut Child) {
+pub(super) fn stop(child: &mut Child) {
     if let Err(e) = child.kill() {
         tracing::warn!(error = %e, "could not kill the bench's prmsync child");
     }
@@ -116,7 +116,7 @@ fn stop(child: &mut Child) {
 }
 
 /// A free loopback port (bound and released).
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

@@ -4,6 +4,7 @@
 
 mod backfill;
 mod ceiling;
+mod fleet;
 mod mapping;
 mod million;
 mod report;
@@ -46,6 +47,9 @@ pub struct Options {
     pub size: Size,
     /// The `prmsync` executable, for scenarios that run the daemon in its own process.
     pub exe: std::path::PathBuf,
+    /// A PostgreSQL server for the "fleet" scenario (`--postgres`); without it that scenario is
+    /// skipped.
+    pub postgres: Option<String>,
 }
 
 /// The scenarios, in the order they run.
@@ -58,6 +62,7 @@ pub const SCENARIOS: &[&str] = &[
     "webhook-intake",
     "webhook-to-crm",
     "million",
+    "fleet",
 ];
 
 /// Refuses names that are not scenarios, listing the ones there are.
@@ -92,6 +97,7 @@ pub async fn run(names: &[String], opts: &Options) -> anyhow::Result<Report> {
             "webhook-intake" => webhooks::intake(size).await?,
             "webhook-to-crm" => webhooks::to_crm(size).await?,
             "million" => million::scenario(size, &opts.exe).await?,
+            "fleet" => fleet::scenario(size, &opts.exe, opts.postgres.as_deref()).await?,
             other => anyhow::bail!("scenario {other} has no runner"),
         };
         result.seconds = started.elapsed().as_secs_f64();

@@ -64,7 +64,7 @@ impl Drop for TempState {
 /// A PartnerStack simulator seeded with `deals` deal registrations.
 pub async fn partnerstack(deals: usize) -> anyhow::Result<(PartnerStackSim, SimServer)> {
     let ps = PartnerStackSim::new(demo::PS_KEY);
-    for deal in seed::deals(deals, 50) {
+    for deal in seed::program(deals, 50) {
         ps.upsert_deal(deal);
     }
     let server = SimServer::start(ps.router()).await?;

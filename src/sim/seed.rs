@@ -39,12 +39,37 @@ pub fn partners(n: usize) -> Vec<Map<String, Value>> {
         .collect()
 }
 
-/// `n` deal registrations spread over `partners` partners, keys `deal_1` .. `deal_n`.
+/// `n` deal registrations spread over `partners` partners, keys `deal_1` .. `deal_n`. Every
+/// deal's customer is one of twelve companies (one domain each), so registrations compete: the
+/// demo's conflicts.
 pub fn deals(n: usize, partners: usize) -> Vec<Map<String, Value>> {
+    deals_over(n, partners, |_| String::new())
+}
+
+/// Registrations per customer domain in [`program`].
+pub const PER_CUSTOMER: usize = 3;
+
+/// `n` deal registrations as a partner program at scale holds them: each customer (domain) is
+/// registered by at most [`PER_CUSTOMER`] partners, so a million deals are about 333,000
+/// duplicate-key groups of three, not twelve groups of 83,000 as [`deals`] would make. The
+/// benchmarks seed this.
+pub fn program(n: usize, partners: usize) -> Vec<Map<String, Value>> {
+    deals_over(n, partners, |i| ((i - 1) / PER_CUSTOMER).to_string())
+}
+
+fn deals_over(
+    n: usize,
+    partners: usize,
+    customer: impl Fn(usize) -> String,
+) -> Vec<Map<String, Value>> {
     (1..=n)
         .map(|i| {
             let company = COMPANIES[(i - 1) % COMPANIES.len()];
-            let domain = format!("{}.example", company.to_lowercase().replace(' ', ""));
+            let domain = format!(
+                "{}{}.example",
+                company.to_lowercase().replace(' ', ""),
+                customer(i)
+            );
             obj(json!({
                 "key": format!("deal_{i}"),
                 "account_name": format!("{company} #{i}"),

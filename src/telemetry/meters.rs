@@ -108,6 +108,8 @@ pub struct Meters {
     leases_held: Family<DaemonLabel, Gauge>,
     schema_skipped: Family<FieldLabels, Counter>,
     streams: Mutex<BTreeMap<(String, String), Freshness>>,
+    /// Poll cycles ended, all streams (the bench reads it: webhooks must cause none).
+    poll_cycles: std::sync::atomic::AtomicU64,
 }
 
 static METERS: LazyLock<Meters> = LazyLock::new(|| {
@@ -124,6 +126,7 @@ static METERS: LazyLock<Meters> = LazyLock::new(|| {
         leases_held: Family::default(),
         schema_skipped: Family::default(),
         streams: Mutex::default(),
+        poll_cycles: std::sync::atomic::AtomicU64::new(0),
     };
     for kind in ERROR_KINDS {
         m.errors
@@ -191,6 +194,8 @@ impl Meters {
     /// A poll cycle of `system/object` ended: `Ok(true)` reached the read's end, `Ok(false)`
     /// left pages for the next cycle.
     pub fn poll_ended(&self, system: SystemKind, object: &str, finished: Result<bool, ()>) {
+        self.poll_cycles
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let result = if finished.is_ok() { "ok" } else { "failed" };
         self.polls
             .get_or_create(&StreamResult {
@@ -207,6 +212,11 @@ impl Meters {
                 s.synced_to_ms = s.synced_to_ms.max(started);
             }
         }
+    }
+
+    /// Poll cycles this process has ended (every stream, every result).
+    pub fn poll_cycles(&self) -> u64 {
+        self.poll_cycles.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How far behind each polled stream is at `now_ms`: the time since the start of its last
@@ -418,6 +428,7 @@ mod tests {
             leases_held: Family::default(),
             schema_skipped: Family::default(),
             streams: Mutex::default(),
+            poll_cycles: std::sync::atomic::AtomicU64::new(0),
         };
         let hs = SystemKind::HubSpot;
         m.poll_started(hs, "deals", true, 1_000);
