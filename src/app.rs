@@ -190,11 +190,10 @@ pub(crate) fn webhook_secrets(config: &Config) -> (Option<SecretString>, Option<
     (hubspot, partnerstack)
 }
 
-/// `prmsync plan`: a dry run of the active flows (or one, by name) against the state file and the
-/// live systems. Only reads: the state file is opened read-only, no vendor write is made, and no
-/// token is refreshed (Salesforce: the session the daemon saved is used).
+/// `prmsync plan`: a dry run of the active flows (or one, by name) against the state (the file
+/// or the PostgreSQL schema) and the live systems. Only reads: the state is opened read-only, no
+/// vendor write is made, and no token is refreshed (Salesforce: the session the daemon saved is used).
 pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<FlowPlan>> {
-    refuse_postgres(config, "prmsync plan")?;
     let set = load_mappings(config)?;
     let mut mappings = active_mappings(config, &set)?;
     if let Some(name) = flow {
@@ -207,16 +206,8 @@ pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<Flo
             );
         }
     }
-    let path = &config.daemon.state_path;
     let (prm, crm) = connectors_with(config, read_only_tokens(config)?)?;
-    let state = if path.exists() {
-        Some(
-            ReadOnlyStore::open(path)
-                .with_context(|| format!("opening state file {} read-only", path.display()))?,
-        )
-    } else {
-        None
-    };
+    let state = open_state_read_only(config)?;
     let retry = RetryPolicy {
         max_attempts: config.daemon.max_attempts,
         ..RetryPolicy::default()
@@ -224,16 +215,19 @@ pub async fn plan(config: &Config, flow: Option<&str>) -> anyhow::Result<Vec<Flo
     Ok(dryrun::plan_flows(&[&prm, &crm], &mappings, state.as_ref(), &retry).await?)
 }
 
-/// Refuses a command that reads the SQLite state file read-only when the state is in
-/// PostgreSQL (`state.url`): it would otherwise plan as if nothing had been synced.
-fn refuse_postgres(config: &Config, verb: &str) -> anyhow::Result<()> {
-    if let Some(target) = &config.state.postgres {
-        bail!(
-            "{verb} is not available yet on a PostgreSQL state (state.url, schema {})",
-            target.schema
-        );
-    }
-    Ok(())
+/// The configured state, read-only: the PostgreSQL schema (`state.url`) or the state file;
+/// `None` when there is no file yet.
+fn open_state_read_only(config: &Config) -> anyhow::Result<Option<ReadOnlyStore>> {
+    let path = &config.daemon.state_path;
+    ReadOnlyStore::open_configured(config.state.postgres.as_ref(), path).with_context(|| {
+        match &config.state.postgres {
+            Some(target) => format!(
+                "opening the PostgreSQL state (schema {}) read-only",
+                target.schema
+            ),
+            None => format!("opening state file {} read-only", path.display()),
+        }
+    })
 }
 
 /// The configured connectors for a read-only command (`prmsync check --live`): like `plan`, the
@@ -246,14 +240,14 @@ pub fn read_only_connectors(config: &Config) -> anyhow::Result<(Connector, Conne
 /// the Salesforce refresh token (a refresh rotates it), so these read the session the daemon
 /// saved, read-only, and never send the refresh grant.
 fn read_only_tokens(config: &Config) -> anyhow::Result<Option<Arc<dyn TokenStore>>> {
-    let path = &config.daemon.state_path;
     Ok(match &config.crm {
-        CrmConfig::Salesforce(_) if path.exists() => Some(Arc::new(StateTokens::read_only(
-            ReadOnlyStore::open(path)
-                .with_context(|| format!("opening state file {} read-only", path.display()))?,
-            config.daemon.state_key.as_ref(),
-        ))),
-        CrmConfig::Salesforce(_) => Some(Arc::new(crate::connector::tokens::ReadOnlyNothing)),
+        CrmConfig::Salesforce(_) => match open_state_read_only(config)? {
+            Some(state) => Some(Arc::new(StateTokens::read_only(
+                state,
+                config.daemon.state_key.as_ref(),
+            ))),
+            None => Some(Arc::new(crate::connector::tokens::ReadOnlyNothing)),
+        },
         _ => None,
     })
 }
@@ -263,18 +257,14 @@ fn read_only_tokens(config: &Config) -> anyhow::Result<Option<Arc<dyn TokenStore
 pub async fn plan_registrations(
     config: &Config,
 ) -> anyhow::Result<Option<(String, Vec<crate::engine::registrations::Move>)>> {
-    refuse_postgres(config, "prmsync plan")?;
     let Some(rules) = Rules::load(config.daemon.mappings_dir.as_deref())
         .map_err(|e| anyhow::anyhow!("rules of engagement errors:\n{e}"))?
     else {
         return Ok(None);
     };
-    let path = &config.daemon.state_path;
-    if !path.exists() {
+    let Some(state) = open_state_read_only(config)? else {
         return Ok(Some((rules.version.clone(), Vec::new())));
-    }
-    let state = ReadOnlyStore::open(path)
-        .with_context(|| format!("opening state file {} read-only", path.display()))?;
+    };
     let set = load_mappings(config)?;
     let mappings = active_mappings(config, &set)?;
     // Read-only like the flows' plan: the CRM facts use the daemon's saved session.

@@ -188,6 +188,13 @@ pub enum Command {
         /// Where to write the backup (must not exist yet).
         path: PathBuf,
     },
+    /// Move the state between backends: `state copy` copies a state file into an empty
+    /// PostgreSQL schema (moving up without re-syncing).
+    #[command(after_help = EXIT_CODES)]
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
     /// Run the built-in PartnerStack and HubSpot simulators on loopback ports, seeded, until
     /// Ctrl-C, and write a config that points prmsync at them (for `run`, `plan` and `check`).
     #[command(after_help = EXIT_CODES)]
@@ -237,6 +244,25 @@ pub enum Command {
         /// schemas there; without it that scenario is skipped.
         #[arg(long, value_name = "URL")]
         postgres: Option<String>,
+    },
+}
+
+/// `prmsync state` actions.
+#[derive(Debug, Subcommand)]
+pub enum StateAction {
+    /// Copy a SQLite state file (cursors, links, outbox, dead letters, registrations, ledger,
+    /// credentials, counters...) into an empty PostgreSQL schema in one transaction, checking
+    /// every table's row count. Refuses while a daemon holds the state file.
+    Copy {
+        /// The state file: sqlite:PATH.
+        #[arg(long, value_name = "sqlite:PATH")]
+        from: String,
+        /// The PostgreSQL database: postgres://user@host:port/db (never printed).
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// The schema to copy into (created when missing; must hold no prmsync state).
+        #[arg(long, default_value = "prmsync")]
+        schema: String,
     },
 }
 

@@ -2,7 +2,8 @@
 //! and from the state file, or shows what it would do (`--dry-run`), or lists the requests and
 //! the audit. While a daemon holds the state file the erasure is recorded as a request that the
 //! daemon carries out under its planning lock (this command waits for it); otherwise this
-//! command carries it out itself, holding the state file's lock meanwhile.
+//! command carries it out itself, holding the state file's lock (on PostgreSQL, the schema's
+//! daemon lock) meanwhile.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -38,21 +39,26 @@ pub async fn run(config: &Config, args: EraseArgs, now_ms: i64) -> anyhow::Resul
         (None, Some(r)) => Some(Subject::record(r)?),
         (None, None) => None,
     };
-    if let Some(target) = &config.state.postgres {
-        anyhow::bail!(
-            "erasure is not available yet on a PostgreSQL state (state.url, schema {}): \
-             it needs the SQLite file's secure delete",
-            target.schema
-        );
-    }
     let path = &config.daemon.state_path;
-    let store =
-        Store::open(path).with_context(|| format!("opening state file {}", path.display()))?;
+    let store = match &config.state.postgres {
+        Some(target) => Store::open_postgres(target)
+            .with_context(|| format!("opening the PostgreSQL state (schema {})", target.schema))?,
+        None => {
+            Store::open(path).with_context(|| format!("opening state file {}", path.display()))?
+        }
+    };
     let Some(subject) = subject else {
         return audit(&store).await;
     };
-    // A running daemon carries the erasure out itself, so no plan of its crosses the purge.
+    // A running daemon carries the erasure out itself, so no plan of its crosses the purge. On
+    // PostgreSQL the daemon's lock is the schema's advisory lock: taken here, it is held on the
+    // store's connection until this command ends.
     let held = if args.dry_run {
+        None
+    } else if config.state.postgres.is_some() {
+        if !store.hold_daemon_lock().await? {
+            return hand_to_daemon(config, &store, &subject, now_ms).await;
+        }
         None
     } else {
         let lock = crate::state_lock::try_hold(path)

@@ -14,7 +14,7 @@
 //! - [`admin`]: the loopback admin listener: `/livez`, `/readyz`, `/metrics`.
 //! - [`notify`]: the systemd notify protocol: state changes, `STATUS=`, the progress watchdog.
 //! - [`store`]: the only module that knows SQL.
-//! - [`ops`]: operator verbs on the state file (`prmsync dlq`).
+//! - [`ops`]: operator verbs on the state file (`prmsync dlq`, `backup`, `state copy`).
 //! - [`failpoint`]: named abort points for crash tests, armed only by `PRMSYNC_FAILPOINTS`.
 //! - [`sim`]: loopback simulators of the vendor APIs, used by `demo`, tests and benchmarks.
 //! - [`bench`]: `prmsync bench`: the benchmark suite (real daemon vs. a minimal client) on the simulators.

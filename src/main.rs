@@ -110,6 +110,9 @@ fn main() -> ExitCode {
             postgres,
         } => bench_cmd(&scenarios, json.as_deref(), size, postgres),
         Command::Backup { state, path } => backup_cmd(&state, &path),
+        Command::State {
+            action: prmsync::cli::StateAction::Copy { from, to, schema },
+        } => state_copy_cmd(&from, &to, &schema),
         Command::Auth { config, action } => auth_cmd(&config, action),
         Command::Sim {
             config,
@@ -590,25 +593,6 @@ fn plan_cmd(path: &Path, flow: Option<&str>, json: bool) -> ExitCode {
     }
 }
 
-/// The state file an operator verb acts on: `--state FILE`, or the config's `daemon.state_path`.
-/// The one place this is resolved; a missing file is reported here. A config whose state is in
-/// PostgreSQL (`state.url`) is refused with a clear message: the verbs that call this read the
-/// SQLite file directly (see [`state_ref`] for those that run on both).
-fn state_path(config: Option<&Path>, state: Option<&Path>) -> Result<PathBuf, ExitCode> {
-    match state_ref(config, state)? {
-        StateRef::File(path) => Ok(path),
-        StateRef::Postgres(target) => {
-            eprintln!(
-                "prmsync: this verb reads the SQLite state file; this config keeps its state in \
-                 PostgreSQL (state.url, schema {}), where the verb is not available yet \
-                 (status, dlq, registrations and review are)",
-                target.schema
-            );
-            Err(ExitCode::from(EXIT_CONFIG))
-        }
-    }
-}
-
 /// Where an operator verb's state is: a SQLite file or a PostgreSQL schema.
 enum StateRef {
     File(PathBuf),
@@ -649,18 +633,27 @@ fn state_ref(config: Option<&Path>, state: Option<&Path>) -> Result<StateRef, Ex
     Ok(StateRef::File(path))
 }
 
-/// `prmsync report attribution`: reads the state file read-only and prints or writes the report.
+/// `prmsync report attribution`: reads the state (file or PostgreSQL schema) read-only and prints
+/// or writes the report.
 fn report_cmd(args: &prmsync::cli::AttributionArgs) -> ExitCode {
     quiet_logs();
-    let path = match state_path(args.config.as_deref(), args.state.as_deref()) {
-        Ok(p) => p,
+    let state = match state_ref(args.config.as_deref(), args.state.as_deref()) {
+        Ok(StateRef::File(path)) => prmsync::store::ReadOnlyStore::open(&path),
+        Ok(StateRef::Postgres(target)) => prmsync::store::ReadOnlyStore::open_postgres(&target),
         Err(code) => return code,
+    };
+    let state = match state {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("prmsync report attribution: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
     };
     let mappings_dir = match args.config.as_deref().map(load).transpose() {
         Ok(c) => c.and_then(|c| c.daemon.mappings_dir),
         Err(code) => return code,
     };
-    match prmsync::report_cli::attribution(&path, mappings_dir.as_deref(), args) {
+    match prmsync::report_cli::attribution(&state, mappings_dir.as_deref(), args) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
@@ -888,11 +881,50 @@ fn erase_cmd(path: &Path, args: prmsync::erase_cli::EraseArgs) -> ExitCode {
     }
 }
 
-/// `prmsync backup PATH`: a checked, consistent copy of the state file.
+/// `prmsync state copy`: a state file into an empty PostgreSQL schema.
+fn state_copy_cmd(from: &str, to: &str, schema: &str) -> ExitCode {
+    quiet_logs();
+    use prmsync::ops::state_copy::{self, StateCopyError};
+    let parsed =
+        state_copy::parse_from(from).and_then(|from| Ok((from, state_copy::parse_to(to, schema)?)));
+    let (from, target) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("prmsync state copy: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match state_copy::run(&from, &target) {
+        Ok(report) => {
+            print!("{}", state_copy::render(&from, &target, &report));
+            ExitCode::SUCCESS
+        }
+        Err(e @ (StateCopyError::Usage(_) | StateCopyError::Busy(_))) => {
+            eprintln!("prmsync state copy: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            // A PostgreSQL error says what failed in its source ("db error" alone says nothing).
+            let e = anyhow::Error::from(e);
+            eprintln!("prmsync state copy: {e:#}; nothing was committed in PostgreSQL");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// `prmsync backup PATH`: a checked, consistent copy of the state file. A PostgreSQL state is
+/// the database's to back up: refused, with the `pg_dump` command that does it.
 fn backup_cmd(args: &StateArgs, dest: &Path) -> ExitCode {
     quiet_logs();
-    let path = match state_path(args.config.as_deref(), args.state.as_deref()) {
-        Ok(p) => p,
+    let path = match state_ref(args.config.as_deref(), args.state.as_deref()) {
+        Ok(StateRef::File(p)) => p,
+        Ok(StateRef::Postgres(target)) => {
+            eprint!(
+                "{}",
+                prmsync::ops::backup::postgres_refusal(&target.schema, dest)
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
         Err(code) => return code,
     };
     match prmsync::ops::backup::backup(&path, dest) {

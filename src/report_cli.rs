@@ -62,7 +62,7 @@ pub fn options(args: &AttributionArgs) -> Result<Options, ReportError> {
 
 /// Runs the report; returns what to print (a note when it went to `--output`).
 pub fn attribution(
-    state: &Path,
+    state: &ReadOnlyStore,
     mappings_dir: Option<&Path>,
     args: &AttributionArgs,
 ) -> Result<String, ReportError> {
@@ -72,7 +72,7 @@ pub fn attribution(
         Some(r) => r,
         None => Rules::builtin()?,
     };
-    let data = ReadOnlyStore::open(state)?.attribution()?;
+    let data = state.attribution()?;
     let input = attribution::Input {
         registrations: &data.registrations,
         versions: &data.versions,

@@ -713,6 +713,8 @@ pub fn render(o: &Outcome) -> String {
                 p.audit_id,
                 if p.checkpoint_busy {
                     "; the WAL checkpoint was busy: old pages leave the -wal file at the next checkpoint"
+                } else if p.vacuumed > 0 {
+                    "; PostgreSQL: the changed tables were vacuumed (see docs/postgres.md, \"Erasure\")"
                 } else {
                     ""
                 }

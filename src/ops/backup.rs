@@ -133,6 +133,18 @@ fn sync_dir(file: &Path) {
     }
 }
 
+/// What `prmsync backup` says for a PostgreSQL state: it copies no database; the schema is
+/// backed up with PostgreSQL's own tool (the URL is not printed: it may hold a password).
+pub fn postgres_refusal(schema: &str, dest: &Path) -> String {
+    format!(
+        "prmsync backup copies the SQLite state file; this state is in PostgreSQL (schema {schema}), \
+         which prmsync does not copy. Back it up with pg_dump, for example:\n  \
+         pg_dump --schema={schema} --format=custom --file={} \"$DATABASE_URL\"\n\
+         (restore with pg_restore; see docs/postgres.md, \"Backup\")\n",
+        dest.display()
+    )
+}
+
 /// The report for a terminal.
 pub fn render(r: &BackupReport) -> String {
     format!(

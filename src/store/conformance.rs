@@ -54,6 +54,7 @@ macro_rules! conformance {
             async fn $name() {
                 let b = super::sqlite();
                 super::$name(&b.store).await;
+                super::counts_agree(&b.store).await;
             })*
         }
         mod on_postgres {
@@ -61,6 +62,7 @@ macro_rules! conformance {
             async fn $name() {
                 let Some(b) = super::postgres(stringify!($name)) else { return };
                 super::$name(&b.store).await;
+                super::counts_agree(&b.store).await;
             })*
         }
     };
@@ -81,12 +83,47 @@ conformance!(
     resyncs_are_requested_paged_and_finished,
     associations_wait_for_both_records_then_complete,
     erase_requests_open_fail_and_report,
+    an_erasure_purges_the_person_from_every_table_and_stays_suppressed,
     poll_rejects_are_dead_lettered_once,
     pruning_keeps_pending_inbox_rows,
     credit_evidence_is_kept_by_customer_and_re_decides_its_group,
     credit_reasons_are_kept_and_a_new_reason_alone_sends_nothing,
     schema_drift_keeps_its_since_and_skips_forget_the_field,
 );
+
+/// After every scenario: the counts `status` reads (kept by triggers on both backends) equal a
+/// full recount of the tables. Ledger totals count since the state was created, so after
+/// retention they may exceed the lines still kept, never fall below them.
+async fn counts_agree(store: &Store) {
+    let (kept, recounted) = store.counts_kept_and_recounted().await.expect("counts");
+    let gauges = |c: &Counts| {
+        (
+            c.links,
+            c.inbox_pending,
+            c.outbox_depth,
+            c.outbox_retrying,
+            c.dead_letters,
+        )
+    };
+    assert_eq!(gauges(&kept), gauges(&recounted), "kept gauges vs recount");
+    assert_eq!(
+        kept.registrations, recounted.registrations,
+        "registrations by status"
+    );
+    for line in &recounted.ledger {
+        let total = kept
+            .ledger
+            .iter()
+            .find(|k| {
+                (&k.flow, &k.direction, &k.action) == (&line.flow, &line.direction, &line.action)
+            })
+            .map_or(0, |k| k.count);
+        assert!(
+            total >= line.count,
+            "ledger total {total} below the kept lines of {line:?}"
+        );
+    }
+}
 
 fn deals() -> ObjectRef {
     ObjectRef {
@@ -817,6 +854,122 @@ async fn erase_requests_open_fail_and_report(store: &Store) {
     let r = store.erase_request(id).await.unwrap().unwrap();
     assert_eq!(r.report.as_deref(), Some("erased: 1 record(s)"));
     assert_eq!(store.erase_requests(10).await.unwrap().len(), 1);
+}
+
+fn person(id: &str, fields: Value) -> Change {
+    Change::versioned(
+        deals(),
+        Record {
+            id: id.into(),
+            modified_ms: 1,
+            fields: fields.as_object().cloned().unwrap_or_default(),
+        },
+    )
+}
+
+async fn an_erasure_purges_the_person_from_every_table_and_stays_suppressed(store: &Store) {
+    let email = "ann@example.com";
+    store
+        .stage_changes(
+            vec![
+                person("p", json!({"email": "Ann@Example.com", "name": "Ann"})),
+                person("q", json!({"note": "cc ann@example.com please"})),
+            ],
+            None,
+            0,
+        )
+        .await
+        .unwrap();
+    let mut w = write("f", "p", "1");
+    w.payload.insert("email".into(), json!(email));
+    store.commit_plan(plan(vec![w]), 0).await.unwrap();
+    let item = store
+        .due_outbox(SystemKind::HubSpot, 0, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .complete_writes(vec![done(&item, "hs-p")], 1)
+        .await
+        .unwrap();
+    let mut letter = dead_letter("poll", "p", "no key");
+    letter.payload = json!({"email": email});
+    store
+        .dead_letter_poll_rejects(vec![letter], 1)
+        .await
+        .unwrap();
+    let request = store
+        .request_erasure(format!("email:{email}"), 2)
+        .await
+        .unwrap();
+    let holding = store.records_holding(email.into()).await.unwrap();
+    assert_eq!(
+        holding
+            .iter()
+            .map(|(_, id)| id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["p", "q"]
+    );
+    let purge = erasure::Purge {
+        records: vec![(deals(), "p".into())],
+        links: vec![("f".into(), "p".into(), Some("erased".into()))],
+        emails: vec![email.into()],
+        suppress: vec![(deals(), "p".into())],
+        request: Some(request),
+    };
+    let (rows, values) = store.erasure_counts(purge.clone()).await.unwrap();
+    assert!(rows >= 2 && values >= 2, "{rows} rows, {values} values");
+    let audit = erasure::Audit {
+        origin: "cli".into(),
+        subject: "email".into(),
+        records: 1,
+        actions: "hubspot gdpr-delete 1".into(),
+    };
+    let report = store.purge_erasure(purge, audit.clone(), 3).await.unwrap();
+    assert!(report.purged_rows >= 2, "{report:?}");
+
+    assert!(
+        store
+            .records_holding(email.into())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.latest_payload((deals(), "p".into())).await.unwrap(),
+        None
+    );
+    let q = store
+        .latest_payload((deals(), "q".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        q["note"],
+        json!("cc [erased] please"),
+        "scrubbed where it stands"
+    );
+    let links = store
+        .links_by_source("f".into(), vec!["p".into()])
+        .await
+        .unwrap();
+    assert_eq!(links[0].1.tombstone.as_deref(), Some("erased"));
+    assert_eq!(links[0].1.target_state, StateDigest::default());
+    assert!(store.dead_letters(10).await.unwrap().is_empty());
+    let r = store.erase_request(request).await.unwrap().unwrap();
+    assert_eq!(
+        (r.subject.as_str(), r.audit_id),
+        ("email", Some(report.audit_id))
+    );
+    let audits = store.erasures(5).await.unwrap();
+    assert_eq!(audits.len(), 1);
+    assert_eq!(audits[0].audit, audit);
+    // The suppressed record is not staged again.
+    let n = store
+        .stage_changes(vec![person("p", json!({"email": email}))], None, 4)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
 }
 
 async fn poll_rejects_are_dead_lettered_once(store: &Store) {

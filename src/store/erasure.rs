@@ -4,6 +4,7 @@
 //! text that still contains one of the person's addresses has it replaced, and one audit row
 //! that holds no personal data records that it happened. Deleted content is overwritten
 //! (`secure_delete`) and the WAL is checkpointed, so the old bytes do not stay in the files.
+//! The PostgreSQL backend runs the same steps in `pg/erasure.rs`, followed by a `VACUUM`.
 
 use std::collections::BTreeSet;
 
@@ -77,6 +78,8 @@ pub struct PurgeReport {
     /// Whether the WAL checkpoint could not finish (a reader held it); the purge is committed
     /// either way, and the next checkpoint overwrites the old frames.
     pub checkpoint_busy: bool,
+    /// PostgreSQL: how many tables were vacuumed after the purge (0 on SQLite).
+    pub vacuumed: usize,
 }
 
 /// The records whose staged changes or dead letters contain `email` (lower case).

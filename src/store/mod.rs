@@ -9,6 +9,7 @@ pub mod attribution;
 mod busy;
 #[cfg(test)]
 mod conformance;
+pub mod copy;
 mod counters;
 mod credentials;
 mod credits;
@@ -662,6 +663,11 @@ impl Store {
         &self,
         email: String,
     ) -> Result<std::collections::BTreeSet<erasure::RecordKey>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::erasure::records_holding(c, &email))
+                .await;
+        }
         self.call(move |conn| erasure::records_holding(conn, &email))
             .await
     }
@@ -671,6 +677,11 @@ impl Store {
         &self,
         record: erasure::RecordKey,
     ) -> Result<Option<Map<String, Value>>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::erasure::latest_payload(c, &record))
+                .await;
+        }
         self.call(move |conn| erasure::latest_payload(conn, &record))
             .await
     }
@@ -680,17 +691,25 @@ impl Store {
         &self,
         purge: erasure::Purge,
     ) -> Result<(usize, usize), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.call(move |c| pg::erasure::count(c, &purge)).await;
+        }
         self.call(move |conn| erasure::count(conn, &purge)).await
     }
 
     /// Purges a person's data with its audit row, overwriting what is deleted, then checkpoints
-    /// the WAL (see [`erasure`]).
+    /// the WAL (see [`erasure`]); on PostgreSQL, vacuums the tables it changed.
     pub async fn purge_erasure(
         &self,
         purge: erasure::Purge,
         audit: erasure::Audit,
         now_ms: i64,
     ) -> Result<erasure::PurgeReport, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .call(move |c| pg::erasure::purge_and_vacuum(c, &purge, &audit, now_ms))
+                .await;
+        }
         self.call(move |conn| erasure::purge_securely(conn, &purge, &audit, now_ms))
             .await
     }
@@ -767,6 +786,9 @@ impl Store {
 
     /// The erasure audit rows, newest first.
     pub async fn erasures(&self, limit: usize) -> Result<Vec<erasure::AuditRow>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.read(move |c| pg::erasure::audits(c, limit)).await;
+        }
         self.read(move |conn| erasure::audits(conn, limit)).await
     }
 
@@ -1327,10 +1349,7 @@ impl Store {
     ) -> Result<(counters::Counts, counters::Counts), StoreError> {
         if let Some(pg) = self.pg() {
             return pg
-                .read(|c| {
-                    let n = pg::queries::counts(c)?;
-                    Ok((n.clone(), n))
-                })
+                .read(|c| Ok((pg::queries::counts(c)?, pg::queries::recount(c)?)))
                 .await;
         }
         self.read(|conn| Ok((counters::read(conn)?, counters::recount(conn)?)))
@@ -1374,23 +1393,56 @@ fn migrate(conn: &mut Connection, failpoints: &FailPoints) -> Result<(), StoreEr
     Ok(())
 }
 
-/// A state file opened read-only, for commands that must not write (`prmsync plan`).
+/// A state opened read-only, for commands that must not write (`prmsync plan`, `report
+/// attribution`): the SQLite file, or a PostgreSQL schema through a read-only connection.
 #[derive(Debug)]
 pub struct ReadOnlyStore {
-    conn: Connection,
+    backend: ReadOnly,
+}
+
+#[derive(Debug)]
+enum ReadOnly {
+    Sqlite(Connection),
+    Postgres(pg::read_only::PgReadOnly),
 }
 
 impl ReadOnlyStore {
     /// Opens an existing state file without migrating or writing anything.
     pub fn open(path: &Path) -> Result<ReadOnlyStore, StoreError> {
         Ok(ReadOnlyStore {
-            conn: open_read_only(path)?,
+            backend: ReadOnly::Sqlite(open_read_only(path)?),
         })
+    }
+
+    /// Opens an existing PostgreSQL state without creating, migrating or writing anything.
+    pub fn open_postgres(target: &pg::PgTarget) -> Result<ReadOnlyStore, StoreError> {
+        Ok(ReadOnlyStore {
+            backend: ReadOnly::Postgres(pg::read_only::PgReadOnly::open(target)?),
+        })
+    }
+
+    /// The configured state read-only: the PostgreSQL schema when `postgres` is set, else the
+    /// file (`None` when there is no file yet: nothing was synced).
+    pub fn open_configured(
+        postgres: Option<&pg::PgTarget>,
+        path: &Path,
+    ) -> Result<Option<ReadOnlyStore>, StoreError> {
+        match postgres {
+            Some(target) => ReadOnlyStore::open_postgres(target).map(Some),
+            None if path.exists() => ReadOnlyStore::open(path).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The saved credential `name`, if any (`prmsync plan` reads the daemon's session).
     pub fn credential(&self, name: &str) -> Result<Option<String>, StoreError> {
-        credentials::load(&self.conn, name)
+        match &self.backend {
+            ReadOnly::Sqlite(conn) => credentials::load(conn, name),
+            ReadOnly::Postgres(pg) => {
+                let name = name.to_owned();
+                pg.read(move |c| pg::queries::credential(c, &name))
+            }
+        }
     }
 
     /// The links of `flow` for the given source ids.
@@ -1399,26 +1451,56 @@ impl ReadOnlyStore {
         flow: &str,
         source_ids: &[String],
     ) -> Result<Vec<(String, Link)>, StoreError> {
-        queries::links_by_source(&self.conn, flow, source_ids)
+        match &self.backend {
+            ReadOnly::Sqlite(conn) => queries::links_by_source(conn, flow, source_ids),
+            ReadOnly::Postgres(pg) => {
+                let (flow, ids) = (flow.to_owned(), source_ids.to_vec());
+                pg.read(move |c| pg::queries::links_by_source(c, &flow, &ids))
+            }
+        }
     }
 
     /// Every registration's versions, reviews, prior decisions and partner names, and the
     /// rules' "now" (`prmsync plan` decides them again under the rules on disk).
     pub fn all_registrations(&self) -> Result<(RegistrationGroup, Option<i64>), StoreError> {
-        Ok((
-            registrations::group(&self.conn, None)?,
-            registrations::as_of(&self.conn)?,
-        ))
+        match &self.backend {
+            ReadOnly::Sqlite(conn) => Ok((
+                registrations::group(conn, None)?,
+                registrations::as_of(conn)?,
+            )),
+            ReadOnly::Postgres(pg) => pg.read(|c| {
+                Ok((
+                    pg::registrations::group(c, None)?,
+                    pg::registrations::as_of(c)?,
+                ))
+            }),
+        }
     }
 
     /// Every registration's stored decision.
     pub fn registrations(&self) -> Result<Vec<StoredRegistration>, StoreError> {
-        registrations::list(&self.conn, None)
+        match &self.backend {
+            ReadOnly::Sqlite(conn) => registrations::list(conn, None),
+            ReadOnly::Postgres(pg) => pg.read(|c| pg::registrations::list(c, None)),
+        }
     }
 
     /// What the attribution report computes from (`prmsync report attribution`).
     pub fn attribution(&self) -> Result<attribution::AttributionState, StoreError> {
-        attribution::load(&self.conn)
+        match &self.backend {
+            ReadOnly::Sqlite(conn) => attribution::load(conn),
+            ReadOnly::Postgres(pg) => pg.read(|c| {
+                let all = pg::registrations::group(c, None)?;
+                Ok(attribution::AttributionState {
+                    registrations: pg::registrations::list(c, None)?,
+                    versions: all.events,
+                    evidence: all.evidence,
+                    partner_names: pg::read_only::partner_names(c)?,
+                    mdf: pg::read_only::mdf(c)?,
+                    as_of_ms: pg::registrations::as_of(c)?,
+                })
+            }),
+        }
     }
 }
 

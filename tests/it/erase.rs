@@ -1,7 +1,9 @@
 //! Erasure (GDPR Art. 17 / CCPA) through the real binaries: `prmsync erase` while `prmsync run`
 //! runs, against the simulators; afterwards the address is in no byte of the state file or its
 //! WAL (after a checkpoint) and in no log line; a dry run changes nothing. And HubSpot's
-//! `contact.privacyDeletion` webhook erasing a contact that a flow created.
+//! `contact.privacyDeletion` webhook erasing a contact that a flow created. With
+//! `PRMSYNC_TEST_POSTGRES` set, the same through a PostgreSQL state: no row of the schema holds
+//! the address afterwards.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -355,8 +357,140 @@ async fn a_hubspot_privacy_deletion_erases_the_person_from_the_prm_and_the_state
     assert_eq!(audits.len(), 1);
     assert_eq!(audits[0].audit.origin, "hubspot contact.privacyDeletion");
     d.shutdown().await;
-    assert!(
-        !state_holds(&w.state_path(), &email),
-        "the address is gone from the state file"
+    match &w.postgres {
+        Some(target) => {
+            let held = pg_rows_holding(target, &email).await;
+            assert!(
+                held.is_empty(),
+                "the address is gone from the schema: {held:?}"
+            );
+        }
+        None => assert!(
+            !state_holds(&w.state_path(), &email),
+            "the address is gone from the state file"
+        ),
+    }
+}
+
+/// Runs `f` with a connection to the PostgreSQL state (a blocking client: off the runtime).
+async fn with_pg<R: Send + 'static>(
+    target: &prmsync::store::pg::PgTarget,
+    f: impl FnOnce(&mut postgres::Client) -> R + Send + 'static,
+) -> R {
+    let (url, schema) = (target.url.clone(), target.schema.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        c.batch_execute(&format!("SET search_path TO {schema}"))
+            .expect("schema");
+        f(&mut c)
+    })
+    .await
+    .expect("PostgreSQL check")
+}
+
+/// Where the schema's rows still hold `needle` (table.column: rows), any column cast to text.
+async fn pg_rows_holding(target: &prmsync::store::pg::PgTarget, needle: &str) -> Vec<String> {
+    let needle = needle.to_lowercase();
+    with_pg(target, move |c| {
+        let columns = c
+            .query(
+                "SELECT c.relname::TEXT, a.attname::TEXT FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 JOIN pg_attribute a ON a.attrelid = c.oid
+                 WHERE n.nspname = current_schema() AND c.relkind = 'r'
+                   AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2",
+                &[],
+            )
+            .expect("columns");
+        let mut out = Vec::new();
+        for col in columns {
+            let (t, k): (String, String) = (col.get(0), col.get(1));
+            let n: i64 = c
+                .query_one(
+                    &format!(
+                        "SELECT COUNT(*) FROM \"{t}\" WHERE strpos(lower(\"{k}\"::TEXT), $1) > 0"
+                    ),
+                    &[&needle],
+                )
+                .expect("count")
+                .get(0);
+            if n > 0 {
+                out.push(format!("{t}.{k}: {n}"));
+            }
+        }
+        out
+    })
+    .await
+}
+
+/// Waits until nothing is pending in the PostgreSQL state (as [`idle`] for the file).
+async fn pg_idle(target: &prmsync::store::pg::PgTarget) {
+    wait_until(Duration::from_secs(30), "the daemon is idle", || async {
+        let busy: i64 = with_pg(target, |c| {
+            c.query_one(
+                "SELECT (SELECT COUNT(*) FROM inbox WHERE state = 'pending')
+                      + (SELECT COUNT(*) FROM outbox)
+                      + (SELECT COUNT(*) FROM registrations WHERE dirty = 1 OR status IS NULL)",
+                &[],
+            )
+            .map(|r| r.get(0))
+            .unwrap_or(1)
+        })
+        .await;
+        busy == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn erase_on_postgres_leaves_the_address_in_no_row_with_or_without_a_running_daemon() {
+    let w = World::seeded(3).await;
+    let Some(target) = w.postgres.clone() else {
+        println!("skipped on PostgreSQL: PRMSYNC_TEST_POSTGRES is not set (see docs/postgres.md)");
+        return;
+    };
+    let first = text(&w.ps.deal("deal_1").expect("deal"), "contact_email").to_owned();
+    let second = text(&w.ps.deal("deal_2").expect("deal"), "contact_email").to_owned();
+    w.hs.create(
+        "contacts",
+        BTreeMap::from([("email".to_owned(), first.clone())]),
     );
+    let state = format!(
+        "\n[state]\nurl = \"{}\"\nschema = \"{}\"\n",
+        target.url, target.schema
+    );
+    let config = write_config(&w, free_port(), &state);
+    let log = w.dir.path().join("daemon.log");
+    let daemon = spawn_daemon(&config, &log);
+    wait_until(Duration::from_secs(30), "3 deals in HubSpot", || {
+        let n = w.hs.objects("deals").len();
+        async move { n == 3 }
+    })
+    .await;
+    pg_idle(&target).await;
+    assert!(!pg_rows_holding(&target, &first).await.is_empty());
+
+    // With the daemon running, it carries the erasure out (it holds the schema's lock).
+    let (code, out) = cli(&config, &["erase", "--email", &first]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("carried out by the running daemon"), "{out}");
+    assert!(out.contains("vacuumed"), "{out}");
+    assert!(w.hs.objects("contacts").is_empty(), "gdpr-deleted");
+    pg_idle(&target).await;
+    stop(daemon).await;
+    let held = pg_rows_holding(&target, &first).await;
+    assert!(held.is_empty(), "rows holding the address: {held:?}");
+    let logs = std::fs::read_to_string(&log).expect("log");
+    assert!(!logs.to_lowercase().contains(&first));
+
+    // Without a daemon, the command carries it out itself.
+    assert!(!pg_rows_holding(&target, &second).await.is_empty());
+    let (code, out) = cli(&config, &["erase", "--email", &second]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("running daemon"), "{out}");
+    let held = pg_rows_holding(&target, &second).await;
+    assert!(held.is_empty(), "rows holding the address: {held:?}");
+    let (_, audit) = cli(&config, &["erase"]).await;
+    assert!(audit.contains("#1") && audit.contains("#2"), "{audit}");
+    assert!(!audit.to_lowercase().contains(&first), "{audit}");
 }

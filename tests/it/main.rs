@@ -41,6 +41,7 @@ mod rules_salesforce;
 mod schema;
 mod shipped;
 mod sim_strict;
+mod state_copy;
 mod sync;
 mod tenants;
 mod webhooks;

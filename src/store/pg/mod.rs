@@ -9,10 +9,12 @@
 pub(super) mod associations;
 pub(super) mod dlq;
 pub(super) mod erase_requests;
+pub(super) mod erasure;
 pub mod fleet;
 mod group;
 pub(super) mod migrations;
 pub(super) mod queries;
+pub(super) mod read_only;
 pub(super) mod registrations;
 pub(super) mod resync;
 pub(super) mod retention;
