@@ -74,6 +74,17 @@ impl PgTarget {
 type WriterJob = group::Job;
 type ReadJob = Box<dyn FnOnce(&mut Client) + Send>;
 
+/// How a writer transaction commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// Waits for the WAL flush (acknowledged work).
+    Durable,
+    /// Durable, and in fleet mode the lease must also be unexpired (taking work to send).
+    Claim,
+    /// Does not wait for the WAL flush (work that can be derived again).
+    Relaxed,
+}
+
 /// A handle to a PostgreSQL state. Cheap to clone; both threads stop when the last handle drops.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -222,17 +233,7 @@ impl PgStore {
         R: Send + 'static,
         F: FnOnce(&mut Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
     {
-        let fence = self.fence.clone();
-        self.call(move |client| {
-            let mut tx = client.transaction()?;
-            if let Some(fence) = &fence {
-                fence.check(&mut tx, false)?;
-            }
-            let r = f(&mut tx)?;
-            tx.commit()?;
-            Ok(r)
-        })
-        .await
+        self.transact(Commit::Durable, f).await
     }
 
     /// Like [`PgStore::write`] for taking work that will be sent to a system (the outbox claim):
@@ -243,17 +244,7 @@ impl PgStore {
         R: Send + 'static,
         F: FnOnce(&mut Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
     {
-        let fence = self.fence.clone();
-        self.call(move |client| {
-            let mut tx = client.transaction()?;
-            if let Some(fence) = &fence {
-                fence.check(&mut tx, true)?;
-            }
-            let r = f(&mut tx)?;
-            tx.commit()?;
-            Ok(r)
-        })
-        .await
+        self.transact(Commit::Claim, f).await
     }
 
     /// Like [`PgStore::write`] for work that can be derived again after a server crash (as the
@@ -264,12 +255,23 @@ impl PgStore {
         R: Send + 'static,
         F: FnOnce(&mut Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
     {
+        self.transact(Commit::Relaxed, f).await
+    }
+
+    /// Runs `f` in one transaction on the writer, behind the fence (fleet mode), and commits.
+    async fn transact<R, F>(&self, kind: Commit, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
         let fence = self.fence.clone();
         self.call(move |client| {
             let mut tx = client.transaction()?;
-            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+            if kind == Commit::Relaxed {
+                tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+            }
             if let Some(fence) = &fence {
-                fence.check(&mut tx, false)?;
+                fence.check(&mut tx, kind == Commit::Claim)?;
             }
             let r = f(&mut tx)?;
             tx.commit()?;
