@@ -1218,6 +1218,207 @@ mod leases_on_postgres {
     }
 }
 
+/// A PostgreSQL store's connections are made again after the server ended them: PostgreSQL only
+/// (a SQLite state is a file).
+mod reconnect_on_postgres {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::pg::fleet::{Fence, TENANT_STREAM};
+
+    /// A fresh target, or `None` (printed) without a server. Short schema names: the
+    /// connections' `application_name` (`prmsync writer SCHEMA`) must fit in 63 characters.
+    fn target(test: &str) -> Option<pg::PgTarget> {
+        let Ok(url) = std::env::var(POSTGRES_ENV) else {
+            println!("skipped {test}: {POSTGRES_ENV} is not set (see README, Development)");
+            return None;
+        };
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let schema = format!(
+            "rc{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        Some(pg::PgTarget { url, schema })
+    }
+
+    /// Runs `sql` on a connection of its own (a plain thread: a blocking client must not run on
+    /// the runtime) and returns the first column of each row as text.
+    async fn admin(url: &str, sql: String) -> Vec<String> {
+        let url = url.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("admin connection");
+            c.simple_query(&sql)
+                .expect("admin query")
+                .into_iter()
+                .filter_map(|m| match m {
+                    postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_owned()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .await
+        .expect("admin thread")
+    }
+
+    /// The backend pid of the store's writer connection.
+    async fn writer_pid(store: &Store) -> Result<i32, StoreError> {
+        let pg = store.pg().expect("a PostgreSQL store");
+        pg.call(|c| Ok(c.query_one("SELECT pg_backend_pid()", &[])?.try_get(0)?))
+            .await
+    }
+
+    /// Ends the backends and waits until they are gone (`pg_terminate_backend` only signals).
+    async fn terminate(url: &str, filter: &str) -> usize {
+        let ended = admin(
+            url,
+            format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {filter}"),
+        )
+        .await;
+        for _ in 0..250 {
+            let left = admin(
+                url,
+                format!("SELECT count(*) FROM pg_stat_activity WHERE {filter}"),
+            )
+            .await;
+            if left == ["0"] {
+                return ended.iter().filter(|t| *t == "t").count();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("backends ({filter}) still there after 5 s");
+    }
+
+    /// Calls `f` until it succeeds (at most 30 s: the first reconnect attempt is at once, then
+    /// one per 1, 2, 4, 8 s); returns the result and how many calls failed first.
+    async fn until_ok<T, Fut: std::future::Future<Output = Result<T, StoreError>>>(
+        mut f: impl FnMut() -> Fut,
+    ) -> (T, usize) {
+        let mut failed = 0;
+        for _ in 0..300 {
+            match f().await {
+                Ok(v) => return (v, failed),
+                Err(e) => {
+                    assert!(
+                        // Stagings answer their group's error as `GroupCommit`.
+                        matches!(
+                            e,
+                            StoreError::PgConnect(_)
+                                | StoreError::Postgres(_)
+                                | StoreError::GroupCommit(_)
+                        ),
+                        "a lost connection answers a connection error: {e:?}"
+                    );
+                    failed += 1;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the store did not reconnect within 30 s");
+    }
+
+    #[tokio::test]
+    async fn a_store_whose_writer_and_reader_backends_were_terminated_connects_again() {
+        let Some(target) = target("a_store_whose_backends_were_terminated") else {
+            return;
+        };
+        // A fenced store (fence not armed: no lease is checked) sets the writer's idle timeout.
+        let fence = Fence::new("unused", "t", TENANT_STREAM, "a", Duration::from_secs(7));
+        let store = Store::open_postgres_fenced(&target, fence).unwrap();
+        assert_eq!(
+            store
+                .stage_changes(vec![change("a", 1)], None, 1)
+                .await
+                .unwrap(),
+            1
+        );
+        let names = format!(
+            "application_name IN ('prmsync writer {s}', 'prmsync reader {s}')",
+            s = target.schema
+        );
+        let before = writer_pid(&store).await.unwrap();
+        assert_eq!(terminate(&target.url, &names).await, 2, "writer and reader");
+        // The next call on each connection may fail (it finds the connection closed); a later
+        // one runs on a new connection with the same session settings.
+        let (n, _) = until_ok(|| store.stage_changes(vec![change("b", 2)], None, 2)).await;
+        assert_eq!(n, 1);
+        let (report, _) = until_ok(|| store.status(3)).await;
+        assert_eq!(
+            report.inbox_pending, 2,
+            "both stagings, before and after the reconnect"
+        );
+        assert_ne!(writer_pid(&store).await.unwrap(), before, "a new backend");
+        let pg = store.pg().unwrap();
+        let settings = pg
+            .call(|c| {
+                let r = c.query_one(
+                    "SELECT current_setting('idle_in_transaction_session_timeout'), current_schema()",
+                    &[],
+                )?;
+                Ok((r.try_get::<_, String>(0)?, r.try_get::<_, String>(1)?))
+            })
+            .await
+            .unwrap();
+        assert_eq!(settings, ("7s".to_owned(), target.schema.clone()));
+        // Killed again: the same once more (the backoff starts over after a success).
+        assert_eq!(terminate(&target.url, &names).await, 2);
+        let (_, failed) = until_ok(|| store.pending_inbox(10)).await;
+        assert!(failed <= 1, "{failed} calls failed before the reconnect");
+        assert_eq!(until_ok(|| store.status(4)).await.0.inbox_pending, 2);
+    }
+
+    #[tokio::test]
+    async fn the_daemon_lock_is_taken_again_after_a_reconnect_and_writes_stop_if_another_daemon_took_it()
+     {
+        let Some(target) = target("the_daemon_lock_is_taken_again") else {
+            return;
+        };
+        let a = Store::open_postgres(&target).unwrap();
+        let b = Store::open_postgres(&target).unwrap();
+        assert!(a.hold_daemon_lock().await.unwrap());
+        assert!(!b.hold_daemon_lock().await.unwrap(), "A holds it");
+        // A's writer backend is ended; A reconnects and holds the lock again.
+        let pid = writer_pid(&a).await.unwrap();
+        assert_eq!(terminate(&target.url, &format!("pid = {pid}")).await, 1);
+        until_ok(|| a.stage_changes(vec![change("a", 1)], None, 1)).await;
+        assert!(!b.hold_daemon_lock().await.unwrap(), "A holds it again");
+        // Ended again, and B takes the lock before A's next call: A writes nothing any more,
+        // and says why (its reads still work).
+        let pid = writer_pid(&a).await.unwrap();
+        assert_eq!(terminate(&target.url, &format!("pid = {pid}")).await, 1);
+        assert!(b.hold_daemon_lock().await.unwrap(), "free while A is down");
+        let mut refused = None;
+        for _ in 0..300 {
+            match a.stage_changes(vec![change("b", 2)], None, 2).await {
+                Err(e @ StoreError::DaemonLockLost(_)) => {
+                    refused = Some(e);
+                    break;
+                }
+                Err(
+                    StoreError::PgConnect(_) | StoreError::Postgres(_) | StoreError::GroupCommit(_),
+                ) => {}
+                other => panic!("A wrote without the lock: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let refused = refused.expect("A refuses to write once B holds the lock");
+        assert!(refused.to_string().contains(&target.schema), "{refused}");
+        assert!(!refused.is_retryable());
+        for _ in 0..3 {
+            assert!(matches!(
+                a.commit_plan(plan(vec![write("f", "d1", "1")]), 3).await,
+                Err(StoreError::DaemonLockLost(_))
+            ));
+        }
+        assert_eq!(
+            b.pending_inbox(10).await.unwrap().len(),
+            1,
+            "only A's first staging"
+        );
+        assert_eq!(until_ok(|| a.status(4)).await.0.inbox_pending, 1);
+    }
+}
+
 async fn credit_evidence_is_kept_by_customer_and_re_decides_its_group(store: &Store) {
     use crate::rules::credit::{Evidence, EvidenceItem};
     use crate::rules::{Decision, RegistrationEvent, Status};

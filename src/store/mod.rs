@@ -76,6 +76,10 @@ pub enum StoreError {
     Postgres(#[from] postgres::Error),
     #[error("cannot connect to the PostgreSQL state: {0}")]
     PgConnect(String),
+    #[error(
+        "another prmsync daemon took the PostgreSQL state schema {0} (its daemon lock) while this daemon's connection was down: this daemon writes nothing more to it; stop one of the two"
+    )]
+    DaemonLockLost(String),
     #[error("PostgreSQL state migration failed: {0}")]
     PgMigration(String),
     #[error(

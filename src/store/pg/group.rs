@@ -5,6 +5,7 @@ use postgres::Client;
 use tokio::sync::{mpsc, oneshot};
 
 use super::super::StoreError;
+use super::conn::Conn;
 use super::queries;
 use crate::model::Change;
 
@@ -14,7 +15,7 @@ const MAX_GROUP: usize = 256;
 /// Work for the writer thread.
 pub(super) enum Job {
     /// Any store verb: runs alone, in the order it was queued.
-    Run(Box<dyn FnOnce(&mut Client) + Send>),
+    Run(Box<dyn FnOnce(&mut Conn) + Send>),
     /// Changes for the inbox (a webhook's): committed with the stagings queued right behind it.
     Stage(Staging),
 }
@@ -27,7 +28,7 @@ pub(super) struct Staging {
 }
 
 /// Runs jobs until every handle is gone (see `store/group.rs`).
-pub(super) fn run(client: &mut Client, rx: &mut mpsc::Receiver<Job>) {
+pub(super) fn run(conn: &mut Conn, rx: &mut mpsc::Receiver<Job>) {
     let mut next = None;
     loop {
         let job = match next.take() {
@@ -38,7 +39,7 @@ pub(super) fn run(client: &mut Client, rx: &mut mpsc::Receiver<Job>) {
             },
         };
         match job {
-            Job::Run(f) => f(client),
+            Job::Run(f) => f(conn),
             Job::Stage(first) => {
                 let mut group = vec![first];
                 while group.len() < MAX_GROUP {
@@ -51,15 +52,16 @@ pub(super) fn run(client: &mut Client, rx: &mut mpsc::Receiver<Job>) {
                         Err(_) => break,
                     }
                 }
-                commit(client, group);
+                commit(conn, group);
             }
         }
     }
 }
 
-/// Stages every request of `group` in one transaction and answers each after the commit.
-fn commit(client: &mut Client, group: Vec<Staging>) {
-    match stage_all(client, &group) {
+/// Stages every request of `group` in one transaction and answers each after the commit. While
+/// the connection is lost every request gets that error.
+fn commit(conn: &mut Conn, group: Vec<Staging>) {
+    match conn.run(|client| stage_all(client, &group)) {
         Ok(results) => {
             for (s, r) in group.into_iter().zip(results) {
                 // The receiver is gone only if the caller was cancelled.
@@ -70,7 +72,14 @@ fn commit(client: &mut Client, group: Vec<Staging>) {
             tracing::warn!(error = %e, requests = group.len(), "group commit of webhook changes failed");
             let why = e.to_string();
             for s in group {
-                let _ = s.reply.send(Err(StoreError::GroupCommit(why.clone())));
+                // Another daemon holds the state now: said as such, not as a retryable failure.
+                let err = match &e {
+                    StoreError::DaemonLockLost(schema) => {
+                        StoreError::DaemonLockLost(schema.clone())
+                    }
+                    _ => StoreError::GroupCommit(why.clone()),
+                };
+                let _ = s.reply.send(Err(err));
             }
         }
     }

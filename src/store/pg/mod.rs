@@ -4,9 +4,11 @@
 //! write in one transaction, and webhook stagings queued together commit together (each in its own
 //! savepoint). Status and metrics reads run on a second connection, never behind the writer. A
 //! `postgres::Client` blocks on its own small runtime, so both live on plain threads (a client must
-//! not be created or dropped on an async worker).
+//! not be created or dropped on an async worker). Each thread's connection is made again when the
+//! server ends the session or the socket breaks (`conn.rs`).
 
 pub(super) mod associations;
+mod conn;
 pub(super) mod dlq;
 pub(super) mod erase_requests;
 pub(super) mod erasure;
@@ -23,7 +25,8 @@ pub(super) mod schema_drift;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 
-use postgres::{Client, NoTls, Transaction};
+use conn::Conn;
+use postgres::{Client, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
@@ -72,7 +75,7 @@ impl PgTarget {
 }
 
 type WriterJob = group::Job;
-type ReadJob = Box<dyn FnOnce(&mut Client) + Send>;
+type ReadJob = Box<dyn FnOnce(&mut Conn) + Send>;
 
 /// How a writer transaction commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,14 +127,9 @@ impl PgStore {
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let t = target.clone();
         spawn("prmsync-pg-writer", move || {
-            let mut client = match connect(&t).and_then(|mut c| {
-                let v = migrations::apply(&mut c, &t.schema, steps)?;
-                if let Some(idle) = idle {
-                    c.batch_execute(&format!(
-                        "SET idle_in_transaction_session_timeout = {}",
-                        idle.as_millis().max(1)
-                    ))?;
-                }
+            // Migrations run once, here; a reconnect only restores the session's settings.
+            let mut conn = match Conn::open(&t, "writer", idle).and_then(|mut c| {
+                let v = c.run(|client| migrations::apply(client, &t.schema, steps))?;
                 Ok((c, v))
             }) {
                 Ok((c, v)) => {
@@ -143,13 +141,13 @@ impl PgStore {
                     return;
                 }
             };
-            group::run(&mut client, &mut rx);
+            group::run(&mut conn, &mut rx);
         })?;
         let schema_version = ready_rx.recv().map_err(|_| StoreError::Closed)??;
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let t = target.clone();
         spawn("prmsync-pg-reader", move || {
-            let mut client = match connect(&t) {
+            let mut conn = match Conn::open(&t, "reader", None) {
                 Ok(c) => {
                     let _ = ready_tx.send(Ok(()));
                     c
@@ -160,7 +158,7 @@ impl PgStore {
                 }
             };
             while let Some(job) = read_rx.blocking_recv() {
-                job(&mut client);
+                job(&mut conn);
             }
         })?;
         ready_rx.recv().map_err(|_| StoreError::Closed)??;
@@ -185,32 +183,36 @@ impl PgStore {
 
     /// Takes the daemon lock of this schema (a session advisory lock on the writer connection,
     /// released when the store closes or the connection drops): `false` when another daemon
-    /// holds it.
+    /// holds it. A reconnect takes it again; if another daemon took it meanwhile, every later
+    /// write fails with [`StoreError::DaemonLockLost`].
     pub async fn hold_daemon_lock(&self) -> Result<bool, StoreError> {
-        self.call(|c| {
-            Ok(c.query_one(
-                "SELECT pg_try_advisory_lock(hashtext('prmsync daemon ' || current_schema()))",
-                &[],
-            )?
-            .try_get(0)?)
-        })
-        .await
+        self.on_conn(Conn::hold_daemon_lock).await
     }
 
-    /// Runs `f` on the writer thread (outside any transaction) and returns its result.
-    pub(in crate::store) async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    /// Runs `f` on the writer thread's connection itself (not only its client).
+    async fn on_conn<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Client) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job = group::Job::Run(Box::new(move |client| {
-            if tx.send(f(client)).is_err() {
+        let job = group::Job::Run(Box::new(move |conn| {
+            if tx.send(f(conn)).is_err() {
                 tracing::debug!("store caller went away before its result was ready");
             }
         }));
         self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on the writer thread (outside any transaction) and returns its result. While the
+    /// connection is lost it answers [`StoreError::PgConnect`] without running `f`.
+    pub(in crate::store) async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Client) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.on_conn(move |conn| conn.run(f)).await
     }
 
     /// Runs `f` on the reader connection: never behind the writer.
@@ -220,8 +222,8 @@ impl PgStore {
         F: FnOnce(&mut Client) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: ReadJob = Box::new(move |client| {
-            let _ = tx.send(f(client));
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = tx.send(conn.run(f));
         });
         self.reads.send(job).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -298,21 +300,6 @@ impl PgStore {
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
-}
-
-/// Connects and points `search_path` at the state's schema (created when missing).
-fn connect(target: &PgTarget) -> Result<Client, StoreError> {
-    let mut client =
-        Client::connect(&target.url, NoTls).map_err(|e| StoreError::PgConnect(e.to_string()))?;
-    let schema = &target.schema;
-    client.batch_execute(&format!(
-        "BEGIN;
-         SELECT pg_advisory_xact_lock(hashtext('prmsync migrations {schema}'));
-         CREATE SCHEMA IF NOT EXISTS {schema};
-         COMMIT;
-         SET search_path TO {schema}"
-    ))?;
-    Ok(client)
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
