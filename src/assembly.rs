@@ -71,6 +71,7 @@ impl Tenant {
         let mappings = active_mappings(&config, &set)?;
         let rules = load_rules(&config)?;
         let state_path = config.daemon.state_path.clone();
+        let fenced = fence.is_some();
         let (state_lock, store) = match (&config.state.postgres, fence) {
             // Fleet mode: several daemons open the schema; the lease's fence guards its commits.
             (Some(target), Some(fence)) => {
@@ -145,9 +146,10 @@ impl Tenant {
         );
         engine.set_rules(rules);
         // A pause recorded by an earlier process ends here: this one starts with the credentials
-        // configured now, and pauses again at the first refusal.
-        for system in engine.systems() {
-            engine.store().clear_connection_hold(system).await?;
+        // configured now, and pauses again at the first refusal. In a fleet, only when this
+        // daemon takes the tenant's lease ([`Tenant::take_over`]): the holder's pause stays.
+        if !fenced {
+            engine.start_afresh().await?;
         }
         let (hubspot_secret, partnerstack_secret) = crate::app::webhook_secrets(&config);
         let webhooks = WebhookState {
@@ -169,6 +171,16 @@ impl Tenant {
             webhooks,
             _state_lock: state_lock,
         })
+    }
+
+    /// Fleet mode: this daemon has just taken the tenant's lease (its fence carries the new
+    /// generation) and starts running it, as a daemon starting up would
+    /// ([`Engine::start_afresh`]).
+    pub fn take_over(
+        &self,
+    ) -> impl Future<Output = Result<(), crate::engine::EngineError>> + Send + 'static {
+        let engine = self.engine.clone();
+        async move { engine.start_afresh().await }
     }
 
     /// Retention: prunes old history in small batches on its own interval, until `stop`.

@@ -3,7 +3,8 @@
 //! the audit. While a daemon holds the state file the erasure is recorded as a request that the
 //! daemon carries out under its planning lock (this command waits for it); otherwise this
 //! command carries it out itself, holding the state file's lock (on PostgreSQL, the schema's
-//! daemon lock) meanwhile.
+//! daemon lock) meanwhile. A fleet tenant's erasure always goes to the daemon that holds (or
+//! next takes) the tenant's lease.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -55,6 +56,11 @@ pub async fn run(config: &Config, args: EraseArgs, now_ms: i64) -> anyhow::Resul
     // store's connection until this command ends.
     let held = if args.dry_run {
         None
+    } else if config.state.fleet {
+        // In a fleet the daemon holding the tenant's lease plans for it, under no schema lock:
+        // the erasure always goes to that daemon (to whichever holds the lease next if none
+        // does now).
+        return hand_to_daemon(config, &store, &subject, now_ms).await;
     } else if config.state.postgres.is_some() {
         if !store.hold_daemon_lock().await? {
             return hand_to_daemon(config, &store, &subject, now_ms).await;

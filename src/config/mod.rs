@@ -48,6 +48,9 @@ pub struct StateConfig {
     pub postgres: Option<crate::store::pg::PgTarget>,
     /// `state.lease_secs`: how long a tenant's lease lasts without a heartbeat (fleet mode only).
     pub lease: Duration,
+    /// This is a tenant of a fleet on PostgreSQL: the daemon holding the tenant's lease, not a
+    /// schema lock, is the one that plans and erases for it.
+    pub fleet: bool,
 }
 
 impl Default for StateConfig {
@@ -55,6 +58,7 @@ impl Default for StateConfig {
         StateConfig {
             postgres: None,
             lease: Duration::from_secs(defaults::LEASE_SECS),
+            fleet: false,
         }
     }
 }
@@ -986,6 +990,7 @@ pub(super) fn validate_state(
     StateConfig {
         postgres: Some(target),
         lease,
+        fleet: false,
     }
 }
 

@@ -331,6 +331,7 @@ pub fn load_tenant(
     config.state = super::StateConfig {
         postgres: fleet.tenant_schema(name),
         lease: fleet.state.lease,
+        fleet: fleet.state.postgres.is_some(),
     };
     if config.daemon.mappings_dir.is_none() && dir.join(TENANT_MAPPINGS).is_dir() {
         config.daemon.mappings_dir = Some(dir.join(TENANT_MAPPINGS));

@@ -367,6 +367,17 @@ impl Engine {
         Ok(())
     }
 
+    /// This process starts running the tenant (at start-up, or on taking over a fleet lease): a
+    /// pause recorded earlier (by this process or another) ends, and the credentials configured
+    /// now are tried again; the first refusal pauses the connection again.
+    pub async fn start_afresh(&self) -> Result<(), EngineError> {
+        for system in self.systems() {
+            self.holds.release_reauth(system);
+            self.store.clear_connection_hold(system).await?;
+        }
+        Ok(())
+    }
+
     /// A reload built `fresh` from the config: when it names another credential than the one in
     /// use for its system, the running connector takes it over and the connection resumes
     /// ([`Engine::credential_loaded`]). Returns whether the credential changed.

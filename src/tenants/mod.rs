@@ -112,6 +112,9 @@ struct Running {
     /// Fleet mode: its store's fence and this daemon's lease on it.
     fence: Option<Arc<crate::store::pg::fleet::Fence>>,
     held: lease::Held,
+    /// Fleet mode: its pipeline is stopping in the background (a lost or released lease); the
+    /// heartbeat neither renews nor claims the tenant until it has stopped.
+    stopping: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A started multi-tenant daemon: listeners bound, every loadable tenant assembled.
@@ -340,6 +343,7 @@ impl Fleet {
                             stop,
                             fence,
                             held: lease::Held::No,
+                            stopping: None,
                         },
                     );
                 }
@@ -382,6 +386,9 @@ impl Fleet {
         if let Some(p) = r.pipeline {
             p.stop().await;
         }
+        if let Some(h) = r.stopping {
+            let _ = h.await;
+        }
         self.release(name, r.fence.as_deref(), r.held).await;
     }
 
@@ -392,22 +399,8 @@ impl Fleet {
         fence: Option<&crate::store::pg::fleet::Fence>,
         held: lease::Held,
     ) {
-        let (Some(k), Some(fence), lease::Held::Yes { generation, .. }) =
-            (&self.keeper, fence, held)
-        else {
-            return;
-        };
-        fence.set(0);
-        match k
-            .leases
-            .release(k.me.clone(), name.to_owned(), generation)
-            .await
-        {
-            Ok(true) => tracing::info!(tenant = %name, generation, "lease released"),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(tenant = %name, error = %e, "lease not released: it expires by itself")
-            }
+        if let (Some(k), Some(fence)) = (&self.keeper, fence) {
+            release_lease(k, name, fence, held).await;
         }
     }
 
@@ -417,7 +410,21 @@ impl Fleet {
     async fn heartbeat(&self) {
         let Some(k) = &self.keeper else { return };
         let mut tenants = self.tenants.lock().await;
-        let names: Vec<String> = tenants.keys().cloned().collect();
+        for r in tenants.values_mut() {
+            if r.stopping
+                .as_ref()
+                .is_some_and(tokio::task::JoinHandle::is_finished)
+            {
+                r.stopping = None;
+            }
+        }
+        // A tenant not held here whose pipeline is still stopping is left out (neither renewed
+        // nor claimed again) until it has stopped.
+        let names: Vec<String> = tenants
+            .iter()
+            .filter(|(_, r)| in_heartbeat(r))
+            .map(|(n, _)| n.clone())
+            .collect();
         let started = std::time::Instant::now();
         let beat = match k.beat(names).await {
             Ok(b) => b,
@@ -437,8 +444,11 @@ impl Fleet {
                 return;
             }
         };
-        let view: Vec<(String, lease::Held)> =
-            tenants.iter().map(|(n, r)| (n.clone(), r.held)).collect();
+        let view: Vec<(String, lease::Held)> = tenants
+            .iter()
+            .filter(|(_, r)| in_heartbeat(r))
+            .map(|(n, r)| (n.clone(), r.held))
+            .collect();
         let until = started + k.lease;
         for (name, step) in lease::steps(&view, &beat) {
             let Some(r) = tenants.get_mut(&name) else {
@@ -459,6 +469,16 @@ impl Fleet {
                     }
                     r.held = lease::Held::Yes { generation, until };
                     tracing::info!(tenant = %name, generation, "lease held: starting the tenant here");
+                    // As a daemon starting up: the pause the last holder recorded ends here.
+                    match tokio::time::timeout(k.every(), r.tenant.take_over()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(tenant = %name, error = %e, "recorded connection pauses not cleared: status may show one until the next change");
+                        }
+                        Err(_) => {
+                            tracing::warn!(tenant = %name, "recorded connection pauses not cleared in time: status may show one until the next change");
+                        }
+                    }
                     r.pipeline = Some(start_pipeline(&name, &r.tenant));
                     r.stop = CancellationToken::new();
                     self.tasks
@@ -469,13 +489,22 @@ impl Fleet {
                     self.stop_pipeline(r);
                 }
                 lease::Step::Release(generation) => {
+                    // In the background: the heartbeat goes on renewing the other leases while
+                    // this pipeline finishes its step (a long stop here let them run out).
                     r.stop.cancel();
-                    if let Some(p) = r.pipeline.take() {
-                        p.stop().await;
-                    }
-                    let held = lease::Held::Yes { generation, until };
-                    self.release(&name, r.fence.as_deref(), held).await;
                     r.held = lease::Held::No;
+                    let pipeline = r.pipeline.take();
+                    let fence = r.fence.clone();
+                    let keeper = k.clone();
+                    let held = lease::Held::Yes { generation, until };
+                    r.stopping = Some(self.tasks.spawn(async move {
+                        if let Some(p) = pipeline {
+                            p.stop().await;
+                        }
+                        if let Some(f) = fence {
+                            release_lease(&keeper, &name, &f, held).await;
+                        }
+                    }));
                 }
             }
         }
@@ -504,12 +533,12 @@ impl Fleet {
         r.held = lease::Held::No;
         if let Some(p) = r.pipeline.take() {
             let ready = r.tenant.webhooks.ready.clone();
-            self.tasks.spawn(async move {
+            r.stopping = Some(self.tasks.spawn(async move {
                 p.stop().await;
                 // A stage's refused commit marked the store unhealthy: webhooks are still
                 // accepted here for the new holder.
                 ready.store(true, Ordering::Relaxed);
-            });
+            }));
         }
     }
 
@@ -636,6 +665,37 @@ impl Fleet {
         }
         tracing::info!("prmsync stopped");
     }
+}
+
+/// Gives `tenant`'s lease back if `held` (its pipeline has stopped): its commits are refused from
+/// now on and another daemon may claim it at once.
+async fn release_lease(
+    k: &lease::Keeper,
+    tenant: &str,
+    fence: &crate::store::pg::fleet::Fence,
+    held: lease::Held,
+) {
+    let lease::Held::Yes { generation, .. } = held else {
+        return;
+    };
+    fence.set(0);
+    match k
+        .leases
+        .release(k.me.clone(), tenant.to_owned(), generation)
+        .await
+    {
+        Ok(true) => tracing::info!(%tenant, generation, "lease released"),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(%tenant, error = %e, "lease not released: it expires by itself")
+        }
+    }
+}
+
+/// Whether the heartbeat renews or claims `r`'s lease: not while its pipeline is stopping here
+/// after a lost or given-back lease.
+fn in_heartbeat(r: &Running) -> bool {
+    r.stopping.is_none() || matches!(r.held, lease::Held::Yes { .. })
 }
 
 /// How many tenants this daemon runs under a lease.

@@ -19,6 +19,7 @@ mod deletion_webhook;
 mod erase;
 mod erase_salesforce;
 mod fleet;
+mod fleet_ops;
 mod guarantees;
 // Helpers are shared by every test module; not each branch uses all of them.
 #[allow(dead_code, unused_imports)]

@@ -25,11 +25,19 @@ pub(in crate::store) fn request(
     subject: &str,
     now_ms: i64,
 ) -> Result<i64, StoreError> {
-    Ok(c.query_one(
-        "INSERT INTO erase_requests (subject, requested_ms) VALUES ($1, $2) RETURNING id",
-        &[&subject, &now_ms],
-    )?
-    .try_get(0)?)
+    let id = c
+        .query_one(
+            "INSERT INTO erase_requests (subject, requested_ms) VALUES ($1, $2) RETURNING id",
+            &[&subject, &now_ms],
+        )?
+        .try_get(0)?;
+    // Fleet mode: wakes the planner of the daemon holding this tenant's lease (it carries
+    // erasure requests out on every pass); nobody listens outside a fleet.
+    c.execute(
+        "SELECT pg_notify($1, current_schema())",
+        &[&super::fleet::INBOX_CHANNEL],
+    )?;
+    Ok(id)
 }
 
 pub(in crate::store) fn open(
