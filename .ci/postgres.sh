@@ -4,7 +4,7 @@
 # `bash .ci/postgres.sh stop DIR`. Installs Debian's `postgresql` when initdb is missing; runs the
 # server as the non-root `postgres` user (initdb refuses root) on 127.0.0.1 only, fsync off
 # (a test cluster: durability is the server's, not under test here); max_connections 1000 for
-# the fleet tests and bench (each daemon opens two connections per tenant).
+# the fleet tests and bench (each daemon opens two connections per tenant at start).
 set -euo pipefail
 cmd="${1:?start|stop}"; dir="${2:?data dir}"; port="${3:-54329}"
 

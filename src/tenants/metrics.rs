@@ -1,6 +1,7 @@
 //! The admin listener of a multi-tenant daemon: `/livez`, `/readyz` and `/metrics`, where each
 //! tenant's state figures carry a `tenant` label, `prmsync_tenant_up` says which tenants run, and
-//! the process's own counters and build info appear once.
+//! the process's own counters and build info appear once. In fleet mode a daemon reports the
+//! state figures of the tenants it holds the lease of.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -73,6 +74,11 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         let Ok((store, reloads)) = entry else {
             continue;
         };
+        // Fleet mode: a tenant's figures come from the daemon running it (one series per tenant
+        // across the fleet, and no connection kept to a tenant only to be scraped).
+        if !s.directory.runs_here(&name) {
+            continue;
+        }
         let report = match store.status(now_ms).await {
             Ok(r) => r,
             Err(e) => {

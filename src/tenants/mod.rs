@@ -43,6 +43,8 @@ enum Entry {
         webhooks: Router,
         store: Store,
         reloads: Arc<Mutex<ReloadStatus>>,
+        /// Its pipeline runs in this process (fleet mode: this daemon holds its lease).
+        here: Arc<AtomicBool>,
     },
     Skipped(String),
 }
@@ -74,6 +76,12 @@ impl Directory {
             Some(Entry::Running { webhooks, .. }) => Some(webhooks.clone()),
             _ => None,
         }
+    }
+
+    /// Whether the tenant's pipeline runs in this process (always, outside fleet mode; in fleet
+    /// mode while this daemon holds its lease): only those are in this daemon's `/metrics`.
+    pub fn runs_here(&self, tenant: &str) -> bool {
+        matches!(self.read().get(tenant), Some(Entry::Running { here, .. }) if here.load(Ordering::Relaxed))
     }
 
     /// Why a known tenant is not running.
@@ -112,6 +120,8 @@ struct Running {
     /// Fleet mode: its store's fence and this daemon's lease on it.
     fence: Option<Arc<crate::store::pg::fleet::Fence>>,
     held: lease::Held,
+    /// Its pipeline runs here (shared with its directory entry).
+    here: Arc<AtomicBool>,
     /// Fleet mode: its pipeline is stopping in the background (a lost or released lease); the
     /// heartbeat neither renews nor claims the tenant until it has stopped.
     stopping: Option<tokio::task::JoinHandle<()>>,
@@ -318,12 +328,14 @@ impl Fleet {
                         tenant.webhooks.clone(),
                         self.config.http.max_body_bytes,
                     );
+                    let here = Arc::new(AtomicBool::new(fence.is_none()));
                     self.directory.write().insert(
                         name.clone(),
                         Entry::Running {
                             webhooks,
                             store: tenant.engine.store().clone(),
                             reloads: tenant.reloads.clone(),
+                            here: here.clone(),
                         },
                     );
                     // Fleet mode: nothing of the tenant runs here until its lease is (the
@@ -343,6 +355,7 @@ impl Fleet {
                             stop,
                             fence,
                             held: lease::Held::No,
+                            here,
                             stopping: None,
                         },
                     );
@@ -468,6 +481,7 @@ impl Fleet {
                         f.set(generation);
                     }
                     r.held = lease::Held::Yes { generation, until };
+                    r.here.store(true, Ordering::Relaxed);
                     tracing::info!(tenant = %name, generation, "lease held: starting the tenant here");
                     // As a daemon starting up: the pause the last holder recorded ends here.
                     match tokio::time::timeout(k.every(), r.tenant.take_over()).await {
@@ -493,6 +507,7 @@ impl Fleet {
                     // this pipeline finishes its step (a long stop here let them run out).
                     r.stop.cancel();
                     r.held = lease::Held::No;
+                    r.here.store(false, Ordering::Relaxed);
                     let pipeline = r.pipeline.take();
                     let fence = r.fence.clone();
                     let keeper = k.clone();
@@ -531,6 +546,7 @@ impl Fleet {
         }
         r.stop.cancel();
         r.held = lease::Held::No;
+        r.here.store(false, Ordering::Relaxed);
         if let Some(p) = r.pipeline.take() {
             let ready = r.tenant.webhooks.ready.clone();
             r.stopping = Some(self.tasks.spawn(async move {

@@ -1,8 +1,10 @@
-//! Fleet mode through one in-process daemon on PostgreSQL: a daemon that starts does not clear the
-//! connection pause another daemon recorded for a tenant it does not hold; it clears it when it
-//! takes the tenant's lease (as a daemon starting up would). `prmsync erase --tenant` hands the
-//! erasure to the daemon holding the lease, which carries it out. Runs only with
-//! `PRMSYNC_TEST_POSTGRES` (it prints why it is skipped otherwise).
+//! Fleet mode through daemons in the test process on PostgreSQL. A daemon that starts does not
+//! clear the connection pause another daemon recorded for a tenant it does not hold; it clears it
+//! when it takes the tenant's lease (as a daemon starting up would). `prmsync erase --tenant`
+//! hands the erasure to the daemon holding the lease, which carries it out. With two daemons on
+//! two tenants, each keeps PostgreSQL connections only to the tenant it runs (the other's close
+//! when idle and come back on demand) and reports only that tenant's figures in `/metrics`. Run
+//! only with `PRMSYNC_TEST_POSTGRES` (they print why they are skipped otherwise).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,6 +27,15 @@ use crate::harness::{HS_TOKEN, PS_KEY, wait_ok, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// The server `PRMSYNC_TEST_POSTGRES` names, or `None` with the reason printed.
+fn server(test: &str) -> Option<String> {
+    let url = std::env::var("PRMSYNC_TEST_POSTGRES").ok();
+    if url.is_none() {
+        println!("skipped {test}: PRMSYNC_TEST_POSTGRES is not set (see docs/postgres.md, Tests)");
+    }
+    url
+}
+
 /// `prmsync ARGS` as a separate process: (exit code, stdout + stderr).
 async fn prmsync(args: Vec<String>) -> (Option<i32>, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_prmsync"))
@@ -44,13 +55,13 @@ async fn prmsync(args: Vec<String>) -> (Option<i32>, String) {
     )
 }
 
-/// The fleet file (PostgreSQL `url`, fleet schema `schema`) and tenant `acme`'s folder, its
-/// credentials in files it names by reference.
-fn write_fleet(root: &Path, url: &str, schema: &str, ps: &str, hs: &str) -> std::path::PathBuf {
-    let dir = root.join("tenants/acme");
+/// Tenant `name`'s folder, its credentials in files it names by reference (webhook secret
+/// `NAME-secret`).
+fn write_tenant(root: &Path, name: &str, ps: &str, hs: &str) {
+    let dir = root.join("tenants").join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let secret = |file: &str, value: &str| {
-        let p = root.join("secrets").join(file);
+        let p = root.join("secrets").join(format!("{name}-{file}"));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, value).unwrap();
         p.display().to_string()
@@ -69,10 +80,14 @@ client_secret = {{ file = "{hs_secret}" }}
 "#,
             ps_key = secret("ps-key", PS_KEY),
             hs_token = secret("hs-token", HS_TOKEN),
-            hs_secret = secret("hs-secret", "acme-secret"),
+            hs_secret = secret("hs-secret", &format!("{name}-secret")),
         ),
     )
     .unwrap();
+}
+
+/// The fleet file: PostgreSQL `url`, fleet schema `schema`, leases of `lease_secs`.
+fn write_fleet(root: &Path, url: &str, schema: &str, lease_secs: u64) -> std::path::PathBuf {
     let file = root.join("prmsync.toml");
     std::fs::write(
         &file,
@@ -85,7 +100,7 @@ poll_interval_secs = 1
 [state]
 url = "{url}"
 schema = "{schema}"
-lease_secs = 2
+lease_secs = {lease_secs}
 
 [http]
 listen = "127.0.0.1:0"
@@ -100,19 +115,103 @@ min_free_bytes = 0
     file
 }
 
+/// One tenant's PartnerStack (seeded with `deals` deals) and empty HubSpot, on loopback.
+struct Sims {
+    ps: PartnerStackSim,
+    hs: HubSpotSim,
+    servers: (SimServer, SimServer),
+}
+
+impl Sims {
+    async fn start(deals: usize) -> Sims {
+        let ps = PartnerStackSim::new(PS_KEY);
+        let hs = HubSpotSim::new(HS_TOKEN);
+        let ps_server = SimServer::start(ps.router()).await.expect("PartnerStack");
+        let hs_server = SimServer::start(hs.router()).await.expect("HubSpot");
+        for d in seed::deals(deals, 3) {
+            ps.upsert_deal(d);
+        }
+        Sims {
+            ps,
+            hs,
+            servers: (ps_server, hs_server),
+        }
+    }
+
+    fn tenant(&self, root: &Path, name: &str) {
+        write_tenant(
+            root,
+            name,
+            self.servers.0.url("/api/v2").as_str(),
+            self.servers.1.url("").as_str(),
+        );
+    }
+}
+
+/// A fleet daemon in this process, started on `file`.
+async fn start(file: &Path) -> Arc<Fleet> {
+    let Loaded::Tenants(config) = load_any(file, &Environment::default()).unwrap() else {
+        panic!("a config with daemon.tenants_dir runs tenants");
+    };
+    Arc::new(
+        Fleet::start(
+            *config,
+            Environment::default(),
+            system_clock(),
+            FailPoints::none(),
+        )
+        .await
+        .expect("the fleet starts"),
+    )
+}
+
+/// Runs `fleet` until `stop`.
+fn run(fleet: &Arc<Fleet>, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
+    let fleet = fleet.clone();
+    let stop = stop.clone();
+    tokio::spawn(async move { fleet.run(stop, Arc::new(Notify::new())).await })
+}
+
+/// Stops a fleet daemon started with [`start`] and [`run`].
+async fn finish(fleet: Arc<Fleet>, stop: &CancellationToken, running: tokio::task::JoinHandle<()>) {
+    stop.cancel();
+    running.await.unwrap();
+    let fleet = Arc::into_inner(fleet).expect("the fleet is no longer shared");
+    fleet.shutdown_within(Duration::from_secs(10)).await;
+}
+
+/// `f` on a connection of its own to the server at `url`.
+async fn with_pg<R: Send + 'static>(
+    url: &str,
+    f: impl FnOnce(&mut postgres::Client) -> R + Send + 'static,
+) -> R {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        f(&mut c)
+    })
+    .await
+    .expect("PostgreSQL check")
+}
+
+/// The `/metrics` text of a daemon's admin listener.
+async fn metrics(fleet: &Fleet) -> String {
+    reqwest::get(format!("http://{}/metrics", fleet.admin_addr))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fleet_daemon_clears_a_pause_only_once_it_holds_the_lease_and_erases_for_its_tenant() {
-    let Ok(url) = std::env::var("PRMSYNC_TEST_POSTGRES") else {
-        println!(
-            "skipped fleet_ops: PRMSYNC_TEST_POSTGRES is not set (see docs/postgres.md, Tests)"
-        );
+    let Some(url) = server("the fleet pause and erase test") else {
         return;
     };
     let schema = format!("flops_{}", std::process::id());
-    let ps = PartnerStackSim::new(PS_KEY);
-    let hs = HubSpotSim::new(HS_TOKEN);
-    let ps_server = SimServer::start(ps.router()).await.expect("PartnerStack");
-    let hs_server = SimServer::start(hs.router()).await.expect("HubSpot");
+    let sims = Sims::start(0).await;
+    let (ps, hs) = (&sims.ps, &sims.hs);
     let deals = seed::deals(3, 3);
     let email = deals[0]
         .get("contact_email")
@@ -127,13 +226,8 @@ async fn a_fleet_daemon_clears_a_pause_only_once_it_holds_the_lease_and_erases_f
         BTreeMap::from([("email".to_owned(), email.clone())]),
     );
     let root = tempfile::tempdir().unwrap();
-    let file = write_fleet(
-        root.path(),
-        &url,
-        &schema,
-        ps_server.url("/api/v2").as_str(),
-        hs_server.url("").as_str(),
-    );
+    sims.tenant(root.path(), "acme");
+    let file = write_fleet(root.path(), &url, &schema, 2);
     let Loaded::Tenants(config) = load_any(&file, &Environment::default()).unwrap() else {
         panic!("a config with daemon.tenants_dir runs tenants");
     };
@@ -162,16 +256,7 @@ async fn a_fleet_daemon_clears_a_pause_only_once_it_holds_the_lease_and_erases_f
             .holds
     };
 
-    let fleet = Arc::new(
-        Fleet::start(
-            *config,
-            Environment::default(),
-            system_clock(),
-            FailPoints::none(),
-        )
-        .await
-        .expect("the fleet starts"),
-    );
+    let fleet = start(&file).await;
     // Started, not holding the lease: the pause recorded for the holder stays.
     let before = holds().await;
     assert!(
@@ -182,11 +267,7 @@ async fn a_fleet_daemon_clears_a_pause_only_once_it_holds_the_lease_and_erases_f
     );
 
     let stop = CancellationToken::new();
-    let running = tokio::spawn({
-        let fleet = fleet.clone();
-        let stop = stop.clone();
-        async move { fleet.run(stop, Arc::new(Notify::new())).await }
-    });
+    let running = run(&fleet, &stop);
     // Holding the lease, it runs the tenant as a daemon starting up would: the pause ends and
     // the deals reach the CRM.
     wait_ok(WAIT, "acme's deals in HubSpot, pause cleared", || async {
@@ -229,8 +310,125 @@ async fn a_fleet_daemon_clears_a_pause_only_once_it_holds_the_lease_and_erases_f
         "{audit}"
     );
 
-    stop.cancel();
-    running.await.unwrap();
-    let fleet = Arc::into_inner(fleet).expect("the fleet is no longer shared");
-    fleet.shutdown_within(Duration::from_secs(10)).await;
+    finish(fleet, &stop, running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_daemons_keep_connections_and_report_metrics_only_for_the_tenants_they_run() {
+    let Some(url) = server("the fleet connections test") else {
+        return;
+    };
+    let schema = format!("flconn_{}", std::process::id());
+    let root = tempfile::tempdir().unwrap();
+    let acme = Sims::start(3).await;
+    let bolt = Sims::start(3).await;
+    acme.tenant(root.path(), "acme");
+    bolt.tenant(root.path(), "bolt");
+    // 1 s leases: a connection unused for two of them closes.
+    let file = write_fleet(root.path(), &url, &schema, 1);
+    let first = start(&file).await;
+    let second = start(&file).await;
+    let stop = CancellationToken::new();
+    let runs = (run(&first, &stop), run(&second, &stop));
+
+    // Each daemon holds one lease, and each tenant's deals reach its CRM.
+    let leases = {
+        let (url, schema) = (url.clone(), schema.clone());
+        move || {
+            let (url, schema) = (url.clone(), schema.clone());
+            async move {
+                with_pg(&url, move |c| {
+                    c.query(
+                        &format!(
+                            "SELECT tenant, holder FROM {schema}.leases WHERE expires_at > now() ORDER BY tenant"
+                        ),
+                        &[],
+                    )
+                    .map(|rows| {
+                        rows.iter()
+                            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+                })
+                .await
+            }
+        }
+    };
+    wait_ok(
+        WAIT,
+        "one lease on each daemon, every deal synced",
+        || async {
+            let held = leases().await;
+            let synced = (
+                acme.hs.objects("deals").len(),
+                bolt.hs.objects("deals").len(),
+            );
+            if held.len() == 2 && held[0].1 != held[1].1 && synced == (3, 3) {
+                Ok(())
+            } else {
+                Err(format!("leases {held:?}; deals {synced:?}"))
+            }
+        },
+    )
+    .await;
+
+    // Each tenant's schema keeps connections from one daemon only: the other's two closed.
+    let connections = || async {
+        let (a, b) = (format!("{schema}_acme"), format!("{schema}_bolt"));
+        with_pg(&url, move |c| {
+            let mut count = |s: &str| -> i64 {
+                c.query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE application_name IN ('prmsync writer ' || $1, 'prmsync reader ' || $1)",
+                    &[&s],
+                )
+                .map(|r| r.get(0))
+                .unwrap_or(-1)
+            };
+            (count(&a), count(&b))
+        })
+        .await
+    };
+    // The holder polls every second, so its writer stays connected.
+    wait_ok(WAIT, "one or two connections per tenant schema", || async {
+        let n = connections().await;
+        if (1..=2).contains(&n.0) && (1..=2).contains(&n.1) {
+            Ok(())
+        } else {
+            Err(format!("connections (acme, bolt): {n:?}"))
+        }
+    })
+    .await;
+
+    // `/metrics`: each daemon reports the state figures of the tenant it runs, and no other.
+    let (m1, m2) = (metrics(&first).await, metrics(&second).await);
+    let reports = |m: &str, t: &str| m.contains(&format!("prmsync_outbox_depth{{tenant=\"{t}\"}}"));
+    for t in ["acme", "bolt"] {
+        assert!(
+            reports(&m1, t) != reports(&m2, t),
+            "{t} in exactly one scrape:\n{m1}\n---\n{m2}"
+        );
+    }
+    assert!(m1.contains("prmsync_tenant_up{tenant=\"acme\"} 1"), "{m1}");
+
+    // A closed connection comes back on demand: the daemon not running acme still reads its state.
+    let elsewhere = if reports(&m1, "acme") {
+        &second
+    } else {
+        &first
+    };
+    let engine = elsewhere
+        .engine("acme")
+        .await
+        .expect("every daemon opens every tenant");
+    let status = engine
+        .store()
+        .status(jiff::Timestamp::now().as_millisecond())
+        .await
+        .expect("a closed connection is made again for the next read");
+    assert_eq!(status.dead_letters, 0);
+
+    finish(first, &stop, runs.0).await;
+    finish(second, &stop, runs.1).await;
 }

@@ -8,11 +8,16 @@
 //! held), at most once per backoff step (1 s, doubling, at most [`MAX_BACKOFF`]). While it is down
 //! a job fails at once with [`StoreError::PgConnect`] saying so; the job that was running when
 //! the connection died gets its own error (callers retry their stage, the store does not).
+//!
+//! A fleet tenant's connections (`Conn::open` with `park_after`) are closed after that long
+//! without a job and made again by the next one ([`next_job`]): a daemon keeps connections only
+//! to the tenants it runs or that are in use, not two to every tenant of the fleet.
 
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use postgres::{Client, NoTls};
+use tokio::sync::mpsc;
 
 use super::PgTarget;
 use crate::store::StoreError;
@@ -58,15 +63,36 @@ pub(super) struct Conn {
     client: Option<Client>,
     down: Option<Down>,
     lock: DaemonLock,
+    /// Close the connection after this long without a job (fleet tenants); the waiting is done
+    /// on this small runtime (the job queue is a tokio channel, the thread is a plain one).
+    park: Option<(Duration, tokio::runtime::Runtime)>,
+    /// Closed for idleness (not lost): the next job connects without the reconnect's pacing.
+    parked: bool,
 }
 
 impl Conn {
     /// Connects for the first time: an error here fails the store's `open`.
+    /// `park_after`: close the connection after that long without a job (fleet tenants).
     pub(super) fn open(
         target: &PgTarget,
         role: &'static str,
         idle: Option<Duration>,
+        park_after: Option<Duration>,
     ) -> Result<Conn, StoreError> {
+        let park = match park_after {
+            Some(after) => Some((
+                after,
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .map_err(|e| {
+                        StoreError::PgConnect(format!(
+                            "cannot start the {role} thread's timer: {e}"
+                        ))
+                    })?,
+            )),
+            None => None,
+        };
         let client = establish(target, role, idle)?;
         Ok(Conn {
             target: target.clone(),
@@ -75,7 +101,20 @@ impl Conn {
             client: Some(client),
             down: None,
             lock: DaemonLock::NotTaken,
+            park,
+            parked: false,
         })
+    }
+
+    /// Closes an idle connection that may be closed (one without the daemon lock, which lives
+    /// only as long as its session); the next job connects again.
+    fn park(&mut self) {
+        if self.lock != DaemonLock::NotTaken || self.down.is_some() || self.client.is_none() {
+            return;
+        }
+        self.client = None;
+        self.parked = true;
+        tracing::debug!(schema = %self.target.schema, connection = self.role, "idle PostgreSQL connection closed");
     }
 
     /// Runs `f` on the client, connecting again first if the connection was lost. An error that
@@ -108,6 +147,23 @@ impl Conn {
     fn client(&mut self) -> Result<&mut Client, StoreError> {
         if self.client.as_ref().is_some_and(Client::is_closed) {
             self.lost("the server ended the session or the socket broke".into());
+        }
+        if self.client.is_none() && self.parked {
+            self.parked = false;
+            match establish(&self.target, self.role, self.idle) {
+                Ok(client) => self.client = Some(client),
+                Err(e) => {
+                    let cause = e.to_string();
+                    self.lost(cause.clone());
+                    if let Some(down) = &mut self.down {
+                        down.next = Instant::now() + down.backoff.next().unwrap_or(MAX_BACKOFF);
+                    }
+                    return Err(StoreError::PgConnect(format!(
+                        "the {} connection to PostgreSQL could not be made again: {cause}",
+                        self.role
+                    )));
+                }
+            }
         }
         if self.client.is_none() {
             self.reconnect()?;
@@ -205,6 +261,24 @@ impl Conn {
                     down.cause
                 )))
             }
+        }
+    }
+}
+
+/// The next job for a store thread, or `None` once every handle is gone. A connection that parks
+/// is closed when no job came for its `park_after`, and the wait goes on.
+pub(super) fn next_job<T>(rx: &mut mpsc::Receiver<T>, conn: &mut Conn) -> Option<T> {
+    let waited = match &conn.park {
+        Some((after, rt)) if conn.client.is_some() => {
+            rt.block_on(async { tokio::time::timeout(*after, rx.recv()).await })
+        }
+        _ => return rx.blocking_recv(),
+    };
+    match waited {
+        Ok(job) => job,
+        Err(_) => {
+            conn.park();
+            rx.blocking_recv()
         }
     }
 }

@@ -33,7 +33,7 @@ pub(super) fn run(conn: &mut Conn, rx: &mut mpsc::Receiver<Job>) {
     loop {
         let job = match next.take() {
             Some(job) => job,
-            None => match rx.blocking_recv() {
+            None => match super::conn::next_job(rx, conn) {
                 Some(job) => job,
                 None => return,
             },

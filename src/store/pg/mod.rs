@@ -34,6 +34,8 @@ use crate::model::Change;
 
 /// Bound on queued jobs, as for SQLite: callers wait (async) when the writer is this far behind.
 const QUEUE_DEPTH: usize = 256;
+/// A fenced (fleet) store's connection closes after this many leases without a job.
+pub const PARK_AFTER_LEASES: u32 = 2;
 
 /// Where a PostgreSQL state lives: the server and the schema that holds this state's tables.
 #[derive(Clone)]
@@ -108,13 +110,17 @@ impl PgStore {
 
     /// A tenant's state in fleet mode: every write-side commit checks `fence`, and the server
     /// ends the writer's session if it sits in a transaction for a lease (a stalled daemon's
-    /// open transaction would otherwise keep the lease row locked from the next holder).
+    /// open transaction would otherwise keep the lease row locked from the next holder). Each
+    /// of its two connections is closed after [`PARK_AFTER_LEASES`] leases without use and made
+    /// again when next needed: every daemon opens every tenant, but keeps connections only to
+    /// those it runs (or that webhooks, status and `prmsync` commands use).
     pub fn open_fenced(target: &PgTarget, fence: Arc<fleet::Fence>) -> Result<PgStore, StoreError> {
         let idle = fence.lease;
         PgStore::open_steps(target, migrations::STEPS, Some(fence), Some(idle))
     }
 
-    /// `idle`: the writer connection's `idle_in_transaction_session_timeout`.
+    /// `idle`: the writer connection's `idle_in_transaction_session_timeout`; a fenced store's
+    /// connections also close after [`PARK_AFTER_LEASES`] leases without a job.
     fn open_steps(
         target: &PgTarget,
         steps: &'static [(i64, &'static str, &'static str)],
@@ -122,13 +128,14 @@ impl PgStore {
         idle: Option<std::time::Duration>,
     ) -> Result<PgStore, StoreError> {
         target.validate().map_err(StoreError::PgMigration)?;
+        let park_after = fence.as_ref().map(|f| f.lease * PARK_AFTER_LEASES);
         let (jobs, mut rx) = mpsc::channel::<WriterJob>(QUEUE_DEPTH);
         let (reads, mut read_rx) = mpsc::channel::<ReadJob>(QUEUE_DEPTH);
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let t = target.clone();
         spawn("prmsync-pg-writer", move || {
             // Migrations run once, here; a reconnect only restores the session's settings.
-            let mut conn = match Conn::open(&t, "writer", idle).and_then(|mut c| {
+            let mut conn = match Conn::open(&t, "writer", idle, park_after).and_then(|mut c| {
                 let v = c.run(|client| migrations::apply(client, &t.schema, steps))?;
                 Ok((c, v))
             }) {
@@ -147,7 +154,7 @@ impl PgStore {
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let t = target.clone();
         spawn("prmsync-pg-reader", move || {
-            let mut conn = match Conn::open(&t, "reader", None) {
+            let mut conn = match Conn::open(&t, "reader", None, park_after) {
                 Ok(c) => {
                     let _ = ready_tx.send(Ok(()));
                     c
@@ -157,7 +164,7 @@ impl PgStore {
                     return;
                 }
             };
-            while let Some(job) = read_rx.blocking_recv() {
+            while let Some(job) = conn::next_job(&mut read_rx, &mut conn) {
                 job(&mut conn);
             }
         })?;
