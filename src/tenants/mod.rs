@@ -463,6 +463,7 @@ impl Fleet {
             .map(|(n, r)| (n.clone(), r.held))
             .collect();
         let until = started + k.lease;
+        let mut starting = Vec::new();
         for (name, step) in lease::steps(&view, &beat) {
             let Some(r) = tenants.get_mut(&name) else {
                 continue;
@@ -483,20 +484,7 @@ impl Fleet {
                     r.held = lease::Held::Yes { generation, until };
                     r.here.store(true, Ordering::Relaxed);
                     tracing::info!(tenant = %name, generation, "lease held: starting the tenant here");
-                    // As a daemon starting up: the pause the last holder recorded ends here.
-                    match tokio::time::timeout(k.every(), r.tenant.take_over()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            tracing::warn!(tenant = %name, error = %e, "recorded connection pauses not cleared: status may show one until the next change");
-                        }
-                        Err(_) => {
-                            tracing::warn!(tenant = %name, "recorded connection pauses not cleared in time: status may show one until the next change");
-                        }
-                    }
-                    r.pipeline = Some(start_pipeline(&name, &r.tenant));
-                    r.stop = CancellationToken::new();
-                    self.tasks
-                        .spawn(r.tenant.maintain(self.clock.clone(), r.stop.clone()));
+                    starting.push(name);
                 }
                 lease::Step::Stop => {
                     tracing::warn!(tenant = %name, "lease lost to another daemon: stopping the tenant here");
@@ -523,7 +511,50 @@ impl Fleet {
                 }
             }
         }
+        self.take_over(k, &starting, &tenants).await;
+        for name in starting {
+            if let Some(r) = tenants.get_mut(&name) {
+                r.pipeline = Some(start_pipeline(&name, &r.tenant));
+                r.stop = CancellationToken::new();
+                self.tasks
+                    .spawn(r.tenant.maintain(self.clock.clone(), r.stop.clone()));
+            }
+        }
         crate::telemetry::meters::meters().leases_held(&k.me, held_count(&tenants));
+    }
+
+    /// The tenants whose lease this daemon has just taken start as a daemon starting up would:
+    /// the pauses the last holder recorded end ([`Tenant::take_over`]). All at once, each on its
+    /// own store, within a heartbeat interval: the heartbeat must not wait on them one by one
+    /// (its leases would run out meanwhile).
+    async fn take_over(
+        &self,
+        k: &lease::Keeper,
+        starting: &[String],
+        tenants: &BTreeMap<String, Running>,
+    ) {
+        let mut set = tokio::task::JoinSet::new();
+        for name in starting {
+            if let Some(r) = tenants.get(name) {
+                let clearing = r.tenant.take_over();
+                let name = name.clone();
+                set.spawn(async move { (name, clearing.await) });
+            }
+        }
+        let all = async {
+            while let Some(joined) = set.join_next().await {
+                if let Ok((name, Err(e))) = joined {
+                    tracing::warn!(tenant = %name, error = %e, "recorded connection pauses not cleared: status may show one until the next refusal or success");
+                }
+            }
+        };
+        if tokio::time::timeout(k.every(), all).await.is_err() {
+            tracing::warn!(
+                tenants = set.len(),
+                "recorded connection pauses not cleared within a heartbeat: the tenants start anyway"
+            );
+            set.detach_all();
+        }
     }
 
     /// Wakes the planner of the tenant whose state schema is `schema`, if it runs here.
