@@ -6,8 +6,11 @@
 //! `SELECT ... FOR UPDATE SKIP LOCKED LIMIT n` picks free rows without waiting on rows another
 //! daemon is claiming, and the `UPDATE` in the same statement takes them. The generation is the
 //! fencing token (Kleppmann's "How to do distributed locking"): it grows by one at every claim,
-//! and a commit whose generation is not the lease row's (read `FOR SHARE`, so a claim waits for
-//! commits in flight and no commit lands after a claim) is refused.
+//! and a commit whose generation is not the lease row's is refused. The commit reads the row
+//! `FOR KEY SHARE`: a claim (`FOR UPDATE`) skips a row a commit in flight holds, so no commit
+//! lands after a claim, while the holder's renewal (an `UPDATE` of `expires_at` only, which
+//! takes the weaker `FOR NO KEY UPDATE` lock) neither waits for its own tenants' commits nor
+//! holds them up.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -88,7 +91,7 @@ impl Fence {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// In the commit's transaction: the lease row (locked `FOR SHARE` until the commit) must
+    /// In the commit's transaction: the lease row (locked `FOR KEY SHARE` until the commit) must
     /// still be this daemon's at the generation it holds; `live` also wants it unexpired (the
     /// outbox claim: a batch is never taken under a lease that may already be someone else's).
     pub(in crate::store) fn check(
@@ -103,7 +106,7 @@ impl Fence {
         let row = tx.query_opt(
             &format!(
                 "SELECT generation, holder, expires_at > now() FROM {}.leases
-                 WHERE tenant = $1 AND stream = $2 FOR SHARE",
+                 WHERE tenant = $1 AND stream = $2 FOR KEY SHARE",
                 self.fleet_schema
             ),
             &[&self.tenant, &self.stream],
@@ -261,6 +264,12 @@ impl Leases {
         self.store
             .write(move |tx| {
                 ensure_rows(tx, std::slice::from_ref(&tenant))?;
+                // Waits for the commits in flight under the old generation, as a claim's
+                // `SKIP LOCKED` does not.
+                tx.execute(
+                    "SELECT 1 FROM leases WHERE tenant = $1 AND stream = $2 FOR UPDATE",
+                    &[&tenant, &TENANT_STREAM],
+                )?;
                 let secs = lease.as_secs_f64();
                 Ok(tx
                     .query_one(
