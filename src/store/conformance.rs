@@ -1022,7 +1022,7 @@ mod leases_on_postgres {
     use std::time::Duration;
 
     use super::*;
-    use crate::store::pg::fleet::{Fence, Leases, TENANT_STREAM};
+    use crate::store::pg::fleet::{COMMIT_LOCK, Fence, Leases, TENANT_STREAM};
 
     /// A fleet schema and the target of its tenant `t`, fresh for each test; `None` (printed)
     /// without a server.
@@ -1126,6 +1126,85 @@ mod leases_on_postgres {
                 .all(|r| r.holder.as_deref() == Some("b") && r.live && r.generation == 2),
             "{rows:?}"
         );
+    }
+
+    /// Holds a lease row as a tenant's commit in flight does (the fence's read with its lock,
+    /// in an open transaction on a connection of its own) until the returned sender is dropped.
+    fn commit_in_flight(
+        url: &str,
+        fleet_schema: &str,
+        tenant: &str,
+    ) -> std::sync::mpsc::Sender<()> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
+        let (url, sql) = (
+            url.to_owned(),
+            format!(
+                "BEGIN; SELECT generation FROM {fleet_schema}.leases
+                 WHERE tenant = '{tenant}' AND stream = '{TENANT_STREAM}' {COMMIT_LOCK}"
+            ),
+        );
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+            c.batch_execute(&sql).expect("the fence's read");
+            ready_tx.send(()).expect("test waits");
+            let _ = end_rx.recv();
+            c.batch_execute("ROLLBACK").expect("rollback");
+        });
+        ready_rx.recv().expect("the transaction is open");
+        end_tx
+    }
+
+    #[tokio::test]
+    async fn a_commit_in_flight_holds_off_a_claim_but_not_the_holders_renewal() {
+        let Some((target, _)) = fleet("commit_in_flight") else {
+            return;
+        };
+        let leases = Leases::open(&target, LONG).unwrap();
+        let tenants = vec!["t".to_owned()];
+        let a = leases
+            .heartbeat("a".into(), tenants.clone(), LONG)
+            .await
+            .unwrap();
+        assert_eq!(a.claimed, vec![("t".into(), 1)]);
+        let in_flight = commit_in_flight(&target.url, leases.schema(), "t");
+        // A's renewal does not wait for the commit (a `FOR SHARE` read would block it until the
+        // commit ends: here, never).
+        let renewed = tokio::time::timeout(
+            Duration::from_secs(30),
+            leases.heartbeat("a".into(), tenants.clone(), Duration::from_millis(200)),
+        )
+        .await
+        .expect("the renewal did not wait for the commit in flight")
+        .unwrap();
+        assert_eq!(renewed.held, vec![("t".into(), 1)]);
+        // The lease expires (A stops beating); B's claims skip the row while the commit is in
+        // flight, and take it once it has ended.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        for _ in 0..3 {
+            let b = leases
+                .heartbeat("b".into(), tenants.clone(), LONG)
+                .await
+                .unwrap();
+            assert!(
+                b.claimed.is_empty(),
+                "claimed under a commit in flight: {b:?}"
+            );
+        }
+        drop(in_flight);
+        let mut taken = Vec::new();
+        for _ in 0..100 {
+            let b = leases
+                .heartbeat("b".into(), tenants.clone(), LONG)
+                .await
+                .unwrap();
+            if !b.claimed.is_empty() {
+                taken = b.claimed;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(taken, vec![("t".into(), 2)]);
     }
 
     #[tokio::test]

@@ -25,6 +25,10 @@ use crate::store::StoreError;
 /// writers): the only kind of lease fleet mode takes today.
 pub const TENANT_STREAM: &str = "tenant";
 
+/// How a fenced commit locks its lease row (see the module's doc); the conformance suite holds a
+/// row the same way to stand for a commit in flight.
+pub(in crate::store) const COMMIT_LOCK: &str = "FOR KEY SHARE";
+
 /// The channel a webhook staging notifies (payload: the tenant's schema) at its commit.
 pub const INBOX_CHANNEL: &str = "prmsync_inbox";
 
@@ -106,7 +110,7 @@ impl Fence {
         let row = tx.query_opt(
             &format!(
                 "SELECT generation, holder, expires_at > now() FROM {}.leases
-                 WHERE tenant = $1 AND stream = $2 FOR KEY SHARE",
+                 WHERE tenant = $1 AND stream = $2 {COMMIT_LOCK}",
                 self.fleet_schema
             ),
             &[&self.tenant, &self.stream],
