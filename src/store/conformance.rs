@@ -1046,6 +1046,26 @@ mod leases_on_postgres {
 
     const LONG: Duration = Duration::from_secs(60);
 
+    /// `who`'s heartbeats (every 50 ms, at most 100) until one claims something: what it claimed.
+    async fn first_claims(
+        leases: &Leases,
+        who: &str,
+        tenants: &[String],
+        lease: Duration,
+    ) -> Vec<(String, i64)> {
+        for _ in 0..100 {
+            let beat = leases
+                .heartbeat(who.into(), tenants.to_vec(), lease)
+                .await
+                .unwrap();
+            if !beat.claimed.is_empty() {
+                return beat.claimed;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Vec::new()
+    }
+
     #[tokio::test]
     async fn leases_are_claimed_up_to_a_fair_share_renewed_released_and_taken_after_expiry() {
         let Some((target, _)) = fleet("leases_are_claimed") else {
@@ -1095,18 +1115,7 @@ mod leases_on_postgres {
             .heartbeat("a".into(), tenants.clone(), short)
             .await
             .unwrap();
-        let mut taken = Vec::new();
-        for _ in 0..100 {
-            let b = leases
-                .heartbeat("b".into(), tenants.clone(), short)
-                .await
-                .unwrap();
-            if !b.claimed.is_empty() {
-                taken = b.claimed;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let taken = first_claims(&leases, "b", &tenants, short).await;
         assert_eq!(taken, vec![("x".into(), 2)]);
         let b = leases
             .heartbeat("b".into(), tenants.clone(), LONG)
@@ -1192,18 +1201,7 @@ mod leases_on_postgres {
             );
         }
         drop(in_flight);
-        let mut taken = Vec::new();
-        for _ in 0..100 {
-            let b = leases
-                .heartbeat("b".into(), tenants.clone(), LONG)
-                .await
-                .unwrap();
-            if !b.claimed.is_empty() {
-                taken = b.claimed;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let taken = first_claims(&leases, "b", &tenants, LONG).await;
         assert_eq!(taken, vec![("t".into(), 2)]);
     }
 
