@@ -55,37 +55,6 @@ async fn prmsync(args: Vec<String>) -> (Option<i32>, String) {
     )
 }
 
-/// Tenant `name`'s folder, its credentials in files it names by reference (webhook secret
-/// `NAME-secret`).
-fn write_tenant(root: &Path, name: &str, ps: &str, hs: &str) {
-    let dir = root.join("tenants").join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let secret = |file: &str, value: &str| {
-        let p = root.join("secrets").join(format!("{name}-{file}"));
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, value).unwrap();
-        p.display().to_string()
-    };
-    std::fs::write(
-        dir.join("tenant.toml"),
-        format!(
-            r#"[partnerstack]
-base_url = "{ps}"
-api_key = {{ file = "{ps_key}" }}
-
-[hubspot]
-base_url = "{hs}"
-access_token = {{ file = "{hs_token}" }}
-client_secret = {{ file = "{hs_secret}" }}
-"#,
-            ps_key = secret("ps-key", PS_KEY),
-            hs_token = secret("hs-token", HS_TOKEN),
-            hs_secret = secret("hs-secret", &format!("{name}-secret")),
-        ),
-    )
-    .unwrap();
-}
-
 /// The fleet file: PostgreSQL `url`, fleet schema `schema`, leases of `lease_secs`.
 fn write_fleet(root: &Path, url: &str, schema: &str, lease_secs: u64) -> std::path::PathBuf {
     let file = root.join("prmsync.toml");
@@ -139,11 +108,12 @@ impl Sims {
     }
 
     fn tenant(&self, root: &Path, name: &str) {
-        write_tenant(
+        crate::harness::tenant_folder(
             root,
             name,
             self.servers.0.url("/api/v2").as_str(),
             self.servers.1.url("").as_str(),
+            HS_TOKEN,
         );
     }
 }

@@ -185,3 +185,40 @@ pub fn converged(ps: &PartnerStackSim, hs: &HubSpotSim) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Writes tenant `name`'s folder under `root/tenants` for a multi-tenant config: its
+/// `tenant.toml` pointing at PartnerStack `ps` and HubSpot `hs`, with its credentials in files
+/// under `root/secrets` that it names by reference (the HubSpot token given, the webhook secret
+/// `NAME-secret`). Returns the folder.
+pub fn tenant_folder(
+    root: &std::path::Path,
+    name: &str,
+    ps: &str,
+    hs: &str,
+    hubspot_token: &str,
+) -> PathBuf {
+    let dir = root.join("tenants").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = |file: &str, value: &str| {
+        let p = root.join("secrets").join(format!("{name}-{file}"));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, value).unwrap();
+        p.display().to_string()
+    };
+    let text = format!(
+        r#"[partnerstack]
+base_url = "{ps}"
+api_key = {{ file = "{ps_key}" }}
+
+[hubspot]
+base_url = "{hs}"
+access_token = {{ file = "{hs_token}" }}
+client_secret = {{ file = "{hs_secret}" }}
+"#,
+        ps_key = secret("ps-key", PS_KEY),
+        hs_token = secret("hs-token", hubspot_token),
+        hs_secret = secret("hs-secret", &format!("{name}-secret")),
+    );
+    std::fs::write(dir.join("tenant.toml"), text).unwrap();
+    dir
+}

@@ -52,32 +52,13 @@ async fn sims(deals: usize) -> Sims {
 /// Writes tenant `name`'s folder: its `tenant.toml` pointing at `sims`, with its credentials in
 /// files it names by reference (the HubSpot token given, the webhook secret `NAME-secret`).
 fn tenant(root: &Path, name: &str, sims: &Sims, hubspot_token: &str) -> PathBuf {
-    let dir = root.join("tenants").join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let secret = |file: &str, value: &str| {
-        let p = root.join("secrets").join(format!("{name}-{file}"));
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, value).unwrap();
-        p.display().to_string()
-    };
-    let text = format!(
-        r#"[partnerstack]
-base_url = "{ps}"
-api_key = {{ file = "{ps_key}" }}
-
-[hubspot]
-base_url = "{hs}"
-access_token = {{ file = "{hs_token}" }}
-client_secret = {{ file = "{hs_secret}" }}
-"#,
-        ps = sims._servers.0.url("/api/v2"),
-        hs = sims._servers.1.url(""),
-        ps_key = secret("ps-key", PS_KEY),
-        hs_token = secret("hs-token", hubspot_token),
-        hs_secret = secret("hs-secret", &format!("{name}-secret")),
-    );
-    std::fs::write(dir.join("tenant.toml"), text).unwrap();
-    dir
+    crate::harness::tenant_folder(
+        root,
+        name,
+        sims._servers.0.url("/api/v2").as_str(),
+        sims._servers.1.url("").as_str(),
+        hubspot_token,
+    )
 }
 
 fn prmsync(args: &[&str]) -> (i32, String, String) {
